@@ -19,6 +19,7 @@ pub mod limits;
 pub mod roq;
 pub mod rtp;
 pub mod sdp;
+pub mod segment;
 pub mod varint;
 
 pub use address::{ObjectName, Resource, SegueUrl};

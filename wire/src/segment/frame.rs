@@ -1,0 +1,339 @@
+//! Request, response and segment-header frames: `Type (i) | Length (i) | Body`.
+
+use bytes::BufMut;
+
+use super::{Hash, Manifest, frame_type as ft, param_type as pt};
+use crate::address::ObjectName;
+use crate::error::DecodeError;
+use crate::limits::Limits;
+use crate::varint::{self, Reader};
+
+/// Optional request parameters (`Type (i) | Length (i) | Value`); unknown ones are skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Params {
+    /// Remaining hops a helper may forward this request (absent: not forwarded yet).
+    pub hop_limit: Option<u8>,
+}
+
+/// A request on a segment stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentRequest {
+    Manifest {
+        object: ObjectName,
+        params: Params,
+    },
+    Segments {
+        object: ObjectName,
+        first: u64,
+        count: u64,
+        params: Params,
+    },
+}
+
+/// Response status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Ok,
+    BadRequest,
+    NotFound,
+    RangeNotSatisfiable,
+    UpstreamUnavailable,
+    Busy,
+    Internal,
+    HopLimitExceeded,
+    Unauthorized,
+    /// A code this implementation does not know; treat as a failure.
+    Other(u64),
+}
+
+impl Status {
+    pub fn code(self) -> u64 {
+        match self {
+            Status::Ok => 0,
+            Status::BadRequest => 1,
+            Status::NotFound => 2,
+            Status::RangeNotSatisfiable => 3,
+            Status::UpstreamUnavailable => 4,
+            Status::Busy => 5,
+            Status::Internal => 6,
+            Status::HopLimitExceeded => 7,
+            Status::Unauthorized => 8,
+            Status::Other(c) => c,
+        }
+    }
+
+    pub fn from_code(c: u64) -> Self {
+        match c {
+            0 => Status::Ok,
+            1 => Status::BadRequest,
+            2 => Status::NotFound,
+            3 => Status::RangeNotSatisfiable,
+            4 => Status::UpstreamUnavailable,
+            5 => Status::Busy,
+            6 => Status::Internal,
+            7 => Status::HopLimitExceeded,
+            8 => Status::Unauthorized,
+            c => Status::Other(c),
+        }
+    }
+}
+
+/// First frame of every response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHeader {
+    pub status: Status,
+    /// Human-readable reason, empty on success; at most 256 bytes.
+    pub reason: String,
+}
+
+/// Precedes each segment's payload (`size` raw bytes follow the frame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub index: u64,
+    pub size: u64,
+    /// SHA-256 of the payload; must equal the manifest's checksum.
+    pub checksum: Hash,
+}
+
+/// A frame a server sends on a segment stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseFrame {
+    Response(ResponseHeader),
+    Manifest(Manifest),
+    Segment(SegmentHeader),
+}
+
+pub const MAX_REASON: u64 = 256;
+
+fn put_frame(out: &mut Vec<u8>, ty: u64, body: &[u8]) {
+    varint::put(out, ty);
+    varint::put(out, body.len() as u64);
+    out.put_slice(body);
+}
+
+impl SegmentRequest {
+    pub fn object(&self) -> &ObjectName {
+        match self {
+            SegmentRequest::Manifest { object, .. } | SegmentRequest::Segments { object, .. } => {
+                object
+            }
+        }
+    }
+
+    pub fn params(&self) -> Params {
+        match self {
+            SegmentRequest::Manifest { params, .. } | SegmentRequest::Segments { params, .. } => {
+                *params
+            }
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        varint::put_str(&mut body, self.object().as_str());
+        let ty = match self {
+            SegmentRequest::Manifest { .. } => ft::MANIFEST_REQUEST,
+            SegmentRequest::Segments { first, count, .. } => {
+                varint::put(&mut body, *first);
+                varint::put(&mut body, *count);
+                ft::SEGMENTS_REQUEST
+            }
+        };
+        if let Some(h) = self.params().hop_limit {
+            varint::put(&mut body, pt::HOP_LIMIT);
+            varint::put(&mut body, 1);
+            body.push(h);
+        }
+        let mut out = Vec::with_capacity(body.len() + 4);
+        put_frame(&mut out, ty, &body);
+        out
+    }
+}
+
+impl ResponseHeader {
+    pub fn ok() -> Self {
+        Self {
+            status: Status::Ok,
+            reason: String::new(),
+        }
+    }
+
+    pub fn error(status: Status, reason: impl Into<String>) -> Self {
+        let mut reason: String = reason.into();
+        let mut cut = reason.len().min(MAX_REASON as usize);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        Self { status, reason }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        varint::put(&mut body, self.status.code());
+        varint::put_str(&mut body, &self.reason);
+        let mut out = Vec::new();
+        put_frame(&mut out, ft::RESPONSE, &body);
+        out
+    }
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(48);
+        varint::put(&mut body, self.index);
+        varint::put(&mut body, self.size);
+        body.put_slice(&self.checksum);
+        let mut out = Vec::with_capacity(52);
+        put_frame(&mut out, ft::SEGMENT, &body);
+        out
+    }
+}
+
+/// Reads `Type | Length` and, if the whole body is buffered, returns it.
+/// `limit` gives the largest body allowed for a type (`None`: unknown type).
+fn split_frame(
+    buf: &[u8],
+    limit: impl Fn(u64) -> Option<usize>,
+) -> Result<Option<(u64, &[u8], usize)>, DecodeError> {
+    let Some((ty, n1)) = varint::get(buf) else {
+        return Ok(None);
+    };
+    let max = limit(ty).ok_or(DecodeError::Unknown {
+        what: "frame type",
+        value: ty,
+    })?;
+    let Some((len, n2)) = varint::get(&buf[n1..]) else {
+        return Ok(None);
+    };
+    if len > max as u64 {
+        return Err(DecodeError::TooLarge {
+            what: "frame",
+            size: len,
+            limit: max as u64,
+        });
+    }
+    let start = n1 + n2;
+    let end = start + len as usize; // len <= max, a usize
+    match buf.get(start..end) {
+        Some(body) => Ok(Some((ty, body, end))),
+        None => Ok(None),
+    }
+}
+
+fn read_params(r: &mut Reader<'_>) -> Result<Params, DecodeError> {
+    let mut p = Params::default();
+    let mut count = 0;
+    while !r.is_empty() {
+        count += 1;
+        if count > 16 {
+            return Err(DecodeError::Malformed("more than 16 request parameters"));
+        }
+        let ty = r.varint()?;
+        let len = r.varint_bounded(255, "parameter")?;
+        let value = r.bytes(len)?;
+        if ty == pt::HOP_LIMIT {
+            let [h] = value else {
+                return Err(DecodeError::Malformed("hop limit must be 1 byte"));
+            };
+            p.hop_limit = Some(*h);
+        }
+    }
+    Ok(p)
+}
+
+/// Decodes the request at the start of `buf`: `Ok(None)` until it is complete. Returns the
+/// request and the bytes it took. Nothing may follow it but FIN.
+pub fn decode_request(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(SegmentRequest, usize)>, DecodeError> {
+    let Some((ty, body, used)) = split_frame(buf, |ty| {
+        matches!(ty, ft::MANIFEST_REQUEST | ft::SEGMENTS_REQUEST).then_some(limits.max_frame_header)
+    })?
+    else {
+        return Ok(None);
+    };
+    let mut r = Reader::new(body);
+    let name = r.string(limits.max_object_name as u64, "object name")?;
+    let object = ObjectName::new(name, limits.max_object_name)?;
+    let req = if ty == ft::MANIFEST_REQUEST {
+        SegmentRequest::Manifest {
+            object,
+            params: read_params(&mut r)?,
+        }
+    } else {
+        let first = r.varint()?;
+        let count = r.varint()?;
+        if count == 0 {
+            return Err(DecodeError::Malformed("segment request for zero segments"));
+        }
+        if count > limits.max_segments_per_request {
+            return Err(DecodeError::TooLarge {
+                what: "segment request count",
+                size: count,
+                limit: limits.max_segments_per_request,
+            });
+        }
+        SegmentRequest::Segments {
+            object,
+            first,
+            count,
+            params: read_params(&mut r)?,
+        }
+    };
+    Ok(Some((req, used)))
+}
+
+/// Decodes the next server frame at the start of `buf`; `Ok(None)` until it is complete.
+/// For a SEGMENT, the payload (`size` bytes) follows and is not consumed.
+pub fn decode_response_frame(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<(ResponseFrame, usize)>, DecodeError> {
+    let Some((ty, body, used)) = split_frame(buf, |ty| match ty {
+        ft::RESPONSE | ft::SEGMENT => Some(limits.max_frame_header),
+        ft::MANIFEST => Some(limits.max_manifest),
+        _ => None,
+    })?
+    else {
+        return Ok(None);
+    };
+    let mut r = Reader::new(body);
+    let frame = match ty {
+        ft::RESPONSE => {
+            let status = Status::from_code(r.varint()?);
+            let reason = r.string(MAX_REASON, "reason")?.to_owned();
+            // Later versions may append fields: ignore the rest.
+            ResponseFrame::Response(ResponseHeader { status, reason })
+        }
+        ft::MANIFEST => ResponseFrame::Manifest(Manifest::decode(body, limits)?),
+        _ => {
+            let index = r.varint()?;
+            let size = r.varint()?;
+            if size == 0 || size > limits.max_segment_size {
+                return Err(DecodeError::TooLarge {
+                    what: "segment",
+                    size,
+                    limit: limits.max_segment_size,
+                });
+            }
+            let checksum = r.array()?;
+            r.finish("segment header")?;
+            ResponseFrame::Segment(SegmentHeader {
+                index,
+                size,
+                checksum,
+            })
+        }
+    };
+    Ok(Some((frame, used)))
+}
+
+/// The MANIFEST frame carrying `m`.
+pub fn encode_manifest_frame(m: &Manifest) -> Vec<u8> {
+    let body = m.encode();
+    let mut out = Vec::with_capacity(body.len() + 10);
+    put_frame(&mut out, ft::MANIFEST, &body);
+    out
+}

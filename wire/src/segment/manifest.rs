@@ -1,0 +1,183 @@
+//! The object manifest: tracks (SDP), duration, formats and the segment table.
+
+use bytes::BufMut;
+
+use super::Hash;
+use crate::address::ObjectName;
+use crate::error::DecodeError;
+use crate::limits::Limits;
+use crate::sdp::{Description, MAX_SDP};
+use crate::varint::{self, Reader};
+
+/// Manifest encoding version.
+pub const MANIFEST_VERSION: u64 = 1;
+
+/// Per-track totals, so a player can verify what it received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackEntry {
+    pub frames: u64,
+    /// SHA-256 over the concatenated frame records of this track, in segment order.
+    pub content_hash: Hash,
+}
+
+/// One row of the segment table. Segment `i` is the `i`-th entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentEntry {
+    /// Presentation start in microseconds of normal play time.
+    pub start_us: u64,
+    pub duration_us: u64,
+    pub size: u64,
+    /// Frames of all tracks in this segment.
+    pub frames: u64,
+    /// SHA-256 of the segment payload.
+    pub checksum: Hash,
+}
+
+/// Everything a node needs to serve an object, apart from the segment payloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub object: ObjectName,
+    /// Changes whenever the origin re-ingests the object from a changed file.
+    pub revision: u64,
+    pub duration_us: u64,
+    /// Source formats the origin holds the object in (`"mp4"`, `"ts"`, ...).
+    pub formats: Vec<String>,
+    /// SDP text, as DESCRIBE returns it.
+    pub sdp: String,
+    /// One entry per SDP media section, same order.
+    pub tracks: Vec<TrackEntry>,
+    pub segments: Vec<SegmentEntry>,
+}
+
+impl Manifest {
+    pub fn total_size(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
+    }
+
+    /// Parses the SDP into typed tracks.
+    pub fn description(&self, limits: &Limits) -> Result<Description, DecodeError> {
+        Description::from_sdp(&self.sdp, limits.max_tracks)
+    }
+
+    /// Index of the segment that contains `npt_us` (the last one past the end).
+    pub fn segment_at(&self, npt_us: u64) -> Option<usize> {
+        if self.segments.is_empty() {
+            return None;
+        }
+        Some(
+            self.segments
+                .partition_point(|s| s.start_us <= npt_us)
+                .saturating_sub(1),
+        )
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128 + self.sdp.len() + self.segments.len() * 48);
+        varint::put(&mut out, MANIFEST_VERSION);
+        varint::put_str(&mut out, self.object.as_str());
+        varint::put(&mut out, self.revision);
+        varint::put(&mut out, self.duration_us);
+        varint::put(&mut out, self.formats.len() as u64);
+        for f in &self.formats {
+            varint::put_str(&mut out, f);
+        }
+        varint::put_str(&mut out, &self.sdp);
+        varint::put(&mut out, self.tracks.len() as u64);
+        for t in &self.tracks {
+            varint::put(&mut out, t.frames);
+            out.put_slice(&t.content_hash);
+        }
+        varint::put(&mut out, self.segments.len() as u64);
+        for s in &self.segments {
+            varint::put(&mut out, s.start_us);
+            varint::put(&mut out, s.duration_us);
+            varint::put(&mut out, s.size);
+            varint::put(&mut out, s.frames);
+            out.put_slice(&s.checksum);
+        }
+        out
+    }
+
+    pub fn decode(buf: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        if buf.len() > limits.max_manifest {
+            return Err(DecodeError::TooLarge {
+                what: "manifest",
+                size: buf.len() as u64,
+                limit: limits.max_manifest as u64,
+            });
+        }
+        let mut r = Reader::new(buf);
+        let version = r.varint()?;
+        if version != MANIFEST_VERSION {
+            return Err(DecodeError::Unknown {
+                what: "manifest version",
+                value: version,
+            });
+        }
+        let object = ObjectName::new(
+            r.string(limits.max_object_name as u64, "object name")?,
+            limits.max_object_name,
+        )?;
+        let revision = r.varint()?;
+        let duration_us = r.varint()?;
+        let nformats = r.varint_bounded(8, "format count")?;
+        let formats = (0..nformats)
+            .map(|_| {
+                let f = r.string(16, "format")?;
+                if f.is_empty() || !f.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(DecodeError::Malformed("format must be [A-Za-z0-9]+"));
+                }
+                Ok(f.to_owned())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sdp = r.string(MAX_SDP as u64, "SDP")?.to_owned();
+        let ntracks = r.varint_bounded(limits.max_tracks as u64, "track count")?;
+        let tracks = (0..ntracks)
+            .map(|_| {
+                Ok(TrackEntry {
+                    frames: r.varint()?,
+                    content_hash: r.array()?,
+                })
+            })
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let nsegs = r.varint_bounded(limits.max_segments as u64, "segment count")?;
+        // Each entry takes at least 36 bytes: refuse counts the buffer cannot hold before
+        // allocating for them.
+        if nsegs > r.remaining() / 36 {
+            return Err(DecodeError::Truncated);
+        }
+        let mut segments = Vec::with_capacity(nsegs);
+        let mut prev_start = 0;
+        for _ in 0..nsegs {
+            let s = SegmentEntry {
+                start_us: r.varint()?,
+                duration_us: r.varint()?,
+                size: r.varint()?,
+                frames: r.varint()?,
+                checksum: r.array()?,
+            };
+            if s.start_us < prev_start {
+                return Err(DecodeError::Malformed("segment start times go backwards"));
+            }
+            if s.size == 0 || s.size > limits.max_segment_size {
+                return Err(DecodeError::TooLarge {
+                    what: "segment",
+                    size: s.size,
+                    limit: limits.max_segment_size,
+                });
+            }
+            prev_start = s.start_us;
+            segments.push(s);
+        }
+        r.finish("manifest")?;
+        Ok(Self {
+            object,
+            revision,
+            duration_us,
+            formats,
+            sdp,
+            tracks,
+            segments,
+        })
+    }
+}

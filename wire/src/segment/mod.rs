@@ -1,0 +1,231 @@
+//! Segment protocol: how an edge (or a helper) fetches an object's manifest and segments from
+//! an origin (or another helper). Each request has its own client-initiated bidirectional
+//! stream (never the first one, which is control), so many run in parallel.
+//!
+//! Client: one request frame, then FIN. Server: a RESPONSE frame; on success for a manifest
+//! request a MANIFEST frame, for a segments request one SEGMENT header + payload per segment;
+//! then FIN. A failure after the RESPONSE is signalled by resetting the stream with an
+//! [`crate::AppError`] code.
+
+mod frame;
+mod manifest;
+mod record;
+
+pub use frame::{
+    Params, ResponseFrame, ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request,
+    decode_response_frame, encode_manifest_frame,
+};
+pub use manifest::{Manifest, SegmentEntry, TrackEntry};
+pub use record::{Frame, FrameReader};
+
+/// Size of every checksum and content hash (SHA-256).
+pub const HASH_LEN: usize = 32;
+/// A SHA-256 digest.
+pub type Hash = [u8; HASH_LEN];
+/// Hop limit a helper puts on a request it originates.
+pub const DEFAULT_HOP_LIMIT: u8 = 4;
+
+/// Frame types.
+pub mod frame_type {
+    pub const MANIFEST_REQUEST: u64 = 0x01;
+    pub const SEGMENTS_REQUEST: u64 = 0x02;
+    pub const RESPONSE: u64 = 0x10;
+    pub const MANIFEST: u64 = 0x11;
+    pub const SEGMENT: u64 = 0x12;
+}
+
+/// Request parameter types.
+pub mod param_type {
+    pub const HOP_LIMIT: u64 = 0x01;
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{DecodeError, Limits, ObjectName};
+
+    fn name(s: &str) -> ObjectName {
+        ObjectName::new(s, 1024).unwrap()
+    }
+
+    // Byte vectors below are the examples of docs/PROTOCOL.md, "Segment protocol".
+    #[test]
+    fn segments_request_example() {
+        let bytes = [
+            0x02, 0x09, 0x03, b'a', b'/', b'b', 0x03, 0x02, 0x01, 0x01, 0x04,
+        ];
+        let req = SegmentRequest::Segments {
+            object: name("a/b"),
+            first: 3,
+            count: 2,
+            params: Params { hop_limit: Some(4) },
+        };
+        assert_eq!(req.encode(), bytes);
+        let l = Limits::default();
+        assert_eq!(
+            decode_request(&bytes, &l).unwrap(),
+            Some((req, bytes.len()))
+        );
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_request(&bytes[..cut], &l).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn manifest_request_and_unknown_params() {
+        // MANIFEST_REQUEST "x" with an unknown parameter 0x21 (2 bytes), which is skipped.
+        let bytes = [0x01, 0x06, 0x01, b'x', 0x21, 0x02, 0xff, 0xff];
+        let (req, n) = decode_request(&bytes, &Limits::default()).unwrap().unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(
+            req,
+            SegmentRequest::Manifest {
+                object: name("x"),
+                params: Params::default()
+            }
+        );
+    }
+
+    #[test]
+    fn response_and_segment_header_examples() {
+        let l = Limits::default();
+        let ok = [0x10, 0x02, 0x00, 0x00];
+        assert_eq!(ResponseHeader::ok().encode(), ok);
+        let nf = [0x10, 0x04, 0x02, 0x02, b'n', b'o'];
+        let h = ResponseHeader::error(Status::NotFound, "no");
+        assert_eq!(h.encode(), nf);
+        assert_eq!(
+            decode_response_frame(&nf, &l).unwrap(),
+            Some((ResponseFrame::Response(h), 6))
+        );
+        let mut seg = vec![0x12, 0x23, 0x03, 0x43, 0xe8];
+        seg.extend([0xaa; 32]);
+        let sh = SegmentHeader {
+            index: 3,
+            size: 1000,
+            checksum: [0xaa; 32],
+        };
+        assert_eq!(sh.encode(), seg);
+        // Payload bytes after the header are not consumed.
+        seg.extend([0u8; 10]);
+        assert_eq!(
+            decode_response_frame(&seg, &l).unwrap(),
+            Some((ResponseFrame::Segment(sh), 37))
+        );
+    }
+
+    #[test]
+    fn request_limits() {
+        let l = Limits {
+            max_segments_per_request: 10,
+            ..Limits::default()
+        };
+        let req = SegmentRequest::Segments {
+            object: name("a"),
+            first: 0,
+            count: 11,
+            params: Params::default(),
+        };
+        assert!(matches!(
+            decode_request(&req.encode(), &l),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        // A request frame claiming 1 MB is refused from its header alone.
+        assert!(matches!(
+            decode_request(&[0x02, 0x80, 0x10, 0x00, 0x00], &l),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode_request(&[0x07, 0x00], &l),
+            Err(DecodeError::Unknown { value: 7, .. })
+        ));
+        // Traversal in a name is rejected.
+        let evil = [0x01, 0x06, 0x05, b'.', b'.', b'/', b'e', b't'];
+        assert!(decode_request(&evil, &l).is_err());
+    }
+
+    #[test]
+    fn frame_record_example() {
+        let bytes = Bytes::from_static(&[
+            0x00, 0x01, 0x4b, 0xb8, 0x00, 0x05, 0x00, 0x00, 0x00, 0x01, 0x65,
+        ]);
+        let f = Frame {
+            track: 0,
+            keyframe: true,
+            pts: 3000,
+            cto: 0,
+            data: Bytes::from_static(&[0, 0, 0, 1, 0x65]),
+        };
+        let mut out = Vec::new();
+        f.encode_into(&mut out);
+        assert_eq!(out, bytes);
+        assert_eq!(f.encoded_len(), bytes.len());
+        let frames: Vec<_> = FrameReader::new(&bytes, 1 << 20)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(frames, vec![f]);
+        let cut = bytes.slice(..bytes.len() - 1);
+        let r: Result<Vec<_>, _> = FrameReader::new(&cut, 1 << 20).collect();
+        assert_eq!(r, Err(DecodeError::Truncated));
+        // cto > pts is refused.
+        let bad = Bytes::from_static(&[0x00, 0x00, 0x01, 0x02, 0x00]);
+        assert!(FrameReader::new(&bad, 1 << 20).next().unwrap().is_err());
+    }
+
+    fn manifest() -> Manifest {
+        Manifest {
+            object: name("movies/demo"),
+            revision: 7,
+            duration_us: 4_000_000,
+            formats: vec!["mp4".into(), "ts".into()],
+            sdp: "v=0\r\n".into(),
+            tracks: vec![TrackEntry {
+                frames: 100,
+                content_hash: [1; 32],
+            }],
+            segments: vec![
+                SegmentEntry {
+                    start_us: 0,
+                    duration_us: 2_000_000,
+                    size: 5000,
+                    frames: 50,
+                    checksum: [2; 32],
+                },
+                SegmentEntry {
+                    start_us: 2_000_000,
+                    duration_us: 2_000_000,
+                    size: 4000,
+                    frames: 50,
+                    checksum: [3; 32],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn manifest_round_trip_and_lookup() {
+        let m = manifest();
+        let l = Limits::default();
+        let frame = encode_manifest_frame(&m);
+        assert_eq!(u64::from(frame[0]), frame_type::MANIFEST);
+        assert_eq!(
+            decode_response_frame(&frame, &l).unwrap(),
+            Some((ResponseFrame::Manifest(m.clone()), frame.len()))
+        );
+        assert_eq!(m.total_size(), 9000);
+        assert_eq!(m.segment_at(0), Some(0));
+        assert_eq!(m.segment_at(1_999_999), Some(0));
+        assert_eq!(m.segment_at(2_000_000), Some(1));
+        assert_eq!(m.segment_at(99_000_000), Some(1));
+        let enc = m.encode();
+        for cut in 0..enc.len() {
+            assert!(Manifest::decode(&enc[..cut], &l).is_err());
+        }
+        let mut backwards = m.clone();
+        backwards.segments[1].start_us = 1;
+        backwards.segments[0].start_us = 2;
+        assert!(Manifest::decode(&backwards.encode(), &l).is_err());
+    }
+}
