@@ -190,12 +190,15 @@ impl SegmentHeader {
     }
 }
 
+/// A whole frame found at the start of a buffer: type, body, bytes taken.
+type RawFrame<'a> = (u64, &'a [u8], usize);
+
 /// Reads `Type | Length` and, if the whole body is buffered, returns it.
 /// `limit` gives the largest body allowed for a type (`None`: unknown type).
 fn split_frame(
     buf: &[u8],
     limit: impl Fn(u64) -> Option<usize>,
-) -> Result<Option<(u64, &[u8], usize)>, DecodeError> {
+) -> Result<Option<RawFrame<'_>>, DecodeError> {
     let Some((ty, n1)) = varint::get(buf) else {
         return Ok(None);
     };

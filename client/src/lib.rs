@@ -1,0 +1,10 @@
+//! # segue-client
+//!
+//! The player side of segue/1: connecting to a node over QUIC with a verified certificate and
+//! driving the control stream. `segue-play` is built on it.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod session;
+
+pub use session::{ControlClient, connect};

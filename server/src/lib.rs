@@ -1,0 +1,9 @@
+//! # segue-server
+//!
+//! The IO side of Segue's server nodes: QUIC endpoints (quinn) and the control-stream loop
+//! that feeds `segue-wire`'s sans-IO decoders. The origin and edge build on this.
+
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod control;
+pub mod quic;

@@ -1,0 +1,198 @@
+//! Loopback QUIC handshake with certificates from `segue certs init`, a real server endpoint
+//! and the real client: verified TLS, ALPN segue/1, control exchange, and the failures that
+//! must happen (unknown CA, wrong ALPN, oversized control message).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use segue_server::control::{OptionsOnly, serve_control};
+use segue_server::quic::{TransportLimits, server_endpoint};
+use segue_wire::control::{Message, Method, Request};
+use segue_wire::{Limits, SegueUrl};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Starts a server presenting the `localhost` cert of `dir`, answering control streams.
+fn start_server(dir: &Path) -> (quinn::Endpoint, SocketAddr) {
+    let ep = server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        &dir.join("localhost.pem"),
+        &dir.join("localhost.key"),
+        TransportLimits::default(),
+    )
+    .unwrap();
+    let addr = ep.local_addr().unwrap();
+    let accept = ep.clone();
+    tokio::spawn(async move {
+        while let Some(inc) = accept.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = inc.await else { return };
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    let _ = serve_control(send, recv, Limits::default(), &mut OptionsOnly).await;
+                }
+            });
+        }
+    });
+    (ep, addr)
+}
+
+fn url(addr: SocketAddr) -> SegueUrl {
+    SegueUrl::parse(&format!("segue://localhost:{}/", addr.port())).unwrap()
+}
+
+#[tokio::test]
+async fn verified_handshake_and_control_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    let (_server, addr) = start_server(dir.path());
+
+    let (_ep, conn, mut control) = segue_client::connect(&url(addr), &dir.path().join("ca.pem"), T)
+        .await
+        .unwrap();
+    let alpn = conn
+        .handshake_data()
+        .unwrap()
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .unwrap()
+        .protocol
+        .unwrap();
+    assert_eq!(alpn, segue_wire::ALPN);
+
+    let resp = control
+        .request(&Request::new(Method::Options, None, 1))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.headers.public, vec![Method::Options]);
+
+    // Pipelined: three requests in one write, three answers in order.
+    let obj = SegueUrl::parse(&format!("segue://localhost:{}/movies/demo", addr.port())).unwrap();
+    let mut flight = Vec::new();
+    for (cseq, m) in [
+        (2, Method::Describe),
+        (3, Method::Options),
+        (4, Method::Play),
+    ] {
+        let uri = (m != Method::Options).then(|| obj.clone());
+        flight.extend(Request::new(m, uri, cseq).encode());
+    }
+    control.send_raw(&flight).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let Message::Response(r) = control.recv().await.unwrap() else {
+            panic!()
+        };
+        got.push((r.headers.cseq, r.status));
+    }
+    assert_eq!(got, vec![(2, 501), (3, 200), (4, 501)]);
+}
+
+#[tokio::test]
+async fn unknown_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    segue_certs::init(other.path(), &[]).unwrap();
+    let (_server, addr) = start_server(dir.path());
+    let err = segue_client::connect(&url(addr), &other.path().join("ca.pem"), T)
+        .await
+        .err()
+        .expect("a certificate from another CA must not verify");
+    let chain = format!("{err:#}");
+    assert!(chain.contains("handshake"), "{chain}");
+    assert!(
+        chain.contains("invalid peer certificate: UnknownIssuer"),
+        "{chain}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_alpn_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    let (_server, addr) = start_server(dir.path());
+    let tls = segue_certs::tls::client_config(&dir.path().join("ca.pem"), &[b"h3"]).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let r = tokio::time::timeout(T, ep.connect(addr, "localhost").unwrap())
+        .await
+        .unwrap();
+    let err = r.expect_err("ALPN h3 must be refused").to_string();
+    assert!(
+        err.contains("no_application_protocol") || err.contains("120"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_control_message_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    let (_server, addr) = start_server(dir.path());
+    let (_ep, _conn, mut control) =
+        segue_client::connect(&url(addr), &dir.path().join("ca.pem"), T)
+            .await
+            .unwrap();
+    let huge = format!(
+        "OPTIONS * RTSP/2.0\r\nCSeq: 9\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    // The server may stop reading before everything is written; that is the point.
+    let _ = control.send_raw(huge.as_bytes()).await;
+    let Message::Response(r) = tokio::time::timeout(T, control.recv())
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!("expected a response")
+    };
+    assert_eq!(r.status, 413);
+    assert!(r.headers.error.unwrap().contains("limit"));
+    // The server finished the stream: nothing more comes.
+    assert!(
+        tokio::time::timeout(T, control.recv())
+            .await
+            .unwrap()
+            .is_err()
+    );
+}
+
+#[test]
+fn certs_init_cli_writes_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_segue"))
+        .args(["certs", "init", "--dir"])
+        .arg(dir.path())
+        .args(["--node", "edge-1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("created CA"), "{stdout}");
+    for f in [
+        "ca.pem",
+        "ca.key",
+        "localhost.pem",
+        "localhost.key",
+        "edge-1.pem",
+        "edge-1.key",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f} missing");
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_segue"))
+        .args(["certs", "init", "--dir"])
+        .arg(dir.path())
+        .args(["--node", "../evil"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid node name"));
+}
