@@ -16,6 +16,7 @@ pub mod address;
 pub mod control;
 pub mod error;
 pub mod limits;
+pub mod payload;
 pub mod roq;
 pub mod rtp;
 pub mod sdp;

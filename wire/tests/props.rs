@@ -7,6 +7,7 @@ use segue_wire::control::{
     ControlDecoder, Headers, Message, Method, NptRange, Request, Response, RtpInfo, SessionHeader,
     Transport,
 };
+use segue_wire::payload::{aac, h264};
 use segue_wire::roq::{self, RoqDecoder, RoqItem};
 use segue_wire::rtp::{FrameInfo, MAX_CTO, RtpPacket};
 use segue_wire::sdp::{Codec, Description, Track};
@@ -343,6 +344,12 @@ fn all_decoders(data: &[u8]) {
             break;
         }
     }
+    let mut h = h264::Depacketizer::new(1 << 20);
+    let mut a = aac::Depacketizer::new();
+    for (i, part) in data.chunks(97).enumerate() {
+        let _ = h.push(part, i % 3 == 2);
+        let _ = a.push(part, i % 2 == 1);
+    }
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = Description::from_sdp(s, l.max_tracks);
         let _ = SegueUrl::parse(s);
@@ -469,5 +476,44 @@ proptest! {
             data.truncate(cut.index(data.len() + 1));
         }
         all_decoders(&data);
+    }
+
+    #[test]
+    fn h264_round_trip(
+        nals in proptest::collection::vec(
+            (0u8..4, 1u8..=23, proptest::collection::vec(any::<u8>(), 0..3000))
+                .prop_map(|(nri, ty, rest)| [vec![nri << 5 | ty], rest].concat()),
+            1..6,
+        ),
+        max in 3usize..2000,
+    ) {
+        let mut frame = Vec::new();
+        for n in &nals {
+            frame.extend((n.len() as u32).to_be_bytes());
+            frame.extend(n);
+        }
+        let frame = Bytes::from(frame);
+        let packets = h264::packetize(&frame, max).unwrap();
+        prop_assert!(packets.iter().all(|(p, _)| p.len() <= max));
+        prop_assert_eq!(packets.iter().filter(|(_, m)| *m).count(), 1);
+        let mut d = h264::Depacketizer::new(1 << 20);
+        let mut out = None;
+        for (p, m) in &packets {
+            out = d.push(p, *m).unwrap();
+        }
+        prop_assert_eq!(out, Some(frame));
+    }
+
+    #[test]
+    fn aac_round_trip(au in proptest::collection::vec(any::<u8>(), 1..=aac::MAX_AU), max in 5usize..2000) {
+        let au = Bytes::from(au);
+        let packets = aac::packetize(&au, max).unwrap();
+        prop_assert!(packets.iter().all(|(p, _)| p.len() <= max));
+        let mut d = aac::Depacketizer::new();
+        let mut out = None;
+        for (p, m) in &packets {
+            out = d.push(p, *m).unwrap();
+        }
+        prop_assert_eq!(out, Some(au));
     }
 }
