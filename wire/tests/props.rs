@@ -274,7 +274,14 @@ fn manifest() -> impl Strategy<Value = Manifest> {
 }
 
 fn params() -> impl Strategy<Value = Params> {
-    proptest::option::of(any::<u8>()).prop_map(|hop_limit| Params { hop_limit })
+    (
+        proptest::option::of(any::<u8>()),
+        proptest::option::of(0..=varint::MAX),
+    )
+        .prop_map(|(hop_limit, revision)| Params {
+            hop_limit,
+            revision,
+        })
 }
 
 fn segment_request() -> impl Strategy<Value = SegmentRequest> {

@@ -13,6 +13,9 @@ use crate::varint::{self, Reader};
 pub struct Params {
     /// Remaining hops a helper may forward this request (absent: not forwarded yet).
     pub hop_limit: Option<u8>,
+    /// Manifest revision the client holds; a server with another revision answers
+    /// [`Status::StaleRevision`] instead of mixing versions of the object.
+    pub revision: Option<u64>,
 }
 
 /// A request on a segment stream.
@@ -42,6 +45,7 @@ pub enum Status {
     Internal,
     HopLimitExceeded,
     Unauthorized,
+    StaleRevision,
     /// A code this implementation does not know; treat as a failure.
     Other(u64),
 }
@@ -58,6 +62,7 @@ impl Status {
             Status::Internal => 6,
             Status::HopLimitExceeded => 7,
             Status::Unauthorized => 8,
+            Status::StaleRevision => 9,
             Status::Other(c) => c,
         }
     }
@@ -73,6 +78,7 @@ impl Status {
             6 => Status::Internal,
             7 => Status::HopLimitExceeded,
             8 => Status::Unauthorized,
+            9 => Status::StaleRevision,
             c => Status::Other(c),
         }
     }
@@ -139,10 +145,16 @@ impl SegmentRequest {
                 ft::SEGMENTS_REQUEST
             }
         };
-        if let Some(h) = self.params().hop_limit {
+        let params = self.params();
+        if let Some(h) = params.hop_limit {
             varint::put(&mut body, pt::HOP_LIMIT);
             varint::put(&mut body, 1);
             body.push(h);
+        }
+        if let Some(rev) = params.revision {
+            varint::put(&mut body, pt::REVISION);
+            varint::put(&mut body, varint::size(rev) as u64);
+            varint::put(&mut body, rev);
         }
         let mut out = Vec::with_capacity(body.len() + 4);
         put_frame(&mut out, ty, &body);
@@ -240,6 +252,10 @@ fn read_params(r: &mut Reader<'_>) -> Result<Params, DecodeError> {
                 return Err(DecodeError::Malformed("hop limit must be 1 byte"));
             };
             p.hop_limit = Some(*h);
+        } else if ty == pt::REVISION {
+            let mut v = Reader::new(value);
+            p.revision = Some(v.varint()?);
+            v.finish("revision parameter")?;
         }
     }
     Ok(p)

@@ -37,6 +37,7 @@ pub mod frame_type {
 /// Request parameter types.
 pub mod param_type {
     pub const HOP_LIMIT: u64 = 0x01;
+    pub const REVISION: u64 = 0x02;
 }
 
 #[cfg(test)]
@@ -60,7 +61,10 @@ mod tests {
             object: name("a/b"),
             first: 3,
             count: 2,
-            params: Params { hop_limit: Some(4) },
+            params: Params {
+                hop_limit: Some(4),
+                revision: None,
+            },
         };
         assert_eq!(req.encode(), bytes);
         let l = Limits::default();
@@ -71,6 +75,31 @@ mod tests {
         for cut in 0..bytes.len() {
             assert_eq!(decode_request(&bytes[..cut], &l).unwrap(), None);
         }
+    }
+
+    #[test]
+    fn revision_param_example() {
+        // SEGMENTS_REQUEST "a", first 0, count 1, REVISION 300 (0x41 0x2c).
+        let bytes = [0x02, 0x08, 0x01, b'a', 0x00, 0x01, 0x02, 0x02, 0x41, 0x2c];
+        let req = SegmentRequest::Segments {
+            object: name("a"),
+            first: 0,
+            count: 1,
+            params: Params {
+                hop_limit: None,
+                revision: Some(300),
+            },
+        };
+        assert_eq!(req.encode(), bytes);
+        assert_eq!(
+            decode_request(&bytes, &Limits::default()).unwrap(),
+            Some((req, bytes.len()))
+        );
+        // A revision parameter with bytes after the varint is refused.
+        let bad = [
+            0x02, 0x09, 0x01, b'a', 0x00, 0x01, 0x02, 0x03, 0x41, 0x2c, 0x00,
+        ];
+        assert!(decode_request(&bad, &Limits::default()).is_err());
     }
 
     #[test]
