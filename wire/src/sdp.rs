@@ -336,7 +336,7 @@ fn parse_track(index: u32, md: &MediaDescription) -> Result<Track, DecodeError> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn sample() -> Description {

@@ -97,6 +97,7 @@ pub mod status {
     pub const REQUEST_URI_TOO_LONG: u16 = 414;
     pub const SESSION_NOT_FOUND: u16 = 454;
     pub const METHOD_NOT_VALID_IN_THIS_STATE: u16 = 455;
+    pub const PARAMETER_NOT_UNDERSTOOD: u16 = 451;
     pub const INVALID_RANGE: u16 = 457;
     pub const UNSUPPORTED_TRANSPORT: u16 = 461;
     pub const INTERNAL_SERVER_ERROR: u16 = 500;

@@ -86,6 +86,68 @@ mod tests {
         assert_eq!(d.buffered(), 0);
     }
 
+    // docs/PROTOCOL.md §5.4: the server's answers to the pipelined flight.
+    #[test]
+    fn pipelined_answers_example() {
+        let sdp = crate::sdp::tests::sample().to_sdp();
+        assert_eq!(
+            sdp.len(),
+            510,
+            "update the Content-Length in docs/PROTOCOL.md §5.4"
+        );
+        let text = format!(
+            "RTSP/2.0 200 OK\r\nCSeq: 1\r\nContent-Type: application/sdp\r\nContent-Length: 510\r\n\r\n{sdp}\
+             RTSP/2.0 200 OK\r\nCSeq: 2\r\nPipelined-Requests: 1\r\nSession: 7f3a9c;timeout=60\r\n\
+             Transport: RTP/AVP/QUIC;unicast;flow-id=0\r\n\r\n\
+             RTSP/2.0 200 OK\r\nCSeq: 3\r\nPipelined-Requests: 1\r\nRange: npt=0-30\r\n\
+             RTP-Info: url=\"segue://edge.example:8554/movies/demo/track=0\" ssrc=1234ABCD:seq=100;rtptime=90000, \
+             url=\"segue://edge.example:8554/movies/demo/track=1\" ssrc=5E6F7A8B:seq=7;rtptime=48000\r\n\
+             Session: 7f3a9c\r\n\r\n"
+        );
+        let msgs: Vec<Response> = decode_all(text.as_bytes())
+            .into_iter()
+            .map(|m| match m.unwrap() {
+                Message::Response(r) => r,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(
+            crate::sdp::Description::from_sdp(std::str::from_utf8(&msgs[0].body).unwrap(), 8)
+                .unwrap(),
+            crate::sdp::tests::sample()
+        );
+        assert_eq!(
+            msgs[1].headers.session,
+            Some(SessionHeader {
+                id: "7f3a9c".into(),
+                timeout: Some(60)
+            })
+        );
+        assert_eq!(msgs[1].headers.transport, Some(Transport { flow_id: 0 }));
+        let info = &msgs[2].headers.rtp_info;
+        assert_eq!(info.len(), 2);
+        assert_eq!(
+            (info[1].ssrc, info[1].seq, info[1].rtptime),
+            (0x5e6f_7a8b, 7, 48_000)
+        );
+        assert!(matches!(info[1].url.resource, Resource::Track(_, 1)));
+        assert_eq!(
+            msgs[2].headers.range,
+            Some(NptRange {
+                start: 0,
+                end: Some(30_000_000)
+            })
+        );
+        // Our encoder writes the entries comma-separated without the optional space.
+        let again = msgs[2].encode();
+        let again = String::from_utf8(again).unwrap();
+        assert!(
+            again.contains("ssrc=1234ABCD:seq=100;rtptime=90000,url="),
+            "{again}"
+        );
+    }
+
     #[test]
     fn describe_response_with_body() {
         let sdp = "v=0\r\n";
