@@ -6,4 +6,5 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod control;
+pub mod ingest;
 pub mod quic;

@@ -268,8 +268,14 @@ pub(crate) fn from_rtsp(
         }
         rt::Message::Response(resp) => {
             version(resp.version())?;
+            let status = u16::from(resp.status());
+            if !(100..=599).contains(&status) {
+                return Err(bad(DecodeError::Rtsp(format!(
+                    "status code {status} out of range"
+                ))));
+            }
             Ok(Message::Response(Response {
-                status: u16::from(resp.status()),
+                status,
                 headers: Headers::from_rtsp(resp.as_ref()).map_err(bad)?,
                 body: Bytes::copy_from_slice(resp.body()),
             }))

@@ -225,6 +225,12 @@ mod tests {
                 "{text}"
             );
         }
+        // Status codes are 100..=599 (found by the control fuzz target: "020" did not round-trip).
+        for st in ["020", "000", "600", "999"] {
+            let text = format!("RTSP/2.0 {st} OK\r\nCSeq: 4\r\n\r\n");
+            let e = decode_all(text.as_bytes()).remove(0).expect_err(&text);
+            assert_eq!((e.status, e.fatal), (400, false), "{text}");
+        }
         // Missing CSeq: 400 without a CSeq to echo.
         let e = decode_all(b"OPTIONS * RTSP/2.0\r\n\r\n")
             .remove(0)

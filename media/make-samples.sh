@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Generates the sample media shipped in media/samples/ (committed; re-run only to change them).
+# Needs ffmpeg with libx264 (Debian: apt-get install ffmpeg).
+#
+#   demo.mp4        moov at the end (ffmpeg's default), H.264 with B-frames + AAC
+#   demo.ts         the same object as MPEG-TS (same stem: one object, two formats)
+#   faststart.mp4   moov first (-movflags +faststart)
+#   fragmented.mp4  fragmented MP4 (moof/mdat per keyframe)
+#   long.mp4        60 s, for prefix/suffix and bench runs
+set -euo pipefail
+cd "$(dirname "$0")/samples"
+
+# 320x180 at 30 fps, a keyframe every second (so ~2 s segments hold 2 GOPs), 2 B-frames,
+# 48 kHz stereo AAC. threads=1 keeps the output repeatable.
+src() {
+  local secs=$1
+  echo -f lavfi -i "testsrc2=size=320x180:rate=30:duration=${secs}" \
+       -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=${secs}"
+}
+enc=(-c:v libx264 -preset veryfast -profile:v high -pix_fmt yuv420p -b:v 150k -maxrate 200k
+     -bufsize 300k -g 30 -keyint_min 30 -sc_threshold 0 -bf 2 -x264-params threads=1
+     -c:a aac -b:a 64k -ac 2 -shortest -map_metadata -1 -fflags +bitexact)
+
+ffmpeg -hide_banner -loglevel error -y $(src 12) "${enc[@]}" demo.mp4
+ffmpeg -hide_banner -loglevel error -y -i demo.mp4 -c copy -f mpegts demo.ts
+ffmpeg -hide_banner -loglevel error -y -i demo.mp4 -c copy -movflags +faststart faststart.mp4
+ffmpeg -hide_banner -loglevel error -y -i demo.mp4 -c copy \
+  -movflags frag_keyframe+empty_moov+default_base_moof fragmented.mp4
+ffmpeg -hide_banner -loglevel error -y $(src 60) "${enc[@]}" long.mp4
+ls -l

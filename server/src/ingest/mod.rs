@@ -1,0 +1,188 @@
+//! Ingest: turns a media file (MP4, fragmented MP4, MPEG-TS with H.264 and AAC) into the
+//! object's manifest and GOP-aligned segments of frame records (PROTOCOL.md §8.5–8.6).
+//!
+//! Demuxers (`mp4`, `ts`) produce [`Demuxed`]: per-track samples in decode order, timestamps
+//! already in the track's RTP clock. [`segmenter`] cuts them into segments.
+
+pub mod mp4;
+pub mod segmenter;
+pub mod ts;
+
+use std::path::Path;
+
+use bytes::Bytes;
+use segue_wire::sdp::Codec;
+
+/// Why a file could not be ingested. Always names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{file}: {source}")]
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: unsupported: {reason}")]
+    Unsupported { file: String, reason: String },
+    #[error("{file}: malformed: {reason}")]
+    Malformed { file: String, reason: String },
+}
+
+impl IngestError {
+    pub(crate) fn malformed(file: &Path, reason: impl Into<String>) -> Self {
+        IngestError::Malformed {
+            file: file.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn unsupported(file: &Path, reason: impl Into<String>) -> Self {
+        IngestError::Unsupported {
+            file: file.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn io(file: &Path, source: std::io::Error) -> Self {
+        IngestError::Io {
+            file: file.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Largest file ingest accepts; bigger files are refused rather than read.
+pub const MAX_FILE_SIZE: u64 = 8 << 30;
+/// RTP clock of video tracks.
+pub const VIDEO_CLOCK: u32 = 90_000;
+
+/// A track as the demuxer found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackMedia {
+    pub codec: Codec,
+    /// RTP clock: 90000 for video, the sample rate for audio.
+    pub clock_rate: u32,
+}
+
+/// One access unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// Decode time in the track clock.
+    pub dts: u64,
+    /// pts - dts in the track clock.
+    pub cto: u32,
+    /// Duration in the track clock (0 if unknown).
+    pub duration: u32,
+    pub keyframe: bool,
+    /// AVCC (4-byte lengths) for H.264, raw AU for AAC.
+    pub data: Bytes,
+}
+
+/// A demuxed file: tracks and their samples in decode order.
+#[derive(Debug, Clone, Default)]
+pub struct Demuxed {
+    pub tracks: Vec<TrackMedia>,
+    pub samples: Vec<Vec<Sample>>,
+}
+
+/// Source formats, by file extension.
+pub const FORMATS: [&str; 2] = ["mp4", "ts"];
+
+/// Demuxes `path` according to its extension.
+pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let d = match ext.as_deref() {
+        Some("mp4") | Some("m4v") => mp4::demux(path)?,
+        Some("ts") => ts::demux(path)?,
+        other => {
+            return Err(IngestError::unsupported(
+                path,
+                format!("file extension {other:?}"),
+            ));
+        }
+    };
+    if d.tracks.is_empty() || d.samples.iter().all(Vec::is_empty) {
+        return Err(IngestError::malformed(path, "no H.264 or AAC samples"));
+    }
+    Ok(d)
+}
+
+/// `v * to / from`, floored, without overflow.
+pub fn rescale(v: u64, from: u32, to: u32) -> u64 {
+    if from == to || from == 0 {
+        return v;
+    }
+    (u128::from(v) * u128::from(to) / u128::from(from)) as u64
+}
+
+/// AAC sampling frequencies by index (ISO 14496-3 Table 1.18).
+pub const AAC_RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
+
+/// Sample rate and channel count from an AudioSpecificConfig.
+pub fn aac_config_info(config: &[u8]) -> Option<(u32, u8)> {
+    let [a, b, ..] = config else { return None };
+    let freq_index = ((a & 0x07) << 1) | (b >> 7);
+    let channels = (b >> 3) & 0x0f;
+    let rate = *AAC_RATES.get(usize::from(freq_index))?;
+    Some((rate, channels.max(1)))
+}
+
+/// Converts Annex-B H.264 (start codes) to AVCC (4-byte lengths), dropping access unit
+/// delimiters and filler. Returns the NAL units too, for parameter-set discovery.
+pub fn annexb_to_avcc(data: &[u8]) -> (Vec<u8>, Vec<&[u8]>) {
+    let mut nals = Vec::new();
+    let mut i = 0;
+    let mut start = None;
+    while i + 2 < data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            if let Some(s) = start {
+                nals.push(trim_trailing_zeros(&data[s..i]));
+            }
+            i += 3;
+            start = Some(i);
+        } else {
+            i += 1;
+        }
+    }
+    if let Some(s) = start {
+        nals.push(trim_trailing_zeros(&data[s..]));
+    }
+    nals.retain(|n| !n.is_empty() && !matches!(n[0] & 0x1f, 9 | 12));
+    let mut out = Vec::with_capacity(data.len() + nals.len() * 4);
+    for n in &nals {
+        out.extend_from_slice(&(n.len() as u32).to_be_bytes());
+        out.extend_from_slice(n);
+    }
+    (out, nals)
+}
+
+fn trim_trailing_zeros(n: &[u8]) -> &[u8] {
+    let end = n.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    &n[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annexb_conversion() {
+        let data = [
+            0, 0, 0, 1, 0x09, 0xf0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x65, 0x88, 0,
+        ];
+        let (avcc, nals) = annexb_to_avcc(&data);
+        assert_eq!(nals, vec![&[0x67, 0x42][..], &[0x65, 0x88][..]]);
+        assert_eq!(avcc, [0, 0, 0, 2, 0x67, 0x42, 0, 0, 0, 2, 0x65, 0x88]);
+    }
+
+    #[test]
+    fn aac_config() {
+        assert_eq!(aac_config_info(&[0x11, 0x90]), Some((48_000, 2)));
+        assert_eq!(aac_config_info(&[0x17, 0x90]), None);
+        assert_eq!(rescale(512, 15_360, 90_000), 3000);
+    }
+}

@@ -1,0 +1,505 @@
+//! MP4 demuxing with `mp4-atom`: progressive files with `moov` anywhere (ffmpeg writes it at the
+//! end by default; fast-start files have it first) and fragmented files (`moof` + `mdat`).
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use bytes::Bytes;
+use mp4_atom::{Codec as Mp4Codec, Decode, Moof, Moov, Trak, Trex};
+use segue_wire::sdp::Codec;
+
+use super::{Demuxed, IngestError, MAX_FILE_SIZE, Sample, TrackMedia, VIDEO_CLOCK, rescale};
+
+/// Largest `moov` or `moof` box read into memory.
+const MAX_INDEX_BOX: u64 = 256 << 20;
+/// Largest single sample.
+const MAX_SAMPLE: u32 = 16 << 20;
+
+struct TopBox {
+    kind: [u8; 4],
+    start: u64,
+    size: u64,
+}
+
+/// Lists the top-level boxes, refusing sizes that run past the end of the file.
+fn top_boxes(f: &File, len: u64, path: &Path) -> Result<Vec<TopBox>, IngestError> {
+    let mut boxes = Vec::new();
+    let mut pos = 0u64;
+    while pos < len {
+        if len - pos < 8 {
+            return Err(IngestError::malformed(
+                path,
+                format!("trailing {} bytes at {pos}", len - pos),
+            ));
+        }
+        let mut h = [0u8; 16];
+        f.read_exact_at(&mut h[..8], pos)
+            .map_err(|e| IngestError::io(path, e))?;
+        let size32 = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+        let kind = [h[4], h[5], h[6], h[7]];
+        let size = match size32 {
+            0 => len - pos,
+            1 => {
+                if len - pos < 16 {
+                    return Err(IngestError::malformed(path, "box header cut short"));
+                }
+                f.read_exact_at(&mut h[8..16], pos + 8)
+                    .map_err(|e| IngestError::io(path, e))?;
+                u64::from_be_bytes([h[8], h[9], h[10], h[11], h[12], h[13], h[14], h[15]])
+            }
+            n => u64::from(n),
+        };
+        if pos == 0 && !kind.iter().all(|b| b.is_ascii_alphanumeric() || *b == b' ') {
+            return Err(IngestError::malformed(
+                path,
+                "not an MP4 file (no box structure)",
+            ));
+        }
+        if size < 8 || size > len - pos {
+            return Err(IngestError::malformed(
+                path,
+                format!(
+                    "box {:?} at {pos} claims {size} bytes, file has {} left (truncated?)",
+                    String::from_utf8_lossy(&kind),
+                    len - pos
+                ),
+            ));
+        }
+        boxes.push(TopBox {
+            kind,
+            start: pos,
+            size,
+        });
+        pos += size;
+    }
+    Ok(boxes)
+}
+
+fn read_box<T: Decode>(f: &File, b: &TopBox, path: &Path) -> Result<T, IngestError> {
+    if b.size > MAX_INDEX_BOX {
+        return Err(IngestError::unsupported(
+            path,
+            format!("index box of {} bytes", b.size),
+        ));
+    }
+    let mut buf = vec![0u8; b.size as usize];
+    f.read_exact_at(&mut buf, b.start)
+        .map_err(|e| IngestError::io(path, e))?;
+    T::decode(&mut &buf[..]).map_err(|e| {
+        IngestError::malformed(
+            path,
+            format!(
+                "box {:?} at {}: {e}",
+                String::from_utf8_lossy(&b.kind),
+                b.start
+            ),
+        )
+    })
+}
+
+/// Where a sample lives in the file and its timing in the media timescale.
+struct RawSample {
+    offset: u64,
+    size: u32,
+    dts: u64,
+    duration: u32,
+    cto: i64,
+    keyframe: bool,
+}
+
+struct TrackPlan {
+    track_id: u32,
+    media: TrackMedia,
+    timescale: u32,
+    /// NAL length size of H.264 samples (1, 2 or 4).
+    nal_length_size: Option<u8>,
+    raw: Vec<RawSample>,
+}
+
+fn codec_of(trak: &Trak, path: &Path) -> Result<Option<(TrackMedia, Option<u8>)>, IngestError> {
+    let handler = trak.mdia.hdlr.handler.as_ref().to_owned();
+    if handler != *b"vide" && handler != *b"soun" {
+        return Ok(None); // text, timecode, metadata tracks are not media we stream
+    }
+    let Some(codec) = trak.mdia.minf.stbl.stsd.codecs.first() else {
+        return Err(IngestError::malformed(
+            path,
+            "track without sample description",
+        ));
+    };
+    Ok(Some(match codec {
+        Mp4Codec::Avc1(avc1) => {
+            let c = &avc1.avcc;
+            let mut sets: Vec<Bytes> = c
+                .sequence_parameter_sets
+                .iter()
+                .map(|s| Bytes::from(s.clone()))
+                .collect();
+            sets.extend(
+                c.picture_parameter_sets
+                    .iter()
+                    .map(|s| Bytes::from(s.clone())),
+            );
+            let profile_level_id = c
+                .sequence_parameter_sets
+                .first()
+                .and_then(|sps| sps.get(1..4))
+                .map(|p| [p[0], p[1], p[2]])
+                .unwrap_or([
+                    c.avc_profile_indication,
+                    c.profile_compatibility,
+                    c.avc_level_indication,
+                ]);
+            if !matches!(c.length_size, 1 | 2 | 4) {
+                return Err(IngestError::malformed(
+                    path,
+                    format!("avcC length size {}", c.length_size),
+                ));
+            }
+            (
+                TrackMedia {
+                    codec: Codec::H264 {
+                        profile_level_id,
+                        parameter_sets: sets,
+                    },
+                    clock_rate: VIDEO_CLOCK,
+                },
+                Some(c.length_size),
+            )
+        }
+        Mp4Codec::Mp4a(mp4a) => {
+            let dc = &mp4a.esds.es_desc.dec_config;
+            if dc.object_type_indication != 0x40 {
+                return Err(IngestError::unsupported(
+                    path,
+                    format!(
+                        "audio object type 0x{:02x} (only AAC)",
+                        dc.object_type_indication
+                    ),
+                ));
+            }
+            let config = dc
+                .dec_specific
+                .as_ref()
+                .map(|d| Bytes::from(d.raw.clone()))
+                .ok_or_else(|| {
+                    IngestError::malformed(path, "AAC track without AudioSpecificConfig")
+                })?;
+            let (rate, channels) = super::aac_config_info(&config)
+                .ok_or_else(|| IngestError::unsupported(path, "AAC sampling frequency"))?;
+            (
+                TrackMedia {
+                    codec: Codec::Aac { config, channels },
+                    clock_rate: rate,
+                },
+                None,
+            )
+        }
+        other => {
+            let name = format!("{other:?}");
+            let name = name.split(['(', ' ', '{']).next().unwrap_or("?").to_owned();
+            return Err(IngestError::unsupported(
+                path,
+                format!("codec {name} (only H.264 and AAC)"),
+            ));
+        }
+    }))
+}
+
+/// Samples of a progressive track, from its sample tables.
+fn progressive_samples(trak: &Trak, path: &Path) -> Result<Vec<RawSample>, IngestError> {
+    let stbl = &trak.mdia.minf.stbl;
+    let sizes: Vec<u32> = match &stbl.stsz.samples {
+        mp4_atom::StszSamples::Identical { count, size } => {
+            // `count` is untrusted: bound it by what stts can describe before allocating.
+            let described: u64 = stbl
+                .stts
+                .entries
+                .iter()
+                .map(|e| u64::from(e.sample_count))
+                .sum();
+            if u64::from(*count) > described {
+                return Err(IngestError::malformed(path, "stsz count exceeds stts"));
+            }
+            vec![*size; *count as usize]
+        }
+        mp4_atom::StszSamples::Different { sizes } => sizes.clone(),
+    };
+    let n = sizes.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let chunk_offsets: Vec<u64> = match (&stbl.stco, &stbl.co64) {
+        (Some(s), _) => s.entries.iter().map(|&o| u64::from(o)).collect(),
+        (None, Some(c)) => c.entries.clone(),
+        (None, None) => return Err(IngestError::malformed(path, "no chunk offsets (stco/co64)")),
+    };
+    // Offsets from stsc + chunk offsets + sizes.
+    let mut offsets = Vec::with_capacity(n);
+    let stsc = &stbl.stsc.entries;
+    let mut sample = 0usize;
+    for (ci, &chunk_start) in chunk_offsets.iter().enumerate() {
+        let chunk_no = ci as u32 + 1;
+        let per_chunk = stsc
+            .iter()
+            .rev()
+            .find(|e| e.first_chunk <= chunk_no)
+            .map(|e| e.samples_per_chunk)
+            .ok_or_else(|| IngestError::malformed(path, "stsc does not cover chunk 1"))?;
+        let mut off = chunk_start;
+        for _ in 0..per_chunk {
+            if sample >= n {
+                break;
+            }
+            offsets.push(off);
+            off += u64::from(sizes[sample]);
+            sample += 1;
+        }
+    }
+    if offsets.len() != n {
+        return Err(IngestError::malformed(
+            path,
+            format!("chunk tables place {} of {n} samples", offsets.len()),
+        ));
+    }
+    let mut durations = Vec::with_capacity(n);
+    for e in &stbl.stts.entries {
+        for _ in 0..e.sample_count {
+            if durations.len() == n {
+                break;
+            }
+            durations.push(e.sample_delta);
+        }
+    }
+    if durations.len() != n {
+        return Err(IngestError::malformed(
+            path,
+            "stts does not cover every sample",
+        ));
+    }
+    let mut ctos = Vec::with_capacity(n);
+    if let Some(ctts) = &stbl.ctts {
+        for e in &ctts.entries {
+            for _ in 0..e.sample_count {
+                if ctos.len() == n {
+                    break;
+                }
+                ctos.push(e.sample_offset);
+            }
+        }
+    }
+    ctos.resize(n, 0);
+    let sync: Option<std::collections::HashSet<u32>> = stbl
+        .stss
+        .as_ref()
+        .map(|s| s.entries.iter().copied().collect());
+    let mut dts = 0u64;
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        out.push(RawSample {
+            offset: offsets[i],
+            size: sizes[i],
+            dts,
+            duration: durations[i],
+            cto: ctos[i],
+            keyframe: sync.as_ref().is_none_or(|s| s.contains(&(i as u32 + 1))),
+        });
+        dts += u64::from(durations[i]);
+    }
+    Ok(out)
+}
+
+/// Samples of every track from the movie fragments.
+fn fragment_samples(
+    plans: &mut [TrackPlan],
+    moofs: &[(u64, Moof)],
+    trex: &[Trex],
+    path: &Path,
+) -> Result<(), IngestError> {
+    let mut next_dts: Vec<u64> = plans
+        .iter()
+        .map(|p| p.raw.last().map_or(0, |s| s.dts + u64::from(s.duration)))
+        .collect();
+    for (moof_start, moof) in moofs {
+        for traf in &moof.traf {
+            let tfhd = &traf.tfhd;
+            let Some(pi) = plans.iter().position(|p| p.track_id == tfhd.track_id) else {
+                continue;
+            };
+            let defaults = trex.iter().find(|t| t.track_id == tfhd.track_id);
+            let base = tfhd.base_data_offset.unwrap_or(*moof_start);
+            let mut dts = traf
+                .tfdt
+                .as_ref()
+                .map_or(next_dts[pi], |t| t.base_media_decode_time);
+            let mut cursor = base;
+            for trun in &traf.trun {
+                if let Some(off) = trun.data_offset {
+                    cursor = base.checked_add_signed(i64::from(off)).ok_or_else(|| {
+                        IngestError::malformed(path, "trun data offset before file start")
+                    })?;
+                }
+                for e in trun.samples.iter() {
+                    let duration = e
+                        .duration
+                        .or(tfhd.default_sample_duration)
+                        .or(defaults.map(|d| d.default_sample_duration))
+                        .unwrap_or(0);
+                    let size = e
+                        .size
+                        .or(tfhd.default_sample_size)
+                        .or(defaults.map(|d| d.default_sample_size))
+                        .unwrap_or(0);
+                    let flags = e
+                        .flags
+                        .or(tfhd.default_sample_flags)
+                        .or(defaults.map(|d| d.default_sample_flags))
+                        .unwrap_or(0);
+                    plans[pi].raw.push(RawSample {
+                        offset: cursor,
+                        size,
+                        dts,
+                        duration,
+                        cto: e.cts.unwrap_or(0),
+                        keyframe: flags & 0x0001_0000 == 0,
+                    });
+                    cursor += u64::from(size);
+                    dts += u64::from(duration);
+                }
+            }
+            next_dts[pi] = dts;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites H.264 samples with NAL length size `n` into 4-byte lengths, checking structure.
+fn normalize_avcc(data: Vec<u8>, n: u8, path: &Path) -> Result<Bytes, IngestError> {
+    let n = usize::from(n);
+    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut pos = 0;
+    while pos < data.len() {
+        let len_bytes = data
+            .get(pos..pos + n)
+            .ok_or_else(|| IngestError::malformed(path, "NAL length cut short"))?;
+        let len = len_bytes
+            .iter()
+            .fold(0usize, |a, b| (a << 8) | usize::from(*b));
+        pos += n;
+        let nal = data
+            .get(pos..pos + len)
+            .ok_or_else(|| IngestError::malformed(path, "NAL unit overruns its sample"))?;
+        if nal.is_empty() {
+            return Err(IngestError::malformed(path, "empty NAL unit"));
+        }
+        pos += len;
+        if matches!(nal[0] & 0x1f, 9 | 12) {
+            continue; // access unit delimiter, filler
+        }
+        out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+        out.extend_from_slice(nal);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Demuxes an MP4 or fragmented MP4 file.
+pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
+    let f = File::open(path).map_err(|e| IngestError::io(path, e))?;
+    let len = f.metadata().map_err(|e| IngestError::io(path, e))?.len();
+    if len == 0 {
+        return Err(IngestError::malformed(path, "empty file"));
+    }
+    if len > MAX_FILE_SIZE {
+        return Err(IngestError::unsupported(
+            path,
+            format!("file of {len} bytes exceeds {MAX_FILE_SIZE}"),
+        ));
+    }
+    let boxes = top_boxes(&f, len, path)?;
+    let moov_box = boxes.iter().find(|b| &b.kind == b"moov").ok_or_else(|| {
+        IngestError::malformed(
+            path,
+            "no moov box (not an MP4, or truncated before the index)",
+        )
+    })?;
+    let moov: Moov = read_box(&f, moov_box, path)?;
+    let mut moofs = Vec::new();
+    for b in boxes.iter().filter(|b| &b.kind == b"moof") {
+        moofs.push((b.start, read_box::<Moof>(&f, b, path)?));
+    }
+
+    let mut plans = Vec::new();
+    for trak in &moov.trak {
+        let Some((media, nal_length_size)) = codec_of(trak, path)? else {
+            continue;
+        };
+        let timescale = trak.mdia.mdhd.timescale;
+        if timescale == 0 {
+            return Err(IngestError::malformed(path, "media timescale 0"));
+        }
+        plans.push(TrackPlan {
+            track_id: trak.tkhd.track_id,
+            media,
+            timescale,
+            nal_length_size,
+            raw: progressive_samples(trak, path)?,
+        });
+    }
+    if plans.is_empty() {
+        return Err(IngestError::unsupported(path, "no video or audio track"));
+    }
+    let trex = moov
+        .mvex
+        .as_ref()
+        .map(|m| m.trex.clone())
+        .unwrap_or_default();
+    fragment_samples(&mut plans, &moofs, &trex, path)?;
+
+    // Video first, then audio: the track order of the SDP.
+    plans.sort_by_key(|p| !p.media.codec.is_video());
+    let mut out = Demuxed::default();
+    for p in plans {
+        let mut samples = Vec::with_capacity(p.raw.len());
+        // Composition offsets may be negative (ctts v1); shift so that pts >= dts holds.
+        let min_cto = p.raw.iter().map(|r| r.cto).min().unwrap_or(0).min(0);
+        for r in &p.raw {
+            if r.size == 0 || r.size > MAX_SAMPLE {
+                return Err(IngestError::malformed(
+                    path,
+                    format!("sample of {} bytes", r.size),
+                ));
+            }
+            if r.offset
+                .checked_add(u64::from(r.size))
+                .is_none_or(|end| end > len)
+            {
+                return Err(IngestError::malformed(
+                    path,
+                    "sample data beyond the end of the file (truncated?)",
+                ));
+            }
+            let mut data = vec![0u8; r.size as usize];
+            f.read_exact_at(&mut data, r.offset)
+                .map_err(|e| IngestError::io(path, e))?;
+            let data = match p.nal_length_size {
+                Some(n) => normalize_avcc(data, n, path)?,
+                None => Bytes::from(data),
+            };
+            let cto = (r.cto - min_cto) as u64;
+            let cto = rescale(cto, p.timescale, p.media.clock_rate);
+            let dts = rescale(r.dts, p.timescale, p.media.clock_rate);
+            samples.push(Sample {
+                dts,
+                cto: u32::try_from(cto)
+                    .map_err(|_| IngestError::malformed(path, "composition offset too large"))?,
+                duration: rescale(u64::from(r.duration), p.timescale, p.media.clock_rate) as u32,
+                keyframe: r.keyframe,
+                data,
+            });
+        }
+        out.tracks.push(p.media);
+        out.samples.push(samples);
+    }
+    Ok(out)
+}

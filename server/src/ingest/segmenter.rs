@@ -1,0 +1,196 @@
+//! Cuts a demuxed file into GOP-aligned segments and builds the manifest.
+//!
+//! With a video track, a segment starts at a video keyframe at least `target` after the start
+//! of the previous one; audio frames belong to the segment their decode time falls in. Without
+//! video, segments are cut every `target` of audio. Frame records inside a segment are ordered
+//! by decode time across tracks.
+
+use bytes::Bytes;
+use ring::digest::{Context, SHA256, digest};
+use segue_wire::ObjectName;
+use segue_wire::rtp::MAX_CTO;
+use segue_wire::sdp::{Description, Track};
+use segue_wire::segment::{Frame, Hash, Manifest, SegmentEntry, TrackEntry};
+
+use super::{Demuxed, rescale};
+use crate::ingest::IngestError;
+
+/// Default target segment duration.
+pub const DEFAULT_TARGET_US: u64 = 2_000_000;
+
+/// An ingested object: its manifest and one payload per segment.
+#[derive(Debug, Clone)]
+pub struct Segmented {
+    pub manifest: Manifest,
+    pub payloads: Vec<Bytes>,
+}
+
+fn sha256(b: &[u8]) -> Hash {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, b).as_ref());
+    out
+}
+
+/// Builds segments and manifest. `file` names the source in errors.
+pub fn segment(
+    d: &Demuxed,
+    object: &ObjectName,
+    formats: Vec<String>,
+    revision: u64,
+    target_us: u64,
+    file: &std::path::Path,
+) -> Result<Segmented, IngestError> {
+    let limits = segue_wire::Limits::default();
+    if d.tracks.len() > limits.max_tracks {
+        return Err(IngestError::unsupported(
+            file,
+            format!("{} tracks", d.tracks.len()),
+        ));
+    }
+    let target_us = target_us.max(100_000);
+    let us = |t: usize, v: u64| rescale(v, d.tracks[t].clock_rate, 1_000_000);
+
+    // Segment start times.
+    let anchor = d.tracks.iter().position(|t| t.codec.is_video());
+    let mut bounds = vec![0u64];
+    let anchor_track = anchor.unwrap_or(0);
+    for s in &d.samples[anchor_track] {
+        let t = us(anchor_track, s.dts);
+        let last = *bounds.last().unwrap_or(&0);
+        if s.keyframe && t >= last + target_us {
+            bounds.push(t);
+        }
+    }
+    if bounds.len() > limits.max_segments {
+        return Err(IngestError::unsupported(
+            file,
+            format!("{} segments", bounds.len()),
+        ));
+    }
+    let end_us = d
+        .samples
+        .iter()
+        .enumerate()
+        .flat_map(|(t, ss)| {
+            ss.last()
+                .map(|s| us(t, s.dts + u64::from(s.cto) + u64::from(s.duration)))
+        })
+        .max()
+        .unwrap_or(0);
+
+    // Frames per segment, with their decode time for interleaving.
+    let mut per_segment: Vec<Vec<(u64, usize, Frame)>> = vec![Vec::new(); bounds.len()];
+    for (t, samples) in d.samples.iter().enumerate() {
+        let mut seen_key = !d.tracks[t].codec.is_video();
+        for s in samples {
+            // Video frames before the first keyframe cannot be decoded: drop them.
+            seen_key |= s.keyframe;
+            if !seen_key {
+                continue;
+            }
+            if s.cto > MAX_CTO {
+                return Err(IngestError::unsupported(
+                    file,
+                    "composition offset beyond 2^24",
+                ));
+            }
+            if s.data.len() as u64 > limits.max_frame_size {
+                return Err(IngestError::unsupported(
+                    file,
+                    format!("frame of {} bytes", s.data.len()),
+                ));
+            }
+            let dts_us = us(t, s.dts);
+            let seg = bounds.partition_point(|b| *b <= dts_us).saturating_sub(1);
+            per_segment[seg].push((
+                dts_us,
+                t,
+                Frame {
+                    track: t as u32,
+                    keyframe: s.keyframe,
+                    pts: s.dts + u64::from(s.cto),
+                    cto: s.cto,
+                    data: s.data.clone(),
+                },
+            ));
+        }
+    }
+
+    let mut hashes: Vec<Context> = d.tracks.iter().map(|_| Context::new(&SHA256)).collect();
+    let mut frame_counts = vec![0u64; d.tracks.len()];
+    let mut payloads = Vec::with_capacity(bounds.len());
+    let mut segments = Vec::with_capacity(bounds.len());
+    for (i, mut frames) in per_segment.into_iter().enumerate() {
+        // Stable sort keeps each track's decode order for equal times.
+        frames.sort_by_key(|(t_us, track, _)| (*t_us, *track));
+        let mut payload = Vec::with_capacity(frames.iter().map(|f| f.2.encoded_len()).sum());
+        for (_, track, f) in &frames {
+            let start = payload.len();
+            f.encode_into(&mut payload);
+            hashes[*track].update(&payload[start..]);
+            frame_counts[*track] += 1;
+        }
+        if payload.is_empty() {
+            continue; // a gap with no frames at all: nothing to serve
+        }
+        if payload.len() as u64 > limits.max_segment_size {
+            return Err(IngestError::unsupported(
+                file,
+                format!("segment of {} bytes", payload.len()),
+            ));
+        }
+        let start_us = bounds[i];
+        let next = bounds.get(i + 1).copied().unwrap_or(end_us.max(start_us));
+        segments.push(SegmentEntry {
+            start_us,
+            duration_us: next - start_us,
+            size: payload.len() as u64,
+            frames: frames.len() as u64,
+            checksum: sha256(&payload),
+        });
+        payloads.push(Bytes::from(payload));
+    }
+    if segments.is_empty() {
+        return Err(IngestError::malformed(file, "no decodable frames"));
+    }
+    let description = Description {
+        name: object.as_str().to_owned(),
+        duration_us: end_us,
+        tracks: d
+            .tracks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Track {
+                index: i as u32,
+                payload_type: 96 + i as u8,
+                clock_rate: t.clock_rate,
+                codec: t.codec.clone(),
+                frame_info_ext: segue_wire::rtp::FRAME_INFO_EXT_ID,
+            })
+            .collect(),
+    };
+    let tracks = hashes
+        .into_iter()
+        .zip(frame_counts)
+        .map(|(h, frames)| {
+            let mut content_hash = [0u8; 32];
+            content_hash.copy_from_slice(h.finish().as_ref());
+            TrackEntry {
+                frames,
+                content_hash,
+            }
+        })
+        .collect();
+    Ok(Segmented {
+        manifest: Manifest {
+            object: object.clone(),
+            revision,
+            duration_us: end_us,
+            formats,
+            sdp: description.to_sdp(),
+            tracks,
+            segments,
+        },
+        payloads,
+    })
+}

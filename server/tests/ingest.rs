@@ -1,0 +1,137 @@
+//! Ingest of the shipped samples and of broken files.
+
+use std::path::{Path, PathBuf};
+
+use segue_server::ingest::{IngestError, demux, segmenter};
+use segue_wire::segment::FrameReader;
+use segue_wire::{Limits, ObjectName};
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../media/samples")
+        .join(name)
+}
+
+fn ingest(path: &Path) -> segmenter::Segmented {
+    let d = demux(path).unwrap();
+    let name = ObjectName::new("demo", 1024).unwrap();
+    segmenter::segment(&d, &name, vec!["mp4".into()], 1, 2_000_000, path).unwrap()
+}
+
+#[test]
+fn mp4_moov_at_end_with_b_frames() {
+    let path = sample("demo.mp4");
+    let bytes = std::fs::read(&path).unwrap();
+    let moov = bytes.windows(4).position(|w| w == b"moov").unwrap();
+    let mdat = bytes.windows(4).position(|w| w == b"mdat").unwrap();
+    assert!(moov > mdat, "sample must have moov after mdat");
+
+    let d = demux(&path).unwrap();
+    assert_eq!(d.tracks.len(), 2);
+    assert!(d.tracks[0].codec.is_video());
+    assert_eq!(d.samples[0].len(), 360); // ffprobe: 360 video frames
+    assert_eq!(d.samples[1].len(), 564); // ffprobe: 564 audio frames
+    // B-frames: presentation order differs from decode order.
+    let pts: Vec<u64> = d.samples[0]
+        .iter()
+        .map(|s| s.dts + u64::from(s.cto))
+        .collect();
+    assert!(pts.windows(2).any(|w| w[1] < w[0]), "no reordered frames");
+
+    let s = ingest(&path);
+    let m = &s.manifest;
+    assert_eq!(m.tracks[0].frames, 360);
+    assert_eq!(m.tracks[1].frames, 564);
+    assert_eq!(m.segments.len(), 6);
+    assert!(
+        m.duration_us > 11_900_000 && m.duration_us < 12_200_000,
+        "{}",
+        m.duration_us
+    );
+    let l = Limits::default();
+    let mut frames = 0;
+    for (entry, payload) in m.segments.iter().zip(&s.payloads) {
+        assert_eq!(entry.size, payload.len() as u64);
+        assert!(
+            (1_900_000..=2_100_000).contains(&entry.duration_us)
+                || entry == m.segments.last().unwrap()
+        );
+        let recs: Vec<_> = FrameReader::new(payload, l.max_frame_size)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(recs.len() as u64, entry.frames);
+        // Every segment starts its video with a keyframe (GOP-aligned).
+        let first_video = recs.iter().find(|f| f.track == 0).unwrap();
+        assert!(first_video.keyframe);
+        frames += recs.len();
+    }
+    assert_eq!(frames, 360 + 564);
+    // The SDP parses and describes H.264 + AAC.
+    let desc = m.description(&l).unwrap();
+    assert_eq!(desc.tracks.len(), 2);
+    assert_eq!(desc.tracks[1].clock_rate, 48_000);
+}
+
+#[test]
+fn faststart_and_fragmented_carry_the_same_video() {
+    let base = ingest(&sample("demo.mp4")).manifest;
+    let fast = ingest(&sample("faststart.mp4")).manifest;
+    assert_eq!(fast.tracks, base.tracks);
+    assert_eq!(fast.segments, base.segments);
+    let frag = ingest(&sample("fragmented.mp4")).manifest;
+    assert_eq!(
+        frag.tracks[0], base.tracks[0],
+        "fragmented MP4 video differs"
+    );
+    assert_eq!(frag.tracks[1].frames, base.tracks[1].frames);
+}
+
+#[test]
+fn mpeg_ts() {
+    let s = ingest(&sample("demo.ts"));
+    let m = &s.manifest;
+    assert_eq!(m.tracks[0].frames, 360);
+    assert_eq!(m.tracks[1].frames, 564);
+    assert_eq!(m.segments.len(), 6);
+    // Timestamps are rebased: the object starts at 0 although TS starts at 1.4 s.
+    let first = FrameReader::new(&s.payloads[0], 1 << 24)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert!(first.pts < 90_000, "{}", first.pts);
+}
+
+fn broken(name: &str, bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    let e: IngestError = demux(&p).expect_err(name);
+    let msg = e.to_string();
+    assert!(msg.contains(name), "error does not name the file: {msg}");
+    msg
+}
+
+#[test]
+fn broken_files_get_clear_errors() {
+    let mp4 = std::fs::read(sample("demo.mp4")).unwrap();
+    let fast = std::fs::read(sample("faststart.mp4")).unwrap();
+    let ts = std::fs::read(sample("demo.ts")).unwrap();
+    assert!(broken("empty.mp4", b"").contains("empty file"));
+    assert!(broken("garbage.mp4", &[0x9c; 4000]).contains("not an MP4"));
+    assert!(broken("cut.mp4", &mp4[..150_000]).contains("truncated"));
+    assert!(broken("cut-fast.mp4", &fast[..150_000]).contains("truncated"));
+    assert!(broken("garbage.ts", &[0x11; 4000]).contains("sync byte"));
+    assert!(broken("cut.ts", &ts[..200_001]).contains("malformed"));
+    assert!(broken("clip.avi", b"RIFF").contains("unsupported"));
+    // A corrupted sample table must not panic or allocate wildly.
+    let mut bad = fast.clone();
+    let stsz = bad.windows(4).position(|w| w == b"stsz").unwrap();
+    // After the type: version/flags (4), sample_size (4), sample_count (4).
+    bad[stsz + 8..stsz + 12].copy_from_slice(&7u32.to_be_bytes()); // uniform size 7
+    bad[stsz + 12..stsz + 16].copy_from_slice(&u32::MAX.to_be_bytes()); // 4 billion samples
+    let msg = broken("hostile.mp4", &bad);
+    assert!(
+        msg.contains("stsz count exceeds stts") || msg.contains("box"),
+        "{msg}"
+    );
+}
