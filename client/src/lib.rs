@@ -5,6 +5,10 @@
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod play;
+pub mod report;
 pub mod session;
 
+pub use play::{PlayOptions, play};
+pub use report::Report;
 pub use session::{ControlClient, connect};

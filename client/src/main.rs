@@ -3,28 +3,54 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::Parser;
+use segue_client::{PlayOptions, play};
 use segue_wire::SegueUrl;
-use segue_wire::control::{Method, Request};
 
 #[derive(Parser, Debug)]
-#[command(name = "segue-play", version, about = "Segue reference player")]
+#[command(
+    name = "segue-play",
+    version,
+    about = "Segue reference player: plays an object in real time and reports continuity",
+    long_about = "Plays segue://HOST[:PORT]/OBJECT from an edge or origin, measures time to first \
+                  frame, stalls, late and lost frames, and checks every frame against the \
+                  object's manifest (content hash). Exits non-zero when the stream is incomplete \
+                  or the content differs."
+)]
 struct Cli {
-    /// What to play: segue://HOST[:PORT]/OBJECT (or segue://HOST/ to probe a node).
+    /// What to play: segue://HOST[:PORT]/OBJECT.
     url: SegueUrl,
     /// CA certificate that signed the server's certificate (see `segue certs init`).
     #[arg(long, default_value = "certs/dev/ca.pem")]
     ca: PathBuf,
+    /// Media to buffer before playback starts, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    buffer_ms: u64,
+    /// Consume as fast as possible (server sends unpaced); for verification and throughput.
+    #[arg(long)]
+    no_pace: bool,
+    /// Write the report as JSON to this file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Record received video as Annex-B H.264 to FILE (audio as ADTS to FILE.aac).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Give up connecting after this many seconds.
     #[arg(long, default_value_t = 10)]
     connect_timeout: u64,
+    /// Give up (or skip a gap) after this many seconds without media.
+    #[arg(long, default_value_t = 10)]
+    stall_timeout: u64,
+    /// No live progress line.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -32,22 +58,37 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let (ep, conn, mut control) =
-        segue_client::connect(&cli.url, &cli.ca, Duration::from_secs(cli.connect_timeout)).await?;
-    let cseq = control.next_cseq();
-    let resp = control
-        .request(&Request::new(Method::Options, None, cseq))
-        .await?;
-    if !resp.is_success() {
-        bail!(
-            "OPTIONS failed: {} {}",
-            resp.status,
-            resp.headers.error.unwrap_or_default()
-        );
+    let mut opts = PlayOptions::new(cli.url, cli.ca);
+    opts.startup_buffer = Duration::from_millis(cli.buffer_ms);
+    opts.pace = !cli.no_pace;
+    opts.record = cli.record;
+    opts.connect_timeout = Duration::from_secs(cli.connect_timeout);
+    opts.stall_timeout = Duration::from_secs(cli.stall_timeout);
+    opts.progress = !cli.quiet;
+    let report = play(&opts).await;
+    print!("{}", report.render());
+    if let Some(path) = cli.json {
+        let json = match serde_json::to_string_pretty(&report) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("cannot serialise the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let written = if path.as_os_str() == "-" {
+            println!("{json}");
+            Ok(())
+        } else {
+            std::fs::write(&path, json + "\n")
+        };
+        if let Err(e) = written {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
     }
-    let methods: Vec<&str> = resp.headers.public.iter().map(|m| m.as_str()).collect();
-    println!("{}: segue/1, methods: {}", cli.url, methods.join(", "));
-    conn.close(0u32.into(), b"done");
-    ep.wait_idle().await;
-    Ok(())
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -1,22 +1,53 @@
 //! The control-stream loop: reads RTSP-style requests from the first bidirectional stream of a
-//! connection and writes the responses a [`ControlHandler`] produces.
+//! connection and writes the responses a [`ControlHandler`] produces. Server-initiated
+//! requests (PLAY_NOTIFY, TEARDOWN) go through the same ordered writer, [`ControlOut`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use quinn::{RecvStream, SendStream};
 use segue_wire::control::{ControlDecoder, Message, Method, Request, Response, status};
 use segue_wire::{AppError, Limits};
+use tokio::sync::mpsc;
 
-/// Answers control requests. Origin and edge implement it.
-pub trait ControlHandler: Send {
-    fn handle(&mut self, req: Request) -> impl std::future::Future<Output = Response> + Send;
+/// Messages queued for the control stream before the writer blocks senders.
+const OUT_QUEUE: usize = 64;
+
+/// Writes messages to the control stream, in order. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ControlOut {
+    tx: mpsc::Sender<Vec<u8>>,
+    next_cseq: Arc<AtomicU32>,
 }
 
-/// Answers OPTIONS only; every other method gets 501. What a node serves before it has
-/// media configured.
+impl ControlOut {
+    /// Queues a response.
+    pub async fn respond(&self, r: &Response) {
+        let _ = self.tx.send(r.encode()).await;
+    }
+
+    /// Sends a server request with the next server CSeq.
+    pub async fn request(&self, mut r: Request) {
+        r.headers.cseq = self.next_cseq.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(r.encode()).await;
+    }
+}
+
+/// Answers control requests. Origin and edge sessions implement it.
+pub trait ControlHandler: Send {
+    fn handle(
+        &mut self,
+        req: Request,
+        out: &ControlOut,
+    ) -> impl std::future::Future<Output = Response> + Send;
+}
+
+/// Answers OPTIONS only; every other method gets 501.
 #[derive(Debug, Default)]
 pub struct OptionsOnly;
 
 impl ControlHandler for OptionsOnly {
-    async fn handle(&mut self, req: Request) -> Response {
+    async fn handle(&mut self, req: Request, _out: &ControlOut) -> Response {
         match req.method {
             Method::Options => options_response(req.headers.cseq, &[Method::Options]),
             m => Response::error(
@@ -35,12 +66,39 @@ pub fn options_response(cseq: u32, methods: &[Method]) -> Response {
     r
 }
 
+async fn writer(mut send: SendStream, mut rx: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = rx.recv().await {
+        if send.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
 /// Runs the control loop until the peer finishes the stream or breaks the protocol.
 pub async fn serve_control<H: ControlHandler>(
-    mut send: SendStream,
+    send: SendStream,
     mut recv: RecvStream,
     limits: Limits,
     handler: &mut H,
+) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::channel(OUT_QUEUE);
+    let out = ControlOut {
+        tx,
+        next_cseq: Arc::new(AtomicU32::new(1)),
+    };
+    let writer = tokio::spawn(writer(send, rx));
+    let result = read_loop(&mut recv, limits, handler, &out).await;
+    drop(out);
+    let _ = writer.await;
+    result
+}
+
+async fn read_loop<H: ControlHandler>(
+    recv: &mut RecvStream,
+    limits: Limits,
+    handler: &mut H,
+    out: &ControlOut,
 ) -> anyhow::Result<()> {
     let mut dec = ControlDecoder::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
@@ -50,18 +108,16 @@ pub async fn serve_control<H: ControlHandler>(
             match dec.next_message() {
                 Ok(None) => break,
                 Ok(Some(Message::Request(req))) => {
-                    let resp = handler.handle(req).await;
-                    send.write_all(&resp.encode()).await?;
+                    let resp = handler.handle(req, out).await;
+                    out.respond(&resp).await;
                 }
                 Ok(Some(Message::Response(_))) => {
-                    // Answers to server-sent notifications need no action here.
+                    // Answers to PLAY_NOTIFY / TEARDOWN need no action.
                 }
                 Err(e) => {
-                    let cseq = e.cseq.unwrap_or(0);
-                    let resp = Response::error(e.status, cseq, e.error.to_string());
-                    send.write_all(&resp.encode()).await?;
+                    let resp = Response::error(e.status, e.cseq.unwrap_or(0), e.error.to_string());
+                    out.respond(&resp).await;
                     if e.fatal {
-                        let _ = send.finish();
                         let code = match e.error {
                             segue_wire::DecodeError::TooLarge { .. } => AppError::LimitExceeded,
                             _ => AppError::ProtocolViolation,
@@ -74,10 +130,7 @@ pub async fn serve_control<H: ControlHandler>(
         }
         match recv.read(&mut buf).await? {
             Some(n) => dec.push(&buf[..n]),
-            None => {
-                let _ = send.finish();
-                return Ok(());
-            }
+            None => return Ok(()),
         }
     }
 }

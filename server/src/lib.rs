@@ -7,4 +7,9 @@
 
 pub mod control;
 pub mod ingest;
+pub mod library;
+pub mod node;
 pub mod quic;
+pub mod segserve;
+pub mod session;
+pub mod source;

@@ -79,6 +79,7 @@ fn headers() -> impl Strategy<Value = Headers> {
         proptest::option::of(token()),
         proptest::option::of(token()),
         proptest::option::of("[A-Za-z0-9][A-Za-z0-9 .:/_-]{0,40}[A-Za-z0-9]"),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -92,6 +93,7 @@ fn headers() -> impl Strategy<Value = Headers> {
                 notify,
                 term,
                 error,
+                unpaced,
             )| {
                 Headers {
                     cseq,
@@ -105,6 +107,7 @@ fn headers() -> impl Strategy<Value = Headers> {
                     terminate_reason: term,
                     error,
                     content_type: None,
+                    unpaced,
                 }
             },
         )

@@ -8,6 +8,8 @@ use crate::error::DecodeError;
 
 /// Custom header carrying a human-readable error in error responses and server TEARDOWNs.
 pub const SEGUE_ERROR: &str = "Segue-Error";
+/// Custom PLAY header: `Segue-Pacing: none` asks for media as fast as flow control allows.
+pub const SEGUE_PACING: &str = "Segue-Pacing";
 
 /// A position in normal play time, in microseconds from the start of the object.
 pub type Npt = u64;
@@ -57,6 +59,8 @@ pub struct Headers {
     pub terminate_reason: Option<String>,
     pub error: Option<String>,
     pub content_type: Option<String>,
+    /// `Segue-Pacing: none` on PLAY: no real-time pacing.
+    pub unpaced: bool,
 }
 
 const PROFILE_LOWER: &str = "QUIC";
@@ -124,6 +128,8 @@ impl Headers {
             terminate_reason: text(&rh::TERMINATE_REASON),
             error: text(&HeaderName::from_static_str(SEGUE_ERROR).map_err(|_| bad("name"))?),
             content_type: text(&rh::CONTENT_TYPE),
+            unpaced: text(&HeaderName::from_static_str(SEGUE_PACING).map_err(|_| bad("name"))?)
+                .is_some_and(|v| v.eq_ignore_ascii_case("none")),
         })
     }
 
@@ -165,6 +171,11 @@ impl Headers {
             put(name, &self.error);
         }
         put(rh::CONTENT_TYPE, &self.content_type);
+        if self.unpaced
+            && let Ok(name) = HeaderName::from_static_str(SEGUE_PACING)
+        {
+            h.insert(name, "none");
+        }
     }
 }
 

@@ -8,7 +8,9 @@ mod message;
 
 pub use decoder::{ControlDecoder, ControlError};
 pub use headers::{Headers, Npt, NptRange, RtpInfo, SessionHeader, Transport};
-pub use message::{Message, Method, Request, Response, status};
+pub use message::{
+    Message, Method, Request, Response, sanitize_header_text as message_text, status,
+};
 
 /// `Content-Type` of DESCRIBE bodies.
 pub const SDP_CONTENT_TYPE: &str = "application/sdp";

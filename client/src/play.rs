@@ -1,0 +1,731 @@
+//! Playing one object: pipelined start, RoQ/RTP reception, depacketizing, a playout clock with
+//! stall accounting, and verification against the manifest.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use ring::digest::{Context, SHA256};
+use segue_wire::control::{
+    Message, Method, NptRange, Request, Response, SDP_CONTENT_TYPE, Transport,
+};
+use segue_wire::payload::{aac, h264};
+use segue_wire::roq::{RoqDecoder, RoqItem};
+use segue_wire::rtp::{FrameInfo, RtpPacket};
+use segue_wire::sdp::{Codec, Description};
+use segue_wire::segment::{
+    Frame, Manifest, ResponseFrame, SegmentRequest, Status, decode_response_frame,
+};
+use segue_wire::{Limits, Resource, SegueUrl};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::report::{Report, TrackReport};
+use crate::session::connect;
+
+/// How to play.
+#[derive(Debug, Clone)]
+pub struct PlayOptions {
+    pub url: SegueUrl,
+    pub ca: PathBuf,
+    /// Media buffered before playback starts.
+    pub startup_buffer: Duration,
+    /// Play in real time (false: consume as fast as possible, server unpaced).
+    pub pace: bool,
+    pub connect_timeout: Duration,
+    /// Give up when no media arrives for this long, or skip a gap that lasts this long.
+    pub stall_timeout: Duration,
+    /// Write received video as Annex-B H.264 here (audio as ADTS next to it, `.aac`).
+    pub record: Option<PathBuf>,
+    /// One-line live display on stderr (only when it is a terminal).
+    pub progress: bool,
+}
+
+impl PlayOptions {
+    pub fn new(url: SegueUrl, ca: PathBuf) -> Self {
+        Self {
+            url,
+            ca,
+            startup_buffer: Duration::from_millis(500),
+            pace: true,
+            connect_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(10),
+            record: None,
+            progress: false,
+        }
+    }
+}
+
+/// A frame rebuilt from one RoQ stream.
+#[derive(Debug)]
+struct FrameIn {
+    track: u32,
+    first_seq: u16,
+    last_seq: u16,
+    timestamp: u32,
+    info: FrameInfo,
+    data: Bytes,
+    wire_bytes: u64,
+}
+
+enum Event {
+    Frame(FrameIn),
+    StreamFailed(String),
+}
+
+struct TrackState {
+    clock: u32,
+    codec: Codec,
+    /// RTP timestamp offset (from RTP-Info).
+    offset: Option<u32>,
+    /// Extended sequence number of the next frame's first packet.
+    next_seq: Option<i64>,
+    /// Extended sequence number of the last packet (from PLAY_NOTIFY end-of-stream).
+    last_seq: Option<i64>,
+    pending: BTreeMap<i64, FrameIn>,
+    last_pts: Option<u64>,
+    last_dts_us: Option<u64>,
+    interval_us: u64,
+    hash: Context,
+    frames: u64,
+    late: u64,
+}
+
+impl TrackState {
+    fn extend(&self, seq: u16) -> i64 {
+        let base = self.next_seq.unwrap_or(i64::from(seq));
+        base + i64::from(seq.wrapping_sub(base as u16) as i16)
+    }
+
+    fn finished(&self) -> bool {
+        matches!((self.next_seq, self.last_seq), (Some(n), Some(l)) if n > l)
+    }
+
+    /// The 64-bit pts of an RTP timestamp, unwrapped against the last consumed frame.
+    fn pts_of(&self, ts: u32) -> u64 {
+        let raw = ts.wrapping_sub(self.offset.unwrap_or(0));
+        match self.last_pts {
+            None => u64::from(raw),
+            Some(prev) => {
+                let d = raw.wrapping_sub(prev as u32) as i32;
+                prev.saturating_add_signed(i64::from(d))
+            }
+        }
+    }
+}
+
+fn dts_us(pts: u64, cto: u32, clock: u32) -> u64 {
+    (u128::from(pts.saturating_sub(u64::from(cto))) * 1_000_000 / u128::from(clock.max(1))) as u64
+}
+
+/// Reads one RoQ media stream into frames.
+async fn read_stream(
+    mut recv: quinn::RecvStream,
+    tx: mpsc::Sender<Event>,
+    mut desc: watch::Receiver<Option<Arc<Description>>>,
+) {
+    if let Err(e) = read_stream_inner(&mut recv, &tx, &mut desc).await {
+        let _ = tx.send(Event::StreamFailed(format!("{e:#}"))).await;
+    }
+}
+
+async fn read_stream_inner(
+    recv: &mut quinn::RecvStream,
+    tx: &mpsc::Sender<Event>,
+    desc_rx: &mut watch::Receiver<Option<Arc<Description>>>,
+) -> anyhow::Result<()> {
+    let limits = Limits::default();
+    let mut dec = RoqDecoder::new(limits.max_rtp_packet);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut track: Option<(u32, u8, bool)> = None; // index, ext id, h264
+    let mut h = h264::Depacketizer::new(limits.max_frame_size as usize);
+    let mut a = aac::Depacketizer::new();
+    let mut current: Option<(u16, u32, FrameInfo, u64)> = None;
+    loop {
+        let n = recv.read(&mut buf).await.context("media stream")?;
+        let Some(n) = n else {
+            dec.finish().context("media stream ended inside a packet")?;
+            if current.is_some() {
+                bail!("media stream ended inside a frame");
+            }
+            return Ok(());
+        };
+        dec.push(&buf[..n]);
+        while let Some(item) = dec.next_item()? {
+            match item {
+                RoqItem::Flow(flow) => {
+                    let desc = desc_rx
+                        .wait_for(Option::is_some)
+                        .await
+                        .map_err(|_| anyhow!("session ended"))?
+                        .clone()
+                        .ok_or_else(|| anyhow!("no description"))?;
+                    // The player binds track i to flow i (aggregate SETUP with flow-id=0).
+                    let t = desc
+                        .tracks
+                        .get(usize::try_from(flow).unwrap_or(usize::MAX))
+                        .ok_or_else(|| anyhow!("media on unknown flow {flow}"))?;
+                    track = Some((
+                        t.index,
+                        t.frame_info_ext,
+                        matches!(t.codec, Codec::H264 { .. }),
+                    ));
+                }
+                RoqItem::Packet(p) => {
+                    let (index, ext, is_h264) =
+                        track.ok_or_else(|| anyhow!("packet before flow id"))?;
+                    let pkt = RtpPacket::decode_with_ext_id(&p, ext)?;
+                    let (first_seq, ts, info, bytes) = match current.take() {
+                        Some(c) => c,
+                        None => {
+                            let info = pkt
+                                .frame_info
+                                .ok_or_else(|| anyhow!("frame starts without frame-info"))?;
+                            (pkt.sequence, pkt.timestamp, info, 0)
+                        }
+                    };
+                    let bytes = bytes + p.len() as u64;
+                    let done = if is_h264 {
+                        h.push(&pkt.payload, pkt.marker)?
+                    } else {
+                        a.push(&pkt.payload, pkt.marker)?
+                    };
+                    match done {
+                        Some(data) => {
+                            let f = FrameIn {
+                                track: index,
+                                first_seq,
+                                last_seq: pkt.sequence,
+                                timestamp: ts,
+                                info,
+                                data,
+                                wire_bytes: bytes,
+                            };
+                            if tx.send(Event::Frame(f)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        None => current = Some((first_seq, ts, info, bytes)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fetches the manifest on its own segment-protocol stream.
+async fn fetch_manifest(conn: quinn::Connection, url: SegueUrl) -> anyhow::Result<Manifest> {
+    let object = url
+        .resource
+        .object()
+        .cloned()
+        .ok_or_else(|| anyhow!("URL names no object"))?;
+    let (mut send, mut recv) = conn.open_bi().await?;
+    let req = SegmentRequest::Manifest {
+        object,
+        params: Default::default(),
+    };
+    send.write_all(&req.encode()).await?;
+    send.finish()?;
+    let limits = Limits::default();
+    let data = recv
+        .read_to_end(limits.max_manifest + 4096)
+        .await
+        .context("reading the manifest")?;
+    let mut rest = &data[..];
+    loop {
+        let (frame, used) = decode_response_frame(rest, &limits)?
+            .ok_or_else(|| anyhow!("manifest response cut short"))?;
+        rest = &rest[used..];
+        match frame {
+            ResponseFrame::Response(h) if h.status == Status::Ok => {}
+            ResponseFrame::Response(h) => bail!("manifest: {:?} {}", h.status, h.reason),
+            ResponseFrame::Manifest(m) => return Ok(m),
+            ResponseFrame::Segment(_) => bail!("unexpected segment in manifest response"),
+        }
+    }
+}
+
+struct Recorder {
+    video: std::fs::File,
+    audio: Option<std::fs::File>,
+}
+
+impl Recorder {
+    fn open(path: &PathBuf, desc: &Description) -> anyhow::Result<Self> {
+        let mut video = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        for t in &desc.tracks {
+            if let Codec::H264 { parameter_sets, .. } = &t.codec {
+                for p in parameter_sets {
+                    video.write_all(&[0, 0, 0, 1])?;
+                    video.write_all(p)?;
+                }
+            }
+        }
+        let audio = if desc.tracks.iter().any(|t| !t.codec.is_video()) {
+            let mut p = path.clone().into_os_string();
+            p.push(".aac");
+            Some(std::fs::File::create(&p)?)
+        } else {
+            None
+        };
+        Ok(Self { video, audio })
+    }
+
+    fn write(&mut self, codec: &Codec, data: &[u8]) -> std::io::Result<()> {
+        match codec {
+            Codec::H264 { .. } => {
+                let mut pos = 0;
+                while pos + 4 <= data.len() {
+                    let len = u32::from_be_bytes([
+                        data[pos],
+                        data[pos + 1],
+                        data[pos + 2],
+                        data[pos + 3],
+                    ]) as usize;
+                    let end = (pos + 4 + len).min(data.len());
+                    self.video.write_all(&[0, 0, 0, 1])?;
+                    self.video.write_all(&data[pos + 4..end])?;
+                    pos = end;
+                }
+                Ok(())
+            }
+            Codec::Aac { config, channels } => {
+                let Some(f) = self.audio.as_mut() else {
+                    return Ok(());
+                };
+                let [c0, c1, ..] = config[..] else {
+                    return Ok(());
+                };
+                let profile = (c0 >> 3).saturating_sub(1) & 0x3;
+                let freq = ((c0 & 0x07) << 1) | (c1 >> 7);
+                let len = data.len() + 7;
+                let hdr = [
+                    0xff,
+                    0xf1,
+                    (profile << 6) | (freq << 2) | ((channels >> 2) & 1),
+                    ((channels & 3) << 6) | ((len >> 11) as u8 & 0x3),
+                    (len >> 3) as u8,
+                    ((len as u8 & 0x7) << 5) | 0x1f,
+                    0xfc,
+                ];
+                f.write_all(&hdr)?;
+                f.write_all(data)
+            }
+        }
+    }
+}
+
+/// Plays `opts.url` and reports. Never panics on what the network sends; failures end up in
+/// `Report::error`.
+pub async fn play(opts: &PlayOptions) -> Report {
+    let mut report = Report {
+        url: opts.url.to_string(),
+        paced: opts.pace,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    if let Err(e) = play_inner(opts, &mut report, started).await {
+        report.error = Some(format!("{e:#}"));
+    }
+    report.wall_s = started.elapsed().as_secs_f64();
+    if report.wall_s > 0.0 {
+        report.bitrate_kbps = report.bytes as f64 * 8.0 / report.wall_s / 1000.0;
+    }
+    report
+}
+
+async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> anyhow::Result<()> {
+    let object_url = opts
+        .url
+        .object_url()
+        .ok_or_else(|| anyhow!("{} names no object", opts.url))?;
+    if !matches!(opts.url.resource, Resource::Object(_)) {
+        bail!("play the object URL, not a track URL");
+    }
+    let (_ep, conn, mut control) = connect(&opts.url, &opts.ca, opts.connect_timeout).await?;
+
+    // The pipelined flight: DESCRIBE + aggregate SETUP + PLAY.
+    let mut describe = Request::new(
+        Method::Describe,
+        Some(object_url.clone()),
+        control.next_cseq(),
+    );
+    describe.headers.content_type = None;
+    let mut setup = Request::new(Method::Setup, Some(object_url.clone()), control.next_cseq());
+    setup.headers.transport = Some(Transport { flow_id: 0 });
+    setup.headers.pipelined_requests = Some(1);
+    let mut playreq = Request::new(Method::Play, Some(object_url.clone()), control.next_cseq());
+    playreq.headers.pipelined_requests = Some(1);
+    playreq.headers.range = Some(NptRange {
+        start: 0,
+        end: None,
+    });
+    playreq.headers.unpaced = !opts.pace;
+    let mut flight = describe.encode();
+    flight.extend(setup.encode());
+    flight.extend(playreq.encode());
+    control.send_raw(&flight).await?;
+
+    let (man_tx, man_rx) = oneshot::channel();
+    {
+        let conn = conn.clone();
+        let url = object_url.clone();
+        tokio::spawn(async move {
+            let _ = man_tx.send(fetch_manifest(conn, url).await);
+        });
+    }
+    let (desc_tx, desc_rx) = watch::channel::<Option<Arc<Description>>>(None);
+    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(1024);
+    {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            while let Ok(recv) = conn.accept_uni().await {
+                tokio::spawn(read_stream(recv, ev_tx.clone(), desc_rx.clone()));
+            }
+        });
+    }
+
+    let mut tracks: Vec<TrackState> = Vec::new();
+    let mut early: Vec<FrameIn> = Vec::new();
+    let mut session: Option<String> = None;
+    let mut start_us = 0u64;
+    let mut recorder: Option<Recorder> = None;
+    let mut play0: Option<Instant> = None; // playout clock origin
+    let mut m0: Option<u64> = None; // media time at play0
+    let mut stall_total = Duration::ZERO;
+    let mut stalled_since: Option<Instant> = None;
+    let mut last_progress = Instant::now();
+    let mut last_media = Instant::now();
+    let mut stream_failures: Vec<String> = Vec::new();
+    let tty = opts.progress && std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    let handle_response = |r: Response,
+                           cseq_desc: u32,
+                           cseq_setup: u32,
+                           cseq_play: u32|
+     -> anyhow::Result<Response> {
+        if !r.is_success() {
+            let what = if r.headers.cseq == cseq_desc {
+                "DESCRIBE"
+            } else if r.headers.cseq == cseq_setup {
+                "SETUP"
+            } else if r.headers.cseq == cseq_play {
+                "PLAY"
+            } else {
+                "request"
+            };
+            bail!(
+                "{what} failed: {} {}",
+                r.status,
+                r.headers.error.unwrap_or_default()
+            );
+        }
+        Ok(r)
+    };
+
+    loop {
+        tokio::select! {
+            // `ControlClient::recv` is cancel-safe: quinn consumes data only on completion.
+            m = control.recv() => {
+                let m = m?;
+                match m {
+                    Message::Response(r) => {
+                        let r = handle_response(r, describe.headers.cseq, setup.headers.cseq, playreq.headers.cseq)?;
+                        if r.headers.cseq == describe.headers.cseq {
+                            if r.headers.content_type.as_deref() != Some(SDP_CONTENT_TYPE) {
+                                bail!("DESCRIBE returned no SDP");
+                            }
+                            let text = std::str::from_utf8(&r.body).context("SDP is not UTF-8")?;
+                            let desc = Description::from_sdp(text, Limits::default().max_tracks)?;
+                            tracks = desc.tracks.iter().map(|t| TrackState {
+                                clock: t.clock_rate,
+                                codec: t.codec.clone(),
+                                offset: None,
+                                next_seq: None,
+                                last_seq: None,
+                                pending: BTreeMap::new(),
+                                last_pts: None,
+                                last_dts_us: None,
+                                interval_us: 0,
+                                hash: Context::new(&SHA256),
+                                frames: 0,
+                                late: 0,
+                            }).collect();
+                            if let Some(path) = &opts.record {
+                                recorder = Some(Recorder::open(path, &desc)?);
+                            }
+                            let _ = desc_tx.send(Some(Arc::new(desc)));
+                        } else if r.headers.cseq == setup.headers.cseq {
+                            session = r.headers.session.map(|s| s.id);
+                        } else if r.headers.cseq == playreq.headers.cseq {
+                            start_us = r.headers.range.map_or(0, |r| r.start);
+                            for info in &r.headers.rtp_info {
+                                let Resource::Track(_, i) = info.url.resource else { continue };
+                                let Some(t) = tracks.get_mut(i as usize) else { continue };
+                                let base = (u128::from(start_us) * u128::from(t.clock) / 1_000_000) as u32;
+                                t.offset = Some(info.rtptime.wrapping_sub(base));
+                                t.next_seq = Some(i64::from(info.seq));
+                            }
+                            if tracks.iter().any(|t| t.next_seq.is_none()) {
+                                bail!("PLAY response lacks RTP-Info for every track");
+                            }
+                            for f in early.drain(..) {
+                                let t = &mut tracks[f.track as usize];
+                                let k = t.extend(f.first_seq);
+                                t.pending.insert(k, f);
+                            }
+                        }
+                    }
+                    Message::Request(req) => {
+                        match req.method {
+                            Method::PlayNotify if req.headers.notify_reason.as_deref() == Some("end-of-stream") => {
+                                for info in &req.headers.rtp_info {
+                                    let Resource::Track(_, i) = info.url.resource else { continue };
+                                    if let Some(t) = tracks.get_mut(i as usize) {
+                                        t.last_seq = Some(t.extend(info.seq));
+                                    }
+                                }
+                            }
+                            Method::Teardown => {
+                                bail!("server ended the session: {}", req.headers.error.unwrap_or_else(|| "no reason given".into()));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            ev = ev_rx.recv() => {
+                match ev {
+                    Some(Event::Frame(f)) => {
+                        last_media = Instant::now();
+                        report.bytes += f.wire_bytes;
+                        if report.ttff_ms.is_none() {
+                            report.ttff_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        match tracks.get_mut(f.track as usize) {
+                            Some(t) if t.next_seq.is_some() => {
+                                let k = t.extend(f.first_seq);
+                                t.pending.insert(k, f);
+                            }
+                            _ => early.push(f),
+                        }
+                    }
+                    Some(Event::StreamFailed(e)) => stream_failures.push(e),
+                    None => {}
+                }
+            }
+            _ = tick.tick() => {}
+        }
+
+        if tracks.is_empty() || tracks.iter().any(|t| t.next_seq.is_none()) {
+            if last_media.elapsed() > opts.stall_timeout && t_req.elapsed() > opts.stall_timeout {
+                bail!("no playable media within {:?}", opts.stall_timeout);
+            }
+            continue;
+        }
+
+        // Playout.
+        let now = Instant::now();
+        if play0.is_none() {
+            let all_done = tracks.iter().all(|t| t.last_seq.is_some());
+            let buffered = tracks
+                .iter()
+                .filter(|t| !t.pending.is_empty())
+                .map(|t| {
+                    let first = t
+                        .pending
+                        .values()
+                        .next()
+                        .map(|f| f.timestamp.wrapping_sub(t.offset.unwrap_or(0)));
+                    let last = t
+                        .pending
+                        .values()
+                        .last()
+                        .map(|f| f.timestamp.wrapping_sub(t.offset.unwrap_or(0)));
+                    match (first, last) {
+                        (Some(a), Some(b)) => {
+                            u64::from(b.wrapping_sub(a)) * 1_000_000 / u64::from(t.clock.max(1))
+                        }
+                        _ => 0,
+                    }
+                })
+                .max()
+                .unwrap_or(0);
+            if !opts.pace
+                || buffered >= opts.startup_buffer.as_micros() as u64
+                || (all_done && tracks.iter().any(|t| !t.pending.is_empty()))
+            {
+                play0 = Some(now);
+                report.startup_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
+            } else {
+                continue;
+            }
+        }
+        let Some(origin) = play0 else { continue };
+        let media_now = |stall_total: Duration, stalled_since: Option<Instant>| -> u64 {
+            let at = stalled_since.unwrap_or(now);
+            at.saturating_duration_since(origin)
+                .saturating_sub(stall_total)
+                .as_micros() as u64
+        };
+        let mut missing = false;
+        for t in tracks.iter_mut() {
+            loop {
+                if t.finished() {
+                    break;
+                }
+                let Some(next) = t.next_seq else { break };
+                let Some(f) = t.pending.remove(&next) else {
+                    // Nothing to play: a stall if this track's clock has run past its last frame.
+                    if opts.pace {
+                        if let Some(last) = t.last_dts_us {
+                            let due = last.saturating_sub(m0.unwrap_or(0)) + t.interval_us;
+                            if media_now(stall_total, stalled_since) > due {
+                                missing = true;
+                            }
+                        }
+                    }
+                    // A gap that outlives the stall timeout: skip to what we have.
+                    if let Some((&k, _)) = t.pending.iter().next()
+                        && stalled_since.is_some_and(|s| s.elapsed() > opts.stall_timeout)
+                    {
+                        t.next_seq = Some(k);
+                        continue;
+                    }
+                    break;
+                };
+                let pts = t.pts_of(f.timestamp);
+                let dts = dts_us(pts, f.info.cto, t.clock);
+                let base = *m0.get_or_insert(dts);
+                // The media clock is frozen during a stall, so this also holds frames back then.
+                if opts.pace && dts.saturating_sub(base) > media_now(stall_total, stalled_since) {
+                    // Not due yet.
+                    t.pending.insert(next, f);
+                    break;
+                }
+                t.last_pts = Some(pts);
+                // Consumed during a stall: it was needed before it arrived.
+                if stalled_since.is_some() {
+                    t.late += 1;
+                }
+                if let Some(prev) = t.last_dts_us
+                    && dts > prev
+                {
+                    t.interval_us = dts - prev;
+                }
+                t.last_dts_us = Some(dts);
+                t.next_seq = Some(t.extend(f.last_seq) + 1);
+                let rec = Frame {
+                    track: f.track,
+                    keyframe: f.info.keyframe,
+                    pts,
+                    cto: f.info.cto,
+                    data: f.data,
+                };
+                let mut enc = Vec::with_capacity(rec.encoded_len());
+                rec.encode_into(&mut enc);
+                t.hash.update(&enc);
+                t.frames += 1;
+                if let Some(r) = recorder.as_mut() {
+                    r.write(&t.codec, &rec.data).context("recording")?;
+                }
+            }
+        }
+        match (missing, stalled_since) {
+            (true, None) => {
+                stalled_since = Some(now);
+                report.stalls += 1;
+            }
+            (false, Some(s)) => {
+                stall_total += now - s;
+                stalled_since = None;
+            }
+            _ => {}
+        }
+        if stalled_since.is_some_and(|s| s.elapsed() > opts.stall_timeout)
+            && tracks.iter().all(|t| t.pending.is_empty())
+            && last_media.elapsed() > opts.stall_timeout
+        {
+            let why = stream_failures
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "no media arriving".into());
+            bail!("stalled for {:?}: {why}", opts.stall_timeout);
+        }
+        if tty && last_progress.elapsed() > Duration::from_millis(250) {
+            last_progress = Instant::now();
+            let frames: u64 = tracks.iter().map(|t| t.frames).sum();
+            eprint!(
+                "\r  {:>6.1} s  frames {frames:>6}  {:>6.0} kbit/s  stalls {}   ",
+                origin.elapsed().as_secs_f64(),
+                report.bytes as f64 * 8.0 / t_req.elapsed().as_secs_f64().max(0.001) / 1000.0,
+                report.stalls
+            );
+        }
+        if tracks.iter().all(TrackState::finished) {
+            break;
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    if let Some(s) = stalled_since {
+        stall_total += s.elapsed();
+    }
+    report.stall_ms = stall_total.as_secs_f64() * 1000.0;
+
+    // Verify against the manifest.
+    let manifest = tokio::time::timeout(opts.connect_timeout, man_rx)
+        .await
+        .context("manifest did not arrive")?
+        .context("manifest task ended")??;
+    let first = manifest.segment_at(start_us).unwrap_or(0);
+    report.tracks.clear();
+    let mut all_ok = true;
+    for (i, t) in tracks.into_iter().enumerate() {
+        let expected = manifest.tracks.get(i).map_or(0, |m| m.frames);
+        let digest = t.hash.finish();
+        // The content hash covers the whole object: it can only match a play from the start.
+        let hash_ok = first == 0
+            && manifest
+                .tracks
+                .get(i)
+                .is_some_and(|m| m.content_hash == digest.as_ref());
+        all_ok &= hash_ok && t.frames == expected;
+        report.frames_received += t.frames;
+        report.frames_expected += expected;
+        report.late_frames += t.late;
+        report.lost_frames += expected.saturating_sub(t.frames);
+        report.tracks.push(TrackReport {
+            track: i as u32,
+            codec: if t.codec.is_video() {
+                "h264".into()
+            } else {
+                "aac".into()
+            },
+            frames_received: t.frames,
+            frames_expected: expected,
+            late_frames: t.late,
+            lost_frames: expected.saturating_sub(t.frames),
+            hash_ok,
+        });
+    }
+    report.hash_ok = all_ok;
+
+    // Orderly end.
+    if let Some(id) = session {
+        let mut td = Request::new(Method::Teardown, Some(object_url), control.next_cseq());
+        td.headers.session = Some(segue_wire::control::SessionHeader { id, timeout: None });
+        let _ = tokio::time::timeout(Duration::from_secs(2), control.request(&td)).await;
+    }
+    conn.close(0u32.into(), b"done");
+    Ok(())
+}

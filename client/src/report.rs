@@ -1,0 +1,99 @@
+//! The continuity report a play produces.
+
+use serde::Serialize;
+
+/// Per-track outcome.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrackReport {
+    pub track: u32,
+    pub codec: String,
+    pub frames_received: u64,
+    pub frames_expected: u64,
+    pub late_frames: u64,
+    pub lost_frames: u64,
+    pub hash_ok: bool,
+}
+
+/// What `segue-play` measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub url: String,
+    /// Request sent → first complete frame received, milliseconds.
+    pub ttff_ms: Option<f64>,
+    /// Request sent → playback start (startup buffer filled), milliseconds.
+    pub startup_ms: Option<f64>,
+    pub paced: bool,
+    pub stalls: u32,
+    pub stall_ms: f64,
+    pub late_frames: u64,
+    pub lost_frames: u64,
+    pub frames_received: u64,
+    pub frames_expected: u64,
+    /// Every track's content hash and frame count match the manifest.
+    pub hash_ok: bool,
+    pub bytes: u64,
+    pub wall_s: f64,
+    pub bitrate_kbps: f64,
+    pub tracks: Vec<TrackReport>,
+    /// Why playback ended early, if it did.
+    pub error: Option<String>,
+}
+
+impl Report {
+    /// Complete and byte-exact.
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+            && self.hash_ok
+            && self.lost_frames == 0
+            && self.frames_received == self.frames_expected
+    }
+
+    /// The human-readable summary.
+    pub fn render(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+        let mut s = String::new();
+        s.push_str(&format!("{}\n", self.url));
+        s.push_str(&format!("  time to first frame  {}\n", ms(self.ttff_ms)));
+        s.push_str(&format!("  playback start       {}\n", ms(self.startup_ms)));
+        if self.paced {
+            s.push_str(&format!(
+                "  stalls               {} ({:.1} ms)\n",
+                self.stalls, self.stall_ms
+            ));
+        } else {
+            s.push_str("  stalls               n/a (unpaced)\n");
+        }
+        s.push_str(&format!(
+            "  frames               {}/{}  late {}  lost {}\n",
+            self.frames_received, self.frames_expected, self.late_frames, self.lost_frames
+        ));
+        s.push_str(&format!(
+            "  content hash         {}\n",
+            if self.hash_ok { "match" } else { "MISMATCH" }
+        ));
+        s.push_str(&format!(
+            "  received             {} bytes in {:.2} s ({:.0} kbit/s)\n",
+            self.bytes, self.wall_s, self.bitrate_kbps
+        ));
+        for t in &self.tracks {
+            s.push_str(&format!(
+                "  track {} {:<5}        {}/{} frames, late {}, lost {}, hash {}\n",
+                t.track,
+                t.codec,
+                t.frames_received,
+                t.frames_expected,
+                t.late_frames,
+                t.lost_frames,
+                if t.hash_ok { "ok" } else { "MISMATCH" }
+            ));
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!("  error                {e}\n"));
+        }
+        s.push_str(&format!(
+            "  result               {}\n",
+            if self.ok() { "OK" } else { "FAILED" }
+        ));
+        s
+    }
+}

@@ -1,0 +1,265 @@
+//! The origin's library: every media file under the media root, ingested into the data dir.
+//!
+//! Files with the same stem (`movies/a.mp4`, `movies/a.ts`) are one object (`movies/a`) in
+//! several formats. The ingested form (manifest + one file per segment) lives in
+//! `<data>/objects/<name>/` with a `stamp` of the sources (names, sizes, mtimes); while the
+//! stamp matches, nothing is re-ingested. A file that fails to ingest is recorded with its
+//! reason; every other object is still served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use segue_wire::segment::Manifest;
+use segue_wire::{Limits, ObjectName};
+
+use crate::ingest::{self, segmenter};
+
+/// Bumped when the ingested form changes, so old data dirs are re-ingested.
+const INGEST_VERSION: u32 = 1;
+
+/// An ingested object.
+#[derive(Debug)]
+pub struct StoredObject {
+    pub manifest: Arc<Manifest>,
+    dir: PathBuf,
+}
+
+impl StoredObject {
+    fn segment_path(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("seg-{index:06}"))
+    }
+
+    /// Reads segment `index` from disk.
+    pub async fn read_segment(&self, index: usize) -> std::io::Result<Bytes> {
+        tokio::fs::read(self.segment_path(index))
+            .await
+            .map(Bytes::from)
+    }
+}
+
+/// What the library holds.
+#[derive(Debug, Default)]
+pub struct Library {
+    objects: HashMap<ObjectName, Arc<StoredObject>>,
+    /// Objects that could not be ingested, with the reasons.
+    pub failures: BTreeMap<String, String>,
+}
+
+/// Options of [`Library::open`].
+#[derive(Debug, Clone)]
+pub struct LibraryOptions {
+    pub media_root: PathBuf,
+    pub data_dir: PathBuf,
+    pub target_segment_us: u64,
+}
+
+fn stamp_of(sources: &[PathBuf], target_us: u64) -> std::io::Result<String> {
+    let mut s = format!("segue-ingest {INGEST_VERSION} target {target_us}\n");
+    for p in sources {
+        let m = fs::metadata(p)?;
+        let mtime = m
+            .modified()?
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        s.push_str(&format!("{} {} {mtime}\n", p.display(), m.len()));
+    }
+    Ok(s)
+}
+
+/// A 62-bit revision number derived from the stamp (FNV-1a).
+fn revision_of(stamp: &str) -> u64 {
+    stamp.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) & segue_wire::varint::MAX
+}
+
+/// Media files under `root` (no symlinks, no hidden entries), grouped by object name.
+fn scan(
+    root: &Path,
+    failures: &mut BTreeMap<String, String>,
+) -> std::io::Result<BTreeMap<ObjectName, Vec<PathBuf>>> {
+    let mut out: BTreeMap<ObjectName, Vec<PathBuf>> = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') {
+                continue;
+            }
+            let ft = entry.file_type()?;
+            let path = entry.path();
+            if ft.is_symlink() {
+                tracing::warn!(path = %path.display(), "skipping symlink in media root");
+                continue;
+            }
+            if ft.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let Some(ext) = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(str::to_ascii_lowercase)
+            else {
+                continue;
+            };
+            if !matches!(ext.as_str(), "mp4" | "m4v" | "ts") {
+                continue;
+            }
+            let rel = path.strip_prefix(root).unwrap_or(&path).with_extension("");
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            match ObjectName::new(&rel, Limits::default().max_object_name) {
+                Ok(obj) => out.entry(obj).or_default().push(path),
+                Err(e) => {
+                    failures.insert(
+                        path.display().to_string(),
+                        format!("not a valid object name: {e}"),
+                    );
+                }
+            }
+        }
+    }
+    for paths in out.values_mut() {
+        // Preferred source first: MP4, then TS.
+        paths.sort_by_key(|p| {
+            (
+                p.extension().is_some_and(|e| e.eq_ignore_ascii_case("ts")),
+                p.clone(),
+            )
+        });
+    }
+    Ok(out)
+}
+
+fn load(dir: &Path, stamp: &str) -> Option<Arc<Manifest>> {
+    let old = fs::read_to_string(dir.join("stamp")).ok()?;
+    if old != stamp {
+        return None;
+    }
+    let bytes = fs::read(dir.join("manifest")).ok()?;
+    let m = Manifest::decode(&bytes, &Limits::default()).ok()?;
+    let complete = (0..m.segments.len()).all(|i| {
+        fs::metadata(dir.join(format!("seg-{i:06}"))).is_ok_and(|md| md.len() == m.segments[i].size)
+    });
+    complete.then(|| Arc::new(m))
+}
+
+fn write_object(dir: &Path, stamp: &str, s: &segmenter::Segmented) -> std::io::Result<()> {
+    let parent = dir.parent().unwrap_or(dir);
+    fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    for (i, p) in s.payloads.iter().enumerate() {
+        fs::write(tmp.join(format!("seg-{i:06}")), p)?;
+    }
+    fs::write(tmp.join("manifest"), s.manifest.encode())?;
+    fs::write(tmp.join("stamp"), stamp)?;
+    // The directory appears complete or not at all.
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(&tmp, dir)
+}
+
+impl Library {
+    /// Scans the media root and ingests what changed. Per-object failures are recorded in
+    /// [`Library::failures`]; only an unreadable media root or data dir is an error.
+    pub fn open(opts: &LibraryOptions) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let mut lib = Library::default();
+        let groups = scan(&opts.media_root, &mut lib.failures)
+            .with_context(|| format!("cannot read media root {}", opts.media_root.display()))?;
+        let objects_dir = opts.data_dir.join("objects");
+        fs::create_dir_all(&objects_dir)
+            .with_context(|| format!("cannot create data dir {}", objects_dir.display()))?;
+        for (name, sources) in groups {
+            let dir = name
+                .components()
+                .fold(objects_dir.clone(), |d, c| d.join(c));
+            match Self::ingest_object(&name, &sources, &dir, opts) {
+                Ok(manifest) => {
+                    lib.objects
+                        .insert(name, Arc::new(StoredObject { manifest, dir }));
+                }
+                Err(reasons) => {
+                    for r in &reasons {
+                        tracing::error!("{r}");
+                    }
+                    lib.failures.insert(name.to_string(), reasons.join("; "));
+                }
+            }
+        }
+        Ok(lib)
+    }
+
+    fn ingest_object(
+        name: &ObjectName,
+        sources: &[PathBuf],
+        dir: &Path,
+        opts: &LibraryOptions,
+    ) -> Result<Arc<Manifest>, Vec<String>> {
+        let stamp = stamp_of(sources, opts.target_segment_us).map_err(|e| vec![e.to_string()])?;
+        if let Some(m) = load(dir, &stamp) {
+            tracing::debug!(object = %name, "ingested form is current");
+            return Ok(m);
+        }
+        let formats: Vec<String> = sources
+            .iter()
+            .filter_map(|p| {
+                p.extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_ascii_lowercase)
+            })
+            .collect();
+        let mut reasons = Vec::new();
+        // Any format will do for streaming: the first that ingests wins.
+        for src in sources {
+            let result = ingest::demux(src).and_then(|d| {
+                segmenter::segment(
+                    &d,
+                    name,
+                    formats.clone(),
+                    revision_of(&stamp),
+                    opts.target_segment_us,
+                    src,
+                )
+            });
+            match result {
+                Ok(s) => {
+                    write_object(dir, &stamp, &s)
+                        .map_err(|e| vec![format!("{}: cannot store: {e}", dir.display())])?;
+                    tracing::info!(
+                        object = %name,
+                        source = %src.display(),
+                        segments = s.manifest.segments.len(),
+                        bytes = s.manifest.total_size(),
+                        "ingested"
+                    );
+                    return Ok(Arc::new(s.manifest));
+                }
+                Err(e) => reasons.push(e.to_string()),
+            }
+        }
+        Err(reasons)
+    }
+
+    pub fn get(&self, name: &ObjectName) -> Option<Arc<StoredObject>> {
+        self.objects.get(name).cloned()
+    }
+
+    /// Object names, sorted.
+    pub fn names(&self) -> Vec<ObjectName> {
+        let mut v: Vec<_> = self.objects.keys().cloned().collect();
+        v.sort();
+        v
+    }
+}

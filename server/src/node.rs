@@ -1,0 +1,81 @@
+//! Accepts connections and routes their streams: the first client bidirectional stream to the
+//! control handler (player sessions), every other one to the segment protocol.
+
+use std::sync::Arc;
+
+use segue_wire::{AppError, Limits};
+use tokio::sync::watch;
+
+use crate::control::serve_control;
+use crate::segserve::serve_exchange;
+use crate::session::{SessionOptions, Sessions};
+use crate::source::Source;
+
+/// Serves `endpoint` until `shutdown` turns true, then closes every connection.
+pub async fn serve<S: Source>(
+    endpoint: quinn::Endpoint,
+    source: Arc<S>,
+    sessions: SessionOptions,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let source = source.clone();
+                let sessions = sessions.clone();
+                tokio::spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => connection(conn, source, sessions, limits).await,
+                        Err(e) => tracing::debug!("handshake failed: {e}"),
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    endpoint.close(
+        AppError::ShuttingDown
+            .code()
+            .try_into()
+            .unwrap_or(0u32.into()),
+        b"shutting down",
+    );
+    endpoint.wait_idle().await;
+}
+
+async fn connection<S: Source>(
+    conn: quinn::Connection,
+    source: Arc<S>,
+    opts: SessionOptions,
+    limits: Limits,
+) {
+    let peer = conn.remote_address();
+    tracing::debug!(%peer, "connection");
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, "connection ended: {e}");
+                return;
+            }
+        };
+        if send.id().index() == 0 {
+            let mut sessions = Sessions::new(source.clone(), conn.clone(), opts.clone(), limits);
+            tokio::spawn(async move {
+                if let Err(e) = serve_control(send, recv, limits, &mut sessions).await {
+                    tracing::debug!(%peer, "control: {e}");
+                }
+                sessions.shutdown().await;
+            });
+        } else {
+            let source = source.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_exchange(source, send, recv, limits).await {
+                    tracing::debug!(%peer, "segment exchange: {e}");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Serves the segment protocol (PROTOCOL.md §8) on one bidirectional stream.
+
+use std::sync::Arc;
+
+use quinn::{RecvStream, SendStream};
+use segue_wire::segment::{
+    ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request, encode_manifest_frame,
+};
+use segue_wire::{AppError, Limits};
+
+use crate::source::Source;
+
+/// Reads one request and answers it. Errors are reported to the peer; the result says only
+/// whether the exchange completed.
+pub async fn serve_exchange<S: Source>(
+    source: Arc<S>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    limits: Limits,
+) -> anyhow::Result<()> {
+    let max = limits.max_frame_header + 16;
+    let mut buf = Vec::with_capacity(256);
+    let req = loop {
+        match decode_request(&buf, &limits) {
+            Ok(Some((req, _))) => break req,
+            Ok(None) => {}
+            Err(e) => {
+                send.write_all(&ResponseHeader::error(Status::BadRequest, e.to_string()).encode())
+                    .await?;
+                send.finish()?;
+                return Ok(());
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        match recv.read(&mut chunk).await? {
+            Some(n) if buf.len() + n <= max => buf.extend_from_slice(&chunk[..n]),
+            Some(_) => {
+                recv.stop(AppError::LimitExceeded.code().try_into()?)?;
+                anyhow::bail!("segment request too large");
+            }
+            None => anyhow::bail!("stream ended before a complete request"),
+        }
+    };
+    let object = req.object().clone();
+    let manifest = match source.manifest(&object).await {
+        Ok(m) => m,
+        Err(e) => {
+            send.write_all(&ResponseHeader::error(e.segment_status(), e.to_string()).encode())
+                .await?;
+            send.finish()?;
+            return Ok(());
+        }
+    };
+    if let Some(rev) = req.params().revision
+        && rev != manifest.revision
+    {
+        let h = ResponseHeader::error(
+            Status::StaleRevision,
+            format!("revision is {}", manifest.revision),
+        );
+        send.write_all(&h.encode()).await?;
+        send.finish()?;
+        return Ok(());
+    }
+    match req {
+        SegmentRequest::Manifest { .. } => {
+            send.write_all(&ResponseHeader::ok().encode()).await?;
+            send.write_all(&encode_manifest_frame(&manifest)).await?;
+        }
+        SegmentRequest::Segments { first, count, .. } => {
+            let n = manifest.segments.len() as u64;
+            if first >= n || count > n - first {
+                let h = ResponseHeader::error(
+                    Status::RangeNotSatisfiable,
+                    format!("object has {n} segments"),
+                );
+                send.write_all(&h.encode()).await?;
+                send.finish()?;
+                return Ok(());
+            }
+            send.write_all(&ResponseHeader::ok().encode()).await?;
+            for i in first..first + count {
+                let i = i as usize;
+                match source.segment(&manifest, i).await {
+                    Ok(payload) => {
+                        let h = SegmentHeader {
+                            index: i as u64,
+                            size: payload.len() as u64,
+                            checksum: manifest.segments[i].checksum,
+                        };
+                        send.write_all(&h.encode()).await?;
+                        send.write_all(&payload).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(object = %object, segment = i, "cannot serve: {e}");
+                        send.reset(AppError::UpstreamFailed.code().try_into()?)?;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    send.finish()?;
+    Ok(())
+}

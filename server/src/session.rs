@@ -1,0 +1,741 @@
+//! Player sessions: the control handler for DESCRIBE/SETUP/PLAY/PAUSE/TEARDOWN/GET_PARAMETER and
+//! the media sender that turns segments into RTP on RoQ streams (PROTOCOL.md §5, §7).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ring::rand::{SecureRandom, SystemRandom};
+use segue_wire::control::{
+    Method, NptRange, PARAMETERS_CONTENT_TYPE, Request, Response, RtpInfo, SDP_CONTENT_TYPE,
+    SessionHeader, Transport, status,
+};
+use segue_wire::payload::{aac, h264};
+use segue_wire::rtp::{FrameInfo, RtpPacket};
+use segue_wire::sdp::{Codec, Description};
+use segue_wire::segment::{FrameReader, Manifest};
+use segue_wire::{AppError, Limits, ObjectName, Resource, SegueUrl, roq};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::control::{ControlHandler, ControlOut, options_response};
+use crate::ingest::rescale;
+use crate::source::{Source, SourceError};
+
+/// Methods a node serves to players.
+pub const PUBLIC: [Method; 7] = [
+    Method::Options,
+    Method::Describe,
+    Method::Setup,
+    Method::Play,
+    Method::Pause,
+    Method::Teardown,
+    Method::GetParameter,
+];
+
+/// Session behaviour.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Media sent ahead of real time (fills the player's buffer at start).
+    pub send_ahead: Duration,
+    /// Largest RTP payload.
+    pub max_payload: usize,
+    /// Announced session timeout, seconds.
+    pub timeout_s: u64,
+    /// Sessions per connection.
+    pub max_sessions: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            send_ahead: Duration::from_secs(2),
+            max_payload: segue_wire::payload::DEFAULT_MAX_PAYLOAD,
+            timeout_s: segue_wire::control::DEFAULT_SESSION_TIMEOUT,
+            max_sessions: 4,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    /// First segment not completely sent.
+    next_segment: AtomicUsize,
+    bytes: AtomicU64,
+    packets: AtomicU64,
+    position_us: AtomicU64,
+}
+
+struct Playing {
+    cancel: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+struct Session {
+    url: SegueUrl,
+    manifest: Arc<Manifest>,
+    desc: Description,
+    flows: Vec<Option<u64>>,
+    progress: Arc<Progress>,
+    playing: Option<Playing>,
+}
+
+impl Session {
+    async fn stop(&mut self) {
+        if let Some(p) = self.playing.take() {
+            let _ = p.cancel.send(true);
+            let _ = p.task.await;
+        }
+    }
+}
+
+/// One connection's control handler.
+pub struct Sessions<S: Source> {
+    source: Arc<S>,
+    conn: quinn::Connection,
+    opts: SessionOptions,
+    limits: Limits,
+    sessions: HashMap<String, Session>,
+    /// Pipelined-Requests id → session id, or the failure later requests inherit.
+    pipelined: HashMap<u32, Result<String, (u16, String)>>,
+    flows_in_use: HashSet<u64>,
+    rng: SystemRandom,
+}
+
+fn err(status: u16, req: &Request, reason: impl Into<String>) -> Response {
+    Response::error(status, req.headers.cseq, reason)
+}
+
+/// Why a request is refused: the status and a reason for `Segue-Error`.
+type Refusal = (u16, String);
+
+impl<S: Source> Sessions<S> {
+    pub fn new(
+        source: Arc<S>,
+        conn: quinn::Connection,
+        opts: SessionOptions,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            source,
+            conn,
+            opts,
+            limits,
+            sessions: HashMap::new(),
+            pipelined: HashMap::new(),
+            flows_in_use: HashSet::new(),
+            rng: SystemRandom::new(),
+        }
+    }
+
+    fn random_u32(&self) -> u32 {
+        let mut b = [0u8; 4];
+        // SystemRandom fails only if the OS has no randomness; fall back to time.
+        if self.rng.fill(&mut b).is_err() {
+            return std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0x5e9e, |d| d.subsec_nanos());
+        }
+        u32::from_be_bytes(b)
+    }
+
+    fn object_of(req: &Request) -> Result<(&SegueUrl, &ObjectName), Refusal> {
+        let Some(url) = &req.uri else {
+            return Err((status::BAD_REQUEST, "request needs an object URL".into()));
+        };
+        match url.resource.object() {
+            Some(o) => Ok((url, o)),
+            None => Err((status::NOT_FOUND, "URL names no object".into())),
+        }
+    }
+
+    async fn describe(&mut self, req: &Request) -> Response {
+        let (url, name) = match Self::object_of(req) {
+            Ok(x) => x,
+            Err((st, why)) => return err(st, req, why),
+        };
+        if !matches!(url.resource, Resource::Object(_)) {
+            return err(
+                status::METHOD_NOT_ALLOWED,
+                req,
+                "DESCRIBE takes the object URL",
+            );
+        }
+        match self.source.manifest(name).await {
+            Ok(m) => {
+                let mut r = Response::new(status::OK, req.headers.cseq);
+                r.headers.content_type = Some(SDP_CONTENT_TYPE.into());
+                r.body = Bytes::from(m.sdp.clone());
+                r
+            }
+            Err(e) => err(e.rtsp_status(), req, e.to_string()),
+        }
+    }
+
+    /// The session a request refers to, through `Session` or `Pipelined-Requests`.
+    fn session_id(&self, req: &Request) -> Result<Option<String>, Refusal> {
+        if let Some(s) = &req.headers.session {
+            return if self.sessions.contains_key(&s.id) {
+                Ok(Some(s.id.clone()))
+            } else {
+                Err((status::SESSION_NOT_FOUND, format!("no session {}", s.id)))
+            };
+        }
+        match req
+            .headers
+            .pipelined_requests
+            .and_then(|p| self.pipelined.get(&p))
+        {
+            Some(Ok(id)) => Ok(Some(id.clone())),
+            Some(Err((st, reason))) => Err((*st, format!("pipelined request failed: {reason}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn setup(&mut self, req: &Request) -> Response {
+        let r = self.setup_inner(req).await;
+        if let Some(p) = req.headers.pipelined_requests
+            && !r.is_success()
+        {
+            self.pipelined
+                .entry(p)
+                .or_insert_with(|| Err((r.status, r.headers.error.clone().unwrap_or_default())));
+        }
+        r
+    }
+
+    async fn setup_inner(&mut self, req: &Request) -> Response {
+        let (url, name) = match Self::object_of(req) {
+            Ok((u, n)) => (u.clone(), n.clone()),
+            Err((st, why)) => return err(st, req, why),
+        };
+        let Some(Transport { flow_id }) = req.headers.transport else {
+            return err(
+                status::UNSUPPORTED_TRANSPORT,
+                req,
+                "SETUP needs Transport: RTP/AVP/QUIC;unicast;flow-id=N",
+            );
+        };
+        let existing = match self.session_id(req) {
+            Ok(s) => s,
+            Err((st, why)) => return err(st, req, why),
+        };
+        let (id, created) = match existing {
+            Some(id) => (id, false),
+            None => {
+                if self.sessions.len() >= self.opts.max_sessions {
+                    return err(
+                        status::SERVICE_UNAVAILABLE,
+                        req,
+                        "session limit of this connection reached",
+                    );
+                }
+                let manifest = match self.source.manifest(&name).await {
+                    Ok(m) => m,
+                    Err(e) => return err(e.rtsp_status(), req, e.to_string()),
+                };
+                let desc = match manifest.description(&self.limits) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        return err(
+                            status::INTERNAL_SERVER_ERROR,
+                            req,
+                            format!("bad SDP in manifest: {e}"),
+                        );
+                    }
+                };
+                let id = format!("{:08x}{:08x}", self.random_u32(), self.random_u32());
+                let flows = vec![None; desc.tracks.len()];
+                self.sessions.insert(
+                    id.clone(),
+                    Session {
+                        url: url.object_url().unwrap_or_else(|| url.clone()),
+                        manifest,
+                        desc,
+                        flows,
+                        progress: Arc::default(),
+                        playing: None,
+                    },
+                );
+                (id, true)
+            }
+        };
+        let result = self.bind_flows(&id, &url, &name, flow_id);
+        if let Err(r) = result {
+            if created {
+                self.sessions.remove(&id);
+            }
+            return err(r.0, req, r.1);
+        }
+        if let Some(p) = req.headers.pipelined_requests {
+            self.pipelined.insert(p, Ok(id.clone()));
+        }
+        let mut r = Response::new(status::OK, req.headers.cseq);
+        r.headers.session = Some(SessionHeader {
+            id,
+            timeout: Some(self.opts.timeout_s),
+        });
+        r.headers.transport = Some(Transport { flow_id });
+        r.headers.pipelined_requests = req.headers.pipelined_requests;
+        r
+    }
+
+    fn bind_flows(
+        &mut self,
+        id: &str,
+        url: &SegueUrl,
+        name: &ObjectName,
+        base: u64,
+    ) -> Result<(), (u16, String)> {
+        let s = self
+            .sessions
+            .get_mut(id)
+            .ok_or((status::SESSION_NOT_FOUND, "session vanished".to_string()))?;
+        if s.manifest.object != *name {
+            return Err((
+                status::BAD_REQUEST,
+                "session belongs to another object".into(),
+            ));
+        }
+        let tracks: Vec<usize> = match url.resource {
+            Resource::Track(_, n) if (n as usize) < s.flows.len() => vec![n as usize],
+            Resource::Track(_, n) => return Err((status::NOT_FOUND, format!("no track {n}"))),
+            _ => (0..s.flows.len()).collect(),
+        };
+        let wanted: Vec<u64> = tracks
+            .iter()
+            .enumerate()
+            .map(|(i, _)| base.saturating_add(i as u64))
+            .collect();
+        if wanted
+            .iter()
+            .any(|f| self.flows_in_use.contains(f) || *f > segue_wire::varint::MAX)
+        {
+            return Err((
+                status::UNSUPPORTED_TRANSPORT,
+                "flow id already in use".into(),
+            ));
+        }
+        for (t, f) in tracks.into_iter().zip(wanted) {
+            if let Some(old) = s.flows[t].replace(f) {
+                self.flows_in_use.remove(&old);
+            }
+            self.flows_in_use.insert(f);
+        }
+        Ok(())
+    }
+
+    async fn play(&mut self, req: &Request, out: &ControlOut) -> Response {
+        let id = match self.session_id(req) {
+            Ok(Some(id)) => id,
+            Ok(None) => return err(status::SESSION_NOT_FOUND, req, "PLAY needs a Session"),
+            Err((st, why)) => return err(st, req, why),
+        };
+        if matches!(
+            req.uri.as_ref().map(|u| &u.resource),
+            Some(Resource::Track(..))
+        ) {
+            return err(status::METHOD_NOT_ALLOWED, req, "PLAY takes the object URL");
+        }
+        let rand: Vec<u32> = (0..24).map(|_| self.random_u32()).collect();
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return err(status::SESSION_NOT_FOUND, req, "no such session");
+        };
+        if s.flows.iter().all(Option::is_none) {
+            return err(
+                status::METHOD_NOT_VALID_IN_THIS_STATE,
+                req,
+                "no track is set up",
+            );
+        }
+        s.stop().await;
+        let n = s.manifest.segments.len();
+        let first = match req.headers.range {
+            Some(r) => {
+                if r.start > s.manifest.duration_us {
+                    return err(status::INVALID_RANGE, req, "range starts after the end");
+                }
+                s.manifest.segment_at(r.start).unwrap_or(0)
+            }
+            None => s
+                .progress
+                .next_segment
+                .load(Ordering::Relaxed)
+                .min(n.saturating_sub(1)),
+        };
+        let start_us = s.manifest.segments.get(first).map_or(0, |e| e.start_us);
+        let mut tracks = Vec::new();
+        let mut rtp_info = Vec::new();
+        for (i, t) in s.desc.tracks.iter().enumerate() {
+            let Some(flow) = s.flows[i] else { continue };
+            let ts = TrackSend {
+                index: i as u32,
+                flow,
+                payload_type: t.payload_type,
+                ext_id: t.frame_info_ext,
+                clock: t.clock_rate,
+                h264: matches!(t.codec, Codec::H264 { .. }),
+                ssrc: rand[i * 3],
+                seq: rand[i * 3 + 1] as u16,
+                ts_offset: rand[i * 3 + 2],
+            };
+            rtp_info.push(RtpInfo {
+                url: s
+                    .url
+                    .with_resource(Resource::Track(s.manifest.object.clone(), i as u32)),
+                ssrc: ts.ssrc,
+                seq: ts.seq,
+                rtptime: (rescale(start_us, 1_000_000, ts.clock) as u32).wrapping_add(ts.ts_offset),
+            });
+            tracks.push(ts);
+        }
+        s.progress = Arc::default();
+        s.progress.next_segment.store(first, Ordering::Relaxed);
+        let (cancel, cancel_rx) = watch::channel(false);
+        self.source.will_play(&s.manifest, first);
+        let ctx = Sender {
+            source: self.source.clone(),
+            conn: self.conn.clone(),
+            out: out.clone(),
+            manifest: s.manifest.clone(),
+            url: s.url.clone(),
+            session: id.clone(),
+            tracks,
+            first,
+            start_us,
+            pacing: !req.headers.unpaced,
+            send_ahead: self.opts.send_ahead,
+            max_payload: self.opts.max_payload,
+            cancel: cancel_rx,
+            progress: s.progress.clone(),
+        };
+        let task = tokio::spawn(ctx.run());
+        s.playing = Some(Playing { cancel, task });
+        let mut r = Response::new(status::OK, req.headers.cseq);
+        r.headers.session = Some(SessionHeader { id, timeout: None });
+        r.headers.pipelined_requests = req.headers.pipelined_requests;
+        r.headers.range = Some(NptRange {
+            start: start_us,
+            end: Some(s.manifest.duration_us),
+        });
+        r.headers.rtp_info = rtp_info;
+        r
+    }
+
+    async fn pause(&mut self, req: &Request) -> Response {
+        let id = match self.session_id(req) {
+            Ok(Some(id)) => id,
+            Ok(None) => return err(status::SESSION_NOT_FOUND, req, "PAUSE needs a Session"),
+            Err((st, why)) => return err(st, req, why),
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return err(status::SESSION_NOT_FOUND, req, "no such session");
+        };
+        s.stop().await;
+        let next = s.progress.next_segment.load(Ordering::Relaxed);
+        let at = s
+            .manifest
+            .segments
+            .get(next)
+            .map_or(s.manifest.duration_us, |e| e.start_us);
+        let mut r = Response::new(status::OK, req.headers.cseq);
+        r.headers.session = Some(SessionHeader { id, timeout: None });
+        r.headers.range = Some(NptRange {
+            start: at,
+            end: None,
+        });
+        r
+    }
+
+    async fn teardown(&mut self, req: &Request) -> Response {
+        let id = match self.session_id(req) {
+            Ok(Some(id)) => id,
+            Ok(None) => return err(status::SESSION_NOT_FOUND, req, "TEARDOWN needs a Session"),
+            Err((st, why)) => return err(st, req, why),
+        };
+        if let Some(mut s) = self.sessions.remove(&id) {
+            s.stop().await;
+            for f in s.flows.into_iter().flatten() {
+                self.flows_in_use.remove(&f);
+            }
+        }
+        self.pipelined
+            .retain(|_, v| v.as_ref().map_or(true, |s| *s != id));
+        Response::new(status::OK, req.headers.cseq)
+    }
+
+    fn get_parameter(&self, req: &Request) -> Response {
+        let id = match self.session_id(req) {
+            Ok(id) => id,
+            Err((st, why)) => return err(st, req, why),
+        };
+        let names = String::from_utf8_lossy(&req.body);
+        let names: Vec<&str> = names
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut r = Response::new(status::OK, req.headers.cseq);
+        if names.is_empty() {
+            return r;
+        }
+        let progress = id
+            .as_ref()
+            .and_then(|id| self.sessions.get(id))
+            .map(|s| s.progress.clone());
+        let mut body = String::new();
+        for n in names {
+            let v = match (n, &progress) {
+                ("position", Some(p)) => {
+                    let us = p.position_us.load(Ordering::Relaxed);
+                    format!("{}.{:06}", us / 1_000_000, us % 1_000_000)
+                }
+                ("bytes-sent", Some(p)) => p.bytes.load(Ordering::Relaxed).to_string(),
+                ("packets-sent", Some(p)) => p.packets.load(Ordering::Relaxed).to_string(),
+                _ => {
+                    return err(
+                        status::PARAMETER_NOT_UNDERSTOOD,
+                        req,
+                        format!("unknown parameter {n:?}"),
+                    );
+                }
+            };
+            body.push_str(&format!("{n}: {v}\r\n"));
+        }
+        r.headers.content_type = Some(PARAMETERS_CONTENT_TYPE.into());
+        r.body = Bytes::from(body);
+        r
+    }
+
+    /// Stops every session (connection closing).
+    pub async fn shutdown(&mut self) {
+        for s in self.sessions.values_mut() {
+            s.stop().await;
+        }
+    }
+}
+
+impl<S: Source> ControlHandler for Sessions<S> {
+    async fn handle(&mut self, req: Request, out: &ControlOut) -> Response {
+        match req.method {
+            Method::Options => options_response(req.headers.cseq, &PUBLIC),
+            Method::Describe => self.describe(&req).await,
+            Method::Setup => self.setup(&req).await,
+            Method::Play => self.play(&req, out).await,
+            Method::Pause => self.pause(&req).await,
+            Method::Teardown => self.teardown(&req).await,
+            Method::GetParameter => self.get_parameter(&req),
+            Method::PlayNotify => err(
+                status::METHOD_NOT_ALLOWED,
+                &req,
+                "PLAY_NOTIFY is sent by servers",
+            ),
+        }
+    }
+}
+
+/// Per-track RTP state of a playing session.
+#[derive(Debug, Clone)]
+struct TrackSend {
+    index: u32,
+    flow: u64,
+    payload_type: u8,
+    ext_id: u8,
+    clock: u32,
+    h264: bool,
+    ssrc: u32,
+    /// Next sequence number.
+    seq: u16,
+    ts_offset: u32,
+}
+
+/// The media sender of one PLAY.
+struct Sender<S: Source> {
+    source: Arc<S>,
+    conn: quinn::Connection,
+    out: ControlOut,
+    manifest: Arc<Manifest>,
+    url: SegueUrl,
+    session: String,
+    tracks: Vec<TrackSend>,
+    first: usize,
+    start_us: u64,
+    pacing: bool,
+    send_ahead: Duration,
+    max_payload: usize,
+    cancel: watch::Receiver<bool>,
+    progress: Arc<Progress>,
+}
+
+enum Stop {
+    Cancelled,
+    Failed(String),
+}
+
+impl<S: Source> Sender<S> {
+    async fn run(mut self) {
+        match self.send_all().await {
+            Ok(()) => {
+                let mut n = Request::new(Method::PlayNotify, Some(self.url.clone()), 0);
+                n.headers.notify_reason = Some("end-of-stream".into());
+                n.headers.session = Some(SessionHeader {
+                    id: self.session.clone(),
+                    timeout: None,
+                });
+                n.headers.range = Some(NptRange {
+                    start: self.start_us,
+                    end: Some(self.manifest.duration_us),
+                });
+                n.headers.rtp_info = self
+                    .tracks
+                    .iter()
+                    .map(|t| RtpInfo {
+                        url: self
+                            .url
+                            .with_resource(Resource::Track(self.manifest.object.clone(), t.index)),
+                        ssrc: t.ssrc,
+                        seq: t.seq.wrapping_sub(1),
+                        rtptime: (rescale(self.manifest.duration_us, 1_000_000, t.clock) as u32)
+                            .wrapping_add(t.ts_offset),
+                    })
+                    .collect();
+                self.out.request(n).await;
+            }
+            Err(Stop::Cancelled) => {}
+            Err(Stop::Failed(reason)) => {
+                tracing::warn!(session = %self.session, object = %self.manifest.object, "{reason}");
+                let mut t = Request::new(Method::Teardown, Some(self.url.clone()), 0);
+                t.headers.session = Some(SessionHeader {
+                    id: self.session.clone(),
+                    timeout: None,
+                });
+                t.headers.terminate_reason = Some("Internal-Error".into());
+                t.headers.error = Some(segue_wire::control::message_text(&reason));
+                self.out.request(t).await;
+            }
+        }
+    }
+
+    async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+        while !*cancel.borrow() {
+            if cancel.changed().await.is_err() {
+                // The session is gone: behave as cancelled.
+                return;
+            }
+        }
+    }
+
+    async fn send_all(&mut self) -> Result<(), Stop> {
+        let t0 = Instant::now();
+        for i in self.first..self.manifest.segments.len() {
+            let payload = tokio::select! {
+                r = self.source.segment(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
+                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+            };
+            let mut streams: Vec<Option<quinn::SendStream>> =
+                (0..self.tracks.len()).map(|_| None).collect();
+            let r = self.send_segment(i, &payload, t0, &mut streams).await;
+            match r {
+                Ok(()) => {
+                    for s in streams.iter_mut().flatten() {
+                        let _ = s.finish();
+                    }
+                    self.progress.next_segment.store(i + 1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let code = match e {
+                        Stop::Cancelled => AppError::Cancelled,
+                        Stop::Failed(_) => AppError::InternalError,
+                    };
+                    for s in streams.iter_mut().flatten() {
+                        let _ =
+                            s.reset(code.code().try_into().unwrap_or(quinn::VarInt::from_u32(2)));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_segment(
+        &mut self,
+        index: usize,
+        payload: &Bytes,
+        t0: Instant,
+        streams: &mut [Option<quinn::SendStream>],
+    ) -> Result<(), Stop> {
+        let mut buf = Vec::with_capacity(self.max_payload + 64);
+        for frame in FrameReader::new(payload, Limits::default().max_frame_size) {
+            let frame = frame.map_err(|e| Stop::Failed(format!("segment {index}: {e}")))?;
+            let Some(ti) = self.tracks.iter().position(|t| t.index == frame.track) else {
+                continue;
+            };
+            let clock = self.tracks[ti].clock;
+            if self.pacing {
+                let dts_us = rescale(frame.dts(), clock, 1_000_000);
+                let due = Duration::from_micros(dts_us.saturating_sub(self.start_us))
+                    .saturating_sub(self.send_ahead);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t0 + due) => {}
+                    _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+                }
+            }
+            let t = &mut self.tracks[ti];
+            let packets = if t.h264 {
+                h264::packetize(&frame.data, self.max_payload)
+            } else {
+                aac::packetize(&frame.data, self.max_payload)
+            }
+            .map_err(|e| Stop::Failed(format!("segment {index}: cannot packetize: {e}")))?;
+            buf.clear();
+            if streams[ti].is_none() {
+                let s = self
+                    .conn
+                    .open_uni()
+                    .await
+                    .map_err(|e| Stop::Failed(format!("cannot open a media stream: {e}")))?;
+                // Earlier segments first.
+                let _ = s.set_priority(-(index.min(i32::MAX as usize) as i32));
+                roq::put_stream_header(&mut buf, t.flow);
+                streams[ti] = Some(s);
+            }
+            let timestamp = (frame.pts as u32).wrapping_add(t.ts_offset);
+            let count = packets.len() as u64;
+            for (k, (p, marker)) in packets.into_iter().enumerate() {
+                let pkt = RtpPacket {
+                    marker,
+                    payload_type: t.payload_type,
+                    sequence: t.seq,
+                    timestamp,
+                    ssrc: t.ssrc,
+                    frame_info: (k == 0).then_some(FrameInfo {
+                        keyframe: frame.keyframe,
+                        cto: frame.cto,
+                    }),
+                    payload: p,
+                };
+                t.seq = t.seq.wrapping_add(1);
+                roq::put_packet(&mut buf, &pkt.encode_with_ext_id(t.ext_id));
+            }
+            let Some(stream) = streams[ti].as_mut() else {
+                continue;
+            };
+            tokio::select! {
+                r = stream.write_all(&buf) => r.map_err(|e| Stop::Failed(format!("media stream: {e}")))?,
+                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+            }
+            self.progress
+                .bytes
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            self.progress.packets.fetch_add(count, Ordering::Relaxed);
+            self.progress
+                .position_us
+                .store(rescale(frame.pts, clock, 1_000_000), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
