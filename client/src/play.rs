@@ -559,9 +559,11 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 })
                 .max()
                 .unwrap_or(0);
-            if !opts.pace
-                || buffered >= opts.startup_buffer.as_micros() as u64
-                || (all_done && tracks.iter().any(|t| !t.pending.is_empty()))
+            let have_frame = tracks.iter().any(|t| !t.pending.is_empty());
+            // Playback starts with a frame in hand: once the startup buffer is full, at once
+            // when unpaced, or when the whole (short) object is in.
+            if have_frame
+                && (!opts.pace || all_done || buffered >= opts.startup_buffer.as_micros() as u64)
             {
                 play0 = Some(now);
                 report.startup_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);

@@ -6,6 +6,8 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod control;
+pub mod demo;
+pub mod edge;
 pub mod ingest;
 pub mod library;
 pub mod node;

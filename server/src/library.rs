@@ -77,6 +77,14 @@ fn revision_of(stamp: &str) -> u64 {
     }) & segue_wire::varint::MAX
 }
 
+/// Where an object's files live under `root`: its name's components, then `.segue` (a name no
+/// object component can have), so object `a`'s files never collide with object `a/b`'s directory.
+pub fn object_dir(root: &Path, name: &ObjectName) -> PathBuf {
+    name.components()
+        .fold(root.to_path_buf(), |d, c| d.join(c))
+        .join(".segue")
+}
+
 /// Media files under `root` (no symlinks, no hidden entries), grouped by object name.
 fn scan(
     root: &Path,
@@ -90,7 +98,7 @@ fn scan(
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if name.starts_with('.') {
-                continue;
+                continue; // hidden files, and our own `.segue` directories
             }
             let ft = entry.file_type()?;
             let path = entry.path();
@@ -153,11 +161,7 @@ fn load(dir: &Path, stamp: &str) -> Option<Arc<Manifest>> {
 fn write_object(dir: &Path, stamp: &str, s: &segmenter::Segmented) -> std::io::Result<()> {
     let parent = dir.parent().unwrap_or(dir);
     fs::create_dir_all(parent)?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("object"),
-        std::process::id()
-    ));
+    let tmp = parent.join(format!(".segue.tmp-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
     for (i, p) in s.payloads.iter().enumerate() {

@@ -9,11 +9,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use segue_server::demo::{self, DemoOptions};
+use segue_server::edge::store::Store;
+use segue_server::edge::upstream::Upstream;
+use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::library::{Library, LibraryOptions};
-use segue_server::quic::{TransportLimits, server_endpoint};
+use segue_server::node::NodeOptions;
+use segue_server::quic::{TransportLimits, client_endpoint, server_endpoint};
 use segue_server::session::SessionOptions;
 use segue_server::source::LibrarySource;
-use segue_wire::Limits;
+use segue_wire::{ObjectName, SegueUrl};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,8 +33,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the whole path on loopback with built-in samples and print a continuity table.
+    Demo(DemoArgs),
     /// Serve media files from a directory (MP4, fragmented MP4, MPEG-TS with H.264/AAC).
     Origin(OriginArgs),
+    /// Serve players from a prefix cache, fetching the rest from an origin.
+    Edge(EdgeArgs),
     /// Dev PKI: a dev CA and node certificates.
     Certs {
         #[command(subcommand)]
@@ -66,6 +75,78 @@ struct OriginArgs {
     /// Media sent ahead of real time to fill a player's buffer, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     send_ahead_ms: u64,
+    /// Delay before answering each segment request, in milliseconds (lab aid).
+    #[arg(long, default_value_t = 0)]
+    response_delay_ms: u64,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    /// Delay the origin adds to each segment request, in milliseconds.
+    #[arg(long, default_value_t = 80)]
+    origin_delay_ms: u64,
+    /// Prefix the edge keeps, in seconds.
+    #[arg(long, default_value_t = 4)]
+    prefix_secs: u64,
+    /// Parallel origin fetches (K).
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Play unpaced (seconds instead of three 12-second plays; no stall figures).
+    #[arg(long)]
+    quick: bool,
+    /// Work directory (default: a fresh temporary directory, removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct EdgeArgs {
+    /// The origin: segue://HOST:PORT.
+    #[arg(long)]
+    origin: SegueUrl,
+    /// CA that signed the origin's certificate.
+    #[arg(long, default_value = "certs/dev/ca.pem")]
+    ca: PathBuf,
+    /// Cache directory (survives restarts).
+    #[arg(long, default_value = "segue-data/edge")]
+    cache_dir: PathBuf,
+    /// Cache capacity, e.g. 512M, 20G.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    cache_size: u64,
+    /// UDP address to listen on.
+    #[arg(long, default_value = "[::]:8555")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Prefix kept per object, in seconds of media.
+    #[arg(long, default_value_t = 10)]
+    prefix_secs: u64,
+    /// Segment fetches in flight to the origin (K).
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Fetch this object's prefix at start (repeatable).
+    #[arg(long = "warm", value_name = "OBJECT")]
+    warm: Vec<String>,
+    /// Media sent ahead of real time to fill a player's buffer, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    send_ahead_ms: u64,
+}
+
+/// Parses sizes like `1048576`, `512K`, `64M`, `2G`, `1GiB`.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_end_matches("iB").trim_end_matches('B');
+    let (num, mult) = match t.chars().last() {
+        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
+        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("not a size: {s:?} (use e.g. 512M or 2G)"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -113,18 +194,105 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         TransportLimits::default(),
     )?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
-    let sessions = SessionOptions {
-        send_ahead: Duration::from_millis(a.send_ahead_ms),
-        ..SessionOptions::default()
+    let opts = NodeOptions {
+        sessions: SessionOptions {
+            send_ahead: Duration::from_millis(a.send_ahead_ms),
+            ..SessionOptions::default()
+        },
+        response_delay: Duration::from_millis(a.response_delay_ms),
+        ..NodeOptions::default()
     };
     segue_server::node::serve(
         endpoint,
         Arc::new(LibrarySource(Arc::new(lib))),
-        sessions,
-        Limits::default(),
+        opts,
         shutdown_signal(),
     )
     .await;
+    Ok(())
+}
+
+async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
+    let store = Store::open(
+        &a.cache_dir,
+        a.cache_size,
+        a.prefix_secs.saturating_mul(1_000_000),
+    )
+    .with_context(|| format!("cannot open cache {}", a.cache_dir.display()))?;
+    tracing::info!(cache = %a.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
+    let upstream = Upstream::new(
+        client_endpoint(&a.ca)?,
+        a.origin.clone(),
+        Duration::from_secs(5),
+    );
+    let edge = EdgeSource::new(
+        store,
+        upstream,
+        EdgeOptions {
+            parallel: a.parallel,
+            ..EdgeOptions::default()
+        },
+    );
+    for name in &a.warm {
+        let obj = ObjectName::new(name, 1024)?;
+        let e = edge.clone();
+        tokio::spawn(async move {
+            match e.warm(&obj).await {
+                Ok(n) => tracing::info!(object = %obj, segments = n, "prefix warmed"),
+                Err(err) => tracing::error!(object = %obj, "cannot warm: {err}"),
+            }
+        });
+    }
+    let endpoint = server_endpoint(
+        a.listen,
+        &a.tls.cert,
+        &a.tls.key,
+        TransportLimits::default(),
+    )?;
+    tracing::info!(listen = %endpoint.local_addr()?, origin = %a.origin, "edge serving segue/1");
+    let opts = NodeOptions {
+        sessions: SessionOptions {
+            send_ahead: Duration::from_millis(a.send_ahead_ms),
+            ..SessionOptions::default()
+        },
+        ..NodeOptions::default()
+    };
+    segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, shutdown_signal()).await;
+    let s = edge.stats();
+    tracing::info!(
+        full_hits = s.full_hits.load(std::sync::atomic::Ordering::Relaxed),
+        prefix_hits = s.prefix_hits.load(std::sync::atomic::Ordering::Relaxed),
+        misses = s.misses.load(std::sync::atomic::Ordering::Relaxed),
+        "edge stopped"
+    );
+    Ok(())
+}
+
+async fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
+    let tmp;
+    let dir = match a.dir {
+        Some(d) => d,
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let opts = DemoOptions {
+        origin_delay: Duration::from_millis(a.origin_delay_ms),
+        prefix_secs: a.prefix_secs,
+        parallel: a.parallel,
+        pace: !a.quick,
+    };
+    println!(
+        "Segue demo: origin (+{} ms per request) -> edge ({} s prefix, {} parallel fetches) -> player, on loopback",
+        a.origin_delay_ms, a.prefix_secs, a.parallel
+    );
+    if opts.pace {
+        println!("playing three objects in real time (about 40 s)...");
+    }
+    let rows = demo::run(&dir, &opts).await?;
+    print!("{}", demo::render(&rows));
+    anyhow::ensure!(rows.iter().all(|r| r.report.ok()), "a play failed");
     Ok(())
 }
 
@@ -138,7 +306,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(a) => run_demo(a).await,
         Command::Origin(a) => origin(a).await,
+        Command::Edge(a) => edge(a).await,
         Command::Certs {
             command: CertsCommand::Init { dir, nodes },
         } => {

@@ -11,12 +11,20 @@ use crate::segserve::serve_exchange;
 use crate::session::{SessionOptions, Sessions};
 use crate::source::Source;
 
+/// How a node serves.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    pub sessions: SessionOptions,
+    pub limits: Limits,
+    /// Delay before answering each segment request (lab and demo aid; zero in production).
+    pub response_delay: std::time::Duration,
+}
+
 /// Serves `endpoint` until `shutdown` turns true, then closes every connection.
 pub async fn serve<S: Source>(
     endpoint: quinn::Endpoint,
     source: Arc<S>,
-    sessions: SessionOptions,
-    limits: Limits,
+    opts: NodeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -24,10 +32,10 @@ pub async fn serve<S: Source>(
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let source = source.clone();
-                let sessions = sessions.clone();
+                let opts = opts.clone();
                 tokio::spawn(async move {
                     match incoming.await {
-                        Ok(conn) => connection(conn, source, sessions, limits).await,
+                        Ok(conn) => connection(conn, source, opts).await,
                         Err(e) => tracing::debug!("handshake failed: {e}"),
                     }
                 });
@@ -45,12 +53,8 @@ pub async fn serve<S: Source>(
     endpoint.wait_idle().await;
 }
 
-async fn connection<S: Source>(
-    conn: quinn::Connection,
-    source: Arc<S>,
-    opts: SessionOptions,
-    limits: Limits,
-) {
+async fn connection<S: Source>(conn: quinn::Connection, source: Arc<S>, opts: NodeOptions) {
+    let limits = opts.limits;
     let peer = conn.remote_address();
     tracing::debug!(%peer, "connection");
     loop {
@@ -62,7 +66,7 @@ async fn connection<S: Source>(
             }
         };
         if send.id().index() == 0 {
-            let mut sessions = Sessions::new(source.clone(), conn.clone(), opts.clone(), limits);
+            let mut sessions = Sessions::new(source.clone(), conn.clone(), opts.sessions, limits);
             tokio::spawn(async move {
                 if let Err(e) = serve_control(send, recv, limits, &mut sessions).await {
                     tracing::debug!(%peer, "control: {e}");
@@ -71,8 +75,9 @@ async fn connection<S: Source>(
             });
         } else {
             let source = source.clone();
+            let delay = opts.response_delay;
             tokio::spawn(async move {
-                if let Err(e) = serve_exchange(source, send, recv, limits).await {
+                if let Err(e) = serve_exchange(source, send, recv, limits, delay).await {
                     tracing::debug!(%peer, "segment exchange: {e}");
                 }
             });

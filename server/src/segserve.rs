@@ -17,6 +17,7 @@ pub async fn serve_exchange<S: Source>(
     mut send: SendStream,
     mut recv: RecvStream,
     limits: Limits,
+    delay: std::time::Duration,
 ) -> anyhow::Result<()> {
     let max = limits.max_frame_header + 16;
     let mut buf = Vec::with_capacity(256);
@@ -41,6 +42,10 @@ pub async fn serve_exchange<S: Source>(
             None => anyhow::bail!("stream ended before a complete request"),
         }
     };
+    // Lab/demo aid: an artificial upstream latency before answering.
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let object = req.object().clone();
     let manifest = match source.manifest(&object).await {
         Ok(m) => m,

@@ -37,7 +37,7 @@ pub const PUBLIC: [Method; 7] = [
 ];
 
 /// Session behaviour.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct SessionOptions {
     /// Media sent ahead of real time (fills the player's buffer at start).
     pub send_ahead: Duration,
@@ -76,6 +76,8 @@ struct Playing {
 
 struct Session {
     url: SegueUrl,
+    /// How the edge served this session (`full-hit`, `prefix-hit`, `miss`), if an edge.
+    cache_case: Option<&'static str>,
     manifest: Arc<Manifest>,
     desc: Description,
     flows: Vec<Option<u64>>,
@@ -253,6 +255,7 @@ impl<S: Source> Sessions<S> {
                     id.clone(),
                     Session {
                         url: url.object_url().unwrap_or_else(|| url.clone()),
+                        cache_case: None,
                         manifest,
                         desc,
                         flows,
@@ -395,7 +398,7 @@ impl<S: Source> Sessions<S> {
         s.progress = Arc::default();
         s.progress.next_segment.store(first, Ordering::Relaxed);
         let (cancel, cancel_rx) = watch::channel(false);
-        self.source.will_play(&s.manifest, first);
+        s.cache_case = self.source.will_play(&s.manifest, first);
         let ctx = Sender {
             source: self.source.clone(),
             conn: self.conn.clone(),
@@ -482,10 +485,9 @@ impl<S: Source> Sessions<S> {
         if names.is_empty() {
             return r;
         }
-        let progress = id
-            .as_ref()
-            .and_then(|id| self.sessions.get(id))
-            .map(|s| s.progress.clone());
+        let session = id.as_ref().and_then(|id| self.sessions.get(id));
+        let progress = session.map(|s| s.progress.clone());
+        let cache_case = session.and_then(|s| s.cache_case);
         let mut body = String::new();
         for n in names {
             let v = match (n, &progress) {
@@ -495,6 +497,7 @@ impl<S: Source> Sessions<S> {
                 }
                 ("bytes-sent", Some(p)) => p.bytes.load(Ordering::Relaxed).to_string(),
                 ("packets-sent", Some(p)) => p.packets.load(Ordering::Relaxed).to_string(),
+                ("cache", Some(_)) if let Some(c) = cache_case => c.to_string(),
                 _ => {
                     return err(
                         status::PARAMETER_NOT_UNDERSTOOD,
@@ -629,6 +632,10 @@ impl<S: Source> Sender<S> {
     }
 
     async fn send_all(&mut self) -> Result<(), Stop> {
+        tokio::select! {
+            r = self.source.ready(&self.manifest, self.first) => r.map_err(|e| Stop::Failed(e.to_string()))?,
+            _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+        }
         let t0 = Instant::now();
         for i in self.first..self.manifest.segments.len() {
             let payload = tokio::select! {

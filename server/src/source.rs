@@ -57,8 +57,21 @@ pub trait Source: Send + Sync + 'static {
         index: usize,
     ) -> impl Future<Output = Result<Bytes, SourceError>> + Send;
 
-    /// A session will play from segment `first`: a source may start fetching ahead.
-    fn will_play(&self, _manifest: &Arc<Manifest>, _first: usize) {}
+    /// A session will play from segment `first`: a source may start fetching ahead. Returns
+    /// how the request was served, for edges: `full-hit`, `prefix-hit` or `miss`.
+    fn will_play(&self, _manifest: &Arc<Manifest>, _first: usize) -> Option<&'static str> {
+        None
+    }
+
+    /// Resolves when enough of the object from `first` is available that playback started now
+    /// will not run dry (an edge's "sufficient portion" on a miss). Origins are always ready.
+    fn ready(
+        &self,
+        _manifest: &Arc<Manifest>,
+        _first: usize,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// SHA-256 of `payload` equals the manifest's checksum of segment `index`.

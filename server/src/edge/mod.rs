@@ -1,0 +1,314 @@
+//! The edge: serves players from its cache (a prefix of each object, plus whatever suffix has
+//! room) and fetches the rest from the origin while streaming.
+//!
+//! - **Collapsing**: one origin fetch per segment however many sessions want it; waiters get
+//!   the segment as soon as that fetch lands, not when the whole object is in.
+//! - **Prefetch**: when a session starts, the segments it lacks are fetched in playout order
+//!   with `parallel` exchanges in flight on the pooled origin connection.
+//! - **Cases**: a session is a *full hit* (everything cached), a *prefix hit* (its first
+//!   segment cached) or a *miss*. On a miss, playback starts once a *sufficient portion* is in:
+//!   enough that, at the measured origin rate, the rest arrives before it is due.
+
+pub mod store;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use segue_wire::ObjectName;
+use segue_wire::segment::Manifest;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+use crate::source::{Source, SourceError};
+use store::Store;
+use upstream::Upstream;
+
+/// Edge behaviour.
+#[derive(Debug, Clone)]
+pub struct EdgeOptions {
+    /// Segment exchanges in flight to the origin at once (K).
+    pub parallel: usize,
+    /// How long a segment fetch is retried (reconnecting with backoff) before giving up.
+    pub retry_for: Duration,
+    /// Safety factor on the sufficient portion of a miss.
+    pub margin: f64,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            parallel: 4,
+            retry_for: Duration::from_secs(10),
+            margin: 1.25,
+        }
+    }
+}
+
+/// Counters of an edge.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    pub full_hits: AtomicU64,
+    pub prefix_hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub segments_from_origin: AtomicU64,
+    pub manifests_from_origin: AtomicU64,
+    /// Segment fetches that joined one already in flight.
+    pub collapsed: AtomicU64,
+}
+
+type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
+
+struct Inner {
+    store: Store,
+    upstream: Upstream,
+    opts: EdgeOptions,
+    stats: EdgeStats,
+    permits: Semaphore,
+    fills: Mutex<HashMap<(ObjectName, u64, usize), Fill<Bytes>>>,
+    manifests: Mutex<HashMap<ObjectName, Fill<Arc<Manifest>>>>,
+}
+
+/// The edge's [`Source`]. Cheap to clone.
+#[derive(Clone)]
+pub struct EdgeSource(Arc<Inner>);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn wait<T: Clone>(mut rx: Fill<T>) -> Result<T, SourceError> {
+    match rx.wait_for(Option::is_some).await {
+        Ok(v) => v
+            .clone()
+            .unwrap_or_else(|| Err(SourceError::Internal("fill vanished".into()))),
+        Err(_) => Err(SourceError::Internal("fill abandoned".into())),
+    }
+}
+
+impl EdgeSource {
+    pub fn new(store: Store, upstream: Upstream, opts: EdgeOptions) -> Self {
+        let permits = Semaphore::new(opts.parallel.max(1));
+        Self(Arc::new(Inner {
+            store,
+            upstream,
+            opts,
+            stats: EdgeStats::default(),
+            permits,
+            fills: Mutex::default(),
+            manifests: Mutex::default(),
+        }))
+    }
+
+    pub fn stats(&self) -> &EdgeStats {
+        &self.0.stats
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.0.upstream
+    }
+
+    /// Fetches an object's manifest and prefix into the cache (pre-positioning).
+    pub async fn warm(&self, name: &ObjectName) -> Result<usize, SourceError> {
+        let m = self.manifest(name).await?;
+        let n = self.0.store.prefix_len(&m);
+        let fills: Vec<_> = (0..n).map(|i| self.fill(m.clone(), i)).collect();
+        for f in fills {
+            f.await?;
+        }
+        Ok(n)
+    }
+
+    async fn fetch_with_retry(&self, m: &Manifest, i: usize) -> Result<Bytes, SourceError> {
+        let inner = &self.0;
+        let _permit = inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| SourceError::Internal("edge shutting down".into()))?;
+        let deadline = Instant::now() + inner.opts.retry_for;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match inner.upstream.segment(m, i).await {
+                Ok(b) => {
+                    inner
+                        .stats
+                        .segments_from_origin
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(b);
+                }
+                Err(e @ SourceError::Unavailable(_)) if Instant::now() + backoff < deadline => {
+                    tracing::debug!(object = %m.object, segment = i, "retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Segment `i` from the cache, or from the single in-flight (or a new) origin fetch.
+    fn fill(
+        &self,
+        m: Arc<Manifest>,
+        i: usize,
+    ) -> impl std::future::Future<Output = Result<Bytes, SourceError>> + Send + 'static {
+        let this = self.clone();
+        async move {
+            if let Some(b) = this.0.store.read(&m, i).await {
+                return Ok(b);
+            }
+            let key = (m.object.clone(), m.revision, i);
+            let rx = {
+                let mut fills = lock(&this.0.fills);
+                match fills.get(&key) {
+                    Some(rx) => {
+                        this.0.stats.collapsed.fetch_add(1, Ordering::Relaxed);
+                        rx.clone()
+                    }
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        fills.insert(key.clone(), rx.clone());
+                        let me = this.clone();
+                        tokio::spawn(async move {
+                            let r = me.fetch_with_retry(&m, i).await;
+                            if let Ok(b) = &r {
+                                me.0.store.put(&m, i, b).await;
+                            }
+                            lock(&me.0.fills).remove(&key);
+                            let _ = tx.send(Some(r));
+                        });
+                        rx
+                    }
+                }
+            };
+            wait(rx).await
+        }
+    }
+
+    fn prefetch(&self, m: Arc<Manifest>, first: usize) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let window = Arc::new(Semaphore::new(this.0.opts.parallel.max(1)));
+            for i in first..m.segments.len() {
+                if this.0.store.has(&m, i) {
+                    continue;
+                }
+                let Ok(permit) = window.clone().acquire_owned().await else {
+                    return;
+                };
+                let f = this.fill(m.clone(), i);
+                tokio::spawn(async move {
+                    if let Err(e) = f.await {
+                        tracing::debug!("prefetch failed: {e}");
+                    }
+                    drop(permit);
+                });
+            }
+        });
+    }
+
+    /// Contiguous bytes available from segment `first` on.
+    fn contiguous(&self, m: &Manifest, first: usize) -> (u64, bool) {
+        let mut bytes = 0;
+        for i in first..m.segments.len() {
+            if !self.0.store.has(m, i) {
+                return (bytes, false);
+            }
+            bytes += m.segments[i].size;
+        }
+        (bytes, true)
+    }
+}
+
+impl Source for EdgeSource {
+    async fn manifest(&self, name: &ObjectName) -> Result<Arc<Manifest>, SourceError> {
+        if let Some(m) = self.0.store.manifest(name) {
+            return Ok(m);
+        }
+        let rx = {
+            let mut pending = lock(&self.0.manifests);
+            match pending.get(name) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    pending.insert(name.clone(), rx.clone());
+                    let me = self.clone();
+                    let name = name.clone();
+                    tokio::spawn(async move {
+                        let r = me.0.upstream.manifest(&name).await.map(Arc::new);
+                        if let Ok(m) = &r {
+                            me.0.stats
+                                .manifests_from_origin
+                                .fetch_add(1, Ordering::Relaxed);
+                            if let Err(e) = me.0.store.put_manifest(m) {
+                                tracing::warn!(object = %name, "cannot cache manifest: {e}");
+                            }
+                        }
+                        lock(&me.0.manifests).remove(&name);
+                        let _ = tx.send(Some(r));
+                    });
+                    rx
+                }
+            }
+        };
+        wait(rx).await
+    }
+
+    async fn segment(&self, m: &Arc<Manifest>, index: usize) -> Result<Bytes, SourceError> {
+        self.fill(m.clone(), index).await
+    }
+
+    fn will_play(&self, m: &Arc<Manifest>, first: usize) -> Option<&'static str> {
+        let n = m.segments.len();
+        let cached = self.0.store.count_from(m, first);
+        let case = if cached >= n.saturating_sub(first) {
+            self.0.stats.full_hits.fetch_add(1, Ordering::Relaxed);
+            "full-hit"
+        } else if self.0.store.has(m, first) {
+            self.0.stats.prefix_hits.fetch_add(1, Ordering::Relaxed);
+            "prefix-hit"
+        } else {
+            self.0.stats.misses.fetch_add(1, Ordering::Relaxed);
+            "miss"
+        };
+        tracing::info!(object = %m.object, case, "session");
+        if case != "full-hit" {
+            self.prefetch(m.clone(), first);
+        }
+        Some(case)
+    }
+
+    async fn ready(&self, m: &Arc<Manifest>, first: usize) -> Result<(), SourceError> {
+        if self.0.store.has(m, first) {
+            return Ok(()); // a hit: the prefix covers the fetch of the rest
+        }
+        // A miss: wait for the first segment, then for the sufficient portion.
+        self.fill(m.clone(), first).await?;
+        let remaining: u64 = m.segments[first..].iter().map(|s| s.size).sum();
+        let duration_s = (m.duration_us.saturating_sub(m.segments[first].start_us)) as f64 / 1e6;
+        let rate = remaining as f64 / duration_s.max(0.001); // object bytes per second
+        let deadline = Instant::now() + self.0.opts.retry_for;
+        loop {
+            let link = self.0.upstream.stats.throughput(self.0.opts.parallel) as f64;
+            let need = if link <= 0.0 || link >= rate {
+                0.0
+            } else {
+                remaining as f64 * (1.0 - link / rate) * self.0.opts.margin
+            };
+            let (have, all) = self.contiguous(m, first);
+            if all || have as f64 >= need || Instant::now() >= deadline {
+                tracing::debug!(object = %m.object, have, need, link, rate, "starting a miss");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The edge's disk cache: manifests and segments per object, under a capacity bound.
+//!
+//! Layout: `<cache>/objects/<name>/.segue/{manifest,seg-NNNNNN}`. Writes go to a temporary file
+//! and are renamed into place, so a partially written segment is never visible. Every read is
+//! checked against the manifest's SHA-256; a corrupt segment is deleted and reported missing.
+//! When a write would exceed the capacity, segments are evicted: suffix segments of the least
+//! recently used objects first, prefix segments last.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use segue_wire::segment::Manifest;
+use segue_wire::{Limits, ObjectName};
+
+use crate::library::object_dir;
+use crate::source::checksum_ok;
+
+#[derive(Debug)]
+struct Entry {
+    manifest: Arc<Manifest>,
+    have: Vec<bool>,
+    last_used: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    objects: HashMap<ObjectName, Entry>,
+    used: u64,
+    tick: u64,
+    evictions: u64,
+}
+
+/// What a store write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Written,
+    /// No room even after eviction (or the disk refused): served from memory only.
+    NotStored,
+}
+
+/// The cache.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    capacity: u64,
+    prefix_us: u64,
+    state: Mutex<State>,
+}
+
+fn seg_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("seg-{i:06}"))
+}
+
+impl Store {
+    /// Opens (and re-indexes) the cache in `dir`. Segments whose size disagrees with the
+    /// manifest are removed; checksums are verified on read.
+    pub fn open(dir: &Path, capacity: u64, prefix_us: u64) -> std::io::Result<Self> {
+        let objects = dir.join("objects");
+        fs::create_dir_all(&objects)?;
+        let store = Store {
+            dir: objects.clone(),
+            capacity,
+            prefix_us,
+            state: Mutex::default(),
+        };
+        let mut state = State::default();
+        let mut stack = vec![objects.clone()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d)? {
+                let e = e?;
+                let p = e.path();
+                if !e.file_type()?.is_dir() {
+                    continue;
+                }
+                if p.file_name().is_some_and(|n| n == ".segue") {
+                    store.index_object(&p, &mut state);
+                } else if !p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+                {
+                    stack.push(p);
+                }
+            }
+        }
+        // Stale temporaries of a crash are simply ignored: they never had a final name.
+        *store.lock() = state;
+        Ok(store)
+    }
+
+    fn index_object(&self, dir: &Path, state: &mut State) {
+        let Ok(bytes) = fs::read(dir.join("manifest")) else {
+            return;
+        };
+        let Ok(m) = Manifest::decode(&bytes, &Limits::default()) else {
+            tracing::warn!(dir = %dir.display(), "dropping cached object with unreadable manifest");
+            let _ = fs::remove_dir_all(dir);
+            return;
+        };
+        let mut have = vec![false; m.segments.len()];
+        for (i, s) in m.segments.iter().enumerate() {
+            let p = seg_path(dir, i);
+            match fs::metadata(&p) {
+                Ok(md) if md.len() == s.size => {
+                    have[i] = true;
+                    state.used += s.size;
+                }
+                Ok(_) => {
+                    let _ = fs::remove_file(&p);
+                }
+                Err(_) => {}
+            }
+        }
+        state.objects.insert(
+            m.object.clone(),
+            Entry {
+                manifest: Arc::new(m),
+                have,
+                last_used: 0,
+            },
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (plain fields): keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dir_of(&self, name: &ObjectName) -> PathBuf {
+        object_dir(&self.dir, name)
+    }
+
+    /// Whether segment `i` lies in the object's prefix.
+    pub fn is_prefix(&self, m: &Manifest, i: usize) -> bool {
+        i == 0
+            || m.segments
+                .get(i)
+                .is_some_and(|s| s.start_us < self.prefix_us)
+    }
+
+    pub fn prefix_len(&self, m: &Manifest) -> usize {
+        (0..m.segments.len())
+            .take_while(|&i| self.is_prefix(m, i))
+            .count()
+    }
+
+    /// The cached manifest of `name`, marking it used.
+    pub fn manifest(&self, name: &ObjectName) -> Option<Arc<Manifest>> {
+        let mut st = self.lock();
+        st.tick += 1;
+        let tick = st.tick;
+        st.objects.get_mut(name).map(|e| {
+            e.last_used = tick;
+            e.manifest.clone()
+        })
+    }
+
+    /// Stores a manifest. A new revision replaces the old one and its segments.
+    pub fn put_manifest(&self, m: &Arc<Manifest>) -> std::io::Result<()> {
+        let dir = self.dir_of(&m.object);
+        {
+            let mut st = self.lock();
+            if let Some(old) = st.objects.get(&m.object) {
+                if old.manifest.revision == m.revision {
+                    return Ok(());
+                }
+                let freed: u64 = old
+                    .manifest
+                    .segments
+                    .iter()
+                    .zip(&old.have)
+                    .filter(|(_, h)| **h)
+                    .map(|(s, _)| s.size)
+                    .sum();
+                st.used -= freed;
+                st.objects.remove(&m.object);
+                let _ = fs::remove_dir_all(&dir);
+            }
+            st.tick += 1;
+            let tick = st.tick;
+            st.objects.insert(
+                m.object.clone(),
+                Entry {
+                    manifest: m.clone(),
+                    have: vec![false; m.segments.len()],
+                    last_used: tick,
+                },
+            );
+        }
+        fs::create_dir_all(&dir)?;
+        let tmp = dir.join("manifest.tmp");
+        fs::write(&tmp, m.encode())?;
+        fs::rename(&tmp, dir.join("manifest"))
+    }
+
+    pub fn has(&self, m: &Manifest, i: usize) -> bool {
+        let st = self.lock();
+        st.objects.get(&m.object).is_some_and(|e| {
+            e.manifest.revision == m.revision && e.have.get(i).copied().unwrap_or(false)
+        })
+    }
+
+    /// How many of the segments from `first` on are cached.
+    pub fn count_from(&self, m: &Manifest, first: usize) -> usize {
+        let st = self.lock();
+        st.objects
+            .get(&m.object)
+            .map_or(0, |e| e.have.iter().skip(first).filter(|h| **h).count())
+    }
+
+    /// Reads segment `i`, verified. A corrupt segment is deleted and `None` returned.
+    pub async fn read(&self, m: &Arc<Manifest>, i: usize) -> Option<Bytes> {
+        if !self.has(m, i) {
+            return None;
+        }
+        let path = seg_path(&self.dir_of(&m.object), i);
+        let bytes = tokio::fs::read(&path).await.ok().map(Bytes::from);
+        match bytes {
+            Some(b) if checksum_ok(m, i, &b) => {
+                let mut st = self.lock();
+                st.tick += 1;
+                let tick = st.tick;
+                if let Some(e) = st.objects.get_mut(&m.object) {
+                    e.last_used = tick;
+                }
+                Some(b)
+            }
+            _ => {
+                tracing::warn!(object = %m.object, segment = i, "cached segment missing or corrupt: dropped");
+                self.forget(m, i);
+                let _ = tokio::fs::remove_file(&path).await;
+                None
+            }
+        }
+    }
+
+    fn forget(&self, m: &Manifest, i: usize) {
+        let mut st = self.lock();
+        if let Some(e) = st.objects.get_mut(&m.object)
+            && e.have.get(i).copied().unwrap_or(false)
+        {
+            e.have[i] = false;
+            st.used -= m.segments[i].size;
+        }
+    }
+
+    /// Writes segment `i` (already verified by the caller), evicting if needed.
+    pub async fn put(&self, m: &Arc<Manifest>, i: usize, payload: &Bytes) -> Stored {
+        let size = payload.len() as u64;
+        let victims = {
+            let mut st = self.lock();
+            match st.objects.get(&m.object) {
+                Some(e) if e.manifest.revision == m.revision => {
+                    if e.have.get(i).copied().unwrap_or(true) {
+                        return Stored::Written; // already there (or out of range)
+                    }
+                }
+                _ => return Stored::NotStored, // manifest not stored: nothing to hang it on
+            }
+            match self.evict_for(&mut st, size, &m.object, i) {
+                Some(v) => {
+                    st.used += size; // reserved; released below if the write fails
+                    if let Some(e) = st.objects.get_mut(&m.object) {
+                        e.have[i] = true;
+                    }
+                    v
+                }
+                None => return Stored::NotStored,
+            }
+        };
+        for (name, j) in victims {
+            let _ = tokio::fs::remove_file(seg_path(&self.dir_of(&name), j)).await;
+        }
+        let dir = self.dir_of(&m.object);
+        let path = seg_path(&dir, i);
+        let tmp = path.with_extension("tmp");
+        let write = async {
+            tokio::fs::create_dir_all(&dir).await?;
+            tokio::fs::write(&tmp, payload).await?;
+            tokio::fs::rename(&tmp, &path).await
+        };
+        match write.await {
+            Ok(()) => Stored::Written,
+            Err(e) => {
+                tracing::warn!(object = %m.object, segment = i, "cannot cache segment, serving from memory: {e}");
+                let _ = tokio::fs::remove_file(&tmp).await;
+                self.forget(m, i);
+                Stored::NotStored
+            }
+        }
+    }
+
+    /// Picks segments to evict so that `need` more bytes fit; `None` if impossible.
+    /// Order: suffix segments of least recently used objects, then their prefixes.
+    fn evict_for(
+        &self,
+        st: &mut State,
+        need: u64,
+        keep: &ObjectName,
+        keep_i: usize,
+    ) -> Option<Vec<(ObjectName, usize)>> {
+        if need > self.capacity {
+            return None;
+        }
+        let mut victims = Vec::new();
+        if st.used + need <= self.capacity {
+            return Some(victims);
+        }
+        let mut order: Vec<(bool, u64, ObjectName, usize, u64)> = Vec::new();
+        for (name, e) in &st.objects {
+            for (j, h) in e.have.iter().enumerate() {
+                if *h && !(name == keep && j == keep_i) {
+                    let prefix = self.is_prefix(&e.manifest, j);
+                    // Later segments of an object go before earlier ones.
+                    order.push((
+                        prefix,
+                        e.last_used,
+                        name.clone(),
+                        usize::MAX - j,
+                        e.manifest.segments[j].size,
+                    ));
+                }
+            }
+        }
+        order.sort();
+        let mut freed = 0;
+        for (_, _, name, rj, size) in order {
+            if st.used - freed + need <= self.capacity {
+                break;
+            }
+            victims.push((name, usize::MAX - rj));
+            freed += size;
+        }
+        if st.used - freed + need > self.capacity {
+            return None;
+        }
+        for (name, j) in &victims {
+            if let Some(e) = st.objects.get_mut(name) {
+                e.have[*j] = false;
+            }
+        }
+        st.used -= freed;
+        st.evictions += victims.len() as u64;
+        Some(victims)
+    }
+
+    /// Bytes of cached segments.
+    pub fn used(&self) -> u64 {
+        self.lock().used
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.lock().evictions
+    }
+
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+}

@@ -1,0 +1,300 @@
+//! The edge's link to its origin: one pooled QUIC connection, reconnected with backoff, one
+//! bidirectional stream per segment-protocol exchange, and estimates of the link's RTT and
+//! throughput.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use segue_wire::segment::{
+    Manifest, Params, ResponseFrame, SegmentRequest, Status, decode_response_frame,
+};
+use segue_wire::{Limits, ObjectName, SegueUrl};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::source::{SourceError, checksum_ok};
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Default)]
+struct Conn {
+    conn: Option<quinn::Connection>,
+    /// Stream 0, the control stream: held open so segment exchanges use the later streams.
+    control: Option<(quinn::SendStream, quinn::RecvStream)>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// Measured properties of the origin link.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Smoothed round-trip time, microseconds.
+    pub rtt_us: AtomicU64,
+    /// Smoothed throughput of one segment exchange, bytes per second.
+    pub stream_rate: AtomicU64,
+    /// Bytes received from the origin (segment payloads and manifests).
+    pub bytes: AtomicU64,
+    /// Segment exchanges completed.
+    pub fetches: AtomicU64,
+}
+
+impl LinkStats {
+    /// Estimated link throughput with `parallel` exchanges in flight, bytes/s (0: unknown).
+    pub fn throughput(&self, parallel: usize) -> u64 {
+        self.stream_rate
+            .load(Ordering::Relaxed)
+            .saturating_mul(parallel.max(1) as u64)
+    }
+}
+
+/// The origin connection.
+pub struct Upstream {
+    endpoint: quinn::Endpoint,
+    url: SegueUrl,
+    timeout: Duration,
+    conn: Mutex<Conn>,
+    pub stats: Arc<LinkStats>,
+}
+
+impl Upstream {
+    pub fn new(endpoint: quinn::Endpoint, url: SegueUrl, timeout: Duration) -> Self {
+        Self {
+            endpoint,
+            url,
+            timeout,
+            conn: Mutex::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    async fn resolve(&self) -> Result<SocketAddr, SourceError> {
+        let host = self
+            .url
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        tokio::net::lookup_host((host.as_str(), self.url.port))
+            .await
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| SourceError::Unavailable(format!("cannot resolve origin {host}")))
+    }
+
+    /// The pooled connection, reconnecting (with backoff after failures) when needed.
+    pub async fn connection(&self) -> Result<quinn::Connection, SourceError> {
+        let mut c = self.conn.lock().await;
+        if let Some(conn) = &c.conn {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+            tracing::warn!(origin = %self.url, "origin connection lost: {:?}", conn.close_reason());
+            c.conn = None;
+            c.control = None;
+        }
+        if let Some(at) = c.retry_at
+            && Instant::now() < at
+        {
+            return Err(SourceError::Unavailable(format!(
+                "origin {} unreachable (retrying in {:?})",
+                self.url,
+                at - Instant::now()
+            )));
+        }
+        let result = async {
+            let addr = self.resolve().await?;
+            let host = self.url.host.trim_start_matches('[').trim_end_matches(']');
+            let connecting = self
+                .endpoint
+                .connect(addr, host)
+                .map_err(|e| SourceError::Unavailable(format!("origin {}: {e}", self.url)))?;
+            tokio::time::timeout(self.timeout, connecting)
+                .await
+                .map_err(|_| {
+                    SourceError::Unavailable(format!(
+                        "origin {} did not answer within {:?}",
+                        self.url, self.timeout
+                    ))
+                })?
+                .map_err(|e| SourceError::Unavailable(format!("origin {}: {e}", self.url)))
+        }
+        .await;
+        // Claim stream 0 for control (PROTOCOL.md §4) before any segment exchange.
+        let result = match result {
+            Ok(conn) => match conn.open_bi().await {
+                Ok((mut send, recv)) => {
+                    let options = segue_wire::control::Request::new(
+                        segue_wire::control::Method::Options,
+                        None,
+                        1,
+                    );
+                    match send.write_all(&options.encode()).await {
+                        Ok(()) => Ok((conn, send, recv)),
+                        Err(e) => Err(SourceError::Unavailable(format!(
+                            "origin {}: {e}",
+                            self.url
+                        ))),
+                    }
+                }
+                Err(e) => Err(SourceError::Unavailable(format!(
+                    "origin {}: {e}",
+                    self.url
+                ))),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((conn, send, recv)) => {
+                tracing::info!(origin = %self.url, "connected to origin");
+                c.control = Some((send, recv));
+                c.failures = 0;
+                c.retry_at = None;
+                c.conn = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                c.failures += 1;
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << c.failures.min(6))
+                    .min(MAX_BACKOFF);
+                c.retry_at = Some(Instant::now() + backoff);
+                Err(e)
+            }
+        }
+    }
+
+    fn note_rtt(&self, conn: &quinn::Connection) {
+        self.stats
+            .rtt_us
+            .store(conn.rtt().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// One exchange: sends `req`, returns the frames and payload bytes of the answer.
+    async fn exchange(&self, req: &SegmentRequest, max: usize) -> Result<Bytes, SourceError> {
+        let conn = self.connection().await?;
+        let lost = |e: &dyn std::fmt::Display| {
+            SourceError::Unavailable(format!("origin {}: {e}", self.url))
+        };
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+        send.write_all(&req.encode()).await.map_err(|e| lost(&e))?;
+        send.finish().map_err(|e| lost(&e))?;
+        let mut buf = BytesMut::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match tokio::time::timeout(self.timeout, recv.read(&mut chunk)).await {
+                Err(_) => {
+                    return Err(SourceError::Unavailable(format!(
+                        "origin {} stalled for {:?}",
+                        self.url, self.timeout
+                    )));
+                }
+                Ok(Err(e)) => return Err(lost(&e)),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(n))) => {
+                    if buf.len() + n > max {
+                        return Err(SourceError::Internal("origin answer exceeds limits".into()));
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+        self.note_rtt(&conn);
+        self.stats
+            .bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(buf.freeze())
+    }
+
+    fn expect_ok(data: &Bytes, limits: &Limits) -> Result<(ResponseFrame, usize), SourceError> {
+        let bad = |e: String| SourceError::Internal(format!("bad answer from origin: {e}"));
+        let (frame, used) = decode_response_frame(data, limits)
+            .map_err(|e| bad(e.to_string()))?
+            .ok_or_else(|| bad("cut short".into()))?;
+        if let ResponseFrame::Response(h) = &frame {
+            match h.status {
+                Status::Ok => {}
+                Status::NotFound => return Err(SourceError::NotFound(h.reason.clone())),
+                Status::UpstreamUnavailable | Status::Busy => {
+                    return Err(SourceError::Unavailable(h.reason.clone()));
+                }
+                s => {
+                    return Err(SourceError::Internal(format!(
+                        "origin answered {s:?}: {}",
+                        h.reason
+                    )));
+                }
+            }
+        }
+        Ok((frame, used))
+    }
+
+    /// Fetches the manifest of `name`.
+    pub async fn manifest(&self, name: &ObjectName) -> Result<Manifest, SourceError> {
+        let limits = Limits::default();
+        let req = SegmentRequest::Manifest {
+            object: name.clone(),
+            params: Params::default(),
+        };
+        let data = self.exchange(&req, limits.max_manifest + 4096).await?;
+        let (_, used) = Self::expect_ok(&data, &limits)?;
+        match decode_response_frame(&data[used..], &limits) {
+            Ok(Some((ResponseFrame::Manifest(m), _))) if m.object == *name => Ok(m),
+            _ => Err(SourceError::Internal(
+                "origin sent no valid manifest".into(),
+            )),
+        }
+    }
+
+    /// Fetches segment `index`, verified against the manifest.
+    pub async fn segment(&self, m: &Manifest, index: usize) -> Result<Bytes, SourceError> {
+        let limits = Limits::default();
+        let entry = m
+            .segments
+            .get(index)
+            .ok_or_else(|| SourceError::Internal(format!("no segment {index}")))?;
+        let req = SegmentRequest::Segments {
+            object: m.object.clone(),
+            first: index as u64,
+            count: 1,
+            params: Params {
+                hop_limit: None,
+                revision: Some(m.revision),
+            },
+        };
+        let started = Instant::now();
+        let data = self.exchange(&req, entry.size as usize + 8192).await?;
+        let (_, used) = Self::expect_ok(&data, &limits)?;
+        let rest = data.slice(used..);
+        let (frame, hlen) = decode_response_frame(&rest, &limits)
+            .ok()
+            .flatten()
+            .ok_or_else(|| SourceError::Internal("origin sent no segment header".into()))?;
+        let ResponseFrame::Segment(h) = frame else {
+            return Err(SourceError::Internal(
+                "origin sent no segment header".into(),
+            ));
+        };
+        let payload = rest.slice(hlen..);
+        if h.index != index as u64
+            || payload.len() as u64 != h.size
+            || !checksum_ok(m, index, &payload)
+        {
+            return Err(SourceError::Internal(format!(
+                "segment {index} of {} from origin fails its checksum",
+                m.object
+            )));
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-6);
+        let rate = (payload.len() as f64 / secs) as u64;
+        let old = self.stats.stream_rate.load(Ordering::Relaxed);
+        let smoothed = if old == 0 { rate } else { (old * 7 + rate) / 8 };
+        self.stats.stream_rate.store(smoothed, Ordering::Relaxed);
+        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
+        Ok(payload)
+    }
+}
