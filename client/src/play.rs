@@ -536,28 +536,24 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
         let now = Instant::now();
         if play0.is_none() {
             let all_done = tracks.iter().all(|t| t.last_seq.is_some());
+            // Media each track holds, in order, from its next frame: playback waits until every
+            // track has the startup buffer (the least-buffered track is what stalls).
             let buffered = tracks
                 .iter()
-                .filter(|t| !t.pending.is_empty())
                 .map(|t| {
-                    let first = t
-                        .pending
-                        .values()
-                        .next()
-                        .map(|f| f.timestamp.wrapping_sub(t.offset.unwrap_or(0)));
-                    let last = t
-                        .pending
-                        .values()
-                        .last()
-                        .map(|f| f.timestamp.wrapping_sub(t.offset.unwrap_or(0)));
-                    match (first, last) {
-                        (Some(a), Some(b)) => {
-                            u64::from(b.wrapping_sub(a)) * 1_000_000 / u64::from(t.clock.max(1))
-                        }
-                        _ => 0,
+                    let off = t.offset.unwrap_or(0);
+                    let mut seq = t.next_seq;
+                    let mut span = None;
+                    while let Some(f) = seq.and_then(|k| t.pending.get(&k)) {
+                        let ts = f.timestamp.wrapping_sub(off);
+                        span = Some(span.map_or((ts, ts), |(a, _)| (a, ts)));
+                        seq = Some(t.extend(f.last_seq) + 1);
                     }
+                    span.map_or(0, |(a, b): (u32, u32)| {
+                        u64::from(b.wrapping_sub(a)) * 1_000_000 / u64::from(t.clock.max(1))
+                    })
                 })
-                .max()
+                .min()
                 .unwrap_or(0);
             let have_frame = tracks.iter().any(|t| !t.pending.is_empty());
             // Playback starts with a frame in hand: once the startup buffer is full, at once
@@ -587,7 +583,8 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 let Some(next) = t.next_seq else { break };
                 let Some(f) = t.pending.remove(&next) else {
                     // Nothing to play: a stall if this track's clock has run past its last frame.
-                    if opts.pace {
+                    // (Only once the track's frame interval is known.)
+                    if opts.pace && t.interval_us > 0 {
                         if let Some(last) = t.last_dts_us {
                             let due = last.saturating_sub(m0.unwrap_or(0)) + t.interval_us;
                             if media_now(stall_total, stalled_since) > due {
@@ -636,6 +633,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 rec.encode_into(&mut enc);
                 t.hash.update(&enc);
                 t.frames += 1;
+                report.frames_received += 1;
                 if let Some(r) = recorder.as_mut() {
                     r.write(&t.codec, &rec.data).context("recording")?;
                 }
@@ -645,6 +643,11 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             (true, None) => {
                 stalled_since = Some(now);
                 report.stalls += 1;
+                tracing::debug!(
+                    media_us = media_now(stall_total, None),
+                    tracks = ?tracks.iter().map(|t| (t.next_seq, t.last_seq, t.last_dts_us, t.interval_us, t.pending.keys().next().copied(), t.pending.len())).collect::<Vec<_>>(),
+                    "stall begins"
+                );
             }
             (false, Some(s)) => {
                 stall_total += now - s;
@@ -691,6 +694,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
         .context("manifest task ended")??;
     let first = manifest.segment_at(start_us).unwrap_or(0);
     report.tracks.clear();
+    report.frames_received = 0;
     let mut all_ok = true;
     for (i, t) in tracks.into_iter().enumerate() {
         let expected = manifest.tracks.get(i).map_or(0, |m| m.frames);

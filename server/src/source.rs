@@ -87,10 +87,15 @@ pub struct LibrarySource(pub Arc<Library>);
 
 impl Source for LibrarySource {
     async fn manifest(&self, name: &ObjectName) -> Result<Arc<Manifest>, SourceError> {
-        self.0
-            .get(name)
-            .map(|o| o.manifest.clone())
-            .ok_or_else(|| SourceError::NotFound(name.to_string()))
+        match self.0.get(name) {
+            Some(o) => Ok(o.manifest.clone()),
+            None => Err(SourceError::NotFound(
+                match self.0.failures.get(name.as_str()) {
+                    Some(why) => format!("{name} (cannot be ingested: {why})"),
+                    None => name.to_string(),
+                },
+            )),
+        }
     }
 
     async fn segment(&self, manifest: &Arc<Manifest>, index: usize) -> Result<Bytes, SourceError> {

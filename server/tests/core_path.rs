@@ -1,0 +1,383 @@
+//! The core path on loopback: a real origin, a real edge and the real player, in process.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use segue_client::{PlayOptions, Report, play};
+use segue_server::edge::store::Store;
+use segue_server::edge::upstream::Upstream;
+use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_server::library::{Library, LibraryOptions};
+use segue_server::node::{NodeOptions, serve};
+use segue_server::quic::{TransportLimits, client_endpoint, server_endpoint};
+use segue_server::source::{LibrarySource, Source, SourceError};
+use segue_wire::segment::Manifest;
+use segue_wire::{ObjectName, SegueUrl};
+use tokio::sync::watch;
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../media/samples")
+        .join(name)
+}
+
+/// The origin's source, counting how often each segment is read.
+#[derive(Clone)]
+struct Counting {
+    inner: LibrarySource,
+    reads: Arc<Mutex<HashMap<(String, usize), u32>>>,
+}
+
+impl Source for Counting {
+    async fn manifest(&self, name: &ObjectName) -> Result<Arc<Manifest>, SourceError> {
+        self.inner.manifest(name).await
+    }
+    async fn segment(&self, m: &Arc<Manifest>, i: usize) -> Result<Bytes, SourceError> {
+        *self
+            .reads
+            .lock()
+            .unwrap()
+            .entry((m.object.to_string(), i))
+            .or_default() += 1;
+        self.inner.segment(m, i).await
+    }
+}
+
+struct Lab {
+    dir: tempfile::TempDir,
+    ca: PathBuf,
+    origin_reads: Arc<Mutex<HashMap<(String, usize), u32>>>,
+    origin_stop: watch::Sender<bool>,
+    origin_task: Option<tokio::task::JoinHandle<()>>,
+    edge: EdgeSource,
+    edge_port: u16,
+    _edge_stop: watch::Sender<bool>,
+}
+
+struct LabOptions {
+    files: Vec<(&'static str, Vec<u8>)>,
+    origin_delay: Duration,
+    prefix_secs: u64,
+    parallel: usize,
+    retry_for: Duration,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            files: vec![("demo.mp4", std::fs::read(sample("demo.mp4")).unwrap())],
+            origin_delay: Duration::from_millis(80),
+            prefix_secs: 4,
+            parallel: 4,
+            retry_for: Duration::from_secs(10),
+        }
+    }
+}
+
+async fn lab(o: LabOptions) -> (Lab, Library) {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    segue_certs::init(&certs, &[]).unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    for (name, bytes) in &o.files {
+        std::fs::write(media.join(name), bytes).unwrap();
+    }
+    let opts = LibraryOptions {
+        media_root: media,
+        data_dir: dir.path().join("origin"),
+        target_segment_us: 2_000_000,
+    };
+    let lib = Library::open(&opts).unwrap();
+    let (cert, key, ca) = (
+        certs.join("localhost.pem"),
+        certs.join("localhost.key"),
+        certs.join("ca.pem"),
+    );
+    let reads = Arc::new(Mutex::new(HashMap::new()));
+    let source = Counting {
+        inner: LibrarySource(Arc::new(Library::open(&opts).unwrap())),
+        reads: reads.clone(),
+    };
+    let ep = server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        &cert,
+        &key,
+        TransportLimits::default(),
+    )
+    .unwrap();
+    let origin_port = ep.local_addr().unwrap().port();
+    let (origin_stop, rx) = watch::channel(false);
+    let node = NodeOptions {
+        response_delay: o.origin_delay,
+        ..NodeOptions::default()
+    };
+    let origin_task = tokio::spawn(serve(ep, Arc::new(source), node, rx));
+
+    let store = Store::open(&dir.path().join("edge"), 1 << 30, o.prefix_secs * 1_000_000).unwrap();
+    let url = SegueUrl::parse(&format!("segue://localhost:{origin_port}/")).unwrap();
+    let upstream = Upstream::new(client_endpoint(&ca).unwrap(), url, Duration::from_secs(2));
+    let edge = EdgeSource::new(
+        store,
+        upstream,
+        EdgeOptions {
+            parallel: o.parallel,
+            retry_for: o.retry_for,
+            ..EdgeOptions::default()
+        },
+    );
+    let ep = server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        &cert,
+        &key,
+        TransportLimits::default(),
+    )
+    .unwrap();
+    let edge_port = ep.local_addr().unwrap().port();
+    let (edge_stop, rx) = watch::channel(false);
+    tokio::spawn(serve(
+        ep,
+        Arc::new(edge.clone()),
+        NodeOptions::default(),
+        rx,
+    ));
+    (
+        Lab {
+            dir,
+            ca,
+            origin_reads: reads,
+            origin_stop,
+            origin_task: Some(origin_task),
+            edge,
+            edge_port,
+            _edge_stop: edge_stop,
+        },
+        lib,
+    )
+}
+
+impl Lab {
+    fn options(&self, object: &str, pace: bool) -> PlayOptions {
+        let url =
+            SegueUrl::parse(&format!("segue://localhost:{}/{object}", self.edge_port)).unwrap();
+        let mut p = PlayOptions::new(url, self.ca.clone());
+        p.pace = pace;
+        p.stall_timeout = Duration::from_secs(8);
+        p
+    }
+
+    async fn play(&self, object: &str, pace: bool) -> Report {
+        play(&self.options(object, pace)).await
+    }
+
+    fn origin_segment_reads(&self) -> u32 {
+        self.origin_reads.lock().unwrap().values().sum()
+    }
+}
+
+fn assert_clean(r: &Report) {
+    assert!(r.ok(), "play failed:\n{}", r.render());
+    assert_eq!(r.stalls, 0, "stalled:\n{}", r.render());
+    assert_eq!(r.lost_frames, 0);
+}
+
+/// Miss, prefix hit and full hit, paced in real time: exact frames and hashes, no stalls,
+/// with an origin delay (80 ms) far below the prefix (4 s).
+async fn three_cases(file: &'static str, sample_file: &str) {
+    let bytes = std::fs::read(sample(sample_file)).unwrap();
+    let object = file.rsplit_once('.').unwrap().0;
+    let (lab, lib) = lab(LabOptions {
+        files: vec![
+            (file, bytes.clone()),
+            ("warm.mp4", std::fs::read(sample("faststart.mp4")).unwrap()),
+        ],
+        ..LabOptions::default()
+    })
+    .await;
+    let segments = lib
+        .get(&ObjectName::new(object, 64).unwrap())
+        .unwrap()
+        .manifest
+        .segments
+        .len();
+
+    let miss = lab.play(object, true).await;
+    assert_clean(&miss);
+    let s = lab.edge.stats();
+    assert_eq!(s.misses.load(Ordering::Relaxed), 1);
+    // Everything the session fetched stays cached: wait for the prefetch to settle.
+    for _ in 0..100 {
+        if lab.edge.store().count_from(
+            &lab.edge
+                .manifest(&ObjectName::new(object, 64).unwrap())
+                .await
+                .unwrap(),
+            0,
+        ) == segments
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    lab.edge
+        .warm(&ObjectName::new("warm", 64).unwrap())
+        .await
+        .unwrap();
+    let reads_before_prefix = lab.origin_segment_reads();
+    let prefix = lab.play("warm", true).await;
+    assert_clean(&prefix);
+    assert_eq!(s.prefix_hits.load(Ordering::Relaxed), 1);
+    assert!(
+        lab.origin_segment_reads() > reads_before_prefix,
+        "the suffix came from the origin"
+    );
+
+    let reads_before_full = lab.origin_segment_reads();
+    let full = lab.play(object, true).await;
+    assert_clean(&full);
+    assert_eq!(s.full_hits.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        lab.origin_segment_reads(),
+        reads_before_full,
+        "a full hit touched the origin"
+    );
+    // The prefix and full hits start from disk: no origin round trip before the first frame.
+    assert!(prefix.ttff_ms.unwrap() < miss.ttff_ms.unwrap());
+    assert!(
+        full.ttff_ms.unwrap() < 80.0,
+        "full hit TTFF {:?}",
+        full.ttff_ms
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_cases_mp4_moov_at_end_with_b_frames() {
+    three_cases("demo.mp4", "demo.mp4").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_cases_mpeg_ts() {
+    three_cases("tsdemo.ts", "demo.ts").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_players_one_origin_fetch_per_segment() {
+    let (lab, lib) = lab(LabOptions::default()).await;
+    let segments = lib
+        .get(&ObjectName::new("demo", 64).unwrap())
+        .unwrap()
+        .manifest
+        .segments
+        .len();
+    let plays: Vec<_> = (0..20)
+        .map(|_| {
+            let opts = lab.options("demo", false);
+            tokio::spawn(async move { play(&opts).await })
+        })
+        .collect();
+    for p in plays {
+        let r = p.await.unwrap();
+        assert!(r.ok(), "{}", r.render());
+    }
+    let reads = lab.origin_reads.lock().unwrap().clone();
+    assert_eq!(reads.len(), segments, "every segment fetched");
+    assert!(
+        reads.values().all(|n| *n == 1),
+        "origin served a segment more than once: {reads:?}"
+    );
+    assert_eq!(
+        lab.edge
+            .stats()
+            .manifests_from_origin
+            .load(Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_killed_mid_suffix() {
+    let (mut lab, _lib) = lab(LabOptions {
+        files: vec![
+            ("demo.mp4", std::fs::read(sample("demo.mp4")).unwrap()),
+            ("long.mp4", std::fs::read(sample("long.mp4")).unwrap()),
+        ],
+        origin_delay: Duration::from_millis(400),
+        prefix_secs: 2,
+        parallel: 1,
+        retry_for: Duration::from_secs(2),
+    })
+    .await;
+    // `demo` becomes fully cached first.
+    assert!(lab.play("demo", false).await.ok());
+    for _ in 0..100 {
+        if lab
+            .edge
+            .stats()
+            .segments_from_origin
+            .load(Ordering::Relaxed)
+            >= 6
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let long_opts = lab.options("long", true);
+    let long = tokio::spawn(async move { play(&long_opts).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill the origin: it closes every connection and its socket.
+    lab.origin_stop.send(true).unwrap();
+    let task = lab.origin_task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(60), long)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!r.ok());
+    let err = r.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("server ended the session") && err.contains("origin"),
+        "{}",
+        r.render()
+    );
+    assert!(r.frames_received > 0, "the prefix played");
+
+    // The edge is still up: a cached object plays, an uncached one gets a clear error.
+    let again = lab.play("demo", false).await;
+    assert!(again.ok(), "{}", again.render());
+    let gone = lab.play("never-cached", false).await;
+    let e = gone.error.unwrap_or_default();
+    assert!(e.contains("502") && e.contains("origin"), "{e}");
+    drop(lab.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_media_files_do_not_stop_the_others() {
+    let demo = std::fs::read(sample("demo.mp4")).unwrap();
+    let (lab, lib) = lab(LabOptions {
+        files: vec![
+            ("demo.mp4", demo.clone()),
+            ("cut.mp4", demo[..100_000].to_vec()),
+            ("garbage.ts", vec![0x42; 5000]),
+            ("empty.mp4", Vec::new()),
+        ],
+        ..LabOptions::default()
+    })
+    .await;
+    assert_eq!(lib.failures.len(), 3, "{:?}", lib.failures);
+    assert!(lib.failures["cut"].contains("cut.mp4") && lib.failures["cut"].contains("truncated"));
+    assert!(lib.failures["garbage"].contains("sync byte"));
+    assert!(lib.failures["empty"].contains("empty file"));
+    let ok = lab.play("demo", false).await;
+    assert!(ok.ok(), "{}", ok.render());
+    let bad = lab.play("cut", false).await;
+    let e = bad.error.unwrap_or_default();
+    assert!(e.contains("404") && e.contains("cannot be ingested"), "{e}");
+}
