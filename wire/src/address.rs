@@ -139,6 +139,15 @@ impl SegueUrl {
             .filter(|h| !h.is_empty())
             .ok_or_else(|| DecodeError::Url(format!("{url}: no host")))?
             .to_owned();
+        let host_ok = host.len() <= 253
+            && if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                v6.parse::<std::net::Ipv6Addr>().is_ok()
+            } else {
+                host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            };
+        if !host_ok {
+            return Err(DecodeError::Url(format!("{host:?} is not a host name or IP address")));
+        }
         if url.username() != "" || url.password().is_some() {
             return Err(DecodeError::Url("user info is not allowed".into()));
         }
@@ -262,6 +271,10 @@ mod tests {
             "segue://h/a/track=",
             "segue://h/a/track=99999",
             "segue://h/a/track=x",
+            // Found by the url fuzz target: control characters became an opaque host.
+            "\u{1}segue://\u{1b}\u{1b}ed\u{0}",
+            "segue://ho%20st/a",
+            "segue://[zz::1]/a",
         ] {
             assert!(SegueUrl::parse(bad).is_err(), "{bad} accepted");
         }
