@@ -349,6 +349,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
         bail!("play the object URL, not a track URL");
     }
     let (_ep, conn, mut control) = connect(&opts.url, &opts.ca, opts.connect_timeout).await?;
+    report.connect_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
 
     // The pipelined flight: DESCRIBE + aggregate SETUP + PLAY.
     let mut describe = Request::new(
@@ -371,6 +372,8 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
     flight.extend(setup.encode());
     flight.extend(playreq.encode());
     control.send_raw(&flight).await?;
+    // TTFF and playback start count from here: the request, not the handshake.
+    let t_req = Instant::now();
 
     let (man_tx, man_rx) = oneshot::channel();
     {
@@ -726,6 +729,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
     }
     report.hash_ok = all_ok;
 
+    report.rtt_ms = Some(conn.rtt().as_secs_f64() * 1000.0);
     // Orderly end.
     if let Some(id) = session {
         let mut td = Request::new(Method::Teardown, Some(object_url), control.next_cseq());

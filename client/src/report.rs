@@ -18,7 +18,11 @@ pub struct TrackReport {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub url: String,
-    /// Request sent → first complete frame received, milliseconds.
+    /// QUIC + TLS handshake, milliseconds.
+    pub connect_ms: Option<f64>,
+    /// QUIC's smoothed round-trip time at the end, milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Request sent (after the handshake) → first complete frame received, milliseconds.
     pub ttff_ms: Option<f64>,
     /// Request sent → playback start (startup buffer filled), milliseconds.
     pub startup_ms: Option<f64>,
@@ -53,6 +57,7 @@ impl Report {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
         let mut s = String::new();
         s.push_str(&format!("{}\n", self.url));
+        s.push_str(&format!("  handshake            {}\n", ms(self.connect_ms)));
         s.push_str(&format!("  time to first frame  {}\n", ms(self.ttff_ms)));
         s.push_str(&format!("  playback start       {}\n", ms(self.startup_ms)));
         if self.paced {

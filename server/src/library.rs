@@ -267,3 +267,72 @@ impl Library {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples")
+    }
+
+    #[test]
+    fn ingests_once_and_again_when_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let media = dir.path().join("media/movies");
+        fs::create_dir_all(&media).unwrap();
+        fs::copy(samples().join("demo.mp4"), media.join("a.mp4")).unwrap();
+        fs::copy(samples().join("demo.ts"), media.join("a.ts")).unwrap();
+        let opts = LibraryOptions {
+            media_root: dir.path().join("media"),
+            data_dir: dir.path().join("data"),
+            target_segment_us: 2_000_000,
+        };
+        let lib = Library::open(&opts).unwrap();
+        let name = ObjectName::new("movies/a", 64).unwrap();
+        let obj = lib.get(&name).unwrap();
+        // One object, two formats; the MP4 was preferred for streaming.
+        assert_eq!(
+            obj.manifest.formats,
+            vec!["mp4".to_string(), "ts".to_string()]
+        );
+        let manifest_file = obj.dir.join("manifest");
+        let first = fs::metadata(&manifest_file).unwrap().modified().unwrap();
+        let rev = obj.manifest.revision;
+
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let again = Library::open(&opts).unwrap();
+        assert_eq!(
+            fs::metadata(&manifest_file).unwrap().modified().unwrap(),
+            first,
+            "re-ingested an unchanged file"
+        );
+        assert_eq!(again.get(&name).unwrap().manifest.revision, rev);
+
+        // A changed file is ingested again, with a new revision.
+        fs::copy(samples().join("faststart.mp4"), media.join("a.mp4")).unwrap();
+        let changed = Library::open(&opts).unwrap();
+        assert_ne!(changed.get(&name).unwrap().manifest.revision, rev);
+        assert!(fs::metadata(&manifest_file).unwrap().modified().unwrap() > first);
+    }
+
+    #[test]
+    fn names_that_are_not_valid_objects_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let media = dir.path().join("media");
+        fs::create_dir_all(&media).unwrap();
+        fs::copy(samples().join("demo.mp4"), media.join("bad name.mp4")).unwrap();
+        let lib = Library::open(&LibraryOptions {
+            media_root: media,
+            data_dir: dir.path().join("data"),
+            target_segment_us: 2_000_000,
+        })
+        .unwrap();
+        assert!(lib.names().is_empty());
+        let (file, why) = lib.failures.iter().next().unwrap();
+        assert!(
+            file.ends_with("bad name.mp4") && why.contains("not a valid object name"),
+            "{why}"
+        );
+    }
+}

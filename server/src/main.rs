@@ -35,6 +35,8 @@ struct Cli {
 enum Command {
     /// Run the whole path on loopback with built-in samples and print a continuity table.
     Demo(DemoArgs),
+    /// Measure TTFF per case, edge egress vs raw quinn, and edge memory per session.
+    Bench(BenchArgs),
     /// Serve media files from a directory (MP4, fragmented MP4, MPEG-TS with H.264/AAC).
     Origin(OriginArgs),
     /// Serve players from a prefix cache, fetching the rest from an origin.
@@ -97,6 +99,25 @@ struct DemoArgs {
     /// Work directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long)]
     dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Directory with the sample media (demo.mp4, long.mp4).
+    #[arg(long, default_value = "media/samples")]
+    samples: PathBuf,
+    /// Plays per TTFF figure.
+    #[arg(long, default_value_t = 7)]
+    rounds: usize,
+    /// Concurrent players per egress level (comma-separated).
+    #[arg(long, default_value = "1,4,16", value_delimiter = ',')]
+    players: Vec<usize>,
+    /// Seconds per egress level.
+    #[arg(long, default_value_t = 3)]
+    egress_secs: u64,
+    /// Concurrent paced sessions for the memory figure.
+    #[arg(long, default_value_t = 50)]
+    sessions: usize,
 }
 
 #[derive(Args, Debug)]
@@ -307,6 +328,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo(a) => run_demo(a).await,
+        Command::Bench(a) => {
+            let exe = std::env::current_exe()?;
+            let opts = segue_server::bench::BenchOptions {
+                samples: a.samples,
+                rounds: a.rounds.max(1),
+                players: a.players,
+                egress_secs: a.egress_secs.max(1),
+                sessions: a.sessions.max(1),
+            };
+            print!("{}", segue_server::bench::run(&exe, &opts).await?);
+            Ok(())
+        }
         Command::Origin(a) => origin(a).await,
         Command::Edge(a) => edge(a).await,
         Command::Certs {

@@ -668,6 +668,31 @@ impl<S: Source> Sender<S> {
         Ok(())
     }
 
+    /// Writes a track's batched packets to its stream.
+    async fn flush(
+        &mut self,
+        ti: usize,
+        bufs: &mut [Vec<u8>],
+        streams: &mut [Option<quinn::SendStream>],
+    ) -> Result<(), Stop> {
+        if bufs[ti].is_empty() {
+            return Ok(());
+        }
+        let Some(stream) = streams[ti].as_mut() else {
+            return Ok(());
+        };
+        // Hand quinn the batch itself (no copy into its send buffer).
+        let cap = bufs[ti].capacity();
+        let batch = Bytes::from(std::mem::replace(&mut bufs[ti], Vec::with_capacity(cap)));
+        let len = batch.len() as u64;
+        tokio::select! {
+            r = stream.write_chunk(batch) => r.map_err(|e| Stop::Failed(format!("media stream: {e}")))?,
+            _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+        }
+        self.progress.bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn send_segment(
         &mut self,
         index: usize,
@@ -675,7 +700,12 @@ impl<S: Source> Sender<S> {
         t0: Instant,
         streams: &mut [Option<quinn::SendStream>],
     ) -> Result<(), Stop> {
-        let mut buf = Vec::with_capacity(self.max_payload + 64);
+        // Packets are batched per track and written when a batch is full, before waiting for
+        // pacing, and at the end of the segment: few large writes instead of one per frame.
+        const BATCH: usize = 64 * 1024;
+        let mut bufs: Vec<Vec<u8>> = (0..self.tracks.len())
+            .map(|_| Vec::with_capacity(BATCH + self.max_payload))
+            .collect();
         for frame in FrameReader::new(payload, Limits::default().max_frame_size) {
             let frame = frame.map_err(|e| Stop::Failed(format!("segment {index}: {e}")))?;
             let Some(ti) = self.tracks.iter().position(|t| t.index == frame.track) else {
@@ -684,11 +714,17 @@ impl<S: Source> Sender<S> {
             let clock = self.tracks[ti].clock;
             if self.pacing {
                 let dts_us = rescale(frame.dts(), clock, 1_000_000);
-                let due = Duration::from_micros(dts_us.saturating_sub(self.start_us))
-                    .saturating_sub(self.send_ahead);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(t0 + due) => {}
-                    _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+                let due = t0
+                    + Duration::from_micros(dts_us.saturating_sub(self.start_us))
+                        .saturating_sub(self.send_ahead);
+                if due > Instant::now() {
+                    for j in 0..bufs.len() {
+                        self.flush(j, &mut bufs, streams).await?;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+                    }
                 }
             }
             let t = &mut self.tracks[ti];
@@ -698,7 +734,6 @@ impl<S: Source> Sender<S> {
                 aac::packetize(&frame.data, self.max_payload)
             }
             .map_err(|e| Stop::Failed(format!("segment {index}: cannot packetize: {e}")))?;
-            buf.clear();
             if streams[ti].is_none() {
                 let s = self
                     .conn
@@ -707,7 +742,7 @@ impl<S: Source> Sender<S> {
                     .map_err(|e| Stop::Failed(format!("cannot open a media stream: {e}")))?;
                 // Earlier segments first.
                 let _ = s.set_priority(-(index.min(i32::MAX as usize) as i32));
-                roq::put_stream_header(&mut buf, t.flow);
+                roq::put_stream_header(&mut bufs[ti], t.flow);
                 streams[ti] = Some(s);
             }
             let timestamp = (frame.pts as u32).wrapping_add(t.ts_offset);
@@ -726,22 +761,18 @@ impl<S: Source> Sender<S> {
                     payload: p,
                 };
                 t.seq = t.seq.wrapping_add(1);
-                roq::put_packet(&mut buf, &pkt.encode_with_ext_id(t.ext_id));
+                pkt.write_framed(&mut bufs[ti], t.ext_id);
             }
-            let Some(stream) = streams[ti].as_mut() else {
-                continue;
-            };
-            tokio::select! {
-                r = stream.write_all(&buf) => r.map_err(|e| Stop::Failed(format!("media stream: {e}")))?,
-                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
-            }
-            self.progress
-                .bytes
-                .fetch_add(buf.len() as u64, Ordering::Relaxed);
             self.progress.packets.fetch_add(count, Ordering::Relaxed);
             self.progress
                 .position_us
                 .store(rescale(frame.pts, clock, 1_000_000), Ordering::Relaxed);
+            if bufs[ti].len() >= BATCH {
+                self.flush(ti, &mut bufs, streams).await?;
+            }
+        }
+        for j in 0..bufs.len() {
+            self.flush(j, &mut bufs, streams).await?;
         }
         Ok(())
     }

@@ -381,3 +381,45 @@ async fn bad_media_files_do_not_stop_the_others() {
     let e = bad.error.unwrap_or_default();
     assert!(e.contains("404") && e.contains("cannot be ingested"), "{e}");
 }
+
+/// `--record` output is readable by ffprobe with the source's frame counts. Needs ffprobe
+/// (Debian: ffmpeg); CI sets SEGUE_REQUIRE_FFPROBE=1 so this cannot silently pass there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_is_readable_by_ffprobe() {
+    let probe = |args: &[&str]| std::process::Command::new("ffprobe").args(args).output();
+    if probe(&["-version"]).is_err() {
+        assert!(
+            std::env::var_os("SEGUE_REQUIRE_FFPROBE").is_none(),
+            "ffprobe is required but missing"
+        );
+        eprintln!("SKIPPED: ffprobe not installed (apt-get install ffmpeg)");
+        return;
+    }
+    let (lab, _lib) = lab(LabOptions::default()).await;
+    let rec = lab.dir.path().join("rec.h264");
+    let mut opts = lab.options("demo", false);
+    opts.record = Some(rec.clone());
+    let r = play(&opts).await;
+    assert!(r.ok(), "{}", r.render());
+    let count = |path: &Path| {
+        let out = probe(&[
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,nb_read_frames",
+            "-of",
+            "csv=p=0",
+            path.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(count(&rec), "h264,360");
+    assert_eq!(count(&lab.dir.path().join("rec.h264.aac")), "aac,564");
+}

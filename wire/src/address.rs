@@ -143,10 +143,13 @@ impl SegueUrl {
             && if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
                 v6.parse::<std::net::Ipv6Addr>().is_ok()
             } else {
-                host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                host.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             };
         if !host_ok {
-            return Err(DecodeError::Url(format!("{host:?} is not a host name or IP address")));
+            return Err(DecodeError::Url(format!(
+                "{host:?} is not a host name or IP address"
+            )));
         }
         if url.username() != "" || url.password().is_some() {
             return Err(DecodeError::Url("user info is not allowed".into()));

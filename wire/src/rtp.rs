@@ -95,6 +95,29 @@ impl RtpPacket {
         self.encode_with_ext_id(FRAME_INFO_EXT_ID)
     }
 
+    /// Appends the packet as one RoQ frame (`length varint`, packet) without an intermediate
+    /// buffer. Same bytes as `roq::put_packet(out, &self.encode_with_ext_id(ext_id))`.
+    pub fn write_framed(&self, out: &mut Vec<u8>, ext_id: u8) {
+        crate::varint::put(out, self.encoded_len() as u64);
+        let ext;
+        let mut b = rtp_types::RtpPacketBuilder::<&[u8], &[u8]>::new()
+            .marker_bit(self.marker)
+            .payload_type(self.payload_type & 0x7f)
+            .sequence_number(self.sequence)
+            .timestamp(self.timestamp)
+            .ssrc(self.ssrc)
+            .payload(&self.payload[..]);
+        if let Some(fi) = self.frame_info {
+            let d = fi.encode();
+            ext = [(ext_id & 0x0f) << 4 | 3, d[0], d[1], d[2], d[3], 0, 0, 0];
+            b = b.extension(ONE_BYTE_PROFILE, &ext[..]);
+        }
+        let start = out.len();
+        if b.write_into_vec(out).is_err() {
+            out.truncate(start);
+        }
+    }
+
     /// Parses a packet; `ext_id` is the frame-info id negotiated in the SDP.
     pub fn decode_with_ext_id(data: &[u8], ext_id: u8) -> Result<Self, DecodeError> {
         let p = rtp_types::RtpPacket::parse(data).map_err(|e| DecodeError::Rtp(e.to_string()))?;
@@ -178,6 +201,32 @@ mod tests {
         );
         assert_eq!(p.encode(), bytes);
         assert_eq!(p.encoded_len(), bytes.len());
+    }
+
+    #[test]
+    fn write_framed_matches_put_packet() {
+        for fi in [
+            None,
+            Some(FrameInfo {
+                keyframe: false,
+                cto: 7,
+            }),
+        ] {
+            let p = RtpPacket {
+                marker: true,
+                payload_type: 96,
+                sequence: 1,
+                timestamp: 2,
+                ssrc: 3,
+                frame_info: fi,
+                payload: Bytes::from(vec![9u8; 300]),
+            };
+            let mut a = vec![0xee];
+            p.write_framed(&mut a, 1);
+            let mut b = vec![0xee];
+            crate::roq::put_packet(&mut b, &p.encode());
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   segment cached) or a *miss*. On a miss, playback starts once a *sufficient portion* is in:
 //!   enough that, at the measured origin rate, the rest arrives before it is due.
 
+pub mod hot;
 pub mod store;
 pub mod upstream;
 
@@ -36,6 +37,8 @@ pub struct EdgeOptions {
     pub retry_for: Duration,
     /// Safety factor on the sufficient portion of a miss.
     pub margin: f64,
+    /// Bytes of verified segments kept in memory above the disk cache.
+    pub hot_bytes: u64,
 }
 
 impl Default for EdgeOptions {
@@ -44,6 +47,7 @@ impl Default for EdgeOptions {
             parallel: 4,
             retry_for: Duration::from_secs(10),
             margin: 1.25,
+            hot_bytes: 64 << 20,
         }
     }
 }
@@ -64,6 +68,7 @@ type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
 
 struct Inner {
     store: Store,
+    hot: hot::Hot,
     upstream: Upstream,
     opts: EdgeOptions,
     stats: EdgeStats,
@@ -94,6 +99,7 @@ impl EdgeSource {
         let permits = Semaphore::new(opts.parallel.max(1));
         Self(Arc::new(Inner {
             store,
+            hot: hot::Hot::new(opts.hot_bytes),
             upstream,
             opts,
             stats: EdgeStats::default(),
@@ -162,7 +168,11 @@ impl EdgeSource {
     ) -> impl std::future::Future<Output = Result<Bytes, SourceError>> + Send + 'static {
         let this = self.clone();
         async move {
+            if let Some(b) = this.0.hot.get(&m, i) {
+                return Ok(b);
+            }
             if let Some(b) = this.0.store.read(&m, i).await {
+                this.0.hot.put(&m, i, &b);
                 return Ok(b);
             }
             let key = (m.object.clone(), m.revision, i);
@@ -180,6 +190,7 @@ impl EdgeSource {
                         tokio::spawn(async move {
                             let r = me.fetch_with_retry(&m, i).await;
                             if let Ok(b) = &r {
+                                me.0.hot.put(&m, i, b);
                                 me.0.store.put(&m, i, b).await;
                             }
                             lock(&me.0.fills).remove(&key);

@@ -1,0 +1,442 @@
+//! `segue bench`: figures, not pass/fail. Origin and edge run as child processes (so the
+//! edge's memory can be read); players run in this process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use segue_client::{PlayOptions, Report, play};
+use segue_wire::SegueUrl;
+use tokio::time::Instant;
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Directory holding demo.mp4 and long.mp4 (the repo's media/samples).
+    pub samples: PathBuf,
+    /// Plays per TTFF figure.
+    pub rounds: usize,
+    /// Concurrent unpaced players for the egress figures.
+    pub players: Vec<usize>,
+    /// Seconds each egress measurement runs.
+    pub egress_secs: u64,
+    /// Concurrent paced sessions for the memory figures.
+    pub sessions: usize,
+}
+
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+async fn wait_ready(url: &SegueUrl, ca: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if segue_client::connect(url, ca, Duration::from_secs(1))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{url} did not come up");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Raw quinn: `streams` unidirectional streams pushing data for `secs`, same TLS, loopback.
+async fn raw_quinn(certs: &Path, streams: usize, secs: u64) -> anyhow::Result<f64> {
+    let tls = segue_certs::tls::server_config(
+        &certs.join("localhost.pem"),
+        &certs.join("localhost.key"),
+        &[b"bench"],
+    )?;
+    let server = quinn::Endpoint::server(
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?)),
+        "127.0.0.1:0".parse()?,
+    )?;
+    let addr = server.local_addr()?;
+    let dur = Duration::from_secs(secs);
+    let srv = tokio::spawn(async move {
+        let Some(inc) = server.accept().await else {
+            return;
+        };
+        let Ok(conn) = inc.await else { return };
+        let chunk = bytes::Bytes::from(vec![0x5a; 64 * 1024]);
+        let mut tasks = Vec::new();
+        for _ in 0..streams {
+            let conn = conn.clone();
+            let chunk = chunk.clone();
+            tasks.push(tokio::spawn(async move {
+                let Ok(mut s) = conn.open_uni().await else {
+                    return;
+                };
+                let end = Instant::now() + dur;
+                while Instant::now() < end {
+                    if s.write_chunk(chunk.clone()).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.finish();
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let _ = conn.closed().await;
+    });
+    let tls = segue_certs::tls::client_config(&certs.join("ca.pem"), &[b"bench"])?;
+    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(tls)?,
+    )));
+    let conn = client.connect(addr, "localhost")?.await?;
+    let start = Instant::now();
+    let mut readers = Vec::new();
+    for _ in 0..streams {
+        let mut s = conn.accept_uni().await?;
+        readers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Ok(Some(c)) = s.read_chunk(usize::MAX, true).await {
+                n += c.bytes.len() as u64;
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for r in readers {
+        total += r.await?;
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    conn.close(0u32.into(), b"done");
+    srv.abort();
+    Ok(rate)
+}
+
+/// A client that speaks segue/1 but only counts media bytes: DESCRIBE + SETUP + PLAY
+/// (unpaced), read every RoQ stream to its end, stop at PLAY_NOTIFY. Isolates the edge's cost
+/// from the player's depacketizing and hashing.
+async fn sink_play(url: &SegueUrl, ca: &Path) -> anyhow::Result<u64> {
+    use segue_wire::control::{Message, Method, NptRange, Request, Transport};
+    let (_ep, conn, mut control) = segue_client::connect(url, ca, Duration::from_secs(5)).await?;
+    let mut flight = Request::new(Method::Describe, Some(url.clone()), 1).encode();
+    let mut setup = Request::new(Method::Setup, Some(url.clone()), 2);
+    setup.headers.transport = Some(Transport { flow_id: 0 });
+    setup.headers.pipelined_requests = Some(1);
+    let mut playreq = Request::new(Method::Play, Some(url.clone()), 3);
+    playreq.headers.pipelined_requests = Some(1);
+    playreq.headers.range = Some(NptRange {
+        start: 0,
+        end: None,
+    });
+    playreq.headers.unpaced = true;
+    flight.extend(setup.encode());
+    flight.extend(playreq.encode());
+    control.send_raw(&flight).await?;
+    let readers = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let acceptor = {
+        let conn = conn.clone();
+        let (readers, bytes) = (readers.clone(), bytes.clone());
+        tokio::spawn(async move {
+            while let Ok(mut s) = conn.accept_uni().await {
+                readers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (readers, bytes) = (readers.clone(), bytes.clone());
+                tokio::spawn(async move {
+                    while let Ok(Some(c)) = s.read_chunk(usize::MAX, false).await {
+                        bytes.fetch_add(c.bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    readers.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        })
+    };
+    loop {
+        match control.recv().await? {
+            Message::Request(r) if r.method == Method::PlayNotify => break,
+            Message::Response(r) if !r.is_success() => {
+                bail!("sink: {} {:?}", r.status, r.headers.error)
+            }
+            _ => {}
+        }
+    }
+    // Every media stream was finished before PLAY_NOTIFY was sent; drain what is in flight.
+    let mut idle = 0;
+    while idle < 3 {
+        tokio::task::yield_now().await;
+        if readers.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            idle += 1;
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        } else {
+            idle = 0;
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+    acceptor.abort();
+    conn.close(0u32.into(), b"done");
+    Ok(bytes.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Aggregate bytes/s of `n` clients looping over `url` for `secs`.
+async fn egress(n: usize, secs: u64, url: &SegueUrl, ca: &Path, sink: bool) -> anyhow::Result<f64> {
+    let end = Instant::now() + Duration::from_secs(secs);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (url, ca) = (url.clone(), ca.to_path_buf());
+            tokio::spawn(async move {
+                let mut bytes = 0u64;
+                while Instant::now() < end {
+                    if sink {
+                        match sink_play(&url, &ca).await {
+                            Ok(b) => bytes += b,
+                            Err(_) => break,
+                        }
+                    } else {
+                        let mut p = PlayOptions::new(url.clone(), ca.clone());
+                        p.pace = false;
+                        let r = play(&p).await;
+                        if !r.ok() {
+                            break;
+                        }
+                        bytes += r.bytes;
+                    }
+                }
+                bytes
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for t in tasks {
+        total += t.await?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn ttff(url: &SegueUrl, ca: &Path) -> anyhow::Result<Report> {
+    let mut p = PlayOptions::new(url.clone(), ca.to_path_buf());
+    p.pace = false;
+    let r = play(&p).await;
+    if !r.ok() {
+        bail!("bench play failed:\n{}", r.render());
+    }
+    Ok(r)
+}
+
+/// Runs every measurement and returns the printed report.
+pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let certs = dir.join("certs");
+    segue_certs::init(&certs, &[])?;
+    let ca = certs.join("ca.pem");
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media)?;
+    let demo = std::fs::read(o.samples.join("demo.mp4")).context("samples: demo.mp4")?;
+    let long = std::fs::read(o.samples.join("long.mp4")).context("samples: long.mp4")?;
+    // Fresh copies for every miss and prefix-hit round: each of those plays must be the first.
+    for i in 0..o.rounds {
+        std::fs::write(media.join(format!("miss{i}.mp4")), &demo)?;
+        std::fs::write(media.join(format!("prefix{i}.mp4")), &demo)?;
+    }
+    std::fs::write(media.join("full.mp4"), &demo)?;
+    std::fs::write(media.join("long.mp4"), &long)?;
+
+    let (oport, eport) = (free_port()?, free_port()?);
+    let cert = certs.join("localhost.pem");
+    let key = certs.join("localhost.key");
+    let spawn = |args: Vec<String>| -> anyhow::Result<Kid> {
+        Ok(Kid(Command::new(exe)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?))
+    };
+    let s = |p: &Path| p.display().to_string();
+    let _origin = spawn(vec![
+        "origin".into(),
+        "--media".into(),
+        s(&media),
+        "--data".into(),
+        s(&dir.join("origin")),
+        "--listen".into(),
+        format!("127.0.0.1:{oport}"),
+        "--cert".into(),
+        s(&cert),
+        "--key".into(),
+        s(&key),
+    ])?;
+    let origin_url = SegueUrl::parse(&format!("segue://localhost:{oport}/"))?;
+    wait_ready(&origin_url, &ca).await?;
+    let mut edge_args = vec![
+        "edge".into(),
+        "--origin".into(),
+        origin_url.to_string(),
+        "--ca".into(),
+        s(&ca),
+        "--cache-dir".into(),
+        s(&dir.join("edge")),
+        "--listen".into(),
+        format!("127.0.0.1:{eport}"),
+        "--cert".into(),
+        s(&cert),
+        "--key".into(),
+        s(&key),
+        "--prefix-secs".into(),
+        "4".into(),
+    ];
+    for i in 0..o.rounds {
+        edge_args.push("--warm".into());
+        edge_args.push(format!("prefix{i}"));
+    }
+    let edge = spawn(edge_args)?;
+    let edge_pid = edge.0.id();
+    let eurl = |obj: &str| SegueUrl::parse(&format!("segue://localhost:{eport}/{obj}"));
+    wait_ready(&eurl("")?, &ca).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await; // let the warm-up finish
+
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Segue bench: origin and edge as child processes on loopback, players in process ({} build)\n\n",
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    ));
+
+    // TTFF per case.
+    ttff(&eurl("full")?, &ca).await?; // fills the full-hit object
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut rows = Vec::new();
+    let mut handshake = Vec::new();
+    let mut rtt = Vec::new();
+    for (case, name) in [
+        ("full hit", "full"),
+        ("prefix hit", "prefix"),
+        ("miss", "miss"),
+    ] {
+        let mut v = Vec::new();
+        for i in 0..o.rounds {
+            let obj = if name == "full" {
+                "full".to_string()
+            } else {
+                format!("{name}{i}")
+            };
+            let r = ttff(&eurl(&obj)?, &ca).await?;
+            v.push(r.ttff_ms.unwrap_or(f64::NAN));
+            handshake.push(r.connect_ms.unwrap_or(f64::NAN));
+            rtt.push(r.rtt_ms.unwrap_or(f64::NAN));
+        }
+        rows.push((case, pct(&mut v.clone(), 0.5), pct(&mut v, 0.95)));
+    }
+    let hs = pct(&mut handshake, 0.5);
+    let rt = pct(&mut rtt, 0.5);
+    out.push_str(&format!(
+        "TTFF, request sent -> first complete frame, unpaced, {} plays each (handshake median {hs:.2} ms, RTT median {rt:.3} ms)\n",
+        o.rounds
+    ));
+    for (case, p50, p95) in &rows {
+        out.push_str(&format!(
+            "  {case:<11} p50 {p50:>7.2} ms   p95 {p95:>7.2} ms\n"
+        ));
+    }
+    let prefix_p50 = rows[1].1;
+    out.push_str(&format!(
+        "  target: prefix hit <= handshake + 1 RTT + 5 ms: {:.2} ms <= {:.2} ms: {}\n\n",
+        hs + prefix_p50,
+        hs + rt + 5.0,
+        if prefix_p50 <= rt + 5.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    ));
+
+    // Egress.
+    ttff(&eurl("long")?, &ca).await?; // cache it fully
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    out.push_str(&format!(
+        "Egress, {} s per level, unpaced, object `long` fully cached; sinks count RoQ bytes only, players also depacketize and hash\n",
+        o.egress_secs
+    ));
+    let long_url = eurl("long")?;
+    for &n in &o.players {
+        let raw = raw_quinn(&certs, n, o.egress_secs).await?;
+        let sink = egress(n, o.egress_secs, &long_url, &ca, true).await?;
+        let full = egress(n, o.egress_secs, &long_url, &ca, false).await?;
+        out.push_str(&format!(
+            "  {n:>3} clients: raw quinn {:>7.1} MB/s | edge to sinks {:>7.1} MB/s ({:>5.1}% of raw) | edge to players {:>7.1} MB/s ({:>5.1}%)\n",
+            raw / 1e6,
+            sink / 1e6,
+            sink / raw * 100.0,
+            full / 1e6,
+            full / raw * 100.0
+        ));
+    }
+
+    // Memory per session.
+    out.push_str(&format!(
+        "\nEdge RSS with {} concurrent paced sessions (sampled after 3 s)\n",
+        o.sessions
+    ));
+    for obj in ["full", "long"] {
+        let base = rss_kib(edge_pid)?;
+        let tasks: Vec<_> = (0..o.sessions)
+            .map(|_| {
+                let url = eurl(obj);
+                let ca = ca.clone();
+                tokio::spawn(async move {
+                    if let Ok(url) = url {
+                        let mut p = PlayOptions::new(url, ca);
+                        p.stall_timeout = Duration::from_secs(30);
+                        play(&p).await;
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let loaded = rss_kib(edge_pid)?;
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let size = std::fs::metadata(media.join(format!("{obj}.mp4")))?.len();
+        out.push_str(&format!(
+            "  object {obj:<5} ({:>5} KiB): baseline {base} KiB, loaded {loaded} KiB, {:+.1} KiB per session\n",
+            size / 1024,
+            (loaded as f64 - base as f64) / o.sessions as f64
+        ));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    Ok(out)
+}
