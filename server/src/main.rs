@@ -183,6 +183,24 @@ enum CertsCommand {
     },
 }
 
+impl TlsArgs {
+    /// A server endpoint on `listen` presenting these credentials.
+    fn endpoint(&self, listen: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
+        server_endpoint(listen, &self.cert, &self.key, TransportLimits::default())
+    }
+}
+
+fn node_options(send_ahead_ms: u64, response_delay_ms: u64) -> NodeOptions {
+    NodeOptions {
+        sessions: SessionOptions {
+            send_ahead: Duration::from_millis(send_ahead_ms),
+            ..SessionOptions::default()
+        },
+        response_delay: Duration::from_millis(response_delay_ms),
+        ..NodeOptions::default()
+    }
+}
+
 fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -208,21 +226,9 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         failed = lib.failures.len(),
         "library ready"
     );
-    let endpoint = server_endpoint(
-        a.listen,
-        &a.tls.cert,
-        &a.tls.key,
-        TransportLimits::default(),
-    )?;
+    let endpoint = a.tls.endpoint(a.listen)?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
-    let opts = NodeOptions {
-        sessions: SessionOptions {
-            send_ahead: Duration::from_millis(a.send_ahead_ms),
-            ..SessionOptions::default()
-        },
-        response_delay: Duration::from_millis(a.response_delay_ms),
-        ..NodeOptions::default()
-    };
+    let opts = node_options(a.send_ahead_ms, a.response_delay_ms);
     segue_server::node::serve(
         endpoint,
         Arc::new(LibrarySource(Arc::new(lib))),
@@ -264,20 +270,9 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let endpoint = server_endpoint(
-        a.listen,
-        &a.tls.cert,
-        &a.tls.key,
-        TransportLimits::default(),
-    )?;
+    let endpoint = a.tls.endpoint(a.listen)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %a.origin, "edge serving segue/1");
-    let opts = NodeOptions {
-        sessions: SessionOptions {
-            send_ahead: Duration::from_millis(a.send_ahead_ms),
-            ..SessionOptions::default()
-        },
-        ..NodeOptions::default()
-    };
+    let opts = node_options(a.send_ahead_ms, 0);
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, shutdown_signal()).await;
     let s = edge.stats();
     tracing::info!(

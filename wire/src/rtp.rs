@@ -66,9 +66,8 @@ impl RtpPacket {
         12 + if self.frame_info.is_some() { 12 } else { 0 } + self.payload.len()
     }
 
-    /// Serialises with the frame-info extension under id `ext_id` (1..=14).
-    pub fn encode_with_ext_id(&self, ext_id: u8) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len());
+    /// Appends the packet's bytes to `out`, with the frame-info extension under id `ext_id`.
+    fn append_to(&self, out: &mut Vec<u8>, ext_id: u8) {
         let ext;
         let mut b = rtp_types::RtpPacketBuilder::<&[u8], &[u8]>::new()
             .marker_bit(self.marker)
@@ -84,10 +83,17 @@ impl RtpPacket {
             b = b.extension(ONE_BYTE_PROFILE, &ext[..]);
         }
         // Fields are all in range and the payload is bounded by callers; a failure here would
-        // be an internal bug, reported as an empty packet that the peer rejects.
-        if b.write_into_vec(&mut out).is_err() {
-            out.clear();
+        // be an internal bug, reported as a missing packet that the peer detects.
+        let start = out.len();
+        if b.write_into_vec(out).is_err() {
+            out.truncate(start);
         }
+    }
+
+    /// Serialises with the frame-info extension under id `ext_id` (1..=14).
+    pub fn encode_with_ext_id(&self, ext_id: u8) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.append_to(&mut out, ext_id);
         out
     }
 
@@ -99,23 +105,7 @@ impl RtpPacket {
     /// buffer. Same bytes as `roq::put_packet(out, &self.encode_with_ext_id(ext_id))`.
     pub fn write_framed(&self, out: &mut Vec<u8>, ext_id: u8) {
         crate::varint::put(out, self.encoded_len() as u64);
-        let ext;
-        let mut b = rtp_types::RtpPacketBuilder::<&[u8], &[u8]>::new()
-            .marker_bit(self.marker)
-            .payload_type(self.payload_type & 0x7f)
-            .sequence_number(self.sequence)
-            .timestamp(self.timestamp)
-            .ssrc(self.ssrc)
-            .payload(&self.payload[..]);
-        if let Some(fi) = self.frame_info {
-            let d = fi.encode();
-            ext = [(ext_id & 0x0f) << 4 | 3, d[0], d[1], d[2], d[3], 0, 0, 0];
-            b = b.extension(ONE_BYTE_PROFILE, &ext[..]);
-        }
-        let start = out.len();
-        if b.write_into_vec(out).is_err() {
-            out.truncate(start);
-        }
+        self.append_to(out, ext_id);
     }
 
     /// Parses a packet; `ext_id` is the frame-info id negotiated in the SDP.

@@ -52,6 +52,22 @@ impl IngestError {
 
 /// Largest file ingest accepts; bigger files are refused rather than read.
 pub const MAX_FILE_SIZE: u64 = 8 << 30;
+
+/// Opens a media file, refusing empty and oversized ones. Returns the file and its length.
+pub(crate) fn open_media(path: &Path) -> Result<(std::fs::File, u64), IngestError> {
+    let f = std::fs::File::open(path).map_err(|e| IngestError::io(path, e))?;
+    let len = f.metadata().map_err(|e| IngestError::io(path, e))?.len();
+    if len == 0 {
+        return Err(IngestError::malformed(path, "empty file"));
+    }
+    if len > MAX_FILE_SIZE {
+        return Err(IngestError::unsupported(
+            path,
+            format!("file of {len} bytes exceeds {MAX_FILE_SIZE}"),
+        ));
+    }
+    Ok((f, len))
+}
 /// RTP clock of video tracks.
 pub const VIDEO_CLOCK: u32 = 90_000;
 

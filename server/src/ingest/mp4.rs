@@ -9,7 +9,7 @@ use bytes::Bytes;
 use mp4_atom::{Codec as Mp4Codec, Decode, Moof, Moov, Trak, Trex};
 use segue_wire::sdp::Codec;
 
-use super::{Demuxed, IngestError, MAX_FILE_SIZE, Sample, TrackMedia, VIDEO_CLOCK, rescale};
+use super::{Demuxed, IngestError, Sample, TrackMedia, VIDEO_CLOCK, rescale};
 
 /// Largest `moov` or `moof` box read into memory.
 const MAX_INDEX_BOX: u64 = 256 << 20;
@@ -405,17 +405,7 @@ fn normalize_avcc(data: Vec<u8>, n: u8, path: &Path) -> Result<Bytes, IngestErro
 
 /// Demuxes an MP4 or fragmented MP4 file.
 pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
-    let f = File::open(path).map_err(|e| IngestError::io(path, e))?;
-    let len = f.metadata().map_err(|e| IngestError::io(path, e))?.len();
-    if len == 0 {
-        return Err(IngestError::malformed(path, "empty file"));
-    }
-    if len > MAX_FILE_SIZE {
-        return Err(IngestError::unsupported(
-            path,
-            format!("file of {len} bytes exceeds {MAX_FILE_SIZE}"),
-        ));
-    }
+    let (f, len) = super::open_media(path)?;
     let boxes = top_boxes(&f, len, path)?;
     let moov_box = boxes.iter().find(|b| &b.kind == b"moov").ok_or_else(|| {
         IngestError::malformed(

@@ -9,9 +9,7 @@ use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
 use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
 use segue_wire::sdp::Codec;
 
-use super::{
-    Demuxed, IngestError, MAX_FILE_SIZE, Sample, TrackMedia, VIDEO_CLOCK, annexb_to_avcc, rescale,
-};
+use super::{Demuxed, IngestError, Sample, TrackMedia, VIDEO_CLOCK, annexb_to_avcc, rescale};
 
 const STREAM_H264: u8 = 0x1b;
 const STREAM_AAC: u8 = 0x0f;
@@ -29,17 +27,7 @@ fn brief(e: &mpeg2ts::Error) -> String {
 }
 
 fn open(path: &Path) -> Result<BufReader<File>, IngestError> {
-    let f = File::open(path).map_err(|e| IngestError::io(path, e))?;
-    let len = f.metadata().map_err(|e| IngestError::io(path, e))?.len();
-    if len == 0 {
-        return Err(IngestError::malformed(path, "empty file"));
-    }
-    if len > MAX_FILE_SIZE {
-        return Err(IngestError::unsupported(
-            path,
-            format!("file of {len} bytes exceeds {MAX_FILE_SIZE}"),
-        ));
-    }
+    let (f, _) = super::open_media(path)?;
     Ok(BufReader::new(f))
 }
 
