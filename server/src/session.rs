@@ -580,7 +580,9 @@ enum Stop {
 
 impl<S: Source> Sender<S> {
     async fn run(mut self) {
-        match self.send_all().await {
+        let result = self.send_all().await;
+        self.source.stopped(&self.manifest);
+        match result {
             Ok(()) => {
                 let mut n = Request::new(Method::PlayNotify, Some(self.url.clone()), 0);
                 n.headers.notify_reason = Some("end-of-stream".into());

@@ -63,6 +63,10 @@ pub trait Source: Send + Sync + 'static {
         None
     }
 
+    /// A session that called [`Source::will_play`] stopped (finished, paused, torn down or
+    /// failed): a source may stop fetching ahead for it.
+    fn stopped(&self, _manifest: &Arc<Manifest>) {}
+
     /// Resolves when enough of the object from `first` is available that playback started now
     /// will not run dry (an edge's "sufficient portion" on a miss). Origins are always ready.
     fn ready(

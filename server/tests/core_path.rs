@@ -30,6 +30,8 @@ fn sample(name: &str) -> PathBuf {
 struct Counting {
     inner: LibrarySource,
     reads: Arc<Mutex<HashMap<(String, usize), u32>>>,
+    /// Bytes per second each segment read is held to (a slow origin link), if set.
+    throttle: Option<u64>,
 }
 
 impl Source for Counting {
@@ -43,7 +45,11 @@ impl Source for Counting {
             .unwrap()
             .entry((m.object.to_string(), i))
             .or_default() += 1;
-        self.inner.segment(m, i).await
+        let b = self.inner.segment(m, i).await?;
+        if let Some(rate) = self.throttle {
+            tokio::time::sleep(Duration::from_secs_f64(b.len() as f64 / rate as f64)).await;
+        }
+        Ok(b)
     }
 }
 
@@ -64,6 +70,10 @@ struct LabOptions {
     prefix_secs: u64,
     parallel: usize,
     retry_for: Duration,
+    throttle: Option<u64>,
+    margin: f64,
+    /// The edge's patience with a silent origin stream.
+    upstream_timeout: Duration,
 }
 
 impl Default for LabOptions {
@@ -74,6 +84,9 @@ impl Default for LabOptions {
             prefix_secs: 4,
             parallel: 4,
             retry_for: Duration::from_secs(10),
+            throttle: None,
+            margin: EdgeOptions::default().margin,
+            upstream_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -102,6 +115,7 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
     let source = Counting {
         inner: LibrarySource(Arc::new(Library::open(&opts).unwrap())),
         reads: reads.clone(),
+        throttle: o.throttle,
     };
     let ep = server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
@@ -120,13 +134,14 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
 
     let store = Store::open(&dir.path().join("edge"), 1 << 30, o.prefix_secs * 1_000_000).unwrap();
     let url = SegueUrl::parse(&format!("segue://localhost:{origin_port}/")).unwrap();
-    let upstream = Upstream::new(client_endpoint(&ca).unwrap(), url, Duration::from_secs(2));
+    let upstream = Upstream::new(client_endpoint(&ca).unwrap(), url, o.upstream_timeout);
     let edge = EdgeSource::new(
         store,
         upstream,
         EdgeOptions {
             parallel: o.parallel,
             retry_for: o.retry_for,
+            margin: o.margin,
             ..EdgeOptions::default()
         },
     );
@@ -310,6 +325,7 @@ async fn origin_killed_mid_suffix() {
         prefix_secs: 2,
         parallel: 1,
         retry_for: Duration::from_secs(2),
+        ..LabOptions::default()
     })
     .await;
     // `demo` becomes fully cached first.
@@ -422,4 +438,49 @@ async fn recording_is_readable_by_ffprobe() {
     };
     assert_eq!(count(&rec), "h264,360");
     assert_eq!(count(&lab.dir.path().join("rec.h264.aac")), "aac,564");
+}
+
+/// A miss over an origin link slower than the object's bitrate: the edge waits for a
+/// sufficient portion and the play does not stall. The control run starts as soon as the first
+/// segment is in (margin 0) and must stall, so this test can tell the difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_origin_miss_waits_for_a_sufficient_portion() {
+    // `demo` is 332 670 bytes over 12.07 s (27.6 KB/s); the link gives 2 x 9 KB/s.
+    let slow = |margin| LabOptions {
+        origin_delay: Duration::ZERO,
+        parallel: 2,
+        throttle: Some(9_000),
+        margin,
+        // The throttle holds a whole segment back, then sends it: no bytes for seconds.
+        upstream_timeout: Duration::from_secs(20),
+        retry_for: Duration::from_secs(30),
+        ..LabOptions::default()
+    };
+    let (with, _l1) = lab(slow(1.25)).await;
+    let (without, _l2) = lab(slow(0.0)).await;
+    let mut o1 = with.options("demo", true);
+    let mut o2 = without.options("demo", true);
+    o1.stall_timeout = Duration::from_secs(30);
+    o2.stall_timeout = Duration::from_secs(30);
+    let (r1, r2) = tokio::join!(play(&o1), play(&o2));
+    eprintln!(
+        "with the sufficient portion:\n{}\nstarting at once (control):\n{}",
+        r1.render(),
+        r2.render()
+    );
+    assert!(r1.ok(), "{}", r1.render());
+    assert_eq!(
+        r1.stalls,
+        0,
+        "with the sufficient portion:\n{}",
+        r1.render()
+    );
+    assert!(
+        r1.ttff_ms.unwrap() > 3000.0,
+        "started before a sufficient portion: {}",
+        r1.render()
+    );
+    assert!(r2.ok(), "{}", r2.render());
+    assert!(r2.stalls > 0, "control run did not stall:\n{}", r2.render());
+    assert!(r2.ttff_ms.unwrap() < r1.ttff_ms.unwrap());
 }

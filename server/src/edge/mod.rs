@@ -74,6 +74,8 @@ struct Inner {
     stats: EdgeStats,
     permits: Semaphore,
     fills: Mutex<HashMap<(ObjectName, u64, usize), Fill<Bytes>>>,
+    /// Sessions playing each object; the prefetcher only fetches for objects someone plays.
+    playing: Mutex<HashMap<ObjectName, usize>>,
     manifests: Mutex<HashMap<ObjectName, Fill<Arc<Manifest>>>>,
 }
 
@@ -106,6 +108,7 @@ impl EdgeSource {
             permits,
             fills: Mutex::default(),
             manifests: Mutex::default(),
+            playing: Mutex::default(),
         }))
     }
 
@@ -215,6 +218,11 @@ impl EdgeSource {
                 let Ok(permit) = window.clone().acquire_owned().await else {
                     return;
                 };
+                // Every session of this object stopped (an early quit): stop fetching for it.
+                if lock(&this.0.playing).get(&m.object).copied().unwrap_or(0) == 0 {
+                    tracing::debug!(object = %m.object, next = i, "prefetch stopped: nobody playing");
+                    return;
+                }
                 let f = this.fill(m.clone(), i);
                 tokio::spawn(async move {
                     if let Err(e) = f.await {
@@ -291,10 +299,21 @@ impl Source for EdgeSource {
             "miss"
         };
         tracing::info!(object = %m.object, case, "session");
+        *lock(&self.0.playing).entry(m.object.clone()).or_default() += 1;
         if case != "full-hit" {
             self.prefetch(m.clone(), first);
         }
         Some(case)
+    }
+
+    fn stopped(&self, m: &Arc<Manifest>) {
+        let mut playing = lock(&self.0.playing);
+        if let Some(n) = playing.get_mut(&m.object) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                playing.remove(&m.object);
+            }
+        }
     }
 
     async fn ready(&self, m: &Arc<Manifest>, first: usize) -> Result<(), SourceError> {
