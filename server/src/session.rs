@@ -354,15 +354,18 @@ impl<S: Source> Sessions<S> {
                 "no track is set up",
             );
         }
+        // A refused PLAY leaves a playing session alone: validate before stopping it.
+        if req
+            .headers
+            .range
+            .is_some_and(|r| r.start > s.manifest.duration_us)
+        {
+            return err(status::INVALID_RANGE, req, "range starts after the end");
+        }
         s.stop().await;
         let n = s.manifest.segments.len();
         let first = match req.headers.range {
-            Some(r) => {
-                if r.start > s.manifest.duration_us {
-                    return err(status::INVALID_RANGE, req, "range starts after the end");
-                }
-                s.manifest.segment_at(r.start).unwrap_or(0)
-            }
+            Some(r) => s.manifest.segment_at(r.start).unwrap_or(0),
             None => s
                 .progress
                 .next_segment
