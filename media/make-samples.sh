@@ -7,6 +7,7 @@
 #   faststart.mp4   moov first (-movflags +faststart)
 #   fragmented.mp4  fragmented MP4 (moof/mdat per keyframe)
 #   long.mp4        60 s, for prefix/suffix and bench runs
+#   hd.mp4          8 s of 1280x720 at ~3 Mbit/s: a realistic bitrate for egress benchmarks
 set -euo pipefail
 cd "$(dirname "$0")/samples"
 
@@ -27,4 +28,10 @@ ffmpeg -hide_banner -loglevel error -y -i demo.mp4 -c copy -movflags +faststart 
 ffmpeg -hide_banner -loglevel error -y -i demo.mp4 -c copy \
   -movflags frag_keyframe+empty_moov+default_base_moof fragmented.mp4
 ffmpeg -hide_banner -loglevel error -y $(src 60) "${enc[@]}" long.mp4
+ffmpeg -hide_banner -loglevel error -y \
+  -f lavfi -i "testsrc2=size=1280x720:rate=30:duration=8" \
+  -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=8" \
+  -c:v libx264 -preset veryfast -profile:v high -pix_fmt yuv420p -b:v 3M -minrate 3M -maxrate 3M \
+  -bufsize 3M -x264-params threads=1:nal-hrd=cbr -g 30 -keyint_min 30 -sc_threshold 0 -bf 2 \
+  -c:a aac -b:a 128k -ac 2 -shortest -map_metadata -1 -fflags +bitexact hd.mp4
 ls -l

@@ -143,64 +143,76 @@ async fn raw_quinn(certs: &Path, streams: usize, secs: u64) -> anyhow::Result<f6
     Ok(rate)
 }
 
-/// A client that speaks segue/1 but only counts media bytes: DESCRIBE + SETUP + PLAY
-/// (unpaced), read every RoQ stream to its end, stop at PLAY_NOTIFY. Isolates the edge's cost
-/// from the player's depacketizing and hashing.
-async fn sink_play(url: &SegueUrl, ca: &Path) -> anyhow::Result<u64> {
-    use segue_wire::control::{Message, Method, NptRange, Request, Transport};
+/// A client that speaks segue/1 but only counts media bytes: on one connection, session after
+/// session (DESCRIBE + SETUP + PLAY unpaced, read every RoQ stream to its end, PLAY_NOTIFY,
+/// TEARDOWN) until `end`. Isolates the edge's cost from depacketizing, hashing and handshakes.
+async fn sink_until(url: &SegueUrl, ca: &Path, end: Instant) -> anyhow::Result<u64> {
+    use segue_wire::control::{Message, Method, NptRange, Request, SessionHeader, Transport};
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
     let (_ep, conn, mut control) = segue_client::connect(url, ca, Duration::from_secs(5)).await?;
-    let mut flight = Request::new(Method::Describe, Some(url.clone()), 1).encode();
-    let mut setup = Request::new(Method::Setup, Some(url.clone()), 2);
-    setup.headers.transport = Some(Transport { flow_id: 0 });
-    setup.headers.pipelined_requests = Some(1);
-    let mut playreq = Request::new(Method::Play, Some(url.clone()), 3);
-    playreq.headers.pipelined_requests = Some(1);
-    playreq.headers.range = Some(NptRange {
-        start: 0,
-        end: None,
-    });
-    playreq.headers.unpaced = true;
-    flight.extend(setup.encode());
-    flight.extend(playreq.encode());
-    control.send_raw(&flight).await?;
-    let readers = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let readers = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
     let acceptor = {
         let conn = conn.clone();
         let (readers, bytes) = (readers.clone(), bytes.clone());
         tokio::spawn(async move {
             while let Ok(mut s) = conn.accept_uni().await {
-                readers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                readers.fetch_add(1, SeqCst);
                 let (readers, bytes) = (readers.clone(), bytes.clone());
                 tokio::spawn(async move {
                     while let Ok(Some(c)) = s.read_chunk(usize::MAX, false).await {
                         bytes.fetch_add(c.bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     }
-                    readers.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    readers.fetch_sub(1, SeqCst);
                 });
             }
         })
     };
-    loop {
-        match control.recv().await? {
-            Message::Request(r) if r.method == Method::PlayNotify => break,
-            Message::Response(r) if !r.is_success() => {
-                bail!("sink: {} {:?}", r.status, r.headers.error)
+    while Instant::now() < end {
+        let mut flight =
+            Request::new(Method::Describe, Some(url.clone()), control.next_cseq()).encode();
+        let mut setup = Request::new(Method::Setup, Some(url.clone()), control.next_cseq());
+        setup.headers.transport = Some(Transport { flow_id: 0 });
+        setup.headers.pipelined_requests = Some(1);
+        let mut playreq = Request::new(Method::Play, Some(url.clone()), control.next_cseq());
+        playreq.headers.pipelined_requests = Some(1);
+        playreq.headers.range = Some(NptRange {
+            start: 0,
+            end: None,
+        });
+        playreq.headers.unpaced = true;
+        flight.extend(setup.encode());
+        flight.extend(playreq.encode());
+        control.send_raw(&flight).await?;
+        let mut session = None;
+        loop {
+            match control.recv().await? {
+                Message::Request(r) if r.method == Method::PlayNotify => break,
+                Message::Response(r) if !r.is_success() => {
+                    bail!("sink: {} {:?}", r.status, r.headers.error)
+                }
+                Message::Response(r) if r.headers.cseq == setup.headers.cseq => {
+                    session = r.headers.session
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    // Every media stream was finished before PLAY_NOTIFY was sent; drain what is in flight.
-    let mut idle = 0;
-    while idle < 3 {
-        tokio::task::yield_now().await;
-        if readers.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            idle += 1;
+        // Every media stream was finished before PLAY_NOTIFY was sent; drain what is in flight.
+        let mut idle = 0;
+        while idle < 3 {
             tokio::time::sleep(Duration::from_micros(200)).await;
-        } else {
-            idle = 0;
-            tokio::time::sleep(Duration::from_micros(200)).await;
+            idle = if readers.load(SeqCst) == 0 {
+                idle + 1
+            } else {
+                0
+            };
         }
+        let mut td = Request::new(Method::Teardown, Some(url.clone()), control.next_cseq());
+        td.headers.session = session.map(|s| SessionHeader {
+            id: s.id,
+            timeout: None,
+        });
+        control.request(&td).await?;
     }
     acceptor.abort();
     conn.close(0u32.into(), b"done");
@@ -216,13 +228,11 @@ async fn egress(n: usize, secs: u64, url: &SegueUrl, ca: &Path, sink: bool) -> a
             let (url, ca) = (url.clone(), ca.to_path_buf());
             tokio::spawn(async move {
                 let mut bytes = 0u64;
+                if sink {
+                    return sink_until(&url, &ca, end).await.unwrap_or(0);
+                }
                 while Instant::now() < end {
-                    if sink {
-                        match sink_play(&url, &ca).await {
-                            Ok(b) => bytes += b,
-                            Err(_) => break,
-                        }
-                    } else {
+                    {
                         let mut p = PlayOptions::new(url.clone(), ca.clone());
                         p.pace = false;
                         let r = play(&p).await;
@@ -264,6 +274,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     std::fs::create_dir_all(&media)?;
     let demo = std::fs::read(o.samples.join("demo.mp4")).context("samples: demo.mp4")?;
     let long = std::fs::read(o.samples.join("long.mp4")).context("samples: long.mp4")?;
+    let hd = std::fs::read(o.samples.join("hd.mp4")).context("samples: hd.mp4")?;
     // Fresh copies for every miss and prefix-hit round: each of those plays must be the first.
     for i in 0..o.rounds {
         std::fs::write(media.join(format!("miss{i}.mp4")), &demo)?;
@@ -271,6 +282,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     }
     std::fs::write(media.join("full.mp4"), &demo)?;
     std::fs::write(media.join("long.mp4"), &long)?;
+    std::fs::write(media.join("hd.mp4"), &hd)?;
 
     let (oport, eport) = (free_port()?, free_port()?);
     let cert = certs.join("localhost.pem");
@@ -380,26 +392,32 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
         }
     ));
 
-    // Egress.
-    ttff(&eurl("long")?, &ca).await?; // cache it fully
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Egress, for a low-bitrate object (per-frame costs dominate) and a realistic one.
     out.push_str(&format!(
-        "Egress, {} s per level, unpaced, object `long` fully cached; sinks count RoQ bytes only, players also depacketize and hash\n",
+        "Egress, {} s per level, unpaced, objects fully cached; sinks count RoQ bytes and run session after session on one connection, players open a connection per play and depacketize and hash every frame\n",
         o.egress_secs
     ));
-    let long_url = eurl("long")?;
-    for &n in &o.players {
-        let raw = raw_quinn(&certs, n, o.egress_secs).await?;
-        let sink = egress(n, o.egress_secs, &long_url, &ca, true).await?;
-        let full = egress(n, o.egress_secs, &long_url, &ca, false).await?;
-        out.push_str(&format!(
-            "  {n:>3} clients: raw quinn {:>7.1} MB/s | edge to sinks {:>7.1} MB/s ({:>5.1}% of raw) | edge to players {:>7.1} MB/s ({:>5.1}%)\n",
-            raw / 1e6,
-            sink / 1e6,
-            sink / raw * 100.0,
-            full / 1e6,
-            full / raw * 100.0
-        ));
+    for (obj, what) in [
+        ("long", "60 s at 0.23 Mbit/s"),
+        ("hd", "8 s of 720p at 3.3 Mbit/s"),
+    ] {
+        let url = eurl(obj)?;
+        ttff(&url, &ca).await?; // cache it fully
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        out.push_str(&format!("  object `{obj}` ({what})\n"));
+        for &n in &o.players {
+            let raw = raw_quinn(&certs, n, o.egress_secs).await?;
+            let sink = egress(n, o.egress_secs, &url, &ca, true).await?;
+            let full = egress(n, o.egress_secs, &url, &ca, false).await?;
+            out.push_str(&format!(
+                "    {n:>3} clients: raw quinn {:>7.1} MB/s | edge to sinks {:>7.1} MB/s ({:>5.1}% of raw) | edge to players {:>7.1} MB/s ({:>5.1}%)\n",
+                raw / 1e6,
+                sink / 1e6,
+                sink / raw * 100.0,
+                full / 1e6,
+                full / raw * 100.0
+            ));
+        }
     }
 
     // Memory per session.

@@ -673,28 +673,30 @@ impl<S: Source> Sender<S> {
         Ok(())
     }
 
-    /// Writes a track's batched packets to its stream.
+    /// Writes a track's batched chunks to its stream.
     async fn flush(
         &mut self,
         ti: usize,
-        bufs: &mut [Vec<u8>],
+        batches: &mut [Batch],
         streams: &mut [Option<quinn::SendStream>],
     ) -> Result<(), Stop> {
-        if bufs[ti].is_empty() {
+        let batch = &mut batches[ti];
+        batch.seal();
+        if batch.chunks.is_empty() {
             return Ok(());
         }
         let Some(stream) = streams[ti].as_mut() else {
             return Ok(());
         };
-        // Hand quinn the batch itself (no copy into its send buffer).
-        let cap = bufs[ti].capacity();
-        let batch = Bytes::from(std::mem::replace(&mut bufs[ti], Vec::with_capacity(cap)));
-        let len = batch.len() as u64;
         tokio::select! {
-            r = stream.write_chunk(batch) => r.map_err(|e| Stop::Failed(format!("media stream: {e}")))?,
+            r = stream.write_all_chunks(&mut batch.chunks) => r.map_err(|e| Stop::Failed(format!("media stream: {e}")))?,
             _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
         }
-        self.progress.bytes.fetch_add(len, Ordering::Relaxed);
+        self.progress
+            .bytes
+            .fetch_add(batch.bytes as u64, Ordering::Relaxed);
+        batch.chunks.clear();
+        batch.bytes = 0;
         Ok(())
     }
 
@@ -706,11 +708,10 @@ impl<S: Source> Sender<S> {
         streams: &mut [Option<quinn::SendStream>],
     ) -> Result<(), Stop> {
         // Packets are batched per track and written when a batch is full, before waiting for
-        // pacing, and at the end of the segment: few large writes instead of one per frame.
+        // pacing, and at the end of the segment. A packet is two chunks: its RoQ length and RTP
+        // header, and its payload, a slice of the segment itself (no copy).
         const BATCH: usize = 64 * 1024;
-        let mut bufs: Vec<Vec<u8>> = (0..self.tracks.len())
-            .map(|_| Vec::with_capacity(BATCH + self.max_payload))
-            .collect();
+        let mut batches: Vec<Batch> = (0..self.tracks.len()).map(|_| Batch::default()).collect();
         for frame in FrameReader::new(payload, Limits::default().max_frame_size) {
             let frame = frame.map_err(|e| Stop::Failed(format!("segment {index}: {e}")))?;
             let Some(ti) = self.tracks.iter().position(|t| t.index == frame.track) else {
@@ -723,8 +724,8 @@ impl<S: Source> Sender<S> {
                     + Duration::from_micros(dts_us.saturating_sub(self.start_us))
                         .saturating_sub(self.send_ahead);
                 if due > Instant::now() {
-                    for j in 0..bufs.len() {
-                        self.flush(j, &mut bufs, streams).await?;
+                    for j in 0..batches.len() {
+                        self.flush(j, &mut batches, streams).await?;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep_until(due) => {}
@@ -739,6 +740,7 @@ impl<S: Source> Sender<S> {
                 aac::packetize(&frame.data, self.max_payload)
             }
             .map_err(|e| Stop::Failed(format!("segment {index}: cannot packetize: {e}")))?;
+            let batch = &mut batches[ti];
             if streams[ti].is_none() {
                 let s = self
                     .conn
@@ -747,7 +749,7 @@ impl<S: Source> Sender<S> {
                     .map_err(|e| Stop::Failed(format!("cannot open a media stream: {e}")))?;
                 // Earlier segments first.
                 let _ = s.set_priority(-(index.min(i32::MAX as usize) as i32));
-                roq::put_stream_header(&mut bufs[ti], t.flow);
+                roq::put_stream_header(&mut batch.small, t.flow);
                 streams[ti] = Some(s);
             }
             let timestamp = (frame.pts as u32).wrapping_add(t.ts_offset);
@@ -766,19 +768,58 @@ impl<S: Source> Sender<S> {
                     payload: p,
                 };
                 t.seq = t.seq.wrapping_add(1);
-                pkt.write_framed(&mut bufs[ti], t.ext_id);
+                if pkt.payload.len() >= ZERO_COPY_MIN {
+                    batch.small.reserve(32);
+                    pkt.write_framed_header(&mut batch.small, t.ext_id);
+                    batch.seal();
+                    batch.push(pkt.payload);
+                } else {
+                    pkt.write_framed(&mut batch.small, t.ext_id);
+                }
             }
             self.progress.packets.fetch_add(count, Ordering::Relaxed);
             self.progress
                 .position_us
                 .store(rescale(frame.pts, clock, 1_000_000), Ordering::Relaxed);
-            if bufs[ti].len() >= BATCH {
-                self.flush(ti, &mut bufs, streams).await?;
+            if batches[ti].len() >= BATCH {
+                self.flush(ti, &mut batches, streams).await?;
             }
         }
-        for j in 0..bufs.len() {
-            self.flush(j, &mut bufs, streams).await?;
+        for j in 0..batches.len() {
+            self.flush(j, &mut batches, streams).await?;
         }
         Ok(())
+    }
+}
+
+/// Payloads at least this large are handed to quinn as slices of the segment; smaller packets
+/// are copied and coalesced (many tiny chunks cost more than the copy).
+const ZERO_COPY_MIN: usize = 2048;
+
+/// What waits to be written to one media stream: sealed chunks, then bytes still being
+/// coalesced.
+#[derive(Default)]
+struct Batch {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    small: Vec<u8>,
+}
+
+impl Batch {
+    /// Turns the coalesced bytes into a chunk.
+    fn seal(&mut self) {
+        if !self.small.is_empty() {
+            let b = Bytes::from(std::mem::take(&mut self.small));
+            self.push(b);
+        }
+    }
+
+    fn push(&mut self, b: Bytes) {
+        self.bytes += b.len();
+        self.chunks.push(b);
+    }
+
+    fn len(&self) -> usize {
+        self.bytes + self.small.len()
     }
 }

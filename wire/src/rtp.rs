@@ -68,14 +68,21 @@ impl RtpPacket {
 
     /// Appends the packet's bytes to `out`, with the frame-info extension under id `ext_id`.
     fn append_to(&self, out: &mut Vec<u8>, ext_id: u8) {
+        self.append_parts(out, ext_id, true)
+    }
+
+    /// Appends the header (and the payload if `with_payload`). An RTP header does not encode
+    /// the payload length, so the header alone is the packet's first bytes.
+    fn append_parts(&self, out: &mut Vec<u8>, ext_id: u8, with_payload: bool) {
         let ext;
+        let payload: &[u8] = if with_payload { &self.payload } else { &[] };
         let mut b = rtp_types::RtpPacketBuilder::<&[u8], &[u8]>::new()
             .marker_bit(self.marker)
             .payload_type(self.payload_type & 0x7f)
             .sequence_number(self.sequence)
             .timestamp(self.timestamp)
             .ssrc(self.ssrc)
-            .payload(&self.payload[..]);
+            .payload(payload);
         if let Some(fi) = self.frame_info {
             // One element: ID (4 bits) | L=3 (4 bits), 4 data bytes, padded to 8 bytes.
             let d = fi.encode();
@@ -106,6 +113,14 @@ impl RtpPacket {
     pub fn write_framed(&self, out: &mut Vec<u8>, ext_id: u8) {
         crate::varint::put(out, self.encoded_len() as u64);
         self.append_to(out, ext_id);
+    }
+
+    /// Like [`RtpPacket::write_framed`] without the payload: the RoQ length and the RTP header.
+    /// Followed by `self.payload`, it is the same bytes; senders use it to hand the payload to
+    /// the transport without copying it.
+    pub fn write_framed_header(&self, out: &mut Vec<u8>, ext_id: u8) {
+        crate::varint::put(out, self.encoded_len() as u64);
+        self.append_parts(out, ext_id, false);
     }
 
     /// Parses a packet; `ext_id` is the frame-info id negotiated in the SDP.
@@ -216,6 +231,10 @@ mod tests {
             let mut b = vec![0xee];
             crate::roq::put_packet(&mut b, &p.encode());
             assert_eq!(a, b);
+            let mut c = vec![0xee];
+            p.write_framed_header(&mut c, 1);
+            c.extend_from_slice(&p.payload);
+            assert_eq!(c, b);
         }
     }
 
