@@ -53,7 +53,43 @@ impl Source for Counting {
     }
 }
 
+/// How to (re)start the lab's origin.
+struct Origin {
+    opts: LibraryOptions,
+    cert: PathBuf,
+    key: PathBuf,
+    throttle: Option<u64>,
+    delay: Duration,
+    reads: Arc<Mutex<HashMap<(String, usize), u32>>>,
+}
+
+impl Origin {
+    /// Starts the origin on `port` (0: any); returns its port, stop switch and task.
+    fn start(&self, port: u16) -> (u16, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        let source = Counting {
+            inner: LibrarySource(Arc::new(Library::open(&self.opts).unwrap())),
+            reads: self.reads.clone(),
+            throttle: self.throttle,
+        };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let ep = server_endpoint(addr, &self.cert, &self.key, TransportLimits::default()).unwrap();
+        let port = ep.local_addr().unwrap().port();
+        let (stop, rx) = watch::channel(false);
+        let node = NodeOptions {
+            response_delay: self.delay,
+            ..NodeOptions::default()
+        };
+        (
+            port,
+            stop,
+            tokio::spawn(serve(ep, Arc::new(source), node, rx)),
+        )
+    }
+}
+
 struct Lab {
+    origin: Origin,
+    origin_port: u16,
     dir: tempfile::TempDir,
     ca: PathBuf,
     origin_reads: Arc<Mutex<HashMap<(String, usize), u32>>>,
@@ -112,25 +148,15 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
         certs.join("ca.pem"),
     );
     let reads = Arc::new(Mutex::new(HashMap::new()));
-    let source = Counting {
-        inner: LibrarySource(Arc::new(Library::open(&opts).unwrap())),
-        reads: reads.clone(),
+    let origin = Origin {
+        opts,
+        cert: cert.clone(),
+        key: key.clone(),
         throttle: o.throttle,
+        delay: o.origin_delay,
+        reads: reads.clone(),
     };
-    let ep = server_endpoint(
-        "127.0.0.1:0".parse().unwrap(),
-        &cert,
-        &key,
-        TransportLimits::default(),
-    )
-    .unwrap();
-    let origin_port = ep.local_addr().unwrap().port();
-    let (origin_stop, rx) = watch::channel(false);
-    let node = NodeOptions {
-        response_delay: o.origin_delay,
-        ..NodeOptions::default()
-    };
-    let origin_task = tokio::spawn(serve(ep, Arc::new(source), node, rx));
+    let (origin_port, origin_stop, origin_task) = origin.start(0);
 
     let store = Store::open(&dir.path().join("edge"), 1 << 30, o.prefix_secs * 1_000_000).unwrap();
     let url = SegueUrl::parse(&format!("segue://localhost:{origin_port}/")).unwrap();
@@ -162,6 +188,8 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
     ));
     (
         Lab {
+            origin,
+            origin_port,
             dir,
             ca,
             origin_reads: reads,
@@ -371,6 +399,26 @@ async fn origin_killed_mid_suffix() {
     let gone = lab.play("never-cached", false).await;
     let e = gone.error.unwrap_or_default();
     assert!(e.contains("502") && e.contains("origin"), "{e}");
+
+    // The origin comes back on the same address: the edge reconnects (with backoff) and the
+    // object that failed plays through, its missing segments fetched anew.
+    let (_, stop, task) = lab.origin.start(lab.origin_port);
+    lab.origin_stop = stop;
+    lab.origin_task = Some(task);
+    let mut reconnected = false;
+    for _ in 0..100 {
+        if lab.edge.upstream().connection().await.is_ok() {
+            reconnected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        reconnected,
+        "edge did not reconnect to the restarted origin"
+    );
+    let back = lab.play("long", false).await;
+    assert!(back.ok(), "{}", back.render());
     drop(lab.dir);
 }
 

@@ -360,3 +360,101 @@ impl Store {
         self.capacity
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segue_wire::segment::SegmentEntry;
+
+    fn manifest(name: &str, sizes: &[u64]) -> Arc<Manifest> {
+        let segments = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| SegmentEntry {
+                start_us: i as u64 * 2_000_000,
+                duration_us: 2_000_000,
+                size,
+                frames: 1,
+                checksum: [0; 32],
+            })
+            .collect();
+        Arc::new(Manifest {
+            object: ObjectName::new(name, 64).unwrap(),
+            revision: 1,
+            duration_us: sizes.len() as u64 * 2_000_000,
+            formats: vec![],
+            sdp: String::new(),
+            tracks: vec![],
+            segments,
+        })
+    }
+
+    fn payload(n: u64) -> Bytes {
+        Bytes::from(vec![7u8; n as usize])
+    }
+
+    #[tokio::test]
+    async fn capacity_is_respected_and_suffixes_of_cold_objects_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 s prefix = segments 0 and 1; capacity for 10 segments of 100 bytes.
+        let store = Store::open(dir.path(), 1000, 4_000_000).unwrap();
+        let cold = manifest("cold", &[100; 5]);
+        let hot = manifest("hot", &[100; 5]);
+        store.put_manifest(&cold).unwrap();
+        store.put_manifest(&hot).unwrap();
+        for i in 0..5 {
+            assert_eq!(store.put(&cold, i, &payload(100)).await, Stored::Written);
+        }
+        for i in 0..5 {
+            assert_eq!(store.put(&hot, i, &payload(100)).await, Stored::Written);
+        }
+        assert_eq!(store.used(), 1000);
+        // `hot` is used again; a new object needs room for 3 segments.
+        store.manifest(&hot.object);
+        let new = manifest("new", &[100; 3]);
+        store.put_manifest(&new).unwrap();
+        for i in 0..3 {
+            assert_eq!(store.put(&new, i, &payload(100)).await, Stored::Written);
+        }
+        assert!(store.used() <= 1000);
+        assert_eq!(store.evictions(), 3);
+        // The cold object's suffix went first, its prefix stayed, the hot object is untouched.
+        assert_eq!(
+            (0..5).filter(|&i| store.has(&cold, i)).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(store.count_from(&hot, 0), 5);
+        // Nothing fits a segment larger than the whole cache: served from memory only.
+        let huge = manifest("huge", &[5000]);
+        store.put_manifest(&huge).unwrap();
+        assert_eq!(store.put(&huge, 0, &payload(5000)).await, Stored::NotStored);
+        // The index survives a restart.
+        drop(store);
+        let again = Store::open(dir.path(), 1000, 4_000_000).unwrap();
+        assert_eq!(again.used(), 1000);
+        assert_eq!(again.count_from(&hot, 0), 5);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_segment_is_dropped_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, 4_000_000).unwrap();
+        let body = payload(100);
+        let mut m = (*manifest("obj", &[100])).clone();
+        m.segments[0]
+            .checksum
+            .copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &body).as_ref());
+        let m = Arc::new(m);
+        store.put_manifest(&m).unwrap();
+        store.put(&m, 0, &body).await;
+        assert_eq!(store.read(&m, 0).await, Some(body));
+        // Flip a byte on disk: the read refuses it and forgets the segment.
+        let path = seg_path(&object_dir(&dir.path().join("objects"), &m.object), 0);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert_eq!(store.read(&m, 0).await, None);
+        assert!(!store.has(&m, 0));
+        assert!(!path.exists());
+    }
+}
