@@ -532,3 +532,14 @@ async fn slow_origin_miss_waits_for_a_sufficient_portion() {
     assert!(r2.stalls > 0, "control run did not stall:\n{}", r2.render());
     assert!(r2.ttff_ms.unwrap() < r1.ttff_ms.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_object_through_the_edge_is_a_clean_404() {
+    let (lab, _lib) = lab(LabOptions::default()).await;
+    let r = lab.play("nothing-here", false).await;
+    let e = r.error.unwrap_or_default();
+    assert!(
+        e.contains("404 no object nothing-here") && !e.contains("no object no object"),
+        "{e}"
+    );
+}

@@ -218,7 +218,11 @@ impl Upstream {
         if let ResponseFrame::Response(h) = &frame {
             match h.status {
                 Status::Ok => {}
-                Status::NotFound => return Err(SourceError::NotFound(h.reason.clone())),
+                Status::NotFound => {
+                    // The origin's reason already says "no object ..." (SourceError's wording).
+                    let what = h.reason.strip_prefix("no object ").unwrap_or(&h.reason);
+                    return Err(SourceError::NotFound(what.to_owned()));
+                }
                 Status::UpstreamUnavailable | Status::Busy => {
                     return Err(SourceError::Unavailable(h.reason.clone()));
                 }
