@@ -566,6 +566,12 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             {
                 play0 = Some(now);
                 report.startup_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
+            } else if last_media.elapsed() > opts.stall_timeout {
+                let why = stream_failures
+                    .last()
+                    .cloned()
+                    .unwrap_or_else(|| "the server sent none".into());
+                bail!("no playable media within {:?}: {why}", opts.stall_timeout);
             } else {
                 continue;
             }
@@ -578,6 +584,10 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 .as_micros() as u64
         };
         let mut missing = false;
+        // Waited long enough for what is missing: paced, a stall that outlived the timeout;
+        // unpaced (no stalls are measured), no media for the timeout.
+        let waited_out = stalled_since.is_some_and(|s| s.elapsed() > opts.stall_timeout)
+            || (!opts.pace && last_media.elapsed() > opts.stall_timeout);
         for t in tracks.iter_mut() {
             loop {
                 if t.finished() {
@@ -597,7 +607,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                     }
                     // A gap that outlives the stall timeout: skip to what we have.
                     if let Some((&k, _)) = t.pending.iter().next()
-                        && stalled_since.is_some_and(|s| s.elapsed() > opts.stall_timeout)
+                        && waited_out
                     {
                         t.next_seq = Some(k);
                         continue;
@@ -658,7 +668,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             }
             _ => {}
         }
-        if stalled_since.is_some_and(|s| s.elapsed() > opts.stall_timeout)
+        if waited_out
             && tracks.iter().all(|t| t.pending.is_empty())
             && last_media.elapsed() > opts.stall_timeout
         {

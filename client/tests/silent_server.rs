@@ -1,0 +1,111 @@
+//! A server that accepts the session and then sends nothing: the player must end with a clear
+//! error within its stall timeout, paced or not, and never hang.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::crypto::rustls::QuicServerConfig;
+use segue_client::{PlayOptions, play};
+use segue_wire::control::{
+    ControlDecoder, Message, Method, NptRange, Response, RtpInfo, SessionHeader,
+};
+use segue_wire::sdp::{Codec, Description, Track};
+use segue_wire::{Limits, Resource, SegueUrl};
+
+/// Answers DESCRIBE, SETUP and PLAY on the control stream; never opens a media stream.
+async fn silent_server(dir: &std::path::Path) -> u16 {
+    let tls = segue_certs::tls::server_config(
+        &dir.join("localhost.pem"),
+        &dir.join("localhost.key"),
+        &[segue_wire::ALPN],
+    )
+    .unwrap();
+    let cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).unwrap()));
+    let ep = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = ep.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Some(inc) = ep.accept().await {
+            tokio::spawn(async move {
+                let conn = inc.await.unwrap();
+                let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+                let mut dec = ControlDecoder::new(Limits::default());
+                let mut buf = [0u8; 4096];
+                while let Ok(Some(n)) = recv.read(&mut buf).await {
+                    dec.push(&buf[..n]);
+                    while let Ok(Some(Message::Request(req))) = dec.next_message() {
+                        let mut r = Response::new(200, req.headers.cseq);
+                        let url = req.uri.clone().unwrap();
+                        match req.method {
+                            Method::Describe => {
+                                let d = Description {
+                                    name: "x".into(),
+                                    duration_us: 10_000_000,
+                                    tracks: vec![Track {
+                                        index: 0,
+                                        payload_type: 96,
+                                        clock_rate: 90_000,
+                                        codec: Codec::H264 {
+                                            profile_level_id: [0x42, 0, 0x1f],
+                                            parameter_sets: vec![],
+                                        },
+                                        frame_info_ext: 1,
+                                    }],
+                                };
+                                r.headers.content_type = Some("application/sdp".into());
+                                r.body = Bytes::from(d.to_sdp());
+                            }
+                            Method::Setup => {
+                                r.headers.session = Some(SessionHeader {
+                                    id: "s".into(),
+                                    timeout: Some(60),
+                                });
+                                r.headers.transport = req.headers.transport;
+                            }
+                            Method::Play => {
+                                let Resource::Object(o) = url.resource.clone() else {
+                                    panic!()
+                                };
+                                r.headers.range = Some(NptRange {
+                                    start: 0,
+                                    end: Some(10_000_000),
+                                });
+                                r.headers.rtp_info = vec![RtpInfo {
+                                    url: url.with_resource(Resource::Track(o, 0)),
+                                    ssrc: 1,
+                                    seq: 1,
+                                    rtptime: 0,
+                                }];
+                            }
+                            _ => {}
+                        }
+                        send.write_all(&r.encode()).await.unwrap();
+                    }
+                }
+                conn.closed().await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_silent_server_ends_the_play_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    let port = silent_server(dir.path()).await;
+    for pace in [true, false] {
+        let url = SegueUrl::parse(&format!("segue://localhost:{port}/x")).unwrap();
+        let mut o = PlayOptions::new(url, dir.path().join("ca.pem"));
+        o.pace = pace;
+        o.stall_timeout = Duration::from_secs(1);
+        let started = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(10), play(&o))
+            .await
+            .expect("player hung");
+        assert!(!r.ok());
+        let e = r.error.unwrap_or_default();
+        assert!(e.contains("no playable media"), "pace={pace}: {e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
