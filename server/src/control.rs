@@ -40,7 +40,15 @@ pub trait ControlHandler: Send {
         req: Request,
         out: &ControlOut,
     ) -> impl std::future::Future<Output = Response> + Send;
+
+    /// Called every [`TICK`] while the control stream is open (session timeouts).
+    fn tick(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
+
+/// How often [`ControlHandler::tick`] runs.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Answers OPTIONS only; every other method gets 501.
 #[derive(Debug, Default)]
@@ -128,7 +136,15 @@ async fn read_loop<H: ControlHandler>(
                 }
             }
         }
-        match recv.read(&mut buf).await? {
+        // quinn's read is cancel-safe: a tick never loses data.
+        let read = tokio::select! {
+            r = recv.read(&mut buf) => r?,
+            _ = tokio::time::sleep(TICK) => {
+                handler.tick().await;
+                continue;
+            }
+        };
+        match read {
             Some(n) => dec.push(&buf[..n]),
             None => return Ok(()),
         }

@@ -83,6 +83,8 @@ struct Session {
     flows: Vec<Option<u64>>,
     progress: Arc<Progress>,
     playing: Option<Playing>,
+    /// Last request that named this session.
+    last_request: Instant,
 }
 
 impl Session {
@@ -177,6 +179,35 @@ impl<S: Source> Sessions<S> {
         }
     }
 
+    /// Tears down sessions that are not playing and saw no request for their timeout.
+    async fn expire(&mut self) {
+        let timeout = Duration::from_secs(self.opts.timeout_s);
+        let stale: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                let playing = s.playing.as_ref().is_some_and(|p| !p.task.is_finished());
+                !playing && s.last_request.elapsed() > timeout
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            tracing::debug!(session = %id, "session timed out");
+            self.remove(&id).await;
+        }
+    }
+
+    async fn remove(&mut self, id: &str) {
+        if let Some(mut s) = self.sessions.remove(id) {
+            s.stop().await;
+            for f in s.flows.into_iter().flatten() {
+                self.flows_in_use.remove(&f);
+            }
+        }
+        self.pipelined
+            .retain(|_, v| v.as_ref().map_or(true, |s| s != id));
+    }
+
     /// The session a request refers to, through `Session` or `Pipelined-Requests`.
     fn session_id(&self, req: &Request) -> Result<Option<String>, Refusal> {
         if let Some(s) = &req.headers.session {
@@ -261,6 +292,7 @@ impl<S: Source> Sessions<S> {
                         flows,
                         progress: Arc::default(),
                         playing: None,
+                        last_request: Instant::now(),
                     },
                 );
                 (id, true)
@@ -462,14 +494,7 @@ impl<S: Source> Sessions<S> {
             Ok(None) => return err(status::SESSION_NOT_FOUND, req, "TEARDOWN needs a Session"),
             Err((st, why)) => return err(st, req, why),
         };
-        if let Some(mut s) = self.sessions.remove(&id) {
-            s.stop().await;
-            for f in s.flows.into_iter().flatten() {
-                self.flows_in_use.remove(&f);
-            }
-        }
-        self.pipelined
-            .retain(|_, v| v.as_ref().map_or(true, |s| *s != id));
+        self.remove(&id).await;
         Response::new(status::OK, req.headers.cseq)
     }
 
@@ -525,7 +550,17 @@ impl<S: Source> Sessions<S> {
 }
 
 impl<S: Source> ControlHandler for Sessions<S> {
+    async fn tick(&mut self) {
+        self.expire().await;
+    }
+
     async fn handle(&mut self, req: Request, out: &ControlOut) -> Response {
+        // Any request naming a session keeps it alive.
+        if let Some(id) = req.headers.session.as_ref().map(|s| s.id.clone())
+            && let Some(s) = self.sessions.get_mut(&id)
+        {
+            s.last_request = Instant::now();
+        }
         match req.method {
             Method::Options => options_response(req.headers.cseq, &PUBLIC),
             Method::Describe => self.describe(&req).await,

@@ -25,6 +25,10 @@ struct Node {
 }
 
 async fn node() -> Node {
+    node_with(NodeOptions::default()).await
+}
+
+async fn node_with(opts: NodeOptions) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     segue_certs::init(&certs, &[]).unwrap();
@@ -50,7 +54,7 @@ async fn node() -> Node {
     tokio::spawn(serve(
         ep,
         Arc::new(LibrarySource(Arc::new(lib))),
-        NodeOptions::default(),
+        opts,
         rx,
     ));
     let url = SegueUrl::parse(&format!("segue://localhost:{port}/demo")).unwrap();
@@ -275,4 +279,42 @@ async fn failed_pipeline_fails_its_later_requests() {
         statuses[1].2.contains("pipelined request failed"),
         "{statuses:?}"
     );
+}
+
+#[tokio::test]
+async fn idle_sessions_time_out_and_keep_alives_keep_them() {
+    let mut opts = NodeOptions::default();
+    opts.sessions.timeout_s = 1;
+    let mut n = node_with(opts).await;
+    let url = n.url.clone();
+    let mut ids = Vec::new();
+    for flow in [0, 10] {
+        let mut s = Request::new(Method::Setup, Some(url.clone()), 0);
+        s.headers.transport = Some(Transport { flow_id: flow });
+        let r = n.ask(s).await;
+        assert_eq!(r.headers.session.as_ref().unwrap().timeout, Some(1));
+        ids.push(r.headers.session.unwrap().id);
+    }
+    // Keep the second session alive for 2.5 s; the first one hears nothing.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = n
+            .ask(with_session(
+                Request::new(Method::GetParameter, Some(url.clone()), 0),
+                &ids[1],
+            ))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let r = n
+        .ask(with_session(
+            Request::new(Method::GetParameter, Some(url.clone()), 0),
+            &ids[0],
+        ))
+        .await;
+    assert_eq!(r.status, 454, "idle session still there");
+    // Its flows were released: flow 0 can be bound again.
+    let mut s = Request::new(Method::Setup, Some(url.clone()), 0);
+    s.headers.transport = Some(Transport { flow_id: 0 });
+    assert_eq!(n.ask(s).await.status, 200);
 }
