@@ -11,4 +11,4 @@ pub mod session;
 
 pub use play::{PlayOptions, play};
 pub use report::Report;
-pub use session::{ControlClient, connect};
+pub use session::{ControlClient, StartCseqs, connect};

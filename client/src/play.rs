@@ -10,9 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use ring::digest::{Context, SHA256};
-use segue_wire::control::{
-    Message, Method, NptRange, Request, Response, SDP_CONTENT_TYPE, Transport,
-};
+use segue_wire::control::{Message, Method, Request, Response, SDP_CONTENT_TYPE};
 use segue_wire::payload::{aac, h264};
 use segue_wire::roq::{RoqDecoder, RoqItem};
 use segue_wire::rtp::{FrameInfo, RtpPacket};
@@ -352,26 +350,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
     report.connect_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
 
     // The pipelined flight: DESCRIBE + aggregate SETUP + PLAY.
-    let mut describe = Request::new(
-        Method::Describe,
-        Some(object_url.clone()),
-        control.next_cseq(),
-    );
-    describe.headers.content_type = None;
-    let mut setup = Request::new(Method::Setup, Some(object_url.clone()), control.next_cseq());
-    setup.headers.transport = Some(Transport { flow_id: 0 });
-    setup.headers.pipelined_requests = Some(1);
-    let mut playreq = Request::new(Method::Play, Some(object_url.clone()), control.next_cseq());
-    playreq.headers.pipelined_requests = Some(1);
-    playreq.headers.range = Some(NptRange {
-        start: 0,
-        end: None,
-    });
-    playreq.headers.unpaced = !opts.pace;
-    let mut flight = describe.encode();
-    flight.extend(setup.encode());
-    flight.extend(playreq.encode());
-    control.send_raw(&flight).await?;
+    let cseq = control.start(&object_url, 0, !opts.pace).await?;
     // TTFF and playback start count from here: the request, not the handshake.
     let t_req = Instant::now();
 
@@ -441,8 +420,8 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 let m = m?;
                 match m {
                     Message::Response(r) => {
-                        let r = handle_response(r, describe.headers.cseq, setup.headers.cseq, playreq.headers.cseq)?;
-                        if r.headers.cseq == describe.headers.cseq {
+                        let r = handle_response(r, cseq.describe, cseq.setup, cseq.play)?;
+                        if r.headers.cseq == cseq.describe {
                             if r.headers.content_type.as_deref() != Some(SDP_CONTENT_TYPE) {
                                 bail!("DESCRIBE returned no SDP");
                             }
@@ -466,9 +445,9 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                                 recorder = Some(Recorder::open(path, &desc)?);
                             }
                             let _ = desc_tx.send(Some(Arc::new(desc)));
-                        } else if r.headers.cseq == setup.headers.cseq {
+                        } else if r.headers.cseq == cseq.setup {
                             session = r.headers.session.map(|s| s.id);
-                        } else if r.headers.cseq == playreq.headers.cseq {
+                        } else if r.headers.cseq == cseq.play {
                             start_us = r.headers.range.map_or(0, |r| r.start);
                             for info in &r.headers.rtp_info {
                                 let Resource::Track(_, i) = info.url.resource else { continue };

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use quinn::crypto::rustls::QuicClientConfig;
-use segue_wire::control::{ControlDecoder, Message, Request, Response};
+use segue_wire::control::{
+    ControlDecoder, Message, Method, NptRange, Request, Response, Transport,
+};
 use segue_wire::{Limits, SegueUrl};
 
 /// Connects to the node `url` names, verifying its certificate against `ca`, and returns the
@@ -43,6 +45,14 @@ pub async fn connect(
     Ok((ep, conn, ControlClient::new(send, recv)))
 }
 
+/// CSeqs of the pipelined start's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StartCseqs {
+    pub describe: u32,
+    pub setup: u32,
+    pub play: u32,
+}
+
 /// Sends requests on the control stream and reads responses.
 pub struct ControlClient {
     send: quinn::SendStream,
@@ -72,6 +82,36 @@ impl ControlClient {
     pub async fn send(&mut self, req: &Request) -> anyhow::Result<()> {
         self.send.write_all(&req.encode()).await?;
         Ok(())
+    }
+
+    /// Sends the pipelined start of PROTOCOL.md §5.4 for `object`: DESCRIBE, an aggregate SETUP
+    /// binding track i to flow i, and PLAY from `start_us`, in one write. Returns their CSeqs.
+    pub async fn start(
+        &mut self,
+        object: &SegueUrl,
+        start_us: u64,
+        unpaced: bool,
+    ) -> anyhow::Result<StartCseqs> {
+        let describe = Request::new(Method::Describe, Some(object.clone()), self.next_cseq());
+        let mut setup = Request::new(Method::Setup, Some(object.clone()), self.next_cseq());
+        setup.headers.transport = Some(Transport { flow_id: 0 });
+        setup.headers.pipelined_requests = Some(1);
+        let mut play = Request::new(Method::Play, Some(object.clone()), self.next_cseq());
+        play.headers.pipelined_requests = Some(1);
+        play.headers.range = Some(NptRange {
+            start: start_us,
+            end: None,
+        });
+        play.headers.unpaced = unpaced;
+        let mut flight = describe.encode();
+        flight.extend(setup.encode());
+        flight.extend(play.encode());
+        self.send_raw(&flight).await?;
+        Ok(StartCseqs {
+            describe: describe.headers.cseq,
+            setup: setup.headers.cseq,
+            play: play.headers.cseq,
+        })
     }
 
     /// Writes bytes as they are (tests and tools that craft their own messages).

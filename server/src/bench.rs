@@ -147,7 +147,7 @@ async fn raw_quinn(certs: &Path, streams: usize, secs: u64) -> anyhow::Result<f6
 /// session (DESCRIBE + SETUP + PLAY unpaced, read every RoQ stream to its end, PLAY_NOTIFY,
 /// TEARDOWN) until `end`. Isolates the edge's cost from depacketizing, hashing and handshakes.
 async fn sink_until(url: &SegueUrl, ca: &Path, end: Instant) -> anyhow::Result<u64> {
-    use segue_wire::control::{Message, Method, NptRange, Request, SessionHeader, Transport};
+    use segue_wire::control::{Message, Method, Request, SessionHeader};
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
     let (_ep, conn, mut control) = segue_client::connect(url, ca, Duration::from_secs(5)).await?;
     let readers = Arc::new(AtomicU64::new(0));
@@ -169,21 +169,7 @@ async fn sink_until(url: &SegueUrl, ca: &Path, end: Instant) -> anyhow::Result<u
         })
     };
     while Instant::now() < end {
-        let mut flight =
-            Request::new(Method::Describe, Some(url.clone()), control.next_cseq()).encode();
-        let mut setup = Request::new(Method::Setup, Some(url.clone()), control.next_cseq());
-        setup.headers.transport = Some(Transport { flow_id: 0 });
-        setup.headers.pipelined_requests = Some(1);
-        let mut playreq = Request::new(Method::Play, Some(url.clone()), control.next_cseq());
-        playreq.headers.pipelined_requests = Some(1);
-        playreq.headers.range = Some(NptRange {
-            start: 0,
-            end: None,
-        });
-        playreq.headers.unpaced = true;
-        flight.extend(setup.encode());
-        flight.extend(playreq.encode());
-        control.send_raw(&flight).await?;
+        let cseq = control.start(url, 0, true).await?;
         let mut session = None;
         loop {
             match control.recv().await? {
@@ -191,9 +177,7 @@ async fn sink_until(url: &SegueUrl, ca: &Path, end: Instant) -> anyhow::Result<u
                 Message::Response(r) if !r.is_success() => {
                     bail!("sink: {} {:?}", r.status, r.headers.error)
                 }
-                Message::Response(r) if r.headers.cseq == setup.headers.cseq => {
-                    session = r.headers.session
-                }
+                Message::Response(r) if r.headers.cseq == cseq.setup => session = r.headers.session,
                 _ => {}
             }
         }

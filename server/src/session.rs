@@ -25,16 +25,13 @@ use crate::control::{ControlHandler, ControlOut, options_response};
 use crate::ingest::rescale;
 use crate::source::{Source, SourceError};
 
-/// Methods a node serves to players.
-pub const PUBLIC: [Method; 7] = [
-    Method::Options,
-    Method::Describe,
-    Method::Setup,
-    Method::Play,
-    Method::Pause,
-    Method::Teardown,
-    Method::GetParameter,
-];
+/// Methods a node serves to players: all of segue/1's but PLAY_NOTIFY, which servers send.
+fn public_methods() -> Vec<Method> {
+    Method::ALL
+        .into_iter()
+        .filter(|m| *m != Method::PlayNotify)
+        .collect()
+}
 
 /// Session behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -562,7 +559,7 @@ impl<S: Source> ControlHandler for Sessions<S> {
             s.last_request = Instant::now();
         }
         match req.method {
-            Method::Options => options_response(req.headers.cseq, &PUBLIC),
+            Method::Options => options_response(req.headers.cseq, &public_methods()),
             Method::Describe => self.describe(&req).await,
             Method::Setup => self.setup(&req).await,
             Method::Play => self.play(&req, out).await,
