@@ -16,7 +16,7 @@ use bytes::Bytes;
 /// A packetizer's output for one frame.
 pub type Payloads = Vec<(Bytes, bool)>;
 
-/// Default largest RTP payload a Segue sender produces. Media travels on QUIC streams, so
+/// Default largest RTP payload a Segue sender produces (PROTOCOL.md §7.5). Media travels on QUIC streams, so
 /// packets need not fit a datagram; this keeps per-packet overhead small while bounding the
 /// receiver's reassembly work per packet.
-pub const DEFAULT_MAX_PAYLOAD: usize = 16 * 1024;
+pub const DEFAULT_MAX_PAYLOAD: usize = 60 * 1024;
