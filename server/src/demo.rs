@@ -13,7 +13,7 @@ use segue_wire::{ObjectName, SegueUrl};
 use tokio::sync::watch;
 
 use crate::edge::store::Store;
-use crate::edge::upstream::Upstream;
+use crate::edge::upstream::{self, Upstream};
 use crate::edge::{EdgeOptions, EdgeSource};
 use crate::library::{Library, LibraryOptions};
 use crate::node::{NodeOptions, serve};
@@ -101,7 +101,7 @@ pub async fn run(workdir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<DemoR
         opts.prefix_secs * 1_000_000,
     )?;
     let origin_url = SegueUrl::parse(&format!("segue://localhost:{}/", origin_addr.port()))?;
-    let upstream = Upstream::new(client_endpoint(&ca)?, origin_url, Duration::from_secs(5));
+    let upstream = Upstream::new(client_endpoint(&ca)?, origin_url, upstream::DEFAULT_TIMEOUT);
     let edge = EdgeSource::new(
         store,
         upstream,

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use segue_server::demo::{self, DemoOptions};
 use segue_server::edge::store::Store;
-use segue_server::edge::upstream::Upstream;
+use segue_server::edge::upstream::{self, Upstream};
 use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::node::NodeOptions;
@@ -250,7 +250,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     let upstream = Upstream::new(
         client_endpoint(&a.ca)?,
         a.origin.clone(),
-        Duration::from_secs(5),
+        upstream::DEFAULT_TIMEOUT,
     );
     let edge = EdgeSource::new(
         store,

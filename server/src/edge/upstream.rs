@@ -17,6 +17,8 @@ use tokio::time::Instant;
 
 use crate::source::{SourceError, checksum_ok};
 
+/// How long the edge waits for the origin to answer (connect, or bytes on an exchange).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
