@@ -152,18 +152,21 @@ async fn sink_until(url: &SegueUrl, ca: &Path, end: Instant) -> anyhow::Result<u
     let (_ep, conn, mut control) = segue_client::connect(url, ca, Duration::from_secs(5)).await?;
     let readers = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
+    let drained = Arc::new(tokio::sync::Notify::new());
     let acceptor = {
         let conn = conn.clone();
-        let (readers, bytes) = (readers.clone(), bytes.clone());
+        let (readers, bytes, drained) = (readers.clone(), bytes.clone(), drained.clone());
         tokio::spawn(async move {
             while let Ok(mut s) = conn.accept_uni().await {
                 readers.fetch_add(1, SeqCst);
-                let (readers, bytes) = (readers.clone(), bytes.clone());
+                let (readers, bytes, drained) = (readers.clone(), bytes.clone(), drained.clone());
                 tokio::spawn(async move {
                     while let Ok(Some(c)) = s.read_chunk(usize::MAX, false).await {
                         bytes.fetch_add(c.bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     }
-                    readers.fetch_sub(1, SeqCst);
+                    if readers.fetch_sub(1, SeqCst) == 1 {
+                        drained.notify_waiters();
+                    }
                 });
             }
         })
@@ -182,14 +185,17 @@ async fn sink_until(url: &SegueUrl, ca: &Path, end: Instant) -> anyhow::Result<u
             }
         }
         // Every media stream was finished before PLAY_NOTIFY was sent; drain what is in flight.
-        let mut idle = 0;
-        while idle < 3 {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-            idle = if readers.load(SeqCst) == 0 {
-                idle + 1
-            } else {
-                0
-            };
+        // (Woken by the last reader, not by a timer: tokio timers tick in milliseconds.)
+        loop {
+            let wait = drained.notified();
+            if readers.load(SeqCst) == 0 {
+                tokio::task::yield_now().await; // let a just-arrived stream be accepted
+                if readers.load(SeqCst) == 0 {
+                    break;
+                }
+                continue;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
         }
         let mut td = Request::new(Method::Teardown, Some(url.clone()), control.next_cseq());
         td.headers.session = session.map(|s| SessionHeader {
