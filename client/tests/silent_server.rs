@@ -109,3 +109,39 @@ async fn a_silent_server_ends_the_play_with_an_error() {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 }
+
+/// The binary: a failed play exits non-zero and still writes its JSON report.
+#[tokio::test]
+async fn segue_play_exits_non_zero_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    let port = silent_server(dir.path()).await;
+    let json = dir.path().join("report.json");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_segue-play"))
+        .arg(format!("segue://localhost:{port}/x"))
+        .arg("--ca")
+        .arg(dir.path().join("ca.pem"))
+        .args(["--stall-timeout", "1", "--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("result               FAILED"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("no playable media")
+    );
+    assert_eq!(report["hash_ok"], false);
+    // A URL that is not segue:// is refused by argument parsing, with a clear message.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_segue-play"))
+        .arg("http://example/x")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("scheme must be segue://"));
+}
