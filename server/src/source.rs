@@ -18,6 +18,9 @@ pub enum SourceError {
     NotFound(String),
     #[error("upstream unavailable: {0}")]
     Unavailable(String),
+    /// The object changed upstream since its manifest was fetched.
+    #[error("{0} changed at the origin; request it again")]
+    Stale(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -28,7 +31,7 @@ impl SourceError {
         use segue_wire::control::status;
         match self {
             SourceError::NotFound(_) => status::NOT_FOUND,
-            SourceError::Unavailable(_) => status::BAD_GATEWAY,
+            SourceError::Unavailable(_) | SourceError::Stale(_) => status::BAD_GATEWAY,
             SourceError::Internal(_) => status::INTERNAL_SERVER_ERROR,
         }
     }
@@ -38,6 +41,7 @@ impl SourceError {
         match self {
             SourceError::NotFound(_) => Status::NotFound,
             SourceError::Unavailable(_) => Status::UpstreamUnavailable,
+            SourceError::Stale(_) => Status::StaleRevision,
             SourceError::Internal(_) => Status::Internal,
         }
     }

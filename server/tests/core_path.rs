@@ -543,3 +543,53 @@ async fn unknown_object_through_the_edge_is_a_clean_404() {
         "{e}"
     );
 }
+
+/// The file behind an object changes at the origin while the edge holds the old manifest: the
+/// play that hits the change ends with a clear error, the edge drops its stale copy, and the
+/// next play gets the new content. No byte of the old and new versions is ever mixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_changed_at_the_origin_is_fetched_again() {
+    let (mut lab, _lib) = lab(LabOptions {
+        prefix_secs: 2,
+        ..LabOptions::default()
+    })
+    .await;
+    let demo = ObjectName::new("demo", 64).unwrap();
+    lab.edge.warm(&demo).await.unwrap(); // manifest + first segment of the old version
+    let old = lab.edge.manifest(&demo).await.unwrap();
+
+    // New content under the same name; the origin restarts and re-ingests it.
+    lab.origin_stop.send(true).unwrap();
+    let task = lab.origin_task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    std::fs::write(
+        lab.origin.opts.media_root.join("demo.mp4"),
+        std::fs::read(sample("long.mp4")).unwrap(),
+    )
+    .unwrap();
+    let (_, stop, task) = lab.origin.start(lab.origin_port);
+    lab.origin_stop = stop;
+    lab.origin_task = Some(task);
+
+    let first = lab.play("demo", false).await;
+    let e = first.error.clone().unwrap_or_default();
+    assert!(
+        e.contains("demo changed at the origin"),
+        "{}",
+        first.render()
+    );
+    let second = lab.play("demo", false).await;
+    assert!(second.ok(), "{}", second.render());
+    assert_eq!(
+        second.frames_expected,
+        1800 + 2814,
+        "the new content (long.mp4)"
+    );
+    assert_ne!(
+        lab.edge.manifest(&demo).await.unwrap().revision,
+        old.revision
+    );
+}

@@ -192,6 +192,12 @@ impl EdgeSource {
                         let me = this.clone();
                         tokio::spawn(async move {
                             let r = me.fetch_with_retry(&m, i).await;
+                            if let Err(SourceError::Stale(_)) = &r {
+                                // The origin re-ingested the object: our manifest is old. Drop it
+                                // so the next request fetches the new one; this session ends.
+                                tracing::warn!(object = %m.object, "object changed at the origin; dropping the cached copy");
+                                me.0.store.drop_object(&m.object);
+                            }
                             if let Ok(b) = &r {
                                 me.0.hot.put(&m, i, b);
                                 me.0.store.put(&m, i, b).await;

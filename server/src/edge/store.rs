@@ -196,6 +196,24 @@ impl Store {
         fs::rename(&tmp, dir.join("manifest"))
     }
 
+    /// Forgets an object entirely (its manifest went stale): the next request refetches it.
+    pub fn drop_object(&self, name: &ObjectName) {
+        let mut st = self.lock();
+        if let Some(e) = st.objects.remove(name) {
+            let freed: u64 = e
+                .manifest
+                .segments
+                .iter()
+                .zip(&e.have)
+                .filter(|(_, h)| **h)
+                .map(|(s, _)| s.size)
+                .sum();
+            st.used -= freed;
+        }
+        drop(st);
+        let _ = fs::remove_dir_all(self.dir_of(name));
+    }
+
     pub fn has(&self, m: &Manifest, i: usize) -> bool {
         let st = self.lock();
         st.objects.get(&m.object).is_some_and(|e| {

@@ -225,6 +225,7 @@ impl Upstream {
                     let what = h.reason.strip_prefix("no object ").unwrap_or(&h.reason);
                     return Err(SourceError::NotFound(what.to_owned()));
                 }
+                Status::StaleRevision => return Err(SourceError::Stale(h.reason.clone())),
                 Status::UpstreamUnavailable | Status::Busy => {
                     return Err(SourceError::Unavailable(h.reason.clone()));
                 }
@@ -274,7 +275,10 @@ impl Upstream {
         };
         let started = Instant::now();
         let data = self.exchange(&req, entry.size as usize + 8192).await?;
-        let (_, used) = Self::expect_ok(&data, &limits)?;
+        let (_, used) = Self::expect_ok(&data, &limits).map_err(|e| match e {
+            SourceError::Stale(_) => SourceError::Stale(m.object.to_string()),
+            e => e,
+        })?;
         let rest = data.slice(used..);
         let (frame, hlen) = decode_response_frame(&rest, &limits)
             .ok()
