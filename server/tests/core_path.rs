@@ -217,6 +217,23 @@ impl Lab {
         play(&self.options(object, pace)).await
     }
 
+    /// Stops the origin and waits until it has closed its connections and socket.
+    async fn stop_origin(&mut self) {
+        self.origin_stop.send(true).unwrap();
+        let task = self.origin_task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Starts the origin again on its old port (re-ingesting changed files).
+    fn restart_origin(&mut self) {
+        let (_, stop, task) = self.origin.start(self.origin_port);
+        self.origin_stop = stop;
+        self.origin_task = Some(task);
+    }
+
     fn origin_segment_reads(&self) -> u32 {
         self.origin_reads.lock().unwrap().values().sum()
     }
@@ -374,12 +391,7 @@ async fn origin_killed_mid_suffix() {
     let long = tokio::spawn(async move { play(&long_opts).await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Kill the origin: it closes every connection and its socket.
-    lab.origin_stop.send(true).unwrap();
-    let task = lab.origin_task.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    lab.stop_origin().await;
     let r = tokio::time::timeout(Duration::from_secs(60), long)
         .await
         .unwrap()
@@ -402,9 +414,7 @@ async fn origin_killed_mid_suffix() {
 
     // The origin comes back on the same address: the edge reconnects (with backoff) and the
     // object that failed plays through, its missing segments fetched anew.
-    let (_, stop, task) = lab.origin.start(lab.origin_port);
-    lab.origin_stop = stop;
-    lab.origin_task = Some(task);
+    lab.restart_origin();
     let mut reconnected = false;
     for _ in 0..100 {
         if lab.edge.upstream().connection().await.is_ok() {
@@ -559,20 +569,13 @@ async fn object_changed_at_the_origin_is_fetched_again() {
     let old = lab.edge.manifest(&demo).await.unwrap();
 
     // New content under the same name; the origin restarts and re-ingests it.
-    lab.origin_stop.send(true).unwrap();
-    let task = lab.origin_task.take().unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .unwrap()
-        .unwrap();
+    lab.stop_origin().await;
     std::fs::write(
         lab.origin.opts.media_root.join("demo.mp4"),
         std::fs::read(sample("long.mp4")).unwrap(),
     )
     .unwrap();
-    let (_, stop, task) = lab.origin.start(lab.origin_port);
-    lab.origin_stop = stop;
-    lab.origin_task = Some(task);
+    lab.restart_origin();
 
     let first = lab.play("demo", false).await;
     let e = first.error.clone().unwrap_or_default();

@@ -167,16 +167,7 @@ impl Store {
                 if old.manifest.revision == m.revision {
                     return Ok(());
                 }
-                let freed: u64 = old
-                    .manifest
-                    .segments
-                    .iter()
-                    .zip(&old.have)
-                    .filter(|(_, h)| **h)
-                    .map(|(s, _)| s.size)
-                    .sum();
-                st.used -= freed;
-                st.objects.remove(&m.object);
+                Self::forget_object(&mut st, &m.object);
                 let _ = fs::remove_dir_all(&dir);
             }
             st.tick += 1;
@@ -198,7 +189,12 @@ impl Store {
 
     /// Forgets an object entirely (its manifest went stale): the next request refetches it.
     pub fn drop_object(&self, name: &ObjectName) {
-        let mut st = self.lock();
+        Self::forget_object(&mut self.lock(), name);
+        let _ = fs::remove_dir_all(self.dir_of(name));
+    }
+
+    /// Removes an object from the index and releases the bytes of its cached segments.
+    fn forget_object(st: &mut State, name: &ObjectName) {
         if let Some(e) = st.objects.remove(name) {
             let freed: u64 = e
                 .manifest
@@ -210,8 +206,6 @@ impl Store {
                 .sum();
             st.used -= freed;
         }
-        drop(st);
-        let _ = fs::remove_dir_all(self.dir_of(name));
     }
 
     pub fn has(&self, m: &Manifest, i: usize) -> bool {
