@@ -7,6 +7,7 @@ use segue_wire::{AppError, Limits};
 use tokio::sync::watch;
 
 use crate::control::serve_control;
+use crate::packets::PacketCache;
 use crate::segserve::serve_exchange;
 use crate::session::{SessionOptions, Sessions};
 use crate::source::Source;
@@ -27,15 +28,21 @@ pub async fn serve<S: Source>(
     opts: NodeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let packets = Arc::new(PacketCache::new(
+        opts.sessions.packet_cache_bytes,
+        opts.sessions.max_payload,
+        opts.limits.max_frame_size,
+    ));
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let source = source.clone();
                 let opts = opts.clone();
+                let packets = packets.clone();
                 tokio::spawn(async move {
                     match incoming.await {
-                        Ok(conn) => connection(conn, source, opts).await,
+                        Ok(conn) => connection(conn, source, opts, packets).await,
                         Err(e) => tracing::debug!("handshake failed: {e}"),
                     }
                 });
@@ -53,7 +60,12 @@ pub async fn serve<S: Source>(
     endpoint.wait_idle().await;
 }
 
-async fn connection<S: Source>(conn: quinn::Connection, source: Arc<S>, opts: NodeOptions) {
+async fn connection<S: Source>(
+    conn: quinn::Connection,
+    source: Arc<S>,
+    opts: NodeOptions,
+    packets: Arc<PacketCache>,
+) {
     let limits = opts.limits;
     let peer = conn.remote_address();
     tracing::debug!(%peer, "connection");
@@ -66,7 +78,13 @@ async fn connection<S: Source>(conn: quinn::Connection, source: Arc<S>, opts: No
             }
         };
         if send.id().index() == 0 {
-            let mut sessions = Sessions::new(source.clone(), conn.clone(), opts.sessions, limits);
+            let mut sessions = Sessions::new(
+                source.clone(),
+                conn.clone(),
+                opts.sessions,
+                limits,
+                packets.clone(),
+            );
             tokio::spawn(async move {
                 if let Err(e) = serve_control(send, recv, limits, &mut sessions).await {
                     tracing::debug!(%peer, "control: {e}");

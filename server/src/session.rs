@@ -12,10 +12,8 @@ use segue_wire::control::{
     Method, NptRange, PARAMETERS_CONTENT_TYPE, Request, Response, RtpInfo, SDP_CONTENT_TYPE,
     SessionHeader, Transport, status,
 };
-use segue_wire::payload::{aac, h264};
-use segue_wire::rtp::{FrameInfo, RtpPacket};
-use segue_wire::sdp::{Codec, Description};
-use segue_wire::segment::{FrameReader, Manifest};
+use segue_wire::sdp::Description;
+use segue_wire::segment::Manifest;
 use segue_wire::{AppError, Limits, ObjectName, Resource, SegueUrl, roq};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::control::{ControlHandler, ControlOut, options_response};
 use crate::ingest::rescale;
+use crate::packets::{Cursor, PacketCache, SegmentPackets, Step};
 use crate::source::{Source, SourceError};
 
 /// Methods a node serves to players: all of segue/1's but PLAY_NOTIFY, which servers send.
@@ -44,6 +43,8 @@ pub struct SessionOptions {
     pub timeout_s: u64,
     /// Sessions per connection.
     pub max_sessions: usize,
+    /// Memory for packetized segments shared by all sessions of a node, bytes.
+    pub packet_cache_bytes: u64,
 }
 
 impl Default for SessionOptions {
@@ -53,6 +54,7 @@ impl Default for SessionOptions {
             max_payload: segue_wire::payload::DEFAULT_MAX_PAYLOAD,
             timeout_s: segue_wire::control::DEFAULT_SESSION_TIMEOUT,
             max_sessions: 4,
+            packet_cache_bytes: 64 << 20,
         }
     }
 }
@@ -104,6 +106,7 @@ pub struct Sessions<S: Source> {
     pipelined: HashMap<u32, Result<String, (u16, String)>>,
     flows_in_use: HashSet<u64>,
     rng: SystemRandom,
+    packets: Arc<PacketCache>,
 }
 
 fn err(status: u16, req: &Request, reason: impl Into<String>) -> Response {
@@ -119,6 +122,7 @@ impl<S: Source> Sessions<S> {
         conn: quinn::Connection,
         opts: SessionOptions,
         limits: Limits,
+        packets: Arc<PacketCache>,
     ) -> Self {
         Self {
             source,
@@ -129,6 +133,7 @@ impl<S: Source> Sessions<S> {
             pipelined: HashMap::new(),
             flows_in_use: HashSet::new(),
             rng: SystemRandom::new(),
+            packets,
         }
     }
 
@@ -409,10 +414,7 @@ impl<S: Source> Sessions<S> {
             let ts = TrackSend {
                 index: i as u32,
                 flow,
-                payload_type: t.payload_type,
-                ext_id: t.frame_info_ext,
                 clock: t.clock_rate,
-                h264: matches!(t.codec, Codec::H264 { .. }),
                 ssrc: rand[i * 3],
                 seq: rand[i * 3 + 1] as u16,
                 ts_offset: rand[i * 3 + 2],
@@ -443,7 +445,8 @@ impl<S: Source> Sessions<S> {
             start_us,
             pacing: !req.headers.unpaced,
             send_ahead: self.opts.send_ahead,
-            max_payload: self.opts.max_payload,
+            packets: self.packets.clone(),
+            desc: s.desc.clone(),
             cancel: cancel_rx,
             progress: s.progress.clone(),
         };
@@ -580,10 +583,7 @@ impl<S: Source> ControlHandler for Sessions<S> {
 struct TrackSend {
     index: u32,
     flow: u64,
-    payload_type: u8,
-    ext_id: u8,
     clock: u32,
-    h264: bool,
     ssrc: u32,
     /// Next sequence number.
     seq: u16,
@@ -603,7 +603,8 @@ struct Sender<S: Source> {
     start_us: u64,
     pacing: bool,
     send_ahead: Duration,
-    max_payload: usize,
+    packets: Arc<PacketCache>,
+    desc: Description,
     cancel: watch::Receiver<bool>,
     progress: Arc<Progress>,
 }
@@ -679,9 +680,13 @@ impl<S: Source> Sender<S> {
                 r = self.source.segment(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
                 _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
             };
+            let packets = self
+                .packets
+                .get(&self.manifest, &self.desc, i, &payload)
+                .map_err(|e| Stop::Failed(format!("segment {i}: {e}")))?;
             let mut streams: Vec<Option<quinn::SendStream>> =
                 (0..self.tracks.len()).map(|_| None).collect();
-            let r = self.send_segment(i, &payload, t0, &mut streams).await;
+            let r = self.send_segment(i, &packets, t0, &mut streams).await;
             match r {
                 Ok(()) => {
                     for s in streams.iter_mut().flatten() {
@@ -705,153 +710,116 @@ impl<S: Source> Sender<S> {
         Ok(())
     }
 
-    /// Writes a track's batched chunks to its stream.
-    async fn flush(
+    /// Writes track `ti`'s bytes up to stream position `end`, opening its stream first.
+    async fn write_until(
         &mut self,
+        index: usize,
         ti: usize,
-        batches: &mut [Batch],
+        end: usize,
+        cursors: &mut [Cursor],
         streams: &mut [Option<quinn::SendStream>],
     ) -> Result<(), Stop> {
-        let batch = &mut batches[ti];
-        batch.seal();
-        if batch.chunks.is_empty() {
+        if cursors[ti].pos() >= end {
             return Ok(());
         }
+        let mut chunks = Vec::new();
+        if streams[ti].is_none() {
+            let s = tokio::select! {
+                r = self.conn.open_uni() => r.map_err(|e| Stop::Failed(format!("cannot open a media stream: {e}")))?,
+                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+            };
+            // Earlier segments first.
+            let _ = s.set_priority(-(index.min(i32::MAX as usize) as i32));
+            let mut header = Vec::with_capacity(8);
+            roq::put_stream_header(&mut header, self.tracks[ti].flow);
+            chunks.push(Bytes::from(header));
+            streams[ti] = Some(s);
+        }
+        let from = cursors[ti].pos();
+        cursors[ti].take_until(end, &mut chunks);
+        let sent = cursors[ti].pos() - from;
         let Some(stream) = streams[ti].as_mut() else {
             return Ok(());
         };
         tokio::select! {
-            r = stream.write_all_chunks(&mut batch.chunks) => r.map_err(|e| Stop::Failed(format!("media stream: {e}")))?,
+            r = stream.write_all_chunks(&mut chunks) => r.map_err(|e| Stop::Failed(format!("media stream: {e}")))?,
             _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
         }
         self.progress
             .bytes
-            .fetch_add(batch.bytes as u64, Ordering::Relaxed);
-        batch.chunks.clear();
-        batch.bytes = 0;
+            .fetch_add(sent as u64, Ordering::Relaxed);
         Ok(())
     }
 
+    /// Sends one segment: one stream per track, frames released at their due time when
+    /// pacing (everything written before each wait), all at once otherwise.
     async fn send_segment(
         &mut self,
         index: usize,
-        payload: &Bytes,
+        packets: &SegmentPackets,
         t0: Instant,
         streams: &mut [Option<quinn::SendStream>],
     ) -> Result<(), Stop> {
-        // Packets are batched per track and written when a batch is full, before waiting for
-        // pacing, and at the end of the segment. A packet is two chunks: its RoQ length and RTP
-        // header, and its payload, a slice of the segment itself (no copy).
-        const BATCH: usize = 64 * 1024;
-        let mut batches: Vec<Batch> = (0..self.tracks.len()).map(|_| Batch::default()).collect();
-        for frame in FrameReader::new(payload, Limits::default().max_frame_size) {
-            let frame = frame.map_err(|e| Stop::Failed(format!("segment {index}: {e}")))?;
-            let Some(ti) = self.tracks.iter().position(|t| t.index == frame.track) else {
+        let mut cursors = Vec::with_capacity(self.tracks.len());
+        for t in &mut self.tracks {
+            let Some(tp) = packets.tracks.get(t.index as usize) else {
+                cursors.push(Cursor::default());
                 continue;
             };
-            let clock = self.tracks[ti].clock;
-            if self.pacing {
-                let dts_us = rescale(frame.dts(), clock, 1_000_000);
+            cursors.push(Cursor::new(tp.stamp(t.seq, t.ts_offset, t.ssrc)));
+            t.seq = t.seq.wrapping_add(tp.packets as u16);
+        }
+        if self.pacing {
+            // Where each track's stream is due up to, not yet written.
+            let mut due_end = vec![0usize; self.tracks.len()];
+            for step in &packets.steps {
+                let Some(ti) = self
+                    .tracks
+                    .iter()
+                    .position(|t| t.index as usize == step.track)
+                else {
+                    continue;
+                };
                 let due = t0
-                    + Duration::from_micros(dts_us.saturating_sub(self.start_us))
+                    + Duration::from_micros(step.dts_us.saturating_sub(self.start_us))
                         .saturating_sub(self.send_ahead);
                 if due > Instant::now() {
-                    for j in 0..batches.len() {
-                        self.flush(j, &mut batches, streams).await?;
+                    for (j, &end) in due_end.iter().enumerate() {
+                        self.write_until(index, j, end, &mut cursors, streams)
+                            .await?;
                     }
                     tokio::select! {
                         _ = tokio::time::sleep_until(due) => {}
                         _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
                     }
                 }
+                due_end[ti] = step.end;
+                self.progress
+                    .packets
+                    .fetch_add(u64::from(step.packets), Ordering::Relaxed);
+                self.progress
+                    .position_us
+                    .store(step.pts_us, Ordering::Relaxed);
             }
-            let t = &mut self.tracks[ti];
-            let packets = if t.h264 {
-                h264::packetize(&frame.data, self.max_payload)
-            } else {
-                aac::packetize(&frame.data, self.max_payload)
-            }
-            .map_err(|e| Stop::Failed(format!("segment {index}: cannot packetize: {e}")))?;
-            let batch = &mut batches[ti];
-            if streams[ti].is_none() {
-                let s = self
-                    .conn
-                    .open_uni()
-                    .await
-                    .map_err(|e| Stop::Failed(format!("cannot open a media stream: {e}")))?;
-                // Earlier segments first.
-                let _ = s.set_priority(-(index.min(i32::MAX as usize) as i32));
-                roq::put_stream_header(&mut batch.small, t.flow);
-                streams[ti] = Some(s);
-            }
-            let timestamp = (frame.pts as u32).wrapping_add(t.ts_offset);
-            let count = packets.len() as u64;
-            for (k, (p, marker)) in packets.into_iter().enumerate() {
-                let pkt = RtpPacket {
-                    marker,
-                    payload_type: t.payload_type,
-                    sequence: t.seq,
-                    timestamp,
-                    ssrc: t.ssrc,
-                    frame_info: (k == 0).then_some(FrameInfo {
-                        keyframe: frame.keyframe,
-                        cto: frame.cto,
-                    }),
-                    payload: p,
-                };
-                t.seq = t.seq.wrapping_add(1);
-                if pkt.payload.len() >= ZERO_COPY_MIN {
-                    batch.small.reserve(32);
-                    pkt.write_framed_header(&mut batch.small, t.ext_id);
-                    batch.seal();
-                    batch.push(pkt.payload);
-                } else {
-                    pkt.write_framed(&mut batch.small, t.ext_id);
-                }
-            }
-            self.progress.packets.fetch_add(count, Ordering::Relaxed);
-            self.progress
-                .position_us
-                .store(rescale(frame.pts, clock, 1_000_000), Ordering::Relaxed);
-            if batches[ti].len() >= BATCH {
-                self.flush(ti, &mut batches, streams).await?;
+        } else {
+            let mine = |s: &&Step| self.tracks.iter().any(|t| t.index as usize == s.track);
+            let n: u64 = packets
+                .steps
+                .iter()
+                .filter(mine)
+                .map(|s| u64::from(s.packets))
+                .sum();
+            self.progress.packets.fetch_add(n, Ordering::Relaxed);
+            if let Some(last) = packets.steps.iter().rfind(mine) {
+                self.progress
+                    .position_us
+                    .store(last.pts_us, Ordering::Relaxed);
             }
         }
-        for j in 0..batches.len() {
-            self.flush(j, &mut batches, streams).await?;
+        for ti in 0..self.tracks.len() {
+            self.write_until(index, ti, usize::MAX, &mut cursors, streams)
+                .await?;
         }
         Ok(())
-    }
-}
-
-/// Payloads at least this large are handed to quinn as slices of the segment; smaller packets
-/// are copied and coalesced (many tiny chunks cost more than the copy).
-const ZERO_COPY_MIN: usize = 2048;
-
-/// What waits to be written to one media stream: sealed chunks, then bytes still being
-/// coalesced.
-#[derive(Default)]
-struct Batch {
-    chunks: Vec<Bytes>,
-    bytes: usize,
-    small: Vec<u8>,
-}
-
-impl Batch {
-    /// Turns the coalesced bytes into a chunk.
-    fn seal(&mut self) {
-        if !self.small.is_empty() {
-            let b = Bytes::from(std::mem::take(&mut self.small));
-            self.push(b);
-        }
-    }
-
-    fn push(&mut self, b: Bytes) {
-        self.bytes += b.len();
-        self.chunks.push(b);
-    }
-
-    fn len(&self) -> usize {
-        self.bytes + self.small.len()
     }
 }

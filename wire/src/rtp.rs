@@ -123,6 +123,20 @@ impl RtpPacket {
         self.append_parts(out, ext_id, false);
     }
 
+    /// Rewrites, in place, the fields a sender varies per session in an encoded packet that
+    /// starts at `header[0]`: the sequence number becomes `sequence`, `ts_add` is added to
+    /// the timestamp (wrapping) and the SSRC becomes `ssrc`. The fixed header layout (RFC 3550
+    /// §5.1) puts them at bytes 2..4, 4..8 and 8..12; shorter input is left alone.
+    pub fn restamp(header: &mut [u8], sequence: u16, ts_add: u32, ssrc: u32) {
+        let Some(h) = header.get_mut(..12) else {
+            return;
+        };
+        h[2..4].copy_from_slice(&sequence.to_be_bytes());
+        let ts = u32::from_be_bytes([h[4], h[5], h[6], h[7]]).wrapping_add(ts_add);
+        h[4..8].copy_from_slice(&ts.to_be_bytes());
+        h[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    }
+
     /// Parses a packet; `ext_id` is the frame-info id negotiated in the SDP.
     pub fn decode_with_ext_id(data: &[u8], ext_id: u8) -> Result<Self, DecodeError> {
         let p = rtp_types::RtpPacket::parse(data).map_err(|e| DecodeError::Rtp(e.to_string()))?;
@@ -176,6 +190,31 @@ fn find_one_byte_element(mut ext: &[u8], id: u8) -> Result<Option<&[u8]>, Decode
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restamp_matches_a_fresh_encoding() {
+        let mut p = RtpPacket {
+            marker: false,
+            payload_type: 97,
+            sequence: 3,
+            timestamp: 0xffff_fff0,
+            ssrc: 0,
+            frame_info: Some(FrameInfo {
+                keyframe: false,
+                cto: 0,
+            }),
+            payload: Bytes::from_static(b"abc"),
+        };
+        let mut bytes = p.encode();
+        RtpPacket::restamp(&mut bytes, 0xfffe, 0x20, 0xdead_beef);
+        p.sequence = 0xfffe;
+        p.timestamp = 0x10; // wrapped
+        p.ssrc = 0xdead_beef;
+        assert_eq!(bytes, p.encode());
+        let mut short = [0u8; 11];
+        RtpPacket::restamp(&mut short, 1, 1, 1);
+        assert_eq!(short, [0u8; 11]);
+    }
 
     #[test]
     fn spec_example() {

@@ -8,8 +8,9 @@
 //! - **Cases**: a session is a *full hit* (everything cached), a *prefix hit* (its first
 //!   segment cached) or a *miss*. On a miss, playback starts once a *sufficient portion* is in:
 //!   enough that, at the measured origin rate, the rest arrives before it is due.
+//! - **Memory tier**: recently served segments, already verified, in a [`SegmentLru`], so
+//!   popular objects are served without a disk read or a checksum per session.
 
-pub mod hot;
 pub mod store;
 pub mod upstream;
 
@@ -24,6 +25,7 @@ use segue_wire::segment::Manifest;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::lru::SegmentLru;
 use crate::source::{Source, SourceError};
 use store::Store;
 use upstream::Upstream;
@@ -68,7 +70,7 @@ type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
 
 struct Inner {
     store: Store,
-    hot: hot::Hot,
+    hot: SegmentLru<Bytes>,
     upstream: Upstream,
     opts: EdgeOptions,
     stats: EdgeStats,
@@ -101,7 +103,7 @@ impl EdgeSource {
         let permits = Semaphore::new(opts.parallel.max(1));
         Self(Arc::new(Inner {
             store,
-            hot: hot::Hot::new(opts.hot_bytes),
+            hot: SegmentLru::new(opts.hot_bytes),
             upstream,
             opts,
             stats: EdgeStats::default(),
@@ -175,7 +177,7 @@ impl EdgeSource {
                 return Ok(b);
             }
             if let Some(b) = this.0.store.read(&m, i).await {
-                this.0.hot.put(&m, i, &b);
+                this.0.hot.put(&m, i, b.clone(), b.len() as u64);
                 return Ok(b);
             }
             let key = (m.object.clone(), m.revision, i);
@@ -199,7 +201,7 @@ impl EdgeSource {
                                 me.0.store.drop_object(&m.object);
                             }
                             if let Ok(b) = &r {
-                                me.0.hot.put(&m, i, b);
+                                me.0.hot.put(&m, i, b.clone(), b.len() as u64);
                                 me.0.store.put(&m, i, b).await;
                             }
                             lock(&me.0.fills).remove(&key);
