@@ -10,6 +10,7 @@ pub mod control;
 pub mod demo;
 pub mod edge;
 pub mod ingest;
+pub mod lab;
 pub mod library;
 pub mod lru;
 pub mod node;
