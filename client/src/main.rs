@@ -47,6 +47,9 @@ struct Cli {
     /// No live progress line.
     #[arg(long, short)]
     quiet: bool,
+    /// Stop after this many seconds of media, as a viewer who quits (no hash check then).
+    #[arg(long, value_name = "SECS")]
+    watch: Option<f64>,
 }
 
 #[tokio::main]
@@ -65,6 +68,15 @@ async fn main() -> ExitCode {
     opts.connect_timeout = Duration::from_secs(cli.connect_timeout);
     opts.stall_timeout = Duration::from_secs(cli.stall_timeout);
     opts.progress = !cli.quiet;
+    if let Some(w) = cli.watch {
+        match Duration::try_from_secs_f64(w) {
+            Ok(d) => opts.watch = Some(d),
+            Err(_) => {
+                eprintln!("--watch takes a non-negative number of seconds, not {w}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let report = play(&opts).await;
     print!("{}", report.render());
     if let Some(path) = cli.json {

@@ -41,6 +41,10 @@ pub struct PlayOptions {
     pub record: Option<PathBuf>,
     /// One-line live display on stderr (only when it is a terminal).
     pub progress: bool,
+    /// Stop after this much media has played (a viewer who quits); None plays to the end.
+    pub watch: Option<Duration>,
+    /// Record the buffer level this often into `Report::buffer`.
+    pub buffer_samples: Option<Duration>,
 }
 
 impl PlayOptions {
@@ -54,6 +58,8 @@ impl PlayOptions {
             stall_timeout: Duration::from_secs(10),
             record: None,
             progress: false,
+            watch: None,
+            buffer_samples: None,
         }
     }
 }
@@ -97,6 +103,21 @@ impl TrackState {
     fn extend(&self, seq: u16) -> i64 {
         let base = self.next_seq.unwrap_or(i64::from(seq));
         base + i64::from(seq.wrapping_sub(base as u16) as i16)
+    }
+
+    /// Media held in order from the next frame to play, microseconds.
+    fn buffered_us(&self) -> u64 {
+        let off = self.offset.unwrap_or(0);
+        let mut seq = self.next_seq;
+        let mut span = None;
+        while let Some(f) = seq.and_then(|k| self.pending.get(&k)) {
+            let ts = f.timestamp.wrapping_sub(off);
+            span = Some(span.map_or((ts, ts), |(a, _)| (a, ts)));
+            seq = Some(self.extend(f.last_seq) + 1);
+        }
+        span.map_or(0, |(a, b): (u32, u32)| {
+            u64::from(b.wrapping_sub(a)) * 1_000_000 / u64::from(self.clock.max(1))
+        })
     }
 
     fn finished(&self) -> bool {
@@ -383,6 +404,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
     let mut stall_total = Duration::ZERO;
     let mut stalled_since: Option<Instant> = None;
     let mut last_progress = Instant::now();
+    let mut last_sample: Option<Instant> = None;
     let mut last_media = Instant::now();
     let mut stream_failures: Vec<String> = Vec::new();
     let tty = opts.progress && std::io::stderr().is_terminal();
@@ -522,19 +544,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             // track has the startup buffer (the least-buffered track is what stalls).
             let buffered = tracks
                 .iter()
-                .map(|t| {
-                    let off = t.offset.unwrap_or(0);
-                    let mut seq = t.next_seq;
-                    let mut span = None;
-                    while let Some(f) = seq.and_then(|k| t.pending.get(&k)) {
-                        let ts = f.timestamp.wrapping_sub(off);
-                        span = Some(span.map_or((ts, ts), |(a, _)| (a, ts)));
-                        seq = Some(t.extend(f.last_seq) + 1);
-                    }
-                    span.map_or(0, |(a, b): (u32, u32)| {
-                        u64::from(b.wrapping_sub(a)) * 1_000_000 / u64::from(t.clock.max(1))
-                    })
-                })
+                .map(TrackState::buffered_us)
                 .min()
                 .unwrap_or(0);
             let have_frame = tracks.iter().any(|t| !t.pending.is_empty());
@@ -657,6 +667,26 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 .unwrap_or_else(|| "no media arriving".into());
             bail!("stalled for {:?}: {why}", opts.stall_timeout);
         }
+        if let Some(every) = opts.buffer_samples
+            && last_sample.is_none_or(|t: Instant| t.elapsed() >= every)
+        {
+            last_sample = Some(Instant::now());
+            let level = tracks
+                .iter()
+                .map(TrackState::buffered_us)
+                .min()
+                .unwrap_or(0);
+            report
+                .buffer
+                .push([t_req.elapsed().as_secs_f64(), level as f64 / 1000.0]);
+        }
+        if let Some(w) = opts.watch
+            && stalled_since.is_none()
+            && media_now(stall_total, None) >= w.as_micros() as u64
+        {
+            report.watched_until_s = Some(media_now(stall_total, None) as f64 / 1e6);
+            break;
+        }
         if tty && last_progress.elapsed() > Duration::from_millis(250) {
             last_progress = Instant::now();
             let frames: u64 = tracks.iter().map(|t| t.frames).sum();
@@ -697,11 +727,18 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 .tracks
                 .get(i)
                 .is_some_and(|m| m.content_hash == digest.as_ref());
+        // A viewer who quit saw only part of the object: nothing to compare, nothing lost.
+        let quit = report.watched_until_s.is_some();
+        let lost = if quit {
+            0
+        } else {
+            expected.saturating_sub(t.frames)
+        };
         all_ok &= hash_ok && t.frames == expected;
         report.frames_received += t.frames;
         report.frames_expected += expected;
         report.late_frames += t.late;
-        report.lost_frames += expected.saturating_sub(t.frames);
+        report.lost_frames += lost;
         report.tracks.push(TrackReport {
             track: i as u32,
             codec: if t.codec.is_video() {
@@ -712,7 +749,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             frames_received: t.frames,
             frames_expected: expected,
             late_frames: t.late,
-            lost_frames: expected.saturating_sub(t.frames),
+            lost_frames: lost,
             hash_ok,
         });
     }

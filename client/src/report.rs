@@ -41,11 +41,20 @@ pub struct Report {
     pub tracks: Vec<TrackReport>,
     /// Why playback ended early, if it did.
     pub error: Option<String>,
+    /// Set when the viewer stopped on purpose (`--watch`): media seconds played.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watched_until_s: Option<f64>,
+    /// Buffer level samples: [seconds since the request, buffered media in ms].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub buffer: Vec<[f64; 2]>,
 }
 
 impl Report {
-    /// Complete and byte-exact.
+    /// Complete and byte-exact, or stopped on purpose by the viewer without an error.
     pub fn ok(&self) -> bool {
+        if self.watched_until_s.is_some() {
+            return self.error.is_none() && self.lost_frames == 0;
+        }
         self.error.is_none()
             && self.hash_ok
             && self.lost_frames == 0
@@ -72,10 +81,16 @@ impl Report {
             "  frames               {}/{}  late {}  lost {}\n",
             self.frames_received, self.frames_expected, self.late_frames, self.lost_frames
         ));
-        s.push_str(&format!(
-            "  content hash         {}\n",
-            if self.hash_ok { "match" } else { "MISMATCH" }
-        ));
+        if let Some(w) = self.watched_until_s {
+            s.push_str(&format!(
+                "  content hash         not checked (viewer stopped at {w:.1} s)\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "  content hash         {}\n",
+                if self.hash_ok { "match" } else { "MISMATCH" }
+            ));
+        }
         s.push_str(&format!(
             "  received             {} bytes in {:.2} s ({:.0} kbit/s)\n",
             self.bytes, self.wall_s, self.bitrate_kbps

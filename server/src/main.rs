@@ -41,6 +41,11 @@ enum Command {
     Origin(OriginArgs),
     /// Serve players from a prefix cache, fetching the rest from an origin.
     Edge(EdgeArgs),
+    /// The continuity lab: impairment relay and scenario runner.
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
     /// Dev PKI: a dev CA and node certificates.
     Certs {
         #[command(subcommand)]
@@ -171,6 +176,55 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 #[derive(Subcommand, Debug)]
+enum LabCommand {
+    /// Run a scenario (see docs/LAB.md and lab/scenarios/) and print its summary table.
+    Run(LabRunArgs),
+    /// Relay UDP (or TCP) from --listen to --to through impaired links.
+    Impair(ImpairArgs),
+}
+
+#[derive(Args, Debug)]
+struct LabRunArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// Directory for plays.json/csv, traffic.csv, summary.txt/json and the plots
+    /// (default: lab-results/<scenario name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Where `media.samples` are found.
+    #[arg(long, default_value = "media/samples")]
+    samples: PathBuf,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct ImpairArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Address to forward to.
+    #[arg(long)]
+    to: SocketAddr,
+    /// Relay TCP instead of UDP.
+    #[arg(long)]
+    tcp: bool,
+    /// Both directions, e.g. `delay_ms=50,jitter_ms=10,loss=0.01` (fields as in a scenario's link).
+    #[arg(long, default_value = "")]
+    both: String,
+    /// Client → server direction (replaces --both for it).
+    #[arg(long)]
+    up: Option<String>,
+    /// Server → client direction (replaces --both for it).
+    #[arg(long)]
+    down: Option<String>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Subcommand, Debug)]
 enum CertsCommand {
     /// Write a dev CA (reused if present) and certificates for localhost and named nodes.
     Init {
@@ -284,6 +338,72 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn lab(command: LabCommand) -> anyhow::Result<()> {
+    use segue_server::lab::{impair::LinkSpec, relay, run, scenario::Scenario, summary};
+    match command {
+        LabCommand::Run(a) => {
+            let s = Scenario::load(&a.scenario).map_err(anyhow::Error::msg)?;
+            let out = a
+                .out
+                .unwrap_or_else(|| PathBuf::from("lab-results").join(&s.name));
+            let opts = run::LabOptions {
+                samples_dir: a.samples,
+                progress: !a.quiet,
+            };
+            eprintln!(
+                "running scenario {} ({} players, at most {} s)",
+                s.name, s.players.count, s.max_duration_s
+            );
+            let outcome = tokio::select! {
+                o = run::run(&s, &opts) => o?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: everything the run started is stopped"),
+            };
+            let sum = summary::summarize(&outcome, s.players.immediate_ms);
+            summary::write(&out, &outcome, &sum)?;
+            print!("{}", summary::render(&outcome, &sum));
+            println!("  results in {}", out.display());
+            Ok(())
+        }
+        LabCommand::Impair(a) => {
+            let both = LinkSpec::parse_kv(&a.both).map_err(anyhow::Error::msg)?;
+            let dir = |d: &Option<String>| -> anyhow::Result<LinkSpec> {
+                match d {
+                    Some(t) => LinkSpec::parse_kv(t).map_err(anyhow::Error::msg),
+                    None => Ok(both.clone()),
+                }
+            };
+            let spec = relay::RelaySpec {
+                up: dir(&a.up)?,
+                down: dir(&a.down)?,
+                seed: a.seed,
+            };
+            let r = if a.tcp {
+                relay::tcp(a.listen, a.to, spec).await
+            } else {
+                relay::udp(a.listen, a.to, spec).await
+            }
+            .with_context(|| format!("cannot listen on {}", a.listen))?;
+            tracing::info!(listen = %r.local, to = %a.to, tcp = a.tcp, "relaying");
+            let _ = tokio::signal::ctrl_c().await;
+            let (u, d) = (&r.stats.up, &r.stats.down);
+            let g = relay::Counters::get;
+            tracing::info!(
+                up_bytes = g(&u.bytes_out),
+                up_lost = g(&u.lost),
+                up_blackholed = g(&u.blackholed),
+                up_queue_drops = g(&u.queue_drops),
+                down_bytes = g(&d.bytes_out),
+                down_lost = g(&d.lost),
+                down_blackholed = g(&d.blackholed),
+                down_queue_drops = g(&d.queue_drops),
+                "relay stopped"
+            );
+            r.stop().await;
+            Ok(())
+        }
+    }
+}
+
 async fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
     let tmp;
     let dir = match a.dir {
@@ -317,7 +437,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Servers log what they do; the demo and the bench print tables and only log problems.
     let default = match cli.command {
-        Command::Demo(_) | Command::Bench(_) => "warn",
+        Command::Demo(_)
+        | Command::Bench(_)
+        | Command::Lab {
+            command: LabCommand::Run(_),
+        } => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -343,6 +467,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Origin(a) => origin(a).await,
         Command::Edge(a) => edge(a).await,
+        Command::Lab { command } => lab(command).await,
         Command::Certs {
             command: CertsCommand::Init { dir, nodes },
         } => {

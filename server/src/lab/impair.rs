@@ -343,7 +343,7 @@ mod tests {
         let f = run(&spec, 1, 100, Duration::ZERO, 1000);
         let out = delivered(&f);
         assert!((10..=12).contains(&out.len()), "{}", out.len());
-        assert!(f.iter().any(|f| *f == Fate::QueueFull));
+        assert!(f.contains(&Fate::QueueFull));
         for (i, at) in out.iter().enumerate() {
             let want = Duration::from_millis(i as u64 + 1);
             assert!(at.abs_diff(want) < Duration::from_micros(1));

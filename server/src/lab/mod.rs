@@ -2,4 +2,9 @@
 //! player population (`population`), the runner (`run`) and its outputs (`summary`, `plot`).
 
 pub mod impair;
+pub mod plot;
+pub mod population;
 pub mod relay;
+pub mod run;
+pub mod scenario;
+pub mod summary;

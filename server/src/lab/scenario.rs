@@ -1,0 +1,317 @@
+//! Scenario files (`segue lab run FILE.toml`): nodes, links, media, players, bounds. See
+//! docs/LAB.md for the format; `lab/scenarios/` holds the shipped ones.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::impair::LinkSpec;
+
+/// A link between two nodes: `both` applies to each direction unless `up`/`down` are given.
+/// `up` is towards the server side (edge → origin, player → edge).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConf {
+    pub both: Option<LinkSpec>,
+    pub up: Option<LinkSpec>,
+    pub down: Option<LinkSpec>,
+    /// Rate limit on the down direction as a multiple of the catalog's highest bitrate
+    /// (e.g. 1.2); overrides `down.rate_kbps`.
+    pub rate_x_bitrate: Option<f64>,
+}
+
+impl LinkConf {
+    /// The two directions, with `rate_x_bitrate` resolved against `bitrate_kbps`.
+    pub fn resolve(&self, bitrate_kbps: f64) -> (LinkSpec, LinkSpec) {
+        let both = self.both.clone().unwrap_or_default();
+        let up = self.up.clone().unwrap_or_else(|| both.clone());
+        let mut down = self.down.clone().unwrap_or(both);
+        if let Some(x) = self.rate_x_bitrate {
+            down.rate_kbps = (x * bitrate_kbps).ceil().max(1.0) as u64;
+        }
+        (up, down)
+    }
+
+    fn validate(&self, what: &str) -> Result<(), String> {
+        for (dir, s) in [("both", &self.both), ("up", &self.up), ("down", &self.down)] {
+            if let Some(s) = s {
+                s.validate().map_err(|e| format!("{what}.{dir}: {e}"))?;
+            }
+        }
+        if self
+            .rate_x_bitrate
+            .is_some_and(|x| !(x > 0.0 && x.is_finite()))
+        {
+            return Err(format!("{what}.rate_x_bitrate must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Which media the origin serves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConf {
+    /// File stems from the samples directory (`--samples`, default media/samples), e.g. "long".
+    #[serde(default)]
+    pub samples: Vec<String>,
+    /// Or a directory of media files (relative to the scenario file).
+    pub dir: Option<PathBuf>,
+    /// Serve the catalog this many times under distinct names (obj-000, obj-001, ...), to
+    /// build a large catalog from few files. 1: the files' own names.
+    #[serde(default = "one")]
+    pub copies: usize,
+    /// Target segment duration at the origin.
+    #[serde(default = "two_thousand")]
+    pub segment_ms: u64,
+}
+
+fn one() -> usize {
+    1
+}
+fn two_thousand() -> u64 {
+    2000
+}
+
+/// One edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConf {
+    pub name: String,
+    /// Prefix kept per object, seconds of media.
+    #[serde(default = "default_prefix")]
+    pub prefix_s: u64,
+    /// Parallel origin fetches (K).
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+    /// Disk cache bound, MiB.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+    /// Objects whose prefix is placed before players arrive ("*": all).
+    #[serde(default)]
+    pub warm: Vec<String>,
+    #[serde(default)]
+    pub origin_link: LinkConf,
+    #[serde(default)]
+    pub player_link: LinkConf,
+}
+
+fn default_prefix() -> u64 {
+    4
+}
+fn default_parallel() -> usize {
+    4
+}
+fn default_cache_mb() -> u64 {
+    1024
+}
+
+/// How long viewers watch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConf {
+    /// Fraction of plays that stop early.
+    pub early_quit: f64,
+    /// Early quitters stop uniformly within this fraction of the object (e.g. 0.2).
+    pub within: f64,
+}
+
+/// The player population.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayersConf {
+    pub count: usize,
+    /// Poisson arrivals spread over this window (0: everyone at once).
+    #[serde(default)]
+    pub arrival_window_s: f64,
+    /// Zipf exponent over the catalog (0: uniform).
+    #[serde(default)]
+    pub zipf_alpha: f64,
+    #[serde(default = "default_startup")]
+    pub startup_buffer_ms: u64,
+    /// Without it, everyone watches to the end.
+    pub watch: Option<WatchConf>,
+    /// Plays whose buffer level is recorded for the plot.
+    #[serde(default = "default_sampled")]
+    pub sampled: usize,
+    /// A start within this time counts as immediate.
+    #[serde(default = "default_immediate")]
+    pub immediate_ms: f64,
+    /// Give up on a play after this long without media.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_s: u64,
+}
+
+fn default_startup() -> u64 {
+    500
+}
+fn default_sampled() -> usize {
+    6
+}
+fn default_immediate() -> f64 {
+    250.0
+}
+fn default_stall_timeout() -> u64 {
+    10
+}
+
+/// A scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Seed of every random choice (arrivals, popularity, watch times, link fates).
+    #[serde(default)]
+    pub seed: u64,
+    /// Hard bound on the whole run, seconds; plays still running then are cut and reported.
+    #[serde(default = "default_max")]
+    pub max_duration_s: u64,
+    pub media: MediaConf,
+    #[serde(rename = "edge")]
+    pub edges: Vec<EdgeConf>,
+    pub players: PlayersConf,
+    /// Where relative paths in the file are resolved (the file's directory).
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+fn default_max() -> u64 {
+    300
+}
+
+/// Upper bounds a scenario may not exceed (the lab runs on one box).
+pub const MAX_PLAYERS: usize = 2000;
+pub const MAX_EDGES: usize = 16;
+pub const MAX_DURATION_S: u64 = 3600;
+pub const MAX_COPIES: usize = 1000;
+
+impl Scenario {
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let mut s: Scenario = toml::from_str(text).map_err(|e| e.to_string())?;
+        s.base = base.to_path_buf();
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.edges.is_empty() || self.edges.len() > MAX_EDGES {
+            return Err(format!("1 to {MAX_EDGES} [[edge]] tables are needed"));
+        }
+        let p = &self.players;
+        if p.count == 0 || p.count > MAX_PLAYERS {
+            return Err(format!("players.count must be 1..={MAX_PLAYERS}"));
+        }
+        if self.max_duration_s == 0 || self.max_duration_s > MAX_DURATION_S {
+            return Err(format!("max_duration_s must be 1..={MAX_DURATION_S}"));
+        }
+        let finite = |v: f64| v >= 0.0 && v.is_finite();
+        if !finite(p.arrival_window_s) || !finite(p.zipf_alpha) {
+            return Err("players.arrival_window_s and zipf_alpha must be non-negative".into());
+        }
+        if let Some(w) = &p.watch
+            && !((0.0..=1.0).contains(&w.early_quit) && w.within > 0.0 && w.within <= 1.0)
+        {
+            return Err("players.watch: early_quit within 0..1, within in (0, 1]".into());
+        }
+        let m = &self.media;
+        if m.samples.is_empty() == m.dir.is_none() {
+            return Err("media: give either samples or dir".into());
+        }
+        if m.copies == 0 || m.copies > MAX_COPIES {
+            return Err(format!("media.copies must be 1..={MAX_COPIES}"));
+        }
+        for s in &m.samples {
+            if s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!("media.samples: {s:?} is not a sample name"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for e in &self.edges {
+            if !names.insert(&e.name) {
+                return Err(format!("edge {:?} is defined twice", e.name));
+            }
+            if e.parallel == 0 || e.parallel > 64 {
+                return Err(format!("edge {}: parallel must be 1..=64", e.name));
+            }
+            e.origin_link
+                .validate(&format!("edge {}.origin_link", e.name))?;
+            e.player_link
+                .validate(&format!("edge {}.player_link", e.name))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+seed = 3
+[media]
+samples = ["long"]
+copies = 4
+[[edge]]
+name = "e1"
+origin_link = { both = { delay_ms = 50, jitter_ms = 10, loss = 0.01 }, rate_x_bitrate = 1.2 }
+[players]
+count = 10
+arrival_window_s = 5
+zipf_alpha = 0.8
+watch = { early_quit = 0.6, within = 0.2 }
+"#;
+
+    #[test]
+    fn parses_and_resolves_links() {
+        let s = Scenario::parse(GOOD, Path::new("/x")).unwrap();
+        assert_eq!(s.edges[0].prefix_s, 4);
+        let (up, down) = s.edges[0].origin_link.resolve(250.0);
+        assert_eq!(up.delay_ms, 50.0);
+        assert_eq!(up.rate_kbps, 0);
+        assert_eq!(down.loss, 0.01);
+        assert_eq!(down.rate_kbps, 300);
+        assert!(s.edges[0].player_link.resolve(1.0).0.is_clean());
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_run() {
+        for (bad, why) in [
+            (GOOD.replace("count = 10", "count = 0"), "count"),
+            (GOOD.replace("count = 10", "count = 100000"), "count"),
+            (GOOD.replace("loss = 0.01", "loss = 3"), "loss"),
+            (
+                GOOD.replace("samples = [\"long\"]", "samples = [\"../x\"]"),
+                "sample",
+            ),
+            (
+                GOOD.replace("seed = 3", "seed = 3\nbogus = 1"),
+                "unknown field",
+            ),
+            (
+                GOOD.replace("early_quit = 0.6", "early_quit = 1.6"),
+                "watch",
+            ),
+            (
+                GOOD.replace("name = \"e1\"", "name = \"e1\"\nparallel = 0"),
+                "parallel",
+            ),
+        ] {
+            let e = Scenario::parse(&bad, Path::new("/x")).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+}

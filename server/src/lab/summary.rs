@@ -1,0 +1,255 @@
+//! What a run means: the summary table, and the files (`plays.json`, `plays.csv`,
+//! `traffic.csv`, `summary.json`, `summary.txt`, plots).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::run::Outcome;
+
+/// The scenario's figures.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub plays: usize,
+    pub start_failures: usize,
+    /// Plays that ended with an error after starting.
+    pub failed_after_start: usize,
+    pub ttff_p50_ms: Option<f64>,
+    pub ttff_p95_ms: Option<f64>,
+    pub ttff_p99_ms: Option<f64>,
+    /// Plays whose playback started within `immediate_ms`.
+    pub immediate_starts: f64,
+    /// Stall time / (stall time + played time), all plays.
+    pub rebuffer_ratio: f64,
+    pub stalls_per_play: f64,
+    /// Plays with at least one stall.
+    pub plays_with_stalls: usize,
+    /// Plays watched to the end whose frames and content hashes match the manifest.
+    pub byte_exact: usize,
+    pub watched_to_end: usize,
+    /// Bytes players received (RTP) and bytes the edges fetched from the origin (payload).
+    pub bytes_served: u64,
+    pub bytes_from_origin: u64,
+    /// 1 - from origin / served.
+    pub byte_hit_ratio: f64,
+    pub full_hits: u64,
+    pub prefix_hits: u64,
+    pub misses: u64,
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted.get(rank - 1).copied()
+}
+
+pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
+    let plays = &o.plays;
+    let mut ttff: Vec<f64> = plays.iter().filter_map(|p| p.report.ttff_ms).collect();
+    ttff.sort_by(f64::total_cmp);
+    let started: Vec<_> = plays
+        .iter()
+        .filter(|p| p.report.startup_ms.is_some())
+        .collect();
+    let immediate = started
+        .iter()
+        .filter(|p| p.report.startup_ms.is_some_and(|s| s <= immediate_ms))
+        .count();
+    let stall_s: f64 = plays.iter().map(|p| p.report.stall_ms / 1000.0).sum();
+    // Played time: wall time from playback start, less stalls.
+    let played_s: f64 = plays
+        .iter()
+        .filter_map(|p| {
+            let start = p.report.startup_ms? / 1000.0;
+            Some((p.report.wall_s - start - p.report.stall_ms / 1000.0).max(0.0))
+        })
+        .sum();
+    let stalls: u64 = plays.iter().map(|p| u64::from(p.report.stalls)).sum();
+    let to_end: Vec<_> = plays
+        .iter()
+        .filter(|p| p.planned_watch_s.is_none() && !p.cut)
+        .collect();
+    let served: u64 = plays.iter().map(|p| p.report.bytes).sum();
+    let from_origin: u64 = o.edges.iter().map(|e| e.origin_payload_bytes).sum();
+    Summary {
+        plays: plays.len(),
+        start_failures: plays
+            .iter()
+            .filter(|p| p.report.startup_ms.is_none())
+            .count(),
+        failed_after_start: started.iter().filter(|p| p.report.error.is_some()).count(),
+        ttff_p50_ms: percentile(&ttff, 50.0),
+        ttff_p95_ms: percentile(&ttff, 95.0),
+        ttff_p99_ms: percentile(&ttff, 99.0),
+        immediate_starts: if plays.is_empty() {
+            0.0
+        } else {
+            immediate as f64 / plays.len() as f64
+        },
+        rebuffer_ratio: if stall_s + played_s > 0.0 {
+            stall_s / (stall_s + played_s)
+        } else {
+            0.0
+        },
+        stalls_per_play: if plays.is_empty() {
+            0.0
+        } else {
+            stalls as f64 / plays.len() as f64
+        },
+        plays_with_stalls: plays.iter().filter(|p| p.report.stalls > 0).count(),
+        byte_exact: to_end.iter().filter(|p| p.report.ok()).count(),
+        watched_to_end: to_end.len(),
+        bytes_served: served,
+        bytes_from_origin: from_origin,
+        byte_hit_ratio: if served > 0 {
+            1.0 - from_origin as f64 / served as f64
+        } else {
+            0.0
+        },
+        full_hits: o.edges.iter().map(|e| e.full_hits).sum(),
+        prefix_hits: o.edges.iter().map(|e| e.prefix_hits).sum(),
+        misses: o.edges.iter().map(|e| e.misses).sum(),
+    }
+}
+
+/// The table printed at the end of a run.
+pub fn render(o: &Outcome, s: &Summary) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "scenario {} (seed {}): {}",
+        o.scenario, o.seed, o.description
+    );
+    let _ = writeln!(
+        t,
+        "  {} objects, highest bitrate {:.0} kbit/s, run took {:.1} s",
+        o.catalog.len(),
+        o.bitrate_kbps,
+        o.wall_s
+    );
+    let rows = [
+        ("plays", s.plays.to_string()),
+        ("start failures", s.start_failures.to_string()),
+        ("failed after start", s.failed_after_start.to_string()),
+        ("TTFF p50", ms(s.ttff_p50_ms)),
+        ("TTFF p95", ms(s.ttff_p95_ms)),
+        ("TTFF p99", ms(s.ttff_p99_ms)),
+        (
+            "immediate starts",
+            format!("{:.1} %", 100.0 * s.immediate_starts),
+        ),
+        (
+            "rebuffer ratio",
+            format!("{:.3} %", 100.0 * s.rebuffer_ratio),
+        ),
+        ("stalls per play", format!("{:.3}", s.stalls_per_play)),
+        ("plays with stalls", s.plays_with_stalls.to_string()),
+        (
+            "byte-exact (to the end)",
+            format!("{}/{}", s.byte_exact, s.watched_to_end),
+        ),
+        ("bytes served", s.bytes_served.to_string()),
+        ("bytes from origin", s.bytes_from_origin.to_string()),
+        (
+            "byte hit ratio",
+            format!("{:.1} %", 100.0 * s.byte_hit_ratio),
+        ),
+        (
+            "full / prefix / miss",
+            format!("{} / {} / {}", s.full_hits, s.prefix_hits, s.misses),
+        ),
+    ];
+    for (k, v) in rows {
+        let _ = writeln!(t, "  {k:<26}{v}");
+    }
+    t
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes every output file into `dir`.
+pub fn write(dir: &Path, o: &Outcome, s: &Summary) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let w = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).with_context(|| format!("writing {name}"))
+    };
+    w("plays.json", serde_json::to_string_pretty(o)? + "\n")?;
+    w("summary.json", serde_json::to_string_pretty(s)? + "\n")?;
+    w("summary.txt", render(o, s))?;
+    let mut csv = String::from(
+        "id,edge,object,arrival_s,planned_watch_s,ttff_ms,startup_ms,stalls,stall_ms,late_frames,lost_frames,frames_received,frames_expected,hash_ok,bytes,wall_s,watched_until_s,cut,error\n",
+    );
+    let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+    for p in &o.plays {
+        let r = &p.report;
+        let _ = writeln!(
+            csv,
+            "{},{},{},{:.3},{},{},{},{},{:.1},{},{},{},{},{},{},{:.3},{},{},{}",
+            p.id,
+            csv_field(&p.edge),
+            csv_field(&p.object),
+            p.arrival_s,
+            opt(p.planned_watch_s),
+            opt(r.ttff_ms),
+            opt(r.startup_ms),
+            r.stalls,
+            r.stall_ms,
+            r.late_frames,
+            r.lost_frames,
+            r.frames_received,
+            r.frames_expected,
+            r.hash_ok,
+            r.bytes,
+            r.wall_s,
+            opt(r.watched_until_s),
+            p.cut,
+            csv_field(r.error.as_deref().unwrap_or("")),
+        );
+    }
+    w("plays.csv", csv)?;
+    let mut tr = String::from("t_s,origin_bytes,edge_bytes,active_plays\n");
+    for x in &o.traffic {
+        let _ = writeln!(
+            tr,
+            "{:.3},{},{},{}",
+            x.t_s, x.origin_bytes, x.edge_bytes, x.active_plays
+        );
+    }
+    w("traffic.csv", tr)?;
+    super::plot::all(dir, o)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50.0));
+        assert_eq!(percentile(&v, 95.0), Some(95.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&[3.0], 99.0), Some(3.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
+        assert_eq!(csv_field("plain"), "plain");
+    }
+}

@@ -1,0 +1,125 @@
+//! The lab end to end: the shipped test-suite scenario (real origin, edge, relays and players
+//! on loopback), its report structure and its byte-exact plays; and every shipped scenario
+//! parses.
+
+use std::path::{Path, PathBuf};
+
+use segue_server::lab::run::{LabOptions, run};
+use segue_server::lab::scenario::Scenario;
+use segue_server::lab::summary::{summarize, write};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn every_shipped_scenario_parses() {
+    let dir = repo().join("lab/scenarios");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 7, "{n} scenarios");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_scenario_runs_end_to_end() {
+    let s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
+    let opts = LabOptions {
+        samples_dir: repo().join("media/samples"),
+        progress: false,
+    };
+    let o = run(&s, &opts).await.unwrap();
+    assert_eq!(o.plays.len(), 6);
+    assert_eq!(o.catalog.len(), 3);
+    // Ids in order, each planned play reported once, none cut.
+    assert!(o.plays.iter().enumerate().all(|(i, p)| p.id == i && !p.cut));
+    let quitters: Vec<_> = o
+        .plays
+        .iter()
+        .filter(|p| p.planned_watch_s.is_some())
+        .collect();
+    assert!(!quitters.is_empty(), "the seed plans early quits");
+    for p in &o.plays {
+        let r = &p.report;
+        assert!(r.error.is_none(), "play {}: {:?}", p.id, r.error);
+        assert!(r.ttff_ms.is_some() && r.startup_ms.is_some());
+        match p.planned_watch_s {
+            // Watched to the end: every frame, byte-exact.
+            None => {
+                assert!(r.hash_ok, "play {} hash", p.id);
+                assert_eq!(r.frames_received, r.frames_expected);
+                assert!(r.frames_expected > 0);
+            }
+            // Quit: stopped near the planned point, with fewer frames.
+            Some(w) => {
+                let at = r.watched_until_s.expect("quit recorded");
+                assert!(at >= w && at < w + 0.5, "planned {w}, stopped {at}");
+                assert!(r.frames_received < r.frames_expected);
+            }
+        }
+    }
+    // Sampled plays carry buffer levels; the buffer reached the startup level.
+    let sampled: Vec<_> = o
+        .plays
+        .iter()
+        .filter(|p| !p.report.buffer.is_empty())
+        .collect();
+    assert_eq!(sampled.len(), 3);
+    assert!(
+        sampled
+            .iter()
+            .all(|p| p.report.buffer.iter().any(|[_, ms]| *ms >= 400.0))
+    );
+    // Traffic through the relays was sampled and grew; the origin sent less than players got.
+    let last = o.traffic.last().unwrap();
+    assert!(o.traffic.len() > 10);
+    assert!(last.edge_bytes > 0 && last.origin_bytes > 0);
+    let e = &o.edges[0];
+    assert_eq!(e.full_hits + e.prefix_hits + e.misses, 6);
+    assert!(e.prefix_hits + e.full_hits >= 1, "obj-001 was warmed");
+
+    let sum = summarize(&o, s.players.immediate_ms);
+    assert_eq!(sum.plays, 6);
+    assert_eq!(sum.start_failures, 0);
+    assert_eq!(sum.byte_exact, sum.watched_to_end);
+    assert!(sum.watched_to_end >= 1);
+    assert!(sum.bytes_from_origin < sum.bytes_served);
+    assert!(sum.byte_hit_ratio > 0.0 && sum.byte_hit_ratio < 1.0);
+    assert!(sum.ttff_p50_ms.unwrap() <= sum.ttff_p99_ms.unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), &o, &sum).unwrap();
+    let plays: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("plays.json")).unwrap())
+            .unwrap();
+    assert_eq!(plays["plays"].as_array().unwrap().len(), 6);
+    let csv = std::fs::read_to_string(dir.path().join("plays.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 7);
+    assert!(
+        std::fs::read_to_string(dir.path().join("summary.txt"))
+            .unwrap()
+            .contains("byte-exact (to the end)")
+    );
+    let traffic = std::fs::read_to_string(dir.path().join("traffic.csv")).unwrap();
+    assert!(traffic.starts_with("t_s,origin_bytes,edge_bytes,active_plays"));
+    // Plots are written when a font is present (CI installs fonts-dejavu-core).
+    if std::env::var_os("SEGUE_REQUIRE_FONT").is_some()
+        || Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists()
+    {
+        for f in ["ttff_cdf", "buffer", "traffic"] {
+            for ext in ["svg", "png"] {
+                let p = dir.path().join(format!("{f}.{ext}"));
+                assert!(
+                    std::fs::metadata(&p).unwrap().len() > 1000,
+                    "{}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
