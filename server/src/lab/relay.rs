@@ -353,8 +353,14 @@ pub async fn tcp(
             let mut conns = JoinSet::new();
             let mut k = 0u64;
             loop {
-                let Ok((client, _)) = listener.accept().await else {
-                    continue;
+                let client = match listener.accept().await {
+                    Ok((c, _)) => c,
+                    Err(e) => {
+                        // E.g. out of file descriptors: do not spin.
+                        tracing::warn!("relay accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 let server = match TcpStream::connect(target).await {
                     Ok(s) => s,
