@@ -137,6 +137,15 @@ impl TrackState {
     }
 }
 
+/// Media buffered by the least-buffered track (the one that stalls first), microseconds.
+fn least_buffered_us(tracks: &[TrackState]) -> u64 {
+    tracks
+        .iter()
+        .map(TrackState::buffered_us)
+        .min()
+        .unwrap_or(0)
+}
+
 fn dts_us(pts: u64, cto: u32, clock: u32) -> u64 {
     (u128::from(pts.saturating_sub(u64::from(cto))) * 1_000_000 / u128::from(clock.max(1))) as u64
 }
@@ -542,11 +551,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             let all_done = tracks.iter().all(|t| t.last_seq.is_some());
             // Media each track holds, in order, from its next frame: playback waits until every
             // track has the startup buffer (the least-buffered track is what stalls).
-            let buffered = tracks
-                .iter()
-                .map(TrackState::buffered_us)
-                .min()
-                .unwrap_or(0);
+            let buffered = least_buffered_us(&tracks);
             let have_frame = tracks.iter().any(|t| !t.pending.is_empty());
             // Playback starts with a frame in hand: once the startup buffer is full, at once
             // when unpaced, or when the whole (short) object is in.
@@ -671,11 +676,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             && last_sample.is_none_or(|t: Instant| t.elapsed() >= every)
         {
             last_sample = Some(Instant::now());
-            let level = tracks
-                .iter()
-                .map(TrackState::buffered_us)
-                .min()
-                .unwrap_or(0);
+            let level = least_buffered_us(&tracks);
             report
                 .buffer
                 .push([t_req.elapsed().as_secs_f64(), level as f64 / 1000.0]);

@@ -12,6 +12,7 @@ pub mod edge;
 pub mod ingest;
 pub mod lab;
 pub mod library;
+pub mod loopback;
 pub mod lru;
 pub mod node;
 pub mod packets;

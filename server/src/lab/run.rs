@@ -3,7 +3,6 @@
 //! samples traffic and counters, and stops everything, even when a play misbehaves: the whole
 //! run is bounded by `max_duration_s`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,12 +20,10 @@ use super::population::{Planned, plan};
 use super::relay::{self, Counters, Relay, RelaySpec};
 use super::scenario::Scenario;
 use crate::edge::store::Store;
-use crate::edge::upstream::{self, Upstream};
 use crate::edge::{EdgeOptions, EdgeSource};
 use crate::library::{Library, LibraryOptions};
-use crate::node::{NodeOptions, serve};
-use crate::quic::{TransportLimits, client_endpoint, server_endpoint};
-use crate::source::LibrarySource;
+use crate::loopback::{self, DevTls};
+use crate::node::NodeOptions;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -159,22 +156,12 @@ fn prepare_media(s: &Scenario, o: &LabOptions, media: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
 /// Runs a scenario. Files are written by the caller (see `report`).
 pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
     let work = tempfile::tempdir()?;
     let w = work.path();
-    let certs = w.join("certs");
-    segue_certs::init(&certs, &[]).context("dev PKI")?;
-    let (cert, key, ca) = (
-        certs.join("localhost.pem"),
-        certs.join("localhost.key"),
-        certs.join("ca.pem"),
-    );
+    let tls = DevTls::init(&w.join("certs"))?;
     prepare_media(s, o, &w.join("media"))?;
     let lib_opts = LibraryOptions {
         media_root: w.join("media"),
@@ -202,21 +189,20 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
-    let origin_ep = server_endpoint(loopback(), &cert, &key, TransportLimits::default())?;
-    let origin_addr = origin_ep.local_addr()?;
-    servers.spawn(serve(
-        origin_ep,
-        Arc::new(LibrarySource(lib.clone())),
-        NodeOptions::default(),
-        stop_rx.clone(),
-    ));
+    let (origin_addr, serving) =
+        loopback::origin(&tls, lib.clone(), NodeOptions::default(), stop_rx.clone())?;
+    servers.spawn(serving);
 
     let mut edges = Vec::new();
     for (i, e) in s.edges.iter().enumerate() {
         let (up, down) = e.origin_link.resolve(bitrate_kbps);
         let seed = s.seed.wrapping_add(1000 * i as u64);
-        let origin_relay =
-            relay::udp(loopback(), origin_addr, RelaySpec { up, down, seed }).await?;
+        let origin_relay = relay::udp(
+            loopback::any_port(),
+            origin_addr,
+            RelaySpec { up, down, seed },
+        )
+        .await?;
         let store = Store::open(
             &w.join(format!("edge-{i}")),
             e.cache_mb.saturating_mul(1 << 20),
@@ -224,26 +210,16 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
         )?;
         let origin_url =
             SegueUrl::parse(&format!("segue://localhost:{}/", origin_relay.local.port()))?;
-        let up = Upstream::new(client_endpoint(&ca)?, origin_url, upstream::DEFAULT_TIMEOUT);
-        let source = EdgeSource::new(
-            store,
-            up,
-            EdgeOptions {
-                parallel: e.parallel,
-                ..EdgeOptions::default()
-            },
-        );
-        let ep = server_endpoint(loopback(), &cert, &key, TransportLimits::default())?;
-        let edge_addr = ep.local_addr()?;
-        servers.spawn(serve(
-            ep,
-            Arc::new(source.clone()),
-            NodeOptions::default(),
-            stop_rx.clone(),
-        ));
+        let edge_opts = EdgeOptions {
+            parallel: e.parallel,
+            ..EdgeOptions::default()
+        };
+        let (source, edge_addr, serving) =
+            loopback::edge(&tls, store, origin_url, edge_opts, stop_rx.clone())?;
+        servers.spawn(serving);
         let (up, down) = e.player_link.resolve(bitrate_kbps);
         let player_relay = relay::udp(
-            loopback(),
+            loopback::any_port(),
             edge_addr,
             RelaySpec {
                 up,
@@ -279,6 +255,8 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
         .sum();
 
     let planned = plan(&s.players, names.len(), edges.len(), s.seed);
+    // Media seconds a planned viewer watches before quitting; None: to the end.
+    let planned_watch_s = |p: &Planned| p.watch.map(|f| f * durations[p.object]);
     let deadline = t0 + Duration::from_secs(s.max_duration_s);
     let start = Instant::now();
     let active = Arc::new(AtomicUsize::new(0));
@@ -303,10 +281,10 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
             edge.player_relay.local.port(),
             names[p.object]
         ))?;
-        let mut opts = PlayOptions::new(url, ca.clone());
+        let mut opts = PlayOptions::new(url, tls.ca.clone());
         opts.startup_buffer = Duration::from_millis(s.players.startup_buffer_ms);
         opts.stall_timeout = Duration::from_secs(s.players.stall_timeout_s.max(1));
-        let planned_watch_s = p.watch.map(|f| f * durations[p.object]);
+        let planned_watch_s = planned_watch_s(&p);
         opts.watch = planned_watch_s.map(Duration::from_secs_f64);
         opts.buffer_samples = p.sampled.then_some(Duration::from_millis(100));
         let (active, done, records) = (active.clone(), done.clone(), records.clone());
@@ -377,7 +355,7 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
                 edge: edges[p.edge].name.clone(),
                 object: names[p.object].to_string(),
                 arrival_s: p.at_s,
-                planned_watch_s: p.watch.map(|f| f * durations[p.object]),
+                planned_watch_s: planned_watch_s(p),
                 cut: true,
                 report: Report {
                     error: Some("cut by the scenario's max_duration_s".into()),

@@ -1,0 +1,80 @@
+//! In-process nodes on loopback, as `segue demo` and the lab run them: dev credentials, an
+//! origin serving a library and edges in front of it, all real QUIC servers stopped by one
+//! shared signal. Each returns its address and the future that serves; the caller spawns it
+//! (a `JoinSet` aborts what it holds when dropped, which the lab relies on for Ctrl-C).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use segue_wire::SegueUrl;
+use tokio::sync::watch;
+
+use crate::edge::store::Store;
+use crate::edge::upstream::{self, Upstream};
+use crate::edge::{EdgeOptions, EdgeSource};
+use crate::library::Library;
+use crate::node::{NodeOptions, serve};
+use crate::quic::{TransportLimits, client_endpoint, server_endpoint};
+use crate::source::LibrarySource;
+
+/// Dev credentials: a CA and a certificate for localhost.
+#[derive(Debug, Clone)]
+pub struct DevTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl DevTls {
+    /// Creates (or reuses) the dev PKI in `dir`.
+    pub fn init(dir: &Path) -> anyhow::Result<Self> {
+        segue_certs::init(dir, &[]).context("dev PKI")?;
+        Ok(Self {
+            cert: dir.join("localhost.pem"),
+            key: dir.join("localhost.key"),
+            ca: dir.join("ca.pem"),
+        })
+    }
+}
+
+/// 127.0.0.1 with a port the system picks.
+pub fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Serves `library` as an origin until `stop`.
+pub fn origin(
+    tls: &DevTls,
+    library: Arc<Library>,
+    opts: NodeOptions,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
+    let ep = server_endpoint(any_port(), &tls.cert, &tls.key, TransportLimits::default())?;
+    let addr = ep.local_addr()?;
+    Ok((
+        addr,
+        serve(ep, Arc::new(LibrarySource(library)), opts, stop),
+    ))
+}
+
+/// An edge over `store`, fetching from `origin`, serving until `stop`.
+pub fn edge(
+    tls: &DevTls,
+    store: Store,
+    origin: SegueUrl,
+    opts: EdgeOptions,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(
+    EdgeSource,
+    SocketAddr,
+    impl Future<Output = ()> + Send + 'static,
+)> {
+    let up = Upstream::new(client_endpoint(&tls.ca)?, origin, upstream::DEFAULT_TIMEOUT);
+    let source = EdgeSource::new(store, up, opts);
+    let ep = server_endpoint(any_port(), &tls.cert, &tls.key, TransportLimits::default())?;
+    let addr = ep.local_addr()?;
+    let serving = serve(ep, Arc::new(source.clone()), NodeOptions::default(), stop);
+    Ok((source, addr, serving))
+}
