@@ -662,6 +662,10 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             }
             _ => {}
         }
+        // Kept current, so a play that ends in an error still reports the time it stalled.
+        report.stall_ms = (stall_total + stalled_since.map_or(Duration::ZERO, |s| now - s))
+            .as_secs_f64()
+            * 1000.0;
         if waited_out
             && tracks.iter().all(|t| t.pending.is_empty())
             && last_media.elapsed() > opts.stall_timeout

@@ -56,6 +56,7 @@ pub async fn serve_exchange<S: Source>(
             return Ok(());
         }
     };
+    let req_deadline = req.params().deadline_ms;
     if let Some(rev) = req.params().revision
         && rev != manifest.revision
     {
@@ -83,6 +84,9 @@ pub async fn serve_exchange<S: Source>(
                 send.finish()?;
                 return Ok(());
             }
+            // Earliest deadline first among this connection's exchanges; none: last.
+            let priority = req_deadline.map_or(i32::MIN, |d| -(d.min(i32::MAX as u64) as i32));
+            let _ = send.set_priority(priority);
             send.write_all(&ResponseHeader::ok().encode()).await?;
             for i in first..first + count {
                 let i = i as usize;

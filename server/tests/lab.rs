@@ -123,3 +123,75 @@ async fn short_scenario_runs_end_to_end() {
         }
     }
 }
+
+/// A link that goes dark for good mid-play: the play ends in an error, and its report still
+/// counts the stall and how long it lasted (the failed play's stall time is not lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_play_that_fails_in_a_stall_reports_the_stall() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use segue_server::lab::impair::LinkSpec;
+    use segue_server::lab::relay::{self, RelaySpec};
+    use segue_server::library::{Library, LibraryOptions};
+    use segue_server::loopback::{self, DevTls};
+    use segue_server::node::NodeOptions;
+
+    let w = tempfile::tempdir().unwrap();
+    let tls = DevTls::init(&w.path().join("certs")).unwrap();
+    let media = w.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    std::fs::copy(
+        repo().join("media/samples/long.mp4"),
+        media.join("long.mp4"),
+    )
+    .unwrap();
+    let lib = Library::open(&LibraryOptions {
+        media_root: media,
+        data_dir: w.path().join("origin"),
+        target_segment_us: 2_000_000,
+    })
+    .unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (addr, serving) =
+        loopback::origin(&tls, Arc::new(lib), NodeOptions::default(), stop_rx).unwrap();
+    let server = tokio::spawn(serving);
+    // Up for the first 1.5 s, then down (for 1000 s).
+    let dark = LinkSpec {
+        blackhole_s: 1000.0,
+        blackhole_every_s: 1001.5,
+        ..LinkSpec::default()
+    };
+    let r = relay::udp(
+        loopback::any_port(),
+        addr,
+        RelaySpec {
+            up: dark.clone(),
+            down: dark,
+            seed: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let url =
+        segue_wire::SegueUrl::parse(&format!("segue://localhost:{}/long", r.local.port())).unwrap();
+    let mut o = segue_client::PlayOptions::new(url, tls.ca.clone());
+    o.stall_timeout = Duration::from_secs(2);
+    let rep = tokio::time::timeout(Duration::from_secs(30), segue_client::play(&o))
+        .await
+        .expect("player hung");
+    assert!(rep.error.is_some(), "the play must fail");
+    assert!(
+        rep.ttff_ms.is_some(),
+        "it started before the link went dark"
+    );
+    assert_eq!(rep.stalls, 1, "{rep:?}");
+    assert!(
+        rep.stall_ms >= 2000.0,
+        "the stall outlived the 2 s timeout, reported {} ms",
+        rep.stall_ms
+    );
+    r.stop().await;
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+}

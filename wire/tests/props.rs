@@ -280,10 +280,12 @@ fn params() -> impl Strategy<Value = Params> {
     (
         proptest::option::of(any::<u8>()),
         proptest::option::of(0..=varint::MAX),
+        proptest::option::of(0..=varint::MAX),
     )
-        .prop_map(|(hop_limit, revision)| Params {
+        .prop_map(|(hop_limit, revision, deadline_ms)| Params {
             hop_limit,
             revision,
+            deadline_ms,
         })
 }
 

@@ -11,6 +11,7 @@
 //! - **Memory tier**: recently served segments, already verified, in a [`SegmentLru`], so
 //!   popular objects are served without a disk read or a checksum per session.
 
+pub mod schedule;
 pub mod store;
 pub mod upstream;
 
@@ -27,13 +28,15 @@ use tokio::time::Instant;
 
 use crate::lru::SegmentLru;
 use crate::source::{Source, SourceError};
+use schedule::{Scheduler, Ticket};
 use store::Store;
 use upstream::Upstream;
 
 /// Edge behaviour.
 #[derive(Debug, Clone)]
 pub struct EdgeOptions {
-    /// Segment exchanges in flight to the origin at once (K).
+    /// Segment exchanges in flight to the origin at once (K), admitted earliest deadline
+    /// first; up to K more may run for segments a session is already waiting for.
     pub parallel: usize,
     /// How long a segment fetch is retried (reconnecting with backoff) before giving up.
     pub retry_for: Duration,
@@ -68,14 +71,24 @@ pub struct EdgeStats {
 
 type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
 
+/// A segment fetch in flight: its result, and its place in the scheduler.
+struct Pending {
+    rx: Fill<Bytes>,
+    ticket: u64,
+    deadline: Instant,
+}
+
+/// How long pre-positioning may take: far behind anything a session waits for.
+const BACKGROUND: Duration = Duration::from_secs(3600);
+
 struct Inner {
     store: Store,
     hot: SegmentLru<Bytes>,
     upstream: Upstream,
     opts: EdgeOptions,
     stats: EdgeStats,
-    permits: Semaphore,
-    fills: Mutex<HashMap<(ObjectName, u64, usize), Fill<Bytes>>>,
+    sched: Arc<Scheduler>,
+    fills: Mutex<HashMap<(ObjectName, u64, usize), Pending>>,
     /// Sessions playing each object; the prefetcher only fetches for objects someone plays.
     playing: Mutex<HashMap<ObjectName, usize>>,
     manifests: Mutex<HashMap<ObjectName, Fill<Arc<Manifest>>>>,
@@ -100,14 +113,14 @@ async fn wait<T: Clone>(mut rx: Fill<T>) -> Result<T, SourceError> {
 
 impl EdgeSource {
     pub fn new(store: Store, upstream: Upstream, opts: EdgeOptions) -> Self {
-        let permits = Semaphore::new(opts.parallel.max(1));
+        let sched = Scheduler::new(opts.parallel.max(1), opts.parallel.max(1));
         Self(Arc::new(Inner {
             store,
             hot: SegmentLru::new(opts.hot_bytes),
             upstream,
             opts,
             stats: EdgeStats::default(),
-            permits,
+            sched,
             fills: Mutex::default(),
             manifests: Mutex::default(),
             playing: Mutex::default(),
@@ -130,24 +143,36 @@ impl EdgeSource {
     pub async fn warm(&self, name: &ObjectName) -> Result<usize, SourceError> {
         let m = self.manifest(name).await?;
         let n = self.0.store.prefix_len(&m);
-        let fills: Vec<_> = (0..n).map(|i| self.fill(m.clone(), i)).collect();
+        let due = Instant::now() + BACKGROUND;
+        let fills: Vec<_> = (0..n).map(|i| self.fill(m.clone(), i, due)).collect();
         for f in fills {
             f.await?;
         }
         Ok(n)
     }
 
-    async fn fetch_with_retry(&self, m: &Manifest, i: usize) -> Result<Bytes, SourceError> {
+    async fn fetch_with_retry(
+        &self,
+        m: &Manifest,
+        i: usize,
+        ticket: Ticket,
+    ) -> Result<Bytes, SourceError> {
         let inner = &self.0;
-        let _permit = inner
-            .permits
-            .acquire()
+        let _slot = ticket
+            .slot()
             .await
-            .map_err(|_| SourceError::Internal("edge shutting down".into()))?;
+            .ok_or_else(|| SourceError::Internal("edge shutting down".into()))?;
         let deadline = Instant::now() + inner.opts.retry_for;
         let mut backoff = Duration::from_millis(50);
         loop {
-            match inner.upstream.segment(m, i).await {
+            let due = lock(&inner.fills)
+                .get(&(m.object.clone(), m.revision, i))
+                .map(|p| {
+                    p.deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_millis() as u64
+                });
+            match inner.upstream.segment(m, i, due).await {
                 Ok(b) => {
                     inner
                         .stats
@@ -165,11 +190,13 @@ impl EdgeSource {
         }
     }
 
-    /// Segment `i` from the cache, or from the single in-flight (or a new) origin fetch.
+    /// Segment `i` from the cache, or from the single in-flight (or a new) origin fetch,
+    /// which is due at `deadline` (a fetch in flight moves up if this one is earlier).
     fn fill(
         &self,
         m: Arc<Manifest>,
         i: usize,
+        deadline: Instant,
     ) -> impl std::future::Future<Output = Result<Bytes, SourceError>> + Send + 'static {
         let this = self.clone();
         async move {
@@ -183,17 +210,29 @@ impl EdgeSource {
             let key = (m.object.clone(), m.revision, i);
             let rx = {
                 let mut fills = lock(&this.0.fills);
-                match fills.get(&key) {
-                    Some(rx) => {
+                match fills.get_mut(&key) {
+                    Some(p) => {
                         this.0.stats.collapsed.fetch_add(1, Ordering::Relaxed);
-                        rx.clone()
+                        if deadline < p.deadline {
+                            p.deadline = deadline;
+                            this.0.sched.promote(p.ticket, deadline);
+                        }
+                        p.rx.clone()
                     }
                     None => {
                         let (tx, rx) = watch::channel(None);
-                        fills.insert(key.clone(), rx.clone());
+                        let ticket = this.0.sched.enqueue(deadline);
+                        fills.insert(
+                            key.clone(),
+                            Pending {
+                                rx: rx.clone(),
+                                ticket: ticket.id,
+                                deadline,
+                            },
+                        );
                         let me = this.clone();
                         tokio::spawn(async move {
-                            let r = me.fetch_with_retry(&m, i).await;
+                            let r = me.fetch_with_retry(&m, i, ticket).await;
                             if let Err(SourceError::Stale(_)) = &r {
                                 // The origin re-ingested the object: our manifest is old. Drop it
                                 // so the next request fetches the new one; this session ends.
@@ -215,8 +254,12 @@ impl EdgeSource {
         }
     }
 
+    /// Fetches the segments from `first` on that are not cached, in playout order, each due
+    /// at its media time from now.
     fn prefetch(&self, m: Arc<Manifest>, first: usize) {
         let this = self.clone();
+        let t0 = Instant::now();
+        let origin = m.segments.get(first).map_or(0, |s| s.start_us);
         tokio::spawn(async move {
             let window = Arc::new(Semaphore::new(this.0.opts.parallel.max(1)));
             for i in first..m.segments.len() {
@@ -231,7 +274,8 @@ impl EdgeSource {
                     tracing::debug!(object = %m.object, next = i, "prefetch stopped: nobody playing");
                     return;
                 }
-                let f = this.fill(m.clone(), i);
+                let due = t0 + Duration::from_micros(m.segments[i].start_us.saturating_sub(origin));
+                let f = this.fill(m.clone(), i, due);
                 tokio::spawn(async move {
                     if let Err(e) = f.await {
                         tracing::debug!("prefetch failed: {e}");
@@ -290,7 +334,8 @@ impl Source for EdgeSource {
     }
 
     async fn segment(&self, m: &Arc<Manifest>, index: usize) -> Result<Bytes, SourceError> {
-        self.fill(m.clone(), index).await
+        // A session waits for this segment: it is due now.
+        self.fill(m.clone(), index, Instant::now()).await
     }
 
     fn will_play(&self, m: &Arc<Manifest>, first: usize) -> Option<&'static str> {
@@ -329,7 +374,7 @@ impl Source for EdgeSource {
             return Ok(()); // a hit: the prefix covers the fetch of the rest
         }
         // A miss: wait for the first segment, then for the sufficient portion.
-        self.fill(m.clone(), first).await?;
+        self.fill(m.clone(), first, Instant::now()).await?;
         let remaining: u64 = m.segments[first..].iter().map(|s| s.size).sum();
         let duration_s = (m.duration_us.saturating_sub(m.segments[first].start_us)) as f64 / 1e6;
         let rate = remaining as f64 / duration_s.max(0.001); // object bytes per second

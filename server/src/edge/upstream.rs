@@ -257,8 +257,14 @@ impl Upstream {
         }
     }
 
-    /// Fetches segment `index`, verified against the manifest.
-    pub async fn segment(&self, m: &Manifest, index: usize) -> Result<Bytes, SourceError> {
+    /// Fetches segment `index`, verified against the manifest; a player needs it within
+    /// `deadline_ms` (the origin sends earlier deadlines first).
+    pub async fn segment(
+        &self,
+        m: &Manifest,
+        index: usize,
+        deadline_ms: Option<u64>,
+    ) -> Result<Bytes, SourceError> {
         let limits = Limits::default();
         let entry = m
             .segments
@@ -271,6 +277,7 @@ impl Upstream {
             params: Params {
                 hop_limit: None,
                 revision: Some(m.revision),
+                deadline_ms,
             },
         };
         let started = Instant::now();

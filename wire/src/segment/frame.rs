@@ -16,6 +16,10 @@ pub struct Params {
     /// Manifest revision the client holds; a server with another revision answers
     /// [`Status::StaleRevision`] instead of mixing versions of the object.
     pub revision: Option<u64>,
+    /// Milliseconds until the requested segments are due at a player (0: a player is
+    /// waiting now; absent: no deadline, e.g. pre-positioning). Servers send the exchanges
+    /// of a connection earliest deadline first.
+    pub deadline_ms: Option<u64>,
 }
 
 /// A request on a segment stream.
@@ -156,6 +160,11 @@ impl SegmentRequest {
             varint::put(&mut body, varint::size(rev) as u64);
             varint::put(&mut body, rev);
         }
+        if let Some(d) = params.deadline_ms {
+            varint::put(&mut body, pt::DEADLINE);
+            varint::put(&mut body, varint::size(d) as u64);
+            varint::put(&mut body, d);
+        }
         let mut out = Vec::with_capacity(body.len() + 4);
         put_frame(&mut out, ty, &body);
         out
@@ -256,6 +265,10 @@ fn read_params(r: &mut Reader<'_>) -> Result<Params, DecodeError> {
             let mut v = Reader::new(value);
             p.revision = Some(v.varint()?);
             v.finish("revision parameter")?;
+        } else if ty == pt::DEADLINE {
+            let mut v = Reader::new(value);
+            p.deadline_ms = Some(v.varint()?);
+            v.finish("deadline parameter")?;
         }
     }
     Ok(p)

@@ -38,6 +38,7 @@ pub mod frame_type {
 pub mod param_type {
     pub const HOP_LIMIT: u64 = 0x01;
     pub const REVISION: u64 = 0x02;
+    pub const DEADLINE: u64 = 0x03;
 }
 
 #[cfg(test)]
@@ -64,6 +65,7 @@ mod tests {
             params: Params {
                 hop_limit: Some(4),
                 revision: None,
+                deadline_ms: None,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -88,6 +90,7 @@ mod tests {
             params: Params {
                 hop_limit: None,
                 revision: Some(300),
+                deadline_ms: None,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -100,6 +103,29 @@ mod tests {
             0x02, 0x09, 0x01, b'a', 0x00, 0x01, 0x02, 0x03, 0x41, 0x2c, 0x00,
         ];
         assert!(decode_request(&bad, &Limits::default()).is_err());
+    }
+
+    #[test]
+    fn deadline_param_example() {
+        // SEGMENTS_REQUEST "a", first 5, count 1, REVISION 7, DEADLINE 1500 ms (0x45 0xdc).
+        let bytes = [
+            0x02, 0x0b, 0x01, b'a', 0x05, 0x01, 0x02, 0x01, 0x07, 0x03, 0x02, 0x45, 0xdc,
+        ];
+        let req = SegmentRequest::Segments {
+            object: name("a"),
+            first: 5,
+            count: 1,
+            params: Params {
+                hop_limit: None,
+                revision: Some(7),
+                deadline_ms: Some(1500),
+            },
+        };
+        assert_eq!(req.encode(), bytes);
+        assert_eq!(
+            decode_request(&bytes, &Limits::default()).unwrap(),
+            Some((req, bytes.len()))
+        );
     }
 
     #[test]
