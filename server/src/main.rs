@@ -197,6 +197,18 @@ struct LabRunArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// The system under test: Segue, the classic CDN stack (nginx caching edge serving
+    /// ffmpeg-cut HLS over HTTPS, players with the same accounting), or both one after the
+    /// other with a side-by-side table.
+    #[arg(long, value_enum, default_value_t = SystemArg::Segue)]
+    system: SystemArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SystemArg {
+    Segue,
+    NginxHls,
+    Both,
 }
 
 #[derive(Args, Debug)]
@@ -346,22 +358,42 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
             let out = a
                 .out
                 .unwrap_or_else(|| PathBuf::from("lab-results").join(&s.name));
-            let opts = run::LabOptions {
-                samples_dir: a.samples,
-                progress: !a.quiet,
+            let systems = match a.system {
+                SystemArg::Segue => vec![run::System::Segue],
+                SystemArg::NginxHls => vec![run::System::NginxHls],
+                SystemArg::Both => vec![run::System::Segue, run::System::NginxHls],
             };
-            eprintln!(
-                "running scenario {} ({} players, at most {} s)",
-                s.name, s.players.count, s.max_duration_s
-            );
-            let outcome = tokio::select! {
-                o = run::run(&s, &opts) => o?,
-                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: everything the run started is stopped"),
-            };
-            let sum = summary::summarize(&outcome, s.players.immediate_ms);
-            summary::write(&out, &outcome, &sum)?;
-            print!("{}", summary::render(&outcome, &sum));
-            println!("  results in {}", out.display());
+            let mut sums = Vec::new();
+            for system in systems {
+                let opts = run::LabOptions {
+                    samples_dir: a.samples.clone(),
+                    progress: !a.quiet,
+                    system,
+                };
+                eprintln!(
+                    "running scenario {} on {system} ({} players, at most {} s)",
+                    s.name, s.players.count, s.max_duration_s
+                );
+                let outcome = tokio::select! {
+                    o = run::run(&s, &opts) => o?,
+                    _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: everything the run started is stopped"),
+                };
+                let sum = summary::summarize(&outcome, s.players.immediate_ms);
+                // Segue's results at the top (as before); the comparison's in a subfolder.
+                let dir = match system {
+                    run::System::Segue => out.clone(),
+                    run::System::NginxHls => out.join("nginx-hls"),
+                };
+                summary::write(&dir, &outcome, &sum)?;
+                print!("{}", summary::render(&outcome, &sum));
+                println!("  results in {}", dir.display());
+                sums.push(sum);
+            }
+            if sums.len() > 1 {
+                let t = summary::render_comparison(&s.name, &sums);
+                std::fs::write(out.join("comparison.md"), &t)?;
+                print!("\n{t}");
+            }
             Ok(())
         }
         LabCommand::Impair(a) => {

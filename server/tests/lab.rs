@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use segue_server::lab::run::{LabOptions, run};
+use segue_server::lab::run::{LabOptions, System, run};
 use segue_server::lab::scenario::Scenario;
 use segue_server::lab::summary::{summarize, write};
 
@@ -32,6 +32,7 @@ async fn short_scenario_runs_end_to_end() {
     let opts = LabOptions {
         samples_dir: repo().join("media/samples"),
         progress: false,
+        system: System::Segue,
     };
     let o = run(&s, &opts).await.unwrap();
     assert_eq!(o.plays.len(), 6);
@@ -194,4 +195,67 @@ async fn a_play_that_fails_in_a_stall_reports_the_stall() {
     r.stop().await;
     let _ = stop_tx.send(true);
     let _ = server.await;
+}
+
+/// The same scenario on the classic CDN stack: nginx origin and caching edge (started and
+/// stopped by the runner), HLS cut by ffmpeg, the lab's HLS player through TCP relays.
+/// Needs nginx and ffmpeg; CI installs both and sets SEGUE_REQUIRE_NGINX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_scenario_on_nginx_hls() {
+    let have = |bin: &str| {
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {bin} || test -x /usr/sbin/{bin}"),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !(have("nginx") && have("ffmpeg")) {
+        assert!(
+            std::env::var_os("SEGUE_REQUIRE_NGINX").is_none(),
+            "nginx and ffmpeg are required (SEGUE_REQUIRE_NGINX is set)"
+        );
+        eprintln!("skipped: nginx or ffmpeg missing");
+        return;
+    }
+    let s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
+    let opts = LabOptions {
+        samples_dir: repo().join("media/samples"),
+        progress: false,
+        system: System::NginxHls,
+    };
+    let o = run(&s, &opts).await.unwrap();
+    assert_eq!(o.system, System::NginxHls);
+    assert_eq!(o.plays.len(), 6);
+    for p in &o.plays {
+        let r = &p.report;
+        assert!(r.error.is_none(), "play {}: {:?}", p.id, r.error);
+        assert!(r.ttff_ms.is_some() && r.startup_ms.is_some());
+        assert!(r.frames_expected > 0);
+        match p.planned_watch_s {
+            None => assert!(r.ok(), "play {} not byte-exact: {r:?}", p.id),
+            Some(w) => {
+                let at = r.watched_until_s.expect("quit recorded");
+                assert!(at >= w && at < w + 0.5, "planned {w}, stopped {at}");
+            }
+        }
+    }
+    assert!(o.plays.iter().any(|p| !p.report.buffer.is_empty()));
+    let e = &o.edges[0];
+    assert!(
+        e.http_cache_hits > 0,
+        "warmed and repeated objects hit: {e:?}"
+    );
+    assert!(e.http_cache_misses > 0 && e.origin_payload_bytes > 0);
+    let sum = summarize(&o, s.players.immediate_ms);
+    assert_eq!(sum.system, "nginx-hls");
+    assert_eq!(sum.byte_exact, sum.watched_to_end);
+    assert!(sum.origin_wire_bytes > 0);
+    // Nothing the run started is left: no nginx of this run still listens.
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", "nginx-edge-0/nginx.conf"])
+        .output()
+        .unwrap();
+    assert!(!left.status.success(), "an nginx outlived the run");
 }

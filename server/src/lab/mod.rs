@@ -1,6 +1,7 @@
 //! The continuity lab: an impairment relay (`impair`, `relay`), scenarios (`scenario`), a
 //! player population (`population`), the runner (`run`) and its outputs (`summary`, `plot`).
 
+pub mod hls;
 pub mod impair;
 pub mod plot;
 pub mod population;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use segue_client::{PlayOptions, Report, play};
-use segue_wire::{ObjectName, SegueUrl};
+use segue_wire::SegueUrl;
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
@@ -25,6 +25,27 @@ use crate::library::{Library, LibraryOptions};
 use crate::loopback::{self, DevTls};
 use crate::node::NodeOptions;
 
+/// Which system carries the plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum System {
+    /// Segue's origin and edges, players are `segue-play`.
+    #[default]
+    #[serde(rename = "segue")]
+    Segue,
+    /// nginx as origin and caching edge serving HLS, players are the lab's HLS player.
+    #[serde(rename = "nginx-hls")]
+    NginxHls,
+}
+
+impl std::fmt::Display for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            System::Segue => "segue",
+            System::NginxHls => "nginx-hls",
+        })
+    }
+}
+
 /// How to run.
 #[derive(Debug, Clone)]
 pub struct LabOptions {
@@ -32,6 +53,7 @@ pub struct LabOptions {
     pub samples_dir: PathBuf,
     /// A live progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    pub system: System,
 }
 
 /// One play's record.
@@ -74,11 +96,15 @@ pub struct EdgeCounters {
     pub origin_link_lost: u64,
     pub origin_link_blackholed: u64,
     pub origin_link_queue_drops: u64,
+    /// nginx edges: requests answered from the cache / from upstream ($upstream_cache_status).
+    pub http_cache_hits: u64,
+    pub http_cache_misses: u64,
 }
 
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
+    pub system: System,
     pub scenario: String,
     pub description: String,
     pub seed: u64,
@@ -96,6 +122,32 @@ struct EdgeNode {
     source: EdgeSource,
     origin_relay: Relay,
     player_relay: Relay,
+}
+
+/// An edge's two links, as the driver sees them.
+pub(crate) struct Links<'a> {
+    pub name: &'a str,
+    pub origin: &'a Relay,
+    pub player: &'a Relay,
+}
+
+/// One play to make, whatever the system.
+#[derive(Debug, Clone)]
+pub(crate) struct PlaySpec {
+    pub edge: usize,
+    pub object: usize,
+    pub startup_buffer: Duration,
+    pub stall_timeout: Duration,
+    pub watch: Option<Duration>,
+    pub buffer_samples: Option<Duration>,
+}
+
+/// The media of a run: object names (sorted; the population indexes them) and durations.
+pub(crate) struct Catalog {
+    pub names: Vec<String>,
+    pub durations: Vec<f64>,
+    /// Highest bitrate, kbit/s.
+    pub bitrate_kbps: f64,
 }
 
 /// Finds `<dir>/<stem>.*` media files.
@@ -156,13 +208,26 @@ fn prepare_media(s: &Scenario, o: &LabOptions, media: &Path) -> anyhow::Result<(
     Ok(())
 }
 
-/// Runs a scenario. Files are written by the caller (see `report`).
+/// Runs a scenario on `o.system`. Files are written by the caller (see `summary::write`).
 pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
     let work = tempfile::tempdir()?;
     let w = work.path();
     let tls = DevTls::init(&w.join("certs"))?;
     prepare_media(s, o, &w.join("media"))?;
+    match o.system {
+        System::Segue => run_segue(s, o, t0, w, &tls).await,
+        System::NginxHls => super::hls::stack::run(s, o, t0, w, &tls).await,
+    }
+}
+
+async fn run_segue(
+    s: &Scenario,
+    o: &LabOptions,
+    t0: Instant,
+    w: &Path,
+    tls: &DevTls,
+) -> anyhow::Result<Outcome> {
     let lib_opts = LibraryOptions {
         media_root: w.join("media"),
         data_dir: w.join("origin"),
@@ -172,7 +237,8 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     if !lib.failures.is_empty() {
         bail!("media failed to ingest: {:?}", lib.failures);
     }
-    let names = lib.names();
+    let mut names = lib.names();
+    names.sort();
     if names.is_empty() {
         bail!("the scenario's media holds no object");
     }
@@ -185,12 +251,17 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
             bitrate_kbps.max(bytes as f64 * 8.0 / (m.duration_us.max(1) as f64 / 1e6) / 1000.0);
         durations.push(m.duration_us as f64 / 1e6);
     }
+    let catalog = Catalog {
+        names: names.iter().map(ToString::to_string).collect(),
+        durations,
+        bitrate_kbps,
+    };
     let lib = Arc::new(lib);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     let (origin_addr, serving) =
-        loopback::origin(&tls, lib.clone(), NodeOptions::default(), stop_rx.clone())?;
+        loopback::origin(tls, lib.clone(), NodeOptions::default(), stop_rx.clone())?;
     servers.spawn(serving);
 
     let mut edges = Vec::new();
@@ -215,7 +286,7 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
             ..EdgeOptions::default()
         };
         let (source, edge_addr, serving) =
-            loopback::edge(&tls, store, origin_url, edge_opts, stop_rx.clone())?;
+            loopback::edge(tls, store, origin_url, edge_opts, stop_rx.clone())?;
         servers.spawn(serving);
         let (up, down) = e.player_link.resolve(bitrate_kbps);
         let player_relay = relay::udp(
@@ -229,12 +300,7 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
         )
         .await?;
         for w in &e.warm {
-            let targets: Vec<&ObjectName> = if w == "*" {
-                names.iter().collect()
-            } else {
-                names.iter().filter(|n| n.as_str() == w).collect()
-            };
-            for n in targets {
+            for n in names.iter().filter(|n| w == "*" || n.as_str() == w) {
                 source
                     .warm(n)
                     .await
@@ -248,15 +314,148 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
             player_relay,
         });
     }
-    // Warming traffic is not the players' traffic.
-    let base_origin: u64 = edges
-        .iter()
-        .map(|e| Counters::get(&e.origin_relay.stats.down.bytes_out))
-        .sum();
 
-    let planned = plan(&s.players, names.len(), edges.len(), s.seed);
+    let links: Vec<Links<'_>> = edges
+        .iter()
+        .map(|e| Links {
+            name: &e.name,
+            origin: &e.origin_relay,
+            player: &e.player_relay,
+        })
+        .collect();
+    let ports: Vec<u16> = edges.iter().map(|e| e.player_relay.local.port()).collect();
+    let ca = tls.ca.clone();
+    let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
+        let url = SegueUrl::parse(&format!(
+            "segue://localhost:{}/{}",
+            ports[spec.edge], names[spec.object]
+        ));
+        let ca = ca.clone();
+        async move {
+            let url = match url {
+                Ok(u) => u,
+                Err(e) => {
+                    return Report {
+                        error: Some(format!("bad URL: {e}")),
+                        ..Report::default()
+                    };
+                }
+            };
+            let mut opts = PlayOptions::new(url, ca);
+            opts.startup_buffer = spec.startup_buffer;
+            opts.stall_timeout = spec.stall_timeout;
+            opts.watch = spec.watch;
+            opts.buffer_samples = spec.buffer_samples;
+            play(&opts).await
+        }
+    })
+    .await;
+    drop(links);
+
+    let edge_counters = edges
+        .iter()
+        .map(|e| {
+            let st = e.source.stats();
+            EdgeCounters {
+                full_hits: st.full_hits.load(Ordering::Relaxed),
+                prefix_hits: st.prefix_hits.load(Ordering::Relaxed),
+                misses: st.misses.load(Ordering::Relaxed),
+                segments_from_origin: st.segments_from_origin.load(Ordering::Relaxed),
+                collapsed_fetches: st.collapsed.load(Ordering::Relaxed),
+                origin_payload_bytes: e.source.upstream().stats.bytes.load(Ordering::Relaxed),
+                ..link_counters(&e.name, &e.origin_relay)
+            }
+        })
+        .collect();
+
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while servers.join_next().await.is_some() {}
+    })
+    .await;
+    servers.shutdown().await;
+    for e in edges {
+        e.origin_relay.stop().await;
+        e.player_relay.stop().await;
+    }
+    Ok(outcome(
+        s,
+        System::Segue,
+        t0,
+        catalog,
+        plays,
+        traffic,
+        edge_counters,
+    ))
+}
+
+/// An edge's counters that come from its origin link's relay (the rest zero).
+pub(crate) fn link_counters(name: &str, origin: &Relay) -> EdgeCounters {
+    let (up, down) = (&origin.stats.up, &origin.stats.down);
+    EdgeCounters {
+        name: name.to_owned(),
+        full_hits: 0,
+        prefix_hits: 0,
+        misses: 0,
+        segments_from_origin: 0,
+        collapsed_fetches: 0,
+        origin_payload_bytes: 0,
+        origin_link_lost: Counters::get(&down.lost) + Counters::get(&up.lost),
+        origin_link_blackholed: Counters::get(&down.blackholed) + Counters::get(&up.blackholed),
+        origin_link_queue_drops: Counters::get(&down.queue_drops) + Counters::get(&up.queue_drops),
+        http_cache_hits: 0,
+        http_cache_misses: 0,
+    }
+}
+
+pub(crate) fn outcome(
+    s: &Scenario,
+    system: System,
+    t0: Instant,
+    catalog: Catalog,
+    plays: Vec<PlayRecord>,
+    traffic: Vec<TrafficSample>,
+    edges: Vec<EdgeCounters>,
+) -> Outcome {
+    Outcome {
+        system,
+        scenario: s.name.clone(),
+        description: s.description.clone(),
+        seed: s.seed,
+        catalog: catalog.names,
+        bitrate_kbps: catalog.bitrate_kbps,
+        wall_s: t0.elapsed().as_secs_f64(),
+        plays,
+        traffic,
+        edges,
+    }
+}
+
+/// Makes the scenario's planned plays with `play` (through each edge's player relay),
+/// sampling traffic on the relays, until all are done or the scenario's bound cuts them.
+/// Origin traffic before this call (warming) is not counted.
+pub(crate) async fn drive<F, Fut>(
+    s: &Scenario,
+    o: &LabOptions,
+    t0: Instant,
+    catalog: &Catalog,
+    edges: &[Links<'_>],
+    play: F,
+) -> (Vec<PlayRecord>, Vec<TrafficSample>)
+where
+    F: Fn(PlaySpec) -> Fut,
+    Fut: std::future::Future<Output = Report> + Send + 'static,
+{
+    let origin_bytes = || -> u64 {
+        edges
+            .iter()
+            .map(|e| Counters::get(&e.origin.stats.down.bytes_out))
+            .sum()
+    };
+    let base_origin = origin_bytes();
+    let planned = plan(&s.players, catalog.names.len(), edges.len(), s.seed);
     // Media seconds a planned viewer watches before quitting; None: to the end.
-    let planned_watch_s = |p: &Planned| p.watch.map(|f| f * durations[p.object]);
+    let planned_watch_s = |p: &Planned| p.watch.map(|f| f * catalog.durations[p.object]);
     let deadline = t0 + Duration::from_secs(s.max_duration_s);
     let start = Instant::now();
     let active = Arc::new(AtomicUsize::new(0));
@@ -275,25 +474,25 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
 
     let mut plays = JoinSet::new();
     for p in planned.clone() {
-        let edge = &edges[p.edge];
-        let url = SegueUrl::parse(&format!(
-            "segue://localhost:{}/{}",
-            edge.player_relay.local.port(),
-            names[p.object]
-        ))?;
-        let mut opts = PlayOptions::new(url, tls.ca.clone());
-        opts.startup_buffer = Duration::from_millis(s.players.startup_buffer_ms);
-        opts.stall_timeout = Duration::from_secs(s.players.stall_timeout_s.max(1));
         let planned_watch_s = planned_watch_s(&p);
-        opts.watch = planned_watch_s.map(Duration::from_secs_f64);
-        opts.buffer_samples = p.sampled.then_some(Duration::from_millis(100));
+        let fut = play(PlaySpec {
+            edge: p.edge,
+            object: p.object,
+            startup_buffer: Duration::from_millis(s.players.startup_buffer_ms),
+            stall_timeout: Duration::from_secs(s.players.stall_timeout_s.max(1)),
+            watch: planned_watch_s.map(Duration::from_secs_f64),
+            buffer_samples: p.sampled.then_some(Duration::from_millis(100)),
+        });
         let (active, done, records) = (active.clone(), done.clone(), records.clone());
-        let (edge_name, object) = (edge.name.clone(), names[p.object].to_string());
+        let (edge_name, object) = (
+            edges[p.edge].name.to_owned(),
+            catalog.names[p.object].clone(),
+        );
         let Planned { id, at_s, .. } = p;
         plays.spawn(async move {
             tokio::time::sleep_until(start + Duration::from_secs_f64(at_s)).await;
             active.fetch_add(1, Ordering::Relaxed);
-            let report = play(&opts).await;
+            let report = fut.await;
             active.fetch_sub(1, Ordering::Relaxed);
             done.fetch_add(1, Ordering::Relaxed);
             records.lock().await.push(PlayRecord {
@@ -315,14 +514,10 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
         tick.tick().await;
         traffic.push(TrafficSample {
             t_s: start.elapsed().as_secs_f64(),
-            origin_bytes: edges
-                .iter()
-                .map(|e| Counters::get(&e.origin_relay.stats.down.bytes_out))
-                .sum::<u64>()
-                - base_origin,
+            origin_bytes: origin_bytes() - base_origin,
             edge_bytes: edges
                 .iter()
-                .map(|e| Counters::get(&e.player_relay.stats.down.bytes_out))
+                .map(|e| Counters::get(&e.player.stats.down.bytes_out))
                 .sum(),
             active_plays: active.load(Ordering::Relaxed),
         });
@@ -352,8 +547,8 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
         if !records.iter().any(|r| r.id == p.id) {
             records.push(PlayRecord {
                 id: p.id,
-                edge: edges[p.edge].name.clone(),
-                object: names[p.object].to_string(),
+                edge: edges[p.edge].name.to_owned(),
+                object: catalog.names[p.object].clone(),
                 arrival_s: p.at_s,
                 planned_watch_s: planned_watch_s(p),
                 cut: true,
@@ -365,49 +560,5 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
         }
     }
     records.sort_by_key(|r| r.id);
-
-    let edge_counters = edges
-        .iter()
-        .map(|e| {
-            let st = e.source.stats();
-            let l = &e.origin_relay.stats.down;
-            EdgeCounters {
-                name: e.name.clone(),
-                full_hits: st.full_hits.load(Ordering::Relaxed),
-                prefix_hits: st.prefix_hits.load(Ordering::Relaxed),
-                misses: st.misses.load(Ordering::Relaxed),
-                segments_from_origin: st.segments_from_origin.load(Ordering::Relaxed),
-                collapsed_fetches: st.collapsed.load(Ordering::Relaxed),
-                origin_payload_bytes: e.source.upstream().stats.bytes.load(Ordering::Relaxed),
-                origin_link_lost: Counters::get(&l.lost)
-                    + Counters::get(&e.origin_relay.stats.up.lost),
-                origin_link_blackholed: Counters::get(&l.blackholed)
-                    + Counters::get(&e.origin_relay.stats.up.blackholed),
-                origin_link_queue_drops: Counters::get(&l.queue_drops)
-                    + Counters::get(&e.origin_relay.stats.up.queue_drops),
-            }
-        })
-        .collect();
-
-    let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(3), async {
-        while servers.join_next().await.is_some() {}
-    })
-    .await;
-    servers.shutdown().await;
-    for e in edges {
-        e.origin_relay.stop().await;
-        e.player_relay.stop().await;
-    }
-    Ok(Outcome {
-        scenario: s.name.clone(),
-        description: s.description.clone(),
-        seed: s.seed,
-        catalog: names.iter().map(ToString::to_string).collect(),
-        bitrate_kbps,
-        wall_s: t0.elapsed().as_secs_f64(),
-        plays: records,
-        traffic,
-        edges: edge_counters,
-    })
+    (records, traffic)
 }

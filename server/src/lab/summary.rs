@@ -7,11 +7,12 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde::Serialize;
 
-use super::run::Outcome;
+use super::run::{Outcome, System};
 
 /// The scenario's figures.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
+    pub system: String,
     pub plays: usize,
     pub start_failures: usize,
     /// Plays that ended with an error after starting.
@@ -19,6 +20,8 @@ pub struct Summary {
     pub ttff_p50_ms: Option<f64>,
     pub ttff_p95_ms: Option<f64>,
     pub ttff_p99_ms: Option<f64>,
+    /// Playback start (startup buffer filled), median.
+    pub startup_p50_ms: Option<f64>,
     /// Plays whose playback started within `immediate_ms`.
     pub immediate_starts: f64,
     /// Stall time / (stall time + played time), all plays.
@@ -34,9 +37,15 @@ pub struct Summary {
     pub bytes_from_origin: u64,
     /// 1 - from origin / served.
     pub byte_hit_ratio: f64,
+    /// Bytes on the origin links during the plays, as the relays counted them (QUIC or
+    /// TCP payload: the same measure for every system).
+    pub origin_wire_bytes: u64,
     pub full_hits: u64,
     pub prefix_hits: u64,
     pub misses: u64,
+    /// nginx edges: requests answered from the cache / from upstream.
+    pub http_cache_hits: u64,
+    pub http_cache_misses: u64,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -52,6 +61,8 @@ pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
     let plays = &o.plays;
     let mut ttff: Vec<f64> = plays.iter().filter_map(|p| p.report.ttff_ms).collect();
     ttff.sort_by(f64::total_cmp);
+    let mut startup: Vec<f64> = plays.iter().filter_map(|p| p.report.startup_ms).collect();
+    startup.sort_by(f64::total_cmp);
     let started: Vec<_> = plays
         .iter()
         .filter(|p| p.report.startup_ms.is_some())
@@ -77,6 +88,7 @@ pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
     let served: u64 = plays.iter().map(|p| p.report.bytes).sum();
     let from_origin: u64 = o.edges.iter().map(|e| e.origin_payload_bytes).sum();
     Summary {
+        system: o.system.to_string(),
         plays: plays.len(),
         start_failures: plays
             .iter()
@@ -86,6 +98,7 @@ pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
         ttff_p50_ms: percentile(&ttff, 50.0),
         ttff_p95_ms: percentile(&ttff, 95.0),
         ttff_p99_ms: percentile(&ttff, 99.0),
+        startup_p50_ms: percentile(&startup, 50.0),
         immediate_starts: if plays.is_empty() {
             0.0
         } else {
@@ -111,9 +124,12 @@ pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
         } else {
             0.0
         },
+        origin_wire_bytes: o.traffic.last().map_or(0, |t| t.origin_bytes),
         full_hits: o.edges.iter().map(|e| e.full_hits).sum(),
         prefix_hits: o.edges.iter().map(|e| e.prefix_hits).sum(),
         misses: o.edges.iter().map(|e| e.misses).sum(),
+        http_cache_hits: o.edges.iter().map(|e| e.http_cache_hits).sum(),
+        http_cache_misses: o.edges.iter().map(|e| e.http_cache_misses).sum(),
     }
 }
 
@@ -123,8 +139,8 @@ pub fn render(o: &Outcome, s: &Summary) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "scenario {} (seed {}): {}",
-        o.scenario, o.seed, o.description
+        "scenario {} on {} (seed {}): {}",
+        o.scenario, o.system, o.seed, o.description
     );
     let _ = writeln!(
         t,
@@ -140,6 +156,7 @@ pub fn render(o: &Outcome, s: &Summary) -> String {
         ("TTFF p50", ms(s.ttff_p50_ms)),
         ("TTFF p95", ms(s.ttff_p95_ms)),
         ("TTFF p99", ms(s.ttff_p99_ms)),
+        ("playback start p50", ms(s.startup_p50_ms)),
         (
             "immediate starts",
             format!("{:.1} %", 100.0 * s.immediate_starts),
@@ -156,17 +173,79 @@ pub fn render(o: &Outcome, s: &Summary) -> String {
         ),
         ("bytes served", s.bytes_served.to_string()),
         ("bytes from origin", s.bytes_from_origin.to_string()),
+        ("origin link bytes", s.origin_wire_bytes.to_string()),
         (
             "byte hit ratio",
             format!("{:.1} %", 100.0 * s.byte_hit_ratio),
         ),
-        (
-            "full / prefix / miss",
-            format!("{} / {} / {}", s.full_hits, s.prefix_hits, s.misses),
-        ),
+        if o.system == System::NginxHls {
+            (
+                "cache hit / miss (requests)",
+                format!("{} / {}", s.http_cache_hits, s.http_cache_misses),
+            )
+        } else {
+            (
+                "full / prefix / miss",
+                format!("{} / {} / {}", s.full_hits, s.prefix_hits, s.misses),
+            )
+        },
     ];
     for (k, v) in rows {
-        let _ = writeln!(t, "  {k:<26}{v}");
+        let _ = writeln!(t, "  {k:<29}{v}");
+    }
+    t
+}
+
+/// Segue and nginx-HLS side by side (Markdown), with the ratios the goal is stated in.
+pub fn render_comparison(scenario: &str, runs: &[Summary]) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+    let mut t = String::new();
+    let _ = writeln!(t, "scenario {scenario}, side by side\n");
+    let _ = writeln!(
+        t,
+        "| system | plays | start fail | fail after start | TTFF p50 ms | p95 | p99 | start p50 ms | stalls/play | plays w/ stalls | rebuffer | byte-exact | origin link MB |"
+    );
+    let _ = writeln!(
+        t,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    );
+    for s in runs {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {} | {:.3} % | {}/{} | {:.2} |",
+            s.system,
+            s.plays,
+            s.start_failures,
+            s.failed_after_start,
+            ms(s.ttff_p50_ms),
+            ms(s.ttff_p95_ms),
+            ms(s.ttff_p99_ms),
+            ms(s.startup_p50_ms),
+            s.stalls_per_play,
+            s.plays_with_stalls,
+            100.0 * s.rebuffer_ratio,
+            s.byte_exact,
+            s.watched_to_end,
+            s.origin_wire_bytes as f64 / 1e6,
+        );
+    }
+    let find = |name: &str| runs.iter().find(|s| s.system == name);
+    if let (Some(a), Some(b)) = (find("segue"), find("nginx-hls")) {
+        let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(x), Some(y)) if y > 0.0 => format!("{:.3}", x / y),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            t,
+            "\nSegue / nginx-HLS: TTFF p50 {}, p95 {}, playback start p50 {}; origin link bytes {} (goal: TTFF <= 0.5)",
+            ratio(a.ttff_p50_ms, b.ttff_p50_ms),
+            ratio(a.ttff_p95_ms, b.ttff_p95_ms),
+            ratio(a.startup_p50_ms, b.startup_p50_ms),
+            ratio(
+                Some(a.origin_wire_bytes as f64),
+                Some(b.origin_wire_bytes as f64)
+            ),
+        );
     }
     t
 }

@@ -1,0 +1,222 @@
+//! A scenario on the classic CDN stack: nginx origin → TCP relay (the origin link's
+//! impairments) → nginx caching edge → TCP relay (the player link's) → HLS players. Same
+//! catalog (names, durations, bitrate, hence link rates), population and seed as the Segue run.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use tokio::time::Instant;
+
+use super::nginx::{self, Nginx};
+use super::player::{self, HlsPlayOptions};
+use super::prepare::{self, HlsObject};
+use crate::lab::relay::{self, Relay, RelaySpec};
+use crate::lab::run::{
+    Catalog, LabOptions, Links, Outcome, PlaySpec, System, drive, link_counters, outcome,
+};
+use crate::lab::scenario::Scenario;
+use crate::library::{Library, LibraryOptions};
+use crate::loopback::{self, DevTls};
+
+struct EdgeNode {
+    name: String,
+    nginx: Nginx,
+    origin_relay: Relay,
+    player_relay: Relay,
+}
+
+pub async fn run(
+    s: &Scenario,
+    o: &LabOptions,
+    t0: Instant,
+    w: &Path,
+    tls: &DevTls,
+) -> anyhow::Result<Outcome> {
+    let bin = nginx::binary().await?;
+    // The catalog as Segue sees it (names, durations, bitrate), so both runs are alike.
+    let lib_opts = LibraryOptions {
+        media_root: w.join("media"),
+        data_dir: w.join("ingest"),
+        target_segment_us: s.media.segment_ms.saturating_mul(1000),
+    };
+    let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
+    if !lib.failures.is_empty() {
+        bail!("media failed to ingest: {:?}", lib.failures);
+    }
+    let mut names = lib.names();
+    names.sort();
+    if names.is_empty() {
+        bail!("the scenario's media holds no object");
+    }
+    let mut durations = Vec::new();
+    let mut bitrate_kbps: f64 = 0.0;
+    let mut objects = Vec::new();
+    let hls_root = w.join("hls");
+    for n in &names {
+        let obj = lib.get(n).context("object vanished")?;
+        let m = &obj.manifest;
+        let bytes: u64 = m.segments.iter().map(|e| e.size).sum();
+        bitrate_kbps =
+            bitrate_kbps.max(bytes as f64 * 8.0 / (m.duration_us.max(1) as f64 / 1e6) / 1000.0);
+        durations.push(m.duration_us as f64 / 1e6);
+        let src = source_file(&w.join("media"), n.as_str())?;
+        let h = prepare::prepare(&src, &hls_root, n.as_str(), s.media.segment_ms).await?;
+        objects.push(Arc::new(h));
+    }
+    let catalog = Catalog {
+        names: names.iter().map(ToString::to_string).collect(),
+        durations,
+        bitrate_kbps,
+    };
+    let client_tls =
+        Arc::new(segue_certs::tls::client_config(&tls.ca, &[b"http/1.1"]).context("client TLS")?);
+
+    let origin = nginx::origin(&bin, &w.join("nginx-origin"), &hls_root, tls).await?;
+    let mut edges = Vec::new();
+    for (i, e) in s.edges.iter().enumerate() {
+        let (up, down) = e.origin_link.resolve(bitrate_kbps);
+        let seed = s.seed.wrapping_add(1000 * i as u64);
+        let origin_relay = relay::tcp(
+            loopback::any_port(),
+            origin.addr,
+            RelaySpec { up, down, seed },
+        )
+        .await?;
+        let ng = nginx::edge(
+            &bin,
+            &w.join(format!("nginx-edge-{i}")),
+            origin_relay.local,
+            e.cache_mb,
+            tls,
+        )
+        .await?;
+        let (up, down) = e.player_link.resolve(bitrate_kbps);
+        let player_relay = relay::tcp(
+            loopback::any_port(),
+            ng.addr,
+            RelaySpec {
+                up,
+                down,
+                seed: seed + 1,
+            },
+        )
+        .await?;
+        // Warm the same prefix Segue's edge would: the segments covering prefix_s.
+        for (k, n) in catalog.names.iter().enumerate() {
+            if !e.warm.iter().any(|w| w == "*" || w == n) {
+                continue;
+            }
+            let segs = prefix_segments(&objects[k], e.prefix_s as f64);
+            let opts = play_options(ng.addr, n, &client_tls, &objects[k], None);
+            player::warm(&opts, segs)
+                .await
+                .with_context(|| format!("edge {}: warming {n}", e.name))?;
+        }
+        edges.push(EdgeNode {
+            name: e.name.clone(),
+            nginx: ng,
+            origin_relay,
+            player_relay,
+        });
+    }
+
+    let links: Vec<Links<'_>> = edges
+        .iter()
+        .map(|e| Links {
+            name: &e.name,
+            origin: &e.origin_relay,
+            player: &e.player_relay,
+        })
+        .collect();
+    let addrs: Vec<_> = edges.iter().map(|e| e.player_relay.local).collect();
+    let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
+        let mut opts = play_options(
+            addrs[spec.edge],
+            &catalog.names[spec.object],
+            &client_tls,
+            &objects[spec.object],
+            Some(&spec),
+        );
+        opts.startup_buffer = spec.startup_buffer;
+        async move { player::play(&opts).await }
+    })
+    .await;
+    drop(links);
+
+    let counters = edges
+        .iter()
+        .map(|e| {
+            let c = e.nginx.cache_counts();
+            crate::lab::run::EdgeCounters {
+                segments_from_origin: c.misses,
+                origin_payload_bytes: c.upstream_bytes,
+                http_cache_hits: c.hits,
+                http_cache_misses: c.misses,
+                ..link_counters(&e.name, &e.origin_relay)
+            }
+        })
+        .collect();
+    for e in edges {
+        e.nginx.stop().await;
+        e.origin_relay.stop().await;
+        e.player_relay.stop().await;
+    }
+    origin.stop().await;
+    Ok(outcome(
+        s,
+        System::NginxHls,
+        t0,
+        catalog,
+        plays,
+        traffic,
+        counters,
+    ))
+}
+
+/// The media file an object was ingested from (`<stem>.mp4` or `.ts`).
+fn source_file(media: &Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    for ext in ["mp4", "ts"] {
+        let p = media.join(format!("{name}.{ext}"));
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!("no media file for object {name}")
+}
+
+/// Segments whose start lies within the first `prefix_s` seconds.
+fn prefix_segments(o: &HlsObject, prefix_s: f64) -> usize {
+    let mut t = 0.0;
+    let mut n = 0;
+    for (_, d) in &o.segments {
+        if t >= prefix_s {
+            break;
+        }
+        t += d;
+        n += 1;
+    }
+    n
+}
+
+fn play_options(
+    addr: std::net::SocketAddr,
+    object: &str,
+    tls: &Arc<tokio_rustls::rustls::ClientConfig>,
+    expected: &Arc<HlsObject>,
+    spec: Option<&PlaySpec>,
+) -> HlsPlayOptions {
+    HlsPlayOptions {
+        addr,
+        host: "localhost".into(),
+        object: object.to_owned(),
+        tls: tls.clone(),
+        startup_buffer: spec.map_or(std::time::Duration::ZERO, |s| s.startup_buffer),
+        stall_timeout: spec.map_or(std::time::Duration::from_secs(10), |s| s.stall_timeout),
+        connect_timeout: std::time::Duration::from_secs(5),
+        watch: spec.and_then(|s| s.watch),
+        buffer_samples: spec.and_then(|s| s.buffer_samples),
+        max_ahead: std::time::Duration::from_secs(30),
+        expected: Some(expected.clone()),
+    }
+}
