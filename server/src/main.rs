@@ -156,6 +156,10 @@ struct EdgeArgs {
     /// Media sent ahead of real time to fill a player's buffer, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     send_ahead_ms: u64,
+    /// Write the edge's counters as JSON to this file every second and at shutdown
+    /// (`"ready": true` once every --warm object is in).
+    #[arg(long, value_name = "FILE")]
+    stats: Option<PathBuf>,
 }
 
 /// Parses sizes like `1048576`, `512K`, `64M`, `2G`, `1GiB`.
@@ -202,6 +206,10 @@ struct LabRunArgs {
     /// other with a side-by-side table.
     #[arg(long, value_enum, default_value_t = SystemArg::Segue)]
     system: SystemArg,
+    /// Run Segue's origin and edges as separate processes, each in its own network namespace
+    /// joined by veths with tc tbf rate limits (root only; removed afterwards, even on Ctrl-C).
+    #[arg(long)]
+    netns: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,6 +278,23 @@ fn node_options(send_ahead_ms: u64, response_delay_ms: u64) -> NodeOptions {
 fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
+        // Ctrl-C or SIGTERM (service managers, the lab runner): stop accepting, end sessions.
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
         let _ = tx.send(true);
@@ -326,13 +351,32 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
             ..EdgeOptions::default()
         },
     );
+    let mut warming = tokio::task::JoinSet::new();
     for name in &a.warm {
         let obj = ObjectName::new(name, 1024)?;
         let e = edge.clone();
-        tokio::spawn(async move {
+        warming.spawn(async move {
             match e.warm(&obj).await {
                 Ok(n) => tracing::info!(object = %obj, segments = n, "prefix warmed"),
                 Err(err) => tracing::error!(object = %obj, "cannot warm: {err}"),
+            }
+        });
+    }
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            while warming.join_next().await.is_some() {}
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    if let Some(path) = a.stats.clone() {
+        let (e, ready) = (edge.clone(), ready.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                write_stats(&path, &e, ready.load(std::sync::atomic::Ordering::Relaxed));
             }
         });
     }
@@ -340,6 +384,13 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %endpoint.local_addr()?, origin = %a.origin, "edge serving segue/1");
     let opts = node_options(a.send_ahead_ms, 0);
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, shutdown_signal()).await;
+    if let Some(path) = &a.stats {
+        write_stats(
+            path,
+            &edge,
+            ready.load(std::sync::atomic::Ordering::Relaxed),
+        );
+    }
     let s = edge.stats();
     tracing::info!(
         full_hits = s.full_hits.load(std::sync::atomic::Ordering::Relaxed),
@@ -348,6 +399,17 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         "edge stopped"
     );
     Ok(())
+}
+
+/// Writes the edge's counters to `path` atomically (temp file, then rename).
+fn write_stats(path: &std::path::Path, edge: &EdgeSource, ready: bool) {
+    let mut v = serde_json::to_value(edge.snapshot()).unwrap_or_default();
+    v["ready"] = serde_json::Value::Bool(ready);
+    let tmp = path.with_extension("tmp");
+    let r = std::fs::write(&tmp, v.to_string()).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = r {
+        tracing::warn!("cannot write stats to {}: {e}", path.display());
+    }
 }
 
 async fn lab(command: LabCommand) -> anyhow::Result<()> {
@@ -369,6 +431,8 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
                     samples_dir: a.samples.clone(),
                     progress: !a.quiet,
                     system,
+                    netns: a.netns,
+                    segue_bin: None,
                 };
                 eprintln!(
                     "running scenario {} on {system} ({} players, at most {} s)",

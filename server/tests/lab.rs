@@ -33,6 +33,8 @@ async fn short_scenario_runs_end_to_end() {
         samples_dir: repo().join("media/samples"),
         progress: false,
         system: System::Segue,
+        netns: false,
+        segue_bin: None,
     };
     let o = run(&s, &opts).await.unwrap();
     assert_eq!(o.plays.len(), 6);
@@ -224,6 +226,8 @@ async fn short_scenario_on_nginx_hls() {
         samples_dir: repo().join("media/samples"),
         progress: false,
         system: System::NginxHls,
+        netns: false,
+        segue_bin: None,
     };
     let o = run(&s, &opts).await.unwrap();
     assert_eq!(o.system, System::NginxHls);
@@ -258,4 +262,50 @@ async fn short_scenario_on_nginx_hls() {
         .output()
         .unwrap();
     assert!(!left.status.success(), "an nginx outlived the run");
+}
+
+/// The same scenario with the origin and the edge as `segue` processes in their own network
+/// namespaces (veths, tbf), relays and players here. Root only; CI sets SEGUE_REQUIRE_NETNS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_scenario_in_network_namespaces() {
+    if let Err(why) = segue_server::lab::netns::available() {
+        assert!(
+            std::env::var_os("SEGUE_REQUIRE_NETNS").is_none(),
+            "network namespaces are required (SEGUE_REQUIRE_NETNS is set): {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
+    let opts = LabOptions {
+        samples_dir: repo().join("media/samples"),
+        progress: false,
+        system: System::Segue,
+        netns: true,
+        segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue"))),
+    };
+    let o = run(&s, &opts).await.unwrap();
+    assert_eq!(o.plays.len(), 6);
+    for p in &o.plays {
+        assert!(
+            p.report.error.is_none(),
+            "play {}: {:?}",
+            p.id,
+            p.report.error
+        );
+        if p.planned_watch_s.is_none() {
+            assert!(p.report.ok(), "play {} not byte-exact", p.id);
+        }
+    }
+    // Counters came from the edge process's stats file.
+    let e = &o.edges[0];
+    assert_eq!(e.full_hits + e.prefix_hits + e.misses, 6, "{e:?}");
+    assert!(e.origin_payload_bytes > 0);
+    // Nothing left behind.
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let me = format!("sglab{}", std::process::id());
+    assert!(!String::from_utf8_lossy(&list.stdout).contains(&me));
 }

@@ -69,6 +69,19 @@ pub struct EdgeStats {
     pub collapsed: AtomicU64,
 }
 
+/// A point-in-time copy of an edge's counters (status files, the lab).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub full_hits: u64,
+    pub prefix_hits: u64,
+    pub misses: u64,
+    pub segments_from_origin: u64,
+    pub manifests_from_origin: u64,
+    pub collapsed: u64,
+    /// Bytes received from the origin (segment payloads and manifests).
+    pub origin_bytes: u64,
+}
+
 type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
 
 /// A segment fetch in flight: its result, and its place in the scheduler.
@@ -129,6 +142,20 @@ impl EdgeSource {
 
     pub fn stats(&self) -> &EdgeStats {
         &self.0.stats
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let s = &self.0.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            full_hits: get(&s.full_hits),
+            prefix_hits: get(&s.prefix_hits),
+            misses: get(&s.misses),
+            segments_from_origin: get(&s.segments_from_origin),
+            manifests_from_origin: get(&s.manifests_from_origin),
+            collapsed: get(&s.collapsed),
+            origin_bytes: get(&self.0.upstream.stats.bytes),
+        }
     }
 
     pub fn store(&self) -> &Store {

@@ -3,6 +3,8 @@
 
 pub mod hls;
 pub mod impair;
+pub mod netns;
+pub mod nodes;
 pub mod plot;
 pub mod population;
 pub mod relay;

@@ -206,10 +206,13 @@ pub async fn udp(
                         tracing::warn!(%from, "relay: too many flows, datagram dropped");
                         continue;
                     }
-                    let bind: SocketAddr = if target.is_ipv4() {
-                        ([127, 0, 0, 1], 0).into()
-                    } else {
-                        (std::net::Ipv6Addr::LOCALHOST, 0).into()
+                    // Loopback targets from loopback; others (a namespace's veth) from
+                    // whatever address routes there.
+                    let bind: SocketAddr = match (target.is_ipv4(), target.ip().is_loopback()) {
+                        (true, true) => ([127, 0, 0, 1], 0).into(),
+                        (true, false) => ([0, 0, 0, 0], 0).into(),
+                        (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+                        (false, false) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
                     };
                     let back = match UdpSocket::bind(bind).await {
                         Ok(s) => Arc::new(s),

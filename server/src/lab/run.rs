@@ -54,6 +54,11 @@ pub struct LabOptions {
     /// A live progress bar on stderr (when it is a terminal).
     pub progress: bool,
     pub system: System,
+    /// Segue's nodes as processes in their own network namespaces (root only; see
+    /// `lab::nodes`). Otherwise everything runs in this process on loopback.
+    pub netns: bool,
+    /// The `segue` binary the namespaced nodes run (default: this executable).
+    pub segue_bin: Option<PathBuf>,
 }
 
 /// One play's record.
@@ -216,7 +221,11 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     let tls = DevTls::init(&w.join("certs"))?;
     prepare_media(s, o, &w.join("media"))?;
     match o.system {
+        System::Segue if o.netns => super::nodes::run(s, o, t0, w, &tls).await,
         System::Segue => run_segue(s, o, t0, w, &tls).await,
+        System::NginxHls if o.netns => {
+            bail!("--netns places Segue's nodes only; the nginx-HLS comparison runs on loopback")
+        }
         System::NginxHls => super::hls::stack::run(s, o, t0, w, &tls).await,
     }
 }

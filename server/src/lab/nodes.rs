@@ -1,0 +1,369 @@
+//! A scenario with Segue's nodes as separate processes in their own network namespaces
+//! (`segue lab run --netns`): the origin in one, each edge in another, joined to the runner's
+//! namespace by veths with `tc tbf` rate limits; the relays (delay, jitter, loss, blackholes)
+//! and the players stay in the runner. Root only; `netns::Topology` removes what it made.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use segue_client::{PlayOptions, play};
+use segue_wire::SegueUrl;
+use tokio::time::Instant;
+
+use super::impair::LinkSpec;
+use super::netns::{Rate, Topology};
+use super::relay::{self, Relay, RelaySpec};
+use super::run::{
+    Catalog, EdgeCounters, LabOptions, Links, Outcome, PlaySpec, System, drive, link_counters,
+    outcome,
+};
+use super::scenario::Scenario;
+use crate::edge::StatsSnapshot;
+use crate::library::{Library, LibraryOptions};
+use crate::loopback::DevTls;
+
+const ORIGIN_PORT: u16 = 8554;
+const EDGE_PORT: u16 = 8555;
+
+/// Moves a link's rate limit from the relay to the kernel (tbf).
+fn split_rate(spec: &mut LinkSpec) -> Option<Rate> {
+    if spec.rate_kbps == 0 {
+        return None;
+    }
+    let r = Rate {
+        kbps: spec.rate_kbps,
+        queue_bytes: if spec.queue_bytes == 0 {
+            64 * 1024
+        } else {
+            spec.queue_bytes
+        },
+    };
+    spec.rate_kbps = 0;
+    spec.queue_bytes = 0;
+    Some(r)
+}
+
+/// A node process; killed if still running when dropped.
+struct Node {
+    name: String,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Node {
+    fn spawn(
+        name: &str,
+        ns: &str,
+        bin: &Path,
+        args: &[String],
+        logs: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = logs.join(format!("{name}.log"));
+        let f = std::fs::File::create(&log)?;
+        let child = Topology::command(ns, bin)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child,
+            log,
+        })
+    }
+
+    /// Fails with the node's log if it exited.
+    fn check(&mut self) -> anyhow::Result<()> {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<_> = log.lines().rev().take(5).collect();
+            bail!(
+                "{} exited ({st}): {}",
+                self.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            );
+        }
+        Ok(())
+    }
+
+    /// SIGTERM (a clean shutdown), then SIGKILL after 5 s.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// Waits until `url` accepts a verified segue/1 connection, while `node` runs.
+async fn wait_up(node: &mut Node, url: &SegueUrl, ca: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        node.check()?;
+        if segue_client::connect(url, ca, Duration::from_secs(1))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not come up at {url}", node.name);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn read_stats(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+struct EdgeNode {
+    name: String,
+    node: Node,
+    stats: PathBuf,
+    origin_relay: Relay,
+    player_relay: Relay,
+}
+
+pub async fn run(
+    s: &Scenario,
+    o: &LabOptions,
+    t0: Instant,
+    w: &Path,
+    tls: &DevTls,
+) -> anyhow::Result<Outcome> {
+    let bin = match &o.segue_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().context("finding the segue binary")?,
+    };
+    // The catalog (the origin process ingests the same files into its own data dir).
+    let lib_opts = LibraryOptions {
+        media_root: w.join("media"),
+        data_dir: w.join("catalog"),
+        target_segment_us: s.media.segment_ms.saturating_mul(1000),
+    };
+    let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
+    if !lib.failures.is_empty() {
+        bail!("media failed to ingest: {:?}", lib.failures);
+    }
+    let mut names = lib.names();
+    names.sort();
+    let mut durations = Vec::new();
+    let mut bitrate_kbps: f64 = 0.0;
+    for n in &names {
+        let m = &lib.get(n).context("object vanished")?.manifest;
+        let bytes: u64 = m.segments.iter().map(|e| e.size).sum();
+        bitrate_kbps =
+            bitrate_kbps.max(bytes as f64 * 8.0 / (m.duration_us.max(1) as f64 / 1e6) / 1000.0);
+        durations.push(m.duration_us as f64 / 1e6);
+    }
+    let catalog = Catalog {
+        names: names.iter().map(ToString::to_string).collect(),
+        durations,
+        bitrate_kbps,
+    };
+    // The origin's certificate names it "origin"; edges resolve that name to their relay.
+    segue_certs::init(&w.join("certs"), &["origin".to_owned()]).context("origin certificate")?;
+    let (ocert, okey) = segue_certs::pki::leaf_paths(&w.join("certs"), "origin");
+    let logs = w.join("logs");
+    std::fs::create_dir_all(&logs)?;
+
+    let mut topo = Topology::new()?;
+    let ons = topo.namespace("o")?;
+    let ov = topo.veth(&ons, None, None)?;
+    let origin_addr = SocketAddr::from((ov.node_ip, ORIGIN_PORT));
+    let p = |p: &Path| p.display().to_string();
+    let mut origin = Node::spawn(
+        "origin",
+        &ons,
+        &bin,
+        &[
+            "origin".into(),
+            "--media".into(),
+            p(&w.join("media")),
+            "--data".into(),
+            p(&w.join("origin")),
+            "--listen".into(),
+            origin_addr.to_string(),
+            "--cert".into(),
+            p(&ocert),
+            "--key".into(),
+            p(&okey),
+            "--segment-ms".into(),
+            s.media.segment_ms.to_string(),
+        ],
+        &logs,
+    )?;
+
+    let mut edges = Vec::new();
+    for (i, e) in s.edges.iter().enumerate() {
+        let ens = topo.namespace(&format!("e{i}"))?;
+        let (mut up, mut down) = e.origin_link.resolve(bitrate_kbps);
+        let (o_up, o_down) = (split_rate(&mut up), split_rate(&mut down));
+        let ev_origin = topo.veth(&ens, o_up, o_down)?;
+        let (mut pup, mut pdown) = e.player_link.resolve(bitrate_kbps);
+        // Player link: "down" is edge → players, the node's egress on its veth.
+        let (p_up, p_down) = (split_rate(&mut pup), split_rate(&mut pdown));
+        let ev_player = topo.veth(&ens, p_down, p_up)?;
+        let seed = s.seed.wrapping_add(1000 * i as u64);
+        // Reachable from the edge's namespace (its veth) and from here (loopback).
+        let origin_relay = relay::udp(
+            SocketAddr::from(([0, 0, 0, 0], 0)),
+            origin_addr,
+            RelaySpec { up, down, seed },
+        )
+        .await?;
+        topo.hosts(&ens, &[("origin", ev_origin.root_ip)])?;
+        if i == 0 {
+            let url =
+                SegueUrl::parse(&format!("segue://localhost:{}/", origin_relay.local.port()))?;
+            wait_up(&mut origin, &url, &tls.ca).await?;
+        }
+        let edge_addr = SocketAddr::from((ev_player.node_ip, EDGE_PORT));
+        let stats = w.join(format!("edge-{i}.json"));
+        let mut args: Vec<String> = vec![
+            "edge".into(),
+            "--origin".into(),
+            format!("segue://origin:{}/", origin_relay.local.port()),
+            "--ca".into(),
+            p(&tls.ca),
+            "--cache-dir".into(),
+            p(&w.join(format!("edge-{i}"))),
+            "--cache-size".into(),
+            format!("{}M", e.cache_mb),
+            "--listen".into(),
+            edge_addr.to_string(),
+            "--cert".into(),
+            p(&tls.cert),
+            "--key".into(),
+            p(&tls.key),
+            "--prefix-secs".into(),
+            e.prefix_s.to_string(),
+            "--parallel".into(),
+            e.parallel.to_string(),
+            "--stats".into(),
+            p(&stats),
+        ];
+        for n in &catalog.names {
+            if e.warm.iter().any(|w| w == "*" || w == n) {
+                args.extend(["--warm".into(), n.clone()]);
+            }
+        }
+        let mut node = Node::spawn(&e.name, &ens, &bin, &args, &logs)?;
+        let player_relay = relay::udp(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            edge_addr,
+            RelaySpec {
+                up: pup,
+                down: pdown,
+                seed: seed + 1,
+            },
+        )
+        .await?;
+        let url = SegueUrl::parse(&format!("segue://localhost:{}/", player_relay.local.port()))?;
+        wait_up(&mut node, &url, &tls.ca).await?;
+        // Warming done before the plays (its traffic is not theirs).
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !read_stats(&stats).is_some_and(|v| v["ready"] == true) {
+            node.check()?;
+            if Instant::now() > deadline {
+                bail!("{} did not finish warming", e.name);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        edges.push(EdgeNode {
+            name: e.name.clone(),
+            node,
+            stats,
+            origin_relay,
+            player_relay,
+        });
+    }
+
+    let links: Vec<Links<'_>> = edges
+        .iter()
+        .map(|e| Links {
+            name: &e.name,
+            origin: &e.origin_relay,
+            player: &e.player_relay,
+        })
+        .collect();
+    let ports: Vec<u16> = edges.iter().map(|e| e.player_relay.local.port()).collect();
+    let ca = tls.ca.clone();
+    let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
+        let url = SegueUrl::parse(&format!(
+            "segue://localhost:{}/{}",
+            ports[spec.edge], catalog.names[spec.object]
+        ));
+        let ca = ca.clone();
+        async move {
+            let url = match url {
+                Ok(u) => u,
+                Err(e) => {
+                    return segue_client::Report {
+                        error: Some(format!("bad URL: {e}")),
+                        ..segue_client::Report::default()
+                    };
+                }
+            };
+            let mut opts = PlayOptions::new(url, ca);
+            opts.startup_buffer = spec.startup_buffer;
+            opts.stall_timeout = spec.stall_timeout;
+            opts.watch = spec.watch;
+            opts.buffer_samples = spec.buffer_samples;
+            play(&opts).await
+        }
+    })
+    .await;
+    drop(links);
+
+    let mut counters: Vec<EdgeCounters> = Vec::new();
+    for e in edges {
+        let base = link_counters(&e.name, &e.origin_relay);
+        // A clean stop writes the final counters.
+        e.node.stop().await;
+        let st: StatsSnapshot = read_stats(&e.stats)
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        counters.push(EdgeCounters {
+            full_hits: st.full_hits,
+            prefix_hits: st.prefix_hits,
+            misses: st.misses,
+            segments_from_origin: st.segments_from_origin,
+            collapsed_fetches: st.collapsed,
+            origin_payload_bytes: st.origin_bytes,
+            ..base
+        });
+        e.origin_relay.stop().await;
+        e.player_relay.stop().await;
+    }
+    origin.stop().await;
+    drop(topo);
+    Ok(outcome(
+        s,
+        System::Segue,
+        t0,
+        catalog,
+        plays,
+        traffic,
+        counters,
+    ))
+}
