@@ -205,6 +205,23 @@ impl Link {
         if self.lost() {
             return Fate::Lost;
         }
+        self.schedule(t, len)
+    }
+
+    /// For a byte stream (TCP): `len` bytes that would travel as `len / mss` packets. The
+    /// loss process is drawn once per packet, as for datagrams; the result is the fate of
+    /// the bytes (never `Lost`: a stream retransmits) and how many of their packets were lost.
+    pub fn admit_stream(&mut self, now: Duration, len: usize, mss: usize) -> (Fate, usize) {
+        let t = now.as_secs_f64();
+        if self.down_at(t) {
+            return (Fate::Blackholed, 0);
+        }
+        let packets = len.div_ceil(mss.max(1)).max(1);
+        let lost = (0..packets).filter(|_| self.lost()).count();
+        (self.schedule(t, len), lost)
+    }
+
+    fn schedule(&mut self, t: f64, len: usize) -> Fate {
         let mut ready = t;
         if self.spec.rate_kbps > 0 {
             let bps = self.spec.rate_kbps as f64 * 1000.0 / 8.0;
@@ -354,6 +371,25 @@ mod tests {
         let last = out.last().unwrap().as_secs_f64();
         let rate = out.len() as f64 * 1000.0 / last;
         assert!((rate - 1_000_000.0).abs() < 20_000.0, "{rate}");
+    }
+
+    #[test]
+    fn stream_losses_are_drawn_per_packet() {
+        let mut l = Link::new(
+            LinkSpec {
+                loss: 0.01,
+                ..LinkSpec::default()
+            },
+            3,
+        );
+        // 10 000 reads of 14 480 bytes = 100 000 packets at 1 %: about 1000 lost.
+        let mut lost = 0;
+        for i in 0..10_000 {
+            let (f, n) = l.admit_stream(Duration::from_millis(i), 14_480, 1448);
+            assert!(matches!(f, Fate::Deliver(..)));
+            lost += n;
+        }
+        assert!((800..1200).contains(&lost), "{lost}");
     }
 
     #[test]

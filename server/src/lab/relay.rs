@@ -4,10 +4,11 @@
 //!
 //! UDP: every client address gets its own upstream socket (so replies find their way back) and
 //! its own pair of links, seeded from the relay's seed and the flow's number. TCP: a byte
-//! stream cannot lose bytes, so a "lost" read is delivered one retransmission timeout late
-//! (head-of-line blocking, everything behind it waits), a blackhole holds bytes until the link
-//! is back, and a full rate-limit queue applies backpressure; reordering and duplication do
-//! not apply.
+//! stream cannot lose bytes; each read is cut into MSS-sized packets for the loss process (so
+//! a loss rate means the same per packet as for UDP), and a read with a lost packet is
+//! delivered one loss recovery late (about 1.25 RTT, as fast retransmit; head-of-line
+//! blocking, everything behind it waits). A blackhole holds bytes until the link is back, a
+//! full rate-limit queue applies backpressure; reordering and duplication do not apply.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
@@ -300,7 +301,10 @@ async fn tcp_pump(
         }
         let _ = w.shutdown().await;
     });
-    let rto = Duration::from_secs_f64((3.0 * link.spec().delay_ms / 1000.0).max(0.2));
+    // A lost packet of a stream is recovered by fast retransmit / RACK about 1.25 round
+    // trips after it was due (both directions taken as this one's delay), at least 5 ms.
+    // Congestion-window reduction is not modelled: the stream keeps its rate.
+    let recovery = Duration::from_secs_f64((2.5 * link.spec().delay_ms / 1000.0).max(0.005));
     let mut last = start;
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -310,23 +314,21 @@ async fn tcp_pump(
         };
         let data = Bytes::copy_from_slice(&buf[..n]);
         Counters::add(&c().bytes_in, n as u64);
-        Counters::add(&c().packets_in, 1);
+        Counters::add(&c().packets_in, n.div_ceil(TCP_MSS) as u64);
         let at = loop {
-            match link.admit(start.elapsed(), n) {
-                Fate::Deliver(at, _) => break start + at,
-                Fate::Lost => {
-                    Counters::add(&c().lost, 1);
-                    // Retransmitted after a timeout: late, not gone.
-                    if let Fate::Deliver(at, _) = link.admit(start.elapsed(), n) {
-                        break start + at + rto;
-                    }
-                    break Instant::now() + rto;
+            match link.admit_stream(start.elapsed(), n, TCP_MSS) {
+                (Fate::Deliver(at, _), 0) => break start + at,
+                (Fate::Deliver(at, _), lost) => {
+                    Counters::add(&c().lost, lost as u64);
+                    // Late, not gone; everything behind it waits (in-order delivery).
+                    break start + at + recovery;
                 }
-                Fate::Blackholed => {
+                (Fate::Blackholed, _) => {
                     Counters::add(&c().blackholed, 1);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Fate::QueueFull => tokio::time::sleep(Duration::from_millis(1)).await,
+                (Fate::QueueFull, _) => tokio::time::sleep(Duration::from_millis(1)).await,
+                (Fate::Lost, _) => break Instant::now() + recovery,
             }
         };
         last = last.max(at);
@@ -338,6 +340,9 @@ async fn tcp_pump(
     drop(tx);
     let _ = writer.await;
 }
+
+/// Bytes per packet when a TCP stream is cut into packets for the loss process.
+pub const TCP_MSS: usize = 1448;
 
 /// Starts a TCP relay on `listen` forwarding to `target`.
 pub async fn tcp(

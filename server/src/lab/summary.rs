@@ -326,6 +326,55 @@ mod tests {
     }
 
     #[test]
+    fn comparison_table_and_ratios() {
+        let base = Summary {
+            system: "segue".into(),
+            plays: 10,
+            start_failures: 0,
+            failed_after_start: 0,
+            ttff_p50_ms: Some(2.0),
+            ttff_p95_ms: Some(50.0),
+            ttff_p99_ms: Some(80.0),
+            startup_p50_ms: Some(3.0),
+            immediate_starts: 1.0,
+            rebuffer_ratio: 0.0,
+            stalls_per_play: 0.0,
+            plays_with_stalls: 0,
+            byte_exact: 4,
+            watched_to_end: 4,
+            bytes_served: 100,
+            bytes_from_origin: 40,
+            byte_hit_ratio: 0.6,
+            origin_wire_bytes: 1_000_000,
+            full_hits: 0,
+            prefix_hits: 0,
+            misses: 0,
+            http_cache_hits: 0,
+            http_cache_misses: 0,
+        };
+        let hls = Summary {
+            system: "nginx-hls".into(),
+            ttff_p50_ms: Some(8.0),
+            ttff_p95_ms: Some(100.0),
+            startup_p50_ms: Some(12.0),
+            origin_wire_bytes: 2_000_000,
+            ..base.clone()
+        };
+        let t = render_comparison("x", &[base, hls]);
+        assert!(
+            t.contains("| segue | 10 | 0 | 0 | 2.0 | 50.0 | 80.0 | 3.0 |"),
+            "{t}"
+        );
+        assert!(t.contains("| nginx-hls | 10 |"));
+        assert!(
+            t.contains(
+                "TTFF p50 0.250, p95 0.500, playback start p50 0.250; origin link bytes 0.500"
+            ),
+            "{t}"
+        );
+    }
+
+    #[test]
     fn csv_quoting() {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
