@@ -16,6 +16,7 @@ pub mod loopback;
 pub mod lru;
 pub mod node;
 pub mod packets;
+pub mod placement;
 pub mod quic;
 pub mod segserve;
 pub mod session;

@@ -185,6 +185,38 @@ enum LabCommand {
     Run(LabRunArgs),
     /// Relay UDP (or TCP) from --listen to --to through impaired links.
     Impair(ImpairArgs),
+    /// Trace-driven placement simulator: byte hit ratio and immediate starts of Segue's
+    /// placement policy against whole-object LRU, a fixed 10 % prefix and the offline optimum.
+    Sim(SimArgs),
+}
+
+#[derive(Args, Debug)]
+struct SimArgs {
+    /// Zipf exponent of popularity.
+    #[arg(long, default_value_t = 0.8)]
+    alpha: f64,
+    /// Cache size, percent of the catalog's bytes.
+    #[arg(long, default_value_t = 5.0)]
+    cache_pct: f64,
+    #[arg(long, default_value_t = 1000)]
+    objects: usize,
+    #[arg(long, default_value_t = 40_000)]
+    requests: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Share of plays that quit early (uniformly within the first 20 %).
+    #[arg(long, default_value_t = 0.6)]
+    early_quit: f64,
+    /// Weight of an immediate start against byte hits (the required prefix's bonus).
+    #[arg(long, default_value_t = 30.0)]
+    start_bonus: f64,
+    /// Origin link throughput as a multiple of the bitrate (below 1, prefixes must cover
+    /// the deficit: see docs/PLACEMENT.md).
+    #[arg(long, default_value_t = 2.0)]
+    link_x: f64,
+    /// Run alpha 0.6/0.8/1.0 x cache 1/5/10 % instead of one configuration.
+    #[arg(long)]
+    sweep: bool,
 }
 
 #[derive(Args, Debug)]
@@ -457,6 +489,45 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
                 let t = summary::render_comparison(&s.name, &sums);
                 std::fs::write(out.join("comparison.md"), &t)?;
                 print!("\n{t}");
+            }
+            Ok(())
+        }
+        LabCommand::Sim(a) => {
+            use segue_server::lab::sim::{SimConfig, render, simulate};
+            let base = SimConfig {
+                alpha: a.alpha,
+                cache_frac: a.cache_pct / 100.0,
+                objects: a.objects,
+                requests: a.requests,
+                seed: a.seed,
+                early_quit: a.early_quit.clamp(0.0, 1.0),
+                start_bonus: a.start_bonus,
+                ..SimConfig::default()
+            };
+            let base = SimConfig {
+                link: segue_server::placement::link::LinkEstimate {
+                    throughput: base.bitrate * a.link_x.max(0.0),
+                    ..base.link
+                },
+                ..base
+            };
+            let configs: Vec<SimConfig> = if a.sweep {
+                [0.6, 0.8, 1.0]
+                    .iter()
+                    .flat_map(|&alpha| {
+                        let base = base.clone();
+                        [0.01, 0.05, 0.10].map(move |cache_frac| SimConfig {
+                            alpha,
+                            cache_frac,
+                            ..base.clone()
+                        })
+                    })
+                    .collect()
+            } else {
+                vec![base]
+            };
+            for c in configs {
+                print!("{}", render(&c, &simulate(&c)));
             }
             Ok(())
         }

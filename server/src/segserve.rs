@@ -10,6 +10,23 @@ use segue_wire::{AppError, Limits};
 
 use crate::source::Source;
 
+/// Stream priority for an exchange whose segments are due `deadline_ms` after now: earliest
+/// *absolute* due time first (a DEADLINE is relative to when the request arrived, so two
+/// requests received at different times compare by arrival + DEADLINE), in 10 ms steps from
+/// the process's start; no deadline: last.
+fn priority(deadline_ms: Option<u64>) -> i32 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let Some(d) = deadline_ms else {
+        return i32::MIN;
+    };
+    let now_ms = EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64;
+    let due = now_ms.saturating_add(d) / 10;
+    -(due.min(i32::MAX as u64) as i32)
+}
+
 /// Reads one request and answers it. Errors are reported to the peer; the result says only
 /// whether the exchange completed.
 pub async fn serve_exchange<S: Source>(
@@ -84,9 +101,7 @@ pub async fn serve_exchange<S: Source>(
                 send.finish()?;
                 return Ok(());
             }
-            // Earliest deadline first among this connection's exchanges; none: last.
-            let priority = req_deadline.map_or(i32::MIN, |d| -(d.min(i32::MAX as u64) as i32));
-            let _ = send.set_priority(priority);
+            let _ = send.set_priority(priority(req_deadline));
             send.write_all(&ResponseHeader::ok().encode()).await?;
             for i in first..first + count {
                 let i = i as usize;
@@ -111,4 +126,19 @@ pub async fn serve_exchange<S: Source>(
     }
     send.finish()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::priority;
+
+    #[test]
+    fn priorities_follow_absolute_due_times() {
+        // Due in 20 s asked now beats due in 10 s asked 15 s later (due at 25 s): the same
+        // clock, the second request's deadline shifted by the 15 s.
+        assert!(priority(Some(20_000)) > priority(Some(15_000 + 10_000)));
+        assert!(priority(Some(0)) > priority(Some(1000)));
+        assert!(priority(Some(u64::MAX)) > priority(None));
+        assert_eq!(priority(None), i32::MIN);
+    }
 }

@@ -22,6 +22,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// An exchange that receives nothing waits at most this many timeouts while the connection
+/// carries other exchanges.
+const MAX_WAIT_TURNS: u32 = 12;
 
 #[derive(Debug, Default)]
 struct Conn {
@@ -187,9 +190,19 @@ impl Upstream {
         send.finish().map_err(|e| lost(&e))?;
         let mut buf = BytesMut::new();
         let mut chunk = vec![0u8; 64 * 1024];
+        // Liveness is the connection's: an exchange may wait while the origin sends others
+        // with earlier deadlines first, as long as the connection keeps receiving.
+        let mut seen = conn.stats().udp_rx.bytes;
+        let mut idle = Duration::ZERO;
         loop {
             match tokio::time::timeout(self.timeout, recv.read(&mut chunk)).await {
                 Err(_) => {
+                    let rx = conn.stats().udp_rx.bytes;
+                    idle += self.timeout;
+                    if rx > seen && idle < self.timeout * MAX_WAIT_TURNS {
+                        seen = rx;
+                        continue;
+                    }
                     return Err(SourceError::Unavailable(format!(
                         "origin {} stalled for {:?}",
                         self.url, self.timeout
@@ -198,6 +211,7 @@ impl Upstream {
                 Ok(Err(e)) => return Err(lost(&e)),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(n))) => {
+                    idle = Duration::ZERO;
                     if buf.len() + n > max {
                         return Err(SourceError::Internal("origin answer exceeds limits".into()));
                     }

@@ -10,4 +10,5 @@ pub mod population;
 pub mod relay;
 pub mod run;
 pub mod scenario;
+pub mod sim;
 pub mod summary;
