@@ -76,8 +76,7 @@ impl Default for SimConfig {
             },
             margin_s: 1.0,
             half_life_s: 3600.0,
-            // An immediate start is worth 30 times the byte value of its prefix segment:
-            // required prefixes are a small share of a cache (see docs/PLACEMENT.md).
+            // An immediate start is worth 30 segments of byte hits (see docs/PLACEMENT.md).
             start_bonus: 30.0,
             warmup: 0.2,
         }
@@ -241,11 +240,12 @@ impl Segue<'_> {
     fn value(&self, i: usize, k: usize) -> f64 {
         let o = &self.objs[i];
         let start = k as f64 * self.c.segment_s;
+        // An immediate start is worth `start_bonus` segments, shared by the required prefix.
         let d = density(
             1.0,
             self.watch.survival(start / o.length_s),
             k < o.required,
-            self.c.start_bonus,
+            self.c.start_bonus / o.required as f64,
         );
         self.pop.score(&i) + d.log2()
     }

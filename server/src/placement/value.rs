@@ -4,7 +4,8 @@
 //! λ · S(t_k / L) bytes per second from the cache instead of the origin, S being the share
 //! of plays still watching at the segment's start ([`super::watch`]). The segments of the
 //! required prefix ([`super::link`]) also make starts immediate; they carry a bonus of
-//! `start_bonus` · λ on top. Both terms are non-increasing along an object, so the most
+//! `start_bonus` · λ on top, where callers give the worth of one immediate start (in segments
+//! of byte hits) divided by the number of segments the required prefix has. Both terms are non-increasing along an object, so the most
 //! valuable segments of an object always form a prefix, and evicting the least valuable
 //! segment first takes suffix segments of cold objects first and prefixes of hot ones last.
 
