@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod bench;
+pub mod config;
 pub mod control;
 pub mod demo;
 pub mod edge;

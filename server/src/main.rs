@@ -27,8 +27,38 @@ use segue_wire::{ObjectName, SegueUrl};
     about = "Segue: stored media over QUIC, origin to edge to player"
 )]
 struct Cli {
+    /// Settings file: a TOML section per command ([origin], [edge], [demo], [bench]) whose
+    /// keys are that command's flags; flags on the command line win. See docs/CONFIG.md.
+    #[arg(long, global = true, value_name = "FILE", env = "SEGUE_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The command line with the config file's settings for its subcommand spliced in.
+fn argv_with_config() -> anyhow::Result<Vec<std::ffi::OsString>> {
+    use clap::CommandFactory as _;
+    use segue_server::config;
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Some(path) = config::config_path(&argv) else {
+        return Ok(argv);
+    };
+    let text = config::read(&path)?;
+    let cmd = Cli::command();
+    let found = argv.iter().enumerate().skip(1).find_map(|(i, a)| {
+        let sub = cmd.find_subcommand(a.to_str()?)?;
+        Some((i, sub))
+    });
+    let Some((at, sub)) = found else {
+        return Ok(argv);
+    };
+    let known: Vec<(String, bool)> = sub
+        .get_arguments()
+        .filter(|a| a.get_id() != "config")
+        .filter_map(|a| Some((a.get_long()?.to_owned(), !a.get_action().takes_values())))
+        .collect();
+    let args = config::section_args(&path, &text, sub.get_name(), &known)?;
+    Ok(config::splice(argv, at, args))
 }
 
 #[derive(Subcommand, Debug)]
@@ -601,7 +631,14 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let argv = argv_with_config()?;
+    // A flag given twice (config file, then command line) takes its last value.
+    let matches = Cli::command()
+        .args_override_self(true)
+        .mut_subcommands(|s| s.args_override_self(true))
+        .get_matches_from(argv);
+    let cli = Cli::from_arg_matches(&matches)?;
     // Servers log what they do; the demo and the bench print tables and only log problems.
     let default = match cli.command {
         Command::Demo(_)
