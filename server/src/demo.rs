@@ -91,7 +91,14 @@ pub async fn run(workdir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<DemoR
         parallel: opts.parallel,
         ..EdgeOptions::default()
     };
-    let (edge, edge_addr, serving) = loopback::edge(&tls, store, origin_url, edge_opts, stop_rx)?;
+    let (edge, edge_addr, serving) = loopback::edge(
+        &tls,
+        store,
+        origin_url,
+        edge_opts,
+        NodeOptions::default(),
+        stop_rx,
+    )?;
     let edge_task = tokio::spawn(serving);
     let edge_port = edge_addr.port();
 

@@ -65,6 +65,7 @@ pub fn edge(
     store: Store,
     origin: SegueUrl,
     opts: EdgeOptions,
+    node: NodeOptions,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(
     EdgeSource,
@@ -75,6 +76,6 @@ pub fn edge(
     let source = EdgeSource::new(store, up, opts);
     let ep = server_endpoint(any_port(), &tls.cert, &tls.key, TransportLimits::default())?;
     let addr = ep.local_addr()?;
-    let serving = serve(ep, Arc::new(source.clone()), NodeOptions::default(), stop);
+    let serving = serve(ep, Arc::new(source.clone()), node, stop);
     Ok((source, addr, serving))
 }

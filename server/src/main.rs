@@ -190,6 +190,13 @@ struct EdgeArgs {
     /// (`"ready": true` once every --warm object is in).
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
+    /// Serve the HTTP admin API (GET /metrics, GET /objects, POST /push, POST /purge) on
+    /// this TCP address; keep it private (e.g. 127.0.0.1:9555).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Bearer token the admin API requires (all but /metrics).
+    #[arg(long, env = "SEGUE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 /// Parses sizes like `1048576`, `512K`, `64M`, `2G`, `1GiB`.
@@ -441,6 +448,23 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
                 write_stats(&path, &e, ready.load(std::sync::atomic::Ordering::Relaxed));
             }
         });
+    }
+    if let Some(addr) = a.admin {
+        let token = a
+            .admin_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .context("--admin needs --admin-token (or SEGUE_ADMIN_TOKEN)")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("admin API: cannot listen on {addr}"))?;
+        tracing::info!(admin = %listener.local_addr()?, "admin API (HTTP)");
+        tokio::spawn(segue_server::admin::serve(
+            listener,
+            edge.clone(),
+            token,
+            shutdown_signal(),
+        ));
     }
     let endpoint = a.tls.endpoint(a.listen)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %a.origin, "edge serving segue/1");

@@ -617,7 +617,10 @@ enum Stop {
 impl<S: Source> Sender<S> {
     async fn run(mut self) {
         let result = self.send_all().await;
-        self.source.stopped(&self.manifest);
+        self.source.stopped(
+            &self.manifest,
+            self.progress.next_segment.load(Ordering::Relaxed),
+        );
         match result {
             Ok(()) => {
                 let mut n = Request::new(Method::PlayNotify, Some(self.url.clone()), 0);
@@ -748,6 +751,7 @@ impl<S: Source> Sender<S> {
         self.progress
             .bytes
             .fetch_add(sent as u64, Ordering::Relaxed);
+        self.source.sent(sent as u64);
         Ok(())
     }
 

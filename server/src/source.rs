@@ -68,8 +68,12 @@ pub trait Source: Send + Sync + 'static {
     }
 
     /// A session that called [`Source::will_play`] stopped (finished, paused, torn down or
-    /// failed): a source may stop fetching ahead for it.
-    fn stopped(&self, _manifest: &Arc<Manifest>) {}
+    /// failed) having sent segments up to (not including) `reached`: a source may stop
+    /// fetching ahead for it, and learn how far viewers watch.
+    fn stopped(&self, _manifest: &Arc<Manifest>, _reached: usize) {}
+
+    /// A session sent `bytes` of media to its player (counters).
+    fn sent(&self, _bytes: u64) {}
 
     /// Resolves when enough of the object from `first` is available that playback started now
     /// will not run dry (an edge's "sufficient portion" on a miss). Origins are always ready.

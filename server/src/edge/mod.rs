@@ -67,6 +67,8 @@ pub struct EdgeStats {
     pub manifests_from_origin: AtomicU64,
     /// Segment fetches that joined one already in flight.
     pub collapsed: AtomicU64,
+    /// Media bytes sessions sent to players.
+    pub served_bytes: AtomicU64,
 }
 
 /// A point-in-time copy of an edge's counters (status files, the lab).
@@ -80,6 +82,9 @@ pub struct StatsSnapshot {
     pub collapsed: u64,
     /// Bytes received from the origin (segment payloads and manifests).
     pub origin_bytes: u64,
+    /// Media bytes sent to players.
+    #[serde(default)]
+    pub served_bytes: u64,
 }
 
 type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
@@ -155,7 +160,13 @@ impl EdgeSource {
             manifests_from_origin: get(&s.manifests_from_origin),
             collapsed: get(&s.collapsed),
             origin_bytes: get(&self.0.upstream.stats.bytes),
+            served_bytes: get(&s.served_bytes),
         }
+    }
+
+    /// Segment exchanges in flight to the origin (K).
+    pub fn parallel(&self) -> usize {
+        self.0.opts.parallel
     }
 
     pub fn store(&self) -> &Store {
@@ -205,6 +216,10 @@ impl EdgeSource {
                         .stats
                         .segments_from_origin
                         .fetch_add(1, Ordering::Relaxed);
+                    // Prefix lengths follow the measured link.
+                    inner
+                        .store
+                        .set_link(inner.upstream.link_estimate(inner.opts.parallel));
                     return Ok(b);
                 }
                 Err(e @ SourceError::Unavailable(_)) if Instant::now() + backoff < deadline => {
@@ -379,6 +394,7 @@ impl Source for EdgeSource {
             "miss"
         };
         tracing::info!(object = %m.object, case, "session");
+        self.0.store.requested(&m.object);
         *lock(&self.0.playing).entry(m.object.clone()).or_default() += 1;
         if case != "full-hit" {
             self.prefetch(m.clone(), first);
@@ -386,7 +402,15 @@ impl Source for EdgeSource {
         Some(case)
     }
 
-    fn stopped(&self, m: &Arc<Manifest>) {
+    fn sent(&self, bytes: u64) {
+        self.0
+            .stats
+            .served_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn stopped(&self, m: &Arc<Manifest>, reached: usize) {
+        self.0.store.watched(m, reached);
         let mut playing = lock(&self.0.playing);
         if let Some(n) = playing.get_mut(&m.object) {
             *n = n.saturating_sub(1);

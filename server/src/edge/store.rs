@@ -3,8 +3,13 @@
 //! Layout: `<cache>/objects/<name>/.segue/{manifest,seg-NNNNNN}`. Writes go to a temporary file
 //! and are renamed into place, so a partially written segment is never visible. Every read is
 //! checked against the manifest's SHA-256; a corrupt segment is deleted and reported missing.
-//! When a write would exceed the capacity, segments are evicted: suffix segments of the least
-//! recently used objects first, prefix segments last.
+//! When a write would exceed the capacity, the least valuable segments are evicted
+//! (`crate::placement`): value follows each object's decayed request count and how far its
+//! viewers watch, and the required prefix, whose length follows the measured origin link
+//! (never shorter than the configured prefix), carries a bonus. So suffix segments of cold
+//! objects go first and prefixes of hot objects last. An object counts as requested once
+//! when it is stored (objects found on disk at start: once at start), so new and
+//! pre-positioned objects are not the first to go; ties go least recently used first.
 
 use std::collections::HashMap;
 use std::fs;
@@ -16,21 +21,69 @@ use segue_wire::segment::Manifest;
 use segue_wire::{Limits, ObjectName};
 
 use crate::library::object_dir;
+use crate::placement::link::{LinkEstimate, required_prefix_s};
+use crate::placement::popularity::Popularity;
+use crate::placement::value::density;
+use crate::placement::watch::WatchModel;
 use crate::source::checksum_ok;
+
+/// Half-life of request counts.
+const POPULARITY_HALF_LIFE_S: f64 = 3600.0;
+/// An immediate start is worth this many segments of byte hits (docs/PLACEMENT.md).
+const START_BONUS: f64 = 30.0;
+/// Margin added to the link-derived prefix, seconds.
+const PREFIX_MARGIN_S: f64 = 1.0;
 
 #[derive(Debug)]
 struct Entry {
     manifest: Arc<Manifest>,
     have: Vec<bool>,
     last_used: u64,
+    /// When it was stored (seconds since the store opened): an object counts as requested
+    /// once then, so a new or pre-positioned object is not the first to go.
+    added_s: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     objects: HashMap<ObjectName, Entry>,
     used: u64,
     tick: u64,
     evictions: u64,
+    popularity: Popularity<ObjectName>,
+    watch: WatchModel,
+    link: Option<LinkEstimate>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            objects: HashMap::new(),
+            used: 0,
+            tick: 0,
+            evictions: 0,
+            popularity: Popularity::new(POPULARITY_HALF_LIFE_S),
+            watch: WatchModel::new(20, 1.0),
+            link: None,
+        }
+    }
+}
+
+/// One cached object, for status and the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectStatus {
+    pub object: String,
+    pub revision: u64,
+    pub segments: usize,
+    /// Segments held, as index ranges.
+    pub held: Vec<(usize, usize)>,
+    pub held_bytes: u64,
+    /// The prefix kept (seconds of media, and segments), and whether all of it is held.
+    pub prefix_s: f64,
+    pub prefix_segments: usize,
+    pub prefix_complete: bool,
+    /// Measured requests per second (decayed).
+    pub request_rate: f64,
 }
 
 /// What a store write did.
@@ -48,6 +101,7 @@ pub struct Store {
     capacity: u64,
     prefix_us: u64,
     state: Mutex<State>,
+    started: std::time::Instant,
 }
 
 fn seg_path(dir: &Path, i: usize) -> PathBuf {
@@ -65,6 +119,7 @@ impl Store {
             capacity,
             prefix_us,
             state: Mutex::default(),
+            started: std::time::Instant::now(),
         };
         let mut state = State::default();
         let mut stack = vec![objects.clone()];
@@ -120,6 +175,7 @@ impl Store {
                 manifest: Arc::new(m),
                 have,
                 last_used: 0,
+                added_s: 0.0,
             },
         );
     }
@@ -133,18 +189,116 @@ impl Store {
         object_dir(&self.dir, name)
     }
 
+    fn now_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The prefix the edge keeps of `m`, in media microseconds: the configured prefix, or
+    /// longer when the measured origin link needs it (`placement::link`).
+    pub fn prefix_us(&self, m: &Manifest) -> u64 {
+        let link = self.lock().link;
+        Self::prefix_us_with(self.prefix_us, link, m)
+    }
+
+    fn prefix_us_with(min_us: u64, link: Option<LinkEstimate>, m: &Manifest) -> u64 {
+        let Some(link) = link else { return min_us };
+        let length_s = m.duration_us as f64 / 1e6;
+        let bytes: u64 = m.segments.iter().map(|s| s.size).sum();
+        let bitrate = bytes as f64 / length_s.max(1e-3);
+        let need = required_prefix_s(bitrate, length_s, link, PREFIX_MARGIN_S);
+        min_us.max((need * 1e6) as u64)
+    }
+
+    fn in_prefix(prefix_us: u64, m: &Manifest, i: usize) -> bool {
+        i == 0 || m.segments.get(i).is_some_and(|s| s.start_us < prefix_us)
+    }
+
     /// Whether segment `i` lies in the object's prefix.
     pub fn is_prefix(&self, m: &Manifest, i: usize) -> bool {
-        i == 0
-            || m.segments
-                .get(i)
-                .is_some_and(|s| s.start_us < self.prefix_us)
+        Self::in_prefix(self.prefix_us(m), m, i)
     }
 
     pub fn prefix_len(&self, m: &Manifest) -> usize {
+        let p = self.prefix_us(m);
         (0..m.segments.len())
-            .take_while(|&i| self.is_prefix(m, i))
+            .take_while(|&i| Self::in_prefix(p, m, i))
             .count()
+    }
+
+    /// The measured origin link changed: prefixes follow it.
+    pub fn set_link(&self, link: LinkEstimate) {
+        self.lock().link = Some(link);
+    }
+
+    /// A session asked for `name` (measured usage).
+    pub fn requested(&self, name: &ObjectName) {
+        let t = self.now_s();
+        self.lock().popularity.hit(name, t);
+    }
+
+    /// A session of `m` ended having played up to (not including) segment `reached`.
+    pub fn watched(&self, m: &Manifest, reached: usize) {
+        let at_us = m
+            .segments
+            .get(reached)
+            .map_or(m.duration_us, |s| s.start_us);
+        let fraction = at_us as f64 / m.duration_us.max(1) as f64;
+        self.lock().watch.ended(fraction);
+    }
+
+    /// Every cached object, by name.
+    pub fn objects(&self) -> Vec<ObjectStatus> {
+        let t = self.now_s();
+        let st = self.lock();
+        let mut v: Vec<ObjectStatus> = st
+            .objects
+            .iter()
+            .map(|(name, e)| {
+                let m = &e.manifest;
+                let prefix_us = Self::prefix_us_with(self.prefix_us, st.link, m);
+                let prefix_segments = (0..m.segments.len())
+                    .take_while(|&i| Self::in_prefix(prefix_us, m, i))
+                    .count();
+                let mut held = Vec::new();
+                let mut i = 0;
+                while i < e.have.len() {
+                    if e.have[i] {
+                        let from = i;
+                        while i < e.have.len() && e.have[i] {
+                            i += 1;
+                        }
+                        held.push((from, i));
+                    } else {
+                        i += 1;
+                    }
+                }
+                ObjectStatus {
+                    object: name.to_string(),
+                    revision: m.revision,
+                    segments: m.segments.len(),
+                    held,
+                    held_bytes: m
+                        .segments
+                        .iter()
+                        .zip(&e.have)
+                        .filter(|(_, h)| **h)
+                        .map(|(s, _)| s.size)
+                        .sum(),
+                    prefix_s: prefix_us.min(m.duration_us) as f64 / 1e6,
+                    prefix_segments,
+                    prefix_complete: e.have.iter().take(prefix_segments).all(|h| *h),
+                    request_rate: st.popularity.rate(name, t),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.object.cmp(&b.object));
+        v
+    }
+
+    /// Requests per second for `name`, as measured (decayed).
+    pub fn request_rate(&self, name: &ObjectName) -> f64 {
+        let t = self.now_s();
+        self.lock().popularity.rate(name, t)
     }
 
     /// The cached manifest of `name`, marking it used.
@@ -172,12 +326,14 @@ impl Store {
             }
             st.tick += 1;
             let tick = st.tick;
+            let added_s = self.now_s();
             st.objects.insert(
                 m.object.clone(),
                 Entry {
                     manifest: m.clone(),
                     have: vec![false; m.segments.len()],
                     last_used: tick,
+                    added_s,
                 },
             );
         }
@@ -306,7 +462,8 @@ impl Store {
     }
 
     /// Picks segments to evict so that `need` more bytes fit; `None` if impossible.
-    /// Order: suffix segments of least recently used objects, then their prefixes.
+    /// Order: least valuable first (see the module doc); ties: least recently used object,
+    /// later segments first.
     fn evict_for(
         &self,
         st: &mut State,
@@ -321,23 +478,45 @@ impl Store {
         if st.used + need <= self.capacity {
             return Some(victims);
         }
-        let mut order: Vec<(bool, u64, ObjectName, usize, u64)> = Vec::new();
+        // (log2 value, last used, name, later segments first, size)
+        let mut order: Vec<(f64, u64, ObjectName, usize, u64)> = Vec::new();
         for (name, e) in &st.objects {
+            let m = &e.manifest;
+            let prefix_us = Self::prefix_us_with(self.prefix_us, st.link, m);
+            let prefix_n = (0..m.segments.len())
+                .take_while(|&i| Self::in_prefix(prefix_us, m, i))
+                .count()
+                .max(1);
+            let score = st
+                .popularity
+                .score(name)
+                .max(e.added_s / POPULARITY_HALF_LIFE_S);
             for (j, h) in e.have.iter().enumerate() {
                 if *h && !(name == keep && j == keep_i) {
-                    let prefix = self.is_prefix(&e.manifest, j);
-                    // Later segments of an object go before earlier ones.
+                    let seg = &m.segments[j];
+                    let d = density(
+                        1.0,
+                        st.watch
+                            .survival(seg.start_us as f64 / m.duration_us.max(1) as f64),
+                        Self::in_prefix(prefix_us, m, j),
+                        START_BONUS / prefix_n as f64,
+                    );
                     order.push((
-                        prefix,
+                        score + d.log2(),
                         e.last_used,
                         name.clone(),
                         usize::MAX - j,
-                        e.manifest.segments[j].size,
+                        seg.size,
                     ));
                 }
             }
         }
-        order.sort();
+        order.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then(a.1.cmp(&b.1))
+                .then_with(|| a.2.as_str().cmp(b.2.as_str()))
+                .then(a.3.cmp(&b.3))
+        });
         let mut freed = 0;
         for (_, _, name, rj, size) in order {
             if st.used - freed + need <= self.capacity {
@@ -445,6 +624,109 @@ mod tests {
         let again = Store::open(dir.path(), 1000, 4_000_000).unwrap();
         assert_eq!(again.used(), 1000);
         assert_eq!(again.count_from(&hot, 0), 5);
+    }
+
+    #[tokio::test]
+    async fn measured_popularity_beats_recency() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1000, 4_000_000).unwrap();
+        let popular = manifest("popular", &[100; 5]);
+        let rare = manifest("rare", &[100; 5]);
+        for m in [&popular, &rare] {
+            store.put_manifest(m).unwrap();
+            for i in 0..5 {
+                store.put(m, i, &payload(100)).await;
+            }
+        }
+        for _ in 0..5 {
+            store.requested(&popular.object);
+        }
+        store.requested(&rare.object);
+        // Viewers quit early: later segments are worth less than prefixes.
+        for _ in 0..10 {
+            store.watched(&popular, 1);
+        }
+        // The rare object was touched last: recency alone would evict the popular one.
+        store.manifest(&rare.object);
+        let new = manifest("new", &[100; 3]);
+        store.put_manifest(&new).unwrap();
+        for i in 0..3 {
+            assert_eq!(store.put(&new, i, &payload(100)).await, Stored::Written);
+        }
+        assert_eq!(
+            store.count_from(&popular, 0),
+            5,
+            "the popular object is untouched"
+        );
+        // The rare object lost its suffix first, later segments before earlier ones.
+        assert_eq!(
+            (0..5).filter(|&i| store.has(&rare, i)).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert!(store.request_rate(&popular.object) > store.request_rate(&rare.object));
+    }
+
+    #[test]
+    fn prefix_follows_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20, 4_000_000).unwrap();
+        // 10 segments of 2 s, 100 bytes each: 50 bytes/s, 20 s.
+        let m = manifest("m", &[100; 10]);
+        assert_eq!(store.prefix_len(&m), 2, "configured 4 s");
+        // A link faster than the media needs less than the configured prefix: 4 s stays.
+        store.set_link(LinkEstimate {
+            throughput: 1000.0,
+            first_byte_s: 0.1,
+            jitter_s: 0.02,
+        });
+        assert_eq!(store.prefix_len(&m), 2);
+        // Half the media rate, first byte 0.5 s, jitter 0.5 s: (1/2)(1) + 20 (1/2) + 1 s
+        // margin = 11.5 s: segments starting at 0, 2, ..., 10.
+        store.set_link(LinkEstimate {
+            throughput: 25.0,
+            first_byte_s: 0.5,
+            jitter_s: 0.5,
+        });
+        assert_eq!(store.prefix_us(&m), 11_500_000);
+        assert_eq!(store.prefix_len(&m), 6);
+        assert!(store.is_prefix(&m, 5) && !store.is_prefix(&m, 6));
+    }
+
+    #[tokio::test]
+    async fn capacity_holds_under_churn() {
+        use rand::{Rng as _, SeedableRng as _};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 2000, 4_000_000).unwrap();
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(9);
+        let objects: Vec<_> = (0..20)
+            .map(|k| {
+                let sizes: Vec<u64> = (0..8).map(|_| rng.random_range(50..300)).collect();
+                manifest(&format!("o{k}"), &sizes)
+            })
+            .collect();
+        for m in &objects {
+            store.put_manifest(m).unwrap();
+        }
+        for _ in 0..500 {
+            let m = &objects[rng.random_range(0..objects.len())];
+            store.requested(&m.object);
+            let i = rng.random_range(0..m.segments.len());
+            store.put(m, i, &payload(m.segments[i].size)).await;
+            if rng.random::<f64>() < 0.3 {
+                store.watched(m, rng.random_range(0..=m.segments.len()));
+            }
+            assert!(store.used() <= 2000);
+            let held: u64 = objects
+                .iter()
+                .flat_map(|m| {
+                    (0..m.segments.len())
+                        .filter(|&i| store.has(m, i))
+                        .map(|i| m.segments[i].size)
+                })
+                .sum();
+            assert_eq!(held, store.used(), "the index counts what it holds");
+        }
+        assert!(store.evictions() > 0);
     }
 
     #[tokio::test]

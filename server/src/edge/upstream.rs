@@ -40,6 +40,8 @@ struct Conn {
 pub struct LinkStats {
     /// Smoothed round-trip time, microseconds.
     pub rtt_us: AtomicU64,
+    /// Mean deviation of the round-trip time, microseconds.
+    pub rtt_var_us: AtomicU64,
     /// Smoothed throughput of one segment exchange, bytes per second.
     pub stream_rate: AtomicU64,
     /// Bytes received from the origin (segment payloads and manifests).
@@ -174,9 +176,25 @@ impl Upstream {
     }
 
     fn note_rtt(&self, conn: &quinn::Connection) {
-        self.stats
-            .rtt_us
-            .store(conn.rtt().as_micros() as u64, Ordering::Relaxed);
+        let rtt = conn.rtt().as_micros() as u64;
+        let old = self.stats.rtt_us.swap(rtt, Ordering::Relaxed);
+        if old > 0 {
+            let var = self.stats.rtt_var_us.load(Ordering::Relaxed);
+            let sample = rtt.abs_diff(old);
+            self.stats
+                .rtt_var_us
+                .store((var * 3 + sample) / 4, Ordering::Relaxed);
+        }
+    }
+
+    /// The link as placement sees it: throughput with `parallel` exchanges, first byte after
+    /// one round trip, jitter the round trip's deviation.
+    pub fn link_estimate(&self, parallel: usize) -> crate::placement::link::LinkEstimate {
+        crate::placement::link::LinkEstimate {
+            throughput: self.stats.throughput(parallel) as f64,
+            first_byte_s: self.stats.rtt_us.load(Ordering::Relaxed) as f64 / 1e6,
+            jitter_s: self.stats.rtt_var_us.load(Ordering::Relaxed) as f64 / 1e6,
+        }
     }
 
     /// One exchange: sends `req`, returns the frames and payload bytes of the answer.

@@ -261,6 +261,8 @@ pub async fn run(
             e.parallel.to_string(),
             "--stats".into(),
             p(&stats),
+            "--send-ahead-ms".into(),
+            e.send_ahead_ms.to_string(),
         ];
         for n in &catalog.names {
             if e.warm.iter().any(|w| w == "*" || w == n) {

@@ -217,7 +217,18 @@ fn prepare_media(s: &Scenario, o: &LabOptions, media: &Path) -> anyhow::Result<(
 pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
     let work = tempfile::tempdir()?;
-    let w = work.path();
+    // SEGUE_LAB_KEEP=1 keeps the run's directory (node logs, configs, caches) for a look.
+    let work = if std::env::var_os("SEGUE_LAB_KEEP").is_some() {
+        let p = work.keep();
+        eprintln!("keeping the run's files in {}", p.display());
+        Err(p)
+    } else {
+        Ok(work)
+    };
+    let w: &Path = match &work {
+        Ok(t) => t.path(),
+        Err(p) => p,
+    };
     let tls = DevTls::init(&w.join("certs"))?;
     prepare_media(s, o, &w.join("media"))?;
     match o.system {
@@ -294,8 +305,16 @@ async fn run_segue(
             parallel: e.parallel,
             ..EdgeOptions::default()
         };
-        let (source, edge_addr, serving) =
-            loopback::edge(tls, store, origin_url, edge_opts, stop_rx.clone())?;
+        let mut node_opts = NodeOptions::default();
+        node_opts.sessions.send_ahead = Duration::from_millis(e.send_ahead_ms);
+        let (source, edge_addr, serving) = loopback::edge(
+            tls,
+            store,
+            origin_url,
+            edge_opts,
+            node_opts,
+            stop_rx.clone(),
+        )?;
         servers.spawn(serving);
         let (up, down) = e.player_link.resolve(bitrate_kbps);
         let player_relay = relay::udp(

@@ -94,6 +94,13 @@ pub struct EdgeConf {
     pub origin_link: LinkConf,
     #[serde(default)]
     pub player_link: LinkConf,
+    /// Media the edge sends ahead of real time (the player's buffer), milliseconds.
+    #[serde(default = "default_send_ahead_ms")]
+    pub send_ahead_ms: u64,
+}
+
+fn default_send_ahead_ms() -> u64 {
+    2000
 }
 
 fn default_prefix() -> u64 {
