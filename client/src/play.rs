@@ -45,7 +45,12 @@ pub struct PlayOptions {
     pub watch: Option<Duration>,
     /// Record the buffer level this often into `Report::buffer`.
     pub buffer_samples: Option<Duration>,
+    /// Give up at this instant with what was measured so far (a lab run's time bound).
+    pub give_up_at: Option<tokio::time::Instant>,
 }
+
+/// The error of a play stopped by [`PlayOptions::give_up_at`].
+pub const GAVE_UP: &str = "stopped at the run's time bound";
 
 impl PlayOptions {
     pub fn new(url: SegueUrl, ca: PathBuf) -> Self {
@@ -60,6 +65,7 @@ impl PlayOptions {
             progress: false,
             watch: None,
             buffer_samples: None,
+            give_up_at: None,
         }
     }
 }
@@ -538,6 +544,12 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             _ = tick.tick() => {}
         }
 
+        if opts
+            .give_up_at
+            .is_some_and(|t| tokio::time::Instant::now() >= t)
+        {
+            bail!("{GAVE_UP}");
+        }
         if tracks.is_empty() || tracks.iter().any(|t| t.next_seq.is_none()) {
             if last_media.elapsed() > opts.stall_timeout && t_req.elapsed() > opts.stall_timeout {
                 bail!("no playable media within {:?}", opts.stall_timeout);

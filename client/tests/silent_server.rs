@@ -145,3 +145,27 @@ async fn segue_play_exits_non_zero_and_writes_json() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("scheme must be segue://"));
 }
+
+/// A play given a time bound stops there with its partial report (the lab's runner uses it
+/// so a play still stalling at the end of a run is reported, not dropped).
+#[tokio::test]
+async fn a_play_stops_at_its_time_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    let port = silent_server(dir.path()).await;
+    let url = SegueUrl::parse(&format!("segue://localhost:{port}/x")).unwrap();
+    let mut o = PlayOptions::new(url, dir.path().join("ca.pem"));
+    o.stall_timeout = Duration::from_secs(30);
+    o.give_up_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(10), play(&o))
+        .await
+        .expect("player hung");
+    assert_eq!(r.error.as_deref(), Some(segue_client::play::GAVE_UP));
+    assert!(r.connect_ms.is_some(), "the partial report is kept");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}

@@ -331,6 +331,7 @@ pub async fn run(
             opts.stall_timeout = spec.stall_timeout;
             opts.watch = spec.watch;
             opts.buffer_samples = spec.buffer_samples;
+            opts.give_up_at = Some(spec.give_up_at);
             play(&opts).await
         }
     })

@@ -145,6 +145,8 @@ pub(crate) struct PlaySpec {
     pub stall_timeout: Duration,
     pub watch: Option<Duration>,
     pub buffer_samples: Option<Duration>,
+    /// Stop here with a partial report (a little before the run's bound cuts the play).
+    pub give_up_at: Instant,
 }
 
 /// The media of a run: object names (sorted; the population indexes them) and durations.
@@ -374,6 +376,7 @@ async fn run_segue(
             opts.stall_timeout = spec.stall_timeout;
             opts.watch = spec.watch;
             opts.buffer_samples = spec.buffer_samples;
+            opts.give_up_at = Some(spec.give_up_at);
             play(&opts).await
         }
     })
@@ -510,6 +513,9 @@ where
             stall_timeout: Duration::from_secs(s.players.stall_timeout_s.max(1)),
             watch: planned_watch_s.map(Duration::from_secs_f64),
             buffer_samples: p.sampled.then_some(Duration::from_millis(100)),
+            give_up_at: deadline
+                .checked_sub(Duration::from_secs(2))
+                .unwrap_or(deadline),
         });
         let (active, done, records) = (active.clone(), done.clone(), records.clone());
         let (edge_name, object) = (
@@ -523,13 +529,15 @@ where
             let report = fut.await;
             active.fetch_sub(1, Ordering::Relaxed);
             done.fetch_add(1, Ordering::Relaxed);
+            // A play that gave up at the bound is cut, with what it measured until then.
+            let cut = report.error.as_deref() == Some(segue_client::play::GAVE_UP);
             records.lock().await.push(PlayRecord {
                 id,
                 edge: edge_name,
                 object,
                 arrival_s: at_s,
                 planned_watch_s,
-                cut: false,
+                cut,
                 report,
             });
         });

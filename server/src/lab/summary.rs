@@ -94,7 +94,11 @@ pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
             .iter()
             .filter(|p| p.report.startup_ms.is_none())
             .count(),
-        failed_after_start: started.iter().filter(|p| p.report.error.is_some()).count(),
+        // Plays the run's bound stopped are cut, not failed.
+        failed_after_start: started
+            .iter()
+            .filter(|p| p.report.error.is_some() && !p.cut)
+            .count(),
         ttff_p50_ms: percentile(&ttff, 50.0),
         ttff_p95_ms: percentile(&ttff, 95.0),
         ttff_p99_ms: percentile(&ttff, 99.0),
