@@ -9,7 +9,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use segue_client::{PlayOptions, play};
 use segue_wire::SegueUrl;
 use tokio::time::Instant;
 
@@ -17,12 +16,11 @@ use super::impair::LinkSpec;
 use super::netns::{Rate, Topology};
 use super::relay::{self, Relay, RelaySpec};
 use super::run::{
-    Catalog, EdgeCounters, LabOptions, Links, Outcome, PlaySpec, System, drive, link_counters,
-    outcome,
+    EdgeCounters, LabOptions, Links, Outcome, PlaySpec, System, drive, ingest, link_counters,
+    outcome, segue_play,
 };
 use super::scenario::Scenario;
 use crate::edge::StatsSnapshot;
-use crate::library::{Library, LibraryOptions};
 use crate::loopback::DevTls;
 
 const ORIGIN_PORT: u16 = 8554;
@@ -155,31 +153,8 @@ pub async fn run(
         None => std::env::current_exe().context("finding the segue binary")?,
     };
     // The catalog (the origin process ingests the same files into its own data dir).
-    let lib_opts = LibraryOptions {
-        media_root: w.join("media"),
-        data_dir: w.join("catalog"),
-        target_segment_us: s.media.segment_ms.saturating_mul(1000),
-    };
-    let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
-    if !lib.failures.is_empty() {
-        bail!("media failed to ingest: {:?}", lib.failures);
-    }
-    let mut names = lib.names();
-    names.sort();
-    let mut durations = Vec::new();
-    let mut bitrate_kbps: f64 = 0.0;
-    for n in &names {
-        let m = &lib.get(n).context("object vanished")?.manifest;
-        let bytes: u64 = m.segments.iter().map(|e| e.size).sum();
-        bitrate_kbps =
-            bitrate_kbps.max(bytes as f64 * 8.0 / (m.duration_us.max(1) as f64 / 1e6) / 1000.0);
-        durations.push(m.duration_us as f64 / 1e6);
-    }
-    let catalog = Catalog {
-        names: names.iter().map(ToString::to_string).collect(),
-        durations,
-        bitrate_kbps,
-    };
+    let (_, catalog) = ingest(s, w, &w.join("catalog")).await?;
+    let bitrate_kbps = catalog.bitrate_kbps;
     // The origin's certificate names it "origin"; edges resolve that name to their relay.
     segue_certs::init(&w.join("certs"), &["origin".to_owned()]).context("origin certificate")?;
     let (ocert, okey) = segue_certs::pki::leaf_paths(&w.join("certs"), "origin");
@@ -311,29 +286,12 @@ pub async fn run(
     let ports: Vec<u16> = edges.iter().map(|e| e.player_relay.local.port()).collect();
     let ca = tls.ca.clone();
     let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
-        let url = SegueUrl::parse(&format!(
-            "segue://localhost:{}/{}",
-            ports[spec.edge], catalog.names[spec.object]
-        ));
-        let ca = ca.clone();
-        async move {
-            let url = match url {
-                Ok(u) => u,
-                Err(e) => {
-                    return segue_client::Report {
-                        error: Some(format!("bad URL: {e}")),
-                        ..segue_client::Report::default()
-                    };
-                }
-            };
-            let mut opts = PlayOptions::new(url, ca);
-            opts.startup_buffer = spec.startup_buffer;
-            opts.stall_timeout = spec.stall_timeout;
-            opts.watch = spec.watch;
-            opts.buffer_samples = spec.buffer_samples;
-            opts.give_up_at = Some(spec.give_up_at);
-            play(&opts).await
-        }
+        segue_play(
+            spec.clone(),
+            ports[spec.edge],
+            &catalog.names[spec.object],
+            ca.clone(),
+        )
     })
     .await;
     drop(links);

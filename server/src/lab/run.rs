@@ -243,16 +243,16 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     }
 }
 
-async fn run_segue(
+/// Ingests the run's media (into `data`) and describes the catalog: names sorted, their
+/// durations, the highest bitrate. Every system builds its catalog here, so all agree.
+pub(crate) async fn ingest(
     s: &Scenario,
-    o: &LabOptions,
-    t0: Instant,
     w: &Path,
-    tls: &DevTls,
-) -> anyhow::Result<Outcome> {
+    data: &Path,
+) -> anyhow::Result<(Library, Catalog)> {
     let lib_opts = LibraryOptions {
         media_root: w.join("media"),
-        data_dir: w.join("origin"),
+        data_dir: data.to_owned(),
         target_segment_us: s.media.segment_ms.saturating_mul(1000),
     };
     let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
@@ -278,6 +278,48 @@ async fn run_segue(
         durations,
         bitrate_kbps,
     };
+    Ok((lib, catalog))
+}
+
+/// One Segue play of `spec` through the player relay on `port`.
+pub(crate) fn segue_play(
+    spec: PlaySpec,
+    port: u16,
+    object: &str,
+    ca: PathBuf,
+) -> impl std::future::Future<Output = Report> + Send + 'static + use<> {
+    let url = SegueUrl::parse(&format!("segue://localhost:{port}/{object}"));
+    async move {
+        let url = match url {
+            Ok(u) => u,
+            Err(e) => {
+                return Report {
+                    error: Some(format!("bad URL: {e}")),
+                    ..Report::default()
+                };
+            }
+        };
+        let mut opts = PlayOptions::new(url, ca);
+        opts.startup_buffer = spec.startup_buffer;
+        opts.stall_timeout = spec.stall_timeout;
+        opts.watch = spec.watch;
+        opts.buffer_samples = spec.buffer_samples;
+        opts.give_up_at = Some(spec.give_up_at);
+        play(&opts).await
+    }
+}
+
+async fn run_segue(
+    s: &Scenario,
+    o: &LabOptions,
+    t0: Instant,
+    w: &Path,
+    tls: &DevTls,
+) -> anyhow::Result<Outcome> {
+    let (lib, catalog) = ingest(s, w, &w.join("origin")).await?;
+    let mut names: Vec<segue_wire::ObjectName> = lib.names();
+    names.sort();
+    let bitrate_kbps = catalog.bitrate_kbps;
     let lib = Arc::new(lib);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -356,29 +398,12 @@ async fn run_segue(
     let ports: Vec<u16> = edges.iter().map(|e| e.player_relay.local.port()).collect();
     let ca = tls.ca.clone();
     let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
-        let url = SegueUrl::parse(&format!(
-            "segue://localhost:{}/{}",
-            ports[spec.edge], names[spec.object]
-        ));
-        let ca = ca.clone();
-        async move {
-            let url = match url {
-                Ok(u) => u,
-                Err(e) => {
-                    return Report {
-                        error: Some(format!("bad URL: {e}")),
-                        ..Report::default()
-                    };
-                }
-            };
-            let mut opts = PlayOptions::new(url, ca);
-            opts.startup_buffer = spec.startup_buffer;
-            opts.stall_timeout = spec.stall_timeout;
-            opts.watch = spec.watch;
-            opts.buffer_samples = spec.buffer_samples;
-            opts.give_up_at = Some(spec.give_up_at);
-            play(&opts).await
-        }
+        segue_play(
+            spec.clone(),
+            ports[spec.edge],
+            &catalog.names[spec.object],
+            ca.clone(),
+        )
     })
     .await;
     drop(links);

@@ -13,10 +13,9 @@ use super::player::{self, HlsPlayOptions};
 use super::prepare::{self, HlsObject};
 use crate::lab::relay::{self, Relay, RelaySpec};
 use crate::lab::run::{
-    Catalog, LabOptions, Links, Outcome, PlaySpec, System, drive, link_counters, outcome,
+    LabOptions, Links, Outcome, PlaySpec, System, drive, ingest, link_counters, outcome,
 };
 use crate::lab::scenario::Scenario;
-use crate::library::{Library, LibraryOptions};
 use crate::loopback::{self, DevTls};
 
 struct EdgeNode {
@@ -35,40 +34,16 @@ pub async fn run(
 ) -> anyhow::Result<Outcome> {
     let bin = nginx::binary().await?;
     // The catalog as Segue sees it (names, durations, bitrate), so both runs are alike.
-    let lib_opts = LibraryOptions {
-        media_root: w.join("media"),
-        data_dir: w.join("ingest"),
-        target_segment_us: s.media.segment_ms.saturating_mul(1000),
-    };
-    let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
-    if !lib.failures.is_empty() {
-        bail!("media failed to ingest: {:?}", lib.failures);
-    }
-    let mut names = lib.names();
-    names.sort();
-    if names.is_empty() {
-        bail!("the scenario's media holds no object");
-    }
-    let mut durations = Vec::new();
-    let mut bitrate_kbps: f64 = 0.0;
-    let mut objects = Vec::new();
+    let (_, catalog) = ingest(s, w, &w.join("ingest")).await?;
+    let bitrate_kbps = catalog.bitrate_kbps;
     let hls_root = w.join("hls");
-    for n in &names {
-        let obj = lib.get(n).context("object vanished")?;
-        let m = &obj.manifest;
-        let bytes: u64 = m.segments.iter().map(|e| e.size).sum();
-        bitrate_kbps =
-            bitrate_kbps.max(bytes as f64 * 8.0 / (m.duration_us.max(1) as f64 / 1e6) / 1000.0);
-        durations.push(m.duration_us as f64 / 1e6);
-        let src = source_file(&w.join("media"), n.as_str())?;
-        let h = prepare::prepare(&src, &hls_root, n.as_str(), s.media.segment_ms).await?;
-        objects.push(Arc::new(h));
+    let mut objects = Vec::new();
+    for n in &catalog.names {
+        let src = source_file(&w.join("media"), n)?;
+        objects.push(Arc::new(
+            prepare::prepare(&src, &hls_root, n, s.media.segment_ms).await?,
+        ));
     }
-    let catalog = Catalog {
-        names: names.iter().map(ToString::to_string).collect(),
-        durations,
-        bitrate_kbps,
-    };
     let client_tls =
         Arc::new(segue_certs::tls::client_config(&tls.ca, &[b"http/1.1"]).context("client TLS")?);
 
