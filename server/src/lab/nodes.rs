@@ -16,8 +16,7 @@ use super::impair::LinkSpec;
 use super::netns::{Rate, Topology};
 use super::relay::{self, Relay, RelaySpec};
 use super::run::{
-    EdgeCounters, LabOptions, Links, Outcome, PlaySpec, System, drive, ingest, link_counters,
-    outcome, segue_play,
+    EdgeCounters, LabOptions, Links, Outcome, System, drive_segue, ingest, link_counters, outcome,
 };
 use super::scenario::Scenario;
 use crate::edge::StatsSnapshot;
@@ -283,17 +282,7 @@ pub async fn run(
             player: &e.player_relay,
         })
         .collect();
-    let ports: Vec<u16> = edges.iter().map(|e| e.player_relay.local.port()).collect();
-    let ca = tls.ca.clone();
-    let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
-        segue_play(
-            spec.clone(),
-            ports[spec.edge],
-            &catalog.names[spec.object],
-            ca.clone(),
-        )
-    })
-    .await;
+    let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &tls.ca).await;
     drop(links);
 
     let mut counters: Vec<EdgeCounters> = Vec::new();

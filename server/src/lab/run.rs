@@ -395,17 +395,7 @@ async fn run_segue(
             player: &e.player_relay,
         })
         .collect();
-    let ports: Vec<u16> = edges.iter().map(|e| e.player_relay.local.port()).collect();
-    let ca = tls.ca.clone();
-    let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
-        segue_play(
-            spec.clone(),
-            ports[spec.edge],
-            &catalog.names[spec.object],
-            ca.clone(),
-        )
-    })
-    .await;
+    let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &tls.ca).await;
     drop(links);
 
     let edge_counters = edges
@@ -485,6 +475,27 @@ pub(crate) fn outcome(
         traffic,
         edges,
     }
+}
+
+/// [`drive`] with Segue players through each edge's player relay.
+pub(crate) async fn drive_segue(
+    s: &Scenario,
+    o: &LabOptions,
+    t0: Instant,
+    catalog: &Catalog,
+    edges: &[Links<'_>],
+    ca: &Path,
+) -> (Vec<PlayRecord>, Vec<TrafficSample>) {
+    let ports: Vec<u16> = edges.iter().map(|e| e.player.local.port()).collect();
+    drive(s, o, t0, catalog, edges, |spec: PlaySpec| {
+        segue_play(
+            spec.clone(),
+            ports[spec.edge],
+            &catalog.names[spec.object],
+            ca.to_owned(),
+        )
+    })
+    .await
 }
 
 /// Makes the scenario's planned plays with `play` (through each edge's player relay),
