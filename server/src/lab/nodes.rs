@@ -293,15 +293,7 @@ pub async fn run(
         let st: StatsSnapshot = read_stats(&e.stats)
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
-        counters.push(EdgeCounters {
-            full_hits: st.full_hits,
-            prefix_hits: st.prefix_hits,
-            misses: st.misses,
-            segments_from_origin: st.segments_from_origin,
-            collapsed_fetches: st.collapsed,
-            origin_payload_bytes: st.origin_bytes,
-            ..base
-        });
+        counters.push(EdgeCounters::from_snapshot(&st, base));
         e.origin_relay.stop().await;
         e.player_relay.stop().await;
     }

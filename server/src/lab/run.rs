@@ -106,6 +106,21 @@ pub struct EdgeCounters {
     pub http_cache_misses: u64,
 }
 
+impl EdgeCounters {
+    /// An edge's own counters on top of its link's (`base`).
+    pub(crate) fn from_snapshot(st: &crate::edge::StatsSnapshot, base: EdgeCounters) -> Self {
+        EdgeCounters {
+            full_hits: st.full_hits,
+            prefix_hits: st.prefix_hits,
+            misses: st.misses,
+            segments_from_origin: st.segments_from_origin,
+            collapsed_fetches: st.collapsed,
+            origin_payload_bytes: st.origin_bytes,
+            ..base
+        }
+    }
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -401,16 +416,10 @@ async fn run_segue(
     let edge_counters = edges
         .iter()
         .map(|e| {
-            let st = e.source.stats();
-            EdgeCounters {
-                full_hits: st.full_hits.load(Ordering::Relaxed),
-                prefix_hits: st.prefix_hits.load(Ordering::Relaxed),
-                misses: st.misses.load(Ordering::Relaxed),
-                segments_from_origin: st.segments_from_origin.load(Ordering::Relaxed),
-                collapsed_fetches: st.collapsed.load(Ordering::Relaxed),
-                origin_payload_bytes: e.source.upstream().stats.bytes.load(Ordering::Relaxed),
-                ..link_counters(&e.name, &e.origin_relay)
-            }
+            EdgeCounters::from_snapshot(
+                &e.source.snapshot(),
+                link_counters(&e.name, &e.origin_relay),
+            )
         })
         .collect();
 
