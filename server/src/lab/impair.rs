@@ -124,6 +124,11 @@ pub enum Fate {
     QueueFull,
 }
 
+/// The rate limiter of one direction of a link, shared by every flow crossing it (a link
+/// has one capacity however many connections use it): when it is next free, seconds.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRate(std::sync::Arc<std::sync::Mutex<f64>>);
+
 /// One direction's state.
 #[derive(Debug)]
 pub struct Link {
@@ -132,18 +137,23 @@ pub struct Link {
     /// Gilbert-Elliott: in the bad state.
     bad: bool,
     /// When the rate limiter is next free, seconds.
-    busy_until: f64,
+    busy_until: SharedRate,
     /// Latest departure so far (FIFO).
     last_out: f64,
 }
 
 impl Link {
     pub fn new(spec: LinkSpec, seed: u64) -> Self {
+        Self::sharing(spec, seed, SharedRate::default())
+    }
+
+    /// A link whose rate limit (and queue) is `rate`, shared with other flows.
+    pub fn sharing(spec: LinkSpec, seed: u64, rate: SharedRate) -> Self {
         Self {
             spec,
             rng: SmallRng::seed_from_u64(seed),
             bad: false,
-            busy_until: 0.0,
+            busy_until: rate,
             last_out: 0.0,
         }
     }
@@ -230,12 +240,13 @@ impl Link {
             } else {
                 64.0 * 1024.0
             };
-            let backlog = (self.busy_until - t).max(0.0) * bps;
+            let mut busy = self.busy_until.0.lock().unwrap_or_else(|e| e.into_inner());
+            let backlog = (*busy - t).max(0.0) * bps;
             if backlog + len as f64 > queue + bps * 0.001 {
                 return Fate::QueueFull;
             }
-            self.busy_until = self.busy_until.max(t) + len as f64 / bps;
-            ready = self.busy_until;
+            *busy = busy.max(t) + len as f64 / bps;
+            ready = *busy;
         }
         let reorder = self.spec.reorder > 0.0 && self.rng.random::<f64>() < self.spec.reorder;
         let out = if reorder {
@@ -371,6 +382,29 @@ mod tests {
         let last = out.last().unwrap().as_secs_f64();
         let rate = out.len() as f64 * 1000.0 / last;
         assert!((rate - 1_000_000.0).abs() < 20_000.0, "{rate}");
+    }
+
+    #[test]
+    fn flows_share_a_links_rate() {
+        // Two flows through one 800 kbit/s link: together they get 100 kB/s, not twice that.
+        let spec = LinkSpec {
+            rate_kbps: 800,
+            queue_bytes: 1 << 30,
+            ..LinkSpec::default()
+        };
+        let shared = SharedRate::default();
+        let mut a = Link::sharing(spec.clone(), 1, shared.clone());
+        let mut b = Link::sharing(spec, 2, shared);
+        let mut last = Duration::ZERO;
+        for _ in 0..100 {
+            for l in [&mut a, &mut b] {
+                if let Fate::Deliver(at, _) = l.admit(Duration::ZERO, 1000) {
+                    last = last.max(at);
+                }
+            }
+        }
+        // 200 kB at 100 kB/s: 2 s.
+        assert!((last.as_secs_f64() - 2.0).abs() < 1e-6, "{last:?}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::impair::{Fate, Link, LinkSpec};
+use super::impair::{Fate, Link, LinkSpec, SharedRate};
 
 /// Most UDP flows (client addresses) one relay keeps; later ones are refused.
 pub const MAX_FLOWS: usize = 4096;
@@ -185,6 +185,8 @@ pub async fn udp(
     let stats = Arc::new(RelayStats::default());
     let mut tasks = JoinSet::new();
     let start = Instant::now();
+    // One rate limit per direction for the whole link, whatever the number of flows.
+    let (up_rate, down_rate) = (SharedRate::default(), SharedRate::default());
     {
         let stats = stats.clone();
         tasks.spawn(async move {
@@ -246,7 +248,11 @@ pub async fn udp(
                             let _ = f.send_to(&d, from).await;
                         }
                     }));
-                    let mut down_link = Link::new(spec.down.clone(), flow_seed(spec.seed, k, 1));
+                    let mut down_link = Link::sharing(
+                        spec.down.clone(),
+                        flow_seed(spec.seed, k, 1),
+                        down_rate.clone(),
+                    );
                     let stats2 = stats.clone();
                     flow_tasks.spawn(async move {
                         let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -263,7 +269,11 @@ pub async fn udp(
                     flows.insert(
                         from,
                         (
-                            Link::new(spec.up.clone(), flow_seed(spec.seed, k, 0)),
+                            Link::sharing(
+                                spec.up.clone(),
+                                flow_seed(spec.seed, k, 0),
+                                up_rate.clone(),
+                            ),
                             up_tx,
                         ),
                     );
@@ -355,6 +365,8 @@ pub async fn tcp(
     let stats = Arc::new(RelayStats::default());
     let mut tasks = JoinSet::new();
     let start = Instant::now();
+    // One rate limit per direction for the whole link, whatever the number of flows.
+    let (up_rate, down_rate) = (SharedRate::default(), SharedRate::default());
     {
         let stats = stats.clone();
         tasks.spawn(async move {
@@ -382,8 +394,13 @@ pub async fn tcp(
                 stats.flows.fetch_add(1, Ordering::Relaxed);
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                let up = Link::new(spec.up.clone(), flow_seed(spec.seed, k, 0));
-                let down = Link::new(spec.down.clone(), flow_seed(spec.seed, k, 1));
+                let up =
+                    Link::sharing(spec.up.clone(), flow_seed(spec.seed, k, 0), up_rate.clone());
+                let down = Link::sharing(
+                    spec.down.clone(),
+                    flow_seed(spec.seed, k, 1),
+                    down_rate.clone(),
+                );
                 k += 1;
                 conns.spawn(tcp_pump(cr, sw, up, start, stats.clone(), true));
                 conns.spawn(tcp_pump(sr, cw, down, start, stats.clone(), false));
