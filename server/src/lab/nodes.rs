@@ -14,9 +14,10 @@ use tokio::time::Instant;
 
 use super::impair::LinkSpec;
 use super::netns::{Rate, Topology};
-use super::relay::{self, Relay, RelaySpec};
+use super::relay::{self, RelaySpec};
 use super::run::{
-    EdgeCounters, LabOptions, Links, Outcome, System, drive_segue, ingest, link_counters, outcome,
+    EdgeCounters, EdgeLinks, LabOptions, Outcome, System, drive_segue, ingest, link_counters,
+    outcome,
 };
 use super::scenario::Scenario;
 use crate::edge::StatsSnapshot;
@@ -133,11 +134,9 @@ fn read_stats(path: &Path) -> Option<serde_json::Value> {
 }
 
 struct EdgeNode {
-    name: String,
+    links: EdgeLinks,
     node: Node,
     stats: PathBuf,
-    origin_relay: Relay,
-    player_relay: Relay,
 }
 
 pub async fn run(
@@ -266,36 +265,30 @@ pub async fn run(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         edges.push(EdgeNode {
-            name: e.name.clone(),
+            links: EdgeLinks {
+                name: e.name.clone(),
+                origin: origin_relay,
+                player: player_relay,
+            },
             node,
             stats,
-            origin_relay,
-            player_relay,
         });
     }
 
-    let links: Vec<Links<'_>> = edges
-        .iter()
-        .map(|e| Links {
-            name: &e.name,
-            origin: &e.origin_relay,
-            player: &e.player_relay,
-        })
-        .collect();
+    let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
     let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &tls.ca).await;
     drop(links);
 
     let mut counters: Vec<EdgeCounters> = Vec::new();
     for e in edges {
-        let base = link_counters(&e.name, &e.origin_relay);
+        let base = link_counters(&e.links.name, &e.links.origin);
         // A clean stop writes the final counters.
         e.node.stop().await;
         let st: StatsSnapshot = read_stats(&e.stats)
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
         counters.push(EdgeCounters::from_snapshot(&st, base));
-        e.origin_relay.stop().await;
-        e.player_relay.stop().await;
+        e.links.stop().await;
     }
     origin.stop().await;
     drop(topo);

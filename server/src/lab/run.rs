@@ -138,17 +138,22 @@ pub struct Outcome {
 }
 
 struct EdgeNode {
-    name: String,
+    links: EdgeLinks,
     source: EdgeSource,
-    origin_relay: Relay,
-    player_relay: Relay,
 }
 
-/// An edge's two links, as the driver sees them.
-pub(crate) struct Links<'a> {
-    pub name: &'a str,
-    pub origin: &'a Relay,
-    pub player: &'a Relay,
+/// An edge's name and the relays of its two links (origin side, player side).
+pub(crate) struct EdgeLinks {
+    pub name: String,
+    pub origin: Relay,
+    pub player: Relay,
+}
+
+impl EdgeLinks {
+    pub(crate) async fn stop(self) {
+        self.origin.stop().await;
+        self.player.stop().await;
+    }
 }
 
 /// One play to make, whatever the system.
@@ -395,21 +400,16 @@ async fn run_segue(
             }
         }
         edges.push(EdgeNode {
-            name: e.name.clone(),
+            links: EdgeLinks {
+                name: e.name.clone(),
+                origin: origin_relay,
+                player: player_relay,
+            },
             source,
-            origin_relay,
-            player_relay,
         });
     }
 
-    let links: Vec<Links<'_>> = edges
-        .iter()
-        .map(|e| Links {
-            name: &e.name,
-            origin: &e.origin_relay,
-            player: &e.player_relay,
-        })
-        .collect();
+    let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
     let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &tls.ca).await;
     drop(links);
 
@@ -418,7 +418,7 @@ async fn run_segue(
         .map(|e| {
             EdgeCounters::from_snapshot(
                 &e.source.snapshot(),
-                link_counters(&e.name, &e.origin_relay),
+                link_counters(&e.links.name, &e.links.origin),
             )
         })
         .collect();
@@ -430,8 +430,7 @@ async fn run_segue(
     .await;
     servers.shutdown().await;
     for e in edges {
-        e.origin_relay.stop().await;
-        e.player_relay.stop().await;
+        e.links.stop().await;
     }
     Ok(outcome(
         s,
@@ -492,7 +491,7 @@ pub(crate) async fn drive_segue(
     o: &LabOptions,
     t0: Instant,
     catalog: &Catalog,
-    edges: &[Links<'_>],
+    edges: &[&EdgeLinks],
     ca: &Path,
 ) -> (Vec<PlayRecord>, Vec<TrafficSample>) {
     let ports: Vec<u16> = edges.iter().map(|e| e.player.local.port()).collect();
@@ -515,7 +514,7 @@ pub(crate) async fn drive<F, Fut>(
     o: &LabOptions,
     t0: Instant,
     catalog: &Catalog,
-    edges: &[Links<'_>],
+    edges: &[&EdgeLinks],
     play: F,
 ) -> (Vec<PlayRecord>, Vec<TrafficSample>)
 where

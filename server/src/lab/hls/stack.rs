@@ -11,18 +11,16 @@ use tokio::time::Instant;
 use super::nginx::{self, Nginx};
 use super::player::{self, HlsPlayOptions};
 use super::prepare::{self, HlsObject};
-use crate::lab::relay::{self, Relay, RelaySpec};
+use crate::lab::relay::{self, RelaySpec};
 use crate::lab::run::{
-    LabOptions, Links, Outcome, PlaySpec, System, drive, ingest, link_counters, outcome,
+    EdgeLinks, LabOptions, Outcome, PlaySpec, System, drive, ingest, link_counters, outcome,
 };
 use crate::lab::scenario::Scenario;
 use crate::loopback::{self, DevTls};
 
 struct EdgeNode {
-    name: String,
+    links: EdgeLinks,
     nginx: Nginx,
-    origin_relay: Relay,
-    player_relay: Relay,
 }
 
 pub async fn run(
@@ -89,22 +87,17 @@ pub async fn run(
                 .with_context(|| format!("edge {}: warming {n}", e.name))?;
         }
         edges.push(EdgeNode {
-            name: e.name.clone(),
+            links: EdgeLinks {
+                name: e.name.clone(),
+                origin: origin_relay,
+                player: player_relay,
+            },
             nginx: ng,
-            origin_relay,
-            player_relay,
         });
     }
 
-    let links: Vec<Links<'_>> = edges
-        .iter()
-        .map(|e| Links {
-            name: &e.name,
-            origin: &e.origin_relay,
-            player: &e.player_relay,
-        })
-        .collect();
-    let addrs: Vec<_> = edges.iter().map(|e| e.player_relay.local).collect();
+    let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
+    let addrs: Vec<_> = edges.iter().map(|e| e.links.player.local).collect();
     let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
         let mut opts = play_options(
             addrs[spec.edge],
@@ -128,14 +121,13 @@ pub async fn run(
                 origin_payload_bytes: c.upstream_bytes,
                 http_cache_hits: c.hits,
                 http_cache_misses: c.misses,
-                ..link_counters(&e.name, &e.origin_relay)
+                ..link_counters(&e.links.name, &e.links.origin)
             }
         })
         .collect();
     for e in edges {
         e.nginx.stop().await;
-        e.origin_relay.stop().await;
-        e.player_relay.stop().await;
+        e.links.stop().await;
     }
     origin.stop().await;
     Ok(outcome(
