@@ -364,13 +364,8 @@ pub async fn play(opts: &PlayOptions) -> Report {
         ..Default::default()
     };
     let started = Instant::now();
-    if let Err(e) = play_inner(opts, &mut report, started).await {
-        report.error = Some(format!("{e:#}"));
-    }
-    report.wall_s = started.elapsed().as_secs_f64();
-    if report.wall_s > 0.0 {
-        report.bitrate_kbps = report.bytes as f64 * 8.0 / report.wall_s / 1000.0;
-    }
+    let r = play_inner(opts, &mut report, started).await;
+    report.finish(started.into_std(), r);
     report
 }
 

@@ -50,6 +50,17 @@ pub struct Report {
 }
 
 impl Report {
+    /// Closes a play begun at `started`: its error if it failed, wall time and mean bitrate.
+    pub fn finish(&mut self, started: std::time::Instant, result: anyhow::Result<()>) {
+        if let Err(e) = result {
+            self.error = Some(format!("{e:#}"));
+        }
+        self.wall_s = started.elapsed().as_secs_f64();
+        if self.wall_s > 0.0 {
+            self.bitrate_kbps = self.bytes as f64 * 8.0 / self.wall_s / 1000.0;
+        }
+    }
+
     /// Complete and byte-exact, or stopped on purpose by the viewer without an error.
     pub fn ok(&self) -> bool {
         if self.watched_until_s.is_some() {

@@ -251,13 +251,8 @@ pub async fn play(opts: &HlsPlayOptions) -> Report {
         ..Report::default()
     };
     let t_req = Instant::now();
-    if let Err(e) = play_inner(opts, &mut report, t_req).await {
-        report.error = Some(format!("{e:#}"));
-    }
-    report.wall_s = t_req.elapsed().as_secs_f64();
-    if report.wall_s > 0.0 {
-        report.bitrate_kbps = report.bytes as f64 * 8.0 / report.wall_s / 1000.0;
-    }
+    let r = play_inner(opts, &mut report, t_req).await;
+    report.finish(t_req.into_std(), r);
     report
 }
 
