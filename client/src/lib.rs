@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod play;
+pub mod playout;
 pub mod report;
 pub mod session;
 

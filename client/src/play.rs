@@ -22,6 +22,7 @@ use segue_wire::{Limits, Resource, SegueUrl};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::playout::PlayoutClock;
 use crate::report::{Report, TrackReport};
 use crate::session::connect;
 
@@ -409,10 +410,8 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
     let mut session: Option<String> = None;
     let mut start_us = 0u64;
     let mut recorder: Option<Recorder> = None;
-    let mut play0: Option<Instant> = None; // playout clock origin
-    let mut m0: Option<u64> = None; // media time at play0
-    let mut stall_total = Duration::ZERO;
-    let mut stalled_since: Option<Instant> = None;
+    let mut clock: Option<PlayoutClock> = None;
+    let mut m0: Option<u64> = None; // media time at playback start
     let mut last_progress = Instant::now();
     let mut last_sample: Option<Instant> = None;
     let mut last_media = Instant::now();
@@ -554,7 +553,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
 
         // Playout.
         let now = Instant::now();
-        if play0.is_none() {
+        if clock.is_none() {
             let all_done = tracks.iter().all(|t| t.last_seq.is_some());
             // Media each track holds, in order, from its next frame: playback waits until every
             // track has the startup buffer (the least-buffered track is what stalls).
@@ -565,7 +564,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             if have_frame
                 && (!opts.pace || all_done || buffered >= opts.startup_buffer.as_micros() as u64)
             {
-                play0 = Some(now);
+                clock = Some(PlayoutClock::start(now));
                 report.startup_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
             } else if last_media.elapsed() > opts.stall_timeout {
                 let why = stream_failures
@@ -577,17 +576,13 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 continue;
             }
         }
-        let Some(origin) = play0 else { continue };
-        let media_now = |stall_total: Duration, stalled_since: Option<Instant>| -> u64 {
-            let at = stalled_since.unwrap_or(now);
-            at.saturating_duration_since(origin)
-                .saturating_sub(stall_total)
-                .as_micros() as u64
+        let Some(clock) = clock.as_mut() else {
+            continue;
         };
         let mut missing = false;
         // Waited long enough for what is missing: paced, a stall that outlived the timeout;
         // unpaced (no stalls are measured), no media for the timeout.
-        let waited_out = stalled_since.is_some_and(|s| s.elapsed() > opts.stall_timeout)
+        let waited_out = clock.stalled_for(now) > opts.stall_timeout
             || (!opts.pace && last_media.elapsed() > opts.stall_timeout);
         for t in tracks.iter_mut() {
             loop {
@@ -601,7 +596,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                     if opts.pace && t.interval_us > 0 {
                         if let Some(last) = t.last_dts_us {
                             let due = last.saturating_sub(m0.unwrap_or(0)) + t.interval_us;
-                            if media_now(stall_total, stalled_since) > due {
+                            if clock.position_us(now) > due {
                                 missing = true;
                             }
                         }
@@ -619,14 +614,14 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 let dts = dts_us(pts, f.info.cto, t.clock);
                 let base = *m0.get_or_insert(dts);
                 // The media clock is frozen during a stall, so this also holds frames back then.
-                if opts.pace && dts.saturating_sub(base) > media_now(stall_total, stalled_since) {
+                if opts.pace && dts.saturating_sub(base) > clock.position_us(now) {
                     // Not due yet.
                     t.pending.insert(next, f);
                     break;
                 }
                 t.last_pts = Some(pts);
                 // Consumed during a stall: it was needed before it arrived.
-                if stalled_since.is_some() {
+                if clock.is_stalled() {
                     t.late += 1;
                 }
                 if let Some(prev) = t.last_dts_us
@@ -653,26 +648,16 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 }
             }
         }
-        match (missing, stalled_since) {
-            (true, None) => {
-                stalled_since = Some(now);
-                report.stalls += 1;
-                tracing::debug!(
-                    media_us = media_now(stall_total, None),
-                    tracks = ?tracks.iter().map(|t| (t.next_seq, t.last_seq, t.last_dts_us, t.interval_us, t.pending.keys().next().copied(), t.pending.len())).collect::<Vec<_>>(),
-                    "stall begins"
-                );
-            }
-            (false, Some(s)) => {
-                stall_total += now - s;
-                stalled_since = None;
-            }
-            _ => {}
+        if clock.update(missing, now) {
+            report.stalls += 1;
+            tracing::debug!(
+                media_us = clock.position_us(now),
+                tracks = ?tracks.iter().map(|t| (t.next_seq, t.last_seq, t.last_dts_us, t.interval_us, t.pending.keys().next().copied(), t.pending.len())).collect::<Vec<_>>(),
+                "stall begins"
+            );
         }
         // Kept current, so a play that ends in an error still reports the time it stalled.
-        report.stall_ms = (stall_total + stalled_since.map_or(Duration::ZERO, |s| now - s))
-            .as_secs_f64()
-            * 1000.0;
+        report.stall_ms = clock.stall_time(now).as_secs_f64() * 1000.0;
         if waited_out
             && tracks.iter().all(|t| t.pending.is_empty())
             && last_media.elapsed() > opts.stall_timeout
@@ -693,10 +678,10 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 .push([t_req.elapsed().as_secs_f64(), level as f64 / 1000.0]);
         }
         if let Some(w) = opts.watch
-            && stalled_since.is_none()
-            && media_now(stall_total, None) >= w.as_micros() as u64
+            && !clock.is_stalled()
+            && clock.position_us(now) >= w.as_micros() as u64
         {
-            report.watched_until_s = Some(media_now(stall_total, None) as f64 / 1e6);
+            report.watched_until_s = Some(clock.position_us(now) as f64 / 1e6);
             break;
         }
         if tty && last_progress.elapsed() > Duration::from_millis(250) {
@@ -704,7 +689,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             let frames: u64 = tracks.iter().map(|t| t.frames).sum();
             eprint!(
                 "\r  {:>6.1} s  frames {frames:>6}  {:>6.0} kbit/s  stalls {}   ",
-                origin.elapsed().as_secs_f64(),
+                clock.started().elapsed().as_secs_f64(),
                 report.bytes as f64 * 8.0 / t_req.elapsed().as_secs_f64().max(0.001) / 1000.0,
                 report.stalls
             );
@@ -716,10 +701,9 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
     if tty {
         eprintln!();
     }
-    if let Some(s) = stalled_since {
-        stall_total += s.elapsed();
+    if let Some(c) = &clock {
+        report.stall_ms = c.stall_time(Instant::now()).as_secs_f64() * 1000.0;
     }
-    report.stall_ms = stall_total.as_secs_f64() * 1000.0;
 
     // Verify against the manifest.
     let manifest = tokio::time::timeout(opts.connect_timeout, man_rx)

@@ -4,8 +4,8 @@
 //! connection (as hls.js does by default), at most `max_ahead` of media ahead of the playout
 //! position. Bytes are parsed as they arrive (`ts::TsProgress`), so a frame counts as soon as
 //! it is complete, not when its segment is: the most generous reading for HLS. Playout is
-//! `segue-play`'s: playback starts once the least-buffered stream holds the startup buffer (or
-//! the whole object is in), a stall is the playout position reaching media not yet arrived,
+//! `segue-play`'s (the same `segue_client::playout::PlayoutClock`): playback starts once
+//! the least-buffered stream holds the startup buffer (or the whole object is in), a stall is the playout position reaching media not yet arrived,
 //! it ends when arrival resumes, and a stall longer than the stall timeout fails the play.
 //! A failed request is retried on a new connection from the byte it stopped at (a Range
 //! request), up to [`RETRIES`] times.
@@ -22,6 +22,7 @@ use hyper::{Request, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use ring::digest::{Context, SHA256};
 use segue_client::Report;
+use segue_client::playout::PlayoutClock;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -272,9 +273,7 @@ async fn play_inner(
     let mut hash = Context::new(&SHA256);
     let mut duration_us: Option<u64> = None;
     let mut all_in = false;
-    let mut play0: Option<Instant> = None;
-    let mut stall_total = Duration::ZERO;
-    let mut stalled_since: Option<Instant> = None;
+    let mut clock: Option<PlayoutClock> = None;
     let mut last_sample: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -311,9 +310,9 @@ async fn play_inner(
         }
         let now = Instant::now();
         let buffered = ts.buffered_us().unwrap_or(0);
-        let Some(origin) = play0 else {
+        let Some(clock) = clock.as_mut() else {
             if ts.frames() > 0 && (all_in || buffered >= startup_us) {
-                play0 = Some(now);
+                clock = Some(PlayoutClock::start(now));
                 report.startup_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
             } else if t_req.elapsed() > opts.stall_timeout + opts.connect_timeout
                 && ts.frames() == 0
@@ -322,32 +321,15 @@ async fn play_inner(
             }
             continue;
         };
-        let media_now = |stalled: Option<Instant>| -> u64 {
-            stalled
-                .unwrap_or(now)
-                .saturating_duration_since(origin)
-                .saturating_sub(stall_total)
-                .as_micros() as u64
-        };
         let end = duration_us.unwrap_or(u64::MAX);
-        let pos = media_now(stalled_since).min(end);
+        let pos = clock.position_us(now).min(end);
         let _ = pos_tx.send(pos);
         let missing = pos >= buffered && !(all_in && pos >= end);
-        match (missing, stalled_since) {
-            (true, None) => {
-                stalled_since = Some(now);
-                report.stalls += 1;
-            }
-            (false, Some(s)) => {
-                stall_total += now - s;
-                stalled_since = None;
-            }
-            _ => {}
+        if clock.update(missing, now) {
+            report.stalls += 1;
         }
-        report.stall_ms = (stall_total + stalled_since.map_or(Duration::ZERO, |s| now - s))
-            .as_secs_f64()
-            * 1000.0;
-        if stalled_since.is_some_and(|s| s.elapsed() > opts.stall_timeout) {
+        report.stall_ms = clock.stall_time(now).as_secs_f64() * 1000.0;
+        if clock.stalled_for(now) > opts.stall_timeout {
             bail!("stalled for {:?}: no media arriving", opts.stall_timeout);
         }
         if let Some(every) = opts.buffer_samples
@@ -360,7 +342,7 @@ async fn play_inner(
                 .push([t_req.elapsed().as_secs_f64(), level as f64 / 1000.0]);
         }
         if let Some(w) = opts.watch
-            && stalled_since.is_none()
+            && !clock.is_stalled()
             && pos >= w.as_micros() as u64
         {
             report.watched_until_s = Some(pos as f64 / 1e6);
