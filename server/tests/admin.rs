@@ -2,14 +2,14 @@
 //! refused without one; push pre-positions a prefix (the next play is a prefix hit), objects
 //! lists it, purge drops it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use segue_server::edge::EdgeOptions;
 use segue_server::edge::store::Store;
-use segue_server::library::{Library, LibraryOptions};
-use segue_server::loopback::{self, DevTls};
+use segue_server::loopback;
 use segue_server::node::NodeOptions;
+
+mod common;
 use segue_wire::SegueUrl;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -41,24 +41,10 @@ async fn http(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api() {
-    let w = tempfile::tempdir().unwrap();
-    let tls = DevTls::init(&w.path().join("certs")).unwrap();
-    let media = w.path().join("media");
-    std::fs::create_dir_all(&media).unwrap();
-    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples");
-    std::fs::copy(samples.join("demo.mp4"), media.join("demo.mp4")).unwrap();
-    let lib = Library::open(&LibraryOptions {
-        media_root: media,
-        data_dir: w.path().join("origin"),
-        target_segment_us: 2_000_000,
-    })
-    .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (oaddr, oserve) =
-        loopback::origin(&tls, Arc::new(lib), NodeOptions::default(), stop_rx.clone()).unwrap();
-    tokio::spawn(oserve);
-    let store = Store::open(&w.path().join("edge"), 1 << 30, 4_000_000).unwrap();
-    let url = SegueUrl::parse(&format!("segue://localhost:{}/", oaddr.port())).unwrap();
+    let origin = common::origin_with_sample("demo.mp4");
+    let (tls, stop_rx) = (origin.tls.clone(), origin.stop_rx());
+    let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, 4_000_000).unwrap();
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
     let (edge, eaddr, eserve) = loopback::edge(
         &tls,
         store,
@@ -144,5 +130,5 @@ async fn admin_api() {
         200
     );
     assert!(edge.store().objects().is_empty());
-    let _ = stop_tx.send(true);
+    origin.shutdown().await;
 }

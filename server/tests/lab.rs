@@ -8,6 +8,8 @@ use segue_server::lab::run::{LabOptions, System, run};
 use segue_server::lab::scenario::Scenario;
 use segue_server::lab::summary::{summarize, write};
 
+mod common;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -131,34 +133,13 @@ async fn short_scenario_runs_end_to_end() {
 /// counts the stall and how long it lasted (the failed play's stall time is not lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_play_that_fails_in_a_stall_reports_the_stall() {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use segue_server::lab::impair::LinkSpec;
     use segue_server::lab::relay::{self, RelaySpec};
-    use segue_server::library::{Library, LibraryOptions};
-    use segue_server::loopback::{self, DevTls};
-    use segue_server::node::NodeOptions;
+    use segue_server::loopback;
 
-    let w = tempfile::tempdir().unwrap();
-    let tls = DevTls::init(&w.path().join("certs")).unwrap();
-    let media = w.path().join("media");
-    std::fs::create_dir_all(&media).unwrap();
-    std::fs::copy(
-        repo().join("media/samples/long.mp4"),
-        media.join("long.mp4"),
-    )
-    .unwrap();
-    let lib = Library::open(&LibraryOptions {
-        media_root: media,
-        data_dir: w.path().join("origin"),
-        target_segment_us: 2_000_000,
-    })
-    .unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (addr, serving) =
-        loopback::origin(&tls, Arc::new(lib), NodeOptions::default(), stop_rx).unwrap();
-    let server = tokio::spawn(serving);
+    let origin = common::origin_with_sample("long.mp4");
     // Up for the first 1.5 s, then down (for 1000 s).
     let dark = LinkSpec {
         blackhole_s: 1000.0,
@@ -167,7 +148,7 @@ async fn a_play_that_fails_in_a_stall_reports_the_stall() {
     };
     let r = relay::udp(
         loopback::any_port(),
-        addr,
+        origin.addr,
         RelaySpec {
             up: dark.clone(),
             down: dark,
@@ -178,7 +159,7 @@ async fn a_play_that_fails_in_a_stall_reports_the_stall() {
     .unwrap();
     let url =
         segue_wire::SegueUrl::parse(&format!("segue://localhost:{}/long", r.local.port())).unwrap();
-    let mut o = segue_client::PlayOptions::new(url, tls.ca.clone());
+    let mut o = segue_client::PlayOptions::new(url, origin.tls.ca.clone());
     o.stall_timeout = Duration::from_secs(2);
     let rep = tokio::time::timeout(Duration::from_secs(30), segue_client::play(&o))
         .await
@@ -195,8 +176,7 @@ async fn a_play_that_fails_in_a_stall_reports_the_stall() {
         rep.stall_ms
     );
     r.stop().await;
-    let _ = stop_tx.send(true);
-    let _ = server.await;
+    origin.shutdown().await;
 }
 
 /// The same scenario on the classic CDN stack: nginx origin and caching edge (started and
