@@ -1,14 +1,15 @@
-//! The edge's HTTP admin API (plain HTTP/1.1; bind it to a private address):
+//! The HTTP admin API of an edge or an origin (plain HTTP/1.1; bind it to a private address):
 //!
-//! | request | what | token |
-//! | --- | --- | --- |
-//! | `GET /metrics` | Prometheus text: sessions by case, bytes served from origin, link estimates, cache use, evictions, prefix lengths | no |
-//! | `GET /objects` | JSON: every cached object with its prefix and the segments held | yes |
-//! | `POST /push?object=NAME` | fetch the object's prefix now (pre-positioning) | yes |
-//! | `POST /purge?object=NAME` | drop the object from the cache | yes |
+//! | request | edge | origin | token |
+//! | --- | --- | --- | --- |
+//! | `GET /metrics` | Prometheus text: sessions by case, bytes served and from origin, link estimates, cache, evictions, prefixes | sessions, segments and bytes served, pushes | no |
+//! | `GET /objects` | cached objects with their prefix and segments held | the library | yes |
+//! | `POST /push?object=NAME` | pull the prefix now | push the prefix to `&edge=segue://…` (or every `--push-edge`) | yes |
+//! | `POST /purge?object=NAME` | drop it from the cache | — | yes |
+//! | `GET /hints`, `POST /hints` | the hint schedule; add hints (JSON body, `placement::hint`) | same | yes |
 //!
 //! The token goes in `Authorization: Bearer TOKEN`; a wrong or missing token gets 401 and
-//! nothing happens. Requests are small and bounded (no bodies are read).
+//! nothing happens. Bodies are read only for `POST /hints`, at most [`MAX_BODY`] bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,38 @@ use segue_wire::ObjectName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::anticipate::{Schedule, unix_now};
+use crate::distribute::Distributor;
 use crate::edge::EdgeSource;
+use crate::placement::hint::parse_json;
+use crate::source::Source as _;
+
+/// Largest request body read (POST /hints).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The node an admin API manages.
+#[derive(Clone)]
+pub enum Node {
+    Edge {
+        edge: EdgeSource,
+        hints: Arc<Schedule>,
+        /// This edge's name and region, matched against hints.
+        name: String,
+        region: Option<String>,
+    },
+    Origin {
+        dist: Arc<Distributor>,
+        hints: Arc<Schedule>,
+    },
+}
+
+impl Node {
+    fn hints(&self) -> &Arc<Schedule> {
+        match self {
+            Node::Edge { hints, .. } | Node::Origin { hints, .. } => hints,
+        }
+    }
+}
 
 type Resp = Response<Full<Bytes>>;
 
@@ -68,18 +100,116 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
         == 0
 }
 
+/// A query parameter, decoded.
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
 /// The `object` query parameter, or why it is unusable.
 fn object_param(req: &Request<Incoming>) -> Result<ObjectName, String> {
-    let q = req.uri().query().unwrap_or("");
-    let raw = q
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("object="))
-        .ok_or_else(|| "missing ?object=NAME".to_owned())?;
-    let decoded = url::form_urlencoded::parse(format!("o={raw}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
-    ObjectName::new(&decoded, 1024).map_err(|e| format!("bad object name: {e}"))
+    let raw = query_param(req, "object").ok_or_else(|| "missing ?object=NAME".to_owned())?;
+    ObjectName::new(&raw, 1024).map_err(|e| format!("bad object name: {e}"))
+}
+
+/// One library object, for the origin's `GET /objects` and `segue media list`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LibraryObject {
+    pub object: String,
+    pub revision: u64,
+    pub formats: Vec<String>,
+    pub segments: usize,
+    pub duration_s: f64,
+    pub bytes: u64,
+}
+
+/// Every object of a library.
+pub fn library_objects(lib: &crate::library::Library) -> Vec<LibraryObject> {
+    lib.names()
+        .iter()
+        .filter_map(|n| lib.get(n))
+        .map(|o| {
+            let m = &o.manifest;
+            LibraryObject {
+                object: m.object.to_string(),
+                revision: m.revision,
+                formats: m.formats.clone(),
+                segments: m.segments.len(),
+                duration_s: m.duration_us as f64 / 1e6,
+                bytes: m.total_size(),
+            }
+        })
+        .collect()
+}
+
+/// The Prometheus exposition of an origin's state now.
+pub fn origin_metrics(dist: &Distributor) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &dist.source().stats;
+    let p = &dist.stats;
+    let lib = dist.source().library();
+    let mut r = Registry::with_prefix("segue_origin");
+    let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+        r.register(name, help, ConstCounter::new(v));
+    };
+    counter(
+        &mut r,
+        "sessions",
+        "Player sessions started on the origin",
+        s.sessions.load(Relaxed),
+    );
+    counter(
+        &mut r,
+        "segments_read",
+        "Segments read for sessions, edges and pushes",
+        s.segments.load(Relaxed),
+    );
+    counter(
+        &mut r,
+        "segment_bytes",
+        "Bytes of those segments",
+        s.segment_bytes.load(Relaxed),
+    );
+    counter(
+        &mut r,
+        "served_bytes",
+        "Media bytes sessions sent to players",
+        s.served_bytes.load(Relaxed),
+    );
+    counter(
+        &mut r,
+        "pushes",
+        "Prefix pushes to edges that succeeded",
+        p.pushes.load(Relaxed),
+    );
+    counter(
+        &mut r,
+        "pushes_failed",
+        "Prefix pushes to edges that failed",
+        p.failed.load(Relaxed),
+    );
+    counter(
+        &mut r,
+        "pushed_segments",
+        "Segments edges took from pushes",
+        p.segments.load(Relaxed),
+    );
+    r.register(
+        "objects",
+        "Objects in the library",
+        ConstGauge::<f64>::new(lib.names().len() as f64),
+    );
+    r.register(
+        "ingest_failures",
+        "Media files that could not be ingested",
+        ConstGauge::<f64>::new(lib.failures.len() as f64),
+    );
+    let mut out = String::new();
+    if encode(&mut out, &r).is_err() {
+        out.clear();
+    }
+    out
 }
 
 /// The Prometheus exposition of an edge's state now.
@@ -132,6 +262,12 @@ pub fn metrics(edge: &EdgeSource) -> String {
         "served_bytes",
         "Media bytes sent to players",
         s.served_bytes,
+    );
+    counter(
+        &mut r,
+        "pushed_segments",
+        "Segments other nodes pushed here",
+        s.segments_pushed,
     );
     counter(
         &mut r,
@@ -197,53 +333,154 @@ pub fn metrics(edge: &EdgeSource) -> String {
     out
 }
 
-async fn handle(req: Request<Incoming>, edge: EdgeSource, token: Arc<String>) -> Resp {
+fn json<T: serde::Serialize>(v: &T) -> Resp {
+    match serde_json::to_string_pretty(v) {
+        Ok(j) => text(StatusCode::OK, j + "\n", "application/json"),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn source_error(e: &crate::source::SourceError) -> Resp {
+    plain(
+        StatusCode::from_u16(e.rtsp_status()).unwrap_or(StatusCode::BAD_GATEWAY),
+        &e.to_string(),
+    )
+}
+
+async fn push(req: &Request<Incoming>, node: &Node) -> Resp {
+    let name = match object_param(req) {
+        Ok(n) => n,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
+    };
+    match node {
+        Node::Edge { edge, .. } => match edge.warm(&name).await {
+            Ok(n) => plain(
+                StatusCode::OK,
+                &format!("{name}: {n} prefix segments cached"),
+            ),
+            Err(e) => source_error(&e),
+        },
+        Node::Origin { dist, .. } => {
+            let targets = match query_param(req, "edge") {
+                Some(u) => match segue_wire::SegueUrl::parse(&u) {
+                    Ok(u) => vec![u],
+                    Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("edge: {e}")),
+                },
+                None => dist.edges().to_vec(),
+            };
+            if targets.is_empty() {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    "no edge: add &edge=segue://HOST:PORT",
+                );
+            }
+            if let Err(e) = dist.source().manifest(&name).await {
+                return source_error(&e);
+            }
+            let mut lines = Vec::new();
+            let mut ok = true;
+            for t in &targets {
+                match dist.push(&name, t, None, None).await {
+                    Ok(p) if p.not_needed => lines.push(format!("{t}: {name} already held")),
+                    Ok(p) => lines.push(format!("{t}: {name}: {} segments pushed", p.stored)),
+                    Err(e) => {
+                        ok = false;
+                        lines.push(format!("{t}: {e}"));
+                    }
+                }
+            }
+            let status = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            plain(status, &lines.join("\n"))
+        }
+    }
+}
+
+async fn add_hints(req: Request<Incoming>, node: &Node) -> Resp {
+    use http_body_util::BodyExt as _;
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body unreadable or over {MAX_BODY} bytes: {e}"),
+            );
+        }
+    };
+    let hints = match parse_json(&body, unix_now()) {
+        Ok(h) => h,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
+    };
+    let total = hints.len();
+    let mine: Vec<_> = match node {
+        Node::Edge { name, region, .. } => hints
+            .into_iter()
+            .filter(|h| h.applies_to(name, region.as_deref()))
+            .collect(),
+        Node::Origin { .. } => hints,
+    };
+    let accepted = mine.len();
+    node.hints().add(mine);
+    json(&serde_json::json!({ "accepted": accepted, "not_for_this_node": total - accepted }))
+}
+
+const ENDPOINTS: [&str; 5] = ["/metrics", "/objects", "/push", "/purge", "/hints"];
+
+async fn handle(req: Request<Incoming>, node: Node, token: Arc<String>) -> Resp {
     let path = req.uri().path().to_owned();
-    match (req.method(), path.as_str()) {
-        (&Method::GET, "/metrics") => text(
-            StatusCode::OK,
-            metrics(&edge),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-        (_, "/objects" | "/push" | "/purge") if !authorized(&req, &token) => plain(
+    let method = req.method().clone();
+    if !ENDPOINTS.contains(&path.as_str()) {
+        return plain(StatusCode::NOT_FOUND, "no such endpoint");
+    }
+    if path != "/metrics" && !authorized(&req, &token) {
+        return plain(
             StatusCode::UNAUTHORIZED,
             "a valid Authorization: Bearer token is needed",
+        );
+    }
+    match (&method, path.as_str(), &node) {
+        (&Method::GET, "/metrics", Node::Edge { edge, .. }) => text(
+            StatusCode::OK,
+            metrics(edge),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
-        (&Method::GET, "/objects") => match serde_json::to_string_pretty(&edge.store().objects()) {
-            Ok(j) => text(StatusCode::OK, j + "\n", "application/json"),
-            Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-        },
-        (&Method::POST, "/push") => match object_param(&req) {
-            Err(e) => plain(StatusCode::BAD_REQUEST, &e),
-            Ok(name) => match edge.warm(&name).await {
-                Ok(n) => plain(
-                    StatusCode::OK,
-                    &format!("{name}: {n} prefix segments cached"),
-                ),
-                Err(e) => plain(
-                    StatusCode::from_u16(e.rtsp_status()).unwrap_or(StatusCode::BAD_GATEWAY),
-                    &e.to_string(),
-                ),
-            },
-        },
-        (&Method::POST, "/purge") => match object_param(&req) {
+        (&Method::GET, "/metrics", Node::Origin { dist, .. }) => text(
+            StatusCode::OK,
+            origin_metrics(dist),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        (&Method::GET, "/objects", Node::Edge { edge, .. }) => json(&edge.store().objects()),
+        (&Method::GET, "/objects", Node::Origin { dist, .. }) => {
+            json(&library_objects(&dist.source().library()))
+        }
+        (&Method::POST, "/push", _) => push(&req, &node).await,
+        (&Method::POST, "/purge", Node::Edge { edge, .. }) => match object_param(&req) {
             Err(e) => plain(StatusCode::BAD_REQUEST, &e),
             Ok(name) => {
                 edge.store().drop_object(&name);
                 plain(StatusCode::OK, &format!("{name}: purged"))
             }
         },
-        (_, "/metrics" | "/objects" | "/push" | "/purge") => {
-            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
-        _ => plain(StatusCode::NOT_FOUND, "no such endpoint"),
+        (&Method::POST, "/purge", Node::Origin { .. }) => plain(
+            StatusCode::NOT_FOUND,
+            "an origin has no cache to purge (remove media with `segue media rm`)",
+        ),
+        (&Method::GET, "/hints", _) => json(&node.hints().list()),
+        (&Method::POST, "/hints", _) => add_hints(req, &node).await,
+        _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
     }
 }
 
 /// Serves the admin API on `listener` until `stop`.
 pub async fn serve(
     listener: TcpListener,
-    edge: EdgeSource,
+    node: Node,
     token: String,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -260,11 +497,11 @@ pub async fn serve(
             },
             _ = stop.changed() => return,
         };
-        let (edge, token) = (edge.clone(), token.clone());
+        let (node, token) = (node.clone(), token.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
-                let (edge, token) = (edge.clone(), token.clone());
-                async move { Ok::<_, std::convert::Infallible>(handle(req, edge, token).await) }
+                let (node, token) = (node.clone(), token.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(req, node, token).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(16 * 1024)

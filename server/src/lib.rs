@@ -6,10 +6,12 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
+pub mod anticipate;
 pub mod bench;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod distribute;
 pub mod edge;
 pub mod ingest;
 pub mod lab;
@@ -19,6 +21,7 @@ pub mod lru;
 pub mod node;
 pub mod packets;
 pub mod placement;
+pub mod push;
 pub mod quic;
 pub mod segserve;
 pub mod session;

@@ -51,12 +51,19 @@ pub fn origin(
     opts: NodeOptions,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
+    origin_with(tls, LibrarySource::new(library), opts, stop)
+}
+
+/// Serves `source` as an origin until `stop` (keep a clone for its counters or pushes).
+pub fn origin_with(
+    tls: &DevTls,
+    source: LibrarySource,
+    opts: NodeOptions,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
     let ep = server_endpoint(any_port(), &tls.cert, &tls.key, TransportLimits::default())?;
     let addr = ep.local_addr()?;
-    Ok((
-        addr,
-        serve(ep, Arc::new(LibrarySource(library)), opts, stop),
-    ))
+    Ok((addr, serve(ep, Arc::new(source), opts, stop)))
 }
 
 /// An edge over `store`, fetching from `origin`, serving until `stop`.

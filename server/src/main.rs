@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use segue_server::anticipate::{Schedule, unix_now};
 use segue_server::demo::{self, DemoOptions};
 use segue_server::edge::store::Store;
 use segue_server::edge::upstream::{self, Upstream};
@@ -115,6 +116,42 @@ struct OriginArgs {
     /// Delay before answering each segment request, in milliseconds (lab aid).
     #[arg(long, default_value_t = 0)]
     response_delay_ms: u64,
+    /// CA that signed the edges' certificates (pushes to edges verify them).
+    #[arg(long, default_value = "certs/dev/ca.pem")]
+    ca: PathBuf,
+    /// An edge to push prefixes to when a push or hint names none: segue://HOST:PORT
+    /// (repeatable).
+    #[arg(long = "push-edge", value_name = "URL")]
+    push_edges: Vec<SegueUrl>,
+    /// Prefix offered to edges by a push, in seconds of media.
+    #[arg(long, default_value_t = 10)]
+    push_prefix_secs: u64,
+    #[command(flatten)]
+    hints: HintArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct HintArgs {
+    /// Hint schedule (TOML, `[[hint]]` tables: object, at or in_s, viewers, edges, region;
+    /// docs/ADMIN.md): prefixes are pre-positioned before each hint's time.
+    #[arg(long, value_name = "FILE")]
+    hints: Option<PathBuf>,
+    /// How long before a hint's time pre-positioning starts, in seconds.
+    #[arg(long, default_value_t = 120)]
+    hint_lead_secs: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct AdminArgs {
+    /// Serve the HTTP admin API (GET /metrics, GET /objects, POST /push, POST /purge,
+    /// GET|POST /hints) on this TCP address; keep it private (e.g. 127.0.0.1:9555).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Bearer token the admin API requires (all but /metrics).
+    #[arg(long, env = "SEGUE_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -190,13 +227,16 @@ struct EdgeArgs {
     /// (`"ready": true` once every --warm object is in).
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
-    /// Serve the HTTP admin API (GET /metrics, GET /objects, POST /push, POST /purge) on
-    /// this TCP address; keep it private (e.g. 127.0.0.1:9555).
-    #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
-    /// Bearer token the admin API requires (all but /metrics).
-    #[arg(long, env = "SEGUE_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    /// This edge's name: hints listing edges apply to it when they list this name.
+    #[arg(long, default_value = "edge")]
+    name: String,
+    /// This edge's region: hints for a region apply to it.
+    #[arg(long)]
+    region: Option<String>,
+    #[command(flatten)]
+    hints: HintArgs,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 /// Parses sizes like `1048576`, `512K`, `64M`, `2G`, `1GiB`.
@@ -377,6 +417,43 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         data_dir: a.data.clone(),
         target_segment_us: a.segment_ms.saturating_mul(1000),
     };
+    let lib = open_library(opts.clone()).await?;
+    let source = LibrarySource::new(Arc::new(lib));
+    let stop = shutdown_signal();
+    reload_on_hangup(source.clone(), opts);
+    let dist = segue_server::distribute::Distributor::new(
+        source.clone(),
+        client_endpoint(&a.ca)?,
+        a.push_prefix_secs.saturating_mul(1_000_000),
+        a.push_edges.clone(),
+    );
+    let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
+    if let Some(file) = &a.hints.hints {
+        hints.add(load_hints(file)?);
+    }
+    {
+        let d = dist.clone();
+        tokio::spawn(hints.clone().run(
+            move |h| {
+                let d = d.clone();
+                async move { d.position(h).await }
+            },
+            stop.clone(),
+        ));
+    }
+    let node = segue_server::admin::Node::Origin {
+        dist: dist.clone(),
+        hints,
+    };
+    serve_admin(&a.admin, node, stop.clone()).await?;
+    let endpoint = a.tls.endpoint(a.listen)?;
+    tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
+    let opts = node_options(a.send_ahead_ms, a.response_delay_ms);
+    segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
+    Ok(())
+}
+
+async fn open_library(opts: LibraryOptions) -> anyhow::Result<Library> {
     let lib = tokio::task::spawn_blocking(move || Library::open(&opts)).await??;
     for (name, why) in &lib.failures {
         tracing::error!(object = %name, "not served: {why}");
@@ -386,16 +463,55 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         failed = lib.failures.len(),
         "library ready"
     );
-    let endpoint = a.tls.endpoint(a.listen)?;
-    tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
-    let opts = node_options(a.send_ahead_ms, a.response_delay_ms);
-    segue_server::node::serve(
-        endpoint,
-        Arc::new(LibrarySource(Arc::new(lib))),
-        opts,
-        shutdown_signal(),
-    )
-    .await;
+    Ok(lib)
+}
+
+/// SIGHUP: scan the media root again (after `segue media ingest|rm`, or files copied in).
+fn reload_on_hangup(source: LibrarySource, opts: LibraryOptions) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: rescanning the media root");
+            match open_library(opts.clone()).await {
+                Ok(lib) => source.reload(Arc::new(lib)),
+                Err(e) => tracing::error!("rescan failed, still serving the old library: {e:#}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (source, opts);
+}
+
+fn load_hints(file: &std::path::Path) -> anyhow::Result<Vec<segue_server::placement::hint::Hint>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read hints {}", file.display()))?;
+    let hints = segue_server::placement::hint::parse_schedule(&text, unix_now())
+        .map_err(|e| anyhow::anyhow!("hints {}: {e}", file.display()))?;
+    tracing::info!(file = %file.display(), hints = hints.len(), "hint schedule loaded");
+    Ok(hints)
+}
+
+/// Starts the admin API if `--admin` is given.
+async fn serve_admin(
+    a: &AdminArgs,
+    node: segue_server::admin::Node,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(addr) = a.admin else { return Ok(()) };
+    let token = a
+        .admin_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .context("--admin needs --admin-token (or SEGUE_ADMIN_TOKEN)")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("admin API: cannot listen on {addr}"))?;
+    tracing::info!(admin = %listener.local_addr()?, "admin API (HTTP)");
+    tokio::spawn(segue_server::admin::serve(listener, node, token, stop));
     Ok(())
 }
 
@@ -449,27 +565,39 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    if let Some(addr) = a.admin {
-        let token = a
-            .admin_token
-            .clone()
-            .filter(|t| !t.is_empty())
-            .context("--admin needs --admin-token (or SEGUE_ADMIN_TOKEN)")?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("admin API: cannot listen on {addr}"))?;
-        tracing::info!(admin = %listener.local_addr()?, "admin API (HTTP)");
-        tokio::spawn(segue_server::admin::serve(
-            listener,
-            edge.clone(),
-            token,
-            shutdown_signal(),
+    let stop = shutdown_signal();
+    let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
+    if let Some(file) = &a.hints.hints {
+        let all = load_hints(file)?;
+        let total = all.len();
+        let mine: Vec<_> = all
+            .into_iter()
+            .filter(|h| h.applies_to(&a.name, a.region.as_deref()))
+            .collect();
+        tracing::info!(for_this_edge = mine.len(), total, "hints");
+        hints.add(mine);
+    }
+    {
+        let e = edge.clone();
+        tokio::spawn(hints.clone().run(
+            move |h| {
+                let e = e.clone();
+                async move { e.anticipate(&h).await }
+            },
+            stop.clone(),
         ));
     }
+    let node = segue_server::admin::Node::Edge {
+        edge: edge.clone(),
+        hints,
+        name: a.name.clone(),
+        region: a.region.clone(),
+    };
+    serve_admin(&a.admin, node, stop.clone()).await?;
     let endpoint = a.tls.endpoint(a.listen)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %a.origin, "edge serving segue/1");
     let opts = node_options(a.send_ahead_ms, 0);
-    segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, shutdown_signal()).await;
+    segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
     if let Some(path) = &a.stats {
         write_stats(
             path,

@@ -1,4 +1,5 @@
-//! Serves the segment protocol (PROTOCOL.md §8) on one bidirectional stream.
+//! Serves the segment protocol (PROTOCOL.md §8) on one bidirectional stream: manifest and
+//! segment requests here, push offers in [`crate::push`].
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use segue_wire::segment::{
 };
 use segue_wire::{AppError, Limits};
 
-use crate::source::Source;
+use crate::source::{Offer, Source};
 
 /// Stream priority for an exchange whose segments are due `deadline_ms` after now: earliest
 /// *absolute* due time first (a DEADLINE is relative to when the request arrived, so two
@@ -38,9 +39,9 @@ pub async fn serve_exchange<S: Source>(
 ) -> anyhow::Result<()> {
     let max = limits.max_frame_header + 16;
     let mut buf = Vec::with_capacity(256);
-    let req = loop {
+    let (req, used) = loop {
         match decode_request(&buf, &limits) {
-            Ok(Some((req, _))) => break req,
+            Ok(Some(r)) => break r,
             Ok(None) => {}
             Err(e) => {
                 send.write_all(&ResponseHeader::error(Status::BadRequest, e.to_string()).encode())
@@ -86,6 +87,22 @@ pub async fn serve_exchange<S: Source>(
         return Ok(());
     }
     match req {
+        SegmentRequest::PushOffer {
+            first,
+            count,
+            params,
+            ..
+        } => {
+            let offer = Offer {
+                first: usize::try_from(first).unwrap_or(usize::MAX),
+                count: usize::try_from(count).unwrap_or(usize::MAX),
+                viewers: params.viewers,
+                deadline_ms: params.deadline_ms,
+            };
+            let rest = bytes::BytesMut::from(&buf[used..]);
+            return crate::push::receive(&*source, &manifest, offer, send, recv, rest, &limits)
+                .await;
+        }
         SegmentRequest::Manifest { .. } => {
             send.write_all(&ResponseHeader::ok().encode()).await?;
             send.write_all(&encode_manifest_frame(&manifest)).await?;

@@ -2,7 +2,8 @@
 //! from its cache and upstream. Sessions and the segment responder only see this trait.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use ring::digest::{SHA256, digest};
@@ -21,6 +22,12 @@ pub enum SourceError {
     /// The object changed upstream since its manifest was fetched.
     #[error("{0} changed at the origin; request it again")]
     Stale(String),
+    /// The request is not allowed here (e.g. a push to a node that takes none).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// What the peer sent is wrong (e.g. a pushed segment failing its checksum).
+    #[error("invalid: {0}")]
+    Invalid(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -32,6 +39,8 @@ impl SourceError {
         match self {
             SourceError::NotFound(_) => status::NOT_FOUND,
             SourceError::Unavailable(_) | SourceError::Stale(_) => status::BAD_GATEWAY,
+            SourceError::Refused(_) => status::FORBIDDEN,
+            SourceError::Invalid(_) => status::BAD_REQUEST,
             SourceError::Internal(_) => status::INTERNAL_SERVER_ERROR,
         }
     }
@@ -42,9 +51,22 @@ impl SourceError {
             SourceError::NotFound(_) => Status::NotFound,
             SourceError::Unavailable(_) => Status::UpstreamUnavailable,
             SourceError::Stale(_) => Status::StaleRevision,
+            SourceError::Refused(_) => Status::Unauthorized,
+            SourceError::Invalid(_) => Status::BadRequest,
             SourceError::Internal(_) => Status::Internal,
         }
     }
+}
+
+/// Segments another node offers to push (PUSH_OFFER, PROTOCOL.md §8.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer {
+    pub first: usize,
+    pub count: usize,
+    /// Viewers the pusher expects (anticipated demand).
+    pub viewers: Option<u64>,
+    /// Milliseconds until they are expected.
+    pub deadline_ms: Option<u64>,
 }
 
 /// A provider of objects.
@@ -75,6 +97,29 @@ pub trait Source: Send + Sync + 'static {
     /// A session sent `bytes` of media to its player (counters).
     fn sent(&self, _bytes: u64) {}
 
+    /// Another node offers segments of `manifest` (the manifest this source trusts, whose
+    /// revision the offer matched): the range `(first, count)` it wants, `None` if it holds
+    /// them all. Sources that take no pushes refuse.
+    fn offered(
+        &self,
+        _manifest: &Arc<Manifest>,
+        _offer: Offer,
+    ) -> Result<Option<(usize, usize)>, SourceError> {
+        Err(SourceError::Refused("this node takes no pushes".into()))
+    }
+
+    /// A pushed segment arrived: verify it against `manifest` and keep it.
+    fn pushed(
+        &self,
+        _manifest: &Arc<Manifest>,
+        _index: usize,
+        _payload: Bytes,
+    ) -> impl Future<Output = Result<(), SourceError>> + Send {
+        std::future::ready(Err(SourceError::Refused(
+            "this node takes no pushes".into(),
+        )))
+    }
+
     /// Resolves when enough of the object from `first` is available that playback started now
     /// will not run dry (an edge's "sufficient portion" on a miss). Origins are always ready.
     fn ready(
@@ -93,16 +138,56 @@ pub fn checksum_ok(manifest: &Manifest, index: usize, payload: &[u8]) -> bool {
     })
 }
 
-/// The origin's source: its library on local disk.
+/// What an origin has served (its metrics).
+#[derive(Debug, Default)]
+pub struct OriginStats {
+    /// Player sessions started on the origin itself.
+    pub sessions: AtomicU64,
+    /// Segments read for sessions, exchanges and pushes.
+    pub segments: AtomicU64,
+    pub segment_bytes: AtomicU64,
+    /// Media bytes sessions sent to players.
+    pub served_bytes: AtomicU64,
+}
+
+/// The origin's source: its library on local disk. Clones share the library (which
+/// [`LibrarySource::reload`] replaces) and the counters.
 #[derive(Debug, Clone)]
-pub struct LibrarySource(pub Arc<Library>);
+pub struct LibrarySource {
+    library: Arc<RwLock<Arc<Library>>>,
+    pub stats: Arc<OriginStats>,
+}
+
+impl LibrarySource {
+    pub fn new(library: Arc<Library>) -> Self {
+        Self {
+            library: Arc::new(RwLock::new(library)),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The library now.
+    pub fn library(&self) -> Arc<Library> {
+        self.library
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Serves `library` from now on (sessions already playing keep their objects' files
+    /// as long as they exist).
+    pub fn reload(&self, library: Arc<Library>) {
+        *self.library.write().unwrap_or_else(|e| e.into_inner()) = library;
+    }
+}
 
 impl Source for LibrarySource {
     async fn manifest(&self, name: &ObjectName) -> Result<Arc<Manifest>, SourceError> {
-        match self.0.get(name) {
+        let lib = self.library();
+        match lib.get(name) {
             Some(o) => Ok(o.manifest.clone()),
             None => Err(SourceError::NotFound(
-                match self.0.failures.get(name.as_str()) {
+                match lib.failures.get(name.as_str()) {
                     Some(why) => format!("{name} (cannot be ingested: {why})"),
                     None => name.to_string(),
                 },
@@ -112,9 +197,12 @@ impl Source for LibrarySource {
 
     async fn segment(&self, manifest: &Arc<Manifest>, index: usize) -> Result<Bytes, SourceError> {
         let obj = self
-            .0
+            .library()
             .get(&manifest.object)
             .ok_or_else(|| SourceError::NotFound(manifest.object.to_string()))?;
+        if obj.manifest.revision != manifest.revision {
+            return Err(SourceError::Stale(manifest.object.to_string()));
+        }
         let payload = obj.read_segment(index).await.map_err(|e| {
             SourceError::Internal(format!("segment {index} of {}: {e}", manifest.object))
         })?;
@@ -125,6 +213,19 @@ impl Source for LibrarySource {
                 manifest.object
             )));
         }
+        self.stats.segments.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .segment_bytes
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
         Ok(payload)
+    }
+
+    fn will_play(&self, _manifest: &Arc<Manifest>, _first: usize) -> Option<&'static str> {
+        self.stats.sessions.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    fn sent(&self, bytes: u64) {
+        self.stats.served_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }

@@ -19,10 +19,21 @@ async fn http(
     path: &str,
     token: Option<&str>,
 ) -> (u16, String) {
+    http_body(addr, method, path, token, "").await
+}
+
+async fn http_body(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: edge\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: edge\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
@@ -57,9 +68,15 @@ async fn admin_api() {
     tokio::spawn(eserve);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
+    let node = segue_server::admin::Node::Edge {
+        edge: edge.clone(),
+        hints: segue_server::anticipate::Schedule::new(Duration::from_secs(0)),
+        name: "edge".into(),
+        region: None,
+    };
     tokio::spawn(segue_server::admin::serve(
         listener,
-        edge.clone(),
+        node,
         "s3cret".into(),
         stop_rx.clone(),
     ));
@@ -130,5 +147,108 @@ async fn admin_api() {
         200
     );
     assert!(edge.store().objects().is_empty());
+
+    // Hints: token needed, bad ones refused with the reason, ones for other edges ignored.
+    let hint = r#"[{"object": "demo", "in_s": 3600, "viewers": 9},
+                   {"object": "demo", "in_s": 60, "edges": ["edge-elsewhere"]}]"#;
+    assert_eq!(http_body(admin, "POST", "/hints", None, hint).await.0, 401);
+    let (st, body) = http_body(admin, "POST", "/hints", Some("s3cret"), "{\"object\": 1}").await;
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = http_body(admin, "POST", "/hints", Some("s3cret"), hint).await;
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["not_for_this_node"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let (st, body) = http(admin, "GET", "/hints", Some("s3cret")).await;
+    assert_eq!(st, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(v[0]["object"], "demo");
+    assert_eq!(v[0]["viewers"], 9);
+    assert_eq!(v[0]["state"], "pending");
+    let big = format!("[{}]", vec![r#"{"object":"a","in_s":1}"#; 4000].join(","));
+    assert_eq!(
+        http_body(admin, "POST", "/hints", Some("s3cret"), &big)
+            .await
+            .0,
+        413
+    );
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_admin_api_pushes_to_an_edge() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, 4_000_000).unwrap();
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
+    let (edge, eaddr, eserve) = loopback::edge(
+        &origin.tls,
+        store,
+        url,
+        EdgeOptions::default(),
+        NodeOptions::default(),
+        origin.stop_rx(),
+    )
+    .unwrap();
+    tokio::spawn(eserve);
+    let dist = segue_server::distribute::Distributor::new(
+        origin.source.clone(),
+        segue_server::quic::client_endpoint(&origin.tls.ca).unwrap(),
+        4_000_000,
+        vec![],
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    let node = segue_server::admin::Node::Origin {
+        dist,
+        hints: segue_server::anticipate::Schedule::new(Duration::from_secs(0)),
+    };
+    tokio::spawn(segue_server::admin::serve(
+        listener,
+        node,
+        "t".into(),
+        origin.stop_rx(),
+    ));
+
+    let (st, body) = http(admin, "GET", "/metrics", None).await;
+    assert_eq!(st, 200);
+    assert!(body.contains("segue_origin_objects 1"), "{body}");
+    let (_, body) = http(admin, "GET", "/objects", Some("t")).await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v[0]["object"], "demo");
+    assert!(v[0]["segments"].as_u64().unwrap() > 2);
+    // No edge configured or given: a clear 400; an unknown object: 404.
+    assert_eq!(
+        http(admin, "POST", "/push?object=demo", Some("t")).await.0,
+        400
+    );
+    let edge_q = format!("edge=segue://localhost:{}", eaddr.port());
+    let (st, _) = http(
+        admin,
+        "POST",
+        &format!("/push?object=nope&{edge_q}"),
+        Some("t"),
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (st, body) = http(
+        admin,
+        "POST",
+        &format!("/push?object=demo&{edge_q}"),
+        Some("t"),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("segments pushed"), "{body}");
+    assert!(edge.store().objects()[0].prefix_complete);
+    assert_eq!(edge.snapshot().segments_from_origin, 0);
+    let (_, body) = http(admin, "GET", "/metrics", None).await;
+    assert!(body.contains("segue_origin_pushes_total 1"), "{body}");
+    assert_eq!(
+        http(admin, "POST", "/purge?object=demo", Some("t")).await.0,
+        404
+    );
     origin.shutdown().await;
 }

@@ -51,7 +51,12 @@ async fn node_with(opts: NodeOptions) -> Node {
     .unwrap();
     let port = ep.local_addr().unwrap().port();
     let (stop, rx) = watch::channel(false);
-    tokio::spawn(serve(ep, Arc::new(LibrarySource(Arc::new(lib))), opts, rx));
+    tokio::spawn(serve(
+        ep,
+        Arc::new(LibrarySource::new(Arc::new(lib))),
+        opts,
+        rx,
+    ));
     let url = SegueUrl::parse(&format!("segue://localhost:{port}/demo")).unwrap();
     let (_ep, conn, control) =
         segue_client::connect(&url, &certs.join("ca.pem"), Duration::from_secs(5))

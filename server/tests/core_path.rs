@@ -67,7 +67,7 @@ impl Origin {
     /// Starts the origin on `port` (0: any); returns its port, stop switch and task.
     fn start(&self, port: u16) -> (u16, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let source = Counting {
-            inner: LibrarySource(Arc::new(Library::open(&self.opts).unwrap())),
+            inner: LibrarySource::new(Arc::new(Library::open(&self.opts).unwrap())),
             reads: self.reads.clone(),
             throttle: self.throttle,
         };

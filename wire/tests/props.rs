@@ -281,11 +281,13 @@ fn params() -> impl Strategy<Value = Params> {
         proptest::option::of(any::<u8>()),
         proptest::option::of(0..=varint::MAX),
         proptest::option::of(0..=varint::MAX),
+        proptest::option::of(0..=varint::MAX),
     )
-        .prop_map(|(hop_limit, revision, deadline_ms)| Params {
+        .prop_map(|(hop_limit, revision, deadline_ms, viewers)| Params {
             hop_limit,
             revision,
             deadline_ms,
+            viewers,
         })
 }
 
@@ -301,6 +303,25 @@ fn segment_request() -> impl Strategy<Value = SegmentRequest> {
                 params
             }
         ),
+        // A push offer always carries a revision.
+        (
+            object_name(),
+            0..=varint::MAX,
+            1u64..=1024,
+            params(),
+            0..=varint::MAX
+        )
+            .prop_map(|(object, first, count, params, rev)| {
+                SegmentRequest::PushOffer {
+                    object,
+                    first,
+                    count,
+                    params: Params {
+                        revision: Some(rev),
+                        ..params
+                    },
+                }
+            }),
     ]
 }
 

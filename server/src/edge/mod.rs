@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::lru::SegmentLru;
-use crate::source::{Source, SourceError};
+use crate::source::{Offer, Source, SourceError, checksum_ok};
 use schedule::{Scheduler, Ticket};
 use store::Store;
 use upstream::Upstream;
@@ -69,6 +69,8 @@ pub struct EdgeStats {
     pub collapsed: AtomicU64,
     /// Media bytes sessions sent to players.
     pub served_bytes: AtomicU64,
+    /// Segments another node pushed here (verified and stored).
+    pub segments_pushed: AtomicU64,
 }
 
 /// A point-in-time copy of an edge's counters (status files, the lab).
@@ -85,6 +87,9 @@ pub struct StatsSnapshot {
     /// Media bytes sent to players.
     #[serde(default)]
     pub served_bytes: u64,
+    /// Segments pushed here by another node.
+    #[serde(default)]
+    pub segments_pushed: u64,
 }
 
 type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
@@ -161,6 +166,7 @@ impl EdgeSource {
             collapsed: get(&s.collapsed),
             origin_bytes: get(&self.0.upstream.stats.bytes),
             served_bytes: get(&s.served_bytes),
+            segments_pushed: get(&s.segments_pushed),
         }
     }
 
@@ -187,6 +193,14 @@ impl EdgeSource {
             f.await?;
         }
         Ok(n)
+    }
+
+    /// Acts on a hint: its viewers count as requests, and the prefix is pulled now.
+    pub async fn anticipate(&self, hint: &crate::placement::hint::Hint) -> Result<String, String> {
+        let name = ObjectName::new(&hint.object, 1024).map_err(|e| e.to_string())?;
+        self.0.store.anticipate(&name, hint.viewers);
+        let n = self.warm(&name).await.map_err(|e| e.to_string())?;
+        Ok(format!("{n} prefix segments cached"))
     }
 
     async fn fetch_with_retry(
@@ -407,6 +421,42 @@ impl Source for EdgeSource {
             .stats
             .served_bytes
             .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn offered(
+        &self,
+        m: &Arc<Manifest>,
+        offer: Offer,
+    ) -> Result<Option<(usize, usize)>, SourceError> {
+        self.0
+            .store
+            .anticipate(&m.object, offer.viewers.unwrap_or(1));
+        let end = offer
+            .first
+            .saturating_add(offer.count)
+            .min(m.segments.len());
+        let mut missing = (offer.first..end).filter(|&i| !self.0.store.has(m, i));
+        let Some(from) = missing.next() else {
+            return Ok(None);
+        };
+        let to = missing.next_back().unwrap_or(from);
+        Ok(Some((from, to - from + 1)))
+    }
+
+    async fn pushed(&self, m: &Arc<Manifest>, i: usize, payload: Bytes) -> Result<(), SourceError> {
+        if !checksum_ok(m, i, &payload) {
+            return Err(SourceError::Invalid(format!(
+                "pushed segment {i} of {} fails its checksum",
+                m.object
+            )));
+        }
+        if self.0.store.has(m, i) {
+            return Ok(());
+        }
+        self.0.hot.put(m, i, payload.clone(), payload.len() as u64);
+        self.0.store.put(m, i, &payload).await;
+        self.0.stats.segments_pushed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     fn stopped(&self, m: &Arc<Manifest>, reached: usize) {

@@ -31,6 +31,8 @@ use crate::source::checksum_ok;
 const POPULARITY_HALF_LIFE_S: f64 = 3600.0;
 /// An immediate start is worth this many segments of byte hits (docs/PLACEMENT.md).
 const START_BONUS: f64 = 30.0;
+/// Most requests one hint counts for (a typo must not pin an object forever).
+pub const MAX_ANTICIPATED: u64 = 10_000;
 /// Margin added to the link-derived prefix, seconds.
 const PREFIX_MARGIN_S: f64 = 1.0;
 
@@ -234,6 +236,14 @@ impl Store {
     pub fn requested(&self, name: &ObjectName) {
         let t = self.now_s();
         self.lock().popularity.hit(name, t);
+    }
+
+    /// An operator expects `viewers` requests for `name` (a hint or a push): they count
+    /// as requests now (anticipated demand), at most [`MAX_ANTICIPATED`].
+    pub fn anticipate(&self, name: &ObjectName, viewers: u64) {
+        let t = self.now_s();
+        let n = viewers.clamp(1, MAX_ANTICIPATED) as f64;
+        self.lock().popularity.add(name, t, n);
     }
 
     /// A session of `m` ended having played up to (not including) segment `reached`.

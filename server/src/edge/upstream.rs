@@ -310,6 +310,7 @@ impl Upstream {
                 hop_limit: None,
                 revision: Some(m.revision),
                 deadline_ms,
+                viewers: None,
             },
         };
         let started = Instant::now();

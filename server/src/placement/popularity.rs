@@ -36,6 +36,19 @@ impl<K: Hash + Eq + Clone> Popularity<K> {
         self.log_scaled.insert(key.clone(), v);
     }
 
+    /// `n` requests for `key` at once (e.g. an operator's expected viewers).
+    pub fn add(&mut self, key: &K, t_s: f64, n: f64) {
+        if n <= 0.0 || !n.is_finite() {
+            return;
+        }
+        let add = t_s / self.half_life_s + n.log2();
+        let v = match self.log_scaled.get(key) {
+            Some(&old) => log2_add(old, add),
+            None => add,
+        };
+        self.log_scaled.insert(key.clone(), v);
+    }
+
     /// The decayed count at `t_s`.
     pub fn count(&self, key: &K, t_s: f64) -> f64 {
         self.log_scaled

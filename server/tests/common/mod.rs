@@ -10,6 +10,7 @@ use std::sync::Arc;
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::loopback::{self, DevTls};
 use segue_server::node::NodeOptions;
+use segue_server::source::LibrarySource;
 use tokio::sync::watch;
 
 /// A running origin over a temporary directory (dev PKI, media, ingested objects).
@@ -19,6 +20,8 @@ pub struct TestOrigin {
     pub addr: SocketAddr,
     pub stop: watch::Sender<bool>,
     pub serving: tokio::task::JoinHandle<()>,
+    /// The origin's source (shared library and counters).
+    pub source: LibrarySource,
 }
 
 impl TestOrigin {
@@ -49,8 +52,9 @@ pub fn origin_with_sample(file: &str) -> TestOrigin {
     })
     .unwrap();
     let (stop, stop_rx) = watch::channel(false);
+    let source = LibrarySource::new(Arc::new(lib));
     let (addr, serve) =
-        loopback::origin(&tls, Arc::new(lib), NodeOptions::default(), stop_rx).unwrap();
+        loopback::origin_with(&tls, source.clone(), NodeOptions::default(), stop_rx).unwrap();
     let serving = tokio::spawn(serve);
     TestOrigin {
         dir,
@@ -58,5 +62,6 @@ pub fn origin_with_sample(file: &str) -> TestOrigin {
         addr,
         stop,
         serving,
+        source,
     }
 }

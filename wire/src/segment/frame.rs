@@ -20,6 +20,8 @@ pub struct Params {
     /// waiting now; absent: no deadline, e.g. pre-positioning). Servers send the exchanges
     /// of a connection earliest deadline first.
     pub deadline_ms: Option<u64>,
+    /// Viewers expected for the object (PUSH_OFFER: anticipated demand).
+    pub viewers: Option<u64>,
 }
 
 /// A request on a segment stream.
@@ -30,6 +32,14 @@ pub enum SegmentRequest {
         params: Params,
     },
     Segments {
+        object: ObjectName,
+        first: u64,
+        count: u64,
+        params: Params,
+    },
+    /// The client offers segments `first..first + count` for the server to store
+    /// (pre-positioning by push). REVISION is required.
+    PushOffer {
         object: ObjectName,
         first: u64,
         count: u64,
@@ -50,6 +60,8 @@ pub enum Status {
     HopLimitExceeded,
     Unauthorized,
     StaleRevision,
+    /// PUSH_OFFER: the receiver already holds every offered segment.
+    NotNeeded,
     /// A code this implementation does not know; treat as a failure.
     Other(u64),
 }
@@ -67,6 +79,7 @@ impl Status {
             Status::HopLimitExceeded => 7,
             Status::Unauthorized => 8,
             Status::StaleRevision => 9,
+            Status::NotNeeded => 10,
             Status::Other(c) => c,
         }
     }
@@ -83,6 +96,7 @@ impl Status {
             7 => Status::HopLimitExceeded,
             8 => Status::Unauthorized,
             9 => Status::StaleRevision,
+            10 => Status::NotNeeded,
             c => Status::Other(c),
         }
     }
@@ -124,17 +138,17 @@ fn put_frame(out: &mut Vec<u8>, ty: u64, body: &[u8]) {
 impl SegmentRequest {
     pub fn object(&self) -> &ObjectName {
         match self {
-            SegmentRequest::Manifest { object, .. } | SegmentRequest::Segments { object, .. } => {
-                object
-            }
+            SegmentRequest::Manifest { object, .. }
+            | SegmentRequest::Segments { object, .. }
+            | SegmentRequest::PushOffer { object, .. } => object,
         }
     }
 
     pub fn params(&self) -> Params {
         match self {
-            SegmentRequest::Manifest { params, .. } | SegmentRequest::Segments { params, .. } => {
-                *params
-            }
+            SegmentRequest::Manifest { params, .. }
+            | SegmentRequest::Segments { params, .. }
+            | SegmentRequest::PushOffer { params, .. } => *params,
         }
     }
 
@@ -148,6 +162,11 @@ impl SegmentRequest {
                 varint::put(&mut body, *count);
                 ft::SEGMENTS_REQUEST
             }
+            SegmentRequest::PushOffer { first, count, .. } => {
+                varint::put(&mut body, *first);
+                varint::put(&mut body, *count);
+                ft::PUSH_OFFER
+            }
         };
         let params = self.params();
         if let Some(h) = params.hop_limit {
@@ -160,10 +179,15 @@ impl SegmentRequest {
             varint::put(&mut body, varint::size(rev) as u64);
             varint::put(&mut body, rev);
         }
-        if let Some(d) = params.deadline_ms {
-            varint::put(&mut body, pt::DEADLINE);
-            varint::put(&mut body, varint::size(d) as u64);
-            varint::put(&mut body, d);
+        for (ty, v) in [
+            (pt::DEADLINE, params.deadline_ms),
+            (pt::VIEWERS, params.viewers),
+        ] {
+            if let Some(v) = v {
+                varint::put(&mut body, ty);
+                varint::put(&mut body, varint::size(v) as u64);
+                varint::put(&mut body, v);
+            }
         }
         let mut out = Vec::with_capacity(body.len() + 4);
         put_frame(&mut out, ty, &body);
@@ -269,6 +293,10 @@ fn read_params(r: &mut Reader<'_>) -> Result<Params, DecodeError> {
             let mut v = Reader::new(value);
             p.deadline_ms = Some(v.varint()?);
             v.finish("deadline parameter")?;
+        } else if ty == pt::VIEWERS {
+            let mut v = Reader::new(value);
+            p.viewers = Some(v.varint()?);
+            v.finish("viewers parameter")?;
         }
     }
     Ok(p)
@@ -281,7 +309,11 @@ pub fn decode_request(
     limits: &Limits,
 ) -> Result<Option<(SegmentRequest, usize)>, DecodeError> {
     let Some((ty, body, used)) = split_frame(buf, |ty| {
-        matches!(ty, ft::MANIFEST_REQUEST | ft::SEGMENTS_REQUEST).then_some(limits.max_frame_header)
+        matches!(
+            ty,
+            ft::MANIFEST_REQUEST | ft::SEGMENTS_REQUEST | ft::PUSH_OFFER
+        )
+        .then_some(limits.max_frame_header)
     })?
     else {
         return Ok(None);
@@ -307,11 +339,24 @@ pub fn decode_request(
                 limit: limits.max_segments_per_request,
             });
         }
-        SegmentRequest::Segments {
-            object,
-            first,
-            count,
-            params: read_params(&mut r)?,
+        let params = read_params(&mut r)?;
+        if ty == ft::PUSH_OFFER {
+            if params.revision.is_none() {
+                return Err(DecodeError::Malformed("push offer without a revision"));
+            }
+            SegmentRequest::PushOffer {
+                object,
+                first,
+                count,
+                params,
+            }
+        } else {
+            SegmentRequest::Segments {
+                object,
+                first,
+                count,
+                params,
+            }
         }
     };
     Ok(Some((req, used)))

@@ -6,6 +6,11 @@
 //! request a MANIFEST frame, for a segments request one SEGMENT header + payload per segment;
 //! then FIN. A failure after the RESPONSE is signalled by resetting the stream with an
 //! [`crate::AppError`] code.
+//!
+//! A push runs the other way on the same kind of stream: the pusher (client) sends a
+//! PUSH_OFFER; the receiver answers a RESPONSE and, if it wants any of the offered segments,
+//! a SEGMENTS_REQUEST for the range it wants; the pusher sends those SEGMENT frames and
+//! FIN; the receiver ends with a second RESPONSE (what it stored) and FIN.
 
 mod frame;
 mod manifest;
@@ -29,6 +34,7 @@ pub const DEFAULT_HOP_LIMIT: u8 = 4;
 pub mod frame_type {
     pub const MANIFEST_REQUEST: u64 = 0x01;
     pub const SEGMENTS_REQUEST: u64 = 0x02;
+    pub const PUSH_OFFER: u64 = 0x03;
     pub const RESPONSE: u64 = 0x10;
     pub const MANIFEST: u64 = 0x11;
     pub const SEGMENT: u64 = 0x12;
@@ -39,6 +45,7 @@ pub mod param_type {
     pub const HOP_LIMIT: u64 = 0x01;
     pub const REVISION: u64 = 0x02;
     pub const DEADLINE: u64 = 0x03;
+    pub const VIEWERS: u64 = 0x04;
 }
 
 #[cfg(test)]
@@ -66,6 +73,7 @@ mod tests {
                 hop_limit: Some(4),
                 revision: None,
                 deadline_ms: None,
+                viewers: None,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -91,6 +99,7 @@ mod tests {
                 hop_limit: None,
                 revision: Some(300),
                 deadline_ms: None,
+                viewers: None,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -119,6 +128,7 @@ mod tests {
                 hop_limit: None,
                 revision: Some(7),
                 deadline_ms: Some(1500),
+                viewers: None,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -126,6 +136,40 @@ mod tests {
             decode_request(&bytes, &Limits::default()).unwrap(),
             Some((req, bytes.len()))
         );
+    }
+
+    #[test]
+    fn push_offer_example() {
+        // PUSH_OFFER "a", first 0, count 3, REVISION 7, VIEWERS 500 (0x41 0xf4).
+        let bytes = [
+            0x03, 0x0b, 0x01, b'a', 0x00, 0x03, 0x02, 0x01, 0x07, 0x04, 0x02, 0x41, 0xf4,
+        ];
+        let req = SegmentRequest::PushOffer {
+            object: name("a"),
+            first: 0,
+            count: 3,
+            params: Params {
+                revision: Some(7),
+                viewers: Some(500),
+                ..Params::default()
+            },
+        };
+        assert_eq!(req.encode(), bytes);
+        assert_eq!(
+            decode_request(&bytes, &Limits::default()).unwrap(),
+            Some((req, bytes.len()))
+        );
+        // Without a revision the receiver could not check what it is offered: refused.
+        let bare = SegmentRequest::PushOffer {
+            object: name("a"),
+            first: 0,
+            count: 3,
+            params: Params::default(),
+        }
+        .encode();
+        assert!(decode_request(&bare, &Limits::default()).is_err());
+        assert_eq!(Status::from_code(10), Status::NotNeeded);
+        assert_eq!(Status::NotNeeded.code(), 10);
     }
 
     #[test]

@@ -1,0 +1,163 @@
+//! The origin's distribution module: pushes object prefixes to edges (PROTOCOL.md §8.7), on an
+//! operator's request (admin API) or a hint's schedule. One pooled, verified QUIC connection
+//! per edge; the edge decides which offered segments it takes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use segue_wire::{ObjectName, SegueUrl};
+
+use crate::anticipate::unix_now;
+use crate::edge::upstream::Upstream;
+use crate::placement::hint::Hint;
+use crate::push::{self, PushError, Pushed};
+use crate::source::{LibrarySource, Offer, Source};
+
+/// How long connecting to an edge may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Push counters.
+#[derive(Debug, Default)]
+pub struct PushStats {
+    pub pushes: AtomicU64,
+    pub failed: AtomicU64,
+    pub segments: AtomicU64,
+}
+
+/// Pushes prefixes from an origin's library to edges.
+pub struct Distributor {
+    source: LibrarySource,
+    endpoint: quinn::Endpoint,
+    prefix_us: u64,
+    /// Edges to push to when a hint names none.
+    edges: Vec<SegueUrl>,
+    links: tokio::sync::Mutex<HashMap<String, Arc<Upstream>>>,
+    pub stats: PushStats,
+}
+
+impl Distributor {
+    /// `endpoint` is a client endpoint trusting the edges' CA; `prefix_us` of media is offered.
+    pub fn new(
+        source: LibrarySource,
+        endpoint: quinn::Endpoint,
+        prefix_us: u64,
+        edges: Vec<SegueUrl>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            endpoint,
+            prefix_us,
+            edges,
+            links: tokio::sync::Mutex::default(),
+            stats: PushStats::default(),
+        })
+    }
+
+    pub fn source(&self) -> &LibrarySource {
+        &self.source
+    }
+
+    pub fn edges(&self) -> &[SegueUrl] {
+        &self.edges
+    }
+
+    async fn link(&self, edge: &SegueUrl) -> Arc<Upstream> {
+        let key = format!("{}:{}", edge.host, edge.port);
+        self.links
+            .lock()
+            .await
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(Upstream::new(
+                    self.endpoint.clone(),
+                    edge.clone(),
+                    CONNECT_TIMEOUT,
+                ))
+            })
+            .clone()
+    }
+
+    /// Offers `object`'s prefix to `edge`.
+    pub async fn push(
+        &self,
+        object: &ObjectName,
+        edge: &SegueUrl,
+        viewers: Option<u64>,
+        deadline_ms: Option<u64>,
+    ) -> Result<Pushed, PushError> {
+        let r = async {
+            let m = self.source.manifest(object).await?;
+            let count = (0..m.segments.len())
+                .take_while(|&i| i == 0 || m.segments[i].start_us < self.prefix_us)
+                .count();
+            let conn = self.link(edge).await.connection().await?;
+            let offer = Offer {
+                first: 0,
+                count,
+                viewers,
+                deadline_ms,
+            };
+            push::offer(&conn, &self.source, &m, offer).await
+        }
+        .await;
+        match &r {
+            Ok(p) => {
+                self.stats.pushes.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .segments
+                    .fetch_add(p.stored as u64, Ordering::Relaxed);
+                tracing::info!(object = %object, edge = %edge, stored = p.stored, "pushed prefix");
+            }
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(object = %object, edge = %edge, "push failed: {e}");
+            }
+        }
+        r
+    }
+
+    /// Acts on a hint: pushes the prefix to every edge URL it lists (or, if it lists none,
+    /// to the configured edges).
+    pub async fn position(&self, hint: Hint) -> Result<String, String> {
+        let object = ObjectName::new(&hint.object, 1024).map_err(|e| e.to_string())?;
+        let mut targets: Vec<SegueUrl> = Vec::new();
+        for e in hint.edge_urls() {
+            targets.push(SegueUrl::parse(e).map_err(|err| format!("edge {e}: {err}"))?);
+        }
+        let names: Vec<&String> = hint
+            .edges
+            .iter()
+            .filter(|e| !e.starts_with("segue://"))
+            .collect();
+        if !names.is_empty() {
+            tracing::warn!(object = %object, "the origin pushes to segue:// URLs only; ignoring {names:?}");
+        }
+        if hint.edges.is_empty() {
+            targets = self.edges.clone();
+        }
+        if targets.is_empty() {
+            return Err("no edge to push to (list segue:// URLs or start with --push-edge)".into());
+        }
+        let deadline_ms = Some(((hint.at_s - unix_now()).max(0.0) * 1000.0) as u64);
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for t in &targets {
+            match self.push(&object, t, Some(hint.viewers), deadline_ms).await {
+                Ok(p) if p.not_needed => done.push(format!("{t}: already held")),
+                Ok(p) => done.push(format!("{t}: {} segments", p.stored)),
+                Err(e) => failed.push(format!("{t}: {e}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(done.join("; "))
+        } else {
+            Err(failed
+                .into_iter()
+                .chain(done)
+                .collect::<Vec<_>>()
+                .join("; "))
+        }
+    }
+}

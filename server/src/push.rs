@@ -1,0 +1,311 @@
+//! Pushing a prefix to another node (PROTOCOL.md §8.7): the pusher offers segments, the
+//! receiver asks for the ones it lacks, checks each against the manifest *it* trusts (its own
+//! cache or upstream, never the pusher's word) and keeps them.
+//!
+//! - [`offer`]: the pusher's side (the origin, on an operator's push or a hint).
+//! - [`receive`]: the receiver's side, called by the segment responder on a PUSH_OFFER.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::{RecvStream, SendStream};
+use segue_wire::segment::{
+    Params, ResponseFrame, ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request,
+    decode_response_frame,
+};
+use segue_wire::{AppError, Limits};
+
+use crate::source::{Offer, Source, SourceError};
+
+/// How long either side waits for the other's next bytes.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Reads more of `recv` into `buf` (at most `max` bytes buffered); false at FIN.
+async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut, max: usize) -> anyhow::Result<bool> {
+    anyhow::ensure!(buf.len() < max, "peer sent more than {max} bytes unasked");
+    let want = (max - buf.len()).min(64 * 1024);
+    match tokio::time::timeout(IDLE, recv.read_chunk(want, true)).await {
+        Err(_) => anyhow::bail!("peer silent for {} s", IDLE.as_secs()),
+        Ok(r) => match r? {
+            Some(c) => {
+                buf.extend_from_slice(&c.bytes);
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+    }
+}
+
+async fn answer(send: &mut SendStream, h: ResponseHeader) -> anyhow::Result<()> {
+    send.write_all(&h.encode()).await?;
+    send.finish()?;
+    Ok(())
+}
+
+/// The receiver's side of a PUSH_OFFER whose object resolved to `manifest` (revision
+/// already checked). `buf` holds what followed the offer on the stream.
+pub async fn receive<S: Source>(
+    source: &S,
+    manifest: &Arc<segue_wire::segment::Manifest>,
+    offer: Offer,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut buf: BytesMut,
+    limits: &Limits,
+) -> anyhow::Result<()> {
+    let n = manifest.segments.len();
+    if offer.first >= n || offer.count > n - offer.first {
+        let h = ResponseHeader::error(
+            Status::RangeNotSatisfiable,
+            format!("object has {n} segments"),
+        );
+        return answer(&mut send, h).await;
+    }
+    let (first, count) = match source.offered(manifest, offer) {
+        Err(e) => {
+            return answer(
+                &mut send,
+                ResponseHeader::error(e.segment_status(), e.to_string()),
+            )
+            .await;
+        }
+        Ok(None) => {
+            return answer(
+                &mut send,
+                ResponseHeader::error(Status::NotNeeded, "every offered segment is held"),
+            )
+            .await;
+        }
+        Ok(Some(r)) => r,
+    };
+    let want = SegmentRequest::Segments {
+        object: manifest.object.clone(),
+        first: first as u64,
+        count: count as u64,
+        params: Params {
+            revision: Some(manifest.revision),
+            ..Params::default()
+        },
+    };
+    send.write_all(&ResponseHeader::ok().encode()).await?;
+    send.write_all(&want.encode()).await?;
+    let mut stored = 0usize;
+    for i in first..first + count {
+        let header_max = limits.max_frame_header + 16;
+        let (h, used) = loop {
+            match decode_response_frame(&buf, limits) {
+                Ok(Some((ResponseFrame::Segment(h), used))) => break (h, used),
+                Ok(Some(_)) | Err(_) => {
+                    let _ = recv.stop(AppError::ProtocolViolation.code().try_into()?);
+                    return answer(
+                        &mut send,
+                        ResponseHeader::error(Status::BadRequest, "expected a SEGMENT frame"),
+                    )
+                    .await;
+                }
+                Ok(None) => {
+                    if !read_more(&mut recv, &mut buf, header_max).await? {
+                        anyhow::bail!("pusher ended after {stored} of {count} segments");
+                    }
+                }
+            }
+        };
+        let entry = &manifest.segments[i];
+        if h.index != i as u64 || h.size != entry.size || h.checksum != entry.checksum {
+            let _ = recv.stop(AppError::ProtocolViolation.code().try_into()?);
+            let why = format!("segment {} is not segment {i} of the manifest", h.index);
+            return answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
+        }
+        let _ = buf.split_to(used);
+        let size = h.size as usize;
+        while buf.len() < size {
+            if !read_more(&mut recv, &mut buf, size).await? {
+                anyhow::bail!("pusher ended inside segment {i}");
+            }
+        }
+        let payload = buf.split_to(size).freeze();
+        if let Err(e) = source.pushed(manifest, i, payload).await {
+            let _ = recv.stop(AppError::ProtocolViolation.code().try_into()?);
+            return answer(
+                &mut send,
+                ResponseHeader::error(e.segment_status(), e.to_string()),
+            )
+            .await;
+        }
+        stored += 1;
+    }
+    // Only FIN may follow.
+    let mut rest = BytesMut::new();
+    if !buf.is_empty() || read_more(&mut recv, &mut rest, 1).await? {
+        anyhow::bail!("pusher sent more than it was asked for");
+    }
+    answer(
+        &mut send,
+        ResponseHeader::error(Status::Ok, format!("stored {stored} segments")),
+    )
+    .await
+}
+
+/// What a push achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// Segments the receiver asked for and stored.
+    pub stored: usize,
+    /// The receiver already held every offered segment.
+    pub not_needed: bool,
+}
+
+/// Why a push failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("receiver refused: {status:?} {reason}")]
+    Refused { status: Status, reason: String },
+    #[error("cannot read what to push: {0}")]
+    Source(#[from] SourceError),
+    #[error("push failed: {0}")]
+    Transport(String),
+}
+
+impl From<anyhow::Error> for PushError {
+    fn from(e: anyhow::Error) -> Self {
+        PushError::Transport(format!("{e:#}"))
+    }
+}
+
+/// Reads the next RESPONSE frame (then whatever follows stays in `buf`).
+async fn read_response(
+    recv: &mut RecvStream,
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> anyhow::Result<ResponseHeader> {
+    loop {
+        match decode_response_frame(buf, limits)? {
+            Some((ResponseFrame::Response(h), used)) => {
+                let _ = buf.split_to(used);
+                return Ok(h);
+            }
+            Some(_) => anyhow::bail!("receiver sent a frame other than RESPONSE"),
+            None => {
+                if !read_more(recv, buf, limits.max_frame_header + 16).await? {
+                    anyhow::bail!("receiver ended the stream without a response");
+                }
+            }
+        }
+    }
+}
+
+/// Offers `offer.first..offer.first + offer.count` of `manifest` to the node at the other
+/// end of `conn` and sends the segments it asks for, read from `source`. `conn` must already
+/// have opened its control stream (as [`crate::edge::upstream::Upstream`] connections do).
+pub async fn offer<S: Source>(
+    conn: &quinn::Connection,
+    source: &S,
+    manifest: &Arc<segue_wire::segment::Manifest>,
+    offer: Offer,
+) -> Result<Pushed, PushError> {
+    let limits = Limits::default();
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| PushError::Transport(e.to_string()))?;
+    if send.id().index() == 0 {
+        // Stream 0 is control (PROTOCOL.md §4): the connection must have claimed it.
+        return Err(PushError::Transport(
+            "stream 0 is the control stream; open it before pushing".into(),
+        ));
+    }
+    let req = SegmentRequest::PushOffer {
+        object: manifest.object.clone(),
+        first: offer.first as u64,
+        count: offer.count as u64,
+        params: Params {
+            revision: Some(manifest.revision),
+            deadline_ms: offer.deadline_ms,
+            viewers: offer.viewers,
+            ..Params::default()
+        },
+    };
+    send.write_all(&req.encode())
+        .await
+        .map_err(|e| PushError::Transport(e.to_string()))?;
+    let mut buf = BytesMut::new();
+    let h = read_response(&mut recv, &mut buf, &limits).await?;
+    match h.status {
+        Status::Ok => {}
+        Status::NotNeeded => {
+            let _ = send.finish();
+            return Ok(Pushed {
+                stored: 0,
+                not_needed: true,
+            });
+        }
+        status => {
+            return Err(PushError::Refused {
+                status,
+                reason: h.reason,
+            });
+        }
+    }
+    let (first, count) = loop {
+        match decode_request(&buf, &limits).map_err(|e| PushError::Transport(e.to_string()))? {
+            Some((
+                SegmentRequest::Segments {
+                    object,
+                    first,
+                    count,
+                    ..
+                },
+                used,
+            )) if object == manifest.object => {
+                let _ = buf.split_to(used);
+                break (first as usize, count as usize);
+            }
+            Some(_) => {
+                return Err(PushError::Transport(
+                    "receiver asked for something else".into(),
+                ));
+            }
+            None => {
+                if !read_more(&mut recv, &mut buf, limits.max_frame_header + 16).await? {
+                    return Err(PushError::Transport(
+                        "receiver ended before saying what it wants".into(),
+                    ));
+                }
+            }
+        }
+    };
+    let end = offer.first + offer.count;
+    if first < offer.first || first.saturating_add(count) > end {
+        return Err(PushError::Transport(format!(
+            "receiver asked for {first}+{count}, outside the offer"
+        )));
+    }
+    for i in first..first + count {
+        let payload: Bytes = source.segment(manifest, i).await?;
+        let h = SegmentHeader {
+            index: i as u64,
+            size: payload.len() as u64,
+            checksum: manifest.segments[i].checksum,
+        };
+        send.write_all(&h.encode())
+            .await
+            .map_err(|e| PushError::Transport(e.to_string()))?;
+        send.write_all(&payload)
+            .await
+            .map_err(|e| PushError::Transport(e.to_string()))?;
+    }
+    send.finish()
+        .map_err(|e| PushError::Transport(e.to_string()))?;
+    let done = read_response(&mut recv, &mut buf, &limits).await?;
+    if done.status != Status::Ok {
+        return Err(PushError::Refused {
+            status: done.status,
+            reason: done.reason,
+        });
+    }
+    Ok(Pushed {
+        stored: count,
+        not_needed: false,
+    })
+}

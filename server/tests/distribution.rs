@@ -1,0 +1,263 @@
+//! Pre-positioning on loopback, with real origin and edge servers: the origin pushes a prefix
+//! (PROTOCOL.md §8.7) and the first play is a prefix hit with nothing fetched; the receiver
+//! checks what it is pushed; a hint makes the edge pull the prefix before the hint's time.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use segue_server::anticipate::{HintState, Schedule, unix_now};
+use segue_server::distribute::Distributor;
+use segue_server::edge::store::Store;
+use segue_server::edge::upstream::Upstream;
+use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_server::loopback;
+use segue_server::node::NodeOptions;
+use segue_server::placement::hint::parse_json;
+use segue_server::push::{self, PushError};
+use segue_server::quic::client_endpoint;
+use segue_server::source::{LibrarySource, Offer, Source, SourceError};
+use segue_wire::segment::{Manifest, Status};
+use segue_wire::{ObjectName, SegueUrl};
+
+mod common;
+
+struct Edge {
+    edge: EdgeSource,
+    url: SegueUrl,
+}
+
+fn start_edge(origin: &common::TestOrigin, prefix_us: u64) -> Edge {
+    let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, prefix_us).unwrap();
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
+    let (edge, addr, serving) = loopback::edge(
+        &origin.tls,
+        store,
+        url,
+        EdgeOptions::default(),
+        NodeOptions::default(),
+        origin.stop_rx(),
+    )
+    .unwrap();
+    tokio::spawn(serving);
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/", addr.port())).unwrap();
+    Edge { edge, url }
+}
+
+async fn play_case(origin: &common::TestOrigin, edge: &Edge, object: &str) {
+    let u = SegueUrl::parse(&format!("{}{object}", edge.url)).unwrap();
+    let mut o = segue_client::PlayOptions::new(u, origin.tls.ca.clone());
+    o.pace = false;
+    let r = segue_client::play(&o).await;
+    assert!(r.ok(), "{r:?}");
+}
+
+fn demo() -> ObjectName {
+    ObjectName::new("demo", 64).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_push_positions_a_prefix_and_the_first_play_is_a_prefix_hit() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let e = start_edge(&origin, 4_000_000);
+    let dist = Distributor::new(
+        origin.source.clone(),
+        client_endpoint(&origin.tls.ca).unwrap(),
+        4_000_000,
+        vec![],
+    );
+    let m = origin.source.manifest(&demo()).await.unwrap();
+    let prefix = (0..m.segments.len())
+        .take_while(|&i| i == 0 || m.segments[i].start_us < 4_000_000)
+        .count();
+    assert!(prefix >= 2 && prefix < m.segments.len(), "{prefix}");
+
+    let p = dist.push(&demo(), &e.url, Some(100), None).await.unwrap();
+    assert_eq!(p.stored, prefix);
+    assert!(!p.not_needed);
+    let s = e.edge.snapshot();
+    assert_eq!(s.segments_pushed, prefix as u64);
+    // The edge fetched the manifest from its origin (its own trust anchor), no segment.
+    assert_eq!(s.segments_from_origin, 0);
+    assert_eq!(s.manifests_from_origin, 1);
+    let objects = e.edge.store().objects();
+    assert!(objects[0].prefix_complete, "{objects:?}");
+    // Pushed viewers count as requests (anticipated demand).
+    assert!(objects[0].request_rate > 0.0);
+
+    // Pushing again: the edge holds it all and says so; nothing is sent.
+    let again = dist.push(&demo(), &e.url, None, None).await.unwrap();
+    assert!(again.not_needed);
+    assert_eq!(e.edge.snapshot().segments_pushed, prefix as u64);
+    assert_eq!(dist.stats.pushes.load(Ordering::Relaxed), 2);
+
+    play_case(&origin, &e, "demo").await;
+    let s = e.edge.snapshot();
+    assert_eq!((s.prefix_hits, s.misses), (1, 0), "{s:?}");
+    origin.shutdown().await;
+}
+
+/// A source that corrupts one segment it pushes.
+struct Corrupting(LibrarySource);
+
+impl Source for Corrupting {
+    async fn manifest(&self, name: &ObjectName) -> Result<Arc<Manifest>, SourceError> {
+        self.0.manifest(name).await
+    }
+    async fn segment(&self, m: &Arc<Manifest>, i: usize) -> Result<Bytes, SourceError> {
+        let b = self.0.segment(m, i).await?;
+        if i == 1 {
+            let mut v = b.to_vec();
+            v[10] ^= 0xff;
+            return Ok(Bytes::from(v));
+        }
+        Ok(b)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_checks_what_it_is_pushed() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let e = start_edge(&origin, 4_000_000);
+    let ep = client_endpoint(&origin.tls.ca).unwrap();
+    // A node connection: stream 0 claimed for control (Upstream does that), exchanges after.
+    let node_conn = |url: SegueUrl| {
+        let ep = ep.clone();
+        async move {
+            Upstream::new(ep, url, Duration::from_secs(5))
+                .connection()
+                .await
+                .unwrap()
+        }
+    };
+    let conn = node_conn(e.url.clone()).await;
+    let m = origin.source.manifest(&demo()).await.unwrap();
+    let offer = Offer {
+        first: 0,
+        count: 3,
+        viewers: None,
+        deadline_ms: None,
+    };
+
+    // A corrupted segment is refused and never stored; the good one before it is kept.
+    let err = push::offer(&conn, &Corrupting(origin.source.clone()), &m, offer)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, PushError::Refused { status: Status::BadRequest, reason } if reason.contains("checksum")),
+        "{err}"
+    );
+    assert!(e.edge.store().has(&m, 0));
+    assert!(!e.edge.store().has(&m, 1));
+
+    // A manifest the edge's origin does not have (another revision): stale, nothing stored.
+    let mut other = (*m).clone();
+    other.revision += 1;
+    let err = push::offer(&conn, &origin.source, &Arc::new(other), offer)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PushError::Refused {
+                status: Status::StaleRevision,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Out of range.
+    let far = Offer {
+        first: m.segments.len(),
+        ..offer
+    };
+    let err = push::offer(&conn, &origin.source, &m, far)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PushError::Refused {
+                status: Status::RangeNotSatisfiable,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The honest push then fills in only what is missing (1 and 2).
+    let p = push::offer(&conn, &origin.source, &m, offer).await.unwrap();
+    assert_eq!(p.stored, 2);
+    assert!((0..3).all(|i| e.edge.store().has(&m, i)));
+
+    // An origin takes no pushes.
+    let oconn =
+        node_conn(SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap())
+            .await;
+    let err = push::offer(&oconn, &origin.source, &m, offer)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PushError::Refused {
+                status: Status::Unauthorized,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hint_prepositions_the_prefix_before_its_time() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let e = start_edge(&origin, 4_000_000);
+    // Viewers expected in 3 s; positioning starts 2 s before.
+    let hints = Schedule::new(Duration::from_secs(2));
+    let at = unix_now() + 3.0;
+    let mut h = parse_json(br#"{"object": "demo", "in_s": 3, "viewers": 40}"#, at - 3.0).unwrap();
+    assert!(h[0].applies_to("edge", None));
+    hints.add(std::mem::take(&mut h));
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let edge = e.edge.clone();
+    tokio::spawn(hints.clone().run(
+        move |h| {
+            let edge = edge.clone();
+            async move { edge.anticipate(&h).await }
+        },
+        stop_rx,
+    ));
+    // Nothing happens before the lead...
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(e.edge.store().objects().is_empty());
+    assert_eq!(hints.list()[0].state, HintState::Pending);
+    // ...and the prefix is in before the viewers' time.
+    loop {
+        if matches!(hints.list()[0].state, HintState::Done(_)) {
+            break;
+        }
+        assert!(
+            unix_now() < at,
+            "not positioned by the hint's time: {:?}",
+            hints.list()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let objects = e.edge.store().objects();
+    assert!(objects[0].prefix_complete, "{objects:?}");
+    assert!(unix_now() < at);
+    let fetched = e.edge.snapshot().segments_from_origin;
+    assert_eq!(fetched as usize, objects[0].prefix_segments);
+
+    // The first request is a full prefix hit.
+    while unix_now() < at {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    play_case(&origin, &e, "demo").await;
+    let s = e.edge.snapshot();
+    assert_eq!((s.prefix_hits, s.misses), (1, 0), "{s:?}");
+    let _ = stop.send(true);
+    origin.shutdown().await;
+}
