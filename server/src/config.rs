@@ -37,6 +37,19 @@ pub fn section_args(
     section: &str,
     known: &[(String, bool)],
 ) -> Result<Vec<String>, ConfigError> {
+    section_args_for(path, text, section, known, true)
+}
+
+/// [`section_args`]; with `strict` false, keys the command does not know are skipped (a
+/// nested command such as `segue edge status` or `segue media list` takes the settings it
+/// needs from its parent's section, e.g. `admin` from `[edge]`, `media` from `[origin]`).
+pub fn section_args_for(
+    path: &Path,
+    text: &str,
+    section: &str,
+    known: &[(String, bool)],
+    strict: bool,
+) -> Result<Vec<String>, ConfigError> {
     let bad = |reason: String| ConfigError::Invalid {
         path: path.to_owned(),
         reason,
@@ -52,6 +65,9 @@ pub fn section_args(
     for (key, value) in table {
         let flag = key.replace('_', "-");
         let Some(&(_, switch)) = known.iter().find(|(n, _)| *n == flag) else {
+            if !strict {
+                continue;
+            }
             let mut names: Vec<&str> = known.iter().map(|(n, _)| n.as_str()).collect();
             names.sort_unstable();
             return Err(bad(format!(
@@ -173,6 +189,16 @@ listen = "x"
             .to_string();
         assert!(e.contains("switch"), "{e}");
         assert!(section_args(Path::new("c.toml"), "[edge\n", "edge", &known()).is_err());
+        // Lenient: a nested command takes what it knows from its parent's section.
+        let a = section_args_for(
+            Path::new("c.toml"),
+            "[edge]\nlisten = 1\nother = 2\n",
+            "edge",
+            &known(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(a, ["--listen=1"]);
     }
 
     #[test]

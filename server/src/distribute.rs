@@ -29,7 +29,8 @@ pub struct PushStats {
 /// Pushes prefixes from an origin's library to edges.
 pub struct Distributor {
     source: LibrarySource,
-    endpoint: quinn::Endpoint,
+    /// The client endpoint, or why there is none (pushes then fail with that reason).
+    endpoint: Result<quinn::Endpoint, String>,
     prefix_us: u64,
     /// Edges to push to when a hint names none.
     edges: Vec<SegueUrl>,
@@ -38,10 +39,11 @@ pub struct Distributor {
 }
 
 impl Distributor {
-    /// `endpoint` is a client endpoint trusting the edges' CA; `prefix_us` of media is offered.
+    /// `endpoint` is a client endpoint trusting the edges' CA (or why there is none);
+    /// `prefix_us` of media is offered.
     pub fn new(
         source: LibrarySource,
-        endpoint: quinn::Endpoint,
+        endpoint: Result<quinn::Endpoint, String>,
         prefix_us: u64,
         edges: Vec<SegueUrl>,
     ) -> Arc<Self> {
@@ -63,20 +65,25 @@ impl Distributor {
         &self.edges
     }
 
-    async fn link(&self, edge: &SegueUrl) -> Arc<Upstream> {
+    async fn link(&self, edge: &SegueUrl) -> Result<Arc<Upstream>, PushError> {
+        let endpoint = self
+            .endpoint
+            .as_ref()
+            .map_err(|e| PushError::Transport(format!("cannot push: {e}")))?;
         let key = format!("{}:{}", edge.host, edge.port);
-        self.links
+        Ok(self
+            .links
             .lock()
             .await
             .entry(key)
             .or_insert_with(|| {
                 Arc::new(Upstream::new(
-                    self.endpoint.clone(),
+                    endpoint.clone(),
                     edge.clone(),
                     CONNECT_TIMEOUT,
                 ))
             })
-            .clone()
+            .clone())
     }
 
     /// Offers `object`'s prefix to `edge`.
@@ -92,7 +99,7 @@ impl Distributor {
             let count = (0..m.segments.len())
                 .take_while(|&i| i == 0 || m.segments[i].start_us < self.prefix_us)
                 .count();
-            let conn = self.link(edge).await.connection().await?;
+            let conn = self.link(edge).await?.connection().await?;
             let offer = Offer {
                 first: 0,
                 count,

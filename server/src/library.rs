@@ -2,7 +2,7 @@
 //!
 //! Files with the same stem (`movies/a.mp4`, `movies/a.ts`) are one object (`movies/a`) in
 //! several formats. The ingested form (manifest + one file per segment) lives in
-//! `<data>/objects/<name>/` with a `stamp` of the sources (names, sizes, mtimes); while the
+//! `<data>/objects/<name>/.segue/` with a `stamp` of the sources (names, sizes, mtimes); while the
 //! stamp matches, nothing is re-ingested. A file that fails to ingest is recorded with its
 //! reason; every other object is still served.
 
@@ -19,7 +19,7 @@ use segue_wire::{Limits, ObjectName};
 use crate::ingest::{self, segmenter};
 
 /// Bumped when the ingested form changes, so old data dirs are re-ingested.
-const INGEST_VERSION: u32 = 1;
+const INGEST_VERSION: u32 = 2;
 
 /// An ingested object.
 #[derive(Debug)]
@@ -85,6 +85,39 @@ pub fn object_dir(root: &Path, name: &ObjectName) -> PathBuf {
         .join(".segue")
 }
 
+/// Media file extensions the library ingests.
+pub const EXTENSIONS: [&str; 3] = ["mp4", "m4v", "ts"];
+
+/// The source files of object `name` under the media root (every format).
+pub fn sources_of(root: &Path, name: &ObjectName) -> Vec<PathBuf> {
+    let comps: Vec<&str> = name.components().collect();
+    let Some((leaf, parents)) = comps.split_last() else {
+        return Vec::new();
+    };
+    let dir = parents.iter().fold(root.to_path_buf(), |d, c| d.join(c));
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_stem().and_then(|s| s.to_str()) == Some(leaf)
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Where the ingested form of `name` lives under the data dir.
+pub fn ingested_dir(data_dir: &Path, name: &ObjectName) -> PathBuf {
+    object_dir(&data_dir.join("objects"), name)
+}
+
 /// Media files under `root` (no symlinks, no hidden entries), grouped by object name.
 fn scan(
     root: &Path,
@@ -117,7 +150,7 @@ fn scan(
             else {
                 continue;
             };
-            if !matches!(ext.as_str(), "mp4" | "m4v" | "ts") {
+            if !EXTENSIONS.contains(&ext.as_str()) {
                 continue;
             }
             let rel = path.strip_prefix(root).unwrap_or(&path).with_extension("");
@@ -186,9 +219,8 @@ impl Library {
         fs::create_dir_all(&objects_dir)
             .with_context(|| format!("cannot create data dir {}", objects_dir.display()))?;
         for (name, sources) in groups {
-            let dir = name
-                .components()
-                .fold(objects_dir.clone(), |d, c| d.join(c));
+            // `<data>/objects/a/.segue`, so object `a` never clobbers object `a/b`'s files.
+            let dir = object_dir(&objects_dir, &name);
             match Self::ingest_object(&name, &sources, &dir, opts) {
                 Ok(manifest) => {
                     lib.objects

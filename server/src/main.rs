@@ -53,12 +53,26 @@ fn argv_with_config() -> anyhow::Result<Vec<std::ffi::OsString>> {
     let Some((at, sub)) = found else {
         return Ok(argv);
     };
-    let known: Vec<(String, bool)> = sub
-        .get_arguments()
-        .filter(|a| a.get_id() != "config")
-        .filter_map(|a| Some((a.get_long()?.to_owned(), !a.get_action().takes_values())))
-        .collect();
-    let args = config::section_args(&path, &text, sub.get_name(), &known)?;
+    let known = |c: &clap::Command| -> Vec<(String, bool)> {
+        c.get_arguments()
+            .filter(|a| a.get_id() != "config")
+            .filter_map(|a| Some((a.get_long()?.to_owned(), !a.get_action().takes_values())))
+            .collect()
+    };
+    // A nested command (`edge status`, `media list`) takes what it knows from its parent's
+    // section (`media` from `[origin]`).
+    let nested = argv
+        .get(at + 1)
+        .and_then(|a| sub.find_subcommand(a.to_str()?));
+    if let Some(n) = nested {
+        let section = match sub.get_name() {
+            "media" => "origin",
+            other => other,
+        };
+        let args = config::section_args_for(&path, &text, section, &known(n), false)?;
+        return Ok(config::splice(argv, at + 1, args));
+    }
+    let args = config::section_args(&path, &text, sub.get_name(), &known(sub))?;
     Ok(config::splice(argv, at, args))
 }
 
@@ -70,8 +84,14 @@ enum Command {
     Bench(BenchArgs),
     /// Serve media files from a directory (MP4, fragmented MP4, MPEG-TS with H.264/AAC).
     Origin(OriginArgs),
-    /// Serve players from a prefix cache, fetching the rest from an origin.
-    Edge(EdgeArgs),
+    /// Serve players from a prefix cache, fetching the rest from an origin
+    /// (`segue edge status`: a running edge's state).
+    Edge(EdgeCmd),
+    /// Manage the origin's media: ingest, list, info, rm (a running origin rescans on SIGHUP).
+    Media {
+        #[command(subcommand)]
+        command: MediaCommand,
+    },
     /// The continuity lab: impairment relay and scenario runner.
     Lab {
         #[command(subcommand)]
@@ -193,10 +213,80 @@ struct BenchArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct EdgeCmd {
+    #[command(subcommand)]
+    command: Option<EdgeCommand>,
+    #[command(flatten)]
+    run: EdgeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum EdgeCommand {
+    /// Print a running edge's state from its admin API: sessions by case, bytes, origin
+    /// link, cache, and (with the token) every cached object's prefix.
+    Status {
+        /// The edge's admin API address.
+        #[arg(long, default_value = "127.0.0.1:9555")]
+        admin: SocketAddr,
+        /// Admin token (objects are listed only with it).
+        #[arg(long, env = "SEGUE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+struct MediaDirs {
+    /// The origin's media root.
+    #[arg(long)]
+    media: PathBuf,
+    /// The origin's data dir (ingested objects).
+    #[arg(long, default_value = "segue-data/origin")]
+    data: PathBuf,
+    /// Target segment duration in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    segment_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum MediaCommand {
+    /// Check a media file, copy it into the media root and ingest it.
+    Ingest {
+        /// The file (MP4, fragmented MP4, MPEG-TS with H.264/AAC).
+        file: PathBuf,
+        /// Object name (default: the file name without extension), e.g. films/trailer.
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        /// Replace an existing object of that name.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        dirs: MediaDirs,
+    },
+    /// List the objects (ingesting what changed) and the files that failed.
+    List {
+        #[command(flatten)]
+        dirs: MediaDirs,
+    },
+    /// Show one object: tracks, duration, every segment.
+    Info {
+        object: String,
+        #[command(flatten)]
+        dirs: MediaDirs,
+    },
+    /// Remove an object: its source files and its ingested form.
+    Rm {
+        object: String,
+        #[command(flatten)]
+        dirs: MediaDirs,
+    },
+}
+
+#[derive(Args, Debug)]
 struct EdgeArgs {
     /// The origin: segue://HOST:PORT.
-    #[arg(long)]
-    origin: SegueUrl,
+    #[arg(long, required = true)]
+    origin: Option<SegueUrl>,
     /// CA that signed the origin's certificate.
     #[arg(long, default_value = "certs/dev/ca.pem")]
     ca: PathBuf,
@@ -419,11 +509,19 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
     };
     let lib = open_library(opts.clone()).await?;
     let source = LibrarySource::new(Arc::new(lib));
+    let endpoint = a.tls.endpoint(a.listen)?;
     let stop = shutdown_signal();
     reload_on_hangup(source.clone(), opts);
+    // Pushing needs the edges' CA; without one the origin still serves.
+    let pushing = a.hints.hints.is_some() || !a.push_edges.is_empty();
+    let client = client_endpoint(&a.ca).map_err(|e| format!("{e:#} (--ca)"));
+    if let Err(e) = &client {
+        anyhow::ensure!(!pushing, "cannot push to edges: {e}");
+        tracing::info!("pushes to edges disabled: {e}");
+    }
     let dist = segue_server::distribute::Distributor::new(
         source.clone(),
-        client_endpoint(&a.ca)?,
+        client,
         a.push_prefix_secs.saturating_mul(1_000_000),
         a.push_edges.clone(),
     );
@@ -446,7 +544,6 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         hints,
     };
     serve_admin(&a.admin, node, stop.clone()).await?;
-    let endpoint = a.tls.endpoint(a.listen)?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
     let opts = node_options(a.send_ahead_ms, a.response_delay_ms);
     segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
@@ -516,6 +613,7 @@ async fn serve_admin(
 }
 
 async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
+    let origin = a.origin.clone().context("--origin is required")?;
     let store = Store::open(
         &a.cache_dir,
         a.cache_size,
@@ -525,7 +623,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     tracing::info!(cache = %a.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
     let upstream = Upstream::new(
         client_endpoint(&a.ca)?,
-        a.origin.clone(),
+        origin.clone(),
         upstream::DEFAULT_TIMEOUT,
     );
     let edge = EdgeSource::new(
@@ -595,7 +693,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     };
     serve_admin(&a.admin, node, stop.clone()).await?;
     let endpoint = a.tls.endpoint(a.listen)?;
-    tracing::info!(listen = %endpoint.local_addr()?, origin = %a.origin, "edge serving segue/1");
+    tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
     let opts = node_options(a.send_ahead_ms, 0);
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
     if let Some(path) = &a.stats {
@@ -753,6 +851,25 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
     }
 }
 
+async fn media(c: MediaCommand) -> anyhow::Result<()> {
+    use segue_server::media;
+    let o = |d: MediaDirs| media::options(d.media, d.data, d.segment_ms);
+    let out = tokio::task::spawn_blocking(move || match c {
+        MediaCommand::Ingest {
+            file,
+            as_name,
+            replace,
+            dirs,
+        } => media::ingest(&o(dirs), &file, as_name.as_deref(), replace),
+        MediaCommand::List { dirs } => media::list(&o(dirs)),
+        MediaCommand::Info { object, dirs } => media::info(&o(dirs), &object),
+        MediaCommand::Rm { object, dirs } => media::rm(&o(dirs), &object),
+    })
+    .await??;
+    print!("{out}");
+    Ok(())
+}
+
 async fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
     let tmp;
     let dir = match a.dir {
@@ -822,7 +939,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Origin(a) => origin(a).await,
-        Command::Edge(a) => edge(a).await,
+        Command::Edge(EdgeCmd {
+            command: Some(EdgeCommand::Status { admin, admin_token }),
+            ..
+        }) => {
+            let token = admin_token.filter(|t| !t.is_empty());
+            print!(
+                "{}",
+                segue_server::status::edge_status(admin, token.as_deref()).await?
+            );
+            Ok(())
+        }
+        Command::Edge(EdgeCmd { run, .. }) => edge(run).await,
+        Command::Media { command } => media(command).await,
         Command::Lab { command } => lab(command).await,
         Command::Certs {
             command: CertsCommand::Init { dir, nodes },

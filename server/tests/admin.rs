@@ -139,6 +139,21 @@ async fn admin_api() {
     );
     assert!(body.contains("segue_edge_misses_total 0"));
     assert!(!body.contains("segue_edge_served_bytes_total 0\n"));
+    // `segue edge status` reads the same API.
+    let status = segue_server::status::edge_status(admin, Some("s3cret"))
+        .await
+        .unwrap();
+    assert!(status.contains("misses 0"), "{status}");
+    assert!(status.lines().any(|l| l.starts_with("demo ")), "{status}");
+    let status = segue_server::status::edge_status(admin, None)
+        .await
+        .unwrap();
+    assert!(status.contains("give --admin-token"), "{status}");
+    assert!(
+        segue_server::status::edge_status(admin, Some("wrong"))
+            .await
+            .is_err()
+    );
     // Purge drops it.
     assert_eq!(
         http(admin, "POST", "/purge?object=demo", Some("s3cret"))
@@ -195,7 +210,7 @@ async fn origin_admin_api_pushes_to_an_edge() {
     tokio::spawn(eserve);
     let dist = segue_server::distribute::Distributor::new(
         origin.source.clone(),
-        segue_server::quic::client_endpoint(&origin.tls.ca).unwrap(),
+        segue_server::quic::client_endpoint(&origin.tls.ca).map_err(|e| e.to_string()),
         4_000_000,
         vec![],
     );

@@ -63,7 +63,7 @@ async fn origin_push_positions_a_prefix_and_the_first_play_is_a_prefix_hit() {
     let e = start_edge(&origin, 4_000_000);
     let dist = Distributor::new(
         origin.source.clone(),
-        client_endpoint(&origin.tls.ca).unwrap(),
+        client_endpoint(&origin.tls.ca).map_err(|e| e.to_string()),
         4_000_000,
         vec![],
     );

@@ -72,7 +72,7 @@ impl Default for State {
 }
 
 /// One cached object, for status and the admin API.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ObjectStatus {
     pub object: String,
     pub revision: u64,
