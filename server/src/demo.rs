@@ -65,6 +65,7 @@ pub async fn run(workdir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<DemoR
         media_root: media,
         data_dir: workdir.join("origin-data"),
         target_segment_us: 2_000_000,
+        scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
     };
     let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
     anyhow::ensure!(

@@ -55,10 +55,18 @@ pub struct LibraryOptions {
     pub media_root: PathBuf,
     pub data_dir: PathBuf,
     pub target_segment_us: u64,
+    pub scheme: segmenter::SegmentScheme,
 }
 
-fn stamp_of(sources: &[PathBuf], target_us: u64) -> std::io::Result<String> {
-    let mut s = format!("segue-ingest {INGEST_VERSION} target {target_us}\n");
+fn stamp_of(
+    sources: &[PathBuf],
+    target_us: u64,
+    scheme: segmenter::SegmentScheme,
+) -> std::io::Result<String> {
+    let mut s = format!(
+        "segue-ingest {INGEST_VERSION} target {target_us} scheme {}\n",
+        scheme.as_str()
+    );
     for p in sources {
         let m = fs::metadata(p)?;
         let mtime = m
@@ -243,7 +251,8 @@ impl Library {
         dir: &Path,
         opts: &LibraryOptions,
     ) -> Result<Arc<Manifest>, Vec<String>> {
-        let stamp = stamp_of(sources, opts.target_segment_us).map_err(|e| vec![e.to_string()])?;
+        let stamp = stamp_of(sources, opts.target_segment_us, opts.scheme)
+            .map_err(|e| vec![e.to_string()])?;
         if let Some(m) = load(dir, &stamp) {
             tracing::debug!(object = %name, "ingested form is current");
             return Ok(m);
@@ -265,7 +274,10 @@ impl Library {
                     name,
                     formats.clone(),
                     revision_of(&stamp),
-                    opts.target_segment_us,
+                    segmenter::Cut {
+                        target_us: opts.target_segment_us,
+                        scheme: opts.scheme,
+                    },
                     src,
                 )
             });
@@ -319,6 +331,7 @@ mod tests {
             media_root: dir.path().join("media"),
             data_dir: dir.path().join("data"),
             target_segment_us: 2_000_000,
+            scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
         };
         let lib = Library::open(&opts).unwrap();
         let name = ObjectName::new("movies/a", 64).unwrap();
@@ -358,6 +371,7 @@ mod tests {
             media_root: media,
             data_dir: dir.path().join("data"),
             target_segment_us: 2_000_000,
+            scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
         })
         .unwrap();
         assert!(lib.names().is_empty());

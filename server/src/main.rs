@@ -14,6 +14,7 @@ use segue_server::demo::{self, DemoOptions};
 use segue_server::edge::store::Store;
 use segue_server::edge::upstream::{self, Upstream};
 use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_server::ingest::segmenter::SegmentScheme;
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::node::NodeOptions;
 use segue_server::quic::{TransportLimits, client_endpoint, server_endpoint};
@@ -130,6 +131,10 @@ struct OriginArgs {
     /// Target segment duration in milliseconds (segments start at keyframes).
     #[arg(long, default_value_t = 2000)]
     segment_ms: u64,
+    /// Segment durations: uniform (every segment about --segment-ms), or exponential
+    /// (segment i about --segment-ms × 2^i, at most 16×; docs/PLACEMENT.md).
+    #[arg(long, default_value = "uniform")]
+    segment_scheme: SegmentScheme,
     /// Media sent ahead of real time to fill a player's buffer, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     send_ahead_ms: u64,
@@ -246,6 +251,10 @@ struct MediaDirs {
     /// Target segment duration in milliseconds.
     #[arg(long, default_value_t = 2000)]
     segment_ms: u64,
+    /// Segment durations: uniform (every segment about --segment-ms), or exponential
+    /// (segment i about --segment-ms × 2^i, at most 16×; docs/PLACEMENT.md).
+    #[arg(long, default_value = "uniform")]
+    segment_scheme: SegmentScheme,
 }
 
 #[derive(Subcommand, Debug)]
@@ -506,6 +515,7 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         media_root: a.media.clone(),
         data_dir: a.data.clone(),
         target_segment_us: a.segment_ms.saturating_mul(1000),
+        scheme: a.segment_scheme,
     };
     let lib = open_library(opts.clone()).await?;
     let source = LibrarySource::new(Arc::new(lib));
@@ -853,7 +863,7 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
 
 async fn media(c: MediaCommand) -> anyhow::Result<()> {
     use segue_server::media;
-    let o = |d: MediaDirs| media::options(d.media, d.data, d.segment_ms);
+    let o = |d: MediaDirs| media::options(d.media, d.data, d.segment_ms, d.segment_scheme);
     let out = tokio::task::spawn_blocking(move || match c {
         MediaCommand::Ingest {
             file,

@@ -53,7 +53,10 @@ pub fn ingest(
         &obj,
         vec![ext.clone()],
         0,
-        opts.target_segment_us,
+        crate::ingest::segmenter::Cut {
+            target_us: opts.target_segment_us,
+            scheme: opts.scheme,
+        },
         file,
     )?;
     let existing = sources_of(&opts.media_root, &obj);
@@ -225,10 +228,16 @@ pub fn rm(opts: &LibraryOptions, object: &str) -> anyhow::Result<String> {
 }
 
 /// Library options for the media commands.
-pub fn options(media: PathBuf, data: PathBuf, segment_ms: u64) -> LibraryOptions {
+pub fn options(
+    media: PathBuf,
+    data: PathBuf,
+    segment_ms: u64,
+    scheme: crate::ingest::segmenter::SegmentScheme,
+) -> LibraryOptions {
     LibraryOptions {
         media_root: media,
         data_dir: data,
         target_segment_us: segment_ms.saturating_mul(1000),
+        scheme,
     }
 }

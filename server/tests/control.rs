@@ -40,6 +40,7 @@ async fn node_with(opts: NodeOptions) -> Node {
         media_root: media,
         data_dir: dir.path().join("data"),
         target_segment_us: 2_000_000,
+        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
     })
     .unwrap();
     let ep = server_endpoint(

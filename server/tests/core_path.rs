@@ -140,6 +140,7 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
         media_root: media,
         data_dir: dir.path().join("origin"),
         target_segment_us: 2_000_000,
+        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
     };
     let lib = Library::open(&opts).unwrap();
     let (cert, key, ca) = (

@@ -135,3 +135,38 @@ fn broken_files_get_clear_errors() {
         "{msg}"
     );
 }
+
+#[test]
+fn exponential_segments_grow_from_the_start_and_hold_the_same_frames() {
+    use segmenter::{Cut, SegmentScheme};
+    let path = sample("long.mp4");
+    let d = demux(&path).unwrap();
+    let name = ObjectName::new("long", 1024).unwrap();
+    let cut = |scheme| Cut {
+        target_us: 2_000_000,
+        scheme,
+    };
+    let uni = segmenter::segment(&d, &name, vec![], 1, cut(SegmentScheme::Uniform), &path).unwrap();
+    let exp =
+        segmenter::segment(&d, &name, vec![], 1, cut(SegmentScheme::Exponential), &path).unwrap();
+    let durations: Vec<u64> = exp
+        .manifest
+        .segments
+        .iter()
+        .map(|s| s.duration_us)
+        .collect();
+    // 2 s, 4 s, 8 s, 16 s (keyframes every 2 s in the sample), then the rest.
+    assert_eq!(
+        &durations[..4],
+        &[2_000_000, 4_000_000, 8_000_000, 16_000_000],
+        "{durations:?}"
+    );
+    assert!(exp.manifest.segments.len() < uni.manifest.segments.len());
+    // Same media either way: frames, bytes of frame records, duration.
+    let frames =
+        |s: &segmenter::Segmented| -> u64 { s.manifest.segments.iter().map(|x| x.frames).sum() };
+    assert_eq!(frames(&exp), frames(&uni));
+    assert_eq!(exp.manifest.total_size(), uni.manifest.total_size());
+    assert_eq!(exp.manifest.duration_us, uni.manifest.duration_us);
+    assert_eq!(exp.manifest.tracks, uni.manifest.tracks);
+}

@@ -18,6 +18,74 @@ use crate::ingest::IngestError;
 /// Default target segment duration.
 pub const DEFAULT_TARGET_US: u64 = 2_000_000;
 
+/// How segment durations are chosen (docs/PLACEMENT.md, "Segment sizes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentScheme {
+    /// Every segment about the target (the default).
+    #[default]
+    Uniform,
+    /// Segment i about target × 2^i, up to [`EXPONENTIAL_MAX_FACTOR`] × target (Wu, Yu and
+    /// Wolf's segment-based proxy caching): few, growing segments, so a cache drops an
+    /// object's tail in large pieces and keeps its start in small ones.
+    Exponential,
+}
+
+/// Largest growth of an exponential scheme's segments over the target.
+pub const EXPONENTIAL_MAX_FACTOR: u64 = 16;
+
+impl SegmentScheme {
+    /// The name used in flags and stamps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentScheme::Uniform => "uniform",
+            SegmentScheme::Exponential => "exponential",
+        }
+    }
+
+    /// The target duration of segment `index`.
+    pub fn target_us(self, base_us: u64, index: usize) -> u64 {
+        match self {
+            SegmentScheme::Uniform => base_us,
+            SegmentScheme::Exponential => {
+                let factor = 1u64
+                    .checked_shl(index.min(63) as u32)
+                    .unwrap_or(u64::MAX)
+                    .min(EXPONENTIAL_MAX_FACTOR);
+                base_us.saturating_mul(factor)
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for SegmentScheme {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "uniform" => Ok(SegmentScheme::Uniform),
+            "exponential" => Ok(SegmentScheme::Exponential),
+            _ => Err(format!("{s:?}: expected uniform or exponential")),
+        }
+    }
+}
+
+/// Where segments are cut: a target duration and a scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    pub target_us: u64,
+    pub scheme: SegmentScheme,
+}
+
+impl From<u64> for Cut {
+    /// Uniform segments of `target_us`.
+    fn from(target_us: u64) -> Self {
+        Cut {
+            target_us,
+            scheme: SegmentScheme::Uniform,
+        }
+    }
+}
+
 /// An ingested object: its manifest and one payload per segment.
 #[derive(Debug, Clone)]
 pub struct Segmented {
@@ -37,9 +105,10 @@ pub fn segment(
     object: &ObjectName,
     formats: Vec<String>,
     revision: u64,
-    target_us: u64,
+    cut: impl Into<Cut>,
     file: &std::path::Path,
 ) -> Result<Segmented, IngestError> {
+    let cut = cut.into();
     let limits = segue_wire::Limits::default();
     if d.tracks.len() > limits.max_tracks {
         return Err(IngestError::unsupported(
@@ -47,7 +116,7 @@ pub fn segment(
             format!("{} tracks", d.tracks.len()),
         ));
     }
-    let target_us = target_us.max(100_000);
+    let target_us = cut.target_us.max(100_000);
     let us = |t: usize, v: u64| rescale(v, d.tracks[t].clock_rate, 1_000_000);
 
     // Segment start times.
@@ -57,7 +126,8 @@ pub fn segment(
     for s in &d.samples[anchor_track] {
         let t = us(anchor_track, s.dts);
         let last = *bounds.last().unwrap_or(&0);
-        if s.keyframe && t >= last + target_us {
+        let target = cut.scheme.target_us(target_us, bounds.len() - 1);
+        if s.keyframe && t >= last.saturating_add(target) {
             bounds.push(t);
         }
     }
@@ -193,4 +263,21 @@ pub fn segment(
         },
         payloads,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scheme_targets() {
+        use super::SegmentScheme::*;
+        assert_eq!(Uniform.target_us(2, 9), 2);
+        let e: Vec<u64> = (0..7).map(|i| Exponential.target_us(2, i)).collect();
+        assert_eq!(e, [2, 4, 8, 16, 32, 32, 32]);
+        assert_eq!(Exponential.target_us(u64::MAX, 3), u64::MAX);
+        assert_eq!(
+            "exponential".parse::<super::SegmentScheme>(),
+            Ok(Exponential)
+        );
+        assert!("expo".parse::<super::SegmentScheme>().is_err());
+    }
 }

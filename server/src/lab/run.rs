@@ -274,6 +274,7 @@ pub(crate) async fn ingest(
         media_root: w.join("media"),
         data_dir: data.to_owned(),
         target_segment_us: s.media.segment_ms.saturating_mul(1000),
+        scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
     };
     let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
     if !lib.failures.is_empty() {

@@ -49,6 +49,7 @@ pub fn origin_with_sample(file: &str) -> TestOrigin {
         media_root: media,
         data_dir: dir.path().join("origin"),
         target_segment_us: 2_000_000,
+        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
     })
     .unwrap();
     let (stop, stop_rx) = watch::channel(false);
