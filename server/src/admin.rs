@@ -309,11 +309,7 @@ pub fn metrics(edge: &EdgeSource) -> String {
         link.throughput,
     );
     let objects = store.objects();
-    let mean_prefix = if objects.is_empty() {
-        0.0
-    } else {
-        objects.iter().map(|o| o.prefix_s).sum::<f64>() / objects.len() as f64
-    };
+    let mean_prefix = store.mean_prefix_s();
     gauge(
         &mut r,
         "cached_objects",

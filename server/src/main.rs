@@ -674,6 +674,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         });
     }
     let stop = shutdown_signal();
+    let upkeep = tokio::spawn(edge.clone().upkeep(stop.clone()));
     let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
     if let Some(file) = &a.hints.hints {
         let all = load_hints(file)?;
@@ -706,6 +707,8 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
     let opts = node_options(a.send_ahead_ms, 0);
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
+    // Saves measured usage on its way out.
+    let _ = upkeep.await;
     if let Some(path) = &a.stats {
         write_stats(
             path,

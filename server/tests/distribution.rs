@@ -261,3 +261,72 @@ async fn a_hint_prepositions_the_prefix_before_its_time() {
     let _ = stop.send(true);
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefixes_grow_when_the_origin_link_worsens() {
+    use segue_server::lab::impair::LinkSpec;
+    use segue_server::lab::relay::{self, RelaySpec};
+    let origin = common::origin_with_sample("demo.mp4");
+    // The origin link: fast, then from 3 s on 100 kbit/s (under half the sample's bitrate).
+    let down = LinkSpec {
+        delay_ms: 5.0,
+        change_at_s: 3.0,
+        then: Some(Box::new(LinkSpec {
+            delay_ms: 20.0,
+            rate_kbps: 100,
+            queue_bytes: 32 * 1024,
+            ..LinkSpec::default()
+        })),
+        ..LinkSpec::default()
+    };
+    let spec = RelaySpec {
+        up: LinkSpec::parse_kv("delay_ms=5").unwrap(),
+        down,
+        seed: 1,
+    };
+    let r = relay::udp(loopback::any_port(), origin.addr, spec)
+        .await
+        .unwrap();
+    let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, 4_000_000).unwrap();
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/", r.local.port())).unwrap();
+    let opts = EdgeOptions {
+        probe_after: Some(Duration::from_secs(2)),
+        ..EdgeOptions::default()
+    };
+    let (edge, _, serving) = loopback::edge(
+        &origin.tls,
+        store,
+        url,
+        opts,
+        NodeOptions::default(),
+        origin.stop_rx(),
+    )
+    .unwrap();
+    tokio::spawn(serving);
+    // The configured 4 s prefix (two segments), fetched over the fast link.
+    assert_eq!(edge.warm(&demo()).await.unwrap(), 2);
+    let before = edge.store().objects()[0].clone();
+    assert!((before.prefix_s - 4.0).abs() < 1e-9 && before.prefix_complete);
+    tokio::spawn(edge.clone().upkeep(origin.stop_rx()));
+    // The idle edge probes the link, sees it slow, and its required prefix grows
+    // (L = 12 s, B/r < 0.5: about 12 * 0.5 + 1 s margin, over 7 s), then gets filled.
+    let t = std::time::Instant::now();
+    let grown = loop {
+        let o = edge.store().objects()[0].clone();
+        if o.prefix_s >= 7.0 && o.prefix_complete {
+            break o;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "prefix did not grow: {o:?}, link {:?}",
+            edge.upstream().link_estimate(4)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(grown.prefix_segments > before.prefix_segments, "{grown:?}");
+    // Measured usage is saved by the upkeep's end.
+    let _ = origin.stop.send(true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(origin.dir.path().join("edge/usage.json").is_file());
+    r.stop().await;
+}

@@ -44,6 +44,10 @@ pub struct EdgeOptions {
     pub margin: f64,
     /// Bytes of verified segments kept in memory above the disk cache.
     pub hot_bytes: u64,
+    /// When no segment came from the origin for this long, the edge fetches one useful
+    /// segment (the next one missing of the most requested cached object, into free space
+    /// only) to keep its link estimate current; `None`: never.
+    pub probe_after: Option<Duration>,
 }
 
 impl Default for EdgeOptions {
@@ -53,6 +57,7 @@ impl Default for EdgeOptions {
             retry_for: Duration::from_secs(10),
             margin: 1.25,
             hot_bytes: 64 << 20,
+            probe_after: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -103,6 +108,10 @@ struct Pending {
 
 /// How long pre-positioning may take: far behind anything a session waits for.
 const BACKGROUND: Duration = Duration::from_secs(3600);
+/// How often [`EdgeSource::upkeep`] looks at prefixes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(2);
+/// How often measured usage is saved.
+const USAGE_SAVE_EVERY: Duration = Duration::from_secs(30);
 
 struct Inner {
     store: Store,
@@ -193,6 +202,88 @@ impl EdgeSource {
             f.await?;
         }
         Ok(n)
+    }
+
+    /// Background upkeep until `stop`, every 2 s: when the required prefix of a cached
+    /// object grows (the origin link got worse), its missing prefix segments are pulled in
+    /// the background (after anything a session waits for), most requested object first,
+    /// into free space only (never evicting for it); otherwise, after
+    /// [`EdgeOptions::probe_after`] without origin traffic, one useful segment is fetched
+    /// to measure the link. Measured usage is saved every 30 s and at the end.
+    pub async fn upkeep(self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut saved = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            if let Some(name) = self.prefix_to_refill() {
+                match self.warm(&name).await {
+                    Ok(n) => {
+                        tracing::info!(object = %name, segments = n, "prefix grown to follow the link")
+                    }
+                    Err(e) => tracing::debug!(object = %name, "prefix refill failed: {e}"),
+                }
+            } else if let Some(after) = self.0.opts.probe_after
+                && self.0.upstream.stats.idle_for().is_some_and(|d| d >= after)
+                && let Some((m, i)) = self.probe_target()
+            {
+                let due = Instant::now() + BACKGROUND;
+                match self.fill(m.clone(), i, due).await {
+                    Ok(_) => tracing::debug!(object = %m.object, segment = i, "link probed"),
+                    Err(e) => tracing::debug!(object = %m.object, "link probe failed: {e}"),
+                }
+            }
+            if saved.elapsed() >= USAGE_SAVE_EVERY {
+                self.save_usage();
+                saved = Instant::now();
+            }
+        }
+        self.save_usage();
+    }
+
+    fn save_usage(&self) {
+        if let Err(e) = self.0.store.save_usage() {
+            tracing::warn!("cannot save measured usage: {e}");
+        }
+    }
+
+    /// The next missing segment of the most requested cached object, if it fits in free space.
+    fn probe_target(&self) -> Option<(Arc<Manifest>, usize)> {
+        let store = &self.0.store;
+        let free = store.capacity().saturating_sub(store.used());
+        let mut objects = store.objects();
+        objects.sort_by(|a, b| b.request_rate.total_cmp(&a.request_rate));
+        objects.into_iter().find_map(|o| {
+            let name = ObjectName::new(&o.object, 1024).ok()?;
+            let m = store.manifest(&name)?;
+            let i = (0..m.segments.len()).find(|&i| !store.has(&m, i))?;
+            (m.segments[i].size <= free).then_some((m, i))
+        })
+    }
+
+    /// The most requested object whose prefix is incomplete and fits in free space.
+    fn prefix_to_refill(&self) -> Option<ObjectName> {
+        let store = &self.0.store;
+        let free = store.capacity().saturating_sub(store.used());
+        let mut todo: Vec<_> = store
+            .objects()
+            .into_iter()
+            .filter(|o| !o.prefix_complete)
+            .filter_map(|o| {
+                let name = ObjectName::new(&o.object, 1024).ok()?;
+                let m = store.manifest(&name)?;
+                let missing: u64 = (0..o.prefix_segments)
+                    .filter(|&i| !store.has(&m, i))
+                    .map(|i| m.segments[i].size)
+                    .sum();
+                (missing <= free).then_some((o.request_rate, name))
+            })
+            .collect();
+        todo.sort_by(|a, b| b.0.total_cmp(&a.0));
+        todo.into_iter().next().map(|(_, n)| n)
     }
 
     /// Acts on a hint: its viewers count as requests, and the prefix is pulled now.
@@ -409,7 +500,15 @@ impl Source for EdgeSource {
         };
         tracing::info!(object = %m.object, case, "session");
         self.0.store.requested(&m.object);
-        *lock(&self.0.playing).entry(m.object.clone()).or_default() += 1;
+        let fetching = {
+            let mut playing = lock(&self.0.playing);
+            *playing.entry(m.object.clone()).or_default() += 1;
+            playing.keys().filter(|o| !self.0.store.complete(o)).count()
+        };
+        if case != "full-hit" {
+            // How many objects share the origin link as this one starts (prefix lengths).
+            self.0.store.fetching_concurrently(fetching);
+        }
         if case != "full-hit" {
             self.prefetch(m.clone(), first);
         }

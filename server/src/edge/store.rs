@@ -21,7 +21,7 @@ use segue_wire::segment::Manifest;
 use segue_wire::{Limits, ObjectName};
 
 use crate::library::object_dir;
-use crate::placement::link::{LinkEstimate, required_prefix_s};
+use crate::placement::link::{LinkEstimate, required_prefix_s, share};
 use crate::placement::popularity::Popularity;
 use crate::placement::value::density;
 use crate::placement::watch::WatchModel;
@@ -55,6 +55,15 @@ struct State {
     popularity: Popularity<ObjectName>,
     watch: WatchModel,
     link: Option<LinkEstimate>,
+    /// Objects whose suffix is fetched at once, as a session starts (smoothed; at least 1).
+    concurrency: f64,
+}
+
+impl State {
+    /// The link as one object's fetch sees it (`placement::link::share`).
+    fn effective_link(&self) -> Option<LinkEstimate> {
+        self.link.map(|l| share(l, self.concurrency))
+    }
 }
 
 impl Default for State {
@@ -67,6 +76,7 @@ impl Default for State {
             popularity: Popularity::new(POPULARITY_HALF_LIFE_S),
             watch: WatchModel::new(20, 1.0),
             link: None,
+            concurrency: 1.0,
         }
     }
 }
@@ -103,7 +113,33 @@ pub struct Store {
     capacity: u64,
     prefix_us: u64,
     state: Mutex<State>,
-    started: std::time::Instant,
+    /// Where measured usage (popularity, watch model) is saved across restarts.
+    usage_path: PathBuf,
+}
+
+/// Measured usage as saved in `<cache>/usage.json`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Usage {
+    version: u32,
+    half_life_s: f64,
+    /// Object → log2(count · 2^(t/h)), t in unix seconds.
+    popularity: HashMap<String, f64>,
+    watch: Vec<f64>,
+    #[serde(default = "one")]
+    concurrency: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+const USAGE_VERSION: u32 = 1;
+
+/// Unix time, seconds: popularity and ages use it so they survive restarts.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn seg_path(dir: &Path, i: usize) -> PathBuf {
@@ -121,9 +157,10 @@ impl Store {
             capacity,
             prefix_us,
             state: Mutex::default(),
-            started: std::time::Instant::now(),
+            usage_path: dir.join("usage.json"),
         };
         let mut state = State::default();
+        store.load_usage(&mut state);
         let mut stack = vec![objects.clone()];
         while let Some(d) = stack.pop() {
             for e in fs::read_dir(&d)? {
@@ -177,9 +214,61 @@ impl Store {
                 manifest: Arc::new(m),
                 have,
                 last_used: 0,
-                added_s: 0.0,
+                // Found at start: counts as requested once now.
+                added_s: unix_now(),
             },
         );
+    }
+
+    /// Restores measured usage saved by [`Store::save_usage`]; an unreadable file is
+    /// ignored (usage is relearned), never fatal.
+    fn load_usage(&self, state: &mut State) {
+        let Ok(text) = fs::read(&self.usage_path) else {
+            return;
+        };
+        let u: Usage = match serde_json::from_slice(&text) {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(file = %self.usage_path.display(), "ignoring unreadable usage: {e}");
+                return;
+            }
+        };
+        if u.version != USAGE_VERSION || u.half_life_s != POPULARITY_HALF_LIFE_S {
+            return;
+        }
+        for (name, score) in u.popularity {
+            if let Ok(n) = ObjectName::new(&name, Limits::default().max_object_name) {
+                state.popularity.restore(n, score);
+            }
+        }
+        if let Some(w) = WatchModel::from_bins(u.watch) {
+            state.watch = w;
+        }
+        if u.concurrency.is_finite() && u.concurrency >= 1.0 {
+            state.concurrency = u.concurrency;
+        }
+    }
+
+    /// Saves measured usage (popularity of every object, the watch model) atomically, so a
+    /// restarted edge keeps valuing objects as before.
+    pub fn save_usage(&self) -> std::io::Result<()> {
+        let u = {
+            let st = self.lock();
+            Usage {
+                version: USAGE_VERSION,
+                half_life_s: POPULARITY_HALF_LIFE_S,
+                popularity: st
+                    .popularity
+                    .entries()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                watch: st.watch.bins().to_vec(),
+                concurrency: st.concurrency,
+            }
+        };
+        let tmp = self.usage_path.with_extension("json.tmp");
+        fs::write(&tmp, serde_json::to_vec(&u).map_err(std::io::Error::other)?)?;
+        fs::rename(&tmp, &self.usage_path)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -192,13 +281,13 @@ impl Store {
     }
 
     fn now_s(&self) -> f64 {
-        self.started.elapsed().as_secs_f64()
+        unix_now()
     }
 
     /// The prefix the edge keeps of `m`, in media microseconds: the configured prefix, or
     /// longer when the measured origin link needs it (`placement::link`).
     pub fn prefix_us(&self, m: &Manifest) -> u64 {
-        let link = self.lock().link;
+        let link = self.lock().effective_link();
         Self::prefix_us_with(self.prefix_us, link, m)
     }
 
@@ -225,6 +314,13 @@ impl Store {
         (0..m.segments.len())
             .take_while(|&i| Self::in_prefix(p, m, i))
             .count()
+    }
+
+    /// A session started while `n` objects (its own included) were being fetched from the
+    /// origin: prefixes assume the link is shared that many ways (smoothed, weight 1/5).
+    pub fn fetching_concurrently(&self, n: usize) {
+        let mut st = self.lock();
+        st.concurrency = 0.8 * st.concurrency + 0.2 * (n.max(1) as f64);
     }
 
     /// The measured origin link changed: prefixes follow it.
@@ -265,7 +361,7 @@ impl Store {
             .iter()
             .map(|(name, e)| {
                 let m = &e.manifest;
-                let prefix_us = Self::prefix_us_with(self.prefix_us, st.link, m);
+                let prefix_us = Self::prefix_us_with(self.prefix_us, st.effective_link(), m);
                 let prefix_segments = (0..m.segments.len())
                     .take_while(|&i| Self::in_prefix(prefix_us, m, i))
                     .count();
@@ -303,6 +399,15 @@ impl Store {
             .collect();
         v.sort_by(|a, b| a.object.cmp(&b.object));
         v
+    }
+
+    /// Mean prefix kept per cached object, seconds of media (0 with nothing cached).
+    pub fn mean_prefix_s(&self) -> f64 {
+        let o = self.objects();
+        if o.is_empty() {
+            return 0.0;
+        }
+        o.iter().map(|x| x.prefix_s).sum::<f64>() / o.len() as f64
     }
 
     /// Requests per second for `name`, as measured (decayed).
@@ -379,6 +484,14 @@ impl Store {
         st.objects.get(&m.object).is_some_and(|e| {
             e.manifest.revision == m.revision && e.have.get(i).copied().unwrap_or(false)
         })
+    }
+
+    /// Whether every segment of the cached object `name` is held.
+    pub fn complete(&self, name: &ObjectName) -> bool {
+        self.lock()
+            .objects
+            .get(name)
+            .is_some_and(|e| e.have.iter().all(|h| *h))
     }
 
     /// How many of the segments from `first` on are cached.
@@ -492,7 +605,7 @@ impl Store {
         let mut order: Vec<(f64, u64, ObjectName, usize, u64)> = Vec::new();
         for (name, e) in &st.objects {
             let m = &e.manifest;
-            let prefix_us = Self::prefix_us_with(self.prefix_us, st.link, m);
+            let prefix_us = Self::prefix_us_with(self.prefix_us, st.effective_link(), m);
             let prefix_n = (0..m.segments.len())
                 .take_while(|&i| Self::in_prefix(prefix_us, m, i))
                 .count()
@@ -674,6 +787,50 @@ mod tests {
             vec![0, 1]
         );
         assert!(store.request_rate(&popular.object) > store.request_rate(&rare.object));
+    }
+
+    #[tokio::test]
+    async fn measured_usage_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let popular = manifest("popular", &[100; 5]);
+        let rare = manifest("rare", &[100; 5]);
+        {
+            let store = Store::open(dir.path(), 1000, 4_000_000).unwrap();
+            for m in [&popular, &rare] {
+                store.put_manifest(m).unwrap();
+                for i in 0..5 {
+                    store.put(m, i, &payload(100)).await;
+                }
+            }
+            for _ in 0..20 {
+                store.requested(&popular.object);
+            }
+            for _ in 0..10 {
+                store.watched(&popular, 1);
+            }
+            store.save_usage().unwrap();
+        }
+        let store = Store::open(dir.path(), 1000, 4_000_000).unwrap();
+        // Rates as before the restart: 20 requests (rate 20 ln 2 / half-life), none.
+        let (p, r) = (
+            store.request_rate(&popular.object),
+            store.request_rate(&rare.object),
+        );
+        let want = 20.0 * std::f64::consts::LN_2 / POPULARITY_HALF_LIFE_S;
+        assert!((p - want).abs() < want * 0.01 && r == 0.0, "{p} {r}");
+        // The rare object was touched last; the popular one still wins after the restart.
+        store.manifest(&rare.object);
+        let new = manifest("new", &[100; 3]);
+        store.put_manifest(&new).unwrap();
+        for i in 0..3 {
+            assert_eq!(store.put(&new, i, &payload(100)).await, Stored::Written);
+        }
+        assert_eq!(store.count_from(&popular, 0), 5);
+        assert_eq!(store.count_from(&rare, 0), 2);
+        // An unreadable usage file is ignored, not fatal.
+        std::fs::write(dir.path().join("usage.json"), b"{not json").unwrap();
+        let store = Store::open(dir.path(), 1000, 4_000_000).unwrap();
+        assert_eq!(store.request_rate(&popular.object), 0.0);
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub struct LinkStats {
     pub rtt_var_us: AtomicU64,
     /// Smoothed throughput of one segment exchange, bytes per second.
     pub stream_rate: AtomicU64,
+    /// Smoothed link throughput, bytes per second: each exchange's rate times the exchanges
+    /// that shared the link with it (in flight when it started, itself included).
+    pub link_rate: AtomicU64,
+    /// Segment exchanges in flight now.
+    pub in_flight: AtomicU64,
+    /// When the last segment exchange completed (ms since the process's first fetch).
+    pub last_fetch_ms: AtomicU64,
     /// Bytes received from the origin (segment payloads and manifests).
     pub bytes: AtomicU64,
     /// Segment exchanges completed.
@@ -51,11 +58,37 @@ pub struct LinkStats {
 }
 
 impl LinkStats {
-    /// Estimated link throughput with `parallel` exchanges in flight, bytes/s (0: unknown).
+    /// Estimated link throughput, bytes/s (0: unknown). Before any exchange shared the link
+    /// the estimate is one exchange's rate times `parallel`.
     pub fn throughput(&self, parallel: usize) -> u64 {
-        self.stream_rate
-            .load(Ordering::Relaxed)
-            .saturating_mul(parallel.max(1) as u64)
+        match self.link_rate.load(Ordering::Relaxed) {
+            0 => self
+                .stream_rate
+                .load(Ordering::Relaxed)
+                .saturating_mul(parallel.max(1) as u64),
+            r => r,
+        }
+    }
+
+    /// How long since a segment exchange last completed (None: never).
+    pub fn idle_for(&self) -> Option<Duration> {
+        let last = self.last_fetch_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| Duration::from_millis(epoch_ms().saturating_sub(last)))
+    }
+}
+
+/// Milliseconds since the first call (a process-wide monotonic clock), at least 1.
+fn epoch_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Counts an exchange in flight for as long as it lives.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -314,6 +347,8 @@ impl Upstream {
             },
         };
         let started = Instant::now();
+        let sharing = self.stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        let _in_flight = InFlight(&self.stats.in_flight);
         let data = self.exchange(&req, entry.size as usize + 8192).await?;
         let (_, used) = Self::expect_ok(&data, &limits).map_err(|e| match e {
             SourceError::Stale(_) => SourceError::Stale(m.object.to_string()),
@@ -344,6 +379,21 @@ impl Upstream {
         let old = self.stats.stream_rate.load(Ordering::Relaxed);
         let smoothed = if old == 0 { rate } else { (old * 7 + rate) / 8 };
         self.stats.stream_rate.store(smoothed, Ordering::Relaxed);
+        let link = rate.saturating_mul(sharing);
+        let old = self.stats.link_rate.load(Ordering::Relaxed);
+        // Quick to believe a worse link (at once when it halved, else half weight), slow to
+        // believe a better one (a quarter): a prefix too short stalls a player, one too long
+        // costs some cache.
+        let smoothed = match old {
+            0 => link,
+            o if link < o / 2 => link,
+            o if link < o => (o + link) / 2,
+            o => (o * 3 + link) / 4,
+        };
+        self.stats.link_rate.store(smoothed, Ordering::Relaxed);
+        self.stats
+            .last_fetch_ms
+            .store(epoch_ms(), Ordering::Relaxed);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         Ok(payload)
     }

@@ -52,6 +52,10 @@ pub struct LinkSpec {
     /// window starts at `blackhole_every_s - blackhole_s`).
     pub blackhole_s: f64,
     pub blackhole_every_s: f64,
+    /// From `change_at_s` seconds after the link's start (0: never) it behaves as `then`
+    /// (which may change again): a link that worsens or recovers mid-run.
+    pub change_at_s: f64,
+    pub then: Option<Box<LinkSpec>>,
 }
 
 impl LinkSpec {
@@ -90,7 +94,22 @@ impl LinkSpec {
         if self.blackhole_s > 0.0 && self.blackhole_every_s <= self.blackhole_s {
             return Err("blackhole_every_s must be longer than blackhole_s".into());
         }
-        Ok(())
+        if !self.change_at_s.is_finite() || self.change_at_s < 0.0 {
+            return Err("change_at_s must be a non-negative number".into());
+        }
+        match &self.then {
+            Some(next) => {
+                if self.change_at_s <= 0.0 {
+                    return Err("`then` needs change_at_s > 0".into());
+                }
+                if next.change_at_s > 0.0 && next.change_at_s <= self.change_at_s {
+                    return Err("a later change_at_s must come after the earlier one".into());
+                }
+                next.validate().map_err(|e| format!("then: {e}"))
+            }
+            None if self.change_at_s > 0.0 => Err("change_at_s without `then`".into()),
+            None => Ok(()),
+        }
     }
 
     /// Parses `key=value,...` as on the command line, e.g. `delay_ms=50,jitter_ms=10,loss=0.01`.
@@ -206,9 +225,21 @@ impl Link {
         }
     }
 
+    /// Moves to the next phase of the link once its time has come.
+    fn advance(&mut self, t: f64) {
+        while self.spec.change_at_s > 0.0 && t >= self.spec.change_at_s {
+            let Some(next) = self.spec.then.take() else {
+                break;
+            };
+            self.spec = *next;
+            self.bad = false;
+        }
+    }
+
     /// The fate of a packet of `len` bytes arriving at `now` (since the link's start).
     pub fn admit(&mut self, now: Duration, len: usize) -> Fate {
         let t = now.as_secs_f64();
+        self.advance(t);
         if self.down_at(t) {
             return Fate::Blackholed;
         }
@@ -223,6 +254,7 @@ impl Link {
     /// the bytes (never `Lost`: a stream retransmits) and how many of their packets were lost.
     pub fn admit_stream(&mut self, now: Duration, len: usize, mss: usize) -> (Fate, usize) {
         let t = now.as_secs_f64();
+        self.advance(t);
         if self.down_at(t) {
             return (Fate::Blackholed, 0);
         }
@@ -279,6 +311,38 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_link_changes_at_its_time() {
+        let spec = LinkSpec::parse_kv("delay_ms=10").unwrap();
+        let spec = LinkSpec {
+            change_at_s: 1.0,
+            then: Some(Box::new(LinkSpec {
+                delay_ms: 100.0,
+                change_at_s: 2.0,
+                then: Some(Box::new(LinkSpec::default())),
+                ..Default::default()
+            })),
+            ..spec
+        };
+        spec.validate().unwrap();
+        let f = run(&spec, 1, 6, Duration::from_millis(500), 1200);
+        let delays: Vec<u64> = delivered(&f)
+            .iter()
+            .enumerate()
+            .map(|(i, at)| (at.as_millis() as u64).saturating_sub(500 * i as u64))
+            .collect();
+        assert_eq!(delays, [10, 10, 100, 100, 0, 0]);
+        let bad = LinkSpec {
+            change_at_s: 0.0,
+            then: Some(Box::new(LinkSpec::default())),
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("change_at_s"));
+        let toml: LinkSpec =
+            toml::from_str("delay_ms = 5\nchange_at_s = 3\nthen = { rate_kbps = 300 }").unwrap();
+        assert_eq!(toml.then.unwrap().rate_kbps, 300);
     }
 
     #[test]

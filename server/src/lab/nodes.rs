@@ -28,6 +28,10 @@ const EDGE_PORT: u16 = 8555;
 
 /// Moves a link's rate limit from the relay to the kernel (tbf).
 fn split_rate(spec: &mut LinkSpec) -> Option<Rate> {
+    if spec.then.is_some() {
+        // A link that changes mid-run keeps its rate in the relay (tbf is set once).
+        return None;
+    }
     if spec.rate_kbps == 0 {
         return None;
     }

@@ -53,7 +53,7 @@ impl Zipf {
 pub fn plan(p: &PlayersConf, objects: usize, edges: usize, seed: u64) -> Vec<Planned> {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x005e_ed0f_91a7);
     let mut times: Vec<f64> = (0..p.count)
-        .map(|_| rng.random::<f64>() * p.arrival_window_s)
+        .map(|_| p.start_s.max(0.0) + rng.random::<f64>() * p.arrival_window_s)
         .collect();
     times.sort_by(f64::total_cmp);
     let zipf = Zipf::new(objects, p.zipf_alpha);
@@ -87,6 +87,7 @@ mod tests {
         PlayersConf {
             count,
             arrival_window_s: 100.0,
+            start_s: 0.0,
             zipf_alpha: 0.8,
             startup_buffer_ms: 500,
             watch: Some(WatchConf {

@@ -104,6 +104,11 @@ pub struct EdgeCounters {
     /// nginx edges: requests answered from the cache / from upstream ($upstream_cache_status).
     pub http_cache_hits: u64,
     pub http_cache_misses: u64,
+    /// Segue edges run in process: mean prefix kept per cached object (seconds of media)
+    /// when the plays started, at the end, and the largest seen (sampled every 0.5 s).
+    pub prefix_s_start: f64,
+    pub prefix_s_end: f64,
+    pub prefix_s_max: f64,
 }
 
 impl EdgeCounters {
@@ -381,6 +386,7 @@ async fn run_segue(
             stop_rx.clone(),
         )?;
         servers.spawn(serving);
+        servers.spawn(source.clone().upkeep(stop_rx.clone()));
         let (up, down) = e.player_link.resolve(bitrate_kbps);
         let player_relay = relay::udp(
             loopback::any_port(),
@@ -410,14 +416,39 @@ async fn run_segue(
         });
     }
 
+    // Prefix lengths over the run (they follow the measured origin link).
+    let prefix_start: Vec<f64> = edges
+        .iter()
+        .map(|e| e.source.store().mean_prefix_s())
+        .collect();
+    let sampler = {
+        let sources: Vec<EdgeSource> = edges.iter().map(|e| e.source.clone()).collect();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut max = vec![0.0f64; sources.len()];
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                for (m, e) in max.iter_mut().zip(&sources) {
+                    *m = m.max(e.store().mean_prefix_s());
+                }
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return max,
+                }
+            }
+        })
+    };
     let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
     let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &tls.ca).await;
     drop(links);
 
-    let edge_counters = edges
+    let mut edge_counters: Vec<EdgeCounters> = edges
         .iter()
-        .map(|e| {
-            EdgeCounters::from_snapshot(
+        .zip(&prefix_start)
+        .map(|(e, &start)| EdgeCounters {
+            prefix_s_start: start,
+            prefix_s_end: e.source.store().mean_prefix_s(),
+            ..EdgeCounters::from_snapshot(
                 &e.source.snapshot(),
                 link_counters(&e.links.name, &e.links.origin),
             )
@@ -425,6 +456,11 @@ async fn run_segue(
         .collect();
 
     let _ = stop_tx.send(true);
+    if let Ok(max) = sampler.await {
+        for (c, m) in edge_counters.iter_mut().zip(max) {
+            c.prefix_s_max = m.max(c.prefix_s_end);
+        }
+    }
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         while servers.join_next().await.is_some() {}
     })
@@ -460,6 +496,9 @@ pub(crate) fn link_counters(name: &str, origin: &Relay) -> EdgeCounters {
         origin_link_queue_drops: Counters::get(&down.queue_drops) + Counters::get(&up.queue_drops),
         http_cache_hits: 0,
         http_cache_misses: 0,
+        prefix_s_start: 0.0,
+        prefix_s_end: 0.0,
+        prefix_s_max: 0.0,
     }
 }
 

@@ -131,6 +131,9 @@ pub struct PlayersConf {
     /// Poisson arrivals spread over this window (0: everyone at once).
     #[serde(default)]
     pub arrival_window_s: f64,
+    /// The window opens this long after the plays start (default 0).
+    #[serde(default)]
+    pub start_s: f64,
     /// Zipf exponent over the catalog (0: uniform).
     #[serde(default)]
     pub zipf_alpha: f64,

@@ -197,6 +197,17 @@ pub fn render(o: &Outcome, s: &Summary) -> String {
     for (k, v) in rows {
         let _ = writeln!(t, "  {k:<29}{v}");
     }
+    // Prefix lengths follow the origin link (in-process Segue edges only).
+    for e in o.edges.iter().filter(|e| e.prefix_s_max > 0.0) {
+        let _ = writeln!(
+            t,
+            "  {:<29}{:.1} s at start, {:.1} s at the end, {:.1} s at most",
+            format!("prefix, mean ({})", e.name),
+            e.prefix_s_start,
+            e.prefix_s_end,
+            e.prefix_s_max
+        );
+    }
     t
 }
 

@@ -35,9 +35,35 @@ pub fn required_prefix_s(bitrate: f64, length_s: f64, link: LinkEstimate, margin
     (p + margin_s.max(0.0)).min(length_s).max(0.0)
 }
 
+/// The link as one object's fetch sees it when `concurrent` objects' suffixes share it
+/// (measured: the mean number of objects being fetched when a session starts); at least 1.
+pub fn share(link: LinkEstimate, concurrent: f64) -> LinkEstimate {
+    let c = if concurrent.is_finite() {
+        concurrent.max(1.0)
+    } else {
+        1.0
+    };
+    LinkEstimate {
+        throughput: link.throughput / c,
+        ..link
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_link_needs_longer_prefixes() {
+        // B = 1.2 r shared by 2 objects: each sees 0.6 r; L = 60 s, T_fb + J = 0.5 s:
+        // 0.6 * 0.5 + 60 * 0.4 = 24.3 s (+ 1 s margin).
+        let l = share(link(1.2, 0.4, 0.1), 2.0);
+        assert!((l.throughput - 0.6).abs() < 1e-12);
+        assert!((required_prefix_s(1.0, 60.0, l, 1.0) - 25.3).abs() < 1e-9);
+        // Alone (or below 1, or garbage): the whole link.
+        assert_eq!(share(link(1.2, 0.4, 0.1), 0.3).throughput, 1.2);
+        assert_eq!(share(link(1.2, 0.4, 0.1), f64::NAN).throughput, 1.2);
+    }
 
     fn link(b: f64, tfb: f64, j: f64) -> LinkEstimate {
         LinkEstimate {

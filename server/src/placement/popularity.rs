@@ -69,6 +69,18 @@ impl<K: Hash + Eq + Clone> Popularity<K> {
             .unwrap_or(f64::NEG_INFINITY)
     }
 
+    /// Every key with its score (to persist them).
+    pub fn entries(&self) -> impl Iterator<Item = (&K, f64)> {
+        self.log_scaled.iter().map(|(k, v)| (k, *v))
+    }
+
+    /// Restores a score saved by [`Popularity::entries`] (same half-life and epoch).
+    pub fn restore(&mut self, key: K, score: f64) {
+        if score.is_finite() {
+            self.log_scaled.insert(key, score);
+        }
+    }
+
     pub fn forget(&mut self, key: &K) {
         self.log_scaled.remove(key);
     }

@@ -18,6 +18,17 @@ impl WatchModel {
         Self { ended }
     }
 
+    /// Plays that ended in each bin (to persist them).
+    pub fn bins(&self) -> &[f64] {
+        &self.ended
+    }
+
+    /// A model from bins saved by [`WatchModel::bins`]; `None` if they are unusable.
+    pub fn from_bins(bins: Vec<f64>) -> Option<Self> {
+        (!bins.is_empty() && bins.iter().all(|b| b.is_finite() && *b >= 0.0))
+            .then_some(Self { ended: bins })
+    }
+
     /// A play ended after watching `fraction` of the object.
     pub fn ended(&mut self, fraction: f64) {
         let n = self.ended.len();
