@@ -330,3 +330,32 @@ async fn prefixes_grow_when_the_origin_link_worsens() {
     assert!(origin.dir.path().join("edge/usage.json").is_file());
     r.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_cached_segment_is_refetched_not_served() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let first = start_edge(&origin, 4_000_000);
+    assert_eq!(first.edge.warm(&demo()).await.unwrap(), 2);
+    // Damage segment 0 on disk, then start a second edge over the same cache directory (a
+    // restart: nothing in memory).
+    let seg = origin
+        .dir
+        .path()
+        .join("edge/objects/demo/.segue/seg-000000");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[100] ^= 0x55;
+    std::fs::write(&seg, &bytes).unwrap();
+    let e = start_edge(&origin, 4_000_000);
+    play_case(&origin, &e, "demo").await; // asserts byte-exact (hashes against the manifest)
+    let s = e.edge.snapshot();
+    assert_eq!(s.prefix_hits, 1, "{s:?}");
+    assert!(
+        s.segments_from_origin >= 1,
+        "the bad segment was not refetched: {s:?}"
+    );
+    // The file is whole again.
+    let m = origin.source.manifest(&demo()).await.unwrap();
+    let fixed = std::fs::read(&seg).unwrap();
+    assert!(segue_server::source::checksum_ok(&m, 0, &fixed));
+    origin.shutdown().await;
+}

@@ -104,10 +104,16 @@ struct Pending {
     rx: Fill<Bytes>,
     ticket: u64,
     deadline: Instant,
+    /// Woken when the deadline moves up: the exchange in flight carries the old DEADLINE
+    /// (the origin would keep sending it last), so it is re-requested with the new one.
+    promoted: Arc<tokio::sync::Notify>,
 }
 
 /// How long pre-positioning may take: far behind anything a session waits for.
 const BACKGROUND: Duration = Duration::from_secs(3600);
+/// A fetch in flight whose deadline moves up by more than this is re-requested with the
+/// new DEADLINE (the origin orders its sends by the one it was given).
+const PROMOTE_REISSUE: Duration = Duration::from_secs(5);
 /// How often [`EdgeSource::upkeep`] looks at prefixes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often measured usage is saved.
@@ -219,6 +225,13 @@ impl EdgeSource {
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
             }
+            let fetching = {
+                let playing = lock(&self.0.playing);
+                playing.keys().filter(|o| !self.0.store.complete(o)).count()
+            };
+            if fetching > 0 {
+                self.0.store.fetching_concurrently(fetching, 0.05);
+            }
             if let Some(name) = self.prefix_to_refill() {
                 match self.warm(&name).await {
                     Ok(n) => {
@@ -307,15 +320,26 @@ impl EdgeSource {
             .ok_or_else(|| SourceError::Internal("edge shutting down".into()))?;
         let deadline = Instant::now() + inner.opts.retry_for;
         let mut backoff = Duration::from_millis(50);
+        let key = (m.object.clone(), m.revision, i);
+        let promoted = lock(&inner.fills).get(&key).map(|p| p.promoted.clone());
         loop {
-            let due = lock(&inner.fills)
-                .get(&(m.object.clone(), m.revision, i))
-                .map(|p| {
-                    p.deadline
-                        .saturating_duration_since(Instant::now())
-                        .as_millis() as u64
-                });
-            match inner.upstream.segment(m, i, due).await {
+            let due = lock(&inner.fills).get(&key).map(|p| {
+                p.deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as u64
+            });
+            let fetch = inner.upstream.segment(m, i, due);
+            let r = match &promoted {
+                Some(p) => tokio::select! {
+                    r = fetch => r,
+                    () = p.notified() => {
+                        tracing::debug!(object = %m.object, segment = i, "a session waits: re-requesting with its deadline");
+                        continue;
+                    }
+                },
+                None => fetch.await,
+            };
+            match r {
                 Ok(b) => {
                     inner
                         .stats
@@ -361,6 +385,11 @@ impl EdgeSource {
                     Some(p) => {
                         this.0.stats.collapsed.fetch_add(1, Ordering::Relaxed);
                         if deadline < p.deadline {
+                            // Far earlier (a session now waits on read-ahead or a refill):
+                            // the exchange in flight is re-requested with the new DEADLINE.
+                            if p.deadline > deadline + PROMOTE_REISSUE {
+                                p.promoted.notify_one();
+                            }
                             p.deadline = deadline;
                             this.0.sched.promote(p.ticket, deadline);
                         }
@@ -375,6 +404,7 @@ impl EdgeSource {
                                 rx: rx.clone(),
                                 ticket: ticket.id,
                                 deadline,
+                                promoted: Arc::default(),
                             },
                         );
                         let me = this.clone();
@@ -507,7 +537,7 @@ impl Source for EdgeSource {
         };
         if case != "full-hit" {
             // How many objects share the origin link as this one starts (prefix lengths).
-            self.0.store.fetching_concurrently(fetching);
+            self.0.store.fetching_concurrently(fetching, 0.2);
         }
         if case != "full-hit" {
             self.prefetch(m.clone(), first);

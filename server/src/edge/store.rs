@@ -316,11 +316,13 @@ impl Store {
             .count()
     }
 
-    /// A session started while `n` objects (its own included) were being fetched from the
-    /// origin: prefixes assume the link is shared that many ways (smoothed, weight 1/5).
-    pub fn fetching_concurrently(&self, n: usize) {
+    /// `n` objects are being fetched from the origin at once (sampled as a session starts,
+    /// weight 1/5, and every 2 s while any is, weight 1/20): prefixes assume the link is
+    /// shared that many ways.
+    pub fn fetching_concurrently(&self, n: usize, weight: f64) {
+        let w = weight.clamp(0.0, 1.0);
         let mut st = self.lock();
-        st.concurrency = 0.8 * st.concurrency + 0.2 * (n.max(1) as f64);
+        st.concurrency = (1.0 - w) * st.concurrency + w * (n.max(1) as f64);
     }
 
     /// The measured origin link changed: prefixes follow it.

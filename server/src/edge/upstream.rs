@@ -44,9 +44,11 @@ pub struct LinkStats {
     pub rtt_var_us: AtomicU64,
     /// Smoothed throughput of one segment exchange, bytes per second.
     pub stream_rate: AtomicU64,
-    /// Smoothed link throughput, bytes per second: each exchange's rate times the exchanges
-    /// that shared the link with it (in flight when it started, itself included).
+    /// Smoothed link throughput, bytes per second: bytes the connection received over
+    /// time while exchanges were in flight (so however the origin orders them).
     pub link_rate: AtomicU64,
+    /// Start of the current measurement: when, and the connection's received bytes then.
+    busy_mark: std::sync::Mutex<Option<(Instant, u64)>>,
     /// Segment exchanges in flight now.
     pub in_flight: AtomicU64,
     /// When the last segment exchange completed (ms since the process's first fetch).
@@ -58,15 +60,20 @@ pub struct LinkStats {
 }
 
 impl LinkStats {
-    /// Estimated link throughput, bytes/s (0: unknown). Before any exchange shared the link
-    /// the estimate is one exchange's rate times `parallel`.
+    /// Estimated link throughput, bytes/s (0: unknown): the smaller of two estimates, each
+    /// wrong in its own direction. Bytes over busy time overestimates when the origin sends
+    /// in bursts (a burst straddles two spans); one exchange's rate times `parallel`
+    /// overestimates when exchanges ran alone (a lone probe gets the whole link). The smaller
+    /// one errs towards longer prefixes and later starts, never towards stalls.
     pub fn throughput(&self, parallel: usize) -> u64 {
+        let per_stream = self
+            .stream_rate
+            .load(Ordering::Relaxed)
+            .saturating_mul(parallel.max(1) as u64);
         match self.link_rate.load(Ordering::Relaxed) {
-            0 => self
-                .stream_rate
-                .load(Ordering::Relaxed)
-                .saturating_mul(parallel.max(1) as u64),
-            r => r,
+            0 => per_stream,
+            r if per_stream == 0 => r,
+            r => r.min(per_stream),
         }
     }
 
@@ -83,12 +90,59 @@ fn epoch_ms() -> u64 {
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
-/// Counts an exchange in flight for as long as it lives.
-struct InFlight<'a>(&'a AtomicU64);
+/// Shortest span a link-throughput sample covers.
+const MIN_SAMPLE: Duration = Duration::from_millis(100);
+
+/// Counts an exchange in flight for as long as it lives; when the last one ends, the
+/// measurement span closes.
+struct InFlight<'a>(&'a LinkStats);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *self.0.mark() = None;
+        }
+    }
+}
+
+impl LinkStats {
+    fn mark(&self) -> std::sync::MutexGuard<'_, Option<(Instant, u64)>> {
+        self.busy_mark.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An exchange starts on a connection that has received `rx` bytes so far.
+    fn exchange_started(&self, rx: u64) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.mark();
+        if m.is_none() {
+            *m = Some((Instant::now(), rx));
+        }
+        InFlight(self)
+    }
+
+    /// An exchange completed; the connection has received `rx` bytes so far. Bytes over time
+    /// since the mark (exchanges in flight all along) are a sample of the link's throughput.
+    fn exchange_done(&self, rx: u64) {
+        let mut m = self.mark();
+        let Some((t0, rx0)) = *m else { return };
+        let dt = t0.elapsed();
+        if dt < MIN_SAMPLE {
+            return; // too short to say much: let the span grow
+        }
+        let sample = (rx.saturating_sub(rx0) as f64 / dt.as_secs_f64()) as u64;
+        *m = Some((Instant::now(), rx));
+        drop(m);
+        // Quick to believe a worse link (at once when it halved, else half weight), slow to
+        // believe a better one (a quarter): a prefix too short stalls a player, one too long
+        // costs some cache.
+        let old = self.link_rate.load(Ordering::Relaxed);
+        let smoothed = match old {
+            0 => sample,
+            o if sample < o / 2 => sample,
+            o if sample < o => (o + sample) / 2,
+            o => (o * 3 + sample) / 4,
+        };
+        self.link_rate.store(smoothed, Ordering::Relaxed);
     }
 }
 
@@ -236,6 +290,7 @@ impl Upstream {
         let lost = |e: &dyn std::fmt::Display| {
             SourceError::Unavailable(format!("origin {}: {e}", self.url))
         };
+        let _in_flight = self.stats.exchange_started(conn.stats().udp_rx.bytes);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
         send.write_all(&req.encode()).await.map_err(|e| lost(&e))?;
         send.finish().map_err(|e| lost(&e))?;
@@ -271,6 +326,7 @@ impl Upstream {
             }
         }
         self.note_rtt(&conn);
+        self.stats.exchange_done(conn.stats().udp_rx.bytes);
         self.stats
             .bytes
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -347,8 +403,6 @@ impl Upstream {
             },
         };
         let started = Instant::now();
-        let sharing = self.stats.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
-        let _in_flight = InFlight(&self.stats.in_flight);
         let data = self.exchange(&req, entry.size as usize + 8192).await?;
         let (_, used) = Self::expect_ok(&data, &limits).map_err(|e| match e {
             SourceError::Stale(_) => SourceError::Stale(m.object.to_string()),
@@ -379,22 +433,53 @@ impl Upstream {
         let old = self.stats.stream_rate.load(Ordering::Relaxed);
         let smoothed = if old == 0 { rate } else { (old * 7 + rate) / 8 };
         self.stats.stream_rate.store(smoothed, Ordering::Relaxed);
-        let link = rate.saturating_mul(sharing);
-        let old = self.stats.link_rate.load(Ordering::Relaxed);
-        // Quick to believe a worse link (at once when it halved, else half weight), slow to
-        // believe a better one (a quarter): a prefix too short stalls a player, one too long
-        // costs some cache.
-        let smoothed = match old {
-            0 => link,
-            o if link < o / 2 => link,
-            o if link < o => (o + link) / 2,
-            o => (o * 3 + link) / 4,
-        };
-        self.stats.link_rate.store(smoothed, Ordering::Relaxed);
         self.stats
             .last_fetch_ms
             .store(epoch_ms(), Ordering::Relaxed);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         Ok(payload)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_throughput_is_bytes_over_busy_time() {
+        let s = LinkStats::default();
+        assert_eq!(s.throughput(4), 0);
+        // Only busy-time samples here (no per-exchange rate yet): they are the estimate.
+        {
+            let _a = s.exchange_started(1000);
+            let _b = s.exchange_started(1500);
+            std::thread::sleep(Duration::from_millis(200));
+            // 40 kB arrived in ~0.2 s, whichever exchange they belonged to.
+            s.exchange_done(41_000);
+            let r = s.throughput(4) as f64;
+            assert!((150_000.0..=205_000.0).contains(&r), "{r}");
+        }
+        // Nothing in flight: the next span starts afresh (idle time is not counted).
+        std::thread::sleep(Duration::from_millis(150));
+        let before = s.throughput(4);
+        {
+            let _c = s.exchange_started(41_000);
+            std::thread::sleep(Duration::from_millis(120));
+            // A much slower span (under half): believed at once.
+            s.exchange_done(41_000 + 2_400);
+        }
+        let after = s.throughput(4);
+        assert!(after < before / 2 && after > 10_000, "{before} -> {after}");
+        // A faster one is believed by a quarter.
+        {
+            let _d = s.exchange_started(50_000);
+            std::thread::sleep(Duration::from_millis(110));
+            s.exchange_done(50_000 + 110_000);
+        }
+        let up = s.throughput(4);
+        assert!(
+            up > after && up < after + (1_000_000 - after) / 3,
+            "{after} -> {up}"
+        );
     }
 }
