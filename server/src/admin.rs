@@ -150,51 +150,38 @@ pub fn origin_metrics(dist: &Distributor) -> String {
     let p = &dist.stats;
     let lib = dist.source().library();
     let mut r = Registry::with_prefix("segue_origin");
-    let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
-        r.register(name, help, ConstCounter::new(v));
-    };
-    counter(
-        &mut r,
-        "sessions",
-        "Player sessions started on the origin",
-        s.sessions.load(Relaxed),
-    );
-    counter(
-        &mut r,
-        "segments_read",
-        "Segments read for sessions, edges and pushes",
-        s.segments.load(Relaxed),
-    );
-    counter(
-        &mut r,
-        "segment_bytes",
-        "Bytes of those segments",
-        s.segment_bytes.load(Relaxed),
-    );
-    counter(
-        &mut r,
-        "served_bytes",
-        "Media bytes sessions sent to players",
-        s.served_bytes.load(Relaxed),
-    );
-    counter(
-        &mut r,
-        "pushes",
-        "Prefix pushes to edges that succeeded",
-        p.pushes.load(Relaxed),
-    );
-    counter(
-        &mut r,
-        "pushes_failed",
-        "Prefix pushes to edges that failed",
-        p.failed.load(Relaxed),
-    );
-    counter(
-        &mut r,
-        "pushed_segments",
-        "Segments edges took from pushes",
-        p.segments.load(Relaxed),
-    );
+    let counters = [
+        (
+            "sessions",
+            "Player sessions started on the origin",
+            &s.sessions,
+        ),
+        (
+            "segments_read",
+            "Segments read for sessions, edges and pushes",
+            &s.segments,
+        ),
+        ("segment_bytes", "Bytes of those segments", &s.segment_bytes),
+        (
+            "served_bytes",
+            "Media bytes sessions sent to players",
+            &s.served_bytes,
+        ),
+        ("pushes", "Prefix pushes to edges that succeeded", &p.pushes),
+        (
+            "pushes_failed",
+            "Prefix pushes to edges that failed",
+            &p.failed,
+        ),
+        (
+            "pushed_segments",
+            "Segments edges took from pushes",
+            &p.segments,
+        ),
+    ];
+    for (name, help, v) in counters {
+        r.register(name, help, ConstCounter::new(v.load(Relaxed)));
+    }
     r.register(
         "objects",
         "Objects in the library",
@@ -218,110 +205,96 @@ pub fn metrics(edge: &EdgeSource) -> String {
     let store = edge.store();
     let link = edge.upstream().link_estimate(edge.parallel());
     let mut r = Registry::with_prefix("segue_edge");
-    let counter = |r: &mut Registry, name: &str, help: &str, v: u64| {
+    let counters = [
+        (
+            "full_hits",
+            "Sessions served entirely from the cache",
+            s.full_hits,
+        ),
+        (
+            "prefix_hits",
+            "Sessions started from a cached prefix",
+            s.prefix_hits,
+        ),
+        (
+            "misses",
+            "Sessions whose first segment was not cached",
+            s.misses,
+        ),
+        (
+            "segments_from_origin",
+            "Segments fetched from the origin",
+            s.segments_from_origin,
+        ),
+        (
+            "collapsed_fetches",
+            "Segment requests that joined a fetch in flight",
+            s.collapsed,
+        ),
+        (
+            "origin_bytes",
+            "Bytes received from the origin",
+            s.origin_bytes,
+        ),
+        (
+            "served_bytes",
+            "Media bytes sent to players",
+            s.served_bytes,
+        ),
+        (
+            "pushed_segments",
+            "Segments other nodes pushed here",
+            s.segments_pushed,
+        ),
+        (
+            "evictions",
+            "Segments evicted from the disk cache",
+            store.evictions(),
+        ),
+    ];
+    for (name, help, v) in counters {
         r.register(name, help, ConstCounter::new(v));
-    };
-    counter(
-        &mut r,
-        "full_hits",
-        "Sessions served entirely from the cache",
-        s.full_hits,
-    );
-    counter(
-        &mut r,
-        "prefix_hits",
-        "Sessions started from a cached prefix",
-        s.prefix_hits,
-    );
-    counter(
-        &mut r,
-        "misses",
-        "Sessions whose first segment was not cached",
-        s.misses,
-    );
-    counter(
-        &mut r,
-        "segments_from_origin",
-        "Segments fetched from the origin",
-        s.segments_from_origin,
-    );
-    counter(
-        &mut r,
-        "collapsed_fetches",
-        "Segment requests that joined a fetch in flight",
-        s.collapsed,
-    );
-    counter(
-        &mut r,
-        "origin_bytes",
-        "Bytes received from the origin",
-        s.origin_bytes,
-    );
-    counter(
-        &mut r,
-        "served_bytes",
-        "Media bytes sent to players",
-        s.served_bytes,
-    );
-    counter(
-        &mut r,
-        "pushed_segments",
-        "Segments other nodes pushed here",
-        s.segments_pushed,
-    );
-    counter(
-        &mut r,
-        "evictions",
-        "Segments evicted from the disk cache",
-        store.evictions(),
-    );
-    let gauge = |r: &mut Registry, name: &str, help: &str, v: f64| {
+    }
+    let gauges = [
+        (
+            "cache_used_bytes",
+            "Bytes of cached segments",
+            store.used() as f64,
+        ),
+        (
+            "cache_capacity_bytes",
+            "Disk cache capacity",
+            store.capacity() as f64,
+        ),
+        (
+            "origin_rtt_seconds",
+            "Smoothed round-trip time to the origin",
+            link.first_byte_s,
+        ),
+        (
+            "origin_rtt_deviation_seconds",
+            "Mean deviation of that round-trip time",
+            link.jitter_s,
+        ),
+        (
+            "origin_throughput_bytes_per_second",
+            "Estimated origin link throughput",
+            link.throughput,
+        ),
+        (
+            "cached_objects",
+            "Objects with a cached manifest",
+            store.objects().len() as f64,
+        ),
+        (
+            "prefix_seconds_mean",
+            "Mean prefix length kept per cached object",
+            store.mean_prefix_s(),
+        ),
+    ];
+    for (name, help, v) in gauges {
         r.register(name, help, ConstGauge::<f64>::new(v));
-    };
-    gauge(
-        &mut r,
-        "cache_used_bytes",
-        "Bytes of cached segments",
-        store.used() as f64,
-    );
-    gauge(
-        &mut r,
-        "cache_capacity_bytes",
-        "Disk cache capacity",
-        store.capacity() as f64,
-    );
-    gauge(
-        &mut r,
-        "origin_rtt_seconds",
-        "Smoothed round-trip time to the origin",
-        link.first_byte_s,
-    );
-    gauge(
-        &mut r,
-        "origin_rtt_deviation_seconds",
-        "Mean deviation of that round-trip time",
-        link.jitter_s,
-    );
-    gauge(
-        &mut r,
-        "origin_throughput_bytes_per_second",
-        "Estimated origin throughput with K exchanges",
-        link.throughput,
-    );
-    let objects = store.objects();
-    let mean_prefix = store.mean_prefix_s();
-    gauge(
-        &mut r,
-        "cached_objects",
-        "Objects with a cached manifest",
-        objects.len() as f64,
-    );
-    gauge(
-        &mut r,
-        "prefix_seconds_mean",
-        "Mean prefix length kept per cached object",
-        mean_prefix,
-    );
+    }
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();

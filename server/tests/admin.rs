@@ -4,10 +4,6 @@
 
 use std::time::Duration;
 
-use segue_server::edge::EdgeOptions;
-use segue_server::edge::store::Store;
-use segue_server::loopback;
-use segue_server::node::NodeOptions;
 
 mod common;
 use segue_wire::SegueUrl;
@@ -54,18 +50,9 @@ async fn http_body(
 async fn admin_api() {
     let origin = common::origin_with_sample("demo.mp4");
     let (tls, stop_rx) = (origin.tls.clone(), origin.stop_rx());
-    let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, 4_000_000).unwrap();
-    let url = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
-    let (edge, eaddr, eserve) = loopback::edge(
-        &tls,
-        store,
-        url,
-        EdgeOptions::default(),
-        NodeOptions::default(),
-        stop_rx.clone(),
-    )
-    .unwrap();
-    tokio::spawn(eserve);
+    let common::TestEdge {
+        edge, addr: eaddr, ..
+    } = origin.edge(4_000_000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
     let node = segue_server::admin::Node::Edge {
@@ -196,18 +183,9 @@ async fn admin_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_admin_api_pushes_to_an_edge() {
     let origin = common::origin_with_sample("demo.mp4");
-    let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, 4_000_000).unwrap();
-    let url = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
-    let (edge, eaddr, eserve) = loopback::edge(
-        &origin.tls,
-        store,
-        url,
-        EdgeOptions::default(),
-        NodeOptions::default(),
-        origin.stop_rx(),
-    )
-    .unwrap();
-    tokio::spawn(eserve);
+    let common::TestEdge {
+        edge, addr: eaddr, ..
+    } = origin.edge(4_000_000);
     let dist = segue_server::distribute::Distributor::new(
         origin.source.clone(),
         segue_server::quic::client_endpoint(&origin.tls.ca).map_err(|e| e.to_string()),

@@ -9,9 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use segue_server::anticipate::{HintState, Schedule, unix_now};
 use segue_server::distribute::Distributor;
+use segue_server::edge::EdgeOptions;
 use segue_server::edge::store::Store;
 use segue_server::edge::upstream::Upstream;
-use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::loopback;
 use segue_server::node::NodeOptions;
 use segue_server::placement::hint::parse_json;
@@ -23,34 +23,20 @@ use segue_wire::{ObjectName, SegueUrl};
 
 mod common;
 
-struct Edge {
-    edge: EdgeSource,
-    url: SegueUrl,
-}
-
-fn start_edge(origin: &common::TestOrigin, prefix_us: u64) -> Edge {
-    let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, prefix_us).unwrap();
-    let url = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
-    let (edge, addr, serving) = loopback::edge(
-        &origin.tls,
-        store,
-        url,
-        EdgeOptions::default(),
-        NodeOptions::default(),
-        origin.stop_rx(),
-    )
-    .unwrap();
-    tokio::spawn(serving);
-    let url = SegueUrl::parse(&format!("segue://localhost:{}/", addr.port())).unwrap();
-    Edge { edge, url }
-}
-
-async fn play_case(origin: &common::TestOrigin, edge: &Edge, object: &str) {
+async fn play_case(origin: &common::TestOrigin, edge: &common::TestEdge, object: &str) {
     let u = SegueUrl::parse(&format!("{}{object}", edge.url)).unwrap();
     let mut o = segue_client::PlayOptions::new(u, origin.tls.ca.clone());
     o.pace = false;
     let r = segue_client::play(&o).await;
     assert!(r.ok(), "{r:?}");
+}
+
+/// The status a refused push got (panics on any other outcome).
+fn refused(r: Result<push::Pushed, PushError>) -> (Status, String) {
+    match r {
+        Err(PushError::Refused { status, reason }) => (status, reason),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 fn demo() -> ObjectName {
@@ -60,7 +46,7 @@ fn demo() -> ObjectName {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_push_positions_a_prefix_and_the_first_play_is_a_prefix_hit() {
     let origin = common::origin_with_sample("demo.mp4");
-    let e = start_edge(&origin, 4_000_000);
+    let e = origin.edge(4_000_000);
     let dist = Distributor::new(
         origin.source.clone(),
         client_endpoint(&origin.tls.ca).map_err(|e| e.to_string()),
@@ -119,7 +105,7 @@ impl Source for Corrupting {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receiver_checks_what_it_is_pushed() {
     let origin = common::origin_with_sample("demo.mp4");
-    let e = start_edge(&origin, 4_000_000);
+    let e = origin.edge(4_000_000);
     let ep = client_endpoint(&origin.tls.ca).unwrap();
     // A node connection: stream 0 claimed for control (Upstream does that), exchanges after.
     let node_conn = |url: SegueUrl| {
@@ -141,50 +127,25 @@ async fn the_receiver_checks_what_it_is_pushed() {
     };
 
     // A corrupted segment is refused and never stored; the good one before it is kept.
-    let err = push::offer(&conn, &Corrupting(origin.source.clone()), &m, offer)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, PushError::Refused { status: Status::BadRequest, reason } if reason.contains("checksum")),
-        "{err}"
-    );
+    let corrupt = Corrupting(origin.source.clone());
+    let (status, reason) = refused(push::offer(&conn, &corrupt, &m, offer).await);
+    assert_eq!(status, Status::BadRequest);
+    assert!(reason.contains("checksum"), "{reason}");
     assert!(e.edge.store().has(&m, 0));
     assert!(!e.edge.store().has(&m, 1));
 
     // A manifest the edge's origin does not have (another revision): stale, nothing stored.
     let mut other = (*m).clone();
     other.revision += 1;
-    let err = push::offer(&conn, &origin.source, &Arc::new(other), offer)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PushError::Refused {
-                status: Status::StaleRevision,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let stale = push::offer(&conn, &origin.source, &Arc::new(other), offer).await;
+    assert_eq!(refused(stale).0, Status::StaleRevision);
     // Out of range.
     let far = Offer {
         first: m.segments.len(),
         ..offer
     };
-    let err = push::offer(&conn, &origin.source, &m, far)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PushError::Refused {
-                status: Status::RangeNotSatisfiable,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let far = push::offer(&conn, &origin.source, &m, far).await;
+    assert_eq!(refused(far).0, Status::RangeNotSatisfiable);
     // The honest push then fills in only what is missing (1 and 2).
     let p = push::offer(&conn, &origin.source, &m, offer).await.unwrap();
     assert_eq!(p.stored, 2);
@@ -194,26 +155,15 @@ async fn the_receiver_checks_what_it_is_pushed() {
     let oconn =
         node_conn(SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap())
             .await;
-    let err = push::offer(&oconn, &origin.source, &m, offer)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PushError::Refused {
-                status: Status::Unauthorized,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let to_origin = push::offer(&oconn, &origin.source, &m, offer).await;
+    assert_eq!(refused(to_origin).0, Status::Unauthorized);
     origin.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hint_prepositions_the_prefix_before_its_time() {
     let origin = common::origin_with_sample("demo.mp4");
-    let e = start_edge(&origin, 4_000_000);
+    let e = origin.edge(4_000_000);
     // Viewers expected in 3 s; positioning starts 2 s before.
     let hints = Schedule::new(Duration::from_secs(2));
     let at = unix_now() + 3.0;
@@ -334,7 +284,7 @@ async fn prefixes_grow_when_the_origin_link_worsens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_cached_segment_is_refetched_not_served() {
     let origin = common::origin_with_sample("demo.mp4");
-    let first = start_edge(&origin, 4_000_000);
+    let first = origin.edge(4_000_000);
     assert_eq!(first.edge.warm(&demo()).await.unwrap(), 2);
     // Damage segment 0 on disk, then start a second edge over the same cache directory (a
     // restart: nothing in memory).
@@ -345,7 +295,7 @@ async fn a_corrupted_cached_segment_is_refetched_not_served() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[100] ^= 0x55;
     std::fs::write(&seg, &bytes).unwrap();
-    let e = start_edge(&origin, 4_000_000);
+    let e = origin.edge(4_000_000);
     play_case(&origin, &e, "demo").await; // asserts byte-exact (hashes against the manifest)
     let s = e.edge.snapshot();
     assert_eq!(s.prefix_hits, 1, "{s:?}");

@@ -7,11 +7,21 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use segue_server::edge::store::Store;
+use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::loopback::{self, DevTls};
 use segue_server::node::NodeOptions;
 use segue_server::source::LibrarySource;
+use segue_wire::SegueUrl;
 use tokio::sync::watch;
+
+/// A running edge: its source, address and `segue://` URL.
+pub struct TestEdge {
+    pub edge: EdgeSource,
+    pub addr: SocketAddr,
+    pub url: SegueUrl,
+}
 
 /// A running origin over a temporary directory (dev PKI, media, ingested objects).
 pub struct TestOrigin {
@@ -28,6 +38,25 @@ impl TestOrigin {
     /// A receiver of the stop signal, for other nodes of the test.
     pub fn stop_rx(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
+    }
+
+    /// An edge of this origin, caching in `<dir>/edge` with a `prefix_us` prefix, serving on
+    /// loopback until the origin stops.
+    pub fn edge(&self, prefix_us: u64) -> TestEdge {
+        let store = Store::open(&self.dir.path().join("edge"), 1 << 30, prefix_us).unwrap();
+        let url = SegueUrl::parse(&format!("segue://localhost:{}/", self.addr.port())).unwrap();
+        let (edge, addr, serving) = loopback::edge(
+            &self.tls,
+            store,
+            url,
+            EdgeOptions::default(),
+            NodeOptions::default(),
+            self.stop_rx(),
+        )
+        .unwrap();
+        tokio::spawn(serving);
+        let url = SegueUrl::parse(&format!("segue://localhost:{}/", addr.port())).unwrap();
+        TestEdge { edge, addr, url }
     }
 
     /// Stops the origin and waits for it.
