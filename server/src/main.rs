@@ -326,6 +326,11 @@ struct EdgeArgs {
     /// (`"ready": true` once every --warm object is in).
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
+    /// Take prefixes the origin pushes (PROTOCOL.md §8.7; each segment is checked against
+    /// this edge's own manifest). Off by default: enable it where only your nodes reach
+    /// the QUIC port.
+    #[arg(long)]
+    accept_pushes: bool,
     /// This edge's name: hints listing edges apply to it when they list this name.
     #[arg(long, default_value = "edge")]
     name: String,
@@ -641,6 +646,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         upstream,
         EdgeOptions {
             parallel: a.parallel,
+            accept_pushes: a.accept_pushes,
             ..EdgeOptions::default()
         },
     );

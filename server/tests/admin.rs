@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-
 mod common;
 use segue_wire::SegueUrl;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -31,6 +31,23 @@ async fn play_case(origin: &common::TestOrigin, edge: &common::TestEdge, object:
     assert!(r.ok(), "{r:?}");
 }
 
+/// An edge with default options (no pushes), on its own cache directory: its URL.
+fn start_closed_edge(origin: &common::TestOrigin) -> SegueUrl {
+    let store = Store::open(&origin.dir.path().join("closed"), 1 << 30, 4_000_000).unwrap();
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
+    let (_, addr, serving) = loopback::edge(
+        &origin.tls,
+        store,
+        url,
+        EdgeOptions::default(),
+        NodeOptions::default(),
+        origin.stop_rx(),
+    )
+    .unwrap();
+    tokio::spawn(serving);
+    SegueUrl::parse(&format!("segue://localhost:{}/", addr.port())).unwrap()
+}
+
 /// The status a refused push got (panics on any other outcome).
 fn refused(r: Result<push::Pushed, PushError>) -> (Status, String) {
     match r {
@@ -157,6 +174,12 @@ async fn the_receiver_checks_what_it_is_pushed() {
             .await;
     let to_origin = push::offer(&oconn, &origin.source, &m, offer).await;
     assert_eq!(refused(to_origin).0, Status::Unauthorized);
+    // Nor does an edge that was not told to.
+    let closed = start_closed_edge(&origin);
+    let cconn = node_conn(closed).await;
+    let (status, reason) = refused(push::offer(&cconn, &origin.source, &m, offer).await);
+    assert_eq!(status, Status::Unauthorized);
+    assert!(reason.contains("--accept-pushes"), "{reason}");
     origin.shutdown().await;
 }
 

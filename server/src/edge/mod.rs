@@ -48,6 +48,10 @@ pub struct EdgeOptions {
     /// segment (the next one missing of the most requested cached object, into free space
     /// only) to keep its link estimate current; `None`: never.
     pub probe_after: Option<Duration>,
+    /// Take prefixes other nodes push (PROTOCOL.md §8.7). Off by default: pushed bytes are
+    /// verified, but a peer could still fill the cache; until node certificates are checked,
+    /// turn it on only where the QUIC port is reachable by your origin and not the world.
+    pub accept_pushes: bool,
 }
 
 impl Default for EdgeOptions {
@@ -58,6 +62,7 @@ impl Default for EdgeOptions {
             margin: 1.25,
             hot_bytes: 64 << 20,
             probe_after: Some(Duration::from_secs(5)),
+            accept_pushes: false,
         }
     }
 }
@@ -557,6 +562,11 @@ impl Source for EdgeSource {
         m: &Arc<Manifest>,
         offer: Offer,
     ) -> Result<Option<(usize, usize)>, SourceError> {
+        if !self.0.opts.accept_pushes {
+            return Err(SourceError::Refused(
+                "this edge takes no pushes (segue edge --accept-pushes)".into(),
+            ));
+        }
         self.0
             .store
             .anticipate(&m.object, offer.viewers.unwrap_or(1));
@@ -573,6 +583,9 @@ impl Source for EdgeSource {
     }
 
     async fn pushed(&self, m: &Arc<Manifest>, i: usize, payload: Bytes) -> Result<(), SourceError> {
+        if !self.0.opts.accept_pushes {
+            return Err(SourceError::Refused("this edge takes no pushes".into()));
+        }
         if !checksum_ok(m, i, &payload) {
             return Err(SourceError::Invalid(format!(
                 "pushed segment {i} of {} fails its checksum",

@@ -40,8 +40,8 @@ impl TestOrigin {
         self.stop.subscribe()
     }
 
-    /// An edge of this origin, caching in `<dir>/edge` with a `prefix_us` prefix, serving on
-    /// loopback until the origin stops.
+    /// An edge of this origin, caching in `<dir>/edge` with a `prefix_us` prefix, taking
+    /// pushes, serving on loopback until the origin stops.
     pub fn edge(&self, prefix_us: u64) -> TestEdge {
         let store = Store::open(&self.dir.path().join("edge"), 1 << 30, prefix_us).unwrap();
         let url = SegueUrl::parse(&format!("segue://localhost:{}/", self.addr.port())).unwrap();
@@ -49,7 +49,10 @@ impl TestOrigin {
             &self.tls,
             store,
             url,
-            EdgeOptions::default(),
+            EdgeOptions {
+                accept_pushes: true,
+                ..EdgeOptions::default()
+            },
             NodeOptions::default(),
             self.stop_rx(),
         )
