@@ -61,7 +61,7 @@ impl Default for EdgeOptions {
             retry_for: Duration::from_secs(10),
             margin: 1.25,
             hot_bytes: 64 << 20,
-            probe_after: Some(Duration::from_secs(5)),
+            probe_after: Some(Duration::from_secs(20)),
             accept_pushes: false,
         }
     }
