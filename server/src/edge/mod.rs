@@ -116,9 +116,11 @@ struct Pending {
 
 /// How long pre-positioning may take: far behind anything a session waits for.
 const BACKGROUND: Duration = Duration::from_secs(3600);
-/// A fetch in flight whose deadline moves up by more than this is re-requested with the
-/// new DEADLINE (the origin orders its sends by the one it was given).
-const PROMOTE_REISSUE: Duration = Duration::from_secs(5);
+/// A fetch in flight that was due later than this from now (background: warming, refills,
+/// probes, far read-ahead) and that a session comes to wait on is re-requested with the
+/// session's DEADLINE: the origin orders its sends by the one it was given and may starve it.
+/// Nearer fetches are left alone (re-requesting costs a second read at the origin).
+const PROMOTE_REISSUE: Duration = Duration::from_secs(60);
 /// How often [`EdgeSource::upkeep`] looks at prefixes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often measured usage is saved.
@@ -390,9 +392,9 @@ impl EdgeSource {
                     Some(p) => {
                         this.0.stats.collapsed.fetch_add(1, Ordering::Relaxed);
                         if deadline < p.deadline {
-                            // Far earlier (a session now waits on read-ahead or a refill):
-                            // the exchange in flight is re-requested with the new DEADLINE.
-                            if p.deadline > deadline + PROMOTE_REISSUE {
+                            // A background fetch a session now waits on: the exchange in
+                            // flight is re-requested with the new DEADLINE.
+                            if p.deadline > Instant::now() + PROMOTE_REISSUE {
                                 p.promoted.notify_one();
                             }
                             p.deadline = deadline;
