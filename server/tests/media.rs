@@ -26,18 +26,15 @@ fn ingest_list_info_rm() {
     let (m, d) = (media.to_str().unwrap(), data.to_str().unwrap());
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/demo.mp4");
     let sample = sample.to_str().unwrap();
+    // `segue media ARGS --media M --data D`.
+    let run = |args: &[&str]| {
+        let mut v = vec!["media"];
+        v.extend_from_slice(args);
+        v.extend(["--media", m, "--data", d]);
+        segue(&v)
+    };
 
-    let (ok, out, err) = segue(&[
-        "media",
-        "ingest",
-        sample,
-        "--as",
-        "films/demo",
-        "--media",
-        m,
-        "--data",
-        d,
-    ]);
+    let (ok, out, err) = run(&["ingest", sample, "--as", "films/demo"]);
     assert!(ok, "{err}");
     assert!(
         out.contains("ingested films/demo") && out.contains("6 segments"),
@@ -46,77 +43,46 @@ fn ingest_list_info_rm() {
     assert!(media.join("films/demo.mp4").is_file());
 
     // Again: refused without --replace, accepted with it.
-    let (ok, _, err) = segue(&[
-        "media",
-        "ingest",
-        sample,
-        "--as",
-        "films/demo",
-        "--media",
-        m,
-        "--data",
-        d,
-    ]);
+    let (ok, _, err) = run(&["ingest", sample, "--as", "films/demo"]);
     assert!(!ok);
     assert!(err.contains("exists") && err.contains("--replace"), "{err}");
-    let (ok, _, err) = segue(&[
-        "media",
-        "ingest",
-        sample,
-        "--as",
-        "films/demo",
-        "--replace",
-        "--media",
-        m,
-        "--data",
-        d,
-    ]);
+    let (ok, _, err) = run(&["ingest", sample, "--as", "films/demo", "--replace"]);
     assert!(ok, "{err}");
 
     // A truncated file is refused with the reason and leaves nothing in the media root.
     let trunc = dir.path().join("cut.mp4");
     std::fs::write(&trunc, &std::fs::read(sample).unwrap()[..5000]).unwrap();
-    let (ok, _, err) = segue(&[
-        "media",
-        "ingest",
-        trunc.to_str().unwrap(),
-        "--media",
-        m,
-        "--data",
-        d,
-    ]);
+    let (ok, _, err) = run(&["ingest", trunc.to_str().unwrap()]);
     assert!(!ok);
     assert!(err.contains("truncated"), "{err}");
     assert!(!media.join("cut.mp4").exists());
     // Bad names and files that are not media are refused.
-    let (ok, _, err) = segue(&[
-        "media", "ingest", sample, "--as", "../x", "--media", m, "--data", d,
-    ]);
+    let (ok, _, err) = run(&["ingest", sample, "--as", "../x"]);
     assert!(!ok && err.contains("not a valid object name"), "{err}");
-    let (ok, _, err) = segue(&["media", "ingest", "Cargo.toml", "--media", m, "--data", d]);
+    let (ok, _, err) = run(&["ingest", "Cargo.toml"]);
     assert!(!ok && err.contains("not a media file"), "{err}");
 
-    let (ok, out, _) = segue(&["media", "list", "--media", m, "--data", d]);
+    let (ok, out, _) = run(&["list"]);
     assert!(ok);
     assert!(
         out.contains("films/demo") && out.contains("1 objects"),
         "{out}"
     );
 
-    let (ok, out, _) = segue(&["media", "info", "films/demo", "--media", m, "--data", d]);
+    let (ok, out, _) = run(&["info", "films/demo"]);
     assert!(ok);
     assert!(out.contains("H.264") && out.contains("AAC"), "{out}");
     assert_eq!(out.lines().filter(|l| l.contains('…')).count(), 6, "{out}");
-    let (ok, _, err) = segue(&["media", "info", "films/none", "--media", m, "--data", d]);
+    let (ok, _, err) = run(&["info", "films/none"]);
     assert!(!ok && err.contains("no object films/none"), "{err}");
 
-    let (ok, out, err) = segue(&["media", "rm", "films/demo", "--media", m, "--data", d]);
+    let (ok, out, err) = run(&["rm", "films/demo"]);
     assert!(ok, "{err}");
     assert!(out.contains("demo.mp4"), "{out}");
     assert!(!media.join("films/demo.mp4").exists());
-    let (_, out, _) = segue(&["media", "list", "--media", m, "--data", d]);
+    let (_, out, _) = run(&["list"]);
     assert!(out.contains("0 objects"), "{out}");
-    let (ok, _, _) = segue(&["media", "rm", "films/demo", "--media", m, "--data", d]);
+    let (ok, _, _) = run(&["rm", "films/demo"]);
     assert!(!ok);
 
     // The media commands take --media and --data from the config's [origin] section.
