@@ -27,7 +27,8 @@ use segue_wire::ObjectName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::anticipate::{Schedule, unix_now};
+use crate::anticipate::Schedule;
+use crate::clock::unix_now;
 use crate::distribute::Distributor;
 use crate::edge::EdgeSource;
 use crate::placement::hint::parse_json;

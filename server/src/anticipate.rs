@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
+use crate::clock::unix_now;
 use crate::placement::hint::{Hint, start_s};
 
 /// Hints kept for display after they were acted on (the oldest finished go first).
@@ -33,13 +34,6 @@ pub struct Planned {
     pub start_s: f64,
     #[serde(flatten)]
     pub state: HintState,
-}
-
-/// Unix time now, seconds.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A node's hint schedule.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use segue_wire::{ObjectName, SegueUrl};
 
-use crate::anticipate::unix_now;
+use crate::clock::unix_now;
 use crate::edge::upstream::Upstream;
 use crate::placement::hint::Hint;
 use crate::push::{self, PushError, Pushed};

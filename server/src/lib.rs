@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod anticipate;
 pub mod bench;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;

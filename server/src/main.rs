@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use segue_server::anticipate::{Schedule, unix_now};
+use segue_server::anticipate::Schedule;
+use segue_server::clock::unix_now;
 use segue_server::demo::{self, DemoOptions};
 use segue_server::edge::store::Store;
 use segue_server::edge::upstream::{self, Upstream};

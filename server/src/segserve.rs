@@ -16,15 +16,10 @@ use crate::source::{Offer, Source};
 /// requests received at different times compare by arrival + DEADLINE), in 10 ms steps from
 /// the process's start; no deadline: last.
 fn priority(deadline_ms: Option<u64>) -> i32 {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let Some(d) = deadline_ms else {
         return i32::MIN;
     };
-    let now_ms = EPOCH
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64;
-    let due = now_ms.saturating_add(d) / 10;
+    let due = crate::clock::monotonic_ms().saturating_add(d) / 10;
     -(due.min(i32::MAX as u64) as i32)
 }
 

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use segue_server::anticipate::{HintState, Schedule, unix_now};
+use segue_server::anticipate::{HintState, Schedule};
+use segue_server::clock::unix_now;
 use segue_server::distribute::Distributor;
 use segue_server::edge::EdgeOptions;
 use segue_server::edge::store::Store;

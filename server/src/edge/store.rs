@@ -20,6 +20,7 @@ use bytes::Bytes;
 use segue_wire::segment::Manifest;
 use segue_wire::{Limits, ObjectName};
 
+use crate::clock::unix_now;
 use crate::library::object_dir;
 use crate::placement::link::{LinkEstimate, required_prefix_s, share};
 use crate::placement::popularity::Popularity;
@@ -134,13 +135,6 @@ fn one() -> f64 {
 }
 
 const USAGE_VERSION: u32 = 1;
-
-/// Unix time, seconds: popularity and ages use it so they survive restarts.
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
 
 fn seg_path(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("seg-{i:06}"))
@@ -280,10 +274,6 @@ impl Store {
         object_dir(&self.dir, name)
     }
 
-    fn now_s(&self) -> f64 {
-        unix_now()
-    }
-
     /// The prefix the edge keeps of `m`, in media microseconds: the configured prefix, or
     /// longer when the measured origin link needs it (`placement::link`).
     pub fn prefix_us(&self, m: &Manifest) -> u64 {
@@ -332,14 +322,14 @@ impl Store {
 
     /// A session asked for `name` (measured usage).
     pub fn requested(&self, name: &ObjectName) {
-        let t = self.now_s();
+        let t = unix_now();
         self.lock().popularity.hit(name, t);
     }
 
     /// An operator expects `viewers` requests for `name` (a hint or a push): they count
     /// as requests now (anticipated demand), at most [`MAX_ANTICIPATED`].
     pub fn anticipate(&self, name: &ObjectName, viewers: u64) {
-        let t = self.now_s();
+        let t = unix_now();
         let n = viewers.clamp(1, MAX_ANTICIPATED) as f64;
         self.lock().popularity.add(name, t, n);
     }
@@ -356,7 +346,7 @@ impl Store {
 
     /// Every cached object, by name.
     pub fn objects(&self) -> Vec<ObjectStatus> {
-        let t = self.now_s();
+        let t = unix_now();
         let st = self.lock();
         let mut v: Vec<ObjectStatus> = st
             .objects
@@ -414,7 +404,7 @@ impl Store {
 
     /// Requests per second for `name`, as measured (decayed).
     pub fn request_rate(&self, name: &ObjectName) -> f64 {
-        let t = self.now_s();
+        let t = unix_now();
         self.lock().popularity.rate(name, t)
     }
 
@@ -443,7 +433,7 @@ impl Store {
             }
             st.tick += 1;
             let tick = st.tick;
-            let added_s = self.now_s();
+            let added_s = unix_now();
             st.objects.insert(
                 m.object.clone(),
                 Entry {

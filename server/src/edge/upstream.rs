@@ -84,10 +84,9 @@ impl LinkStats {
     }
 }
 
-/// Milliseconds since the first call (a process-wide monotonic clock), at least 1.
+/// `clock::monotonic_ms`, at least 1 (0 stands for "never" in `last_fetch_ms`).
 fn epoch_ms() -> u64 {
-    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    crate::clock::monotonic_ms() + 1
 }
 
 /// Shortest span a link-throughput sample covers.
