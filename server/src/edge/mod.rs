@@ -232,14 +232,11 @@ impl EdgeSource {
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
             }
-            let fetching = {
-                let playing = lock(&self.0.playing);
-                playing.keys().filter(|o| !self.0.store.complete(o)).count()
-            };
+            let fetching = self.objects_fetching(&lock(&self.0.playing));
             if fetching > 0 {
                 self.0.store.fetching_concurrently(fetching, 0.05);
             }
-            if let Some(name) = self.prefix_to_refill() {
+            if let Some(name) = self.0.store.prefix_to_refill() {
                 match self.warm(&name).await {
                     Ok(n) => {
                         tracing::info!(object = %name, segments = n, "prefix grown to follow the link")
@@ -248,7 +245,7 @@ impl EdgeSource {
                 }
             } else if let Some(after) = self.0.opts.probe_after
                 && self.0.upstream.stats.idle_for().is_some_and(|d| d >= after)
-                && let Some((m, i)) = self.probe_target()
+                && let Some((m, i)) = self.0.store.probe_target()
             {
                 let due = Instant::now() + BACKGROUND;
                 match self.fill(m.clone(), i, due).await {
@@ -264,46 +261,15 @@ impl EdgeSource {
         self.save_usage();
     }
 
+    /// Objects someone plays that are not wholly cached: those fetched from the origin.
+    fn objects_fetching(&self, playing: &HashMap<ObjectName, usize>) -> usize {
+        playing.keys().filter(|o| !self.0.store.complete(o)).count()
+    }
+
     fn save_usage(&self) {
         if let Err(e) = self.0.store.save_usage() {
             tracing::warn!("cannot save measured usage: {e}");
         }
-    }
-
-    /// The next missing segment of the most requested cached object, if it fits in free space.
-    fn probe_target(&self) -> Option<(Arc<Manifest>, usize)> {
-        let store = &self.0.store;
-        let free = store.capacity().saturating_sub(store.used());
-        let mut objects = store.objects();
-        objects.sort_by(|a, b| b.request_rate.total_cmp(&a.request_rate));
-        objects.into_iter().find_map(|o| {
-            let name = ObjectName::new(&o.object, 1024).ok()?;
-            let m = store.manifest(&name)?;
-            let i = (0..m.segments.len()).find(|&i| !store.has(&m, i))?;
-            (m.segments[i].size <= free).then_some((m, i))
-        })
-    }
-
-    /// The most requested object whose prefix is incomplete and fits in free space.
-    fn prefix_to_refill(&self) -> Option<ObjectName> {
-        let store = &self.0.store;
-        let free = store.capacity().saturating_sub(store.used());
-        let mut todo: Vec<_> = store
-            .objects()
-            .into_iter()
-            .filter(|o| !o.prefix_complete)
-            .filter_map(|o| {
-                let name = ObjectName::new(&o.object, 1024).ok()?;
-                let m = store.manifest(&name)?;
-                let missing: u64 = (0..o.prefix_segments)
-                    .filter(|&i| !store.has(&m, i))
-                    .map(|i| m.segments[i].size)
-                    .sum();
-                (missing <= free).then_some((o.request_rate, name))
-            })
-            .collect();
-        todo.sort_by(|a, b| b.0.total_cmp(&a.0));
-        todo.into_iter().next().map(|(_, n)| n)
     }
 
     /// Acts on a hint: its viewers count as requests, and the prefix is pulled now.
@@ -540,13 +506,11 @@ impl Source for EdgeSource {
         let fetching = {
             let mut playing = lock(&self.0.playing);
             *playing.entry(m.object.clone()).or_default() += 1;
-            playing.keys().filter(|o| !self.0.store.complete(o)).count()
+            self.objects_fetching(&playing)
         };
         if case != "full-hit" {
             // How many objects share the origin link as this one starts (prefix lengths).
             self.0.store.fetching_concurrently(fetching, 0.2);
-        }
-        if case != "full-hit" {
             self.prefetch(m.clone(), first);
         }
         Some(case)

@@ -300,10 +300,54 @@ impl Store {
     }
 
     pub fn prefix_len(&self, m: &Manifest) -> usize {
-        let p = self.prefix_us(m);
+        Self::prefix_count(self.prefix_us(m), m)
+    }
+
+    /// How many segments a prefix of `prefix_us` takes.
+    fn prefix_count(prefix_us: u64, m: &Manifest) -> usize {
         (0..m.segments.len())
-            .take_while(|&i| Self::in_prefix(p, m, i))
+            .take_while(|&i| Self::in_prefix(prefix_us, m, i))
             .count()
+    }
+
+    /// Cached objects, most requested first (ties: by name).
+    fn by_popularity(st: &State) -> Vec<(&ObjectName, &Entry)> {
+        let mut v: Vec<_> = st.objects.iter().collect();
+        v.sort_by(|a, b| {
+            let (sa, sb) = (st.popularity.score(a.0), st.popularity.score(b.0));
+            sb.total_cmp(&sa).then_with(|| a.0.cmp(b.0))
+        });
+        v
+    }
+
+    /// The most requested cached object whose prefix is incomplete and whose missing prefix
+    /// segments fit in free space (the edge's upkeep fills it). Reads the index only: no use
+    /// is recorded.
+    pub fn prefix_to_refill(&self) -> Option<ObjectName> {
+        let st = self.lock();
+        let free = self.capacity.saturating_sub(st.used);
+        let link = st.effective_link();
+        Self::by_popularity(&st).into_iter().find_map(|(name, e)| {
+            let m = &e.manifest;
+            let n = Self::prefix_count(Self::prefix_us_with(self.prefix_us, link, m), m);
+            let missing: u64 = (0..n)
+                .filter(|&i| !e.have[i])
+                .map(|i| m.segments[i].size)
+                .sum();
+            (missing > 0 && missing <= free).then(|| name.clone())
+        })
+    }
+
+    /// The next missing segment of the most requested cached object whose next missing
+    /// segment fits in free space (a useful segment to measure an idle link with). Reads the
+    /// index only: no use is recorded.
+    pub fn probe_target(&self) -> Option<(Arc<Manifest>, usize)> {
+        let st = self.lock();
+        let free = self.capacity.saturating_sub(st.used);
+        Self::by_popularity(&st).into_iter().find_map(|(_, e)| {
+            let i = e.have.iter().position(|h| !h)?;
+            (e.manifest.segments[i].size <= free).then(|| (e.manifest.clone(), i))
+        })
     }
 
     /// `n` objects are being fetched from the origin at once (sampled as a session starts,
@@ -354,9 +398,7 @@ impl Store {
             .map(|(name, e)| {
                 let m = &e.manifest;
                 let prefix_us = Self::prefix_us_with(self.prefix_us, st.effective_link(), m);
-                let prefix_segments = (0..m.segments.len())
-                    .take_while(|&i| Self::in_prefix(prefix_us, m, i))
-                    .count();
+                let prefix_segments = Self::prefix_count(prefix_us, m);
                 let mut held = Vec::new();
                 let mut i = 0;
                 while i < e.have.len() {
@@ -779,6 +821,45 @@ mod tests {
             vec![0, 1]
         );
         assert!(store.request_rate(&popular.object) > store.request_rate(&rare.object));
+    }
+
+    #[tokio::test]
+    async fn upkeep_targets_follow_popularity_and_free_space() {
+        let dir = tempfile::tempdir().unwrap();
+        // 4 s prefix = segments 0 and 1.
+        let store = Store::open(dir.path(), 700, 4_000_000).unwrap();
+        let a = manifest("a", &[100; 4]);
+        let b = manifest("b", &[100; 4]);
+        for m in [&a, &b] {
+            store.put_manifest(m).unwrap();
+            store.put(m, 0, &payload(100)).await;
+        }
+        store.requested(&b.object);
+        // Both prefixes lack segment 1; the requested object comes first.
+        assert_eq!(store.prefix_to_refill(), Some(b.object.clone()));
+        assert_eq!(
+            store.probe_target().map(|(m, i)| (m.object.clone(), i)),
+            Some((b.object.clone(), 1))
+        );
+        store.put(&b, 1, &payload(100)).await;
+        assert_eq!(store.prefix_to_refill(), Some(a.object.clone()));
+        // b's prefix is whole: the probe takes its next segment, then a's once b is whole.
+        assert_eq!(store.probe_target().map(|(_, i)| i), Some(2));
+        // b whole: a's next segment.
+        store.put(&b, 2, &payload(100)).await;
+        store.put(&b, 3, &payload(100)).await;
+        assert_eq!(store.used(), 500);
+        assert_eq!(
+            store.probe_target().map(|(m, i)| (m.object.clone(), i)),
+            Some((a.object.clone(), 1))
+        );
+        let big = manifest("big", &[50, 200, 200]);
+        store.put_manifest(&big).unwrap();
+        store.put(&big, 0, &payload(50)).await;
+        store.requested(&big.object);
+        store.requested(&big.object);
+        // big is the most requested, but its missing prefix (200) exceeds the 150 free: a.
+        assert_eq!(store.prefix_to_refill(), Some(a.object.clone()));
     }
 
     #[tokio::test]
