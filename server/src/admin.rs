@@ -31,7 +31,7 @@ use crate::anticipate::Schedule;
 use crate::clock::unix_now;
 use crate::distribute::Distributor;
 use crate::edge::EdgeSource;
-use crate::placement::hint::parse_json;
+use crate::placement::hint::{Hint, parse_json};
 use crate::source::Source as _;
 
 /// Largest request body read (POST /hints).
@@ -54,6 +54,21 @@ pub enum Node {
 }
 
 impl Node {
+    /// Adds the hints meant for this node to its schedule (an origin: all; an edge: those
+    /// for its name or region); returns how many it took.
+    pub fn add_hints(&self, hints: Vec<Hint>) -> usize {
+        let mine: Vec<Hint> = match self {
+            Node::Edge { name, region, .. } => hints
+                .into_iter()
+                .filter(|h| h.applies_to(name, region.as_deref()))
+                .collect(),
+            Node::Origin { .. } => hints,
+        };
+        let n = mine.len();
+        self.hints().add(mine);
+        n
+    }
+
     fn hints(&self) -> &Arc<Schedule> {
         match self {
             Node::Edge { hints, .. } | Node::Origin { hints, .. } => hints,
@@ -347,24 +362,13 @@ async fn push(req: &Request<Incoming>, node: &Node) -> Resp {
             if let Err(e) = dist.source().manifest(&name).await {
                 return source_error(&e);
             }
-            let mut lines = Vec::new();
-            let mut ok = true;
-            for t in &targets {
-                match dist.push(&name, t, None, None).await {
-                    Ok(p) if p.not_needed => lines.push(format!("{t}: {name} already held")),
-                    Ok(p) => lines.push(format!("{t}: {name}: {} segments pushed", p.stored)),
-                    Err(e) => {
-                        ok = false;
-                        lines.push(format!("{t}: {e}"));
-                    }
-                }
-            }
-            let status = if ok {
-                StatusCode::OK
-            } else {
+            let r = dist.push_each(&name, &targets, None, None).await;
+            let status = if r.failed {
                 StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::OK
             };
-            plain(status, &lines.join("\n"))
+            plain(status, &r.lines.join("\n"))
         }
     }
 }
@@ -388,15 +392,7 @@ async fn add_hints(req: Request<Incoming>, node: &Node) -> Resp {
         Err(e) => return plain(StatusCode::BAD_REQUEST, &e),
     };
     let total = hints.len();
-    let mine: Vec<_> = match node {
-        Node::Edge { name, region, .. } => hints
-            .into_iter()
-            .filter(|h| h.applies_to(name, region.as_deref()))
-            .collect(),
-        Node::Origin { .. } => hints,
-    };
-    let accepted = mine.len();
-    node.hints().add(mine);
+    let accepted = node.add_hints(hints);
     json(&serde_json::json!({ "accepted": accepted, "not_for_this_node": total - accepted }))
 }
 

@@ -26,6 +26,13 @@ pub struct PushStats {
     pub segments: AtomicU64,
 }
 
+/// What [`Distributor::push_each`] did: a line per edge, and whether any push failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReport {
+    pub lines: Vec<String>,
+    pub failed: bool,
+}
+
 /// Pushes prefixes from an origin's library to edges.
 pub struct Distributor {
     source: LibrarySource,
@@ -125,6 +132,30 @@ impl Distributor {
         r
     }
 
+    /// Pushes `object`'s prefix to each of `targets` in turn: one line per edge (failures
+    /// first), and whether any failed.
+    pub async fn push_each(
+        &self,
+        object: &ObjectName,
+        targets: &[SegueUrl],
+        viewers: Option<u64>,
+        deadline_ms: Option<u64>,
+    ) -> PushReport {
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for t in targets {
+            match self.push(object, t, viewers, deadline_ms).await {
+                Ok(p) if p.not_needed => done.push(format!("{t}: {object} already held")),
+                Ok(p) => done.push(format!("{t}: {object}: {} segments pushed", p.stored)),
+                Err(e) => failed.push(format!("{t}: {e}")),
+            }
+        }
+        PushReport {
+            failed: !failed.is_empty(),
+            lines: failed.into_iter().chain(done).collect(),
+        }
+    }
+
     /// Acts on a hint: pushes the prefix to every edge URL it lists (or, if it lists none,
     /// to the configured edges).
     pub async fn position(&self, hint: Hint) -> Result<String, String> {
@@ -148,23 +179,10 @@ impl Distributor {
             return Err("no edge to push to (list segue:// URLs or start with --push-edge)".into());
         }
         let deadline_ms = Some(((hint.at_s - unix_now()).max(0.0) * 1000.0) as u64);
-        let mut done = Vec::new();
-        let mut failed = Vec::new();
-        for t in &targets {
-            match self.push(&object, t, Some(hint.viewers), deadline_ms).await {
-                Ok(p) if p.not_needed => done.push(format!("{t}: already held")),
-                Ok(p) => done.push(format!("{t}: {} segments", p.stored)),
-                Err(e) => failed.push(format!("{t}: {e}")),
-            }
-        }
-        if failed.is_empty() {
-            Ok(done.join("; "))
-        } else {
-            Err(failed
-                .into_iter()
-                .chain(done)
-                .collect::<Vec<_>>()
-                .join("; "))
-        }
+        let r = self
+            .push_each(&object, &targets, Some(hint.viewers), deadline_ms)
+            .await;
+        let text = r.lines.join("; ");
+        if r.failed { Err(text) } else { Ok(text) }
     }
 }

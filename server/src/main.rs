@@ -542,23 +542,18 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         a.push_edges.clone(),
     );
     let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
-    if let Some(file) = &a.hints.hints {
-        hints.add(load_hints(file)?);
-    }
-    {
-        let d = dist.clone();
-        tokio::spawn(hints.clone().run(
-            move |h| {
-                let d = d.clone();
-                async move { d.position(h).await }
-            },
-            stop.clone(),
-        ));
-    }
     let node = segue_server::admin::Node::Origin {
         dist: dist.clone(),
-        hints,
+        hints: hints.clone(),
     };
+    add_hint_file(&a.hints, &node)?;
+    tokio::spawn(hints.run(
+        move |h| {
+            let d = dist.clone();
+            async move { d.position(h).await }
+        },
+        stop.clone(),
+    ));
     serve_admin(&a.admin, node, stop.clone()).await?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
     let opts = node_options(a.send_ahead_ms, a.response_delay_ms);
@@ -599,13 +594,17 @@ fn reload_on_hangup(source: LibrarySource, opts: LibraryOptions) {
     let _ = (source, opts);
 }
 
-fn load_hints(file: &std::path::Path) -> anyhow::Result<Vec<segue_server::placement::hint::Hint>> {
+/// Reads `--hints FILE` (if given) into the node's schedule.
+fn add_hint_file(a: &HintArgs, node: &segue_server::admin::Node) -> anyhow::Result<()> {
+    let Some(file) = &a.hints else { return Ok(()) };
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read hints {}", file.display()))?;
     let hints = segue_server::placement::hint::parse_schedule(&text, unix_now())
         .map_err(|e| anyhow::anyhow!("hints {}: {e}", file.display()))?;
-    tracing::info!(file = %file.display(), hints = hints.len(), "hint schedule loaded");
-    Ok(hints)
+    let total = hints.len();
+    let taken = node.add_hints(hints);
+    tracing::info!(file = %file.display(), total, for_this_node = taken, "hint schedule loaded");
+    Ok(())
 }
 
 /// Starts the admin API if `--admin` is given.
@@ -683,19 +682,16 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     let stop = shutdown_signal();
     let upkeep = tokio::spawn(edge.clone().upkeep(stop.clone()));
     let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
-    if let Some(file) = &a.hints.hints {
-        let all = load_hints(file)?;
-        let total = all.len();
-        let mine: Vec<_> = all
-            .into_iter()
-            .filter(|h| h.applies_to(&a.name, a.region.as_deref()))
-            .collect();
-        tracing::info!(for_this_edge = mine.len(), total, "hints");
-        hints.add(mine);
-    }
+    let node = segue_server::admin::Node::Edge {
+        edge: edge.clone(),
+        hints: hints.clone(),
+        name: a.name.clone(),
+        region: a.region.clone(),
+    };
+    add_hint_file(&a.hints, &node)?;
     {
         let e = edge.clone();
-        tokio::spawn(hints.clone().run(
+        tokio::spawn(hints.run(
             move |h| {
                 let e = e.clone();
                 async move { e.anticipate(&h).await }
@@ -703,12 +699,6 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
             stop.clone(),
         ));
     }
-    let node = segue_server::admin::Node::Edge {
-        edge: edge.clone(),
-        hints,
-        name: a.name.clone(),
-        region: a.region.clone(),
-    };
     serve_admin(&a.admin, node, stop.clone()).await?;
     let endpoint = a.tls.endpoint(a.listen)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
