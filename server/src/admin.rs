@@ -31,6 +31,7 @@ use crate::anticipate::Schedule;
 use crate::clock::unix_now;
 use crate::distribute::Distributor;
 use crate::edge::EdgeSource;
+use crate::edge::store::ObjectStatus;
 use crate::placement::hint::{Hint, parse_json};
 use crate::source::Source as _;
 
@@ -220,6 +221,8 @@ pub fn metrics(edge: &EdgeSource) -> String {
     let s = edge.snapshot();
     let store = edge.store();
     let link = edge.upstream().link_estimate(edge.parallel());
+    // One walk over the cached objects per scrape.
+    let objects = store.objects();
     let mut r = Registry::with_prefix("segue_edge");
     let counters = [
         (
@@ -300,12 +303,12 @@ pub fn metrics(edge: &EdgeSource) -> String {
         (
             "cached_objects",
             "Objects with a cached manifest",
-            store.objects().len() as f64,
+            objects.len() as f64,
         ),
         (
             "prefix_seconds_mean",
             "Mean prefix length kept per cached object",
-            store.mean_prefix_s(),
+            ObjectStatus::mean_prefix_s(&objects),
         ),
     ];
     for (name, help, v) in gauges {

@@ -99,6 +99,16 @@ pub struct ObjectStatus {
     pub request_rate: f64,
 }
 
+impl ObjectStatus {
+    /// Mean prefix kept over `objects`, seconds of media (0 for none).
+    pub fn mean_prefix_s(objects: &[ObjectStatus]) -> f64 {
+        if objects.is_empty() {
+            return 0.0;
+        }
+        objects.iter().map(|x| x.prefix_s).sum::<f64>() / objects.len() as f64
+    }
+}
+
 /// What a store write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
@@ -437,11 +447,7 @@ impl Store {
 
     /// Mean prefix kept per cached object, seconds of media (0 with nothing cached).
     pub fn mean_prefix_s(&self) -> f64 {
-        let o = self.objects();
-        if o.is_empty() {
-            return 0.0;
-        }
-        o.iter().map(|x| x.prefix_s).sum::<f64>() / o.len() as f64
+        ObjectStatus::mean_prefix_s(&self.objects())
     }
 
     /// Requests per second for `name`, as measured (decayed).
