@@ -96,13 +96,20 @@ pub fn object_dir(root: &Path, name: &ObjectName) -> PathBuf {
 /// Media file extensions the library ingests.
 pub const EXTENSIONS: [&str; 3] = ["mp4", "m4v", "ts"];
 
+/// Where object `name`'s source files live under the media root: the directory and the
+/// file stem (`films/a` → `<root>/films`, `a`).
+pub fn source_dir_and_stem<'a>(root: &Path, name: &'a ObjectName) -> (PathBuf, &'a str) {
+    let mut comps: Vec<&str> = name.components().collect();
+    let leaf = comps.pop().unwrap_or_default();
+    (
+        comps.iter().fold(root.to_path_buf(), |d, c| d.join(c)),
+        leaf,
+    )
+}
+
 /// The source files of object `name` under the media root (every format).
 pub fn sources_of(root: &Path, name: &ObjectName) -> Vec<PathBuf> {
-    let comps: Vec<&str> = name.components().collect();
-    let Some((leaf, parents)) = comps.split_last() else {
-        return Vec::new();
-    };
-    let dir = parents.iter().fold(root.to_path_buf(), |d, c| d.join(c));
+    let (dir, leaf) = source_dir_and_stem(root, name);
     let Ok(entries) = fs::read_dir(&dir) else {
         return Vec::new();
     };

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use segue_wire::{Limits, ObjectName};
 
-use crate::library::{EXTENSIONS, Library, LibraryOptions, ingested_dir, sources_of};
+use crate::library::{
+    EXTENSIONS, Library, LibraryOptions, ingested_dir, source_dir_and_stem, sources_of,
+};
 
 fn name(s: &str) -> anyhow::Result<ObjectName> {
     ObjectName::new(s, Limits::default().max_object_name)
@@ -70,11 +72,7 @@ pub fn ingest(
                 .join(", ")
         );
     }
-    let comps: Vec<&str> = obj.components().collect();
-    let (leaf, parents) = comps.split_last().context("empty object name")?;
-    let dir = parents
-        .iter()
-        .fold(opts.media_root.clone(), |d, c| d.join(c));
+    let (dir, leaf) = source_dir_and_stem(&opts.media_root, &obj);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let target = dir.join(format!("{leaf}.{ext}"));
     // Hidden temporary (the scan skips it), then renamed: a half-copied file never shows.
