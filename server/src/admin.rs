@@ -20,7 +20,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use segue_wire::ObjectName;
@@ -270,9 +271,56 @@ pub fn metrics(edge: &EdgeSource) -> String {
             "Segments evicted from the disk cache",
             store.evictions(),
         ),
+        (
+            "segments_from_peers",
+            "Segments fetched from other helpers",
+            s.segments_from_peers,
+        ),
+        (
+            "peer_bytes",
+            "Segment bytes fetched from other helpers",
+            s.peer_bytes,
+        ),
+        (
+            "segments_to_peers",
+            "Segments served to other helpers",
+            s.segments_to_peers,
+        ),
     ];
     for (name, help, v) in counters {
         r.register(name, help, ConstCounter::new(v));
+    }
+    if let Some(h) = edge.helpers() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let sent = Family::<Vec<(String, String)>, Counter>::default();
+        for scope in crate::helper::scope::Scope::ALL {
+            sent.get_or_create(&vec![("scope".into(), scope.name().into())])
+                .inc_by(h.stats.advert_bytes_sent[scope as usize].load(Relaxed));
+        }
+        r.register(
+            "advert_bytes_sent",
+            "Advertisement bytes sent to peers, by the peers' scope",
+            sent,
+        );
+        for (name, help, v) in [
+            (
+                "adverts_received",
+                "Advertisements taken from peers",
+                &h.stats.adverts_received,
+            ),
+            (
+                "adverts_refused",
+                "Advertisements from unknown senders",
+                &h.stats.adverts_refused,
+            ),
+            (
+                "loops_refused",
+                "Helper requests refused because they would loop",
+                &h.stats.loops_refused,
+            ),
+        ] {
+            r.register(name, help, ConstCounter::new(v.load(Relaxed)));
+        }
     }
     let gauges = [
         (
@@ -399,7 +447,9 @@ async fn add_hints(req: Request<Incoming>, node: &Node) -> Resp {
     json(&serde_json::json!({ "accepted": accepted, "not_for_this_node": total - accepted }))
 }
 
-const ENDPOINTS: [&str; 5] = ["/metrics", "/objects", "/push", "/purge", "/hints"];
+const ENDPOINTS: [&str; 6] = [
+    "/metrics", "/objects", "/push", "/purge", "/hints", "/peers",
+];
 
 async fn handle(req: Request<Incoming>, node: Node, token: Arc<String>) -> Resp {
     let path = req.uri().path().to_owned();
@@ -425,6 +475,9 @@ async fn handle(req: Request<Incoming>, node: Node, token: Arc<String>) -> Resp 
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         (&Method::GET, "/objects", Node::Edge { edge, .. }) => json(&edge.store().objects()),
+        (&Method::GET, "/peers", Node::Edge { edge, .. }) => {
+            json(&edge.helpers().map(|h| h.report()).unwrap_or_default())
+        }
         (&Method::GET, "/objects", Node::Origin { dist, .. }) => {
             json(&library_objects(&dist.source().library()))
         }

@@ -84,11 +84,9 @@ impl Distributor {
             .await
             .entry(key)
             .or_insert_with(|| {
-                Arc::new(Upstream::new(
-                    endpoint.clone(),
-                    edge.clone(),
-                    CONNECT_TIMEOUT,
-                ))
+                Arc::new(
+                    Upstream::new(endpoint.clone(), edge.clone(), CONNECT_TIMEOUT).labelled("edge"),
+                )
             })
             .clone())
     }

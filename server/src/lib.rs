@@ -14,6 +14,7 @@ pub mod control;
 pub mod demo;
 pub mod distribute;
 pub mod edge;
+pub mod helper;
 pub mod ingest;
 pub mod lab;
 pub mod library;

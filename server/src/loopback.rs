@@ -79,9 +79,43 @@ pub fn edge(
     SocketAddr,
     impl Future<Output = ()> + Send + 'static,
 )> {
-    let up = Upstream::new(client_endpoint(&tls.ca)?, origin, upstream::DEFAULT_TIMEOUT);
-    let source = EdgeSource::new(store, up, opts);
-    let ep = server_endpoint(any_port(), &tls.cert, &tls.key, TransportLimits::default())?;
+    let ep = endpoint(tls)?;
+    helper(tls, ep, store, origin, opts, node, None, stop)
+}
+
+/// A server endpoint on loopback with the dev certificate (bind first, serve later: helpers
+/// need each other's addresses before they start).
+pub fn endpoint(tls: &DevTls) -> anyhow::Result<quinn::Endpoint> {
+    server_endpoint(any_port(), &tls.cert, &tls.key, TransportLimits::default())
+}
+
+/// An edge serving on `ep`, cooperating with the peers of `helpers` (if any). The caller
+/// spawns its `upkeep` and `advertise` tasks.
+#[allow(clippy::too_many_arguments)]
+pub fn helper(
+    tls: &DevTls,
+    ep: quinn::Endpoint,
+    store: Store,
+    origin: SegueUrl,
+    opts: EdgeOptions,
+    node: NodeOptions,
+    helpers: Option<crate::helper::HelperOptions>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(
+    EdgeSource,
+    SocketAddr,
+    impl Future<Output = ()> + Send + 'static,
+)> {
+    let client = client_endpoint(&tls.ca)?;
+    let helpers = helpers.map(|h| {
+        Arc::new(crate::helper::Helpers::new(
+            h,
+            &client,
+            upstream::DEFAULT_TIMEOUT,
+        ))
+    });
+    let up = Upstream::new(client, origin, upstream::DEFAULT_TIMEOUT);
+    let source = EdgeSource::with_helpers(store, up, opts, helpers);
     let addr = ep.local_addr()?;
     let serving = serve(ep, Arc::new(source.clone()), node, stop);
     Ok((source, addr, serving))

@@ -224,7 +224,7 @@ struct EdgeCmd {
     #[command(subcommand)]
     command: Option<EdgeCommand>,
     #[command(flatten)]
-    run: EdgeArgs,
+    run: Box<EdgeArgs>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -338,10 +338,29 @@ struct EdgeArgs {
     /// This edge's region: hints for a region apply to it.
     #[arg(long)]
     region: Option<String>,
+    /// A helper to cooperate with, NAME=segue://HOST:PORT[,SCOPE] (repeatable; SCOPE is
+    /// local, regional, national or global; without it, derived from the measured RTT and
+    /// how often the peer advertises). The peer must list this edge under --name too.
+    #[arg(long = "peer", value_name = "NAME=URL[,SCOPE]")]
+    peers: Vec<segue_server::helper::PeerConf>,
+    /// Advert periods per scope, seconds: local,regional,national,global.
+    #[arg(long, default_value = "1,5,30,120", value_parser = parse_periods)]
+    advert_periods: segue_server::helper::scope::Periods,
+    /// Segments are spread over the helpers of this scope and nearer (collective storage).
+    #[arg(long, default_value = "local", value_parser = segue_server::helper::scope::Scope::parse)]
+    collective_scope: segue_server::helper::scope::Scope,
+    /// An object's prefix is kept at every helper that saw at least this many requests for
+    /// it (decayed); below, only the helpers owning its segments keep them.
+    #[arg(long, default_value_t = 1.0)]
+    popular_requests: f64,
     #[command(flatten)]
     hints: HintArgs,
     #[command(flatten)]
     admin: AdminArgs,
+}
+
+fn parse_periods(s: &str) -> Result<segue_server::helper::scope::Periods, String> {
+    segue_server::helper::scope::Periods::parse(s)
 }
 
 /// Parses sizes like `1048576`, `512K`, `64M`, `2G`, `1GiB`.
@@ -636,12 +655,27 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("cannot open cache {}", a.cache_dir.display()))?;
     tracing::info!(cache = %a.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
-    let upstream = Upstream::new(
-        client_endpoint(&a.ca)?,
-        origin.clone(),
-        upstream::DEFAULT_TIMEOUT,
-    );
-    let edge = EdgeSource::new(
+    let client = client_endpoint(&a.ca)?;
+    let upstream = Upstream::new(client.clone(), origin.clone(), upstream::DEFAULT_TIMEOUT);
+    let helpers = if a.peers.is_empty() {
+        None
+    } else {
+        segue_server::helper::check_name(&a.name).map_err(anyhow::Error::msg)?;
+        if a.peers.iter().any(|p| p.name == a.name) {
+            anyhow::bail!("--peer {}: that is this edge's own --name", a.name);
+        }
+        let mut opts = segue_server::helper::HelperOptions::new(&a.name, a.peers.clone());
+        opts.periods = a.advert_periods;
+        opts.collective = a.collective_scope;
+        opts.popular_requests = a.popular_requests;
+        tracing::info!(name = %a.name, peers = a.peers.len(), "cooperating with helpers");
+        Some(Arc::new(segue_server::helper::Helpers::new(
+            opts,
+            &client,
+            upstream::DEFAULT_TIMEOUT,
+        )))
+    };
+    let edge = EdgeSource::with_helpers(
         store,
         upstream,
         EdgeOptions {
@@ -649,6 +683,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
             accept_pushes: a.accept_pushes,
             ..EdgeOptions::default()
         },
+        helpers,
     );
     let mut warming = tokio::task::JoinSet::new();
     for name in &a.warm {
@@ -681,6 +716,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     }
     let stop = shutdown_signal();
     let upkeep = tokio::spawn(edge.clone().upkeep(stop.clone()));
+    tokio::spawn(edge.clone().advertise(stop.clone()));
     let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
     let node = segue_server::admin::Node::Edge {
         edge: edge.clone(),
@@ -960,7 +996,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Edge(EdgeCmd { run, .. }) => edge(run).await,
+        Command::Edge(EdgeCmd { run, .. }) => edge(*run).await,
         Command::Media { command } => media(command).await,
         Command::Lab { command } => lab(command).await,
         Command::Certs {

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use quinn::{RecvStream, SendStream};
 use segue_wire::segment::{
     ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request, encode_manifest_frame,
+    frame_type,
 };
 use segue_wire::{AppError, Limits};
 
-use crate::source::{Offer, Source};
+use crate::source::{Offer, Requester, Source};
 
 /// Stream priority for an exchange whose segments are due `deadline_ms` after now: earliest
 /// *absolute* due time first (a DEADLINE is relative to when the request arrived, so two
@@ -32,20 +33,38 @@ pub async fn serve_exchange<S: Source>(
     limits: Limits,
     delay: std::time::Duration,
 ) -> anyhow::Result<()> {
-    let max = limits.max_frame_header + 16;
+    let mut max = limits.max_frame_header + 16;
     let mut buf = Vec::with_capacity(256);
     let (req, used) = loop {
-        match decode_request(&buf, &limits) {
-            Ok(Some(r)) => break r,
-            Ok(None) => {}
-            Err(e) => {
-                send.write_all(&ResponseHeader::error(Status::BadRequest, e.to_string()).encode())
+        if segue_wire::varint::get(&buf).is_some_and(|(ty, _)| ty == frame_type::ADVERT) {
+            max = limits.max_advert + 16;
+            match segue_wire::advert::decode(&buf, &limits) {
+                Ok(Some((a, _))) => return answer_advert(&*source, &a, send).await,
+                Ok(None) => {}
+                Err(e) => {
+                    send.write_all(
+                        &ResponseHeader::error(Status::BadRequest, e.to_string()).encode(),
+                    )
                     .await?;
-                send.finish()?;
-                return Ok(());
+                    send.finish()?;
+                    return Ok(());
+                }
+            }
+        } else {
+            match decode_request(&buf, &limits) {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(e) => {
+                    send.write_all(
+                        &ResponseHeader::error(Status::BadRequest, e.to_string()).encode(),
+                    )
+                    .await?;
+                    send.finish()?;
+                    return Ok(());
+                }
             }
         }
-        let mut chunk = [0u8; 1024];
+        let mut chunk = [0u8; 4096];
         match recv.read(&mut chunk).await? {
             Some(n) if buf.len() + n <= max => buf.extend_from_slice(&chunk[..n]),
             Some(_) => {
@@ -114,10 +133,30 @@ pub async fn serve_exchange<S: Source>(
                 return Ok(());
             }
             let _ = send.set_priority(priority(req_deadline));
+            let p = req.params();
+            let from = Requester {
+                hop_limit: p.hop_limit,
+                sender: p.sender,
+                deadline_ms: p.deadline_ms,
+            };
+            // The first segment before the RESPONSE: a helper that cannot serve it (its hop
+            // limit, a loop, its upstream) says why, and the requester asks elsewhere at once.
+            let mut next = Some(source.segment_for(&manifest, first as usize, from).await);
+            if let Some(Err(e)) = &next {
+                tracing::debug!(object = %object, segment = first, "not served: {e}");
+                send.write_all(&ResponseHeader::error(e.segment_status(), e.to_string()).encode())
+                    .await?;
+                send.finish()?;
+                return Ok(());
+            }
             send.write_all(&ResponseHeader::ok().encode()).await?;
             for i in first..first + count {
                 let i = i as usize;
-                match source.segment(&manifest, i).await {
+                let r = match next.take() {
+                    Some(r) => r,
+                    None => source.segment_for(&manifest, i, from).await,
+                };
+                match r {
                     Ok(payload) => {
                         let h = SegmentHeader {
                             index: i as u64,
@@ -136,6 +175,25 @@ pub async fn serve_exchange<S: Source>(
             }
         }
     }
+    send.finish()?;
+    Ok(())
+}
+
+/// Answers an ADVERT with one RESPONSE: OK, STALE_REVISION (send a snapshot) or the refusal.
+async fn answer_advert<S: Source>(
+    source: &S,
+    a: &segue_wire::advert::Advert,
+    mut send: SendStream,
+) -> anyhow::Result<()> {
+    let h = match source.advertised(a) {
+        Ok(Status::Ok) => ResponseHeader::ok(),
+        Ok(Status::StaleRevision) => {
+            ResponseHeader::error(Status::StaleRevision, "send a snapshot")
+        }
+        Ok(s) => ResponseHeader::error(s, ""),
+        Err(e) => ResponseHeader::error(e.segment_status(), e.to_string()),
+    };
+    send.write_all(&h.encode()).await?;
     send.finish()?;
     Ok(())
 }

@@ -28,6 +28,12 @@ pub enum SourceError {
     /// What the peer sent is wrong (e.g. a pushed segment failing its checksum).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A helper may not forward this request further (HOP_LIMIT reached 0).
+    #[error("hop limit reached: {0}")]
+    HopLimit(String),
+    /// Serving it would loop or overload: ask another source.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -38,7 +44,10 @@ impl SourceError {
         use segue_wire::control::status;
         match self {
             SourceError::NotFound(_) => status::NOT_FOUND,
-            SourceError::Unavailable(_) | SourceError::Stale(_) => status::BAD_GATEWAY,
+            SourceError::Unavailable(_) | SourceError::Stale(_) | SourceError::HopLimit(_) => {
+                status::BAD_GATEWAY
+            }
+            SourceError::Busy(_) => status::SERVICE_UNAVAILABLE,
             SourceError::Refused(_) => status::FORBIDDEN,
             SourceError::Invalid(_) => status::BAD_REQUEST,
             SourceError::Internal(_) => status::INTERNAL_SERVER_ERROR,
@@ -53,6 +62,8 @@ impl SourceError {
             SourceError::Stale(_) => Status::StaleRevision,
             SourceError::Refused(_) => Status::Unauthorized,
             SourceError::Invalid(_) => Status::BadRequest,
+            SourceError::HopLimit(_) => Status::HopLimitExceeded,
+            SourceError::Busy(_) => Status::Busy,
             SourceError::Internal(_) => Status::Internal,
         }
     }
@@ -69,6 +80,17 @@ pub struct Offer {
     pub deadline_ms: Option<u64>,
 }
 
+/// Who asks for a segment over the segment protocol, from its request's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Requester {
+    /// HOP_LIMIT: present on requests between helpers.
+    pub hop_limit: Option<u8>,
+    /// SENDER: the requesting helper's id.
+    pub sender: Option<u64>,
+    /// DEADLINE: milliseconds until the segment is due at a player.
+    pub deadline_ms: Option<u64>,
+}
+
 /// A provider of objects.
 pub trait Source: Send + Sync + 'static {
     fn manifest(
@@ -82,6 +104,21 @@ pub trait Source: Send + Sync + 'static {
         manifest: &Arc<Manifest>,
         index: usize,
     ) -> impl Future<Output = Result<Bytes, SourceError>> + Send;
+
+    /// Segment `index` for a segment-protocol request from `from` (another edge or helper).
+    fn segment_for(
+        &self,
+        manifest: &Arc<Manifest>,
+        index: usize,
+        _from: Requester,
+    ) -> impl Future<Output = Result<Bytes, SourceError>> + Send {
+        self.segment(manifest, index)
+    }
+
+    /// A helper's advertisement arrived (PROTOCOL.md §8.8): the status to answer with.
+    fn advertised(&self, _advert: &segue_wire::advert::Advert) -> Result<Status, SourceError> {
+        Err(SourceError::Refused("this node takes no adverts".into()))
+    }
 
     /// A session will play from segment `first`: a source may start fetching ahead. Returns
     /// how the request was served, for edges: `full-hit`, `prefix-hit` or `miss`.

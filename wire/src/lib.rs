@@ -13,6 +13,7 @@
 )]
 
 pub mod address;
+pub mod advert;
 pub mod control;
 pub mod error;
 pub mod limits;

@@ -29,6 +29,10 @@ pub struct Limits {
     pub max_segments_per_request: u64,
     /// Body of one segment-protocol frame (request, response header, segment header).
     pub max_frame_header: usize,
+    /// Body of one ADVERT frame.
+    pub max_advert: usize,
+    /// Objects listed in one ADVERT.
+    pub max_advert_objects: usize,
 }
 
 impl Default for Limits {
@@ -46,6 +50,8 @@ impl Default for Limits {
             max_frame_size: 16 * 1024 * 1024,
             max_segments_per_request: 1024,
             max_frame_header: 4096,
+            max_advert: 1024 * 1024,
+            max_advert_objects: 100_000,
         }
     }
 }

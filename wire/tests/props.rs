@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use segue_wire::advert::{self, Advert, Holding, Ranges};
 use segue_wire::control::{
     ControlDecoder, Headers, Message, Method, NptRange, Request, Response, RtpInfo, SessionHeader,
     Transport,
@@ -282,13 +283,48 @@ fn params() -> impl Strategy<Value = Params> {
         proptest::option::of(0..=varint::MAX),
         proptest::option::of(0..=varint::MAX),
         proptest::option::of(0..=varint::MAX),
+        proptest::option::of(0..=varint::MAX),
     )
-        .prop_map(|(hop_limit, revision, deadline_ms, viewers)| Params {
-            hop_limit,
+        .prop_map(
+            |(hop_limit, revision, deadline_ms, viewers, sender)| Params {
+                hop_limit,
+                revision,
+                deadline_ms,
+                viewers,
+                sender,
+            },
+        )
+}
+
+fn advert() -> impl Strategy<Value = Advert> {
+    let holding = (
+        object_name(),
+        0..=varint::MAX,
+        proptest::collection::vec(0u64..65_536, 0..40),
+    )
+        .prop_map(|(object, revision, idx)| Holding {
+            object,
             revision,
-            deadline_ms,
-            viewers,
-        })
+            segments: Ranges::from_indices(idx),
+        });
+    (
+        "[a-z0-9-]{1,64}",
+        0..=varint::MAX,
+        1..=varint::MAX,
+        any::<bool>(),
+        0..=varint::MAX,
+        proptest::collection::vec(holding, 0..8),
+    )
+        .prop_map(
+            |(sender, epoch, version, snapshot, period_ms, holdings)| Advert {
+                sender,
+                epoch,
+                version,
+                base: if snapshot { 0 } else { version - 1 },
+                period_ms,
+                holdings,
+            },
+        )
 }
 
 fn segment_request() -> impl Strategy<Value = SegmentRequest> {
@@ -438,6 +474,39 @@ proptest! {
     #[test]
     fn sdp_round_trip(d in description()) {
         prop_assert_eq!(Description::from_sdp(&d.to_sdp(), 8).unwrap(), d);
+    }
+
+    #[test]
+    fn advert_round_trip(a in advert()) {
+        let enc = a.encode();
+        let l = Limits::default();
+        prop_assert_eq!(advert::decode(&enc, &l).unwrap(), Some((a.clone(), enc.len())));
+        // Cut anywhere: incomplete, never an error or a panic.
+        for cut in [0, 1, enc.len() / 2, enc.len() - 1] {
+            prop_assert_eq!(advert::decode(&enc[..cut], &l).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn advert_ranges_hold_exactly_their_indexes(idx in proptest::collection::vec(0u64..200, 0..60)) {
+        let r = Ranges::from_indices(idx.clone());
+        for i in 0..210 {
+            prop_assert_eq!(r.contains(i), idx.contains(&i));
+        }
+        let mut sorted = idx;
+        sorted.sort_unstable();
+        sorted.dedup();
+        prop_assert_eq!(r.iter().collect::<Vec<_>>(), sorted);
+    }
+
+    #[test]
+    fn mutated_adverts_never_panic(a in advert(), flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let mut enc = a.encode();
+        for (i, b) in flips {
+            let k = i.index(enc.len());
+            enc[k] ^= b;
+        }
+        let _ = advert::decode(&enc, &Limits::default());
     }
 
     #[test]

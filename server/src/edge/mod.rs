@@ -26,9 +26,12 @@ use segue_wire::segment::Manifest;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::helper::Helpers;
+use crate::helper::choose::SourceId;
 use crate::lru::SegmentLru;
-use crate::source::{Offer, Source, SourceError, checksum_ok};
+use crate::source::{Offer, Requester, Source, SourceError, checksum_ok};
 use schedule::{Scheduler, Ticket};
+use segue_wire::segment::Status;
 use store::Store;
 use upstream::Upstream;
 
@@ -81,6 +84,13 @@ pub struct EdgeStats {
     pub served_bytes: AtomicU64,
     /// Segments another node pushed here (verified and stored).
     pub segments_pushed: AtomicU64,
+    /// Segments fetched from helpers, and their bytes.
+    pub segments_from_peers: AtomicU64,
+    pub peer_bytes: AtomicU64,
+    /// Segments served to helpers' requests.
+    pub segments_to_peers: AtomicU64,
+    /// Fetched segments not stored on disk here (collective storage: another helper owns them).
+    pub not_kept: AtomicU64,
 }
 
 /// A point-in-time copy of an edge's counters (status files, the lab).
@@ -100,6 +110,14 @@ pub struct StatsSnapshot {
     /// Segments pushed here by another node.
     #[serde(default)]
     pub segments_pushed: u64,
+    /// Segments (and their bytes) fetched from other helpers.
+    #[serde(default)]
+    pub segments_from_peers: u64,
+    #[serde(default)]
+    pub peer_bytes: u64,
+    /// Segments served to other helpers.
+    #[serde(default)]
+    pub segments_to_peers: u64,
 }
 
 type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
@@ -112,6 +130,29 @@ struct Pending {
     /// Woken when the deadline moves up: the exchange in flight carries the old DEADLINE
     /// (the origin would keep sending it last), so it is re-requested with the new one.
     promoted: Arc<tokio::sync::Notify>,
+    /// The helper it is being fetched from now (its id; 0: the origin or none yet): a
+    /// request from that helper for this segment would loop.
+    from: Arc<AtomicU64>,
+}
+
+/// How a fetch may go, from who asked for it.
+#[derive(Debug, Clone, Copy)]
+struct Via {
+    /// Never ask this helper (whose request for the segment is being served).
+    exclude: Option<u64>,
+    /// HOP_LIMIT on requests to helpers; at 0, only helpers that hold it are asked.
+    hops: u8,
+    /// Store it on disk whatever collective storage says (pre-positioning).
+    keep: bool,
+}
+
+impl Via {
+    /// A fetch this node starts itself.
+    const OWN: Via = Via {
+        exclude: None,
+        hops: segue_wire::segment::DEFAULT_HOP_LIMIT,
+        keep: false,
+    };
 }
 
 /// How long pre-positioning may take: far behind anything a session waits for.
@@ -137,6 +178,7 @@ struct Inner {
     /// Sessions playing each object; the prefetcher only fetches for objects someone plays.
     playing: Mutex<HashMap<ObjectName, usize>>,
     manifests: Mutex<HashMap<ObjectName, Fill<Arc<Manifest>>>>,
+    helpers: Option<Arc<Helpers>>,
 }
 
 /// The edge's [`Source`]. Cheap to clone.
@@ -158,6 +200,16 @@ async fn wait<T: Clone>(mut rx: Fill<T>) -> Result<T, SourceError> {
 
 impl EdgeSource {
     pub fn new(store: Store, upstream: Upstream, opts: EdgeOptions) -> Self {
+        Self::with_helpers(store, upstream, opts, None)
+    }
+
+    /// An edge that cooperates with the peers of `helpers` (docs/HELPERS.md).
+    pub fn with_helpers(
+        store: Store,
+        upstream: Upstream,
+        opts: EdgeOptions,
+        helpers: Option<Arc<Helpers>>,
+    ) -> Self {
         let sched = Scheduler::new(opts.parallel.max(1), opts.parallel.max(1));
         Self(Arc::new(Inner {
             store,
@@ -169,7 +221,26 @@ impl EdgeSource {
             fills: Mutex::default(),
             manifests: Mutex::default(),
             playing: Mutex::default(),
+            helpers,
         }))
+    }
+
+    /// The helper network, if this edge cooperates.
+    pub fn helpers(&self) -> Option<&Arc<Helpers>> {
+        self.0.helpers.as_ref()
+    }
+
+    /// Advertises what this edge holds to its peers until `stop` (nothing without peers).
+    pub async fn advertise(self, stop: watch::Receiver<bool>) {
+        let Some(h) = self.0.helpers.clone() else {
+            return;
+        };
+        let me = self.clone();
+        let sink = crate::helper::LiveSink {
+            helpers: h,
+            holdings: move || me.0.store.holdings(),
+        };
+        crate::helper::advertise::run(Arc::new(sink), stop).await;
     }
 
     pub fn stats(&self) -> &EdgeStats {
@@ -189,6 +260,9 @@ impl EdgeSource {
             origin_bytes: get(&self.0.upstream.stats.bytes),
             served_bytes: get(&s.served_bytes),
             segments_pushed: get(&s.segments_pushed),
+            segments_from_peers: get(&s.segments_from_peers),
+            peer_bytes: get(&s.peer_bytes),
+            segments_to_peers: get(&s.segments_to_peers),
         }
     }
 
@@ -210,7 +284,13 @@ impl EdgeSource {
         let m = self.manifest(name).await?;
         let n = self.0.store.prefix_len(&m);
         let due = Instant::now() + BACKGROUND;
-        let fills: Vec<_> = (0..n).map(|i| self.fill(m.clone(), i, due)).collect();
+        let via = Via {
+            keep: true,
+            ..Via::OWN
+        };
+        let fills: Vec<_> = (0..n)
+            .map(|i| self.fill_via(m.clone(), i, due, via))
+            .collect();
         for f in fills {
             f.await?;
         }
@@ -231,6 +311,9 @@ impl EdgeSource {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
+            }
+            if let Some(h) = &self.0.helpers {
+                h.expire();
             }
             let fetching = self.objects_fetching(&lock(&self.0.playing));
             if fetching > 0 {
@@ -280,17 +363,94 @@ impl EdgeSource {
         Ok(format!("{n} prefix segments cached"))
     }
 
-    async fn fetch_with_retry(
+    /// Fetches segment `i` once a scheduler slot is free: from the helpers that can deliver
+    /// it in time (when this edge cooperates), else from the origin; a helper that fails or
+    /// times out is skipped and the choice made again, the origin last.
+    async fn fetch(
         &self,
         m: &Manifest,
         i: usize,
         ticket: Ticket,
+        via: Via,
+        from: &AtomicU64,
     ) -> Result<Bytes, SourceError> {
-        let inner = &self.0;
         let _slot = ticket
             .slot()
             .await
             .ok_or_else(|| SourceError::Internal("edge shutting down".into()))?;
+        let Some(h) = self.0.helpers.clone() else {
+            return self.fetch_from_origin(m, i).await;
+        };
+        let key = (m.object.clone(), m.revision, i);
+        let mut tried = Vec::new();
+        let mut last = None;
+        loop {
+            let left = lock(&self.0.fills).get(&key).map_or(Duration::ZERO, |p| {
+                p.deadline.saturating_duration_since(Instant::now())
+            });
+            let Some(choice) = h.choose(
+                m,
+                i,
+                left,
+                &tried,
+                via.exclude,
+                Some(&self.0.upstream),
+                self.0.opts.parallel,
+                via.hops > 0,
+            ) else {
+                return Err(
+                    last.unwrap_or_else(|| SourceError::Unavailable("no source left".into()))
+                );
+            };
+            let SourceId::Peer(p) = choice else {
+                from.store(0, Ordering::Relaxed);
+                return self.fetch_from_origin(m, i).await;
+            };
+            let peer = &h.peers[p];
+            from.store(peer.id, Ordering::Relaxed);
+            // Time for the helper: what is left before the origin would have to start, at
+            // least a moment, at most the usual exchange timeout.
+            let origin_time = self.0.upstream.rtt().unwrap_or(Duration::from_millis(50)) * 2;
+            let allow = left
+                .saturating_sub(origin_time)
+                .clamp(Duration::from_millis(300), upstream::DEFAULT_TIMEOUT);
+            let due_ms = Some(left.as_millis() as u64);
+            let hop = Some((via.hops.saturating_sub(1), h.id));
+            let r = tokio::time::timeout(allow, peer.link.segment(m, i, due_ms, hop)).await;
+            match r {
+                Ok(Ok(b)) => {
+                    let n = b.len() as u64;
+                    peer.stats.segments_from.fetch_add(1, Ordering::Relaxed);
+                    peer.stats.bytes_from.fetch_add(n, Ordering::Relaxed);
+                    self.0
+                        .stats
+                        .segments_from_peers
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.0.stats.peer_bytes.fetch_add(n, Ordering::Relaxed);
+                    return Ok(b);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(object = %m.object, segment = i, peer = %peer.conf.name, "helper failed: {e}");
+                    h.failed(p, matches!(e, SourceError::Unavailable(_)));
+                    last = Some(e);
+                }
+                Err(_) => {
+                    tracing::debug!(object = %m.object, segment = i, peer = %peer.conf.name, "helper too slow after {allow:?}: asking elsewhere");
+                    h.failed(p, false);
+                    last = Some(SourceError::Unavailable(format!(
+                        "helper {} too slow",
+                        peer.conf.name
+                    )));
+                }
+            }
+            tried.push(p);
+        }
+    }
+
+    /// Segment `i` from the origin, retried (reconnecting with backoff) for
+    /// [`EdgeOptions::retry_for`], re-requested when a session comes to wait for it.
+    async fn fetch_from_origin(&self, m: &Manifest, i: usize) -> Result<Bytes, SourceError> {
+        let inner = &self.0;
         let deadline = Instant::now() + inner.opts.retry_for;
         let mut backoff = Duration::from_millis(50);
         let key = (m.object.clone(), m.revision, i);
@@ -301,7 +461,7 @@ impl EdgeSource {
                     .saturating_duration_since(Instant::now())
                     .as_millis() as u64
             });
-            let fetch = inner.upstream.segment(m, i, due);
+            let fetch = inner.upstream.segment(m, i, due, None);
             let r = match &promoted {
                 Some(p) => tokio::select! {
                     r = fetch => r,
@@ -334,13 +494,24 @@ impl EdgeSource {
         }
     }
 
-    /// Segment `i` from the cache, or from the single in-flight (or a new) origin fetch,
-    /// which is due at `deadline` (a fetch in flight moves up if this one is earlier).
+    /// Segment `i` from the cache, or from the single in-flight (or a new) fetch, which is
+    /// due at `deadline` (a fetch in flight moves up if this one is earlier).
     fn fill(
         &self,
         m: Arc<Manifest>,
         i: usize,
         deadline: Instant,
+    ) -> impl std::future::Future<Output = Result<Bytes, SourceError>> + Send + 'static {
+        self.fill_via(m, i, deadline, Via::OWN)
+    }
+
+    /// [`Self::fill`] for a request that came `via` a helper (or pre-positioning).
+    fn fill_via(
+        &self,
+        m: Arc<Manifest>,
+        i: usize,
+        deadline: Instant,
+        via: Via,
     ) -> impl std::future::Future<Output = Result<Bytes, SourceError>> + Send + 'static {
         let this = self.clone();
         async move {
@@ -356,6 +527,19 @@ impl EdgeSource {
                 let mut fills = lock(&this.0.fills);
                 match fills.get_mut(&key) {
                     Some(p) => {
+                        // The helper asking is the one we are fetching this from: a loop.
+                        if via
+                            .exclude
+                            .is_some_and(|x| x == p.from.load(Ordering::Relaxed))
+                        {
+                            if let Some(h) = &this.0.helpers {
+                                h.stats.loops_refused.fetch_add(1, Ordering::Relaxed);
+                            }
+                            return Err(SourceError::Busy(format!(
+                                "segment {i} of {} is being fetched from you",
+                                m.object
+                            )));
+                        }
                         this.0.stats.collapsed.fetch_add(1, Ordering::Relaxed);
                         if deadline < p.deadline {
                             // A background fetch a session now waits on: the exchange in
@@ -371,6 +555,7 @@ impl EdgeSource {
                     None => {
                         let (tx, rx) = watch::channel(None);
                         let ticket = this.0.sched.enqueue(deadline);
+                        let from = Arc::new(AtomicU64::new(0));
                         fills.insert(
                             key.clone(),
                             Pending {
@@ -378,11 +563,12 @@ impl EdgeSource {
                                 ticket: ticket.id,
                                 deadline,
                                 promoted: Arc::default(),
+                                from: from.clone(),
                             },
                         );
                         let me = this.clone();
                         tokio::spawn(async move {
-                            let r = me.fetch_with_retry(&m, i, ticket).await;
+                            let r = me.fetch(&m, i, ticket, via, &from).await;
                             if let Err(SourceError::Stale(_)) = &r {
                                 // The origin re-ingested the object: our manifest is old. Drop it
                                 // so the next request fetches the new one; this session ends.
@@ -391,7 +577,11 @@ impl EdgeSource {
                             }
                             if let Ok(b) = &r {
                                 me.0.hot.put(&m, i, b.clone(), b.len() as u64);
-                                me.0.store.put(&m, i, b).await;
+                                if via.keep || me.keeps(&m, i) {
+                                    me.0.store.put(&m, i, b).await;
+                                } else {
+                                    me.0.stats.not_kept.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                             lock(&me.0.fills).remove(&key);
                             let _ = tx.send(Some(r));
@@ -401,6 +591,20 @@ impl EdgeSource {
                 }
             };
             wait(rx).await
+        }
+    }
+
+    /// Whether a fetched segment goes to disk: always on an edge on its own; on a helper,
+    /// when collective storage gives it to this one ([`Helpers::keeps`]).
+    fn keeps(&self, m: &Manifest, i: usize) -> bool {
+        match &self.0.helpers {
+            None => true,
+            Some(h) => h.keeps(
+                &m.object,
+                i,
+                self.0.store.is_prefix(m, i),
+                self.0.store.request_count(&m.object),
+            ),
         }
     }
 
@@ -486,6 +690,48 @@ impl Source for EdgeSource {
     async fn segment(&self, m: &Arc<Manifest>, index: usize) -> Result<Bytes, SourceError> {
         // A session waits for this segment: it is due now.
         self.fill(m.clone(), index, Instant::now()).await
+    }
+
+    async fn segment_for(
+        &self,
+        m: &Arc<Manifest>,
+        index: usize,
+        from: Requester,
+    ) -> Result<Bytes, SourceError> {
+        let due = Instant::now() + Duration::from_millis(from.deadline_ms.unwrap_or(0));
+        let Some(hops) = from.hop_limit else {
+            // Another edge using this one as its origin.
+            return self.fill(m.clone(), index, due).await;
+        };
+        // A helper's request: served from what is held, else fetched (never from it).
+        if !self.0.store.has(m, index) && self.0.hot.get(m, index).is_none() && hops == 0 {
+            return Err(SourceError::HopLimit(format!(
+                "segment {index} of {} is not held here",
+                m.object
+            )));
+        }
+        let via = Via {
+            exclude: from.sender,
+            hops: hops.saturating_sub(1),
+            keep: false,
+        };
+        let r = self.fill_via(m.clone(), index, due, via).await;
+        if r.is_ok() {
+            self.0
+                .stats
+                .segments_to_peers
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn advertised(&self, a: &segue_wire::advert::Advert) -> Result<Status, SourceError> {
+        match &self.0.helpers {
+            None => Err(SourceError::Refused(
+                "this edge has no peers (segue edge --peer)".into(),
+            )),
+            Some(h) => h.received(a).map_err(SourceError::Refused),
+        }
     }
 
     fn will_play(&self, m: &Arc<Manifest>, first: usize) -> Option<&'static str> {

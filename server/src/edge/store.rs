@@ -450,6 +450,36 @@ impl Store {
         ObjectStatus::mean_prefix_s(&self.objects())
     }
 
+    /// Requests seen for `name` (decayed, anticipated viewers included).
+    pub fn request_count(&self, name: &ObjectName) -> f64 {
+        let t = unix_now();
+        self.lock().popularity.count(name, t)
+    }
+
+    /// Every segment held, per object: what a helper advertises.
+    pub fn holdings(&self) -> crate::helper::advertise::Holdings {
+        let st = self.lock();
+        st.objects
+            .iter()
+            .filter(|(_, e)| e.have.iter().any(|h| *h))
+            .map(|(name, e)| {
+                let held = e
+                    .have
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| **h)
+                    .map(|(i, _)| i as u64);
+                (
+                    name.clone(),
+                    (
+                        e.manifest.revision,
+                        segue_wire::advert::Ranges::from_indices(held),
+                    ),
+                )
+            })
+            .collect()
+    }
+
     /// Requests per second for `name`, as measured (decayed).
     pub fn request_rate(&self, name: &ObjectName) -> f64 {
         let t = unix_now();

@@ -57,6 +57,8 @@ pub struct LinkStats {
     pub bytes: AtomicU64,
     /// Segment exchanges completed.
     pub fetches: AtomicU64,
+    /// Segment bytes asked for and not received yet (the load on this link).
+    pub queued: AtomicU64,
 }
 
 impl LinkStats {
@@ -149,6 +151,8 @@ impl LinkStats {
 pub struct Upstream {
     endpoint: quinn::Endpoint,
     url: SegueUrl,
+    /// What the node at the other end is, in messages: "origin", "helper", "edge".
+    label: &'static str,
     timeout: Duration,
     conn: Mutex<Conn>,
     pub stats: Arc<LinkStats>,
@@ -159,10 +163,21 @@ impl Upstream {
         Self {
             endpoint,
             url,
+            label: "origin",
             timeout,
             conn: Mutex::default(),
             stats: Arc::default(),
         }
+    }
+
+    /// The same link, named `label` in messages (a helper, an edge pushed to).
+    pub fn labelled(mut self, label: &'static str) -> Self {
+        self.label = label;
+        self
+    }
+
+    pub fn url(&self) -> &SegueUrl {
+        &self.url
     }
 
     async fn resolve(&self) -> Result<SocketAddr, SourceError> {
@@ -176,7 +191,9 @@ impl Upstream {
             .await
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| SourceError::Unavailable(format!("cannot resolve origin {host}")))
+            .ok_or_else(|| {
+                SourceError::Unavailable(format!("cannot resolve {} {host}", self.label))
+            })
     }
 
     /// The pooled connection, reconnecting (with backoff after failures) when needed.
@@ -186,7 +203,7 @@ impl Upstream {
             if conn.close_reason().is_none() {
                 return Ok(conn.clone());
             }
-            tracing::warn!(origin = %self.url, "origin connection lost: {:?}", conn.close_reason());
+            tracing::warn!(peer = %self.url, "{} connection lost: {:?}", self.label, conn.close_reason());
             c.conn = None;
             c.control = None;
         }
@@ -194,7 +211,8 @@ impl Upstream {
             && Instant::now() < at
         {
             return Err(SourceError::Unavailable(format!(
-                "origin {} unreachable (retrying in {:?})",
+                "{} {} unreachable (retrying in {:?})",
+                self.label,
                 self.url,
                 at - Instant::now()
             )));
@@ -202,19 +220,18 @@ impl Upstream {
         let result = async {
             let addr = self.resolve().await?;
             let host = self.url.host.trim_start_matches('[').trim_end_matches(']');
-            let connecting = self
-                .endpoint
-                .connect(addr, host)
-                .map_err(|e| SourceError::Unavailable(format!("origin {}: {e}", self.url)))?;
+            let connecting = self.endpoint.connect(addr, host).map_err(|e| {
+                SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
+            })?;
             tokio::time::timeout(self.timeout, connecting)
                 .await
                 .map_err(|_| {
                     SourceError::Unavailable(format!(
-                        "origin {} did not answer within {:?}",
-                        self.url, self.timeout
+                        "{} {} did not answer within {:?}",
+                        self.label, self.url, self.timeout
                     ))
                 })?
-                .map_err(|e| SourceError::Unavailable(format!("origin {}: {e}", self.url)))
+                .map_err(|e| SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url)))
         }
         .await;
         // Claim stream 0 for control (PROTOCOL.md §4) before any segment exchange.
@@ -229,21 +246,21 @@ impl Upstream {
                     match send.write_all(&options.encode()).await {
                         Ok(()) => Ok((conn, send, recv)),
                         Err(e) => Err(SourceError::Unavailable(format!(
-                            "origin {}: {e}",
-                            self.url
+                            "{} {}: {e}",
+                            self.label, self.url
                         ))),
                     }
                 }
                 Err(e) => Err(SourceError::Unavailable(format!(
-                    "origin {}: {e}",
-                    self.url
+                    "{} {}: {e}",
+                    self.label, self.url
                 ))),
             },
             Err(e) => Err(e),
         };
         match result {
             Ok((conn, send, recv)) => {
-                tracing::info!(origin = %self.url, "connected to origin");
+                tracing::info!(peer = %self.url, "connected to {}", self.label);
                 c.control = Some((send, recv));
                 c.failures = 0;
                 c.retry_at = None;
@@ -284,14 +301,14 @@ impl Upstream {
     }
 
     /// One exchange: sends `req`, returns the frames and payload bytes of the answer.
-    async fn exchange(&self, req: &SegmentRequest, max: usize) -> Result<Bytes, SourceError> {
+    async fn exchange(&self, req: &[u8], max: usize) -> Result<Bytes, SourceError> {
         let conn = self.connection().await?;
         let lost = |e: &dyn std::fmt::Display| {
-            SourceError::Unavailable(format!("origin {}: {e}", self.url))
+            SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
         };
         let _in_flight = self.stats.exchange_started(conn.stats().udp_rx.bytes);
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
-        send.write_all(&req.encode()).await.map_err(|e| lost(&e))?;
+        send.write_all(req).await.map_err(|e| lost(&e))?;
         send.finish().map_err(|e| lost(&e))?;
         let mut buf = BytesMut::new();
         let mut chunk = vec![0u8; 64 * 1024];
@@ -309,8 +326,8 @@ impl Upstream {
                         continue;
                     }
                     return Err(SourceError::Unavailable(format!(
-                        "origin {} stalled for {:?}",
-                        self.url, self.timeout
+                        "{} {} stalled for {:?}",
+                        self.label, self.url, self.timeout
                     )));
                 }
                 Ok(Err(e)) => return Err(lost(&e)),
@@ -318,7 +335,10 @@ impl Upstream {
                 Ok(Ok(Some(n))) => {
                     idle = Duration::ZERO;
                     if buf.len() + n > max {
-                        return Err(SourceError::Internal("origin answer exceeds limits".into()));
+                        return Err(SourceError::Internal(format!(
+                            "{} answer exceeds limits",
+                            self.label
+                        )));
                     }
                     buf.extend_from_slice(&chunk[..n]);
                 }
@@ -332,8 +352,12 @@ impl Upstream {
         Ok(buf.freeze())
     }
 
-    fn expect_ok(data: &Bytes, limits: &Limits) -> Result<(ResponseFrame, usize), SourceError> {
-        let bad = |e: String| SourceError::Internal(format!("bad answer from origin: {e}"));
+    fn expect_ok(
+        &self,
+        data: &Bytes,
+        limits: &Limits,
+    ) -> Result<(ResponseFrame, usize), SourceError> {
+        let bad = |e: String| SourceError::Internal(format!("bad answer from {}: {e}", self.label));
         let (frame, used) = decode_response_frame(data, limits)
             .map_err(|e| bad(e.to_string()))?
             .ok_or_else(|| bad("cut short".into()))?;
@@ -346,13 +370,15 @@ impl Upstream {
                     return Err(SourceError::NotFound(what.to_owned()));
                 }
                 Status::StaleRevision => return Err(SourceError::Stale(h.reason.clone())),
-                Status::UpstreamUnavailable | Status::Busy => {
+                Status::UpstreamUnavailable => {
                     return Err(SourceError::Unavailable(h.reason.clone()));
                 }
+                Status::Busy => return Err(SourceError::Busy(h.reason.clone())),
+                Status::HopLimitExceeded => return Err(SourceError::HopLimit(h.reason.clone())),
                 s => {
                     return Err(SourceError::Internal(format!(
-                        "origin answered {s:?}: {}",
-                        h.reason
+                        "{} answered {s:?}: {}",
+                        self.label, h.reason
                     )));
                 }
             }
@@ -367,23 +393,28 @@ impl Upstream {
             object: name.clone(),
             params: Params::default(),
         };
-        let data = self.exchange(&req, limits.max_manifest + 4096).await?;
-        let (_, used) = Self::expect_ok(&data, &limits)?;
+        let data = self
+            .exchange(&req.encode(), limits.max_manifest + 4096)
+            .await?;
+        let (_, used) = self.expect_ok(&data, &limits)?;
         match decode_response_frame(&data[used..], &limits) {
             Ok(Some((ResponseFrame::Manifest(m), _))) if m.object == *name => Ok(m),
-            _ => Err(SourceError::Internal(
-                "origin sent no valid manifest".into(),
-            )),
+            _ => Err(SourceError::Internal(format!(
+                "{} sent no valid manifest",
+                self.label
+            ))),
         }
     }
 
     /// Fetches segment `index`, verified against the manifest; a player needs it within
-    /// `deadline_ms` (the origin sends earlier deadlines first).
+    /// `deadline_ms` (the origin sends earlier deadlines first). `hop`: a request between
+    /// helpers, with the hops it may still be forwarded and our helper id.
     pub async fn segment(
         &self,
         m: &Manifest,
         index: usize,
         deadline_ms: Option<u64>,
+        hop: Option<(u8, u64)>,
     ) -> Result<Bytes, SourceError> {
         let limits = Limits::default();
         let entry = m
@@ -395,15 +426,21 @@ impl Upstream {
             first: index as u64,
             count: 1,
             params: Params {
-                hop_limit: None,
+                hop_limit: hop.map(|h| h.0),
                 revision: Some(m.revision),
                 deadline_ms,
                 viewers: None,
+                sender: hop.map(|h| h.1),
             },
         };
         let started = Instant::now();
-        let data = self.exchange(&req, entry.size as usize + 8192).await?;
-        let (_, used) = Self::expect_ok(&data, &limits).map_err(|e| match e {
+        self.stats.queued.fetch_add(entry.size, Ordering::Relaxed);
+        let data = self
+            .exchange(&req.encode(), entry.size as usize + 8192)
+            .await;
+        self.stats.queued.fetch_sub(entry.size, Ordering::Relaxed);
+        let data = data?;
+        let (_, used) = self.expect_ok(&data, &limits).map_err(|e| match e {
             SourceError::Stale(_) => SourceError::Stale(m.object.to_string()),
             e => e,
         })?;
@@ -411,11 +448,14 @@ impl Upstream {
         let (frame, hlen) = decode_response_frame(&rest, &limits)
             .ok()
             .flatten()
-            .ok_or_else(|| SourceError::Internal("origin sent no segment header".into()))?;
+            .ok_or_else(|| {
+                SourceError::Internal(format!("{} sent no segment header", self.label))
+            })?;
         let ResponseFrame::Segment(h) = frame else {
-            return Err(SourceError::Internal(
-                "origin sent no segment header".into(),
-            ));
+            return Err(SourceError::Internal(format!(
+                "{} sent no segment header",
+                self.label
+            )));
         };
         let payload = rest.slice(hlen..);
         if h.index != index as u64
@@ -423,8 +463,8 @@ impl Upstream {
             || !checksum_ok(m, index, &payload)
         {
             return Err(SourceError::Internal(format!(
-                "segment {index} of {} from origin fails its checksum",
-                m.object
+                "segment {index} of {} from {} fails its checksum",
+                m.object, self.label
             )));
         }
         let secs = started.elapsed().as_secs_f64().max(1e-6);
@@ -437,6 +477,33 @@ impl Upstream {
             .store(epoch_ms(), Ordering::Relaxed);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         Ok(payload)
+    }
+}
+
+impl Upstream {
+    /// Sends an advertisement; the receiver's status (OK, or STALE_REVISION: it needs a
+    /// snapshot). Returns the bytes sent with it.
+    pub async fn advert(
+        &self,
+        a: &segue_wire::advert::Advert,
+    ) -> Result<(Status, usize), SourceError> {
+        let enc = a.encode();
+        let data = self.exchange(&enc, 4096).await?;
+        match decode_response_frame(&data, &Limits::default()) {
+            Ok(Some((ResponseFrame::Response(h), _))) => Ok((h.status, enc.len())),
+            _ => Err(SourceError::Internal(format!(
+                "{} answered an advert with no response",
+                self.label
+            ))),
+        }
+    }
+
+    /// The round trip to it now, if connected.
+    pub fn rtt(&self) -> Option<Duration> {
+        match self.stats.rtt_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
     }
 }
 

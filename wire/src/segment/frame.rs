@@ -22,6 +22,8 @@ pub struct Params {
     pub deadline_ms: Option<u64>,
     /// Viewers expected for the object (PUSH_OFFER: anticipated demand).
     pub viewers: Option<u64>,
+    /// The requesting helper ([`super::helper_id`] of its name), on requests between helpers.
+    pub sender: Option<u64>,
 }
 
 /// A request on a segment stream.
@@ -182,6 +184,7 @@ impl SegmentRequest {
         for (ty, v) in [
             (pt::DEADLINE, params.deadline_ms),
             (pt::VIEWERS, params.viewers),
+            (pt::SENDER, params.sender),
         ] {
             if let Some(v) = v {
                 varint::put(&mut body, ty);
@@ -297,6 +300,10 @@ fn read_params(r: &mut Reader<'_>) -> Result<Params, DecodeError> {
             let mut v = Reader::new(value);
             p.viewers = Some(v.varint()?);
             v.finish("viewers parameter")?;
+        } else if ty == pt::SENDER {
+            let mut v = Reader::new(value);
+            p.sender = Some(v.varint()?);
+            v.finish("sender parameter")?;
         }
     }
     Ok(p)

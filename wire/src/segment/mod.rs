@@ -30,11 +30,24 @@ pub type Hash = [u8; HASH_LEN];
 /// Hop limit a helper puts on a request it originates.
 pub const DEFAULT_HOP_LIMIT: u8 = 4;
 
+/// A helper's id in the SENDER parameter: the 64-bit FNV-1a hash of its name, top two bits
+/// cleared (a QUIC varint holds 62). An identifier, not a credential.
+pub fn helper_id(name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h >> 2
+}
+
 /// Frame types.
 pub mod frame_type {
     pub const MANIFEST_REQUEST: u64 = 0x01;
     pub const SEGMENTS_REQUEST: u64 = 0x02;
     pub const PUSH_OFFER: u64 = 0x03;
+    /// Helper advertisement ([`crate::advert`]).
+    pub const ADVERT: u64 = 0x04;
     pub const RESPONSE: u64 = 0x10;
     pub const MANIFEST: u64 = 0x11;
     pub const SEGMENT: u64 = 0x12;
@@ -46,6 +59,7 @@ pub mod param_type {
     pub const REVISION: u64 = 0x02;
     pub const DEADLINE: u64 = 0x03;
     pub const VIEWERS: u64 = 0x04;
+    pub const SENDER: u64 = 0x05;
 }
 
 #[cfg(test)]
@@ -57,6 +71,14 @@ mod tests {
 
     fn name(s: &str) -> ObjectName {
         ObjectName::new(s, 1024).unwrap()
+    }
+
+    // The examples of docs/PROTOCOL.md §8.8.
+    #[test]
+    fn helper_ids() {
+        assert_eq!(helper_id("h1"), 0x022e_a1c1_ed57_c1f4);
+        assert_eq!(helper_id("edge-a"), 0x3c75_f62d_0d4b_0529);
+        assert!(helper_id("x") < 1 << 62);
     }
 
     // Byte vectors below are the examples of docs/PROTOCOL.md, "Segment protocol".
@@ -74,6 +96,7 @@ mod tests {
                 revision: None,
                 deadline_ms: None,
                 viewers: None,
+                sender: None,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -100,6 +123,7 @@ mod tests {
                 revision: Some(300),
                 deadline_ms: None,
                 viewers: None,
+                sender: None,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -129,6 +153,7 @@ mod tests {
                 revision: Some(7),
                 deadline_ms: Some(1500),
                 viewers: None,
+                sender: None,
             },
         };
         assert_eq!(req.encode(), bytes);

@@ -1,0 +1,230 @@
+//! Helpers on loopback: three real edges cooperating over the segment protocol, with real
+//! adverts, in front of a real origin.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use segue_server::edge::store::Store;
+use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_server::helper::scope::{Periods, Scope};
+use segue_server::helper::{HelperOptions, PeerConf};
+use segue_server::loopback;
+use segue_server::node::NodeOptions;
+use segue_server::source::Source;
+use segue_wire::{ObjectName, SegueUrl};
+
+const NAMES: [&str; 3] = ["h1", "h2", "h3"];
+
+struct Net {
+    origin: common::TestOrigin,
+    helpers: Vec<EdgeSource>,
+    urls: Vec<SegueUrl>,
+    /// Each helper's stop signal (serving and advertising).
+    stops: Vec<tokio::sync::watch::Sender<bool>>,
+}
+
+/// Three helpers, each a peer of the other two (local scope, adverts every 200 ms), over
+/// one origin serving `long.mp4` (30 segments of 2 s). Each sends a whole object at once.
+fn three_helpers() -> Net {
+    let origin = common::origin_with_sample("long.mp4");
+    let origin_url =
+        SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
+    let eps: Vec<quinn::Endpoint> = (0..3)
+        .map(|_| loopback::endpoint(&origin.tls).unwrap())
+        .collect();
+    let urls: Vec<SegueUrl> = eps
+        .iter()
+        .map(|e| {
+            SegueUrl::parse(&format!(
+                "segue://localhost:{}/",
+                e.local_addr().unwrap().port()
+            ))
+            .unwrap()
+        })
+        .collect();
+    let mut helpers = Vec::new();
+    let mut stops = Vec::new();
+    for (k, ep) in eps.into_iter().enumerate() {
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let peers = (0..3)
+            .filter(|&j| j != k)
+            .map(|j| PeerConf {
+                name: NAMES[j].into(),
+                url: urls[j].clone(),
+                scope: Some(Scope::Local),
+            })
+            .collect();
+        let mut h = HelperOptions::new(NAMES[k], peers);
+        h.periods = Periods::parse("0.2,1,5,20").unwrap();
+        let store = Store::open(&origin.dir.path().join(NAMES[k]), 1 << 30, 2_000_000).unwrap();
+        let mut node = NodeOptions::default();
+        node.sessions.send_ahead = Duration::from_secs(3600);
+        let (edge, _, serving) = loopback::helper(
+            &origin.tls,
+            ep,
+            store,
+            origin_url.clone(),
+            EdgeOptions::default(),
+            node,
+            Some(h),
+            stop_rx.clone(),
+        )
+        .unwrap();
+        tokio::spawn(serving);
+        tokio::spawn(edge.clone().advertise(stop_rx));
+        helpers.push(edge);
+        stops.push(stop);
+    }
+    Net {
+        origin,
+        helpers,
+        urls,
+        stops,
+    }
+}
+
+fn long() -> ObjectName {
+    ObjectName::new("long", 1024).unwrap()
+}
+
+async fn play(net: &Net, k: usize) -> segue_client::Report {
+    let u = SegueUrl::parse(&format!("{}long", net.urls[k])).unwrap();
+    let mut o = segue_client::PlayOptions::new(u, net.origin.tls.ca.clone());
+    o.pace = false;
+    segue_client::play(&o).await
+}
+
+/// Waits until every helper has heard a snapshot from both its peers.
+async fn adverts_exchanged(net: &Net) {
+    for _ in 0..100 {
+        if net.helpers.iter().all(|h| {
+            h.helpers()
+                .unwrap()
+                .report()
+                .iter()
+                .all(|p| p.holds.is_some())
+        }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("helpers never heard each other's adverts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_play_is_fed_by_several_helpers_and_the_origin_byte_exact() {
+    let net = three_helpers();
+    adverts_exchanged(&net).await;
+    let m = net.helpers[1].manifest(&long()).await.unwrap();
+    let n = m.segments.len();
+    // h2 and h3 play the object first: between them (collective storage) they keep it.
+    for k in [1, 2] {
+        let r = play(&net, k).await;
+        assert!(r.ok(), "h{}: {r:?}", k + 1);
+    }
+    let kept = |k: usize| net.helpers[k].store().count_from(&m, 0);
+    assert!(
+        kept(1) < n && kept(2) < n,
+        "each keeps a part: {} {}",
+        kept(1),
+        kept(2)
+    );
+    // Adverts carry what they hold to h1.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let h1 = net.helpers[0].helpers().unwrap();
+    let per_peer = || -> Vec<u64> { h1.report().iter().map(|p| p.segments_from).collect() };
+    let (peers_before, s_before) = (per_peer(), net.helpers[0].snapshot());
+    let origin_before = net.origin.source.stats.segments.load(Ordering::Relaxed);
+
+    let r = play(&net, 0).await;
+    assert!(r.ok(), "{r:?}");
+    assert!(r.hash_ok && r.frames_received == r.frames_expected);
+
+    // This play was fed by both other helpers (and h1's own share, kept when h2 and h3
+    // asked it, as the owner, for those segments).
+    let fed: Vec<u64> = per_peer()
+        .iter()
+        .zip(&peers_before)
+        .map(|(a, b)| a - b)
+        .collect();
+    assert!(
+        fed.iter().all(|&x| x > 0),
+        "segments from h2, h3 during the play: {fed:?}"
+    );
+    let s = net.helpers[0].snapshot();
+    let from_origin = s.segments_from_origin - s_before.segments_from_origin;
+    let origin_after = net.origin.source.stats.segments.load(Ordering::Relaxed);
+    assert_eq!(origin_after - origin_before, from_origin);
+    // Three plays of the object at three helpers: about one origin read per segment (a few
+    // more where a helper's deadline made it ask the origin itself), not three.
+    assert!(
+        origin_after <= n as u64 + n as u64 / 5,
+        "origin read {origin_after} segments for 3 plays of {n}"
+    );
+    // h2 and h3 count what they served to helpers.
+    let served: u64 = net.helpers[1..]
+        .iter()
+        .map(|h| h.snapshot().segments_to_peers)
+        .sum();
+    assert!(served >= fed.iter().sum::<u64>(), "{served}");
+    net.origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_helper_is_replaced_by_the_other_sources() {
+    let net = three_helpers();
+    adverts_exchanged(&net).await;
+    for k in [1, 2] {
+        assert!(play(&net, k).await.ok());
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let m = net.helpers[0].manifest(&long()).await.unwrap();
+    let h1 = net.helpers[0].helpers().unwrap();
+    let held_by_h3 = (0..m.segments.len())
+        .filter(|&i| net.helpers[2].store().has(&m, i))
+        .count();
+    assert!(held_by_h3 > 0);
+    // h3 stops at once (its endpoint closes); h1 still believes its advert.
+    net.stops[2].send(true).unwrap();
+    let r = play(&net, 0).await;
+    assert!(r.ok(), "{r:?}");
+    let report = h1.report();
+    let h3 = report.iter().find(|p| p.name == "h3").unwrap();
+    assert!(h3.failures >= 1, "h1 tried h3 and failed over: {h3:?}");
+    assert!(h3.holds.is_none(), "what h3 said was dropped");
+    let s = net.helpers[0].snapshot();
+    assert_eq!(
+        s.segments_from_peers + s.segments_from_origin,
+        m.segments.len() as u64,
+        "{s:?}"
+    );
+    net.origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adverts_from_strangers_are_refused() {
+    let net = three_helpers();
+    adverts_exchanged(&net).await;
+    let ep = segue_server::quic::client_endpoint(&net.origin.tls.ca).unwrap();
+    let link = segue_server::edge::upstream::Upstream::new(
+        ep,
+        net.urls[0].clone(),
+        Duration::from_secs(5),
+    );
+    let a = segue_wire::advert::Advert {
+        sender: "mallory".into(),
+        epoch: 1,
+        version: 1,
+        base: 0,
+        period_ms: 1000,
+        holdings: vec![],
+    };
+    let (status, _) = link.advert(&a).await.unwrap();
+    assert_eq!(status, segue_wire::segment::Status::Unauthorized);
+    let h1 = net.helpers[0].helpers().unwrap();
+    assert_eq!(h1.stats.adverts_refused.load(Ordering::Relaxed), 1);
+    assert!(h1.report().iter().all(|p| p.name != "mallory"));
+    net.origin.shutdown().await;
+}
