@@ -436,7 +436,9 @@ struct LabRunArgs {
     quiet: bool,
     /// The system under test: Segue, the classic CDN stack (nginx caching edge serving
     /// ffmpeg-cut HLS over HTTPS, players with the same accounting), or both one after the
-    /// other with a side-by-side table.
+    /// other with a side-by-side table; for scenarios with [helpers]: segue-independent (the
+    /// same edges not cooperating), or cooperation (Segue, then segue-independent, side by
+    /// side).
     #[arg(long, value_enum, default_value_t = SystemArg::Segue)]
     system: SystemArg,
     /// Run Segue's origin and edges as separate processes, each in its own network namespace
@@ -450,6 +452,8 @@ enum SystemArg {
     Segue,
     NginxHls,
     Both,
+    SegueIndependent,
+    Cooperation,
 }
 
 #[derive(Args, Debug)]
@@ -782,7 +786,14 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
                 SystemArg::Segue => vec![run::System::Segue],
                 SystemArg::NginxHls => vec![run::System::NginxHls],
                 SystemArg::Both => vec![run::System::Segue, run::System::NginxHls],
+                SystemArg::SegueIndependent => vec![run::System::SegueIndependent],
+                SystemArg::Cooperation => {
+                    vec![run::System::Segue, run::System::SegueIndependent]
+                }
             };
+            if systems.contains(&run::System::SegueIndependent) && s.helpers.is_none() {
+                anyhow::bail!("scenario {} has no [helpers]: nothing to turn off", s.name);
+            }
             let mut sums = Vec::new();
             for system in systems {
                 let opts = run::LabOptions {
@@ -805,6 +816,7 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
                 let dir = match system {
                     run::System::Segue => out.clone(),
                     run::System::NginxHls => out.join("nginx-hls"),
+                    run::System::SegueIndependent => out.join("segue-independent"),
                 };
                 summary::write(&dir, &outcome, &sum)?;
                 print!("{}", summary::render(&outcome, &sum));

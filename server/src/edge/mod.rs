@@ -378,72 +378,88 @@ impl EdgeSource {
             .slot()
             .await
             .ok_or_else(|| SourceError::Internal("edge shutting down".into()))?;
-        let Some(h) = self.0.helpers.clone() else {
+        let Some(h) = self.0.helpers.as_deref() else {
             return self.fetch_from_origin(m, i).await;
         };
         let key = (m.object.clone(), m.revision, i);
-        let mut tried = Vec::new();
-        let mut last = None;
-        loop {
-            let left = lock(&self.0.fills).get(&key).map_or(Duration::ZERO, |p| {
+        let left = || {
+            lock(&self.0.fills).get(&key).map_or(Duration::ZERO, |p| {
                 p.deadline.saturating_duration_since(Instant::now())
-            });
-            let Some(choice) = h.choose(
-                m,
-                i,
-                left,
-                &tried,
-                via.exclude,
-                Some(&self.0.upstream),
-                self.0.opts.parallel,
-                via.hops > 0,
-            ) else {
-                return Err(
-                    last.unwrap_or_else(|| SourceError::Unavailable("no source left".into()))
-                );
-            };
-            let SourceId::Peer(p) = choice else {
-                from.store(0, Ordering::Relaxed);
-                return self.fetch_from_origin(m, i).await;
-            };
-            let peer = &h.peers[p];
-            from.store(peer.id, Ordering::Relaxed);
-            // Time for the helper: what is left before the origin would have to start, at
-            // least a moment, at most the usual exchange timeout.
-            let origin_time = self.0.upstream.rtt().unwrap_or(Duration::from_millis(50)) * 2;
-            let allow = left
-                .saturating_sub(origin_time)
-                .clamp(Duration::from_millis(300), upstream::DEFAULT_TIMEOUT);
-            let due_ms = Some(left.as_millis() as u64);
-            let hop = Some((via.hops.saturating_sub(1), h.id));
-            let r = tokio::time::timeout(allow, peer.link.segment(m, i, due_ms, hop)).await;
-            match r {
-                Ok(Ok(b)) => {
-                    let n = b.len() as u64;
-                    peer.stats.segments_from.fetch_add(1, Ordering::Relaxed);
-                    peer.stats.bytes_from.fetch_add(n, Ordering::Relaxed);
-                    self.0
-                        .stats
-                        .segments_from_peers
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.0.stats.peer_bytes.fetch_add(n, Ordering::Relaxed);
-                    return Ok(b);
+            })
+        };
+        crate::helper::failover::fetch_any(
+            |tried| {
+                h.choose(
+                    m,
+                    i,
+                    left(),
+                    tried,
+                    via.exclude,
+                    Some(&self.0.upstream),
+                    self.0.opts.parallel,
+                    via.hops > 0,
+                )
+            },
+            |source| async move {
+                match source {
+                    SourceId::Origin => {
+                        from.store(0, Ordering::Relaxed);
+                        self.fetch_from_origin(m, i).await
+                    }
+                    SourceId::Peer(p) => self.fetch_from_peer(h, p, m, i, via, left(), from).await,
                 }
-                Ok(Err(e)) => {
-                    tracing::debug!(object = %m.object, segment = i, peer = %peer.conf.name, "helper failed: {e}");
-                    h.failed(p, matches!(e, SourceError::Unavailable(_)));
-                    last = Some(e);
-                }
-                Err(_) => {
-                    tracing::debug!(object = %m.object, segment = i, peer = %peer.conf.name, "helper too slow after {allow:?}: asking elsewhere");
-                    h.failed(p, false);
-                    last = Some(SourceError::Unavailable(format!(
-                        "helper {} too slow",
-                        peer.conf.name
-                    )));
-                }
+            },
+            SourceError::Unavailable("no source left".into()),
+        )
+        .await
+    }
+
+    /// Segment `i` from helper `p`, within the time left before the origin would have to
+    /// start (at least 300 ms, at most the exchange timeout).
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_from_peer(
+        &self,
+        h: &Helpers,
+        p: usize,
+        m: &Manifest,
+        i: usize,
+        via: Via,
+        left: Duration,
+        from: &AtomicU64,
+    ) -> Result<Bytes, SourceError> {
+        let peer = &h.peers[p];
+        from.store(peer.id, Ordering::Relaxed);
+        let origin_time = self.0.upstream.rtt().unwrap_or(Duration::from_millis(50)) * 2;
+        let allow = left
+            .saturating_sub(origin_time)
+            .clamp(Duration::from_millis(300), upstream::DEFAULT_TIMEOUT);
+        let due_ms = Some(left.as_millis() as u64);
+        let hop = Some((via.hops.saturating_sub(1), h.id));
+        match tokio::time::timeout(allow, peer.link.segment(m, i, due_ms, hop)).await {
+            Ok(Ok(b)) => {
+                let n = b.len() as u64;
+                peer.stats.segments_from.fetch_add(1, Ordering::Relaxed);
+                peer.stats.bytes_from.fetch_add(n, Ordering::Relaxed);
+                self.0
+                    .stats
+                    .segments_from_peers
+                    .fetch_add(1, Ordering::Relaxed);
+                self.0.stats.peer_bytes.fetch_add(n, Ordering::Relaxed);
+                Ok(b)
             }
-            tried.push(p);
+            Ok(Err(e)) => {
+                tracing::debug!(object = %m.object, segment = i, peer = %peer.conf.name, "helper failed: {e}");
+                h.failed(p, matches!(e, SourceError::Unavailable(_)));
+                Err(e)
+            }
+            Err(_) => {
+                tracing::debug!(object = %m.object, segment = i, peer = %peer.conf.name, "helper too slow after {allow:?}: asking elsewhere");
+                h.failed(p, false);
+                Err(SourceError::Unavailable(format!(
+                    "helper {} too slow",
+                    peer.conf.name
+                )))
+            }
         }
     }
 

@@ -8,11 +8,13 @@
 //! - `view`: who holds what, as of when (adverts received), with expiry.
 //! - `advertise`: the periodic sender, snapshots and deltas per peer.
 //! - `choose`: the source of one segment (pure).
+//! - `failover`: asking one source after another until one delivers.
 //! - `collective`: rendezvous hashing of segments over the helpers of a scope.
 
 pub mod advertise;
 pub mod choose;
 pub mod collective;
+pub mod failover;
 pub mod scope;
 pub mod view;
 

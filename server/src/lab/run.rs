@@ -35,6 +35,9 @@ pub enum System {
     /// nginx as origin and caching edge serving HLS, players are the lab's HLS player.
     #[serde(rename = "nginx-hls")]
     NginxHls,
+    /// Segue with the scenario's helpers not cooperating (independent edges).
+    #[serde(rename = "segue-independent")]
+    SegueIndependent,
 }
 
 impl std::fmt::Display for System {
@@ -42,6 +45,7 @@ impl std::fmt::Display for System {
         f.write_str(match self {
             System::Segue => "segue",
             System::NginxHls => "nginx-hls",
+            System::SegueIndependent => "segue-independent",
         })
     }
 }
@@ -140,6 +144,23 @@ pub struct Outcome {
     pub plays: Vec<PlayRecord>,
     pub traffic: Vec<TrafficSample>,
     pub edges: Vec<EdgeCounters>,
+    /// The helper network, when the edges cooperated.
+    pub helpers: Option<HelperOutcome>,
+}
+
+/// What the helper network did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HelperOutcome {
+    /// Advert bytes sent, by the receivers' scope: local, regional, national, global.
+    pub advert_bytes: [u64; 4],
+    /// Segment payload bytes helpers fetched from each other.
+    pub peer_payload_bytes: u64,
+    /// Wire bytes on the links between helpers (both directions, adverts included).
+    pub peer_wire_bytes: u64,
+    /// The edge stopped mid-run and when (seconds after the plays started).
+    pub killed: Option<(String, f64)>,
+    /// Fetches from the killed helper that failed and went to another source.
+    pub failovers_from_killed: u64,
 }
 
 struct EdgeNode {
@@ -260,11 +281,15 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     prepare_media(s, o, &w.join("media"))?;
     match o.system {
         System::Segue if o.netns => super::nodes::run(s, o, t0, w, &tls).await,
-        System::Segue => run_segue(s, o, t0, w, &tls).await,
+        System::Segue => run_segue(s, o, t0, w, &tls, true).await,
         System::NginxHls if o.netns => {
             bail!("--netns places Segue's nodes only; the nginx-HLS comparison runs on loopback")
         }
         System::NginxHls => super::hls::stack::run(s, o, t0, w, &tls).await,
+        System::SegueIndependent if o.netns => {
+            bail!("--netns runs no helpers yet; helper scenarios run in process")
+        }
+        System::SegueIndependent => run_segue(s, o, t0, w, &tls, false).await,
     }
 }
 
@@ -341,6 +366,7 @@ async fn run_segue(
     t0: Instant,
     w: &Path,
     tls: &DevTls,
+    cooperate: bool,
 ) -> anyhow::Result<Outcome> {
     let (lib, catalog) = ingest(s, w, &w.join("origin")).await?;
     let mut names: Vec<segue_wire::ObjectName> = lib.names();
@@ -354,8 +380,24 @@ async fn run_segue(
         loopback::origin(tls, lib.clone(), NodeOptions::default(), stop_rx.clone())?;
     servers.spawn(serving);
 
+    // Every edge's endpoint first: helpers need each other's addresses.
+    let endpoints: Vec<quinn::Endpoint> = s
+        .edges
+        .iter()
+        .map(|_| loopback::endpoint(tls))
+        .collect::<anyhow::Result<_>>()?;
+    let addrs: Vec<std::net::SocketAddr> = endpoints
+        .iter()
+        .map(|e| e.local_addr())
+        .collect::<Result<_, _>>()?;
+    let helpers_conf = s.helpers.as_ref().filter(|_| cooperate);
+    let mut peer_relays: Vec<Relay> = Vec::new();
+    // Each edge's own stop signal (a kill stops one), all raised at the end.
+    let edge_stops: Vec<watch::Sender<bool>> =
+        s.edges.iter().map(|_| watch::channel(false).0).collect();
+
     let mut edges = Vec::new();
-    for (i, e) in s.edges.iter().enumerate() {
+    for (i, (e, ep)) in s.edges.iter().zip(endpoints).enumerate() {
         let (up, down) = e.origin_link.resolve(bitrate_kbps);
         let seed = s.seed.wrapping_add(1000 * i as u64);
         let origin_relay = relay::udp(
@@ -377,16 +419,58 @@ async fn run_segue(
         };
         let mut node_opts = NodeOptions::default();
         node_opts.sessions.send_ahead = Duration::from_millis(e.send_ahead_ms);
-        let (source, edge_addr, serving) = loopback::edge(
+        let helper_opts = match helpers_conf {
+            None => None,
+            Some(h) => {
+                let mut peers = Vec::new();
+                for (j, other) in s.edges.iter().enumerate().filter(|(j, _)| *j != i) {
+                    use crate::helper::scope::Scope;
+                    let scope = s.scope_between(i, j);
+                    let link = match scope {
+                        Scope::Local => &h.local,
+                        Scope::Regional => &h.regional,
+                        Scope::National | Scope::Global => &h.national,
+                    };
+                    let (up, down) = link.resolve(bitrate_kbps);
+                    let r = relay::udp(
+                        loopback::any_port(),
+                        addrs[j],
+                        RelaySpec {
+                            up,
+                            down,
+                            seed: seed + 10 + j as u64,
+                        },
+                    )
+                    .await?;
+                    peers.push(crate::helper::PeerConf {
+                        name: other.name.clone(),
+                        url: SegueUrl::parse(&format!("segue://localhost:{}/", r.local.port()))?,
+                        scope: Some(scope),
+                    });
+                    peer_relays.push(r);
+                }
+                let mut opts = crate::helper::HelperOptions::new(&e.name, peers);
+                opts.periods =
+                    crate::helper::scope::Periods::parse(&h.periods).map_err(anyhow::Error::msg)?;
+                opts.collective = crate::helper::scope::Scope::parse(&h.collective)
+                    .map_err(anyhow::Error::msg)?;
+                Some(opts)
+            }
+        };
+        let stop = edge_stops[i].subscribe();
+        let (source, edge_addr, serving) = loopback::helper(
             tls,
+            ep,
             store,
             origin_url,
             edge_opts,
             node_opts,
-            stop_rx.clone(),
+            helper_opts,
+            stop.clone(),
         )?;
         servers.spawn(serving);
-        servers.spawn(source.clone().upkeep(stop_rx.clone()));
+        servers.spawn(source.clone().upkeep(stop.clone()));
+        servers.spawn(source.clone().advertise(stop));
         let (up, down) = e.player_link.resolve(bitrate_kbps);
         let player_relay = relay::udp(
             loopback::any_port(),
@@ -439,6 +523,41 @@ async fn run_segue(
         })
     };
     let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
+    let edge_stops = Arc::new(edge_stops);
+    let advert_bytes = |edges: &[EdgeNode]| -> [u64; 4] {
+        let mut v = [0u64; 4];
+        for h in edges.iter().filter_map(|e| e.source.helpers()) {
+            for (k, b) in h.stats.advert_bytes_sent.iter().enumerate() {
+                v[k] += b.load(Ordering::Relaxed);
+            }
+        }
+        v
+    };
+    let peer_wire = |relays: &[Relay]| -> u64 {
+        relays
+            .iter()
+            .map(|r| Counters::get(&r.stats.up.bytes_out) + Counters::get(&r.stats.down.bytes_out))
+            .sum()
+    };
+    let (adverts_before, peer_wire_before) = (advert_bytes(&edges), peer_wire(&peer_relays));
+    let peer_bytes_before: u64 = edges.iter().map(|e| e.source.snapshot().peer_bytes).sum();
+    // A helper killed mid-run (cooperating or not: the same scenario): its endpoint closes,
+    // its adverts stop.
+    let kill = s
+        .helpers
+        .as_ref()
+        .and_then(|h| h.kill.clone())
+        .and_then(|k| {
+            let i = s.edges.iter().position(|e| e.name == k.edge)?;
+            let stops = edge_stops.clone();
+            let name = k.edge.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs_f64(k.at_s)).await;
+                tracing::warn!(edge = %name, "killing the helper (scenario)");
+                let _ = stops[i].send(true);
+            });
+            Some((k.edge, k.at_s, i))
+        });
     let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &tls.ca).await;
     drop(links);
 
@@ -454,8 +573,38 @@ async fn run_segue(
             )
         })
         .collect();
+    let helpers = s.helpers.as_ref().map(|_| {
+        let after = advert_bytes(&edges);
+        let mut adverts = [0u64; 4];
+        for k in 0..4 {
+            adverts[k] = after[k] - adverts_before[k];
+        }
+        let failovers = kill.as_ref().map_or(0, |(name, _, _)| {
+            edges
+                .iter()
+                .filter_map(|e| e.source.helpers())
+                .flat_map(|h| h.peers.iter())
+                .filter(|p| &p.conf.name == name)
+                .map(|p| p.stats.failures.load(Ordering::Relaxed))
+                .sum()
+        });
+        HelperOutcome {
+            advert_bytes: adverts,
+            peer_payload_bytes: edges
+                .iter()
+                .map(|e| e.source.snapshot().peer_bytes)
+                .sum::<u64>()
+                - peer_bytes_before,
+            peer_wire_bytes: peer_wire(&peer_relays) - peer_wire_before,
+            killed: kill.as_ref().map(|(n, at, _)| (n.clone(), *at)),
+            failovers_from_killed: failovers,
+        }
+    });
 
     let _ = stop_tx.send(true);
+    for st in edge_stops.iter() {
+        let _ = st.send(true);
+    }
     if let Ok(max) = sampler.await {
         for (c, m) in edge_counters.iter_mut().zip(max) {
             c.prefix_s_max = m.max(c.prefix_s_end);
@@ -469,15 +618,24 @@ async fn run_segue(
     for e in edges {
         e.links.stop().await;
     }
-    Ok(outcome(
+    for r in peer_relays {
+        r.stop().await;
+    }
+    let mut out = outcome(
         s,
-        System::Segue,
+        if cooperate || s.helpers.is_none() {
+            System::Segue
+        } else {
+            System::SegueIndependent
+        },
         t0,
         catalog,
         plays,
         traffic,
         edge_counters,
-    ))
+    );
+    out.helpers = helpers;
+    Ok(out)
 }
 
 /// An edge's counters that come from its origin link's relay (the rest zero).
@@ -522,6 +680,7 @@ pub(crate) fn outcome(
         plays,
         traffic,
         edges,
+        helpers: None,
     }
 }
 

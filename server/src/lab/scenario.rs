@@ -97,6 +97,64 @@ pub struct EdgeConf {
     /// Media the edge sends ahead of real time (the player's buffer), milliseconds.
     #[serde(default = "default_send_ahead_ms")]
     pub send_ahead_ms: u64,
+    /// Helpers (with a `[helpers]` table): edges of one site are local peers, of one region
+    /// regional, the rest national.
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+/// The helper network: every edge is a peer of every other, over links by scope.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelpersConf {
+    /// Advert periods, seconds: local,regional,national,global.
+    #[serde(default = "default_periods")]
+    pub periods: String,
+    /// Links between two edges of one site, one region, or neither.
+    #[serde(default)]
+    pub local: LinkConf,
+    #[serde(default)]
+    pub regional: LinkConf,
+    #[serde(default)]
+    pub national: LinkConf,
+    /// Stop one edge this long after the plays start (its own players' plays end there).
+    pub kill: Option<KillConf>,
+    /// Segments are spread over the helpers of this scope and nearer (default local).
+    #[serde(default = "default_collective")]
+    pub collective: String,
+}
+
+fn default_collective() -> String {
+    "local".into()
+}
+
+fn default_periods() -> String {
+    "1,5,30,120".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillConf {
+    pub edge: String,
+    pub at_s: f64,
+}
+
+impl Scenario {
+    /// How far edges `a` and `b` are from each other.
+    pub fn scope_between(&self, a: usize, b: usize) -> crate::helper::scope::Scope {
+        use crate::helper::scope::Scope;
+        let (x, y) = (&self.edges[a], &self.edges[b]);
+        let same = |p: &Option<String>, q: &Option<String>| p.is_some() && p == q;
+        if same(&x.site, &y.site) {
+            Scope::Local
+        } else if same(&x.region, &y.region) {
+            Scope::Regional
+        } else {
+            Scope::National
+        }
+    }
 }
 
 fn default_send_ahead_ms() -> u64 {
@@ -182,6 +240,9 @@ pub struct Scenario {
     #[serde(rename = "edge")]
     pub edges: Vec<EdgeConf>,
     pub players: PlayersConf,
+    /// Edges cooperate as helpers (docs/HELPERS.md).
+    #[serde(default)]
+    pub helpers: Option<HelpersConf>,
     /// Where relative paths in the file are resolved (the file's directory).
     #[serde(skip)]
     pub base: PathBuf,
@@ -260,6 +321,28 @@ impl Scenario {
                 .validate(&format!("edge {}.origin_link", e.name))?;
             e.player_link
                 .validate(&format!("edge {}.player_link", e.name))?;
+            crate::helper::check_name(&e.name).map_err(|x| format!("edge: {x}"))?;
+        }
+        if let Some(h) = &self.helpers {
+            crate::helper::scope::Periods::parse(&h.periods)
+                .map_err(|e| format!("helpers.periods: {e}"))?;
+            crate::helper::scope::Scope::parse(&h.collective)
+                .map_err(|e| format!("helpers.collective: {e}"))?;
+            for (what, l) in [
+                ("local", &h.local),
+                ("regional", &h.regional),
+                ("national", &h.national),
+            ] {
+                l.validate(&format!("helpers.{what}"))?;
+            }
+            if let Some(k) = &h.kill {
+                if !self.edges.iter().any(|e| e.name == k.edge) {
+                    return Err(format!("helpers.kill: no edge {:?}", k.edge));
+                }
+                if !(k.at_s >= 0.0 && k.at_s.is_finite()) {
+                    return Err("helpers.kill.at_s must be non-negative".into());
+                }
+            }
         }
         Ok(())
     }
@@ -295,6 +378,33 @@ watch = { early_quit = 0.6, within = 0.2 }
         assert_eq!(down.loss, 0.01);
         assert_eq!(down.rate_kbps, 300);
         assert!(s.edges[0].player_link.resolve(1.0).0.is_clean());
+    }
+
+    #[test]
+    fn helper_scopes_follow_sites_and_regions() {
+        use crate::helper::scope::Scope;
+        let s = Scenario::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/scenarios/helpers6.toml"),
+        )
+        .unwrap();
+        assert_eq!(s.edges.len(), 6);
+        assert_eq!(s.scope_between(0, 1), Scope::Local);
+        assert_eq!(s.scope_between(0, 2), Scope::Regional);
+        assert_eq!(s.scope_between(3, 4), Scope::National);
+        let h = s.helpers.as_ref().unwrap();
+        assert_eq!(h.kill.as_ref().unwrap().edge, "h-b2");
+        let bad = GOOD.to_string() + "[helpers]\nkill = { edge = \"nope\", at_s = 1 }\n";
+        assert!(
+            Scenario::parse(&bad, Path::new("/x"))
+                .unwrap_err()
+                .contains("no edge")
+        );
+        let bad = GOOD.to_string() + "[helpers]\nperiods = \"5,1,1,1\"\n";
+        assert!(
+            Scenario::parse(&bad, Path::new("/x"))
+                .unwrap_err()
+                .contains("periods")
+        );
     }
 
     #[test]

@@ -46,6 +46,80 @@ pub struct Summary {
     /// nginx edges: requests answered from the cache / from upstream.
     pub http_cache_hits: u64,
     pub http_cache_misses: u64,
+    /// The helper network, when the edges cooperated.
+    pub helpers: Option<HelperSummary>,
+}
+
+/// What the helpers cost and what a kill did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HelperSummary {
+    /// Advert bytes sent during the plays by scope (local, regional, national, global), and
+    /// as a fraction of the media bytes served.
+    pub advert_bytes: [u64; 4],
+    pub advert_overhead: f64,
+    pub peer_payload_bytes: u64,
+    pub peer_wire_bytes: u64,
+    /// The killed helper: its own players' plays, how many it cut; the plays at other
+    /// helpers running when it died, and those of them that stalled or failed.
+    pub killed: Option<String>,
+    pub killed_own_plays: usize,
+    pub killed_own_cut: usize,
+    /// Its players who arrived after it died (nobody answered them).
+    pub killed_own_refused: usize,
+    pub running_elsewhere: usize,
+    pub running_elsewhere_stalled: usize,
+    pub running_elsewhere_failed: usize,
+    /// Plays at the other helpers: failed after start, with stalls.
+    pub elsewhere_failed: usize,
+    pub elsewhere_with_stalls: usize,
+    pub failovers_from_killed: u64,
+}
+
+fn helper_summary(o: &Outcome, served: u64) -> Option<HelperSummary> {
+    let h = o.helpers.as_ref()?;
+    let adverts: u64 = h.advert_bytes.iter().sum();
+    let mut out = HelperSummary {
+        advert_bytes: h.advert_bytes,
+        advert_overhead: if served > 0 {
+            adverts as f64 / served as f64
+        } else {
+            0.0
+        },
+        peer_payload_bytes: h.peer_payload_bytes,
+        peer_wire_bytes: h.peer_wire_bytes,
+        killed: None,
+        killed_own_plays: 0,
+        killed_own_cut: 0,
+        killed_own_refused: 0,
+        running_elsewhere: 0,
+        running_elsewhere_stalled: 0,
+        running_elsewhere_failed: 0,
+        elsewhere_failed: 0,
+        elsewhere_with_stalls: 0,
+        failovers_from_killed: h.failovers_from_killed,
+    };
+    let Some((name, at)) = &h.killed else {
+        return Some(out);
+    };
+    out.killed = Some(format!("{name} at {at:.0} s"));
+    let failed = |p: &&super::run::PlayRecord| p.report.error.is_some() && !p.cut;
+    for p in &o.plays {
+        let running = p.arrival_s <= *at && p.arrival_s + p.report.wall_s > *at;
+        if &p.edge == name {
+            out.killed_own_plays += 1;
+            out.killed_own_cut += usize::from(running && failed(&p));
+            out.killed_own_refused += usize::from(p.arrival_s > *at);
+        } else {
+            out.elsewhere_failed += usize::from(failed(&p));
+            out.elsewhere_with_stalls += usize::from(p.report.stalls > 0);
+            if running {
+                out.running_elsewhere += 1;
+                out.running_elsewhere_stalled += usize::from(p.report.stalls > 0);
+                out.running_elsewhere_failed += usize::from(failed(&p));
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -134,6 +208,7 @@ pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
         misses: o.edges.iter().map(|e| e.misses).sum(),
         http_cache_hits: o.edges.iter().map(|e| e.http_cache_hits).sum(),
         http_cache_misses: o.edges.iter().map(|e| e.http_cache_misses).sum(),
+        helpers: helper_summary(o, served),
     }
 }
 
@@ -197,6 +272,51 @@ pub fn render(o: &Outcome, s: &Summary) -> String {
     for (k, v) in rows {
         let _ = writeln!(t, "  {k:<29}{v}");
     }
+    if let Some(h) = &s.helpers {
+        let [l, r, n, g] = h.advert_bytes;
+        let mut rows = vec![
+            (
+                "advert bytes by scope",
+                format!("local {l}, regional {r}, national {n}, global {g}"),
+            ),
+            (
+                "advert overhead",
+                format!("{:.4} % of media bytes served", 100.0 * h.advert_overhead),
+            ),
+            (
+                "segment bytes between helpers",
+                h.peer_payload_bytes.to_string(),
+            ),
+        ];
+        if let Some(k) = &h.killed {
+            rows.push(("helper killed", k.clone()));
+            rows.push((
+                "  its own plays",
+                format!(
+                    "{}: {} cut, {} arrived after",
+                    h.killed_own_plays, h.killed_own_cut, h.killed_own_refused
+                ),
+            ));
+            rows.push((
+                "  running elsewhere then",
+                format!(
+                    "{}: {} stalled, {} failed",
+                    h.running_elsewhere, h.running_elsewhere_stalled, h.running_elsewhere_failed
+                ),
+            ));
+            rows.push((
+                "  all plays elsewhere",
+                format!(
+                    "{} failed, {} with stalls",
+                    h.elsewhere_failed, h.elsewhere_with_stalls
+                ),
+            ));
+            rows.push(("  fetches failed over", h.failovers_from_killed.to_string()));
+        }
+        for (k, v) in rows {
+            let _ = writeln!(t, "  {k:<29}{v}");
+        }
+    }
     // Prefix lengths follow the origin link (in-process Segue edges only).
     for e in o.edges.iter().filter(|e| e.prefix_s_max > 0.0) {
         let _ = writeln!(
@@ -245,6 +365,31 @@ pub fn render_comparison(scenario: &str, runs: &[Summary]) -> String {
         );
     }
     let find = |name: &str| runs.iter().find(|s| s.system == name);
+    if let (Some(a), Some(b)) = (find("segue"), find("segue-independent")) {
+        let r = |x: u64, y: u64| {
+            if y > 0 {
+                format!("{:.3}", x as f64 / y as f64)
+            } else {
+                "-".into()
+            }
+        };
+        let _ = writeln!(
+            t,
+            "\ncooperating / independent helpers: origin link bytes {} (goal <= 0.5), segment bytes from origin {} (per byte served: {:.3} vs {:.3}); byte hit ratio {:.1} % vs {:.1} %; stalls/play {:.3} vs {:.3}; advert overhead {}",
+            r(a.origin_wire_bytes, b.origin_wire_bytes),
+            r(a.bytes_from_origin, b.bytes_from_origin),
+            a.bytes_from_origin as f64 / a.bytes_served.max(1) as f64,
+            b.bytes_from_origin as f64 / b.bytes_served.max(1) as f64,
+            100.0 * a.byte_hit_ratio,
+            100.0 * b.byte_hit_ratio,
+            a.stalls_per_play,
+            b.stalls_per_play,
+            a.helpers.as_ref().map_or("-".into(), |h| format!(
+                "{:.4} % of media (goal <= 1 %)",
+                100.0 * h.advert_overhead
+            )),
+        );
+    }
     if let (Some(a), Some(b)) = (find("segue"), find("nginx-hls")) {
         let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
             (Some(x), Some(y)) if y > 0.0 => format!("{:.3}", x / y),
@@ -366,6 +511,7 @@ mod tests {
             misses: 0,
             http_cache_hits: 0,
             http_cache_misses: 0,
+            helpers: None,
         };
         let hls = Summary {
             system: "nginx-hls".into(),
