@@ -286,6 +286,11 @@ pub fn metrics(edge: &EdgeSource) -> String {
             "Segments served to other helpers",
             s.segments_to_peers,
         ),
+        (
+            "segments_not_kept",
+            "Fetched segments left on disk to the helper owning them",
+            s.segments_not_kept,
+        ),
     ];
     for (name, help, v) in counters {
         r.register(name, help, ConstCounter::new(v));

@@ -33,37 +33,25 @@ pub async fn serve_exchange<S: Source>(
     limits: Limits,
     delay: std::time::Duration,
 ) -> anyhow::Result<()> {
-    let mut max = limits.max_frame_header + 16;
     let mut buf = Vec::with_capacity(256);
     let (req, used) = loop {
-        if segue_wire::varint::get(&buf).is_some_and(|(ty, _)| ty == frame_type::ADVERT) {
-            max = limits.max_advert + 16;
-            match segue_wire::advert::decode(&buf, &limits) {
-                Ok(Some((a, _))) => return answer_advert(&*source, &a, send).await,
-                Ok(None) => {}
-                Err(e) => {
-                    send.write_all(
-                        &ResponseHeader::error(Status::BadRequest, e.to_string()).encode(),
-                    )
+        match decode_incoming(&buf, &limits) {
+            Ok(Some(Incoming::Advert(a))) => return answer_advert(&*source, &a, send).await,
+            Ok(Some(Incoming::Request(r, used))) => break (r, used),
+            Ok(None) => {}
+            Err(e) => {
+                send.write_all(&ResponseHeader::error(Status::BadRequest, e.to_string()).encode())
                     .await?;
-                    send.finish()?;
-                    return Ok(());
-                }
-            }
-        } else {
-            match decode_request(&buf, &limits) {
-                Ok(Some(r)) => break r,
-                Ok(None) => {}
-                Err(e) => {
-                    send.write_all(
-                        &ResponseHeader::error(Status::BadRequest, e.to_string()).encode(),
-                    )
-                    .await?;
-                    send.finish()?;
-                    return Ok(());
-                }
+                send.finish()?;
+                return Ok(());
             }
         }
+        // An ADVERT may be larger than a request.
+        let max = if is_advert(&buf) {
+            limits.max_advert
+        } else {
+            limits.max_frame_header
+        } + 16;
         let mut chunk = [0u8; 4096];
         match recv.read(&mut chunk).await? {
             Some(n) if buf.len() + n <= max => buf.extend_from_slice(&chunk[..n]),
@@ -177,6 +165,27 @@ pub async fn serve_exchange<S: Source>(
     }
     send.finish()?;
     Ok(())
+}
+
+/// What opens a segment stream: a request (and the bytes it took) or a helper's advert.
+enum Incoming {
+    Request(SegmentRequest, usize),
+    Advert(segue_wire::advert::Advert),
+}
+
+fn is_advert(buf: &[u8]) -> bool {
+    segue_wire::varint::get(buf).is_some_and(|(ty, _)| ty == frame_type::ADVERT)
+}
+
+fn decode_incoming(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<Incoming>, segue_wire::DecodeError> {
+    Ok(if is_advert(buf) {
+        segue_wire::advert::decode(buf, limits)?.map(|(a, _)| Incoming::Advert(a))
+    } else {
+        decode_request(buf, limits)?.map(|(r, used)| Incoming::Request(r, used))
+    })
 }
 
 /// Answers an ADVERT with one RESPONSE: OK, STALE_REVISION (send a snapshot) or the refusal.

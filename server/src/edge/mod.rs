@@ -118,6 +118,9 @@ pub struct StatsSnapshot {
     /// Segments served to other helpers.
     #[serde(default)]
     pub segments_to_peers: u64,
+    /// Fetched segments left to the helper that owns them (memory tier only here).
+    #[serde(default)]
+    pub segments_not_kept: u64,
 }
 
 type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
@@ -263,6 +266,7 @@ impl EdgeSource {
             segments_from_peers: get(&s.segments_from_peers),
             peer_bytes: get(&s.peer_bytes),
             segments_to_peers: get(&s.segments_to_peers),
+            segments_not_kept: get(&s.not_kept),
         }
     }
 

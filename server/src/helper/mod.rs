@@ -174,11 +174,7 @@ impl Helpers {
     /// The scope of peer `p` now: configured, or derived from its measured round trip and
     /// how often it advertises.
     pub fn scope_of(&self, p: usize) -> Scope {
-        let peer = &self.peers[p];
-        peer.conf.scope.unwrap_or_else(|| {
-            let interval = lock(&self.view).interval(&peer.conf.name);
-            Scope::derive(peer.link.rtt(), interval, &self.opts.periods)
-        })
+        self.scope_of_with(p, &lock(&self.view))
     }
 
     fn estimate(link: &Upstream, parallel: usize) -> Estimate {
