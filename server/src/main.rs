@@ -346,6 +346,10 @@ struct EdgeArgs {
     /// Advert periods per scope, seconds: local,regional,national,global.
     #[arg(long, default_value = "1,5,30,120", value_parser = parse_periods)]
     advert_periods: segue_server::helper::scope::Periods,
+    /// Round trips (ms) below which a peer with no configured scope is local, regional,
+    /// national (above: global).
+    #[arg(long, default_value = "5,30,100", value_parser = parse_rtt_limits)]
+    scope_rtt_ms: segue_server::helper::scope::RttLimits,
     /// Segments are spread over the helpers of this scope and nearer (collective storage).
     #[arg(long, default_value = "local", value_parser = segue_server::helper::scope::Scope::parse)]
     collective_scope: segue_server::helper::scope::Scope,
@@ -357,6 +361,10 @@ struct EdgeArgs {
     hints: HintArgs,
     #[command(flatten)]
     admin: AdminArgs,
+}
+
+fn parse_rtt_limits(s: &str) -> Result<segue_server::helper::scope::RttLimits, String> {
+    segue_server::helper::scope::RttLimits::parse(s)
 }
 
 fn parse_periods(s: &str) -> Result<segue_server::helper::scope::Periods, String> {
@@ -670,6 +678,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         }
         let mut opts = segue_server::helper::HelperOptions::new(&a.name, a.peers.clone());
         opts.periods = a.advert_periods;
+        opts.rtt_limits = a.scope_rtt_ms;
         opts.collective = a.collective_scope;
         opts.popular_requests = a.popular_requests;
         tracing::info!(name = %a.name, peers = a.peers.len(), "cooperating with helpers");

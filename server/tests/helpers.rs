@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use segue_server::edge::store::Store;
 use segue_server::edge::{EdgeOptions, EdgeSource};
-use segue_server::helper::scope::{Periods, Scope};
+use segue_server::helper::scope::{Periods, RttLimits, Scope};
 use segue_server::helper::{HelperOptions, PeerConf};
 use segue_server::loopback;
 use segue_server::node::NodeOptions;
@@ -28,6 +28,11 @@ struct Net {
 /// Three helpers, each a peer of the other two (local scope, adverts every 200 ms), over
 /// one origin serving `long.mp4` (30 segments of 2 s). Each sends a whole object at once.
 fn three_helpers() -> Net {
+    helpers_with(Some(Scope::Local))
+}
+
+/// [`three_helpers`] with every peer's scope `scope` (`None`: derived).
+fn helpers_with(scope: Option<Scope>) -> Net {
     let origin = common::origin_with_sample("long.mp4");
     let origin_url =
         SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
@@ -53,11 +58,13 @@ fn three_helpers() -> Net {
             .map(|j| PeerConf {
                 name: NAMES[j].into(),
                 url: urls[j].clone(),
-                scope: Some(Scope::Local),
+                scope,
             })
             .collect();
         let mut h = HelperOptions::new(NAMES[k], peers);
         h.periods = Periods::parse("0.2,1,5,20").unwrap();
+        // Loopback in a debug build on a busy 2-core box measures up to ~5 ms.
+        h.rtt_limits = RttLimits::parse("50,100,200").unwrap();
         let store = Store::open(&origin.dir.path().join(NAMES[k]), 1 << 30, 2_000_000).unwrap();
         let mut node = NodeOptions::default();
         node.sessions.send_ahead = Duration::from_secs(3600);
@@ -226,5 +233,50 @@ async fn adverts_from_strangers_are_refused() {
     let h1 = net.helpers[0].helpers().unwrap();
     assert_eq!(h1.stats.adverts_refused.load(Ordering::Relaxed), 1);
     assert!(h1.report().iter().all(|p| p.name != "mallory"));
+    net.origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfigured_scopes_are_derived_from_rtt_and_advert_interval() {
+    // Nothing measured yet: global (advertised every 20 s here). On loopback the RTT is
+    // under 5 ms and, once the scope is local, adverts come every 200 ms: local.
+    let net = helpers_with(None);
+    let mut scopes = Vec::new();
+    for _ in 0..60 {
+        scopes = net
+            .helpers
+            .iter()
+            .flat_map(|h| h.helpers().unwrap().report())
+            .map(|p| (p.scope, p.scope_configured))
+            .collect();
+        if scopes.iter().all(|s| s.0 == Scope::Local) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rtts: Vec<Option<f64>> = net
+        .helpers
+        .iter()
+        .flat_map(|h| h.helpers().unwrap().report())
+        .map(|p| p.rtt_ms)
+        .collect();
+    assert_eq!(scopes, vec![(Scope::Local, false); 6], "rtt ms {rtts:?}");
+    // And they advertise at the local period from then on.
+    let sent = |net: &Net| -> u64 {
+        net.helpers[0]
+            .helpers()
+            .unwrap()
+            .report()
+            .iter()
+            .map(|p| p.adverts_sent)
+            .sum()
+    };
+    let before = sent(&net);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let n = sent(&net) - before;
+    assert!(
+        (8..=12).contains(&n),
+        "{n} adverts to 2 peers in 1 s at 200 ms"
+    );
     net.origin.shutdown().await;
 }

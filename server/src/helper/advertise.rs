@@ -16,6 +16,8 @@ pub type Holdings = HashMap<ObjectName, (u64, Ranges)>;
 
 /// A full snapshot at least every this many adverts to one peer (deltas in between).
 pub const SNAPSHOT_EVERY: u32 = 60;
+/// How often a waiting advertiser looks at its peer's period again.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// What the advertiser needs from the helper.
 pub trait AdvertSink: Send + Sync + 'static {
@@ -113,6 +115,7 @@ pub async fn run<S: AdvertSink>(sink: Arc<S>, stop: watch::Receiver<bool>) {
             let (name, epoch) = sink.identity();
             let mut st = OutState::default();
             loop {
+                let sent = tokio::time::Instant::now();
                 let period = sink.period(p);
                 let holdings = sink.holdings();
                 let a = st.next(&name, epoch, period, &holdings);
@@ -120,9 +123,18 @@ pub async fn run<S: AdvertSink>(sink: Arc<S>, stop: watch::Receiver<bool>) {
                     Ok((status, _)) => st.answered(&a, holdings, status),
                     Err(e) => tracing::debug!(peer = p, "advert not delivered: {e}"),
                 }
-                tokio::select! {
-                    () = tokio::time::sleep(period) => {}
-                    _ = stop.changed() => return,
+                // The period is looked at again while waiting: a derived scope changes as
+                // the peer's RTT and advert interval are measured.
+                loop {
+                    let due = sent + sink.period(p);
+                    let now = tokio::time::Instant::now();
+                    if now >= due {
+                        break;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep((due - now).min(RECHECK)) => {}
+                        _ = stop.changed() => return,
+                    }
                 }
             }
         });

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::edge::upstream::Upstream;
 use choose::{Candidate, Estimate, Role, SourceId};
-use scope::{Periods, Scope};
+use scope::{Periods, RttLimits, Scope};
 use view::{Applied, View};
 
 /// One configured peer: `NAME=URL[,SCOPE]`.
@@ -85,6 +85,8 @@ pub struct HelperOptions {
     pub name: String,
     pub peers: Vec<PeerConf>,
     pub periods: Periods,
+    /// Round trips that separate the scopes of peers whose scope is derived.
+    pub rtt_limits: RttLimits,
     /// Segments are spread over the helpers of this scope and nearer (collective storage).
     pub collective: Scope,
     /// Requests (decayed) above which an object's prefix is kept at every helper that sees
@@ -98,6 +100,7 @@ impl HelperOptions {
             name: name.to_owned(),
             peers,
             periods: Periods::default(),
+            rtt_limits: RttLimits::default(),
             collective: Scope::Local,
             popular_requests: 1.0,
         }
@@ -205,8 +208,9 @@ impl Helpers {
         peer.conf.scope.unwrap_or_else(|| {
             Scope::derive(
                 peer.link.rtt(),
-                view.interval(&peer.conf.name),
+                view.lateness(&peer.conf.name),
                 &self.opts.periods,
+                &self.opts.rtt_limits,
             )
         })
     }

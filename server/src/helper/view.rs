@@ -20,8 +20,11 @@ struct PeerView {
     version: u64,
     received: Instant,
     expires: Instant,
-    /// Mean interval between its adverts (the temporal distance), smoothed.
-    interval: Option<Duration>,
+    /// How much later than promised its adverts arrive (each one against the period the
+    /// one before declared), smoothed: its temporal distance.
+    late: Option<Duration>,
+    /// The period its last advert declared.
+    declared: Duration,
     holdings: HashMap<ObjectName, (u64, Ranges)>,
 }
 
@@ -71,7 +74,8 @@ impl View {
             version: a.version,
             received: now,
             expires,
-            interval: None,
+            late: None,
+            declared: period,
             holdings,
         };
         let all = || {
@@ -113,12 +117,15 @@ impl View {
         } else {
             return Applied::NeedSnapshot;
         }
-        let gap = now.saturating_duration_since(p.received);
-        p.interval = Some(match p.interval {
-            None => gap,
-            Some(old) => (old * 3 + gap) / 4,
+        let late = now
+            .saturating_duration_since(p.received)
+            .saturating_sub(p.declared);
+        p.late = Some(match p.late {
+            None => late,
+            Some(old) => (old * 3 + late) / 4,
         });
         p.version = a.version;
+        p.declared = period;
         p.received = now;
         p.expires = expires;
         Applied::Applied
@@ -146,9 +153,11 @@ impl View {
         self.peers.get(peer).is_some_and(|p| p.expires > now)
     }
 
-    /// Mean interval between `peer`'s adverts (its temporal distance).
-    pub fn interval(&self, peer: &str) -> Option<Duration> {
-        self.peers.get(peer).and_then(|p| p.interval)
+    /// How much staler `peer`'s word is than its period promises (its temporal distance):
+    /// how much later than the previous advert declared each advert arrived (lost or late on
+    /// the way), smoothed. Not the period itself: that is our own choice reflected back.
+    pub fn lateness(&self, peer: &str) -> Option<Duration> {
+        self.peers.get(peer).and_then(|p| p.late)
     }
 
     /// Forgets what `peer` said (it went away: its connection failed).
@@ -259,13 +268,32 @@ mod tests {
             v.apply(&advert(5, 4, &[]), t0 + s(2)),
             Applied::NeedSnapshot
         );
-        assert_eq!(v.interval("b"), Some(s(1)));
+        assert_eq!(
+            v.lateness("b"),
+            Some(Duration::ZERO),
+            "on time for its 1 s period"
+        );
         // Expiry: 3 periods of 1 s after the last advert (at 1 s).
         assert!(v.alive("b", t0 + s(3)));
         assert_eq!(v.holders(&name("y"), 7, 4, t0 + s(4)), Vec::<&str>::new());
         assert!(!v.alive("b", t0 + s(4)));
         assert_eq!(v.expire(t0 + s(4)), 1);
         assert!(v.report(t0 + s(4)).is_empty());
+    }
+
+    #[test]
+    fn lost_adverts_make_a_peer_late() {
+        let t0 = Instant::now();
+        let mut v = View::default();
+        v.apply(&advert(1, 0, &[]), t0);
+        // Declares 1 s, but three of every four adverts are lost: one every 4 s arrives.
+        for k in 1..=8u64 {
+            let a = advert(1 + 4 * k, 4 * k - 3, &[]);
+            let mut snap = a.clone();
+            snap.base = 0;
+            v.apply(&snap, t0 + Duration::from_secs(4 * k));
+        }
+        assert_eq!(v.lateness("b"), Some(Duration::from_secs(3)));
     }
 
     #[test]
