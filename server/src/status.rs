@@ -108,6 +108,22 @@ pub fn render(metrics: &HashMap<String, f64>, objects: Option<&[ObjectStatus]>) 
         m("evictions_total"),
         m("pushed_segments_total")
     );
+    // Helpers (docs/HELPERS.md): only when this edge has peers or serves some.
+    let adverts: f64 = ["local", "regional", "national", "global"]
+        .iter()
+        .map(|s| m(&format!("advert_bytes_sent_total{{scope=\"{s}\"}}")))
+        .sum();
+    if adverts > 0.0 || m("segments_to_peers_total") > 0.0 {
+        let _ = writeln!(
+            out,
+            "helpers    {} segments ({:.1} MB) from peers, {} served to peers, {:.1} kB of adverts sent, {} refused",
+            m("segments_from_peers_total"),
+            m("peer_bytes_total") / 1e6,
+            m("segments_to_peers_total"),
+            adverts / 1e3,
+            m("adverts_refused_total"),
+        );
+    }
     match objects {
         None => {
             let _ = writeln!(out, "(objects: give --admin-token or SEGUE_ADMIN_TOKEN)");
@@ -169,6 +185,19 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("from origin 1.0 MB (25 % of served)"), "{r}");
+        assert!(!r.contains("helpers"), "no peers: no helper line\n{r}");
+        let mut h = m.clone();
+        h.insert("segue_edge_segments_from_peers_total".into(), 12.0);
+        h.insert("segue_edge_peer_bytes_total".into(), 3_000_000.0);
+        h.insert(
+            "segue_edge_advert_bytes_sent_total{scope=\"local\"}".into(),
+            2500.0,
+        );
+        let r = render(&h, None);
+        assert!(
+            r.contains("helpers    12 segments (3.0 MB) from peers, 0 served to peers, 2.5 kB of adverts sent"),
+            "{r}"
+        );
         let objs = [ObjectStatus {
             object: "films/a".into(),
             revision: 1,
