@@ -63,6 +63,8 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(load_certs(cert)?, load_key(key)?)?;
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    // TLS secrets go to the file SSLKEYLOGFILE names, if set (to decrypt captures).
+    cfg.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(cfg)
 }
 
@@ -73,6 +75,7 @@ pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, 
         .with_root_certificates(load_roots(ca)?)
         .with_no_client_auth();
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    cfg.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(cfg)
 }
 

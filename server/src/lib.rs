@@ -15,6 +15,7 @@ pub mod demo;
 pub mod distribute;
 pub mod edge;
 pub mod helper;
+pub mod hq;
 pub mod ingest;
 pub mod lab;
 pub mod library;

@@ -104,6 +104,77 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// HTTP/0.9 over QUIC (ALPN hq-interop) for interop tests with other QUIC stacks.
+    Hq {
+        #[command(subcommand)]
+        command: HqCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HqCommand {
+    /// Serve the files of a directory (the interop runner's /www).
+    Serve {
+        /// Directory served.
+        #[arg(long)]
+        www: PathBuf,
+        /// UDP address to listen on.
+        #[arg(long, default_value = "[::]:443")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Validate every client address with a Retry first.
+        #[arg(long)]
+        retry: bool,
+    },
+    /// Download URLs (https://HOST:PORT/path, one server) over one connection.
+    Get {
+        /// CA that signed the server's certificate.
+        #[arg(long, default_value = "certs/dev/ca.pem")]
+        ca: PathBuf,
+        /// Where the files go (the interop runner's /downloads).
+        #[arg(long, default_value = "downloads")]
+        downloads: PathBuf,
+        /// Offer only the ChaCha20-Poly1305 cipher suite.
+        #[arg(long)]
+        chacha20: bool,
+        /// URLs to fetch.
+        #[arg(required = true)]
+        urls: Vec<url::Url>,
+    },
+}
+
+async fn hq(command: HqCommand) -> anyhow::Result<()> {
+    use segue_server::hq;
+    match command {
+        HqCommand::Serve {
+            www,
+            listen,
+            tls,
+            retry,
+        } => {
+            let ep = hq::server_endpoint(listen, &tls.cert, &tls.key)?;
+            tracing::info!(listen = %ep.local_addr()?, www = %www.display(), retry, "serving hq-interop");
+            let stats = Arc::new(hq::ServerStats::default());
+            let opts = hq::ServerOptions { root: www, retry };
+            hq::serve(ep, opts, stats, shutdown_signal()).await;
+            Ok(())
+        }
+        HqCommand::Get {
+            ca,
+            downloads,
+            chacha20,
+            urls,
+        } => {
+            let ep = hq::client_endpoint(&ca, &hq::ClientOptions { chacha20 })?;
+            let got = hq::get(&ep, &urls, &downloads).await?;
+            for d in &got {
+                println!("{}  {:>10}  {}", d.sha256, d.bytes, d.path);
+            }
+            ep.wait_idle().await;
+            Ok(())
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -1019,6 +1090,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Edge(EdgeCmd { run, .. }) => edge(*run).await,
         Command::Media { command } => media(command).await,
+        Command::Hq { command } => hq(command).await,
         Command::Lab { command } => lab(command).await,
         Command::Certs {
             command: CertsCommand::Init { dir, nodes },

@@ -1,0 +1,306 @@
+//! HTTP/0.9 over QUIC (ALPN `hq-interop`), as the quic-interop-runner's endpoints speak it:
+//! a client opens one bidirectional stream per file, sends `GET /path\r\n` and FIN; the
+//! server answers the file's bytes and FIN (nothing for a missing file: the stream is reset).
+//! For interop tests with other QUIC stacks (interop/), not for media delivery.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::watch;
+
+/// ALPN of HTTP/0.9 over QUIC in the interop runner.
+pub const ALPN: &[u8] = b"hq-interop";
+/// Longest request line.
+const MAX_REQUEST: usize = 8192;
+/// Streams a client may have open at once on a server connection.
+const MAX_STREAMS: u32 = 1000;
+
+/// What the server did (tests, logs).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub connections: AtomicU64,
+    /// Connection attempts answered with a Retry (address validation).
+    pub retries: AtomicU64,
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// Server behaviour.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Files are served from here (`/www` in the runner).
+    pub root: PathBuf,
+    /// Validate every client address with a Retry first.
+    pub retry: bool,
+}
+
+fn transport(streams: u32) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(streams.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            30_000,
+        ))));
+    t
+}
+
+/// A server endpoint offering `hq-interop` with `cert`/`key`.
+pub fn server_endpoint(
+    listen: SocketAddr,
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<quinn::Endpoint> {
+    let tls = segue_certs::tls::server_config(cert, key, &[ALPN])?;
+    let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport(MAX_STREAMS)));
+    quinn::Endpoint::server(cfg, listen).with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// Serves files from `opts.root` until `stop`.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    opts: ServerOptions,
+    stats: Arc<ServerStats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let root = match opts.root.canonicalize() {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            tracing::error!(root = %opts.root.display(), "cannot serve files: {e}");
+            return;
+        }
+    };
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+            _ = stop.changed() => break,
+        };
+        if opts.retry && !incoming.remote_address_validated() {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = incoming.retry() {
+                tracing::debug!("cannot send a retry: {e}");
+            }
+            continue;
+        }
+        let (root, stats) = (root.clone(), stats.clone());
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => return tracing::debug!("handshake failed: {e}"),
+            };
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                let (root, stats) = (root.clone(), stats.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = answer(&root, send, recv, &stats).await {
+                        tracing::debug!("hq request: {e}");
+                    }
+                });
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"shutting down");
+}
+
+/// The file a request path names under `root`, which it may not leave (`..`, absolute
+/// paths, symbolic links pointing out).
+pub fn resolve(root: &Path, path: &str) -> anyhow::Result<PathBuf> {
+    let rel = path.trim_start_matches('/');
+    let name = segue_wire::ObjectName::new(rel, 1024)
+        .map_err(|e| anyhow::anyhow!("bad path {path:?}: {e}"))?;
+    let full = root
+        .join(name.as_str())
+        .canonicalize()
+        .with_context(|| format!("no file {path}"))?;
+    if !full.starts_with(root) || !full.is_file() {
+        bail!("no file {path}");
+    }
+    Ok(full)
+}
+
+async fn answer(
+    root: &Path,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    stats: &ServerStats,
+) -> anyhow::Result<()> {
+    let req = recv
+        .read_to_end(MAX_REQUEST)
+        .await
+        .context("request too long or cut")?;
+    let line = std::str::from_utf8(&req).context("request is not UTF-8")?;
+    let path = line
+        .trim_end()
+        .strip_prefix("GET ")
+        .map(|p| p.split_whitespace().next().unwrap_or(""))
+        .context("not a GET request")?;
+    let file = match resolve(root, path) {
+        Ok(f) => f,
+        Err(e) => {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = send.reset(0x10u32.into());
+            return Err(e);
+        }
+    };
+    let mut f = tokio::fs::File::open(&file).await?;
+    let n = tokio::io::copy(&mut f, &mut send).await?;
+    send.shutdown().await?;
+    stats.files.fetch_add(1, Ordering::Relaxed);
+    stats.bytes.fetch_add(n, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Client behaviour.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Offer only TLS_CHACHA20_POLY1305_SHA256.
+    pub chacha20: bool,
+}
+
+/// One downloaded file.
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub path: String,
+    pub bytes: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// A client endpoint offering `hq-interop`, trusting `ca`.
+pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<quinn::Endpoint> {
+    let full = segue_certs::tls::provider();
+    // QUIC protects Initial packets with AES-128-GCM whatever TLS negotiates.
+    let initial = full
+        .cipher_suites
+        .iter()
+        .find(|s| s.suite() == rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        .and_then(|s| s.tls13())
+        .and_then(|s| s.quic_suite())
+        .context("the crypto provider has no AES-128-GCM for QUIC Initial packets")?;
+    let mut provider = (*full).clone();
+    if opts.chacha20 {
+        provider
+            .cipher_suites
+            .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(segue_certs::tls::load_roots(ca)?)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.key_log = Arc::new(rustls::KeyLogFile::new());
+    let quic = QuicClientConfig::with_initial(Arc::new(tls), initial)
+        .context("TLS config unusable for QUIC")?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport(0)));
+    let mut ep = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+        .context("cannot bind a UDP socket")?;
+    ep.set_default_client_config(cfg);
+    Ok(ep)
+}
+
+/// Downloads `urls` (all on one server: `https://HOST:PORT/path`) over one connection, all
+/// requests at once, into `downloads` (each under its path's last component).
+pub async fn get(
+    endpoint: &quinn::Endpoint,
+    urls: &[url::Url],
+    downloads: &Path,
+) -> anyhow::Result<Vec<Download>> {
+    let first = urls.first().context("no URL to fetch")?;
+    let host = first.host_str().context("URL without a host")?.to_owned();
+    let port = first.port().unwrap_or(443);
+    if urls
+        .iter()
+        .any(|u| u.host_str() != Some(host.as_str()) || u.port().unwrap_or(443) != port)
+    {
+        bail!("every URL must name the same server");
+    }
+    let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        .await?
+        .next()
+        .with_context(|| format!("cannot resolve {host}"))?;
+    let conn = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(addr, host.trim_matches(['[', ']']))?,
+    )
+    .await
+    .context("handshake timed out")??;
+    tokio::fs::create_dir_all(downloads).await?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for u in urls {
+        let (conn, path) = (conn.clone(), u.path().to_owned());
+        let out = downloads.join(
+            Path::new(&path)
+                .file_name()
+                .with_context(|| format!("{u}: no file name"))?,
+        );
+        tasks.spawn(async move {
+            let (mut send, mut recv) = conn.open_bi().await?;
+            send.write_all(format!("GET {path}\r\n").as_bytes()).await?;
+            send.finish()?;
+            let mut file = tokio::fs::File::create(&out).await?;
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut bytes = 0u64;
+            while let Some(chunk) = recv.read_chunk(1 << 16, true).await? {
+                ctx.update(&chunk.bytes);
+                file.write_all(&chunk.bytes).await?;
+                bytes += chunk.bytes.len() as u64;
+            }
+            file.flush().await?;
+            let sha256 = ctx
+                .finish()
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            anyhow::Ok(Download {
+                path,
+                bytes,
+                sha256,
+            })
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        out.push(r.context("download task")??);
+    }
+    conn.close(0u32.into(), b"done");
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.bin"), b"x").unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
+        let root = root.canonicalize().unwrap();
+        assert!(resolve(&root, "/sub/a.bin").is_ok());
+        for bad in [
+            "/../secret",
+            "/sub/../../secret",
+            "/link",
+            "/sub",
+            "/nope",
+            "//etc/passwd",
+        ] {
+            assert!(resolve(&root, bad).is_err(), "{bad}");
+        }
+    }
+}

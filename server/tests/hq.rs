@@ -1,0 +1,217 @@
+//! HTTP/0.9 over QUIC (hq-interop) between our own client and server on loopback: the cases
+//! of the interop matrix our stack supports, each checked on its outcome.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use segue_server::hq::{self, ClientOptions, ServerOptions, ServerStats};
+use segue_server::loopback::DevTls;
+
+struct Server {
+    _dir: tempfile::TempDir,
+    tls: DevTls,
+    port: u16,
+    stats: Arc<ServerStats>,
+    www: std::path::PathBuf,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// A server over a /www of one 3 MB file and 1000 small ones.
+fn server(retry: bool) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = DevTls::init(&dir.path().join("certs")).unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(www.join("big.bin"), &big).unwrap();
+    for k in 0..1000 {
+        std::fs::write(
+            www.join(format!("f{k:04}")),
+            format!("file {k}\n").repeat(k % 7 + 1),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("secret"), b"not served").unwrap();
+    let ep = hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key).unwrap();
+    let port = ep.local_addr().unwrap().port();
+    let stats = Arc::new(ServerStats::default());
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(hq::serve(
+        ep,
+        ServerOptions {
+            root: www.clone(),
+            retry,
+        },
+        stats.clone(),
+        stop_rx,
+    ));
+    Server {
+        _dir: dir,
+        tls,
+        port,
+        stats,
+        www,
+        _stop: stop,
+    }
+}
+
+fn url(s: &Server, path: &str) -> url::Url {
+    url::Url::parse(&format!("https://localhost:{}/{path}", s.port)).unwrap()
+}
+
+async fn fetch(
+    s: &Server,
+    opts: ClientOptions,
+    paths: &[String],
+) -> anyhow::Result<Vec<hq::Download>> {
+    let ep = hq::client_endpoint(&s.tls.ca, &opts).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let urls: Vec<url::Url> = paths.iter().map(|p| url(s, p)).collect();
+    let got = hq::get(&ep, &urls, out.path()).await?;
+    // What was written is what was hashed, and what the server holds.
+    for d in &got {
+        let name = d.path.trim_start_matches('/');
+        let written = std::fs::read(out.path().join(name)).unwrap();
+        assert_eq!(sha256_hex(&written), d.sha256);
+        assert_eq!(written, std::fs::read(s.www.join(name)).unwrap(), "{name}");
+    }
+    Ok(got)
+}
+
+#[tokio::test]
+async fn transfer_and_handshake() {
+    let s = server(false);
+    let got = fetch(&s, ClientOptions::default(), &["big.bin".into()])
+        .await
+        .unwrap();
+    assert_eq!(got[0].bytes, 3_000_000);
+    assert_eq!(s.stats.connections.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn multiplexing_a_thousand_files_on_one_connection() {
+    let s = server(false);
+    let paths: Vec<String> = (0..1000).map(|k| format!("f{k:04}")).collect();
+    let got = fetch(&s, ClientOptions::default(), &paths).await.unwrap();
+    assert_eq!(got.len(), 1000);
+    assert_eq!(s.stats.connections.load(Ordering::Relaxed), 1);
+    assert_eq!(s.stats.files.load(Ordering::Relaxed), 1000);
+}
+
+#[tokio::test]
+async fn chacha20_only() {
+    // The client offers only TLS_CHACHA20_POLY1305_SHA256: a TLS 1.3 server must pick it
+    // or fail the handshake.
+    let s = server(false);
+    let got = fetch(&s, ClientOptions { chacha20: true }, &["f0001".into()])
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+}
+
+#[tokio::test]
+async fn retry_validates_the_address_first() {
+    let s = server(true);
+    fetch(&s, ClientOptions::default(), &["f0002".into()])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.stats.retries.load(Ordering::Relaxed),
+        1,
+        "one Retry, then the connection"
+    );
+    assert_eq!(s.stats.connections.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn paths_outside_www_are_refused() {
+    let s = server(false);
+    for bad in ["../secret", "nope"] {
+        assert!(
+            fetch(&s, ClientOptions::default(), &[bad.into()])
+                .await
+                .is_err(),
+            "{bad}"
+        );
+    }
+    assert_eq!(s.stats.refused.load(Ordering::Relaxed), 2);
+}
+
+/// `interop/run_endpoint.sh` as the interop runner drives it: real processes.
+#[test]
+fn run_endpoint_sh_serves_downloads_and_refuses_what_it_lacks() {
+    use std::process::{Command, Stdio};
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/run_endpoint.sh");
+    let segue = env!("CARGO_BIN_EXE_segue");
+    let dir = tempfile::tempdir().unwrap();
+    let tls = DevTls::init(&dir.path().join("dev")).unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&tls.cert, certs.join("cert.pem")).unwrap();
+    std::fs::copy(&tls.key, certs.join("priv.key")).unwrap();
+    std::fs::copy(&tls.ca, certs.join("ca.pem")).unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(www.join("a.bin"), &body).unwrap();
+    std::fs::write(www.join("b.txt"), b"hello\n").unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = |c: &mut Command, role: &str, case: &str| {
+        c.env("ROLE", role)
+            .env("TESTCASE", case)
+            .env("WWW", &www)
+            .env("DOWNLOADS", dir.path().join("downloads"))
+            .env("CERTS", &certs)
+            .env("PORT", port.to_string())
+            .env("SEGUE", segue)
+            .env(
+                "REQUESTS",
+                format!("https://localhost:{port}/a.bin https://localhost:{port}/b.txt"),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    };
+    for role in ["server", "client"] {
+        let mut c = Command::new(&script);
+        env(&mut c, role, "zerortt");
+        assert_eq!(
+            c.status().unwrap().code(),
+            Some(127),
+            "{role}: unsupported case"
+        );
+    }
+    let mut server = Command::new(&script);
+    env(&mut server, "server", "retry");
+    let mut server = server.spawn().unwrap();
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut client = Command::new(&script);
+        env(&mut client, "client", "transfer");
+        if client.status().unwrap().success() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ok, "the client never downloaded");
+    let got = dir.path().join("downloads");
+    assert_eq!(std::fs::read(got.join("a.bin")).unwrap(), body);
+    assert_eq!(std::fs::read(got.join("b.txt")).unwrap(), b"hello\n");
+}
