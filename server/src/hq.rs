@@ -1,7 +1,8 @@
 //! HTTP/0.9 over QUIC (ALPN `hq-interop`), as the quic-interop-runner's endpoints speak it:
 //! a client opens one bidirectional stream per file, sends `GET /path\r\n` and FIN; the
 //! server answers the file's bytes and FIN (nothing for a missing file: the stream is reset).
-//! For interop tests with other QUIC stacks (interop/), not for media delivery.
+//! For interop tests with other QUIC stacks (interop/), not for media delivery. The same
+//! endpoints speak HTTP/3 ([`crate::http3`]) when the peer picks ALPN `h3`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,20 +45,21 @@ pub struct ServerOptions {
 fn transport(streams: u32) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(streams.into())
-        .max_concurrent_uni_streams(0u32.into())
+        // HTTP/3's control and QPACK streams (HTTP/0.9 opens none).
+        .max_concurrent_uni_streams(16u32.into())
         .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
             30_000,
         ))));
     t
 }
 
-/// A server endpoint offering `hq-interop` with `cert`/`key`.
+/// A server endpoint offering `hq-interop` and `h3` with `cert`/`key`.
 pub fn server_endpoint(
     listen: SocketAddr,
     cert: &Path,
     key: &Path,
 ) -> anyhow::Result<quinn::Endpoint> {
-    let tls = segue_certs::tls::server_config(cert, key, &[ALPN])?;
+    let tls = segue_certs::tls::server_config(cert, key, &[ALPN, crate::http3::ALPN])?;
     let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(Arc::new(transport(MAX_STREAMS)));
@@ -97,6 +99,9 @@ pub async fn serve(
                 Err(e) => return tracing::debug!("handshake failed: {e}"),
             };
             stats.connections.fetch_add(1, Ordering::Relaxed);
+            if alpn(&conn).as_deref() == Some(crate::http3::ALPN) {
+                return crate::http3::serve_connection(conn, root, stats).await;
+            }
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let (root, stats) = (root.clone(), stats.clone());
                 tokio::spawn(async move {
@@ -108,6 +113,19 @@ pub async fn serve(
         });
     }
     endpoint.close(0u32.into(), b"shutting down");
+}
+
+/// The protocol a connection negotiated.
+pub fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The file a request path names under `root`, which it may not leave (`..`, absolute
@@ -163,6 +181,10 @@ async fn answer(
 pub struct ClientOptions {
     /// Offer only TLS_CHACHA20_POLY1305_SHA256.
     pub chacha20: bool,
+    /// Speak HTTP/3 (ALPN h3) instead of HTTP/0.9.
+    pub http3: bool,
+    /// HTTP/3: a `Range` header value sent with every request.
+    pub range: Option<String>,
 }
 
 /// One downloaded file.
@@ -195,7 +217,7 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<quinn:
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(segue_certs::tls::load_roots(ca)?)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![if opts.http3 { crate::http3::ALPN } else { ALPN }.to_vec()];
     tls.key_log = Arc::new(rustls::KeyLogFile::new());
     let quic = QuicClientConfig::with_initial(Arc::new(tls), initial)
         .context("TLS config unusable for QUIC")?;
@@ -213,6 +235,7 @@ pub async fn get(
     endpoint: &quinn::Endpoint,
     urls: &[url::Url],
     downloads: &Path,
+    opts: &ClientOptions,
 ) -> anyhow::Result<Vec<Download>> {
     let first = urls.first().context("no URL to fetch")?;
     let host = first.host_str().context("URL without a host")?.to_owned();
@@ -234,6 +257,9 @@ pub async fn get(
     .await
     .context("handshake timed out")??;
     tokio::fs::create_dir_all(downloads).await?;
+    if opts.http3 {
+        return crate::http3::get(conn, urls, downloads, opts.range.as_deref()).await;
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for u in urls {
         let (conn, path) = (conn.clone(), u.path().to_owned());
@@ -255,16 +281,10 @@ pub async fn get(
                 bytes += chunk.bytes.len() as u64;
             }
             file.flush().await?;
-            let sha256 = ctx
-                .finish()
-                .as_ref()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
             anyhow::Ok(Download {
                 path,
                 bytes,
-                sha256,
+                sha256: hex(ctx.finish().as_ref()),
             })
         });
     }

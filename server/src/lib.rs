@@ -16,6 +16,7 @@ pub mod distribute;
 pub mod edge;
 pub mod helper;
 pub mod hq;
+pub mod http3;
 pub mod ingest;
 pub mod lab;
 pub mod library;

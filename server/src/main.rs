@@ -104,7 +104,8 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
-    /// HTTP/0.9 over QUIC (ALPN hq-interop) for interop tests with other QUIC stacks.
+    /// HTTP/0.9 (ALPN hq-interop) and HTTP/3 (h3) file endpoints, for interop tests with
+    /// other QUIC stacks.
     Hq {
         #[command(subcommand)]
         command: HqCommand,
@@ -113,7 +114,7 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum HqCommand {
-    /// Serve the files of a directory (the interop runner's /www).
+    /// Serve the files of a directory (the interop runner's /www) over hq-interop and h3.
     Serve {
         /// Directory served.
         #[arg(long)]
@@ -138,6 +139,12 @@ enum HqCommand {
         /// Offer only the ChaCha20-Poly1305 cipher suite.
         #[arg(long)]
         chacha20: bool,
+        /// Speak HTTP/3 (ALPN h3) instead of HTTP/0.9 (hq-interop).
+        #[arg(long)]
+        http3: bool,
+        /// HTTP/3: send this Range header with every request (e.g. bytes=0-1023).
+        #[arg(long, requires = "http3")]
+        range: Option<String>,
         /// URLs to fetch.
         #[arg(required = true)]
         urls: Vec<url::Url>,
@@ -164,10 +171,17 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             ca,
             downloads,
             chacha20,
+            http3,
+            range,
             urls,
         } => {
-            let ep = hq::client_endpoint(&ca, &hq::ClientOptions { chacha20 })?;
-            let got = hq::get(&ep, &urls, &downloads).await?;
+            let opts = hq::ClientOptions {
+                chacha20,
+                http3,
+                range,
+            };
+            let ep = hq::client_endpoint(&ca, &opts)?;
+            let got = hq::get(&ep, &urls, &downloads, &opts).await?;
             for d in &got {
                 println!("{}  {:>10}  {}", d.sha256, d.bytes, d.path);
             }
