@@ -320,3 +320,72 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// Our HTTP/3 client against ngtcp2's example server (Debian's ngtcp2-server), verifying its
+/// certificate: plainly, offering only ChaCha20, and through the server's Retry.
+#[tokio::test]
+async fn our_client_downloads_from_the_ngtcp2_server() {
+    let Ok(bin) = which("gtlsserver") else {
+        assert!(
+            std::env::var_os("SEGUE_REQUIRE_NGTCP2").is_none(),
+            "gtlsserver (ngtcp2-server) is required here"
+        );
+        eprintln!("SKIPPED: no gtlsserver (apt-get install ngtcp2-server)");
+        return;
+    };
+    // Our server's files and certificates, served by ngtcp2 instead.
+    let s = server(false);
+    for (case, args) in [
+        ("plain", vec![]),
+        ("chacha20", vec![]),
+        ("retry", vec!["--validate-addr"]),
+    ] {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = tokio::process::Command::new(&bin)
+            .args(["--quiet", "--htdocs"])
+            .arg(&s.www)
+            .args(&args)
+            .args(["127.0.0.1", &port.to_string()])
+            .arg(&s.tls.key)
+            .arg(&s.tls.cert)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let opts = ClientOptions {
+            chacha20: case == "chacha20",
+            ..h3()
+        };
+        let ep = hq::client_endpoint(&s.tls.ca, &opts).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let urls: Vec<url::Url> = ["big.bin", "f0007"]
+            .iter()
+            .map(|p| url::Url::parse(&format!("https://localhost:{port}/{p}")).unwrap())
+            .collect();
+        let mut got = None;
+        for _ in 0..30 {
+            match hq::get(&ep, &urls, out.path(), &opts).await {
+                Ok(g) => {
+                    got = Some(g);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        let got = got.unwrap_or_else(|| panic!("{case}: no download from ngtcp2"));
+        assert_eq!(got.len(), 2, "{case}");
+        for f in ["big.bin", "f0007"] {
+            assert_eq!(
+                std::fs::read(out.path().join(f)).unwrap(),
+                std::fs::read(s.www.join(f)).unwrap(),
+                "{case}: {f}"
+            );
+        }
+        let _ = child.kill().await;
+    }
+}
