@@ -140,7 +140,9 @@ pub fn init(dir: &Path, nodes: &[String]) -> Result<Issued, Error> {
         let mut p = CertificateParams::new(sans)?;
         p.distinguished_name = DistinguishedName::new();
         p.distinguished_name.push(DnType::CommonName, name.as_str());
-        p.is_ca = IsCa::ExplicitNoCa;
+        // No BasicConstraints extension at all: DER forbids encoding the default CA:FALSE,
+        // and strict parsers (Python's cryptography, so aioquic) refuse a leaf that does.
+        p.is_ca = IsCa::NoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -187,6 +189,19 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn leaves_carry_no_basic_constraints() {
+        // DER must not encode the default CA:FALSE; strict parsers (Python's cryptography,
+        // hence aioquic) refuse such a certificate. A leaf simply has no BasicConstraints.
+        let dir = tempfile::tempdir().unwrap();
+        let issued = init(dir.path(), &[]).unwrap();
+        let oid = [0x06, 0x03, 0x55, 0x1d, 0x13]; // 2.5.29.19
+        let der = |p: &Path| crate::tls::load_certs(p).unwrap()[0].as_ref().to_vec();
+        let has = |d: &[u8]| d.windows(oid.len()).any(|w| w == oid);
+        assert!(!has(&der(&issued.leaves[0].1)), "leaf");
+        assert!(has(&der(&issued.ca_cert)), "the CA keeps its CA:TRUE");
     }
 
     #[test]

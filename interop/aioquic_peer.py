@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""An aioquic (PyPI) endpoint for interop/run.sh: an HTTP/0.9 (hq-interop) or HTTP/3 file
+client or server, written against aioquic's public API (its wheel ships no examples).
+
+  aioquic_peer.py client --ca CA --downloads DIR [--h3] [--chacha20] URL...
+  aioquic_peer.py server --www DIR --cert PEM --key PEM --port N [--h3] [--retry]
+
+The client prints one line per file (sha256, size, path) and exits 0 only if every request
+got a complete answer. The server runs until killed.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import os
+import sys
+from urllib.parse import urlparse
+
+from aioquic.asyncio import connect, serve
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import ProtocolNegotiated, StreamDataReceived
+from aioquic.tls import CipherSuite
+
+HQ_ALPN = ["hq-interop"]
+
+
+class Client(QuicConnectionProtocol):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.h3 = None
+        self.waiting = {}  # stream id -> (future, chunks, status)
+
+    def use_h3(self):
+        self.h3 = H3Connection(self._quic)
+
+    async def get(self, authority: str, path: str) -> bytes:
+        sid = self._quic.get_next_available_stream_id()
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting[sid] = [fut, [], None]
+        if self.h3:
+            self.h3.send_headers(
+                sid,
+                [
+                    (b":method", b"GET"),
+                    (b":scheme", b"https"),
+                    (b":authority", authority.encode()),
+                    (b":path", path.encode()),
+                ],
+                end_stream=True,
+            )
+        else:
+            self._quic.send_stream_data(sid, f"GET {path}\r\n".encode(), end_stream=True)
+        self.transmit()
+        return await fut
+
+    def done(self, sid, data: bytes, end: bool):
+        w = self.waiting.get(sid)
+        if w is None:
+            return
+        w[1].append(data)
+        if end:
+            del self.waiting[sid]
+            if w[2] not in (None, b"200"):
+                w[0].set_exception(RuntimeError(f"status {w[2]!r}"))
+            else:
+                w[0].set_result(b"".join(w[1]))
+
+    def quic_event_received(self, event):
+        if self.h3:
+            for e in self.h3.handle_event(event):
+                if isinstance(e, HeadersReceived):
+                    w = self.waiting.get(e.stream_id)
+                    if w is not None:
+                        w[2] = dict(e.headers).get(b":status")
+                    if e.stream_ended:
+                        self.done(e.stream_id, b"", True)
+                elif isinstance(e, DataReceived):
+                    self.done(e.stream_id, e.data, e.stream_ended)
+        elif isinstance(event, StreamDataReceived):
+            self.done(event.stream_id, event.data, event.end_stream)
+
+
+async def run_client(a) -> int:
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN if a.h3 else HQ_ALPN)
+    cfg.load_verify_locations(a.ca)
+    if a.chacha20:
+        cfg.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]
+    urls = [urlparse(u) for u in a.urls]
+    host, port = urls[0].hostname, urls[0].port or 443
+    os.makedirs(a.downloads, exist_ok=True)
+    async with connect(host, port, configuration=cfg, create_protocol=Client) as c:
+        if a.h3:
+            c.use_h3()
+        bodies = await asyncio.gather(*(c.get(u.netloc, u.path) for u in urls))
+        suite = c._quic.tls.key_schedule.cipher_suite if c._quic.tls.key_schedule else None
+    for u, body in zip(urls, bodies):
+        with open(os.path.join(a.downloads, os.path.basename(u.path)), "wb") as f:
+            f.write(body)
+        print(f"{hashlib.sha256(body).hexdigest()}  {len(body):>10}  {u.path}")
+    print(f"cipher {suite.name if suite else '?'}", file=sys.stderr)
+    return 0
+
+
+class Server(QuicConnectionProtocol):
+    www = "."
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.h3 = None
+        self.requests = {}
+
+    def file(self, path: str):
+        root = os.path.realpath(self.www)
+        full = os.path.realpath(os.path.join(root, path.lstrip("/")))
+        if not full.startswith(root + os.sep) or not os.path.isfile(full):
+            return None
+        with open(full, "rb") as f:
+            return f.read()
+
+    def quic_event_received(self, event):
+        if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
+            self.h3 = H3Connection(self._quic)
+        if self.h3:
+            for e in self.h3.handle_event(event):
+                if isinstance(e, HeadersReceived):
+                    path = dict(e.headers).get(b":path", b"/").decode()
+                    body = self.file(path)
+                    status = b"200" if body is not None else b"404"
+                    self.h3.send_headers(
+                        e.stream_id,
+                        [(b":status", status), (b"content-length", str(len(body or b"")).encode())],
+                    )
+                    self.h3.send_data(e.stream_id, body or b"", end_stream=True)
+            self.transmit()
+        elif isinstance(event, StreamDataReceived):
+            buf = self.requests.get(event.stream_id, b"") + event.data
+            self.requests[event.stream_id] = buf
+            if event.end_stream:
+                line = buf.decode(errors="replace").strip()
+                body = self.file(line[4:].split()[0]) if line.startswith("GET ") else None
+                if body is None:
+                    self._quic.reset_stream(event.stream_id, 0x10)
+                else:
+                    self._quic.send_stream_data(event.stream_id, body, end_stream=True)
+                self.transmit()
+
+
+async def run_server(a) -> int:
+    cfg = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN if a.h3 else HQ_ALPN)
+    cfg.load_cert_chain(a.cert, a.key)
+    Server.www = a.www
+    await serve("127.0.0.1", a.port, configuration=cfg, create_protocol=Server, retry=a.retry)
+    print(f"aioquic serving {a.www} on 127.0.0.1:{a.port}", file=sys.stderr, flush=True)
+    await asyncio.Future()
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="role", required=True)
+    c = sub.add_parser("client")
+    c.add_argument("--ca", required=True)
+    c.add_argument("--downloads", required=True)
+    c.add_argument("--h3", action="store_true")
+    c.add_argument("--chacha20", action="store_true")
+    c.add_argument("urls", nargs="+")
+    s = sub.add_parser("server")
+    s.add_argument("--www", required=True)
+    s.add_argument("--cert", required=True)
+    s.add_argument("--key", required=True)
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--h3", action="store_true")
+    s.add_argument("--retry", action="store_true")
+    a = p.parse_args()
+    try:
+        return asyncio.run(run_client(a) if a.role == "client" else run_server(a))
+    except KeyboardInterrupt:
+        return 0
+    except Exception as e:  # a clear line, not a traceback, for the matrix log
+        print(f"aioquic {a.role}: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
