@@ -87,6 +87,7 @@ pub async fn serve(
         };
         if opts.retry && !incoming.remote_address_validated() {
             stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(peer = %incoming.remote_address(), "address validation: Retry sent");
             if let Err(e) = incoming.retry() {
                 tracing::debug!("cannot send a retry: {e}");
             }
