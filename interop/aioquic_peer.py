@@ -2,11 +2,13 @@
 """An aioquic (PyPI) endpoint for interop/run.sh: an HTTP/0.9 (hq-interop) or HTTP/3 file
 client or server, written against aioquic's public API (its wheel ships no examples).
 
-  aioquic_peer.py client --ca CA --downloads DIR [--h3] [--chacha20] URL...
+  aioquic_peer.py client --ca CA --downloads DIR [--h3] [--chacha20] [--resumption] URL...
   aioquic_peer.py server --www DIR --cert PEM --key PEM --port N [--h3] [--retry]
 
 The client prints one line per file (sha256, size, path) and exits 0 only if every request
-got a complete answer. The server runs until killed.
+got a complete answer; with --resumption it fetches the first URL on one connection and the
+rest on a second one resuming the first's session, and says on stderr whether it resumed.
+The server runs until killed and logs each connection's "resumed" state on stderr.
 """
 
 import argparse
@@ -21,7 +23,7 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import ProtocolNegotiated, StreamDataReceived
+from aioquic.quic.events import HandshakeCompleted, ProtocolNegotiated, StreamDataReceived
 from aioquic.tls import CipherSuite
 
 HQ_ALPN = ["hq-interop"]
@@ -83,24 +85,45 @@ class Client(QuicConnectionProtocol):
             self.done(event.stream_id, event.data, event.end_stream)
 
 
+async def fetch(cfg, urls, h3, tickets=None):
+    host, port = urls[0].hostname, urls[0].port or 443
+    handler = tickets.append if tickets is not None else None
+    async with connect(
+        host, port, configuration=cfg, create_protocol=Client, session_ticket_handler=handler
+    ) as c:
+        if h3:
+            c.use_h3()
+        bodies = await asyncio.gather(*(c.get(u.netloc, u.path) for u in urls))
+        ks = c._quic.tls.key_schedule
+        return bodies, (ks.cipher_suite.name if ks else "?"), c._quic.tls.session_resumed
+
+
 async def run_client(a) -> int:
     cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN if a.h3 else HQ_ALPN)
     cfg.load_verify_locations(a.ca)
     if a.chacha20:
         cfg.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]
     urls = [urlparse(u) for u in a.urls]
-    host, port = urls[0].hostname, urls[0].port or 443
     os.makedirs(a.downloads, exist_ok=True)
-    async with connect(host, port, configuration=cfg, create_protocol=Client) as c:
-        if a.h3:
-            c.use_h3()
-        bodies = await asyncio.gather(*(c.get(u.netloc, u.path) for u in urls))
-        suite = c._quic.tls.key_schedule.cipher_suite if c._quic.tls.key_schedule else None
+    if a.resumption:
+        tickets = []
+        bodies, suite, _ = await fetch(cfg, urls[:1], a.h3, tickets)
+        if not tickets:
+            print("no session ticket from the server", file=sys.stderr)
+            return 1
+        cfg2 = QuicConfiguration(is_client=True, alpn_protocols=cfg.alpn_protocols)
+        cfg2.load_verify_locations(a.ca)
+        cfg2.session_ticket = tickets[-1]
+        rest, suite, resumed = await fetch(cfg2, urls[1:], a.h3) if urls[1:] else ([], suite, False)
+        bodies += rest
+        print(f"resumed {resumed}", file=sys.stderr)
+    else:
+        bodies, suite, _ = await fetch(cfg, urls, a.h3)
     for u, body in zip(urls, bodies):
         with open(os.path.join(a.downloads, os.path.basename(u.path)), "wb") as f:
             f.write(body)
         print(f"{hashlib.sha256(body).hexdigest()}  {len(body):>10}  {u.path}")
-    print(f"cipher {suite.name if suite else '?'}", file=sys.stderr)
+    print(f"cipher {suite}", file=sys.stderr)
     return 0
 
 
@@ -121,6 +144,8 @@ class Server(QuicConnectionProtocol):
             return f.read()
 
     def quic_event_received(self, event):
+        if isinstance(event, HandshakeCompleted):
+            print(f"connection resumed {event.session_resumed}", file=sys.stderr, flush=True)
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
             self.h3 = H3Connection(self._quic)
         if self.h3:
@@ -152,7 +177,16 @@ async def run_server(a) -> int:
     cfg = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN if a.h3 else HQ_ALPN)
     cfg.load_cert_chain(a.cert, a.key)
     Server.www = a.www
-    await serve("127.0.0.1", a.port, configuration=cfg, create_protocol=Server, retry=a.retry)
+    tickets = {}
+    await serve(
+        "127.0.0.1",
+        a.port,
+        configuration=cfg,
+        create_protocol=Server,
+        retry=a.retry,
+        session_ticket_handler=lambda t: tickets.__setitem__(t.ticket, t),
+        session_ticket_fetcher=lambda k: tickets.pop(k, None),
+    )
     print(f"aioquic serving {a.www} on 127.0.0.1:{a.port}", file=sys.stderr, flush=True)
     await asyncio.Future()
     return 0
@@ -166,6 +200,7 @@ def main() -> int:
     c.add_argument("--downloads", required=True)
     c.add_argument("--h3", action="store_true")
     c.add_argument("--chacha20", action="store_true")
+    c.add_argument("--resumption", action="store_true")
     c.add_argument("urls", nargs="+")
     s = sub.add_parser("server")
     s.add_argument("--www", required=True)

@@ -58,6 +58,7 @@ files_of() {
     handshake|chacha20|retry|handshakeloss) echo small.bin ;;
     transfer|transferloss) echo big.bin ;;
     multiplexing) (cd "$WWW" && ls m | sed 's|^|m/|') ;;
+    resumption) echo small.bin m/f000 ;;
   esac
 }
 
@@ -99,6 +100,7 @@ run_client() {
   local who=$1 case=$2 port=$3 dl=$4 urls=() f
   for f in $(files_of "$case"); do urls+=("https://localhost:$port/$f"); done
   local chacha=()
+  [ "$case" = resumption ] && chacha=(--resumption)
   case $who in
     ours-hq|ours-h3)
       [ "$case" = chacha20 ] && chacha=(--chacha20)
@@ -116,19 +118,21 @@ run_client() {
   esac
 }
 
-# What a cell does not support (ngtcp2's example client names ciphers as GnuTLS priorities
-# and does not verify the server; the rest are cases not built yet).
+# What a cell does not support: ngtcp2's example client names ciphers as GnuTLS priorities;
+# resumption is verified by aioquic's report (ours does not expose it, ngtcp2's examples are
+# not wired for it here); zerortt and keyupdate are not built yet.
 unsupported() {
-  local client=$1 case=$2
-  case $case in resumption|zerortt|keyupdate) return 0 ;; esac
+  local server=$1 client=$2 case=$3
+  case $case in zerortt|keyupdate) return 0 ;; esac
   [ "$client" = ngtcp2 ] && [ "$case" = chacha20 ] && return 0
+  [ "$case" = resumption ] && { [ "$client" = ngtcp2 ] || [ "$server" = ngtcp2 ]; } && return 0
   return 1
 }
 
 # One cell: server $1, client $2, case $3. Prints pass, fail or unsupported.
 cell() {
   local server=$1 client=$2 case=$3
-  if unsupported "$client" "$case"; then echo unsupported; return; fi
+  if unsupported "$server" "$client" "$case"; then echo unsupported; return; fi
   local sport cport dl rounds=1 ok=1
   sport=$(next_port)
   cport=$sport
@@ -158,6 +162,12 @@ cell() {
       retry)
         # ours logs each Retry; aioquic (retry=True) and ngtcp2 (--validate-addr) always send one
         [ "$server" = ours ] && { grep -q 'Retry sent' "$WORK/server.log" || ok=0; } ;;
+      resumption)
+        # the second connection resumed: aioquic says so, as client or as server
+        case $client in
+          aioquic-*) grep -q 'resumed True' "$WORK/client.log" || ok=0 ;;
+          *) grep -q 'connection resumed True' "$WORK/server.log" || ok=0 ;;
+        esac ;;
     esac
   fi
   kill "$spid" ${rpid:+"$rpid"} 2>/dev/null; wait "$spid" ${rpid:+"$rpid"} 2>/dev/null
@@ -197,6 +207,6 @@ done
 {
   cat "$WORK/table"
   echo
-  echo "pass: the files downloaded equal the server's (and for chacha20 the cipher, for retry the Retry, as verified); unsupported: not built yet (resumption, zerortt, keyupdate) or the peer's tool cannot do it (ngtcp2's example client names ciphers as GnuTLS priorities)."
+  echo "pass: the files downloaded equal the server's, and for chacha20 the cipher, for retry the Retry, for resumption the resumed session, as verified; unsupported: not built yet (zerortt, keyupdate), or not verifiable with the peer's example tools here (ngtcp2: chacha20 as a client, resumption)."
 } | tee "$OUT"
 exit $failed

@@ -186,6 +186,9 @@ pub struct ClientOptions {
     pub http3: bool,
     /// HTTP/3: a `Range` header value sent with every request.
     pub range: Option<String>,
+    /// Fetch the first URL on one connection and the rest on a second one, which resumes
+    /// the first's TLS session (the interop runner's resumption case).
+    pub resumption: bool,
 }
 
 /// One downloaded file.
@@ -247,17 +250,33 @@ pub async fn get(
     {
         bail!("every URL must name the same server");
     }
-    let addr = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+    let host = host.trim_matches(['[', ']']).to_owned();
+    let addr = tokio::net::lookup_host((host.as_str(), port))
         .await?
         .next()
         .with_context(|| format!("cannot resolve {host}"))?;
-    let conn = tokio::time::timeout(
-        Duration::from_secs(10),
-        endpoint.connect(addr, host.trim_matches(['[', ']']))?,
-    )
-    .await
-    .context("handshake timed out")??;
     tokio::fs::create_dir_all(downloads).await?;
+    if opts.resumption && urls.len() > 1 {
+        // The client configuration keeps the session ticket of the first connection.
+        let mut got = fetch_on(endpoint, addr, &host, &urls[..1], downloads, opts).await?;
+        got.extend(fetch_on(endpoint, addr, &host, &urls[1..], downloads, opts).await?);
+        return Ok(got);
+    }
+    fetch_on(endpoint, addr, &host, urls, downloads, opts).await
+}
+
+/// Downloads `urls` over one new connection to `addr`.
+async fn fetch_on(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    host: &str,
+    urls: &[url::Url],
+    downloads: &Path,
+    opts: &ClientOptions,
+) -> anyhow::Result<Vec<Download>> {
+    let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, host)?)
+        .await
+        .context("handshake timed out")??;
     if opts.http3 {
         return crate::http3::get(conn, urls, downloads, opts.range.as_deref()).await;
     }

@@ -142,6 +142,10 @@ enum HqCommand {
         /// Speak HTTP/3 (ALPN h3) instead of HTTP/0.9 (hq-interop).
         #[arg(long)]
         http3: bool,
+        /// Fetch the first URL on one connection, the rest on a second one resuming its TLS
+        /// session.
+        #[arg(long)]
+        resumption: bool,
         /// HTTP/3: send this Range header with every request (e.g. bytes=0-1023).
         #[arg(long, requires = "http3")]
         range: Option<String>,
@@ -172,6 +176,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             downloads,
             chacha20,
             http3,
+            resumption,
             range,
             urls,
         } => {
@@ -179,6 +184,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
                 chacha20,
                 http3,
                 range,
+                resumption,
             };
             let ep = hq::client_endpoint(&ca, &opts)?;
             let got = hq::get(&ep, &urls, &downloads, &opts).await?;
