@@ -279,12 +279,7 @@ async fn http3_ranges_and_missing_files() {
 /// ngtcp2's HTTP/3 example client (Debian's ngtcp2-client) downloads from our server.
 #[tokio::test]
 async fn ngtcp2_client_downloads_over_http3() {
-    let Ok(bin) = which("gtlsclient") else {
-        assert!(
-            std::env::var_os("SEGUE_REQUIRE_NGTCP2").is_none(),
-            "gtlsclient (ngtcp2-client) is required here"
-        );
-        eprintln!("SKIPPED: no gtlsclient (apt-get install ngtcp2-client)");
+    let Some(bin) = ngtcp2("gtlsclient", "ngtcp2-client") else {
         return;
     };
     let s = server(false);
@@ -303,34 +298,44 @@ async fn ngtcp2_client_downloads_over_http3() {
         .await
         .unwrap();
     assert!(status.success(), "{status}");
-    for f in ["big.bin", "f0042"] {
-        assert_eq!(
-            std::fs::read(out.path().join(f)).unwrap(),
-            std::fs::read(s.www.join(f)).unwrap(),
-            "{f}"
-        );
-    }
+    same_files(&s, out.path(), &["big.bin", "f0042"], "ngtcp2 client");
 }
 
-fn which(name: &str) -> Result<std::path::PathBuf, ()> {
-    std::env::var_os("PATH")
+/// An ngtcp2 example program on PATH (or /usr/sbin); `None` (the test is skipped) only when
+/// SEGUE_REQUIRE_NGTCP2 is unset, as CI sets it.
+fn ngtcp2(program: &str, package: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or(())
+        .chain([std::path::PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(program))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("SEGUE_REQUIRE_NGTCP2").is_none(),
+            "{program} ({package}) is required here"
+        );
+        eprintln!("SKIPPED: no {program} (apt-get install {package})");
+    }
+    found
+}
+
+/// Files downloaded into `dir` equal the server's.
+fn same_files(s: &Server, dir: &std::path::Path, names: &[&str], what: &str) {
+    for f in names {
+        assert_eq!(
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(s.www.join(f)).unwrap(),
+            "{what}: {f}"
+        );
+    }
 }
 
 /// Our HTTP/3 client against ngtcp2's example server (Debian's ngtcp2-server), verifying its
 /// certificate: plainly, offering only ChaCha20, and through the server's Retry.
 #[tokio::test]
 async fn our_client_downloads_from_the_ngtcp2_server() {
-    let Ok(bin) = which("gtlsserver") else {
-        assert!(
-            std::env::var_os("SEGUE_REQUIRE_NGTCP2").is_none(),
-            "gtlsserver (ngtcp2-server) is required here"
-        );
-        eprintln!("SKIPPED: no gtlsserver (apt-get install ngtcp2-server)");
+    let Some(bin) = ngtcp2("gtlsserver", "ngtcp2-server") else {
         return;
     };
     // Our server's files and certificates, served by ngtcp2 instead.
@@ -379,13 +384,7 @@ async fn our_client_downloads_from_the_ngtcp2_server() {
         }
         let got = got.unwrap_or_else(|| panic!("{case}: no download from ngtcp2"));
         assert_eq!(got.len(), 2, "{case}");
-        for f in ["big.bin", "f0007"] {
-            assert_eq!(
-                std::fs::read(out.path().join(f)).unwrap(),
-                std::fs::read(s.www.join(f)).unwrap(),
-                "{case}: {f}"
-            );
-        }
+        same_files(&s, out.path(), &["big.bin", "f0007"], case);
         let _ = child.kill().await;
     }
 }
