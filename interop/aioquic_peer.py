@@ -2,13 +2,16 @@
 """An aioquic (PyPI) endpoint for interop/run.sh: an HTTP/0.9 (hq-interop) or HTTP/3 file
 client or server, written against aioquic's public API (its wheel ships no examples).
 
-  aioquic_peer.py client --ca CA --downloads DIR [--h3] [--chacha20] [--resumption] URL...
+  aioquic_peer.py client --ca CA --downloads DIR [--h3] [--chacha20] [--resumption]
+                          [--key-update] URL...
   aioquic_peer.py server --www DIR --cert PEM --key PEM --port N [--h3] [--retry]
 
 The client prints one line per file (sha256, size, path) and exits 0 only if every request
 got a complete answer; with --resumption it fetches the first URL on one connection and the
 rest on a second one resuming the first's session, and says on stderr whether it resumed.
-The server runs until killed and logs each connection's "resumed" state on stderr.
+With --key-update it updates the 1-RTT keys before its requests and says on stderr which key
+phase the server's answers came under. The server runs until killed and logs each
+connection's "resumed" state, and the key phase of each request it answered, on stderr.
 """
 
 import argparse
@@ -24,7 +27,7 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import HandshakeCompleted, ProtocolNegotiated, StreamDataReceived
-from aioquic.tls import CipherSuite
+from aioquic.tls import CipherSuite, Epoch
 
 HQ_ALPN = ["hq-interop"]
 
@@ -85,7 +88,12 @@ class Client(QuicConnectionProtocol):
             self.done(event.stream_id, event.data, event.end_stream)
 
 
-async def fetch(cfg, urls, h3, tickets=None):
+def recv_key_phase(quic) -> int:
+    pair = quic._cryptos.get(Epoch.ONE_RTT)
+    return pair.recv.key_phase if pair else -1
+
+
+async def fetch(cfg, urls, h3, tickets=None, key_update=False):
     host, port = urls[0].hostname, urls[0].port or 443
     handler = tickets.append if tickets is not None else None
     async with connect(
@@ -93,7 +101,11 @@ async def fetch(cfg, urls, h3, tickets=None):
     ) as c:
         if h3:
             c.use_h3()
+        if key_update:
+            c._quic.request_key_update()
         bodies = await asyncio.gather(*(c.get(u.netloc, u.path) for u in urls))
+        if key_update:
+            print(f"answers under key phase {recv_key_phase(c._quic)}", file=sys.stderr)
         ks = c._quic.tls.key_schedule
         return bodies, (ks.cipher_suite.name if ks else "?"), c._quic.tls.session_resumed
 
@@ -118,7 +130,7 @@ async def run_client(a) -> int:
         bodies += rest
         print(f"resumed {resumed}", file=sys.stderr)
     else:
-        bodies, suite, _ = await fetch(cfg, urls, a.h3)
+        bodies, suite, _ = await fetch(cfg, urls, a.h3, key_update=a.key_update)
     for u, body in zip(urls, bodies):
         with open(os.path.join(a.downloads, os.path.basename(u.path)), "wb") as f:
             f.write(body)
@@ -159,6 +171,7 @@ class Server(QuicConnectionProtocol):
                         [(b":status", status), (b"content-length", str(len(body or b"")).encode())],
                     )
                     self.h3.send_data(e.stream_id, body or b"", end_stream=True)
+                    print(f"request under key phase {recv_key_phase(self._quic)}", file=sys.stderr, flush=True)
             self.transmit()
         elif isinstance(event, StreamDataReceived):
             buf = self.requests.get(event.stream_id, b"") + event.data
@@ -170,6 +183,7 @@ class Server(QuicConnectionProtocol):
                     self._quic.reset_stream(event.stream_id, 0x10)
                 else:
                     self._quic.send_stream_data(event.stream_id, body, end_stream=True)
+                print(f"request under key phase {recv_key_phase(self._quic)}", file=sys.stderr, flush=True)
                 self.transmit()
 
 
@@ -201,6 +215,7 @@ def main() -> int:
     c.add_argument("--h3", action="store_true")
     c.add_argument("--chacha20", action="store_true")
     c.add_argument("--resumption", action="store_true")
+    c.add_argument("--key-update", action="store_true")
     c.add_argument("urls", nargs="+")
     s = sub.add_parser("server")
     s.add_argument("--www", required=True)

@@ -189,6 +189,9 @@ pub struct ClientOptions {
     /// Fetch the first URL on one connection and the rest on a second one, which resumes
     /// the first's TLS session (the interop runner's resumption case).
     pub resumption: bool,
+    /// Update the 1-RTT keys once the handshake is confirmed, before the requests (the
+    /// runner's keyupdate case).
+    pub key_update: bool,
 }
 
 /// One downloaded file.
@@ -277,6 +280,9 @@ async fn fetch_on(
     let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, host)?)
         .await
         .context("handshake timed out")??;
+    if opts.key_update {
+        conn.force_key_update();
+    }
     if opts.http3 {
         return crate::http3::get(conn, urls, downloads, opts.range.as_deref()).await;
     }

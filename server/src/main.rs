@@ -146,6 +146,9 @@ enum HqCommand {
         /// session.
         #[arg(long)]
         resumption: bool,
+        /// Update the 1-RTT keys before the requests.
+        #[arg(long)]
+        key_update: bool,
         /// HTTP/3: send this Range header with every request (e.g. bytes=0-1023).
         #[arg(long, requires = "http3")]
         range: Option<String>,
@@ -177,6 +180,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             chacha20,
             http3,
             resumption,
+            key_update,
             range,
             urls,
         } => {
@@ -185,6 +189,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
                 http3,
                 range,
                 resumption,
+                key_update,
             };
             let ep = hq::client_endpoint(&ca, &opts)?;
             let got = hq::get(&ep, &urls, &downloads, &opts).await?;
