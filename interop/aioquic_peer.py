@@ -3,7 +3,7 @@
 client or server, written against aioquic's public API (its wheel ships no examples).
 
   aioquic_peer.py client --ca CA --downloads DIR [--h3] [--chacha20] [--resumption]
-                          [--key-update] URL...
+                          [--zero-rtt] [--key-update] URL...
   aioquic_peer.py server --www DIR --cert PEM --key PEM --port N [--h3] [--retry]
 
 The client prints one line per file (sha256, size, path) and exits 0 only if every request
@@ -11,7 +11,10 @@ got a complete answer; with --resumption it fetches the first URL on one connect
 rest on a second one resuming the first's session, and says on stderr whether it resumed.
 With --key-update it updates the 1-RTT keys before its requests and says on stderr which key
 phase the server's answers came under. The server runs until killed and logs each
-connection's "resumed" state, and the key phase of each request it answered, on stderr.
+connection's "resumed" and "early data" states, and the key phase of each request it
+answered, on stderr. --zero-rtt (the second connection's requests as 0-RTT data) does not work
+yet: those requests are never answered, by aioquic's server either; interop/run.sh does not
+use it.
 """
 
 import argparse
@@ -37,6 +40,7 @@ class Client(QuicConnectionProtocol):
         super().__init__(*args, **kwargs)
         self.h3 = None
         self.waiting = {}  # stream id -> (future, chunks, status)
+        self.early_data_accepted = None
 
     def use_h3(self):
         self.h3 = H3Connection(self._quic)
@@ -74,6 +78,8 @@ class Client(QuicConnectionProtocol):
                 w[0].set_result(b"".join(w[1]))
 
     def quic_event_received(self, event):
+        if isinstance(event, HandshakeCompleted):
+            self.early_data_accepted = event.early_data_accepted
         if self.h3:
             for e in self.h3.handle_event(event):
                 if isinstance(e, HeadersReceived):
@@ -93,17 +99,25 @@ def recv_key_phase(quic) -> int:
     return pair.recv.key_phase if pair else -1
 
 
-async def fetch(cfg, urls, h3, tickets=None, key_update=False):
+async def fetch(cfg, urls, h3, tickets=None, key_update=False, early=False):
     host, port = urls[0].hostname, urls[0].port or 443
     handler = tickets.append if tickets is not None else None
     async with connect(
-        host, port, configuration=cfg, create_protocol=Client, session_ticket_handler=handler
+        host,
+        port,
+        configuration=cfg,
+        create_protocol=Client,
+        session_ticket_handler=handler,
+        wait_connected=not early,
     ) as c:
         if h3:
             c.use_h3()
         if key_update:
             c._quic.request_key_update()
         bodies = await asyncio.gather(*(c.get(u.netloc, u.path) for u in urls))
+        if early:
+            await c.wait_connected()
+            print(f"early data accepted {c.early_data_accepted}", file=sys.stderr)
         if key_update:
             print(f"answers under key phase {recv_key_phase(c._quic)}", file=sys.stderr)
         ks = c._quic.tls.key_schedule
@@ -117,7 +131,7 @@ async def run_client(a) -> int:
         cfg.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]
     urls = [urlparse(u) for u in a.urls]
     os.makedirs(a.downloads, exist_ok=True)
-    if a.resumption:
+    if a.resumption or a.zero_rtt:
         tickets = []
         bodies, suite, _ = await fetch(cfg, urls[:1], a.h3, tickets)
         if not tickets:
@@ -126,7 +140,9 @@ async def run_client(a) -> int:
         cfg2 = QuicConfiguration(is_client=True, alpn_protocols=cfg.alpn_protocols)
         cfg2.load_verify_locations(a.ca)
         cfg2.session_ticket = tickets[-1]
-        rest, suite, resumed = await fetch(cfg2, urls[1:], a.h3) if urls[1:] else ([], suite, False)
+        rest, suite, resumed = (
+            await fetch(cfg2, urls[1:], a.h3, early=a.zero_rtt) if urls[1:] else ([], suite, False)
+        )
         bodies += rest
         print(f"resumed {resumed}", file=sys.stderr)
     else:
@@ -157,7 +173,11 @@ class Server(QuicConnectionProtocol):
 
     def quic_event_received(self, event):
         if isinstance(event, HandshakeCompleted):
-            print(f"connection resumed {event.session_resumed}", file=sys.stderr, flush=True)
+            print(
+                f"connection resumed {event.session_resumed} early data {event.early_data_accepted}",
+                file=sys.stderr,
+                flush=True,
+            )
         if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
             self.h3 = H3Connection(self._quic)
         if self.h3:
@@ -216,6 +236,7 @@ def main() -> int:
     c.add_argument("--chacha20", action="store_true")
     c.add_argument("--resumption", action="store_true")
     c.add_argument("--key-update", action="store_true")
+    c.add_argument("--zero-rtt", action="store_true")
     c.add_argument("urls", nargs="+")
     s = sub.add_parser("server")
     s.add_argument("--www", required=True)

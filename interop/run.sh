@@ -58,7 +58,7 @@ files_of() {
     handshake|chacha20|retry|handshakeloss) echo small.bin ;;
     transfer|transferloss|keyupdate) echo big.bin ;;
     multiplexing) (cd "$WWW" && ls m | sed 's|^|m/|') ;;
-    resumption) echo small.bin m/f000 ;;
+    resumption|zerortt) echo small.bin m/f000 ;;
   esac
 }
 
@@ -102,6 +102,7 @@ run_client() {
   local chacha=()
   [ "$case" = resumption ] && chacha=(--resumption)
   [ "$case" = keyupdate ] && chacha=(--key-update)
+  [ "$case" = zerortt ] && chacha=(--zero-rtt)
   case $who in
     ours-hq|ours-h3)
       [ "$case" = chacha20 ] && chacha=(--chacha20)
@@ -120,15 +121,16 @@ run_client() {
 }
 
 # What a cell does not support: ngtcp2's example client names ciphers as GnuTLS priorities;
-# resumption and key updates are verified by aioquic's report (quinn exposes neither, ngtcp2's
-# examples are not wired for it here); zerortt is not built yet.
+# resumption, 0-RTT and key updates are verified by aioquic's report (quinn exposes none of
+# them, ngtcp2's examples are not wired for it here); aioquic_peer.py's own 0-RTT client
+# does not work yet (its early requests are never answered, even by aioquic's server).
 unsupported() {
   local server=$1 client=$2 case=$3
-  case $case in zerortt) return 0 ;; esac
   [ "$client" = ngtcp2 ] && [ "$case" = chacha20 ] && return 0
-  case $case in resumption|keyupdate)
+  case $case in resumption|keyupdate|zerortt)
     { [ "$client" = ngtcp2 ] || [ "$server" = ngtcp2 ]; } && return 0 ;;
   esac
+  [ "$case" = zerortt ] && [ "${client#aioquic}" != "$client" ] && return 0
   return 1
 }
 
@@ -171,6 +173,9 @@ cell() {
           aioquic-*) grep -q 'resumed True' "$WORK/client.log" || ok=0 ;;
           *) grep -q 'connection resumed True' "$WORK/server.log" || ok=0 ;;
         esac ;;
+      zerortt)
+        # aioquic's server took our second connection's requests as 0-RTT data
+        grep -q 'connection resumed True early data True' "$WORK/server.log" || ok=0 ;;
       keyupdate)
         # the requests (aioquic server) or the answers (aioquic client) came under key phase 1
         case $client in
@@ -216,6 +221,6 @@ done
 {
   cat "$WORK/table"
   echo
-  echo "pass: the files downloaded equal the server's, and for chacha20 the cipher, for retry the Retry, for resumption the resumed session, for keyupdate the new key phase, as verified; unsupported: not built yet (zerortt), or not verifiable with the peer's example tools here (ngtcp2: chacha20 as a client, resumption, keyupdate)."
+  echo "pass: the files downloaded equal the server's, and for chacha20 the cipher, for retry the Retry, for resumption the resumed session, for keyupdate the new key phase, for zerortt the early data accepted, as verified; unsupported: not verifiable with the peer's example tools here (ngtcp2: chacha20 as a client, resumption, zerortt, keyupdate), or our aioquic 0-RTT client, which does not work yet."
 } | tee "$OUT"
 exit $failed

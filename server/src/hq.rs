@@ -59,7 +59,10 @@ pub fn server_endpoint(
     cert: &Path,
     key: &Path,
 ) -> anyhow::Result<quinn::Endpoint> {
-    let tls = segue_certs::tls::server_config(cert, key, &[ALPN, crate::http3::ALPN])?;
+    let mut tls = segue_certs::tls::server_config(cert, key, &[ALPN, crate::http3::ALPN])?;
+    // 0-RTT for resumed clients (QUIC takes all or nothing). Files only: GET is idempotent,
+    // so a replayed request costs bytes, not correctness. Never on the media path.
+    tls.max_early_data_size = u32::MAX;
     let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(Arc::new(transport(MAX_STREAMS)));
@@ -192,6 +195,9 @@ pub struct ClientOptions {
     /// Update the 1-RTT keys once the handshake is confirmed, before the requests (the
     /// runner's keyupdate case).
     pub key_update: bool,
+    /// Like `resumption`, with the second connection's requests sent as 0-RTT data (the
+    /// runner's zerortt case); whether the server took them is logged.
+    pub zero_rtt: bool,
 }
 
 /// One downloaded file.
@@ -226,6 +232,7 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<quinn:
         .with_no_client_auth();
     tls.alpn_protocols = vec![if opts.http3 { crate::http3::ALPN } else { ALPN }.to_vec()];
     tls.key_log = Arc::new(rustls::KeyLogFile::new());
+    tls.enable_early_data = opts.zero_rtt;
     let quic = QuicClientConfig::with_initial(Arc::new(tls), initial)
         .context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
@@ -259,16 +266,28 @@ pub async fn get(
         .next()
         .with_context(|| format!("cannot resolve {host}"))?;
     tokio::fs::create_dir_all(downloads).await?;
-    if opts.resumption && urls.len() > 1 {
+    if (opts.resumption || opts.zero_rtt) && urls.len() > 1 {
         // The client configuration keeps the session ticket of the first connection.
-        let mut got = fetch_on(endpoint, addr, &host, &urls[..1], downloads, opts).await?;
-        got.extend(fetch_on(endpoint, addr, &host, &urls[1..], downloads, opts).await?);
+        let mut got = fetch_on(endpoint, addr, &host, &urls[..1], downloads, opts, false).await?;
+        got.extend(
+            fetch_on(
+                endpoint,
+                addr,
+                &host,
+                &urls[1..],
+                downloads,
+                opts,
+                opts.zero_rtt,
+            )
+            .await?,
+        );
         return Ok(got);
     }
-    fetch_on(endpoint, addr, &host, urls, downloads, opts).await
+    fetch_on(endpoint, addr, &host, urls, downloads, opts, false).await
 }
 
-/// Downloads `urls` over one new connection to `addr`.
+/// Downloads `urls` over one new connection to `addr`; `early`: its requests go as 0-RTT
+/// data if the session allows it.
 async fn fetch_on(
     endpoint: &quinn::Endpoint,
     addr: SocketAddr,
@@ -276,10 +295,40 @@ async fn fetch_on(
     urls: &[url::Url],
     downloads: &Path,
     opts: &ClientOptions,
+    early: bool,
 ) -> anyhow::Result<Vec<Download>> {
-    let conn = tokio::time::timeout(Duration::from_secs(10), endpoint.connect(addr, host)?)
+    let connecting = endpoint.connect(addr, host)?;
+    let (conn, accepted) = if early {
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => (conn, Some(accepted)),
+            Err(connecting) => {
+                tracing::info!("no 0-RTT: no resumable session for {host}");
+                (handshake(connecting).await?, None)
+            }
+        }
+    } else {
+        (handshake(connecting).await?, None)
+    };
+    let got = fetch_over(conn, urls, downloads, opts).await?;
+    if let Some(accepted) = accepted {
+        tracing::info!(accepted = accepted.await, "0-RTT requests");
+    }
+    Ok(got)
+}
+
+async fn handshake(connecting: quinn::Connecting) -> anyhow::Result<quinn::Connection> {
+    Ok(tokio::time::timeout(Duration::from_secs(10), connecting)
         .await
-        .context("handshake timed out")??;
+        .context("handshake timed out")??)
+}
+
+/// Downloads `urls` over `conn`.
+async fn fetch_over(
+    conn: quinn::Connection,
+    urls: &[url::Url],
+    downloads: &Path,
+    opts: &ClientOptions,
+) -> anyhow::Result<Vec<Download>> {
     if opts.key_update {
         conn.force_key_update();
     }

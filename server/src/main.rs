@@ -149,6 +149,10 @@ enum HqCommand {
         /// Update the 1-RTT keys before the requests.
         #[arg(long)]
         key_update: bool,
+        /// Like --resumption, the second connection's requests sent as 0-RTT data (logged at
+        /// info: whether the server accepted them).
+        #[arg(long)]
+        zero_rtt: bool,
         /// HTTP/3: send this Range header with every request (e.g. bytes=0-1023).
         #[arg(long, requires = "http3")]
         range: Option<String>,
@@ -181,6 +185,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             http3,
             resumption,
             key_update,
+            zero_rtt,
             range,
             urls,
         } => {
@@ -190,6 +195,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
                 range,
                 resumption,
                 key_update,
+                zero_rtt,
             };
             let ep = hq::client_endpoint(&ca, &opts)?;
             let got = hq::get(&ep, &urls, &downloads, &opts).await?;
