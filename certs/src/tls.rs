@@ -70,7 +70,16 @@ pub fn server_config(
 
 /// A TLS 1.3 client configuration trusting only the CA in `ca` and offering `alpn`.
 pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, Error> {
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+    client_config_with(provider(), ca, alpn)
+}
+
+/// [`client_config`] over another provider (e.g. [`provider`] with fewer cipher suites).
+pub fn client_config_with(
+    provider: Arc<CryptoProvider>,
+    ca: &Path,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, Error> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(load_roots(ca)?)
         .with_no_client_auth();

@@ -226,12 +226,8 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<quinn:
             .cipher_suites
             .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(segue_certs::tls::load_roots(ca)?)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![if opts.http3 { crate::http3::ALPN } else { ALPN }.to_vec()];
-    tls.key_log = Arc::new(rustls::KeyLogFile::new());
+    let alpn = if opts.http3 { crate::http3::ALPN } else { ALPN };
+    let mut tls = segue_certs::tls::client_config_with(Arc::new(provider), ca, &[alpn])?;
     tls.enable_early_data = opts.zero_rtt;
     let quic = QuicClientConfig::with_initial(Arc::new(tls), initial)
         .context("TLS config unusable for QUIC")?;
@@ -337,37 +333,87 @@ async fn fetch_over(
     }
     let mut tasks = tokio::task::JoinSet::new();
     for u in urls {
-        let (conn, path) = (conn.clone(), u.path().to_owned());
-        let out = downloads.join(
-            Path::new(&path)
-                .file_name()
-                .with_context(|| format!("{u}: no file name"))?,
-        );
+        let conn = conn.clone();
+        let target = Target::of(u, downloads)?;
         tasks.spawn(async move {
             let (mut send, mut recv) = conn.open_bi().await?;
-            send.write_all(format!("GET {path}\r\n").as_bytes()).await?;
+            send.write_all(format!("GET {}\r\n", target.path).as_bytes())
+                .await?;
             send.finish()?;
-            let mut file = tokio::fs::File::create(&out).await?;
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut bytes = 0u64;
+            let mut sink = target.create().await?;
             while let Some(chunk) = recv.read_chunk(1 << 16, true).await? {
-                ctx.update(&chunk.bytes);
-                file.write_all(&chunk.bytes).await?;
-                bytes += chunk.bytes.len() as u64;
+                sink.write(&chunk.bytes).await?;
             }
-            file.flush().await?;
-            anyhow::Ok(Download {
-                path,
-                bytes,
-                sha256: hex(ctx.finish().as_ref()),
-            })
+            sink.finish().await
         });
     }
+    let out = collect(tasks).await;
+    conn.close(0u32.into(), b"done");
+    out
+}
+
+/// Where one URL's file goes: `downloads/<last path component>`.
+pub(crate) struct Target {
+    pub path: String,
+    out: PathBuf,
+}
+
+/// A file being downloaded: written and hashed as it arrives.
+pub(crate) struct Sink {
+    path: String,
+    file: tokio::fs::File,
+    ctx: ring::digest::Context,
+    bytes: u64,
+}
+
+impl Target {
+    pub(crate) fn of(url: &url::Url, downloads: &Path) -> anyhow::Result<Self> {
+        let path = url.path().to_owned();
+        let name = Path::new(&path)
+            .file_name()
+            .with_context(|| format!("{url}: no file name"))?;
+        Ok(Self {
+            out: downloads.join(name),
+            path,
+        })
+    }
+
+    pub(crate) async fn create(self) -> anyhow::Result<Sink> {
+        Ok(Sink {
+            file: tokio::fs::File::create(&self.out).await?,
+            path: self.path,
+            ctx: ring::digest::Context::new(&ring::digest::SHA256),
+            bytes: 0,
+        })
+    }
+}
+
+impl Sink {
+    pub(crate) async fn write(&mut self, b: &[u8]) -> anyhow::Result<()> {
+        self.ctx.update(b);
+        self.file.write_all(b).await?;
+        self.bytes += b.len() as u64;
+        Ok(())
+    }
+
+    pub(crate) async fn finish(mut self) -> anyhow::Result<Download> {
+        self.file.flush().await?;
+        Ok(Download {
+            path: self.path,
+            bytes: self.bytes,
+            sha256: hex(self.ctx.finish().as_ref()),
+        })
+    }
+}
+
+/// Every download task's result, by path; the first failure fails all.
+pub(crate) async fn collect(
+    mut tasks: tokio::task::JoinSet<anyhow::Result<Download>>,
+) -> anyhow::Result<Vec<Download>> {
     let mut out = Vec::new();
     while let Some(r) = tasks.join_next().await {
         out.push(r.context("download task")??);
     }
-    conn.close(0u32.into(), b"done");
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context as _, bail};
 use bytes::{Buf as _, Bytes};
 use http::{Request, Response, StatusCode, header};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-use crate::hq::{Download, ServerStats, resolve};
+use crate::hq::{Download, ServerStats, Target, collect, resolve};
 
 /// ALPN of HTTP/3.
 pub const ALPN: &[u8] = b"h3";
@@ -200,12 +200,7 @@ pub async fn get(
     let mut tasks = tokio::task::JoinSet::new();
     for u in urls {
         let mut send = send.clone();
-        let path = u.path().to_owned();
-        let out = downloads.join(
-            Path::new(&path)
-                .file_name()
-                .with_context(|| format!("{u}: no file name"))?,
-        );
+        let target = Target::of(u, downloads)?;
         let mut req = Request::get(u.as_str());
         if let Some(r) = range {
             req = req.header(header::RANGE, r);
@@ -216,38 +211,24 @@ pub async fn get(
             stream.finish().await?;
             let resp = stream.recv_response().await?;
             if !resp.status().is_success() {
-                bail!("{path}: {}", resp.status());
+                bail!("{}: {}", target.path, resp.status());
             }
-            let mut file = tokio::fs::File::create(&out).await?;
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut bytes = 0u64;
+            let mut sink = target.create().await?;
             while let Some(mut chunk) = stream.recv_data().await? {
                 while chunk.has_remaining() {
-                    let c = chunk.chunk();
-                    ctx.update(c);
-                    file.write_all(c).await?;
-                    bytes += c.len() as u64;
-                    let n = c.len();
+                    let n = chunk.chunk().len();
+                    sink.write(chunk.chunk()).await?;
                     chunk.advance(n);
                 }
             }
-            file.flush().await?;
-            anyhow::Ok(Download {
-                path,
-                bytes,
-                sha256: crate::hq::hex(ctx.finish().as_ref()),
-            })
+            sink.finish().await
         });
     }
-    let mut out = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        out.push(r.context("download task")??);
-    }
+    let out = collect(tasks).await;
     drop(send);
     conn.close(0x100u32.into(), b""); // H3_NO_ERROR
     drive.abort();
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    out
 }
 
 #[cfg(test)]

@@ -724,7 +724,7 @@ impl Source for EdgeSource {
             return self.fill(m.clone(), index, due).await;
         };
         // A helper's request: served from what is held, else fetched (never from it).
-        if !self.0.store.has(m, index) && self.0.hot.get(m, index).is_none() && hops == 0 {
+        if hops == 0 && !self.0.store.has(m, index) && self.0.hot.get(m, index).is_none() {
             return Err(SourceError::HopLimit(format!(
                 "segment {index} of {} is not held here",
                 m.object

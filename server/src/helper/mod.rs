@@ -347,12 +347,9 @@ pub struct PeerReport {
     pub holds: Option<view::PeerHoldings>,
 }
 
-/// Shared handle.
-pub type SharedHelpers = Arc<Helpers>;
-
 /// The advertiser's view of a live helper: its peers' links, and what its store holds.
 pub struct LiveSink<F> {
-    pub helpers: SharedHelpers,
+    pub helpers: Arc<Helpers>,
     pub holdings: F,
 }
 
