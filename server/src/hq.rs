@@ -15,6 +15,8 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 
+use crate::files::{Body as _, FileError, Files};
+
 /// ALPN of HTTP/0.9 over QUIC in the interop runner.
 pub const ALPN: &[u8] = b"hq-interop";
 /// Longest request line.
@@ -31,15 +33,6 @@ pub struct ServerStats {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
     pub refused: AtomicU64,
-}
-
-/// Server behaviour.
-#[derive(Debug, Clone)]
-pub struct ServerOptions {
-    /// Files are served from here (`/www` in the runner).
-    pub root: PathBuf,
-    /// Validate every client address with a Retry first.
-    pub retry: bool,
 }
 
 fn transport(streams: u32) -> quinn::TransportConfig {
@@ -69,26 +62,20 @@ pub fn server_endpoint(
     quinn::Endpoint::server(cfg, listen).with_context(|| format!("cannot listen on {listen}"))
 }
 
-/// Serves files from `opts.root` until `stop`.
-pub async fn serve(
+/// Serves `files` until `stop`; `retry`: validate every client address with a Retry first.
+pub async fn serve<F: Files>(
     endpoint: quinn::Endpoint,
-    opts: ServerOptions,
+    files: Arc<F>,
+    retry: bool,
     stats: Arc<ServerStats>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let root = match opts.root.canonicalize() {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            tracing::error!(root = %opts.root.display(), "cannot serve files: {e}");
-            return;
-        }
-    };
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
             _ = stop.changed() => break,
         };
-        if opts.retry && !incoming.remote_address_validated() {
+        if retry && !incoming.remote_address_validated() {
             stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::info!(peer = %incoming.remote_address(), "address validation: Retry sent");
             if let Err(e) = incoming.retry() {
@@ -96,7 +83,7 @@ pub async fn serve(
             }
             continue;
         }
-        let (root, stats) = (root.clone(), stats.clone());
+        let (files, stats) = (files.clone(), stats.clone());
         tokio::spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -104,12 +91,12 @@ pub async fn serve(
             };
             stats.connections.fetch_add(1, Ordering::Relaxed);
             if alpn(&conn).as_deref() == Some(crate::http3::ALPN) {
-                return crate::http3::serve_connection(conn, root, stats).await;
+                return crate::http3::serve_connection(conn, files, stats).await;
             }
             while let Ok((send, recv)) = conn.accept_bi().await {
-                let (root, stats) = (root.clone(), stats.clone());
+                let (files, stats) = (files.clone(), stats.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = answer(&root, send, recv, &stats).await {
+                    if let Err(e) = answer(&*files, send, recv, &stats).await {
                         tracing::debug!("hq request: {e}");
                     }
                 });
@@ -148,8 +135,8 @@ pub fn resolve(root: &Path, path: &str) -> anyhow::Result<PathBuf> {
     Ok(full)
 }
 
-async fn answer(
-    root: &Path,
+async fn answer<F: Files>(
+    files: &F,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     stats: &ServerStats,
@@ -164,17 +151,33 @@ async fn answer(
         .strip_prefix("GET ")
         .map(|p| p.split_whitespace().next().unwrap_or(""))
         .context("not a GET request")?;
-    let file = match resolve(root, path) {
-        Ok(f) => f,
+    // HTTP/0.9 has no status: a file that cannot be sent resets the stream.
+    let sent = async {
+        let mut f = files.open(path).await?;
+        let mut n = 0;
+        while f.len > 0
+            && let Some(chunk) = f.body.next(0, f.len - 1).await?
+        {
+            n += chunk.len() as u64;
+            send.write_chunk(chunk)
+                .await
+                .map_err(|e| FileError::Internal(e.to_string()))?;
+        }
+        Ok::<u64, FileError>(n)
+    }
+    .await;
+    let n = match sent {
+        Ok(n) => n,
         Err(e) => {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
+            if matches!(e, FileError::NotFound(_)) {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+            }
             let _ = send.reset(0x10u32.into());
-            return Err(e);
+            return Err(e.into());
         }
     };
-    let mut f = tokio::fs::File::open(&file).await?;
-    let n = tokio::io::copy(&mut f, &mut send).await?;
-    send.shutdown().await?;
+    send.finish()?;
+    let _ = send.stopped().await;
     stats.files.fetch_add(1, Ordering::Relaxed);
     stats.bytes.fetch_add(n, Ordering::Relaxed);
     Ok(())

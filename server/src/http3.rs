@@ -1,6 +1,7 @@
 //! HTTP/3 (hyperium's `h3` over quinn) for files: `GET /path` with `Range` support, served
-//! from a directory, and a client that downloads URLs. The interop endpoints (`segue hq`)
-//! offer it next to hq-interop, so HTTP/3 stacks (ngtcp2's examples, aioquic) can talk to us.
+//! from [`Files`] (a directory, or a node's file objects), and a client that downloads URLs.
+//! Offered next to hq-interop by `segue hq serve` and by nodes' `--files-listen`, so HTTP/3
+//! stacks (ngtcp2's examples, aioquic, browsers) can talk to us.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,13 +10,12 @@ use std::sync::atomic::Ordering;
 use anyhow::{Context as _, bail};
 use bytes::{Buf as _, Bytes};
 use http::{Request, Response, StatusCode, header};
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-use crate::hq::{Download, ServerStats, Target, collect, resolve};
+use crate::files::{Body as _, FileError, Files};
+use crate::hq::{Download, ServerStats, Target, collect};
 
 /// ALPN of HTTP/3.
 pub const ALPN: &[u8] = b"h3";
-const CHUNK: usize = 64 * 1024;
 
 /// What a `Range` header asks of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,10 +65,10 @@ pub fn parse_range(value: Option<&str>, len: u64) -> ByteRange {
     }
 }
 
-/// Serves one HTTP/3 connection's requests from `root`.
-pub async fn serve_connection(
+/// Serves one HTTP/3 connection's requests from `files`.
+pub async fn serve_connection<F: Files>(
     conn: quinn::Connection,
-    root: Arc<std::path::PathBuf>,
+    files: Arc<F>,
     stats: Arc<ServerStats>,
 ) {
     let mut h3 = match h3::server::builder()
@@ -81,11 +81,11 @@ pub async fn serve_connection(
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
-                let (root, stats) = (root.clone(), stats.clone());
+                let (files, stats) = (files.clone(), stats.clone());
                 tokio::spawn(async move {
                     match resolver.resolve_request().await {
                         Ok((req, stream)) => {
-                            if let Err(e) = answer(&root, req, stream, &stats).await {
+                            if let Err(e) = answer(&*files, req, stream, &stats).await {
                                 tracing::debug!("HTTP/3 request: {e}");
                             }
                         }
@@ -102,8 +102,8 @@ pub async fn serve_connection(
     }
 }
 
-async fn answer<S>(
-    root: &Path,
+async fn answer<F: Files, S>(
+    files: &F,
     req: Request<()>,
     mut stream: h3::server::RequestStream<S, Bytes>,
     stats: &ServerStats,
@@ -124,17 +124,24 @@ where
         stream.finish().await?;
         return Ok(());
     }
-    let file = match resolve(root, req.uri().path()) {
+    let mut file = match files.open(req.uri().path()).await {
         Ok(f) => f,
-        Err(_) => {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            stream.send_response(simple(StatusCode::NOT_FOUND)).await?;
+        Err(e) => {
+            let status = match e {
+                FileError::NotFound(_) => {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    StatusCode::NOT_FOUND
+                }
+                FileError::Unavailable(_) => StatusCode::BAD_GATEWAY,
+                FileError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            tracing::debug!(path = req.uri().path(), "HTTP/3: {e}");
+            stream.send_response(simple(status)).await?;
             stream.finish().await?;
             return Ok(());
         }
     };
-    let mut f = tokio::fs::File::open(&file).await?;
-    let len = f.metadata().await?.len();
+    let len = file.len;
     let range = req
         .headers()
         .get(header::RANGE)
@@ -156,26 +163,43 @@ where
     let mut resp = Response::builder()
         .status(status)
         .header(header::CONTENT_LENGTH, n)
+        .header(header::CONTENT_TYPE, file.content_type)
         .header(header::ACCEPT_RANGES, "bytes");
+    if let Some(etag) = &file.etag {
+        resp = resp.header(header::ETAG, etag);
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         resp = resp.header(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}"));
     }
-    stream.send_response(resp.body(())?).await?;
     if req.method() == http::Method::GET && n > 0 {
-        f.seek(std::io::SeekFrom::Start(first)).await?;
-        let mut left = n;
-        let mut buf = vec![0u8; CHUNK];
-        while left > 0 {
-            let want = (left as usize).min(CHUNK);
-            let got = f.read(&mut buf[..want]).await?;
-            if got == 0 {
-                bail!("{} shrank while being sent", file.display());
+        // The first bytes are had before the response goes out, so a file that cannot be
+        // read gets an error status rather than a cut body.
+        let mut next = match file.body.next(first, last).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(path = req.uri().path(), "HTTP/3: {e}");
+                stream
+                    .send_response(simple(StatusCode::BAD_GATEWAY))
+                    .await?;
+                stream.finish().await?;
+                return Ok(());
             }
-            stream
-                .send_data(Bytes::copy_from_slice(&buf[..got]))
-                .await?;
-            left -= got as u64;
+        };
+        stream.send_response(resp.body(())?).await?;
+        while let Some(chunk) = next {
+            stream.send_data(chunk).await?;
+            next = match file.body.next(first, last).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // The length is sent: all that is left is to cut the stream, never to
+                    // end it as if complete (dropping a quinn stream would finish it).
+                    stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                    return Err(e.into());
+                }
+            };
         }
+    } else {
+        stream.send_response(resp.body(())?).await?;
     }
     stream.finish().await?;
     stats.files.fetch_add(1, Ordering::Relaxed);
@@ -213,6 +237,10 @@ pub async fn get(
             if !resp.status().is_success() {
                 bail!("{}: {}", target.path, resp.status());
             }
+            let length = resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             let mut sink = target.create().await?;
             while let Some(mut chunk) = stream.recv_data().await? {
                 while chunk.has_remaining() {
@@ -221,7 +249,13 @@ pub async fn get(
                     chunk.advance(n);
                 }
             }
-            sink.finish().await
+            let got = sink.finish().await?;
+            if let Some(want) = length
+                && want != got.bytes
+            {
+                bail!("{}: {} bytes of {want}", got.path, got.bytes);
+            }
+            Ok(got)
         });
     }
     let out = collect(tasks).await;

@@ -14,6 +14,7 @@ pub mod control;
 pub mod demo;
 pub mod distribute;
 pub mod edge;
+pub mod files;
 pub mod helper;
 pub mod hq;
 pub mod http3;

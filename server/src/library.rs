@@ -5,6 +5,10 @@
 //! `<data>/objects/<name>/.segue/` with a `stamp` of the sources (names, sizes, mtimes); while the
 //! stamp matches, nothing is re-ingested. A file that fails to ingest is recorded with its
 //! reason; every other object is still served.
+//!
+//! Each source file is also a *file object* (PROTOCOL.md §8.9) named by its path with the
+//! extension (`movies/a.mp4`): its segments are consecutive byte ranges of the file, read from
+//! the file itself and verified against checksums kept in `<data>/objects/<name>/.segue/`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -25,7 +29,10 @@ const INGEST_VERSION: u32 = 2;
 #[derive(Debug)]
 pub struct StoredObject {
     pub manifest: Arc<Manifest>,
+    /// Where its manifest (and a media object's segments) live.
     dir: PathBuf,
+    /// A file object's source file; `None` for a media object.
+    file: Option<PathBuf>,
 }
 
 impl StoredObject {
@@ -33,18 +40,49 @@ impl StoredObject {
         self.dir.join(format!("seg-{index:06}"))
     }
 
-    /// Reads segment `index` from disk.
+    /// Reads segment `index` from disk (unverified: the caller checks its checksum).
     pub async fn read_segment(&self, index: usize) -> std::io::Result<Bytes> {
-        tokio::fs::read(self.segment_path(index))
-            .await
-            .map(Bytes::from)
+        let Some(path) = &self.file else {
+            return tokio::fs::read(self.segment_path(index))
+                .await
+                .map(Bytes::from);
+        };
+        use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
+        let (offset, size) = file_range(&self.manifest, index)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such segment"))?;
+        let mut f = tokio::fs::File::open(path).await?;
+        f.seek(std::io::SeekFrom::Start(offset)).await?;
+        let mut buf = vec![0u8; size as usize];
+        f.read_exact(&mut buf).await?;
+        Ok(Bytes::from(buf))
     }
 }
+
+/// Byte offset and size of segment `index` of a file object.
+pub fn file_range(manifest: &Manifest, index: usize) -> Option<(u64, u64)> {
+    let size = manifest.segments.get(index)?.size;
+    let offset = manifest.segments[..index].iter().map(|s| s.size).sum();
+    Some((offset, size))
+}
+
+/// Size of a file object's segments: 256 KiB, more for files that would otherwise need more
+/// segments than a manifest holds.
+pub fn file_segment_size(len: u64, limits: &Limits) -> u64 {
+    let max_segments = limits.max_segments.max(1) as u64;
+    len.div_ceil(max_segments)
+        .next_power_of_two()
+        .max(FILE_SEGMENT)
+}
+
+/// Smallest segment of a file object.
+pub const FILE_SEGMENT: u64 = 256 * 1024;
 
 /// What the library holds.
 #[derive(Debug, Default)]
 pub struct Library {
     objects: HashMap<ObjectName, Arc<StoredObject>>,
+    /// File objects, by their names (paths with extensions).
+    files: HashMap<ObjectName, Arc<StoredObject>>,
     /// Objects that could not be ingested, with the reasons.
     pub failures: BTreeMap<String, String>,
 }
@@ -207,19 +245,98 @@ fn load(dir: &Path, stamp: &str) -> Option<Arc<Manifest>> {
 }
 
 fn write_object(dir: &Path, stamp: &str, s: &segmenter::Segmented) -> std::io::Result<()> {
+    write_dir(dir, stamp, &s.manifest, &s.payloads)
+}
+
+/// Writes a manifest, its segments (none for a file object) and the stamp into `dir`, which
+/// appears complete or not at all.
+fn write_dir(dir: &Path, stamp: &str, m: &Manifest, payloads: &[Bytes]) -> std::io::Result<()> {
     let parent = dir.parent().unwrap_or(dir);
     fs::create_dir_all(parent)?;
     let tmp = parent.join(format!(".segue.tmp-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
-    for (i, p) in s.payloads.iter().enumerate() {
+    for (i, p) in payloads.iter().enumerate() {
         fs::write(tmp.join(format!("seg-{i:06}")), p)?;
     }
-    fs::write(tmp.join("manifest"), s.manifest.encode())?;
+    fs::write(tmp.join("manifest"), m.encode())?;
     fs::write(tmp.join("stamp"), stamp)?;
     // The directory appears complete or not at all.
     let _ = fs::remove_dir_all(dir);
     fs::rename(&tmp, dir)
+}
+
+/// The manifest of file object `name` from source file `src` of media object `media`: from
+/// `dir` while the file's stamp is unchanged, else by hashing the file.
+fn file_manifest(
+    src: &Path,
+    name: &ObjectName,
+    media: &Manifest,
+    dir: &Path,
+) -> std::io::Result<Arc<Manifest>> {
+    use std::io::Read as _;
+    let stamp = format!(
+        "{}duration {}\n",
+        stamp_of(&[src.to_path_buf()], 0, segmenter::SegmentScheme::Uniform)?,
+        media.duration_us
+    );
+    if let Ok(old) = fs::read_to_string(dir.join("stamp"))
+        && old == stamp
+        && let Ok(bytes) = fs::read(dir.join("manifest"))
+        && let Ok(m) = Manifest::decode(&bytes, &Limits::default())
+    {
+        return Ok(Arc::new(m));
+    }
+    let len = fs::metadata(src)?.len();
+    if len == 0 {
+        return Err(std::io::Error::other("empty file"));
+    }
+    let limits = Limits::default();
+    let chunk = file_segment_size(len, &limits);
+    if chunk > limits.max_segment_size {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes is more than a manifest can describe"
+        )));
+    }
+    let mut f = fs::File::open(src)?;
+    let mut buf = vec![0u8; chunk as usize];
+    let mut segments = Vec::new();
+    let mut offset = 0u64;
+    // Segment times are the file's byte positions scaled to the media duration: a
+    // progressive download plays about that far in when it has received that much.
+    let at = |off: u64| (u128::from(media.duration_us) * u128::from(off) / u128::from(len)) as u64;
+    while offset < len {
+        let n = chunk.min(len - offset) as usize;
+        f.read_exact(&mut buf[..n])?;
+        let start_us = at(offset);
+        segments.push(segue_wire::segment::SegmentEntry {
+            start_us,
+            duration_us: at(offset + n as u64) - start_us,
+            size: n as u64,
+            frames: 0,
+            checksum: ring::digest::digest(&ring::digest::SHA256, &buf[..n])
+                .as_ref()
+                .try_into()
+                .map_err(|_| std::io::Error::other("SHA-256 is 32 bytes"))?,
+        });
+        offset += n as u64;
+    }
+    let ext = src
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let m = Manifest {
+        object: name.clone(),
+        revision: revision_of(&stamp),
+        duration_us: media.duration_us,
+        formats: vec![ext],
+        sdp: String::new(),
+        tracks: Vec::new(),
+        segments,
+    };
+    write_dir(dir, &stamp, &m, &[])?;
+    Ok(Arc::new(m))
 }
 
 impl Library {
@@ -238,8 +355,17 @@ impl Library {
             let dir = object_dir(&objects_dir, &name);
             match Self::ingest_object(&name, &sources, &dir, opts) {
                 Ok(manifest) => {
-                    lib.objects
-                        .insert(name, Arc::new(StoredObject { manifest, dir }));
+                    for src in &sources {
+                        lib.add_file(src, &manifest, opts);
+                    }
+                    lib.objects.insert(
+                        name,
+                        Arc::new(StoredObject {
+                            manifest,
+                            dir,
+                            file: None,
+                        }),
+                    );
                 }
                 Err(reasons) => {
                     for r in &reasons {
@@ -307,11 +433,50 @@ impl Library {
         Err(reasons)
     }
 
-    pub fn get(&self, name: &ObjectName) -> Option<Arc<StoredObject>> {
-        self.objects.get(name).cloned()
+    /// Makes the source file `src` of media object `media` a file object (its path with the
+    /// extension), unless a media object has that name.
+    fn add_file(&mut self, src: &Path, media: &Manifest, opts: &LibraryOptions) {
+        let rel = src.strip_prefix(&opts.media_root).unwrap_or(src);
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        let Ok(name) = ObjectName::new(&rel, Limits::default().max_object_name) else {
+            return; // its media object's name was valid, so this cannot happen
+        };
+        let dir = object_dir(&opts.data_dir.join("files"), &name);
+        match file_manifest(src, &name, media, &dir) {
+            Ok(manifest) => {
+                self.files.insert(
+                    name,
+                    Arc::new(StoredObject {
+                        manifest,
+                        dir,
+                        file: Some(src.to_path_buf()),
+                    }),
+                );
+            }
+            Err(e) => {
+                tracing::error!(file = %src.display(), "not served as a file: {e}");
+                self.failures
+                    .insert(rel, format!("not served as a file: {e}"));
+            }
+        }
     }
 
-    /// Object names, sorted.
+    /// A media object or, failing that, a file object.
+    pub fn get(&self, name: &ObjectName) -> Option<Arc<StoredObject>> {
+        self.objects
+            .get(name)
+            .or_else(|| self.files.get(name))
+            .cloned()
+    }
+
+    /// File object names, sorted.
+    pub fn file_names(&self) -> Vec<ObjectName> {
+        let mut v: Vec<_> = self.files.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Media object names, sorted.
     pub fn names(&self) -> Vec<ObjectName> {
         let mut v: Vec<_> = self.objects.keys().cloned().collect();
         v.sort();

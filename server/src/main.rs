@@ -174,8 +174,9 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             let ep = hq::server_endpoint(listen, &tls.cert, &tls.key)?;
             tracing::info!(listen = %ep.local_addr()?, www = %www.display(), retry, "serving hq-interop");
             let stats = Arc::new(hq::ServerStats::default());
-            let opts = hq::ServerOptions { root: www, retry };
-            hq::serve(ep, opts, stats, shutdown_signal()).await;
+            let files = segue_server::files::DirFiles::new(&www)
+                .with_context(|| format!("cannot serve {}", www.display()))?;
+            hq::serve(ep, Arc::new(files), retry, stats, shutdown_signal()).await;
             Ok(())
         }
         HqCommand::Get {
@@ -216,6 +217,10 @@ struct TlsArgs {
     /// Private key (PEM) of --cert.
     #[arg(long, default_value = "certs/dev/localhost.key")]
     key: PathBuf,
+    /// Also serve the media files over HTTP/3 and hq-interop on this UDP address
+    /// (`https://HOST:PORT/movies/a.mp4`, with Range; docs/PROTOCOL.md §8.9). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    files_listen: Option<SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -605,6 +610,24 @@ enum CertsCommand {
 }
 
 impl TlsArgs {
+    /// With `--files-listen`: the node's file objects over HTTP/3 and hq-interop until `stop`.
+    fn serve_files<S: segue_server::source::Source + Clone>(
+        &self,
+        source: &S,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        use segue_server::{files::ObjectFiles, hq};
+        let Some(listen) = self.files_listen else {
+            return Ok(());
+        };
+        let ep = hq::server_endpoint(listen, &self.cert, &self.key)?;
+        tracing::info!(files = %ep.local_addr()?, "serving files over HTTP/3 and hq-interop");
+        let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())));
+        let stats = Arc::new(hq::ServerStats::default());
+        tokio::spawn(hq::serve(ep, files, false, stats, stop.clone()));
+        Ok(())
+    }
+
     /// A server endpoint on `listen` presenting these credentials.
     fn endpoint(&self, listen: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
         server_endpoint(listen, &self.cert, &self.key, TransportLimits::default())
@@ -688,6 +711,7 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         stop.clone(),
     ));
     serve_admin(&a.admin, node, stop.clone()).await?;
+    a.tls.serve_files(&source, &stop)?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
     let opts = node_options(a.send_ahead_ms, a.response_delay_ms);
     segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
@@ -851,6 +875,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         ));
     }
     serve_admin(&a.admin, node, stop.clone()).await?;
+    a.tls.serve_files(&edge, &stop)?;
     let endpoint = a.tls.endpoint(a.listen)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
     let opts = node_options(a.send_ahead_ms, 0);

@@ -113,6 +113,15 @@ fn err(status: u16, req: &Request, reason: impl Into<String>) -> Response {
     Response::error(status, req.headers.cseq, reason)
 }
 
+/// 415 for a file object (PROTOCOL.md §8.9): it has no tracks to play.
+fn not_media(req: &Request, name: &ObjectName) -> Response {
+    err(
+        status::UNSUPPORTED_MEDIA_TYPE,
+        req,
+        format!("{name} is a file, not a media object: fetch it over HTTP/3"),
+    )
+}
+
 /// Why a request is refused: the status and a reason for `Segue-Error`.
 type Refusal = (u16, String);
 
@@ -171,6 +180,7 @@ impl<S: Source> Sessions<S> {
             );
         }
         match self.source.manifest(name).await {
+            Ok(m) if m.is_file() => not_media(req, name),
             Ok(m) => {
                 let mut r = Response::new(status::OK, req.headers.cseq);
                 r.headers.content_type = Some(SDP_CONTENT_TYPE.into());
@@ -269,6 +279,7 @@ impl<S: Source> Sessions<S> {
                     );
                 }
                 let manifest = match self.source.manifest(&name).await {
+                    Ok(m) if m.is_file() => return not_media(req, &name),
                     Ok(m) => m,
                     Err(e) => return err(e.rtsp_status(), req, e.to_string()),
                 };

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use segue_server::hq::{self, ClientOptions, ServerOptions, ServerStats};
+use segue_server::files::DirFiles;
+use segue_server::hq::{self, ClientOptions, ServerStats};
 use segue_server::loopback::DevTls;
 
 struct Server {
@@ -48,10 +49,8 @@ fn server(retry: bool) -> Server {
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(hq::serve(
         ep,
-        ServerOptions {
-            root: www.clone(),
-            retry,
-        },
+        Arc::new(DirFiles::new(&www).unwrap()),
+        retry,
         stats.clone(),
         stop_rx,
     ));

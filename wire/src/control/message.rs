@@ -95,6 +95,7 @@ pub mod status {
     pub const METHOD_NOT_ALLOWED: u16 = 405;
     pub const REQUEST_ENTITY_TOO_LARGE: u16 = 413;
     pub const REQUEST_URI_TOO_LONG: u16 = 414;
+    pub const UNSUPPORTED_MEDIA_TYPE: u16 = 415;
     pub const SESSION_NOT_FOUND: u16 = 454;
     pub const METHOD_NOT_VALID_IN_THIS_STATE: u16 = 455;
     pub const PARAMETER_NOT_UNDERSTOOD: u16 = 451;

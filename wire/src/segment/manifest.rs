@@ -50,6 +50,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A file object (PROTOCOL.md §8.9): no tracks, segments are byte ranges of a file.
+    pub fn is_file(&self) -> bool {
+        self.tracks.is_empty()
+    }
+
     pub fn total_size(&self) -> u64 {
         self.segments.iter().map(|s| s.size).sum()
     }
