@@ -3,7 +3,7 @@
 client or server, written against aioquic's public API (its wheel ships no examples).
 
   aioquic_peer.py client --ca CA --downloads DIR [--h3] [--chacha20] [--resumption]
-                          [--zero-rtt] [--key-update] URL...
+                          [--zero-rtt] [--key-update] [--range bytes=A-B] URL...
   aioquic_peer.py server --www DIR --cert PEM --key PEM --port N [--h3] [--retry]
 
 The client prints one line per file (sha256, size, path) and exits 0 only if every request
@@ -36,6 +36,8 @@ HQ_ALPN = ["hq-interop"]
 
 
 class Client(QuicConnectionProtocol):
+    range = None  # HTTP/3: a Range header value for every request
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.h3 = None
@@ -57,7 +59,8 @@ class Client(QuicConnectionProtocol):
                     (b":scheme", b"https"),
                     (b":authority", authority.encode()),
                     (b":path", path.encode()),
-                ],
+                ]
+                + ([(b"range", self.range.encode())] if self.range else []),
                 end_stream=True,
             )
         else:
@@ -72,7 +75,7 @@ class Client(QuicConnectionProtocol):
         w[1].append(data)
         if end:
             del self.waiting[sid]
-            if w[2] not in (None, b"200"):
+            if w[2] not in (None, b"200", b"206"):
                 w[0].set_exception(RuntimeError(f"status {w[2]!r}"))
             else:
                 w[0].set_result(b"".join(w[1]))
@@ -130,6 +133,7 @@ async def run_client(a) -> int:
     if a.chacha20:
         cfg.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]
     urls = [urlparse(u) for u in a.urls]
+    Client.range = a.range
     os.makedirs(a.downloads, exist_ok=True)
     if a.resumption or a.zero_rtt:
         tickets = []
@@ -237,6 +241,7 @@ def main() -> int:
     c.add_argument("--resumption", action="store_true")
     c.add_argument("--key-update", action="store_true")
     c.add_argument("--zero-rtt", action="store_true")
+    c.add_argument("--range", help="HTTP/3: a Range header value for every request")
     c.add_argument("urls", nargs="+")
     s = sub.add_parser("server")
     s.add_argument("--www", required=True)

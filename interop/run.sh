@@ -50,7 +50,9 @@ head -c 1200 /dev/urandom >"$WWW/small.bin"
 head -c 5000000 /dev/urandom >"$WWW/big.bin"
 for i in $(seq -w 0 999); do head -c $((RANDOM % 2000 + 1)) /dev/urandom >"$WWW/m/f$i"; done
 PORT=$((20000 + RANDOM % 20000))
-next_port() { PORT=$((PORT + 1)); echo "$PORT"; }
+# A fresh port in $P (not `$(...)`: a subshell's increment would be lost, and two endpoints
+# would share a port).
+next_port() { PORT=$((PORT + 1)); P=$PORT; }
 
 # Files of a case: "path..." relative to www.
 files_of() {
@@ -139,16 +141,18 @@ cell() {
   local server=$1 client=$2 case=$3
   if unsupported "$server" "$client" "$case"; then echo unsupported; return; fi
   local sport cport dl rounds=1 ok=1
-  sport=$(next_port)
+  next_port; sport=$P
   cport=$sport
   start_server "$server" "$case" "$sport"
   local spid=${PIDS[-1]} rpid=
   case $case in
     transferloss|handshakeloss)
       local loss=0.02; [ "$case" = handshakeloss ] && { loss=0.3; rounds=5; }
-      cport=$(next_port)
-      "$SEGUE" lab impair --listen "127.0.0.1:$cport" --to "127.0.0.1:$sport" --both "loss=$loss" --seed "$sport" >/dev/null 2>&1 &
+      next_port; cport=$P
+      RUST_LOG=info "$SEGUE" lab impair --listen "127.0.0.1:$cport" --to "127.0.0.1:$sport" --both "loss=$loss" --seed "$sport" >"$WORK/relay.log" 2>&1 &
       rpid=$!; PIDS+=($rpid); sleep 0.3
+      # no relay, no loss: the cell would prove nothing
+      kill -0 "$rpid" 2>/dev/null || { log "  the loss relay did not start:"; cat "$WORK/relay.log" >&2; echo fail; return; }
       ;;
   esac
   local r
@@ -185,6 +189,10 @@ cell() {
     esac
   fi
   kill "$spid" ${rpid:+"$rpid"} 2>/dev/null; wait "$spid" ${rpid:+"$rpid"} 2>/dev/null
+  if [ -n "$rpid" ] && [ $ok = 1 ]; then
+    # the relay's closing counters: packets were lost (in either direction)
+    grep 'relay stopped' "$WORK/relay.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -Eq '(up|down)_lost=[1-9]' || { log "  no packet was lost"; ok=0; }
+  fi
   if [ $ok = 1 ]; then echo pass; else
     log "  $server x $client $case failed:"; tail -n 3 "$WORK/client.log" "$WORK/server.log" >&2
     echo fail
@@ -212,14 +220,117 @@ for pair in "${PAIRS[@]}"; do
   row="| $(server_name "$server") | $(client_name "$client") |"
   for c in "${CASES[@]}"; do
     log "$server x $client: $c"
+    PORT=$((PORT + 3))  # cell runs in a subshell: its ports do not advance ours
     r=$(cell "$server" "$client" "$c")
     [ "$r" = fail ] && failed=1
     row="$row $r |"
   done
   echo "$row" >>"$WORK/table"
 done
+# --- Segue's media path: a `segue origin` and a `segue edge` (processes), clients of other
+# stacks through the edge: HTTP/3 and hq-interop downloads of the original media files
+# (PROTOCOL.md §8.9) and the independent segue/1 player (interop/segue_player.py).
+MEDIA="$WORK/media"
+mkdir -p "$MEDIA"
+cp "$ROOT/media/samples/hd.mp4" "$ROOT/media/samples/demo.mp4" "$MEDIA/"
+cp "$ROOT/media/samples/demo.ts" "$MEDIA/tsdemo.ts"
+next_port; OPORT=$P
+RUST_LOG=info "$SEGUE" origin --media "$MEDIA" --data "$WORK/origin-data" --listen "127.0.0.1:$OPORT" \
+  --cert "$CERT" --key "$KEY" --ca "$CA" >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 50); do grep -q 'origin serving' "$WORK/origin.log" && break; sleep 0.2; done
+
+# A fresh edge (empty cache) of that origin: EPORT (segue/1), FPORT (files), APORT (admin).
+start_edge() {
+  next_port; EPORT=$P; next_port; FPORT=$P; next_port; APORT=$P
+  RUST_LOG=info SEGUE_ADMIN_TOKEN=interop "$SEGUE" edge --origin "segue://localhost:$OPORT/" --ca "$CA" \
+    --cache-dir "$WORK/edge-$EPORT" --listen "127.0.0.1:$EPORT" --files-listen "127.0.0.1:$FPORT" \
+    --admin "127.0.0.1:$APORT" --cert "$CERT" --key "$KEY" >"$WORK/edge.log" 2>&1 &
+  EDGE_PID=$!; PIDS+=($EDGE_PID)
+  for _ in $(seq 1 50); do grep -q 'edge serving' "$WORK/edge.log" && break; sleep 0.2; done
+}
+# A counter of the edge's /metrics (sum over labels).
+metric() {
+  python3 - "$APORT" "$1" <<'PY'
+import sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/metrics", headers={"Authorization": "Bearer interop"})
+text = urllib.request.urlopen(req, timeout=5).read().decode()
+print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith(sys.argv[2]))))
+PY
+}
+hits() { echo $(( $(metric segue_edge_full_hits_total) + $(metric segue_edge_prefix_hits_total) )); }
+
+# Downloads the edge's files with client $1 into $2 ($3: a Range value).
+edge_get() {
+  local who=$1 dl=$2 range=${3:-} urls=("https://localhost:$FPORT/hd.mp4" "https://localhost:$FPORT/tsdemo.ts")
+  mkdir -p "$dl"
+  case $who in
+    ours-h3) timeout 60 "$SEGUE" hq get --ca "$CA" --downloads "$dl" --http3 ${range:+--range "$range"} "${urls[@]}" ;;
+    aioquic-hq) timeout 60 "$PY" "$AIOQUIC" client --ca "$CA" --downloads "$dl" "${urls[@]}" ;;
+    aioquic-h3) timeout 60 "$PY" "$AIOQUIC" client --ca "$CA" --downloads "$dl" --h3 ${range:+--range "$range"} "${urls[@]}" ;;
+    ngtcp2) timeout 60 gtlsclient --quiet --exit-on-all-streams-close --download "$dl" localhost "$FPORT" "${urls[@]}" ;;
+  esac >/dev/null 2>"$WORK/client.log"
+}
+same_media() {
+  cmp -s "$MEDIA/hd.mp4" "$1/hd.mp4" && cmp -s "$MEDIA/tsdemo.ts" "$1/tsdemo.ts" || { log "  downloads differ from the media files"; return 1; }
+}
+player() { timeout 120 "$PY" "$ROOT/interop/segue_player.py" --ca "$CA" "$@" >"$WORK/client.log" 2>&1 && grep -q 'verified: every track matches' "$WORK/client.log"; }
+
+# One row: client $1. Cells: cold (empty edge cache: a miss per object, fetched from the
+# origin while it is served), warm (the same again: cache hits), range (bytes 300000-700000
+# of hd.mp4, which spans segments).
+media_row() {
+  local who=$1 cold=fail warm=fail range=n/a dl
+  start_edge
+  if [ "$who" = segue-player ]; then
+    # cold: a real-time play of demo; warm: the same, unpaced
+    player "segue://localhost:$EPORT/demo" && [ "$(metric segue_edge_misses_total)" = 1 ] && cold=pass
+    player --fast "segue://localhost:$EPORT/demo" && [ "$(hits)" = 1 ] && warm=pass
+  else
+    dl="$WORK/media-$who-cold"
+    edge_get "$who" "$dl" && same_media "$dl" && [ "$(metric segue_edge_misses_total)" = 2 ] && cold=pass
+    dl="$WORK/media-$who-warm"
+    edge_get "$who" "$dl" && same_media "$dl" && [ "$(hits)" = 2 ] && warm=pass
+    case $who in
+      ours-h3|aioquic-h3)
+        range=fail; dl="$WORK/media-$who-range"
+        edge_get "$who" "$dl" bytes=300000-700000 \
+          && [ "$(stat -c %s "$dl/hd.mp4")" = 400001 ] \
+          && cmp -s -i 300000:0 -n 400001 "$MEDIA/hd.mp4" "$dl/hd.mp4" && range=pass ;;
+      *) range=unsupported ;;  # hq-interop has no headers; ngtcp2's example client sends none
+    esac
+  fi
+  kill "$EDGE_PID" 2>/dev/null; wait "$EDGE_PID" 2>/dev/null
+  for r in $cold $warm $range; do
+    [ "$r" = fail ] && { log "  edge x $who failed:"; tail -n 3 "$WORK/client.log" "$WORK/edge.log" >&2; }
+  done
+  echo "$cold $warm $range"
+}
+{
+  echo
+  echo "Segue's media path: \`segue origin\` → \`segue edge\` (processes) → clients of other stacks"
+  echo
+  echo "| edge serving | client | cold edge | warm edge | range |"
+  echo "| --- | --- | --- | --- | --- |"
+} >>"$WORK/table"
+for who in aioquic-hq aioquic-h3 ngtcp2 ours-h3 segue-player; do
+  log "edge x $who"
+  PORT=$((PORT + 10))  # media_row runs in a subshell: its ports do not advance ours
+  read -r cold warm range <<<"$(media_row "$who")"
+  for r in $cold $warm $range; do [ "$r" = fail ] && failed=1; done
+  case $who in
+    segue-player) row="| segue/1 | segue_player.py (aioquic, from PROTOCOL.md) |" ;;
+    ours-h3) row="| files (HTTP/3) | segue (h3) |" ;;
+    aioquic-hq) row="| files (hq-interop) | $(client_name "$who") |" ;;
+    *) row="| files (HTTP/3) | $(client_name "$who") |" ;;
+  esac
+  echo "$row $cold | $warm | $range |" >>"$WORK/table"
+done
+
 {
   cat "$WORK/table"
+  echo
+  echo "Media path: files are hd.mp4 and tsdemo.ts downloaded from the edge (\`--files-listen\`) and byte-compared with the origin's media files; cold: through a fresh edge whose /metrics count a miss per object; warm: again, counted as cache hits; range: bytes=300000-700000 of hd.mp4 (across segments), compared with that slice; segue/1: interop/segue_player.py plays \`demo\` (real time when cold, unpaced when warm) and verifies every track's frame count and content hash against the manifest."
   echo
   echo "pass: the files downloaded equal the server's, and for chacha20 the cipher, for retry the Retry, for resumption the resumed session, for keyupdate the new key phase, for zerortt the early data accepted, as verified; unsupported: not verifiable with the peer's example tools here (ngtcp2: chacha20 as a client, resumption, zerortt, keyupdate), or our aioquic 0-RTT client, which does not work yet."
 } | tee "$OUT"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The quic-interop-runner endpoint contract for Segue's hq-interop endpoints
 # (https://github.com/quic-interop/quic-interop-runner): ROLE, TESTCASE, REQUESTS,
-# SSLKEYLOGFILE; exit 127 for a test case we do not support.
+# SSLKEYLOGFILE (TLS secrets) and QLOGDIR (one qlog trace per connection), which the segue
+# binary reads itself; exit 127 for a test case we do not support.
 #
 # Paths default to the runner's and can be moved for a run outside its containers:
 #   WWW=/www DOWNLOADS=/downloads CERTS=/certs PORT=443 SEGUE=segue
@@ -18,10 +19,17 @@ SEGUE=${SEGUE:-segue}
 
 # Cases this endpoint supports, and the flag each needs.
 flags=()
+# Loss, corruption, long RTT and blackholes come from the runner's network simulator: for an
+# endpoint they are plain transfers. The server serves hq-interop and h3 whatever the case.
 case "$TESTCASE" in
-  handshake|transfer|multiplexing) ;;
+  handshake|transfer|multiplexing|longrtt|blackhole) ;;
+  handshakeloss|transferloss|handshakecorruption|transfercorruption) ;;
   chacha20) [ "$ROLE" = client ] && flags+=(--chacha20) ;;
   retry) [ "$ROLE" = server ] && flags+=(--retry) ;;
+  http3) [ "$ROLE" = client ] && flags+=(--http3) ;;
+  resumption) [ "$ROLE" = client ] && flags+=(--resumption) ;;
+  zerortt) [ "$ROLE" = client ] && flags+=(--zero-rtt) ;;
+  keyupdate) [ "$ROLE" = client ] && flags+=(--key-update) ;;
   *) echo "test case $TESTCASE not supported" >&2; exit 127 ;;
 esac
 

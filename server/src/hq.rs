@@ -46,30 +46,37 @@ fn transport(streams: u32) -> quinn::TransportConfig {
     t
 }
 
-/// A server endpoint offering `hq-interop` and `h3` with `cert`/`key`.
-pub fn server_endpoint(
-    listen: SocketAddr,
-    cert: &Path,
-    key: &Path,
-) -> anyhow::Result<quinn::Endpoint> {
+/// A bound server endpoint offering `hq-interop` and `h3`, and its configuration (which each
+/// connection gets, with its own qlog trace when `$QLOGDIR` is set).
+pub struct Server {
+    pub endpoint: quinn::Endpoint,
+    config: quinn::ServerConfig,
+}
+
+/// A server endpoint on `listen` offering `hq-interop` and `h3` with `cert`/`key`.
+pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::Result<Server> {
     let mut tls = segue_certs::tls::server_config(cert, key, &[ALPN, crate::http3::ALPN])?;
     // 0-RTT for resumed clients (QUIC takes all or nothing). Files only: GET is idempotent,
     // so a replayed request costs bytes, not correctness. Never on the media path.
     tls.max_early_data_size = u32::MAX;
     let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
-    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(Arc::new(transport(MAX_STREAMS)));
-    quinn::Endpoint::server(cfg, listen).with_context(|| format!("cannot listen on {listen}"))
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport(MAX_STREAMS)));
+    let endpoint = quinn::Endpoint::server(config.clone(), listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    Ok(Server { endpoint, config })
 }
 
 /// Serves `files` until `stop`; `retry`: validate every client address with a Retry first.
 pub async fn serve<F: Files>(
-    endpoint: quinn::Endpoint,
+    server: Server,
     files: Arc<F>,
     retry: bool,
     stats: Arc<ServerStats>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Server { endpoint, config } = server;
+    let qlog = crate::quic::Qlog::from_env();
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
@@ -83,9 +90,23 @@ pub async fn serve<F: Files>(
             }
             continue;
         }
+        let connecting = match &qlog {
+            None => incoming.accept(),
+            Some(q) => {
+                let mut t = transport(MAX_STREAMS);
+                t.qlog_stream(q.stream("server", incoming.remote_address()));
+                let mut c = config.clone();
+                c.transport_config(Arc::new(t));
+                incoming.accept_with(Arc::new(c))
+            }
+        };
         let (files, stats) = (files.clone(), stats.clone());
         tokio::spawn(async move {
-            let conn = match incoming.await {
+            let conn = match connecting {
+                Ok(c) => c.await,
+                Err(e) => Err(e),
+            };
+            let conn = match conn {
                 Ok(c) => c,
                 Err(e) => return tracing::debug!("handshake failed: {e}"),
             };
@@ -212,8 +233,15 @@ pub struct Download {
     pub sha256: String,
 }
 
-/// A client endpoint offering `hq-interop`, trusting `ca`.
-pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<quinn::Endpoint> {
+/// A client endpoint and its configuration (each connection gets it, with its own qlog trace
+/// when `$QLOGDIR` is set; clones share the TLS session store, so resumption works).
+pub struct Client {
+    pub endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+}
+
+/// A client endpoint offering `hq-interop` (or `h3`), trusting `ca`.
+pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<Client> {
     let full = segue_certs::tls::provider();
     // QUIC protects Initial packets with AES-128-GCM whatever TLS negotiates.
     let initial = full
@@ -236,16 +264,18 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<quinn:
         .context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(Arc::new(transport(0)));
-    let mut ep = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
+    let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
         .context("cannot bind a UDP socket")?;
-    ep.set_default_client_config(cfg);
-    Ok(ep)
+    Ok(Client {
+        endpoint,
+        config: cfg,
+    })
 }
 
 /// Downloads `urls` (all on one server: `https://HOST:PORT/path`) over one connection, all
 /// requests at once, into `downloads` (each under its path's last component).
 pub async fn get(
-    endpoint: &quinn::Endpoint,
+    client: &Client,
     urls: &[url::Url],
     downloads: &Path,
     opts: &ClientOptions,
@@ -267,10 +297,10 @@ pub async fn get(
     tokio::fs::create_dir_all(downloads).await?;
     if (opts.resumption || opts.zero_rtt) && urls.len() > 1 {
         // The client configuration keeps the session ticket of the first connection.
-        let mut got = fetch_on(endpoint, addr, &host, &urls[..1], downloads, opts, false).await?;
+        let mut got = fetch_on(client, addr, &host, &urls[..1], downloads, opts, false).await?;
         got.extend(
             fetch_on(
-                endpoint,
+                client,
                 addr,
                 &host,
                 &urls[1..],
@@ -282,13 +312,13 @@ pub async fn get(
         );
         return Ok(got);
     }
-    fetch_on(endpoint, addr, &host, urls, downloads, opts, false).await
+    fetch_on(client, addr, &host, urls, downloads, opts, false).await
 }
 
 /// Downloads `urls` over one new connection to `addr`; `early`: its requests go as 0-RTT
 /// data if the session allows it.
 async fn fetch_on(
-    endpoint: &quinn::Endpoint,
+    client: &Client,
     addr: SocketAddr,
     host: &str,
     urls: &[url::Url],
@@ -296,7 +326,13 @@ async fn fetch_on(
     opts: &ClientOptions,
     early: bool,
 ) -> anyhow::Result<Vec<Download>> {
-    let connecting = endpoint.connect(addr, host)?;
+    let mut config = client.config.clone();
+    if let Some(q) = crate::quic::Qlog::from_env() {
+        let mut t = transport(0);
+        t.qlog_stream(q.stream("client", addr));
+        config.transport_config(Arc::new(t));
+    }
+    let connecting = client.endpoint.connect_with(config, addr, host)?;
     let (conn, accepted) = if early {
         match connecting.into_0rtt() {
             Ok((conn, accepted)) => (conn, Some(accepted)),

@@ -172,7 +172,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             retry,
         } => {
             let ep = hq::server_endpoint(listen, &tls.cert, &tls.key)?;
-            tracing::info!(listen = %ep.local_addr()?, www = %www.display(), retry, "serving hq-interop");
+            tracing::info!(listen = %ep.endpoint.local_addr()?, www = %www.display(), retry, "serving hq-interop");
             let stats = Arc::new(hq::ServerStats::default());
             let files = segue_server::files::DirFiles::new(&www)
                 .with_context(|| format!("cannot serve {}", www.display()))?;
@@ -198,12 +198,12 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
                 key_update,
                 zero_rtt,
             };
-            let ep = hq::client_endpoint(&ca, &opts)?;
-            let got = hq::get(&ep, &urls, &downloads, &opts).await?;
+            let client = hq::client_endpoint(&ca, &opts)?;
+            let got = hq::get(&client, &urls, &downloads, &opts).await?;
             for d in &got {
                 println!("{}  {:>10}  {}", d.sha256, d.bytes, d.path);
             }
-            ep.wait_idle().await;
+            client.endpoint.wait_idle().await;
             Ok(())
         }
     }
@@ -621,7 +621,7 @@ impl TlsArgs {
             return Ok(());
         };
         let ep = hq::server_endpoint(listen, &self.cert, &self.key)?;
-        tracing::info!(files = %ep.local_addr()?, "serving files over HTTP/3 and hq-interop");
+        tracing::info!(files = %ep.endpoint.local_addr()?, "serving files over HTTP/3 and hq-interop");
         let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())));
         let stats = Arc::new(hq::ServerStats::default());
         tokio::spawn(hq::serve(ep, files, false, stats, stop.clone()));
@@ -751,6 +751,23 @@ fn reload_on_hangup(source: LibrarySource, opts: LibraryOptions) {
     let _ = (source, opts);
 }
 
+/// An edge has nothing to rescan: SIGHUP (sent to every node by `pkill -HUP`, or by a
+/// closing terminal) is logged, not fatal.
+fn ignore_hangup() {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!(
+                "SIGHUP ignored: an edge has nothing to reload (restart it to change its flags)"
+            );
+        }
+    });
+}
+
 /// Reads `--hints FILE` (if given) into the node's schedule.
 fn add_hint_file(a: &HintArgs, node: &segue_server::admin::Node) -> anyhow::Result<()> {
     let Some(file) = &a.hints else { return Ok(()) };
@@ -854,6 +871,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         });
     }
     let stop = shutdown_signal();
+    ignore_hangup();
     let upkeep = tokio::spawn(edge.clone().upkeep(stop.clone()));
     tokio::spawn(edge.clone().advertise(stop.clone()));
     let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
@@ -1025,7 +1043,8 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
             }
             .with_context(|| format!("cannot listen on {}", a.listen))?;
             tracing::info!(listen = %r.local, to = %a.to, tcp = a.tcp, "relaying");
-            let _ = tokio::signal::ctrl_c().await;
+            // SIGINT or SIGTERM: the counters below are how a test knows the loss happened.
+            let _ = shutdown_signal().changed().await;
             let (u, d) = (&r.stats.up, &r.stats.down);
             let g = relay::Counters::get;
             tracing::info!(

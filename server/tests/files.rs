@@ -31,7 +31,7 @@ fn serve_files<S: Source>(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> u16 {
     let ep = hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key).unwrap();
-    let port = ep.local_addr().unwrap().port();
+    let port = ep.endpoint.local_addr().unwrap().port();
     let files = Arc::new(ObjectFiles::new(Arc::new(source)));
     tokio::spawn(hq::serve(
         ep,

@@ -44,7 +44,7 @@ fn server(retry: bool) -> Server {
     }
     std::fs::write(dir.path().join("secret"), b"not served").unwrap();
     let ep = hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key).unwrap();
-    let port = ep.local_addr().unwrap().port();
+    let port = ep.endpoint.local_addr().unwrap().port();
     let stats = Arc::new(ServerStats::default());
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(hq::serve(
@@ -185,6 +185,7 @@ fn run_endpoint_sh_serves_downloads_and_refuses_what_it_lacks() {
             .env("CERTS", &certs)
             .env("PORT", port.to_string())
             .env("SEGUE", segue)
+            .env("QLOGDIR", dir.path().join("qlog"))
             .env(
                 "REQUESTS",
                 format!("https://localhost:{port}/a.bin https://localhost:{port}/b.txt"),
@@ -194,7 +195,7 @@ fn run_endpoint_sh_serves_downloads_and_refuses_what_it_lacks() {
     };
     for role in ["server", "client"] {
         let mut c = Command::new(&script);
-        env(&mut c, role, "zerortt");
+        env(&mut c, role, "connectionmigration");
         assert_eq!(
             c.status().unwrap().code(),
             Some(127),
@@ -204,22 +205,43 @@ fn run_endpoint_sh_serves_downloads_and_refuses_what_it_lacks() {
     let mut server = Command::new(&script);
     env(&mut server, "server", "retry");
     let mut server = server.spawn().unwrap();
-    let mut ok = false;
-    for _ in 0..50 {
-        let mut client = Command::new(&script);
-        env(&mut client, "client", "transfer");
-        if client.status().unwrap().success() {
-            ok = true;
-            break;
+    let got = dir.path().join("downloads");
+    for case in ["transfer", "http3", "resumption"] {
+        let _ = std::fs::remove_dir_all(&got);
+        let mut ok = false;
+        for _ in 0..50 {
+            let mut client = Command::new(&script);
+            env(&mut client, "client", case);
+            if client.status().unwrap().success() {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(ok, "{case}: the client never downloaded");
+        assert_eq!(std::fs::read(got.join("a.bin")).unwrap(), body, "{case}");
+        assert_eq!(std::fs::read(got.join("b.txt")).unwrap(), b"hello\n");
     }
     let _ = server.kill();
     let _ = server.wait();
-    assert!(ok, "the client never downloaded");
-    let got = dir.path().join("downloads");
-    assert_eq!(std::fs::read(got.join("a.bin")).unwrap(), body);
-    assert_eq!(std::fs::read(got.join("b.txt")).unwrap(), b"hello\n");
+    // QLOGDIR: a JSON-SEQ qlog trace per connection, client and server side.
+    let traces: Vec<_> = std::fs::read_dir(dir.path().join("qlog"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    for role in ["client", "server"] {
+        let mine: Vec<_> = traces
+            .iter()
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(role))
+            .collect();
+        // transfer, http3, and resumption's two connections (Retry answers are no connection)
+        assert!(mine.len() >= 4, "{role}: {} traces", mine.len());
+        let text = std::fs::read_to_string(mine[0]).unwrap();
+        let first = text.split('\u{1e}').find(|r| !r.trim().is_empty()).unwrap();
+        let header: serde_json::Value = serde_json::from_str(first.trim()).unwrap();
+        assert!(header["qlog_version"].is_string(), "{first}");
+        assert!(text.contains("packet_sent") && text.contains("packet_received"));
+    }
 }
 
 fn h3() -> ClientOptions {
