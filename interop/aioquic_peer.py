@@ -10,11 +10,10 @@ The client prints one line per file (sha256, size, path) and exits 0 only if eve
 got a complete answer; with --resumption it fetches the first URL on one connection and the
 rest on a second one resuming the first's session, and says on stderr whether it resumed.
 With --key-update it updates the 1-RTT keys before its requests and says on stderr which key
-phase the server's answers came under. The server runs until killed and logs each
-connection's "resumed" and "early data" states, and the key phase of each request it
-answered, on stderr. --zero-rtt (the second connection's requests as 0-RTT data) does not work
-yet: those requests are never answered, by aioquic's server either; interop/run.sh does not
-use it.
+phase the server's answers came under; with --zero-rtt the second connection's requests go
+as 0-RTT data and it says whether the server accepted them. The server runs until killed and
+logs each connection's "resumed" and "early data" states, and the key phase of each request
+it answered, on stderr.
 """
 
 import argparse
@@ -43,6 +42,9 @@ class Client(QuicConnectionProtocol):
         self.h3 = None
         self.waiting = {}  # stream id -> (future, chunks, status)
         self.early_data_accepted = None
+        # Our own: aioquic's wait_connected() never returns once the handshake has completed
+        # before it is called (it only records completion for a waiter already there).
+        self.handshake_done = asyncio.Event()
 
     def use_h3(self):
         self.h3 = H3Connection(self._quic)
@@ -83,6 +85,7 @@ class Client(QuicConnectionProtocol):
     def quic_event_received(self, event):
         if isinstance(event, HandshakeCompleted):
             self.early_data_accepted = event.early_data_accepted
+            self.handshake_done.set()
         if self.h3:
             for e in self.h3.handle_event(event):
                 if isinstance(e, HeadersReceived):
@@ -119,7 +122,7 @@ async def fetch(cfg, urls, h3, tickets=None, key_update=False, early=False):
             c._quic.request_key_update()
         bodies = await asyncio.gather(*(c.get(u.netloc, u.path) for u in urls))
         if early:
-            await c.wait_connected()
+            await c.handshake_done.wait()
             print(f"early data accepted {c.early_data_accepted}", file=sys.stderr)
         if key_update:
             print(f"answers under key phase {recv_key_phase(c._quic)}", file=sys.stderr)

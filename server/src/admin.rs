@@ -228,17 +228,17 @@ pub fn metrics(edge: &EdgeSource) -> String {
     let counters = [
         (
             "full_hits",
-            "Sessions served entirely from the cache",
+            "Sessions and file downloads served entirely from the cache",
             s.full_hits,
         ),
         (
             "prefix_hits",
-            "Sessions started from a cached prefix",
+            "Sessions and file downloads started from a cached prefix",
             s.prefix_hits,
         ),
         (
             "misses",
-            "Sessions whose first segment was not cached",
+            "Sessions and file downloads whose first segment was not cached",
             s.misses,
         ),
         (
