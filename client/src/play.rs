@@ -260,9 +260,18 @@ async fn fetch_manifest(conn: quinn::Connection, url: SegueUrl) -> anyhow::Resul
         .cloned()
         .ok_or_else(|| anyhow!("URL names no object"))?;
     let (mut send, mut recv) = conn.open_bi().await?;
+    // A signed URL's grant goes with the request (TOKEN), as with the control requests.
+    let token = url
+        .query
+        .as_deref()
+        .and_then(segue_wire::token::Grant::from_query)
+        .and_then(Result::ok);
     let req = SegmentRequest::Manifest {
         object,
-        params: Default::default(),
+        params: segue_wire::segment::Params {
+            token,
+            ..Default::default()
+        },
     };
     send.write_all(&req.encode()).await?;
     send.finish()?;

@@ -74,6 +74,19 @@ pub trait Body: Send + 'static {
 /// Where request paths are looked up.
 pub trait Files: Send + Sync + 'static {
     type Body: Body;
+
+    /// Whether `peer` may have `path` (signed URLs: the grant in `query` or in a
+    /// `Segue-Token` header). Open unless the files say otherwise.
+    fn authorize(
+        &self,
+        _path: &str,
+        _query: Option<&str>,
+        _header: Option<&str>,
+        _peer: std::net::IpAddr,
+    ) -> Result<(), crate::access::Denied> {
+        Ok(())
+    }
+
     fn open(
         &self,
         path: &str,
@@ -182,11 +195,21 @@ impl Body for DiskBody {
 #[derive(Debug)]
 pub struct ObjectFiles<S> {
     source: Arc<S>,
+    access: Option<Arc<crate::access::Keys>>,
 }
 
 impl<S> ObjectFiles<S> {
     pub fn new(source: Arc<S>) -> Self {
-        Self { source }
+        Self {
+            source,
+            access: None,
+        }
+    }
+
+    /// Requires signed URLs (docs/SECURITY.md) when `access` is given.
+    pub fn with_access(mut self, access: Option<Arc<crate::access::Keys>>) -> Self {
+        self.access = access;
+        self
     }
 }
 
@@ -194,6 +217,7 @@ impl<S> Clone for ObjectFiles<S> {
     fn clone(&self) -> Self {
         Self {
             source: self.source.clone(),
+            access: self.access.clone(),
         }
     }
 }
@@ -212,6 +236,27 @@ pub struct ObjectBody<S: Source> {
 
 impl<S: Source> Files for ObjectFiles<S> {
     type Body = ObjectBody<S>;
+
+    fn authorize(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        header: Option<&str>,
+        peer: std::net::IpAddr,
+    ) -> Result<(), crate::access::Denied> {
+        let Some(keys) = &self.access else {
+            return Ok(());
+        };
+        // A bad path is refused like a bad grant; `open` says 404 to the authorized.
+        let name =
+            object_of(path).map_err(|_| crate::access::Denied::Refused("not an object path"))?;
+        keys.check(
+            name.as_str(),
+            crate::access::grant_of(query, header),
+            peer,
+            crate::access::now(),
+        )
+    }
 
     async fn open(&self, path: &str) -> Result<Opened<ObjectBody<S>>, FileError> {
         let name = object_of(path)?;

@@ -114,10 +114,11 @@ pub async fn serve<F: Files>(
             if alpn(&conn).as_deref() == Some(crate::http3::ALPN) {
                 return crate::http3::serve_connection(conn, files, stats).await;
             }
+            let peer = conn.remote_address().ip();
             while let Ok((send, recv)) = conn.accept_bi().await {
                 let (files, stats) = (files.clone(), stats.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = answer(&*files, send, recv, &stats).await {
+                    if let Err(e) = answer(&*files, send, recv, &stats, peer).await {
                         tracing::debug!("hq request: {e}");
                     }
                 });
@@ -161,6 +162,7 @@ async fn answer<F: Files>(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     stats: &ServerStats,
+    peer: std::net::IpAddr,
 ) -> anyhow::Result<()> {
     let req = recv
         .read_to_end(MAX_REQUEST)
@@ -173,7 +175,14 @@ async fn answer<F: Files>(
         .map(|p| p.split_whitespace().next().unwrap_or(""))
         .context("not a GET request")?;
     // HTTP/0.9 has no status: a file that cannot be sent resets the stream.
+    let (bare, query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
     let sent = async {
+        files
+            .authorize(bare, query, None, peer)
+            .map_err(|d| FileError::NotFound(d.to_string()))?;
         let mut f = files.open(path).await?;
         let mut n = 0;
         while f.len > 0
@@ -197,10 +206,11 @@ async fn answer<F: Files>(
             return Err(e.into());
         }
     };
-    send.finish()?;
-    let _ = send.stopped().await;
+    // Counted before the FIN goes out, so a client that has everything sees the count.
     stats.files.fetch_add(1, Ordering::Relaxed);
     stats.bytes.fetch_add(n, Ordering::Relaxed);
+    send.finish()?;
+    let _ = send.stopped().await;
     Ok(())
 }
 
@@ -376,7 +386,7 @@ async fn fetch_over(
         let target = Target::of(u, downloads)?;
         tasks.spawn(async move {
             let (mut send, mut recv) = conn.open_bi().await?;
-            send.write_all(format!("GET {}\r\n", target.path).as_bytes())
+            send.write_all(format!("GET {}\r\n", target.request).as_bytes())
                 .await?;
             send.finish()?;
             let mut sink = target.create().await?;
@@ -394,6 +404,8 @@ async fn fetch_over(
 /// Where one URL's file goes: `downloads/<last path component>`.
 pub(crate) struct Target {
     pub path: String,
+    /// What an HTTP/0.9 request asks for: the path and the query (a signed URL's grant).
+    request: String,
     out: PathBuf,
 }
 
@@ -411,9 +423,14 @@ impl Target {
         let name = Path::new(&path)
             .file_name()
             .with_context(|| format!("{url}: no file name"))?;
+        let request = match url.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
         Ok(Self {
             out: downloads.join(name),
             path,
+            request,
         })
     }
 

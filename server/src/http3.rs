@@ -71,6 +71,7 @@ pub async fn serve_connection<F: Files>(
     files: Arc<F>,
     stats: Arc<ServerStats>,
 ) {
+    let peer = conn.remote_address().ip();
     let mut h3 = match h3::server::builder()
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
         .await
@@ -85,7 +86,7 @@ pub async fn serve_connection<F: Files>(
                 tokio::spawn(async move {
                     match resolver.resolve_request().await {
                         Ok((req, stream)) => {
-                            if let Err(e) = answer(&*files, req, stream, &stats).await {
+                            if let Err(e) = answer(&*files, req, stream, &stats, peer).await {
                                 tracing::debug!("HTTP/3 request: {e}");
                             }
                         }
@@ -107,6 +108,7 @@ async fn answer<F: Files, S>(
     req: Request<()>,
     mut stream: h3::server::RequestStream<S, Bytes>,
     stats: &ServerStats,
+    peer: std::net::IpAddr,
 ) -> anyhow::Result<()>
 where
     S: h3::quic::BidiStream<Bytes>,
@@ -121,6 +123,18 @@ where
         stream
             .send_response(simple(StatusCode::METHOD_NOT_ALLOWED))
             .await?;
+        stream.finish().await?;
+        return Ok(());
+    }
+    let token = req
+        .headers()
+        .get(segue_wire::control::SEGUE_TOKEN)
+        .and_then(|v| v.to_str().ok());
+    if let Err(d) = files.authorize(req.uri().path(), req.uri().query(), token, peer) {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(path = req.uri().path(), "HTTP/3: {d}");
+        let status = StatusCode::from_u16(d.status()).unwrap_or(StatusCode::FORBIDDEN);
+        stream.send_response(simple(status)).await?;
         stream.finish().await?;
         return Ok(());
     }
@@ -201,9 +215,9 @@ where
     } else {
         stream.send_response(resp.body(())?).await?;
     }
-    stream.finish().await?;
     stats.files.fetch_add(1, Ordering::Relaxed);
     stats.bytes.fetch_add(n, Ordering::Relaxed);
+    stream.finish().await?;
     Ok(())
 }
 

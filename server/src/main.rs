@@ -104,12 +104,31 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Sign a URL for a node that requires signed URLs (--token-key-file): prints it with
+    /// `?expires=…&token=…`.
+    Token(TokenArgs),
     /// HTTP/0.9 (ALPN hq-interop) and HTTP/3 (h3) file endpoints, for interop tests with
     /// other QUIC stacks.
     Hq {
         #[command(subcommand)]
         command: HqCommand,
     },
+}
+
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// The node's key file; its first key signs.
+    #[arg(long)]
+    key_file: PathBuf,
+    /// What to sign: segue://HOST:PORT/OBJECT (a play) or https://HOST:PORT/FILE (a file
+    /// object over HTTP/3).
+    url: url::Url,
+    /// Seconds the URL stays valid.
+    #[arg(long, default_value_t = 3600)]
+    ttl_secs: u64,
+    /// Only this client address may use it.
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -221,6 +240,11 @@ struct TlsArgs {
     /// (`https://HOST:PORT/movies/a.mp4`, with Range; docs/PROTOCOL.md §8.9). Off by default.
     #[arg(long, value_name = "ADDR")]
     files_listen: Option<SocketAddr>,
+    /// Edges: require signed URLs of players and file downloads (docs/SECURITY.md): a file of
+    /// 1 or 2 secret keys, one per line (the first signs with `segue token`; both verify, for
+    /// rotation). Off by default.
+    #[arg(long, value_name = "FILE")]
+    token_key_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -610,10 +634,21 @@ enum CertsCommand {
 }
 
 impl TlsArgs {
+    /// With `--token-key-file`: the keys signed URLs are checked with.
+    fn access(&self) -> anyhow::Result<Option<Arc<segue_server::access::Keys>>> {
+        let Some(f) = &self.token_key_file else {
+            return Ok(None);
+        };
+        let keys = segue_server::access::Keys::from_file(f)?;
+        tracing::info!(keys = ?keys, "signed URLs required");
+        Ok(Some(Arc::new(keys)))
+    }
+
     /// With `--files-listen`: the node's file objects over HTTP/3 and hq-interop until `stop`.
     fn serve_files<S: segue_server::source::Source + Clone>(
         &self,
         source: &S,
+        access: Option<Arc<segue_server::access::Keys>>,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         use segue_server::{files::ObjectFiles, hq};
@@ -622,7 +657,7 @@ impl TlsArgs {
         };
         let ep = hq::server_endpoint(listen, &self.cert, &self.key)?;
         tracing::info!(files = %ep.endpoint.local_addr()?, "serving files over HTTP/3 and hq-interop");
-        let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())));
+        let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())).with_access(access));
         let stats = Arc::new(hq::ServerStats::default());
         tokio::spawn(hq::serve(ep, files, false, stats, stop.clone()));
         Ok(())
@@ -711,9 +746,17 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         stop.clone(),
     ));
     serve_admin(&a.admin, node, stop.clone()).await?;
-    a.tls.serve_files(&source, &stop)?;
+    // An origin's segment clients are edges, which carry no grant (nodes will authenticate
+    // with client certificates instead: issue 8).
+    anyhow::ensure!(
+        a.tls.token_key_file.is_none(),
+        "--token-key-file is for edges: an origin would refuse its edges, which carry no grant"
+    );
+    let access = None;
+    a.tls.serve_files(&source, access.clone(), &stop)?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
-    let opts = node_options(a.send_ahead_ms, a.response_delay_ms);
+    let mut opts = node_options(a.send_ahead_ms, a.response_delay_ms);
+    opts.access = access;
     segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
     Ok(())
 }
@@ -893,10 +936,12 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         ));
     }
     serve_admin(&a.admin, node, stop.clone()).await?;
-    a.tls.serve_files(&edge, &stop)?;
+    let access = a.tls.access()?;
+    a.tls.serve_files(&edge, access.clone(), &stop)?;
     let endpoint = a.tls.endpoint(a.listen)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
-    let opts = node_options(a.send_ahead_ms, 0);
+    let mut opts = node_options(a.send_ahead_ms, 0);
+    opts.access = access;
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
     // Saves measured usage on its way out.
     let _ = upkeep.await;
@@ -1167,6 +1212,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Media { command } => media(command).await,
         Command::Hq { command } => hq(command).await,
         Command::Lab { command } => lab(command).await,
+        Command::Token(a) => {
+            let secrets = segue_server::access::secrets_from_file(&a.key_file)?;
+            segue_server::access::Keys::new(&secrets)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.key_file.display()))?;
+            let object = segue_server::files::object_of(a.url.path())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", a.url))?;
+            let expires = segue_server::access::now().saturating_add(a.ttl_secs);
+            let mut url = a.url.clone();
+            url.set_query(Some(&segue_server::access::grant(
+                &secrets[0],
+                object.as_str(),
+                expires,
+                a.ip,
+            )));
+            println!("{url}");
+            Ok(())
+        }
         Command::Certs {
             command: CertsCommand::Init { dir, nodes },
         } => {

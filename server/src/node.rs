@@ -19,6 +19,8 @@ pub struct NodeOptions {
     pub limits: Limits,
     /// Delay before answering each segment request (lab and demo aid; zero in production).
     pub response_delay: std::time::Duration,
+    /// Signed URLs required of players (docs/SECURITY.md); `None`: open access.
+    pub access: Option<Arc<crate::access::Keys>>,
 }
 
 /// Serves `endpoint` until `shutdown` turns true, then closes every connection.
@@ -84,7 +86,8 @@ async fn connection<S: Source>(
                 opts.sessions,
                 limits,
                 packets.clone(),
-            );
+            )
+            .with_access(opts.access.clone());
             tokio::spawn(async move {
                 if let Err(e) = serve_control(send, recv, limits, &mut sessions).await {
                     tracing::debug!(%peer, "control: {e}");
@@ -94,8 +97,10 @@ async fn connection<S: Source>(
         } else {
             let source = source.clone();
             let delay = opts.response_delay;
+            let access = opts.access.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_exchange(source, send, recv, limits, delay).await {
+                let gate = access.as_deref().map(|k| (k, peer.ip()));
+                if let Err(e) = serve_exchange(source, send, recv, limits, delay, gate).await {
                     tracing::debug!(%peer, "segment exchange: {e}");
                 }
             });

@@ -32,6 +32,7 @@ pub async fn serve_exchange<S: Source>(
     mut recv: RecvStream,
     limits: Limits,
     delay: std::time::Duration,
+    access: Option<(&crate::access::Keys, std::net::IpAddr)>,
 ) -> anyhow::Result<()> {
     let mut buf = Vec::with_capacity(256);
     let (req, used) = loop {
@@ -67,6 +68,22 @@ pub async fn serve_exchange<S: Source>(
         tokio::time::sleep(delay).await;
     }
     let object = req.object().clone();
+    // Signed URLs: a player's manifest and segment requests carry its grant (TOKEN). Pushes
+    // are governed by the node's push setting.
+    if let Some((keys, peer)) = access
+        && !matches!(req, SegmentRequest::PushOffer { .. })
+        && let Err(d) = keys.check(
+            object.as_str(),
+            req.params().token.map(Ok),
+            peer,
+            crate::access::now(),
+        )
+    {
+        send.write_all(&ResponseHeader::error(Status::Unauthorized, d.to_string()).encode())
+            .await?;
+        send.finish()?;
+        return Ok(());
+    }
     let manifest = match source.manifest(&object).await {
         Ok(m) => m,
         Err(e) => {

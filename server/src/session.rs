@@ -107,6 +107,8 @@ pub struct Sessions<S: Source> {
     flows_in_use: HashSet<u64>,
     rng: SystemRandom,
     packets: Arc<PacketCache>,
+    /// Signed URLs required (docs/SECURITY.md).
+    access: Option<Arc<crate::access::Keys>>,
 }
 
 fn err(status: u16, req: &Request, reason: impl Into<String>) -> Response {
@@ -143,7 +145,29 @@ impl<S: Source> Sessions<S> {
             flows_in_use: HashSet::new(),
             rng: SystemRandom::new(),
             packets,
+            access: None,
         }
+    }
+
+    /// Requires signed URLs of DESCRIBE and of the SETUP that creates a session.
+    pub fn with_access(mut self, access: Option<Arc<crate::access::Keys>>) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Whether the request's grant (URL query or `Segue-Token`) gives this client `name`.
+    fn authorize(&self, req: &Request, url: &SegueUrl, name: &ObjectName) -> Result<(), Refusal> {
+        let Some(keys) = &self.access else {
+            return Ok(());
+        };
+        let grant = crate::access::grant_of(url.query.as_deref(), req.headers.token.as_deref());
+        keys.check(
+            name.as_str(),
+            grant,
+            self.conn.remote_address().ip(),
+            crate::access::now(),
+        )
+        .map_err(|d| (d.status(), d.to_string()))
     }
 
     fn random_u32(&self) -> u32 {
@@ -178,6 +202,9 @@ impl<S: Source> Sessions<S> {
                 req,
                 "DESCRIBE takes the object URL",
             );
+        }
+        if let Err((st, why)) = self.authorize(req, url, name) {
+            return err(st, req, why);
         }
         match self.source.manifest(name).await {
             Ok(m) if m.is_file() => not_media(req, name),
@@ -271,6 +298,9 @@ impl<S: Source> Sessions<S> {
         let (id, created) = match existing {
             Some(id) => (id, false),
             None => {
+                if let Err((st, why)) = self.authorize(req, &url, &name) {
+                    return err(st, req, why);
+                }
                 if self.sessions.len() >= self.opts.max_sessions {
                     return err(
                         status::SERVICE_UNAVAILABLE,
@@ -298,7 +328,10 @@ impl<S: Source> Sessions<S> {
                 self.sessions.insert(
                     id.clone(),
                     Session {
-                        url: url.object_url().unwrap_or_else(|| url.clone()),
+                        // Without the query: a token is not echoed in server requests.
+                        url: url
+                            .object_url()
+                            .map_or_else(|| url.clone(), |u| u.with_resource(u.resource.clone())),
                         cache_case: None,
                         manifest,
                         desc,

@@ -22,6 +22,7 @@ pub mod roq;
 pub mod rtp;
 pub mod sdp;
 pub mod segment;
+pub mod token;
 pub mod varint;
 
 pub use address::{ObjectName, Resource, SegueUrl};

@@ -81,6 +81,7 @@ fn headers() -> impl Strategy<Value = Headers> {
         proptest::option::of(token()),
         proptest::option::of("[A-Za-z0-9][A-Za-z0-9 .:/_-]{0,40}[A-Za-z0-9]"),
         any::<bool>(),
+        proptest::option::of("expires=[0-9]{1,12}&token=[A-Za-z0-9_-]{43}"),
     )
         .prop_map(
             |(
@@ -95,6 +96,7 @@ fn headers() -> impl Strategy<Value = Headers> {
                 term,
                 error,
                 unpaced,
+                token,
             )| {
                 Headers {
                     cseq,
@@ -109,6 +111,7 @@ fn headers() -> impl Strategy<Value = Headers> {
                     error,
                     content_type: None,
                     unpaced,
+                    token,
                 }
             },
         )
@@ -284,14 +287,16 @@ fn params() -> impl Strategy<Value = Params> {
         proptest::option::of(0..=varint::MAX),
         proptest::option::of(0..=varint::MAX),
         proptest::option::of(0..=varint::MAX),
+        proptest::option::of((0..=varint::MAX, any::<[u8; 32]>())),
     )
         .prop_map(
-            |(hop_limit, revision, deadline_ms, viewers, sender)| Params {
+            |(hop_limit, revision, deadline_ms, viewers, sender, token)| Params {
                 hop_limit,
                 revision,
                 deadline_ms,
                 viewers,
                 sender,
+                token: token.map(|(expires, tag)| segue_wire::token::Grant { expires, tag }),
             },
         )
 }

@@ -431,6 +431,7 @@ impl Upstream {
                 deadline_ms,
                 viewers: None,
                 sender: hop.map(|h| h.1),
+                token: None,
             },
         };
         let started = Instant::now();

@@ -10,6 +10,8 @@ use crate::error::DecodeError;
 pub const SEGUE_ERROR: &str = "Segue-Error";
 /// Custom PLAY header: `Segue-Pacing: none` asks for media as fast as flow control allows.
 pub const SEGUE_PACING: &str = "Segue-Pacing";
+/// A signed-URL grant (`expires=E&token=T`) when the URL does not carry it.
+pub const SEGUE_TOKEN: &str = "Segue-Token";
 
 /// A position in normal play time, in microseconds from the start of the object.
 pub type Npt = u64;
@@ -61,6 +63,8 @@ pub struct Headers {
     pub content_type: Option<String>,
     /// `Segue-Pacing: none` on PLAY: no real-time pacing.
     pub unpaced: bool,
+    /// `Segue-Token: expires=E&token=T`: a signed-URL grant (docs/SECURITY.md).
+    pub token: Option<String>,
 }
 
 const PROFILE_LOWER: &str = "QUIC";
@@ -130,6 +134,7 @@ impl Headers {
             content_type: text(&rh::CONTENT_TYPE),
             unpaced: text(&HeaderName::from_static_str(SEGUE_PACING).map_err(|_| bad("name"))?)
                 .is_some_and(|v| v.eq_ignore_ascii_case("none")),
+            token: text(&HeaderName::from_static_str(SEGUE_TOKEN).map_err(|_| bad("name"))?),
         })
     }
 
@@ -171,6 +176,9 @@ impl Headers {
             put(name, &self.error);
         }
         put(rh::CONTENT_TYPE, &self.content_type);
+        if let Ok(name) = HeaderName::from_static_str(SEGUE_TOKEN) {
+            put(name, &self.token);
+        }
         if self.unpaced
             && let Ok(name) = HeaderName::from_static_str(SEGUE_PACING)
         {

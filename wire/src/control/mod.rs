@@ -7,7 +7,7 @@ mod headers;
 mod message;
 
 pub use decoder::{ControlDecoder, ControlError};
-pub use headers::{Headers, Npt, NptRange, RtpInfo, SessionHeader, Transport};
+pub use headers::{Headers, Npt, NptRange, RtpInfo, SEGUE_TOKEN, SessionHeader, Transport};
 pub use message::{
     Message, Method, Request, Response, sanitize_header_text as message_text, status,
 };

@@ -24,6 +24,8 @@ pub struct Params {
     pub viewers: Option<u64>,
     /// The requesting helper ([`super::helper_id`] of its name), on requests between helpers.
     pub sender: Option<u64>,
+    /// A player's signed-URL grant, for nodes that require one (docs/SECURITY.md).
+    pub token: Option<crate::token::Grant>,
 }
 
 /// A request on a segment stream.
@@ -192,6 +194,12 @@ impl SegmentRequest {
                 varint::put(&mut body, v);
             }
         }
+        if let Some(g) = params.token {
+            varint::put(&mut body, pt::TOKEN);
+            varint::put(&mut body, (varint::size(g.expires) + 32) as u64);
+            varint::put(&mut body, g.expires);
+            body.put_slice(&g.tag);
+        }
         let mut out = Vec::with_capacity(body.len() + 4);
         put_frame(&mut out, ty, &body);
         out
@@ -304,6 +312,12 @@ fn read_params(r: &mut Reader<'_>) -> Result<Params, DecodeError> {
             let mut v = Reader::new(value);
             p.sender = Some(v.varint()?);
             v.finish("sender parameter")?;
+        } else if ty == pt::TOKEN {
+            let mut v = Reader::new(value);
+            let expires = v.varint()?;
+            let tag = v.array()?;
+            v.finish("token parameter")?;
+            p.token = Some(crate::token::Grant { expires, tag });
         }
     }
     Ok(p)

@@ -60,6 +60,8 @@ pub mod param_type {
     pub const DEADLINE: u64 = 0x03;
     pub const VIEWERS: u64 = 0x04;
     pub const SENDER: u64 = 0x05;
+    /// Signed-URL grant of a player's request: Expires (i) + HMAC tag (32 bytes).
+    pub const TOKEN: u64 = 0x06;
 }
 
 #[cfg(test)]
@@ -97,6 +99,7 @@ mod tests {
                 deadline_ms: None,
                 viewers: None,
                 sender: None,
+                token: None,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -124,6 +127,7 @@ mod tests {
                 deadline_ms: None,
                 viewers: None,
                 sender: None,
+                token: None,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -154,6 +158,7 @@ mod tests {
                 deadline_ms: Some(1500),
                 viewers: None,
                 sender: None,
+                token: None,
             },
         };
         assert_eq!(req.encode(), bytes);
