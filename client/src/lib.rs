@@ -7,6 +7,7 @@
 
 pub mod play;
 pub mod playout;
+pub mod qlog;
 pub mod report;
 pub mod session;
 

@@ -33,7 +33,13 @@ pub async fn connect(
         "0.0.0.0:0".parse()?
     };
     let mut ep = quinn::Endpoint::client(bind).context("cannot bind a UDP socket")?;
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    if let Some(q) = crate::qlog::Qlog::from_env() {
+        let mut t = quinn::TransportConfig::default();
+        t.qlog_stream(q.stream("client", addr));
+        cfg.transport_config(Arc::new(t));
+    }
+    ep.set_default_client_config(cfg);
     let conn = tokio::time::timeout(timeout, ep.connect(addr, host)?)
         .await
         .with_context(|| format!("no answer from {addr} within {timeout:?}"))?

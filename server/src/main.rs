@@ -757,6 +757,11 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
     let mut opts = node_options(a.send_ahead_ms, a.response_delay_ms);
     opts.access = access;
+    opts.qlog = segue_server::quic::NodeQlog::from_env(
+        &a.tls.cert,
+        &a.tls.key,
+        TransportLimits::default(),
+    )?;
     segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
     Ok(())
 }
@@ -942,6 +947,11 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
     let mut opts = node_options(a.send_ahead_ms, 0);
     opts.access = access;
+    opts.qlog = segue_server::quic::NodeQlog::from_env(
+        &a.tls.cert,
+        &a.tls.key,
+        TransportLimits::default(),
+    )?;
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
     // Saves measured usage on its way out.
     let _ = upkeep.await;

@@ -21,6 +21,8 @@ pub struct NodeOptions {
     pub response_delay: std::time::Duration,
     /// Signed URLs required of players (docs/SECURITY.md); `None`: open access.
     pub access: Option<Arc<crate::access::Keys>>,
+    /// A qlog trace per connection (`$QLOGDIR`).
+    pub qlog: Option<crate::quic::NodeQlog>,
 }
 
 /// Serves `endpoint` until `shutdown` turns true, then closes every connection.
@@ -39,11 +41,19 @@ pub async fn serve<S: Source>(
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let connecting = match &opts.qlog {
+                    Some(q) => q.accept(incoming),
+                    None => incoming.accept(),
+                };
                 let source = source.clone();
                 let opts = opts.clone();
                 let packets = packets.clone();
                 tokio::spawn(async move {
-                    match incoming.await {
+                    let conn = match connecting {
+                        Ok(c) => c.await,
+                        Err(e) => Err(e),
+                    };
+                    match conn {
                         Ok(conn) => connection(conn, source, opts, packets).await,
                         Err(e) => tracing::debug!("handshake failed: {e}"),
                     }

@@ -48,10 +48,7 @@ pub fn server_endpoint(
     key: &Path,
     limits: TransportLimits,
 ) -> anyhow::Result<quinn::Endpoint> {
-    let tls = segue_certs::tls::server_config(cert, key, &[segue_wire::ALPN])?;
-    let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
-    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    cfg.transport_config(Arc::new(transport(limits)?));
+    let cfg = server_config(cert, key, limits)?;
     quinn::Endpoint::server(cfg, listen).with_context(|| format!("cannot listen on {listen}"))
 }
 
@@ -70,41 +67,62 @@ pub fn client_endpoint(ca: &Path) -> anyhow::Result<quinn::Endpoint> {
     Ok(ep)
 }
 
-/// qlog traces, one file per connection, in the directory `$QLOGDIR` names (the QUIC interop
-/// runner's convention), through quinn's `qlog` feature. Unset or empty: no traces.
-#[derive(Debug, Clone)]
-pub struct Qlog {
-    dir: std::path::PathBuf,
+pub use segue_client::qlog::Qlog;
+
+/// A server configuration for `cert`/`key`, ALPN `segue/1`, with segue/1's transport limits.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    limits: TransportLimits,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let tls = segue_certs::tls::server_config(cert, key, &[segue_wire::ALPN])?;
+    let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(Arc::new(transport(limits)?));
+    Ok(cfg)
 }
 
-impl Qlog {
-    pub fn from_env() -> Option<Self> {
-        std::env::var_os("QLOGDIR")
-            .filter(|d| !d.is_empty())
-            .map(|d| Self { dir: d.into() })
+/// With `$QLOGDIR` set: what a node needs to give each connection its own qlog trace.
+#[derive(Clone)]
+pub struct NodeQlog {
+    qlog: Qlog,
+    config: quinn::ServerConfig,
+    limits: TransportLimits,
+}
+
+impl std::fmt::Debug for NodeQlog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeQlog({:?})", self.qlog)
+    }
+}
+
+impl NodeQlog {
+    /// `None` unless `$QLOGDIR` is set.
+    pub fn from_env(
+        cert: &Path,
+        key: &Path,
+        limits: TransportLimits,
+    ) -> anyhow::Result<Option<Self>> {
+        let Some(qlog) = Qlog::from_env() else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            qlog,
+            config: server_config(cert, key, limits)?,
+            limits,
+        }))
     }
 
-    /// A trace for a new connection (`role`: "client" or "server", `peer`: its address), in
-    /// `<dir>/<role>-<unix ms>-<n>.sqlog` (JSON text sequences). A directory that cannot be
-    /// written is logged and the connection goes untraced.
-    pub fn stream(&self, role: &str, peer: SocketAddr) -> Option<quinn::QlogStream> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let ms = (crate::clock::unix_now() * 1000.0) as u64;
-        let path = self.dir.join(format!("{role}-{ms}-{n}.sqlog"));
-        let file = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::File::create(&path));
-        match file {
-            Ok(f) => {
-                let mut c = quinn::QlogConfig::default();
-                c.writer(Box::new(f))
-                    .title(Some(format!("segue {role}, peer {peer}")));
-                c.into_stream()
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "no qlog: {e}");
-                None
-            }
+    /// Accepts `incoming` with a configuration tracing it.
+    pub fn accept(
+        &self,
+        incoming: quinn::Incoming,
+    ) -> Result<quinn::Connecting, quinn::ConnectionError> {
+        let mut c = self.config.clone();
+        if let Ok(mut t) = transport(self.limits) {
+            t.qlog_stream(self.qlog.stream("server", incoming.remote_address()));
+            c.transport_config(Arc::new(t));
         }
+        incoming.accept_with(Arc::new(c))
     }
 }

@@ -179,3 +179,69 @@ async fn a_file_changed_behind_the_origins_back_is_not_served() {
     assert_eq!(first, bytes[..10_000]);
     origin.shutdown().await;
 }
+
+/// `$QLOGDIR` on a node started as a process: a qlog trace per accepted segue/1 connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_writes_a_qlog_trace_per_connection() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let tls = DevTls::init(&dir.path().join("certs")).unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    std::fs::write(
+        media.join("demo.mp4"),
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/demo.mp4"))
+            .unwrap(),
+    )
+    .unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let qlog = dir.path().join("qlog");
+    let mut origin = Command::new(env!("CARGO_BIN_EXE_segue"))
+        .args(["origin", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--media")
+        .arg(&media)
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .arg("--cert")
+        .arg(&tls.cert)
+        .arg("--key")
+        .arg(&tls.key)
+        .env("QLOGDIR", &qlog)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = segue_wire::SegueUrl::parse(&format!("segue://localhost:{port}/demo")).unwrap();
+    let mut report = None;
+    for _ in 0..50 {
+        let mut o = segue_client::play::PlayOptions::new(url.clone(), tls.ca.clone());
+        o.pace = false;
+        let r = segue_client::play::play(&o).await;
+        if r.ok() {
+            report = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = origin.kill();
+    let _ = origin.wait();
+    assert!(report.is_some(), "the origin never served the play");
+    let traces: Vec<_> = std::fs::read_dir(&qlog)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("server-")
+        })
+        .collect();
+    assert!(!traces.is_empty());
+    let text = std::fs::read_to_string(traces.last().unwrap()).unwrap();
+    assert!(text.contains("qlog_version") && text.contains("packet_received"));
+}

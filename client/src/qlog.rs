@@ -1,0 +1,44 @@
+//! qlog traces of QUIC connections (quinn's `qlog` feature), for the player and the nodes.
+
+use std::net::SocketAddr;
+
+/// qlog traces, one file per connection, in the directory `$QLOGDIR` names (the QUIC interop
+/// runner's convention), through quinn's `qlog` feature. Unset or empty: no traces.
+#[derive(Debug, Clone)]
+pub struct Qlog {
+    dir: std::path::PathBuf,
+}
+
+impl Qlog {
+    pub fn from_env() -> Option<Self> {
+        std::env::var_os("QLOGDIR")
+            .filter(|d| !d.is_empty())
+            .map(|d| Self { dir: d.into() })
+    }
+
+    /// A trace for a new connection (`role`: "client" or "server", `peer`: its address), in
+    /// `<dir>/<role>-<unix ms>-<n>.sqlog` (JSON text sequences). A directory that cannot be
+    /// written is logged and the connection goes untraced.
+    pub fn stream(&self, role: &str, peer: SocketAddr) -> Option<quinn::QlogStream> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let path = self.dir.join(format!("{role}-{ms}-{n}.sqlog"));
+        let file = std::fs::create_dir_all(&self.dir).and_then(|()| std::fs::File::create(&path));
+        match file {
+            Ok(f) => {
+                let mut c = quinn::QlogConfig::default();
+                c.writer(Box::new(f))
+                    .title(Some(format!("segue {role}, peer {peer}")));
+                c.into_stream()
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "no qlog: {e}");
+                None
+            }
+        }
+    }
+}
