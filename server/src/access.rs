@@ -28,7 +28,7 @@ pub const MIN_KEY: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
     /// No grant at all: 401.
-    #[error("this node requires a signed URL (expires=…&token=…)")]
+    #[error("this node requires a signed URL (expires=...&token=...)")]
     Missing,
     /// A grant that is malformed, expired, for another object or address, or not signed by a
     /// key of ours: 403.

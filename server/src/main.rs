@@ -669,15 +669,28 @@ impl TlsArgs {
     }
 }
 
-fn node_options(send_ahead_ms: u64, response_delay_ms: u64) -> NodeOptions {
-    NodeOptions {
+/// How a node serves: its sessions, signed URLs, and a qlog trace per connection when
+/// `$QLOGDIR` is set.
+fn node_options(
+    send_ahead_ms: u64,
+    response_delay_ms: u64,
+    tls: &TlsArgs,
+    access: Option<Arc<segue_server::access::Keys>>,
+) -> anyhow::Result<NodeOptions> {
+    Ok(NodeOptions {
         sessions: SessionOptions {
             send_ahead: Duration::from_millis(send_ahead_ms),
             ..SessionOptions::default()
         },
         response_delay: Duration::from_millis(response_delay_ms),
+        access,
+        qlog: segue_server::quic::NodeQlog::from_env(
+            &tls.cert,
+            &tls.key,
+            TransportLimits::default(),
+        )?,
         ..NodeOptions::default()
-    }
+    })
 }
 
 fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
@@ -752,16 +765,9 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         a.tls.token_key_file.is_none(),
         "--token-key-file is for edges: an origin would refuse its edges, which carry no grant"
     );
-    let access = None;
-    a.tls.serve_files(&source, access.clone(), &stop)?;
+    a.tls.serve_files(&source, None, &stop)?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
-    let mut opts = node_options(a.send_ahead_ms, a.response_delay_ms);
-    opts.access = access;
-    opts.qlog = segue_server::quic::NodeQlog::from_env(
-        &a.tls.cert,
-        &a.tls.key,
-        TransportLimits::default(),
-    )?;
+    let opts = node_options(a.send_ahead_ms, a.response_delay_ms, &a.tls, None)?;
     segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
     Ok(())
 }
@@ -945,13 +951,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     a.tls.serve_files(&edge, access.clone(), &stop)?;
     let endpoint = a.tls.endpoint(a.listen)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
-    let mut opts = node_options(a.send_ahead_ms, 0);
-    opts.access = access;
-    opts.qlog = segue_server::quic::NodeQlog::from_env(
-        &a.tls.cert,
-        &a.tls.key,
-        TransportLimits::default(),
-    )?;
+    let opts = node_options(a.send_ahead_ms, 0, &a.tls, access)?;
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
     // Saves measured usage on its way out.
     let _ = upkeep.await;
