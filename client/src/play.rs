@@ -380,13 +380,13 @@ pub async fn play(opts: &PlayOptions) -> Report {
 }
 
 async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> anyhow::Result<()> {
-    let object_url = opts
-        .url
-        .object_url()
-        .ok_or_else(|| anyhow!("{} names no object", opts.url))?;
-    if !matches!(opts.url.resource, Resource::Object(_)) {
-        bail!("play the object URL, not a track URL");
+    match opts.url.resource {
+        Resource::Object(_) => {}
+        Resource::Track(..) => bail!("play the object URL, not a track URL"),
+        Resource::Server => bail!("{} names no object", opts.url),
     }
+    // The object URL with its query (a signed URL's grant), for every request.
+    let object_url = opts.url.clone();
     let (_ep, conn, mut control) = connect(&opts.url, &opts.ca, opts.connect_timeout).await?;
     report.connect_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
 

@@ -328,10 +328,7 @@ impl<S: Source> Sessions<S> {
                 self.sessions.insert(
                     id.clone(),
                     Session {
-                        // Without the query: a token is not echoed in server requests.
-                        url: url
-                            .object_url()
-                            .map_or_else(|| url.clone(), |u| u.with_resource(u.resource.clone())),
+                        url: url.object_url().unwrap_or_else(|| url.clone()),
                         cache_case: None,
                         manifest,
                         desc,

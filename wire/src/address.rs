@@ -198,13 +198,11 @@ impl SegueUrl {
         }
     }
 
-    /// The aggregate URL of the object this URL names (itself for an object URL), with
-    /// this URL's query (an access token).
+    /// The aggregate URL of the object this URL names (itself for an object URL).
     pub fn object_url(&self) -> Option<Self> {
-        self.resource.object().map(|o| Self {
-            query: self.query.clone(),
-            ..self.with_resource(Resource::Object(o.clone()))
-        })
+        self.resource
+            .object()
+            .map(|o| self.with_resource(Resource::Object(o.clone())))
     }
 
     pub fn to_url(&self) -> url::Url {
