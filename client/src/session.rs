@@ -35,9 +35,7 @@ pub async fn connect(
     let mut ep = quinn::Endpoint::client(bind).context("cannot bind a UDP socket")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     if let Some(q) = crate::qlog::Qlog::from_env() {
-        let mut t = quinn::TransportConfig::default();
-        t.qlog_stream(q.stream("client", addr));
-        cfg.transport_config(Arc::new(t));
+        cfg = q.client_config(&cfg, quinn::TransportConfig::default(), addr);
     }
     ep.set_default_client_config(cfg);
     let conn = tokio::time::timeout(timeout, ep.connect(addr, host)?)

@@ -5,7 +5,9 @@
 //! every segment checksum-verified before a byte of it is sent.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -113,6 +115,20 @@ pub fn object_of(path: &str) -> Result<ObjectName, FileError> {
     ObjectName::new(rel, 1024).map_err(|e| FileError::NotFound(format!("bad path {path:?}: {e}")))
 }
 
+/// The file a request path names under `root`, which it may not leave (`..`, absolute
+/// paths, symbolic links pointing out).
+fn resolve(root: &Path, path: &str) -> anyhow::Result<PathBuf> {
+    let name = object_of(path)?;
+    let full = root
+        .join(name.as_str())
+        .canonicalize()
+        .with_context(|| format!("no file {path}"))?;
+    if !full.starts_with(root) || !full.is_file() {
+        bail!("no file {path}");
+    }
+    Ok(full)
+}
+
 /// Files of a directory, which requests cannot leave (`..`, absolute paths, symbolic links
 /// pointing out).
 #[derive(Debug, Clone)]
@@ -122,7 +138,7 @@ pub struct DirFiles {
 
 impl DirFiles {
     /// Serves `root` (which must exist).
-    pub fn new(root: &std::path::Path) -> std::io::Result<Self> {
+    pub fn new(root: &Path) -> std::io::Result<Self> {
         Ok(Self {
             root: Arc::new(root.canonicalize()?),
         })
@@ -142,8 +158,7 @@ impl Files for DirFiles {
     type Body = DiskBody;
 
     async fn open(&self, path: &str) -> Result<Opened<DiskBody>, FileError> {
-        let full = crate::hq::resolve(&self.root, path)
-            .map_err(|e| FileError::NotFound(format!("{e:#}")))?;
+        let full = resolve(&self.root, path).map_err(|e| FileError::NotFound(format!("{e:#}")))?;
         let file = tokio::fs::File::open(&full).await?;
         let md = file.metadata().await?;
         let etag = md
@@ -364,5 +379,28 @@ mod tests {
         assert_eq!(content_type("/x/A.MP4"), "video/mp4");
         assert_eq!(content_type("/x.ts"), "video/mp2t");
         assert_eq!(content_type("/x"), "application/octet-stream");
+    }
+
+    #[test]
+    fn paths_stay_under_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.bin"), b"x").unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
+        let root = root.canonicalize().unwrap();
+        assert!(resolve(&root, "/sub/a.bin").is_ok());
+        for bad in [
+            "/../secret",
+            "/sub/../../secret",
+            "/link",
+            "/sub",
+            "/nope",
+            "//etc/passwd",
+        ] {
+            assert!(resolve(&root, bad).is_err(), "{bad}");
+        }
     }
 }

@@ -93,11 +93,8 @@ pub async fn serve<F: Files>(
         let connecting = match &qlog {
             None => incoming.accept(),
             Some(q) => {
-                let mut t = transport(MAX_STREAMS);
-                t.qlog_stream(q.stream("server", incoming.remote_address()));
-                let mut c = config.clone();
-                c.transport_config(Arc::new(t));
-                incoming.accept_with(Arc::new(c))
+                let peer = incoming.remote_address();
+                incoming.accept_with(q.server_config(&config, transport(MAX_STREAMS), peer))
             }
         };
         let (files, stats) = (files.clone(), stats.clone());
@@ -139,22 +136,6 @@ pub fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// The file a request path names under `root`, which it may not leave (`..`, absolute
-/// paths, symbolic links pointing out).
-pub fn resolve(root: &Path, path: &str) -> anyhow::Result<PathBuf> {
-    let rel = path.trim_start_matches('/');
-    let name = segue_wire::ObjectName::new(rel, 1024)
-        .map_err(|e| anyhow::anyhow!("bad path {path:?}: {e}"))?;
-    let full = root
-        .join(name.as_str())
-        .canonicalize()
-        .with_context(|| format!("no file {path}"))?;
-    if !full.starts_with(root) || !full.is_file() {
-        bail!("no file {path}");
-    }
-    Ok(full)
 }
 
 async fn answer<F: Files>(
@@ -336,12 +317,10 @@ async fn fetch_on(
     opts: &ClientOptions,
     early: bool,
 ) -> anyhow::Result<Vec<Download>> {
-    let mut config = client.config.clone();
-    if let Some(q) = crate::quic::Qlog::from_env() {
-        let mut t = transport(0);
-        t.qlog_stream(q.stream("client", addr));
-        config.transport_config(Arc::new(t));
-    }
+    let config = match crate::quic::Qlog::from_env() {
+        Some(q) => q.client_config(&client.config, transport(0), addr),
+        None => client.config.clone(),
+    };
     let connecting = client.endpoint.connect_with(config, addr, host)?;
     let (conn, accepted) = if early {
         match connecting.into_0rtt() {
@@ -472,32 +451,4 @@ pub(crate) async fn collect(
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_stay_under_the_root() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("www");
-        std::fs::create_dir_all(root.join("sub")).unwrap();
-        std::fs::write(root.join("sub/a.bin"), b"x").unwrap();
-        std::fs::write(dir.path().join("secret"), b"s").unwrap();
-        #[cfg(unix)]
-        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
-        let root = root.canonicalize().unwrap();
-        assert!(resolve(&root, "/sub/a.bin").is_ok());
-        for bad in [
-            "/../secret",
-            "/sub/../../secret",
-            "/link",
-            "/sub",
-            "/nope",
-            "//etc/passwd",
-        ] {
-            assert!(resolve(&root, bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -8,7 +8,7 @@
 //!
 //! Each source file is also a *file object* (PROTOCOL.md §8.9) named by its path with the
 //! extension (`movies/a.mp4`): its segments are consecutive byte ranges of the file, read from
-//! the file itself and verified against checksums kept in `<data>/objects/<name>/.segue/`.
+//! the file itself and verified against checksums kept in `<data>/files/<name>/.segue/`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -59,7 +59,7 @@ impl StoredObject {
 }
 
 /// Byte offset and size of segment `index` of a file object.
-pub fn file_range(manifest: &Manifest, index: usize) -> Option<(u64, u64)> {
+fn file_range(manifest: &Manifest, index: usize) -> Option<(u64, u64)> {
     let size = manifest.segments.get(index)?.size;
     let offset = manifest.segments[..index].iter().map(|s| s.size).sum();
     Some((offset, size))
@@ -67,7 +67,7 @@ pub fn file_range(manifest: &Manifest, index: usize) -> Option<(u64, u64)> {
 
 /// Size of a file object's segments: 256 KiB, more for files that would otherwise need more
 /// segments than a manifest holds.
-pub fn file_segment_size(len: u64, limits: &Limits) -> u64 {
+fn file_segment_size(len: u64, limits: &Limits) -> u64 {
     let max_segments = limits.max_segments.max(1) as u64;
     len.div_ceil(max_segments)
         .next_power_of_two()
@@ -467,13 +467,6 @@ impl Library {
             .get(name)
             .or_else(|| self.files.get(name))
             .cloned()
-    }
-
-    /// File object names, sorted.
-    pub fn file_names(&self) -> Vec<ObjectName> {
-        let mut v: Vec<_> = self.files.keys().cloned().collect();
-        v.sort();
-        v
     }
 
     /// Media object names, sorted.

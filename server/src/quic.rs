@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+pub use segue_client::qlog::Qlog;
 
 /// Transport limits of a server endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -67,8 +68,6 @@ pub fn client_endpoint(ca: &Path) -> anyhow::Result<quinn::Endpoint> {
     Ok(ep)
 }
 
-pub use segue_client::qlog::Qlog;
-
 /// A server configuration for `cert`/`key`, ALPN `segue/1`, with segue/1's transport limits.
 pub fn server_config(
     cert: &Path,
@@ -118,11 +117,11 @@ impl NodeQlog {
         &self,
         incoming: quinn::Incoming,
     ) -> Result<quinn::Connecting, quinn::ConnectionError> {
-        let mut c = self.config.clone();
-        if let Ok(mut t) = transport(self.limits) {
-            t.qlog_stream(self.qlog.stream("server", incoming.remote_address()));
-            c.transport_config(Arc::new(t));
-        }
-        incoming.accept_with(Arc::new(c))
+        // The limits were checked when the configuration was made: this cannot fail.
+        let Ok(t) = transport(self.limits) else {
+            return incoming.accept_with(Arc::new(self.config.clone()));
+        };
+        let peer = incoming.remote_address();
+        incoming.accept_with(self.qlog.server_config(&self.config, t, peer))
     }
 }
