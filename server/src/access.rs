@@ -74,14 +74,6 @@ pub fn grant(key: &[u8], object: &str, expires: u64, ip: Option<IpAddr>) -> Stri
     Grant { expires, tag }.to_query()
 }
 
-/// The token alone (`T` of [`grant`]).
-pub fn sign(key: &[u8], object: &str, expires: u64, ip: Option<IpAddr>) -> String {
-    let g = grant(key, object, expires, ip);
-    g.split_once("&token=")
-        .map(|(_, t)| t.to_owned())
-        .unwrap_or(g)
-}
-
 /// The grant a request carries: in its URL's query, else in a `Segue-Token` header.
 pub fn grant_of(query: Option<&str>, header: Option<&str>) -> Option<Result<Grant, ()>> {
     query
@@ -148,17 +140,6 @@ impl Keys {
             ))
         }
     }
-
-    /// [`Keys::check`] of a query string or header value.
-    pub fn check_query(
-        &self,
-        object: &str,
-        query: Option<&str>,
-        peer: IpAddr,
-        now: u64,
-    ) -> Result<(), Denied> {
-        self.check(object, grant_of(query, None), peer, now)
-    }
 }
 
 /// The secrets of a key file: one per line (its bytes as written, at least [`MIN_KEY`]), `#`
@@ -188,6 +169,17 @@ mod tests {
     const K1: &[u8] = b"0123456789abcdef-one";
     const K2: &[u8] = b"0123456789abcdef-two";
 
+    /// [`Keys::check`] of a query string.
+    fn check_query(
+        keys: &Keys,
+        object: &str,
+        query: Option<&str>,
+        peer: IpAddr,
+        now: u64,
+    ) -> Result<(), Denied> {
+        keys.check(object, grant_of(query, None), peer, now)
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -197,59 +189,56 @@ mod tests {
         let keys = Keys::new(&[K1.to_vec()]).unwrap();
         let peer = ip("192.0.2.7");
         let g = grant(K1, "movies/demo", 1000, None);
-        assert_eq!(keys.check_query("movies/demo", Some(&g), peer, 999), Ok(()));
         assert_eq!(
-            keys.check_query("movies/demo", Some(&g), peer, 1000),
+            check_query(&keys, "movies/demo", Some(&g), peer, 999),
+            Ok(())
+        );
+        assert_eq!(
+            check_query(&keys, "movies/demo", Some(&g), peer, 1000),
             Ok(())
         );
         // expired, other object, tampered expiry, missing, malformed
         assert!(matches!(
-            keys.check_query("movies/demo", Some(&g), peer, 1001),
+            check_query(&keys, "movies/demo", Some(&g), peer, 1001),
             Err(Denied::Refused("expired"))
         ));
         assert!(matches!(
-            keys.check_query("movies/other", Some(&g), peer, 0),
+            check_query(&keys, "movies/other", Some(&g), peer, 0),
             Err(Denied::Refused(_))
         ));
         let later = g.replace("expires=1000", "expires=9000");
         assert!(matches!(
-            keys.check_query("movies/demo", Some(&later), peer, 0),
+            check_query(&keys, "movies/demo", Some(&later), peer, 0),
             Err(Denied::Refused(_))
         ));
         assert_eq!(
-            keys.check_query("movies/demo", None, peer, 0),
+            check_query(&keys, "movies/demo", None, peer, 0),
             Err(Denied::Missing)
         );
         assert_eq!(
-            keys.check_query("movies/demo", Some("a=b"), peer, 0),
+            check_query(&keys, "movies/demo", Some("a=b"), peer, 0),
             Err(Denied::Missing)
         );
         assert!(matches!(
-            keys.check_query("movies/demo", Some("expires=x&token=y"), peer, 0),
+            check_query(&keys, "movies/demo", Some("expires=x&token=y"), peer, 0),
             Err(Denied::Refused(_))
         ));
         // Parameters in another order, among others.
         let (e, t) = g.split_once('&').unwrap();
         assert_eq!(
-            keys.check_query("movies/demo", Some(&format!("x=1&{t}&{e}")), peer, 0),
+            check_query(&keys, "movies/demo", Some(&format!("x=1&{t}&{e}")), peer, 0),
             Ok(())
         );
         // Bound to an address: that address only (an IPv4-mapped IPv6 peer is the same).
         let bound = grant(K1, "a", 1000, Some(peer));
-        assert_eq!(keys.check_query("a", Some(&bound), peer, 0), Ok(()));
+        assert_eq!(check_query(&keys, "a", Some(&bound), peer, 0), Ok(()));
         assert_eq!(
-            keys.check_query("a", Some(&bound), ip("::ffff:192.0.2.7"), 0),
+            check_query(&keys, "a", Some(&bound), ip("::ffff:192.0.2.7"), 0),
             Ok(())
         );
-        assert!(
-            keys.check_query("a", Some(&bound), ip("192.0.2.8"), 0)
-                .is_err()
-        );
+        assert!(check_query(&keys, "a", Some(&bound), ip("192.0.2.8"), 0).is_err());
         // Another key's grant is refused.
-        assert!(
-            keys.check_query("a", Some(&grant(K2, "a", 1000, None)), peer, 0)
-                .is_err()
-        );
+        assert!(check_query(&keys, "a", Some(&grant(K2, "a", 1000, None)), peer, 0).is_err());
     }
 
     #[test]
@@ -258,16 +247,12 @@ mod tests {
         let peer = ip("2001:db8::1");
         for k in [K1, K2] {
             assert_eq!(
-                both.check_query("a", Some(&grant(k, "a", 5, None)), peer, 0),
+                check_query(&both, "a", Some(&grant(k, "a", 5, None)), peer, 0),
                 Ok(())
             );
         }
         let new_only = Keys::new(&[K2.to_vec()]).unwrap();
-        assert!(
-            new_only
-                .check_query("a", Some(&grant(K1, "a", 5, None)), peer, 0)
-                .is_err()
-        );
+        assert!(check_query(&new_only, "a", Some(&grant(K1, "a", 5, None)), peer, 0).is_err());
         assert!(Keys::new(&[]).is_err());
         assert!(Keys::new(&[K1.to_vec(), K1.to_vec(), K2.to_vec()]).is_err());
         assert!(Keys::new(&[b"short".to_vec()]).is_err());
@@ -283,8 +268,8 @@ mod tests {
             "expires=1767225600&token=RhPHPVMbO_HjE9VXkCvo7xnXy6Qu8fCo5eLfj0g3jA8"
         );
         assert_eq!(
-            sign(key, "movies/demo", 1_767_225_600, Some(ip("192.0.2.7"))),
-            "4_rCDcT_BYjxPLlo4zgm3s7uu6xK5u23WgpPiyd6j00"
+            grant(key, "movies/demo", 1_767_225_600, Some(ip("192.0.2.7"))),
+            "expires=1767225600&token=4_rCDcT_BYjxPLlo4zgm3s7uu6xK5u23WgpPiyd6j00"
         );
     }
 }
