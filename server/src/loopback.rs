@@ -61,7 +61,7 @@ pub fn origin_with(
     opts: NodeOptions,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
-    let ep = server_endpoint(any_port(), &tls.cert, &tls.key, TransportLimits::default())?;
+    let ep = endpoint(tls)?;
     let addr = ep.local_addr()?;
     Ok((addr, serve(ep, Arc::new(source), opts, stop)))
 }

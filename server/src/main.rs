@@ -721,6 +721,12 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 }
 
 async fn origin(a: OriginArgs) -> anyhow::Result<()> {
+    // An origin's segment clients are edges, which carry no grant (nodes will authenticate
+    // with client certificates instead: issue 8).
+    anyhow::ensure!(
+        a.tls.token_key_file.is_none(),
+        "--token-key-file is for edges: an origin would refuse its edges, which carry no grant"
+    );
     let opts = LibraryOptions {
         media_root: a.media.clone(),
         data_dir: a.data.clone(),
@@ -759,12 +765,6 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         stop.clone(),
     ));
     serve_admin(&a.admin, node, stop.clone()).await?;
-    // An origin's segment clients are edges, which carry no grant (nodes will authenticate
-    // with client certificates instead: issue 8).
-    anyhow::ensure!(
-        a.tls.token_key_file.is_none(),
-        "--token-key-file is for edges: an origin would refuse its edges, which carry no grant"
-    );
     a.tls.serve_files(&source, None, &stop)?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
     let opts = node_options(a.send_ahead_ms, a.response_delay_ms, &a.tls, None)?;
@@ -785,8 +785,12 @@ async fn open_library(opts: LibraryOptions) -> anyhow::Result<Library> {
     Ok(lib)
 }
 
-/// SIGHUP: scan the media root again (after `segue media ingest|rm`, or files copied in).
-fn reload_on_hangup(source: LibrarySource, opts: LibraryOptions) {
+/// Runs `on_hup` at every SIGHUP (sent by `pkill -HUP`, a closing terminal, an operator).
+fn on_hangup<F, Fut>(mut on_hup: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
@@ -794,31 +798,33 @@ fn reload_on_hangup(source: LibrarySource, opts: LibraryOptions) {
             return;
         };
         while hup.recv().await.is_some() {
+            on_hup().await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = &mut on_hup;
+}
+
+/// SIGHUP: scan the media root again (after `segue media ingest|rm`, or files copied in).
+fn reload_on_hangup(source: LibrarySource, opts: LibraryOptions) {
+    on_hangup(move || {
+        let (source, opts) = (source.clone(), opts.clone());
+        async move {
             tracing::info!("SIGHUP: rescanning the media root");
-            match open_library(opts.clone()).await {
+            match open_library(opts).await {
                 Ok(lib) => source.reload(Arc::new(lib)),
                 Err(e) => tracing::error!("rescan failed, still serving the old library: {e:#}"),
             }
         }
     });
-    #[cfg(not(unix))]
-    let _ = (source, opts);
 }
 
-/// An edge has nothing to rescan: SIGHUP (sent to every node by `pkill -HUP`, or by a
-/// closing terminal) is logged, not fatal.
+/// An edge has nothing to rescan: SIGHUP is logged, not fatal.
 fn ignore_hangup() {
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!(
-                "SIGHUP ignored: an edge has nothing to reload (restart it to change its flags)"
-            );
-        }
+    on_hangup(|| async {
+        tracing::info!(
+            "SIGHUP ignored: an edge has nothing to reload (restart it to change its flags)"
+        );
     });
 }
 
