@@ -46,6 +46,19 @@ fn transport(streams: u32) -> quinn::TransportConfig {
     t
 }
 
+/// A client's transport: no streams from the server, and a keep-alive, because quinn's
+/// probe timeouts resend the oldest packet's control frames rather than a lost request: when
+/// the request went in a 1-RTT packet the server could not yet decrypt (it drops them until
+/// the handshake's Finished arrives), only an acknowledgement of a later packet gets the
+/// request declared lost and sent again. A ping a second produces those acknowledgements; with
+/// probe timeouts backing off exponentially under heavy loss, a request could otherwise wait
+/// until the idle timeout.
+fn client_transport() -> quinn::TransportConfig {
+    let mut t = transport(0);
+    t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
+    t
+}
+
 /// A bound server endpoint offering `hq-interop` and `h3`, and its configuration (which each
 /// connection gets, with its own qlog trace when `$QLOGDIR` is set).
 pub struct Server {
@@ -254,7 +267,7 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<Client
     let quic = QuicClientConfig::with_initial(Arc::new(tls), initial)
         .context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(Arc::new(transport(0)));
+    cfg.transport_config(Arc::new(client_transport()));
     let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
         .context("cannot bind a UDP socket")?;
     Ok(Client {
@@ -318,7 +331,7 @@ async fn fetch_on(
     early: bool,
 ) -> anyhow::Result<Vec<Download>> {
     let config = match crate::quic::Qlog::from_env() {
-        Some(q) => q.client_config(&client.config, transport(0), addr),
+        Some(q) => q.client_config(&client.config, client_transport(), addr),
         None => client.config.clone(),
     };
     let connecting = client.endpoint.connect_with(config, addr, host)?;
