@@ -212,7 +212,9 @@ cell() {
     grep 'relay stopped' "$WORK/relay.log" | sed 's/\x1b\[[0-9;]*m//g' | grep -Eq '(up|down)_lost=[1-9]' || { log "  no packet was lost"; ok=0; }
   fi
   if [ $ok = 1 ]; then echo pass; else
-    log "  $server x $client $case failed:"; tail -n 3 "$WORK/client.log" "$WORK/server.log" >&2
+    # their last lines, without backtrace frames (indented)
+    log "  $server x $client $case failed:"
+    local f; for f in client server; do log "  $f:"; grep -v '^[[:space:]]' "$WORK/$f.log" | tail -n 4 >&2; done
     echo fail
   fi
 }
