@@ -68,6 +68,65 @@ pub fn server_config(
     Ok(cfg)
 }
 
+/// [`server_config`] that also asks clients for a certificate chaining to the CA in `ca`
+/// (nodes authenticating to each other: mTLS). A client without one is let in
+/// unauthenticated (players have none); one presenting a certificate that does not verify is
+/// refused in the handshake. The application decides what an unauthenticated peer may do.
+pub fn server_config_with_client_ca(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, Error> {
+    let (chain, key) = (load_certs(cert)?, load_key(key)?);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(load_roots(ca)?),
+        provider(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| Error::Pem {
+        path: ca.to_owned(),
+        reason: format!("cannot verify clients with this CA: {e}"),
+    })?;
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    cfg.key_log = Arc::new(rustls::KeyLogFile::new());
+    Ok(cfg)
+}
+
+/// A client configuration like [`client_config`] that presents `cert`/`key` when the server
+/// asks (a node connecting to another node).
+pub fn client_config_presenting(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, Error> {
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(load_roots(ca)?)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    cfg.key_log = Arc::new(rustls::KeyLogFile::new());
+    Ok(cfg)
+}
+
+/// Whether `cert` (already verified, e.g. a peer's certificate after the handshake) is valid
+/// for the DNS name `name`, as a server certificate would be: how a node's name is bound to
+/// its certificate.
+pub fn certifies_name(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(server_name) = rustls_pki_types::ServerName::try_from(name) else {
+        return false;
+    };
+    rustls::server::ParsedCertificate::try_from(cert)
+        .and_then(|c| rustls::client::verify_server_name(&c, &server_name))
+        .is_ok()
+}
+
 /// A TLS 1.3 client configuration trusting only the CA in `ca` and offering `alpn`.
 pub fn client_config(ca: &Path, alpn: &[&[u8]]) -> Result<rustls::ClientConfig, Error> {
     client_config_with(provider(), ca, alpn)
@@ -103,5 +162,22 @@ mod tests {
         // A key file is not a certificate file.
         assert!(client_config(key, &[]).is_err());
         assert!(server_config(&dir.path().join("missing.pem"), key, &[]).is_err());
+    }
+
+    #[test]
+    fn node_certificates_carry_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let issued = crate::init(dir.path(), &["edge-a".into()]).unwrap();
+        let (name, cert, key) = &issued.leaves[1];
+        assert_eq!(name, "edge-a");
+        let der = &load_certs(cert).unwrap()[0];
+        assert!(certifies_name(der, "edge-a"));
+        assert!(certifies_name(der, "localhost"));
+        assert!(!certifies_name(der, "edge-b"));
+        assert!(!certifies_name(der, "not a name"));
+        server_config_with_client_ca(cert, key, &issued.ca_cert, &[b"segue/1"]).unwrap();
+        client_config_presenting(&issued.ca_cert, cert, key, &[b"segue/1"]).unwrap();
+        // The CA's key is not a certificate chain.
+        assert!(client_config_presenting(&issued.ca_cert, key, key, &[]).is_err());
     }
 }

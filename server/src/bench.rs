@@ -298,6 +298,8 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
         s(&cert),
         "--key".into(),
         s(&key),
+        "--ca".into(),
+        s(&ca),
     ])?;
     let origin_url = SegueUrl::parse(&format!("segue://localhost:{oport}/"))?;
     wait_ready(&origin_url, &ca).await?;

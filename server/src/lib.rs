@@ -27,6 +27,7 @@ pub mod lru;
 pub mod media;
 pub mod node;
 pub mod packets;
+pub mod peer;
 pub mod placement;
 pub mod push;
 pub mod quic;

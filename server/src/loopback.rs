@@ -4,10 +4,8 @@
 //! (a `JoinSet` aborts what it holds when dropped, which the lab relies on for Ctrl-C).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use segue_wire::SegueUrl;
 use tokio::sync::watch;
 
@@ -16,28 +14,9 @@ use crate::edge::upstream::{self, Upstream};
 use crate::edge::{EdgeOptions, EdgeSource};
 use crate::library::Library;
 use crate::node::{NodeOptions, serve};
+pub use crate::quic::NodeTls;
 use crate::quic::{TransportLimits, client_endpoint, server_endpoint};
 use crate::source::LibrarySource;
-
-/// Dev credentials: a CA and a certificate for localhost.
-#[derive(Debug, Clone)]
-pub struct DevTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub ca: PathBuf,
-}
-
-impl DevTls {
-    /// Creates (or reuses) the dev PKI in `dir`.
-    pub fn init(dir: &Path) -> anyhow::Result<Self> {
-        segue_certs::init(dir, &[]).context("dev PKI")?;
-        Ok(Self {
-            cert: dir.join("localhost.pem"),
-            key: dir.join("localhost.key"),
-            ca: dir.join("ca.pem"),
-        })
-    }
-}
 
 /// 127.0.0.1 with a port the system picks.
 pub fn any_port() -> SocketAddr {
@@ -46,7 +25,7 @@ pub fn any_port() -> SocketAddr {
 
 /// Serves `library` as an origin until `stop`.
 pub fn origin(
-    tls: &DevTls,
+    tls: &NodeTls,
     library: Arc<Library>,
     opts: NodeOptions,
     stop: watch::Receiver<bool>,
@@ -56,7 +35,7 @@ pub fn origin(
 
 /// Serves `source` as an origin until `stop` (keep a clone for its counters or pushes).
 pub fn origin_with(
-    tls: &DevTls,
+    tls: &NodeTls,
     source: LibrarySource,
     opts: NodeOptions,
     stop: watch::Receiver<bool>,
@@ -68,7 +47,7 @@ pub fn origin_with(
 
 /// An edge over `store`, fetching from `origin`, serving until `stop`.
 pub fn edge(
-    tls: &DevTls,
+    tls: &NodeTls,
     store: Store,
     origin: SegueUrl,
     opts: EdgeOptions,
@@ -85,15 +64,15 @@ pub fn edge(
 
 /// A server endpoint on loopback with the dev certificate (bind first, serve later: helpers
 /// need each other's addresses before they start).
-pub fn endpoint(tls: &DevTls) -> anyhow::Result<quinn::Endpoint> {
-    server_endpoint(any_port(), &tls.cert, &tls.key, TransportLimits::default())
+pub fn endpoint(tls: &NodeTls) -> anyhow::Result<quinn::Endpoint> {
+    server_endpoint(any_port(), tls, TransportLimits::default())
 }
 
 /// An edge serving on `ep`, cooperating with the peers of `helpers` (if any). The caller
 /// spawns its `upkeep` and `advertise` tasks.
 #[allow(clippy::too_many_arguments)]
 pub fn helper(
-    tls: &DevTls,
+    tls: &NodeTls,
     ep: quinn::Endpoint,
     store: Store,
     origin: SegueUrl,
@@ -106,7 +85,7 @@ pub fn helper(
     SocketAddr,
     impl Future<Output = ()> + Send + 'static,
 )> {
-    let client = client_endpoint(&tls.ca)?;
+    let client = client_endpoint(tls)?;
     let helpers = helpers.map(|h| {
         Arc::new(crate::helper::Helpers::new(
             h,

@@ -3,7 +3,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::ingest::segmenter::SegmentScheme;
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::node::NodeOptions;
-use segue_server::quic::{TransportLimits, client_endpoint, server_endpoint};
+use segue_server::quic::{NodeTls, TransportLimits, client_endpoint, server_endpoint};
 use segue_server::session::SessionOptions;
 use segue_server::source::LibrarySource;
 use segue_wire::{ObjectName, SegueUrl};
@@ -240,9 +240,9 @@ struct TlsArgs {
     /// (`https://HOST:PORT/movies/a.mp4`, with Range; docs/PROTOCOL.md §8.9). Off by default.
     #[arg(long, value_name = "ADDR")]
     files_listen: Option<SocketAddr>,
-    /// Edges: require signed URLs of players and file downloads (docs/SECURITY.md): a file of
-    /// 1 or 2 secret keys, one per line (the first signs with `segue token`; both verify, for
-    /// rotation). Off by default.
+    /// Require signed URLs of players and file downloads (docs/SECURITY.md): a file of 1 or 2
+    /// secret keys, one per line (the first signs with `segue token`; both verify, for
+    /// rotation). Nodes (mTLS) need none. Off by default.
     #[arg(long, value_name = "FILE")]
     token_key_file: Option<PathBuf>,
 }
@@ -273,7 +273,8 @@ struct OriginArgs {
     /// Delay before answering each segment request, in milliseconds (lab aid).
     #[arg(long, default_value_t = 0)]
     response_delay_ms: u64,
-    /// CA that signed the edges' certificates (pushes to edges verify them).
+    /// CA of the nodes: the edges' certificates chain to it (edges fetching segments present
+    /// theirs as client certificates: mTLS; pushes to edges verify theirs).
     #[arg(long, default_value = "certs/dev/ca.pem")]
     ca: PathBuf,
     /// An edge to push prefixes to when a push or hint names none: segue://HOST:PORT
@@ -428,7 +429,8 @@ struct EdgeArgs {
     /// The origin: segue://HOST:PORT.
     #[arg(long, required = true)]
     origin: Option<SegueUrl>,
-    /// CA that signed the origin's certificate.
+    /// CA of the nodes: the origin's and helpers' certificates chain to it, and theirs to
+    /// this edge's (--cert is presented to them as a client certificate: mTLS).
     #[arg(long, default_value = "certs/dev/ca.pem")]
     ca: PathBuf,
     /// Cache directory (survives restarts).
@@ -623,6 +625,9 @@ struct ImpairArgs {
 #[derive(Subcommand, Debug)]
 enum CertsCommand {
     /// Write a dev CA (reused if present) and certificates for localhost and named nodes.
+    /// Nodes present their certificate to each other (mTLS): a helper's must carry its
+    /// --name, e.g. `segue certs init --node h1 --node h2` for `segue edge --name h1 --cert
+    /// certs/dev/h1.pem --key certs/dev/h1.key …`.
     Init {
         /// Directory for ca.pem, ca.key, <name>.pem and <name>.key.
         #[arg(long, default_value = segue_certs::pki::DEFAULT_DIR)]
@@ -663,9 +668,13 @@ impl TlsArgs {
         Ok(())
     }
 
-    /// A server endpoint on `listen` presenting these credentials.
-    fn endpoint(&self, listen: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
-        server_endpoint(listen, &self.cert, &self.key, TransportLimits::default())
+    /// This node's credentials, with `ca` the CA of the other nodes.
+    fn node(&self, ca: &Path) -> NodeTls {
+        NodeTls {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: ca.to_owned(),
+        }
     }
 }
 
@@ -674,7 +683,7 @@ impl TlsArgs {
 fn node_options(
     send_ahead_ms: u64,
     response_delay_ms: u64,
-    tls: &TlsArgs,
+    tls: &NodeTls,
     access: Option<Arc<segue_server::access::Keys>>,
 ) -> anyhow::Result<NodeOptions> {
     Ok(NodeOptions {
@@ -684,11 +693,7 @@ fn node_options(
         },
         response_delay: Duration::from_millis(response_delay_ms),
         access,
-        qlog: segue_server::quic::NodeQlog::from_env(
-            &tls.cert,
-            &tls.key,
-            TransportLimits::default(),
-        )?,
+        qlog: segue_server::quic::NodeQlog::from_env(tls, TransportLimits::default())?,
         ..NodeOptions::default()
     })
 }
@@ -721,12 +726,8 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 }
 
 async fn origin(a: OriginArgs) -> anyhow::Result<()> {
-    // An origin's segment clients are edges, which carry no grant (nodes will authenticate
-    // with client certificates instead: issue 8).
-    anyhow::ensure!(
-        a.tls.token_key_file.is_none(),
-        "--token-key-file is for edges: an origin would refuse its edges, which carry no grant"
-    );
+    let tls = a.tls.node(&a.ca);
+    let access = a.tls.access()?;
     let opts = LibraryOptions {
         media_root: a.media.clone(),
         data_dir: a.data.clone(),
@@ -735,16 +736,11 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
     };
     let lib = open_library(opts.clone()).await?;
     let source = LibrarySource::new(Arc::new(lib));
-    let endpoint = a.tls.endpoint(a.listen)?;
+    let endpoint = server_endpoint(a.listen, &tls, TransportLimits::default())
+        .context("the origin's endpoint (--cert, --key, and --ca: the edges' CA)")?;
     let stop = shutdown_signal();
     reload_on_hangup(source.clone(), opts);
-    // Pushing needs the edges' CA; without one the origin still serves.
-    let pushing = a.hints.hints.is_some() || !a.push_edges.is_empty();
-    let client = client_endpoint(&a.ca).map_err(|e| format!("{e:#} (--ca)"));
-    if let Err(e) = &client {
-        anyhow::ensure!(!pushing, "cannot push to edges: {e}");
-        tracing::info!("pushes to edges disabled: {e}");
-    }
+    let client = client_endpoint(&tls).map_err(|e| format!("{e:#}"));
     let dist = segue_server::distribute::Distributor::new(
         source.clone(),
         client,
@@ -765,9 +761,9 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         stop.clone(),
     ));
     serve_admin(&a.admin, node, stop.clone()).await?;
-    a.tls.serve_files(&source, None, &stop)?;
+    a.tls.serve_files(&source, access.clone(), &stop)?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
-    let opts = node_options(a.send_ahead_ms, a.response_delay_ms, &a.tls, None)?;
+    let opts = node_options(a.send_ahead_ms, a.response_delay_ms, &tls, access)?;
     segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
     Ok(())
 }
@@ -870,7 +866,8 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("cannot open cache {}", a.cache_dir.display()))?;
     tracing::info!(cache = %a.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
-    let client = client_endpoint(&a.ca)?;
+    let tls = a.tls.node(&a.ca);
+    let client = client_endpoint(&tls)?;
     let upstream = Upstream::new(client.clone(), origin.clone(), upstream::DEFAULT_TIMEOUT);
     let helpers = if a.peers.is_empty() {
         None
@@ -955,9 +952,9 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     serve_admin(&a.admin, node, stop.clone()).await?;
     let access = a.tls.access()?;
     a.tls.serve_files(&edge, access.clone(), &stop)?;
-    let endpoint = a.tls.endpoint(a.listen)?;
+    let endpoint = server_endpoint(a.listen, &tls, TransportLimits::default())?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
-    let opts = node_options(a.send_ahead_ms, 0, &a.tls, access)?;
+    let opts = node_options(a.send_ahead_ms, 0, &tls, access)?;
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
     // Saves measured usage on its way out.
     let _ = upkeep.await;

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::control::serve_control;
 use crate::packets::PacketCache;
+use crate::peer::Peer;
 use crate::segserve::serve_exchange;
 use crate::session::{SessionOptions, Sessions};
 use crate::source::Source;
@@ -79,8 +80,9 @@ async fn connection<S: Source>(
     packets: Arc<PacketCache>,
 ) {
     let limits = opts.limits;
-    let peer = conn.remote_address();
-    tracing::debug!(%peer, "connection");
+    let who = Arc::new(Peer::of(&conn));
+    let peer = who.addr;
+    tracing::debug!(peer = %who, "connection");
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -108,9 +110,10 @@ async fn connection<S: Source>(
             let source = source.clone();
             let delay = opts.response_delay;
             let access = opts.access.clone();
+            let who = who.clone();
             tokio::spawn(async move {
-                let gate = access.as_deref().map(|k| (k, peer.ip()));
-                if let Err(e) = serve_exchange(source, send, recv, limits, delay, gate).await {
+                let r = serve_exchange(source, send, recv, limits, delay, &who, access.as_deref());
+                if let Err(e) = r.await {
                     tracing::debug!(%peer, "segment exchange: {e}");
                 }
             });

@@ -1,7 +1,7 @@
 //! QUIC endpoints with segue/1's transport limits.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,20 +42,60 @@ fn transport(limits: TransportLimits) -> anyhow::Result<quinn::TransportConfig> 
     Ok(t)
 }
 
-/// A server endpoint on `listen` presenting `cert`/`key`, ALPN `segue/1`.
+/// A node's TLS credentials: the certificate and key it presents (as a server, and as a
+/// client to other nodes: mTLS), and the CA the other nodes' certificates chain to.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl NodeTls {
+    /// The dev PKI in `dir` (created, or reused): its CA and its `localhost` certificate.
+    pub fn dev(dir: &Path) -> anyhow::Result<Self> {
+        segue_certs::init(dir, &[]).context("dev PKI")?;
+        Ok(Self::named(dir, segue_certs::pki::LOCALHOST))
+    }
+
+    /// The dev PKI in `dir` (created, or reused) with a certificate for node `name`: helpers
+    /// are known to each other by name, and their certificates must carry it.
+    pub fn dev_node(dir: &Path, name: &str) -> anyhow::Result<Self> {
+        segue_certs::init(dir, &[name.to_owned()]).context("dev PKI")?;
+        Ok(Self::named(dir, name))
+    }
+
+    /// The files `segue certs init --node NAME` writes in `dir` for node `name`.
+    pub fn named(dir: &Path, name: &str) -> Self {
+        let (cert, key) = segue_certs::pki::leaf_paths(dir, name);
+        Self {
+            cert,
+            key,
+            ca: dir.join(segue_certs::pki::CA_CERT),
+        }
+    }
+}
+
+/// A server endpoint on `listen` presenting `tls`' certificate, ALPN `segue/1`; clients
+/// presenting a certificate of `tls.ca` are authenticated as nodes, others let in as players.
 pub fn server_endpoint(
     listen: SocketAddr,
-    cert: &Path,
-    key: &Path,
+    tls: &NodeTls,
     limits: TransportLimits,
 ) -> anyhow::Result<quinn::Endpoint> {
-    let cfg = server_config(cert, key, limits)?;
+    let cfg = server_config(tls, limits)?;
     quinn::Endpoint::server(cfg, listen).with_context(|| format!("cannot listen on {listen}"))
 }
 
-/// A client endpoint (used by edges towards origins) trusting only `ca`.
-pub fn client_endpoint(ca: &Path) -> anyhow::Result<quinn::Endpoint> {
-    let tls = segue_certs::tls::client_config(ca, &[segue_wire::ALPN])?;
+/// A client endpoint of a node (an edge towards origins and helpers, an origin towards the
+/// edges it pushes to): trusts only `tls.ca` and presents `tls`' certificate.
+pub fn client_endpoint(tls: &NodeTls) -> anyhow::Result<quinn::Endpoint> {
+    let tls = segue_certs::tls::client_config_presenting(
+        &tls.ca,
+        &tls.cert,
+        &tls.key,
+        &[segue_wire::ALPN],
+    )?;
     let quic = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(Arc::new(transport(TransportLimits::default())?));
@@ -68,14 +108,19 @@ pub fn client_endpoint(ca: &Path) -> anyhow::Result<quinn::Endpoint> {
     Ok(ep)
 }
 
-/// A server configuration for `cert`/`key`, ALPN `segue/1`, with segue/1's transport limits.
+/// A server configuration for `tls`, ALPN `segue/1`, with segue/1's transport limits and
+/// optional client certificates (see [`server_endpoint`]).
 pub fn server_config(
-    cert: &Path,
-    key: &Path,
+    tls: &NodeTls,
     limits: TransportLimits,
 ) -> anyhow::Result<quinn::ServerConfig> {
-    let tls = segue_certs::tls::server_config(cert, key, &[segue_wire::ALPN])?;
-    let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+    let rustls = segue_certs::tls::server_config_with_client_ca(
+        &tls.cert,
+        &tls.key,
+        &tls.ca,
+        &[segue_wire::ALPN],
+    )?;
+    let quic = QuicServerConfig::try_from(rustls).context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(Arc::new(transport(limits)?));
     Ok(cfg)
@@ -97,17 +142,13 @@ impl std::fmt::Debug for NodeQlog {
 
 impl NodeQlog {
     /// `None` unless `$QLOGDIR` is set.
-    pub fn from_env(
-        cert: &Path,
-        key: &Path,
-        limits: TransportLimits,
-    ) -> anyhow::Result<Option<Self>> {
+    pub fn from_env(tls: &NodeTls, limits: TransportLimits) -> anyhow::Result<Option<Self>> {
         let Some(qlog) = Qlog::from_env() else {
             return Ok(None);
         };
         Ok(Some(Self {
             qlog,
-            config: server_config(cert, key, limits)?,
+            config: server_config(tls, limits)?,
             limits,
         }))
     }

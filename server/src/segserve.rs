@@ -10,6 +10,7 @@ use segue_wire::segment::{
 };
 use segue_wire::{AppError, Limits};
 
+use crate::peer::Peer;
 use crate::source::{Offer, Requester, Source};
 
 /// Stream priority for an exchange whose segments are due `deadline_ms` after now: earliest
@@ -32,12 +33,24 @@ pub async fn serve_exchange<S: Source>(
     mut recv: RecvStream,
     limits: Limits,
     delay: std::time::Duration,
-    access: Option<(&crate::access::Keys, std::net::IpAddr)>,
+    peer: &Peer,
+    access: Option<&crate::access::Keys>,
 ) -> anyhow::Result<()> {
     let mut buf = Vec::with_capacity(256);
     let (req, used) = loop {
         match decode_incoming(&buf, &limits) {
-            Ok(Some(Incoming::Advert(a))) => return answer_advert(&*source, &a, send).await,
+            Ok(Some(Incoming::Advert(a))) => {
+                // Only the node the advert names may speak for it.
+                if !peer.is_node_named(&a.sender) {
+                    let why = format!(
+                        "an advert from {:?} needs that node's certificate (mTLS)",
+                        a.sender
+                    );
+                    tracing::warn!(%peer, "refused: {why}");
+                    return refuse(send, Status::Unauthorized, why).await;
+                }
+                return answer_advert(&*source, &a, send).await;
+            }
             Ok(Some(Incoming::Request(r, used))) => break (r, used),
             Ok(None) => {}
             Err(e) => {
@@ -68,21 +81,21 @@ pub async fn serve_exchange<S: Source>(
         tokio::time::sleep(delay).await;
     }
     let object = req.object().clone();
-    // Signed URLs: a player's manifest and segment requests carry its grant (TOKEN). Pushes
-    // are governed by the node's push setting.
-    if let Some((keys, peer)) = access
-        && !matches!(req, SegmentRequest::PushOffer { .. })
+    if let Err(why) = node_only(&req, peer) {
+        tracing::warn!(%peer, object = %object, "refused: {why}");
+        return refuse(send, Status::Unauthorized, why).await;
+    }
+    // Signed URLs: a player's manifest request carries its grant (TOKEN); nodes need none.
+    if let Some(keys) = access
+        && !peer.is_node()
         && let Err(d) = keys.check(
             object.as_str(),
             req.params().token.map(Ok),
-            peer,
+            peer.addr.ip(),
             crate::access::now(),
         )
     {
-        send.write_all(&ResponseHeader::error(Status::Unauthorized, d.to_string()).encode())
-            .await?;
-        send.finish()?;
-        return Ok(());
+        return refuse(send, Status::Unauthorized, d.to_string()).await;
     }
     let manifest = match source.manifest(&object).await {
         Ok(m) => m,
@@ -180,6 +193,28 @@ pub async fn serve_exchange<S: Source>(
             }
         }
     }
+    send.finish()?;
+    Ok(())
+}
+
+/// What only nodes may ask (docs/SECURITY.md, mTLS): segments and push offers need a
+/// certificate of the node CA. Anyone may ask for a manifest (players verify with it).
+fn node_only(req: &SegmentRequest, peer: &Peer) -> Result<(), String> {
+    if matches!(req, SegmentRequest::Manifest { .. }) || peer.is_node() {
+        Ok(())
+    } else {
+        Err("segment and push requests need a node certificate (mTLS)".into())
+    }
+}
+
+/// Answers with an error RESPONSE and ends the exchange.
+async fn refuse(
+    mut send: SendStream,
+    status: Status,
+    why: impl Into<String>,
+) -> anyhow::Result<()> {
+    send.write_all(&ResponseHeader::error(status, why.into()).encode())
+        .await?;
     send.finish()?;
     Ok(())
 }

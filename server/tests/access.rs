@@ -130,51 +130,205 @@ async fn players_need_a_grant_for_the_object() {
     s.origin.shutdown().await;
 }
 
+/// Who asks: a player (no client certificate) or a node (the dev certificate: mTLS).
+#[derive(Clone, Copy, PartialEq)]
+enum Asker {
+    Player,
+    Node,
+}
+
 /// A segment-protocol exchange on a new connection to the edge: the status it answers.
-async fn manifest_status(s: &Setup, params: Params) -> Status {
-    let ep = segue_server::quic::client_endpoint(&s.origin.tls.ca).unwrap();
+async fn status_of(s: &Setup, who: Asker, req: Vec<u8>) -> Status {
+    answer(s, who, req).await.status
+}
+
+/// The RESPONSE to one exchange.
+async fn answer(s: &Setup, who: Asker, req: Vec<u8>) -> segue_wire::segment::ResponseHeader {
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/", s.edge_port)).unwrap();
+    let conn = match who {
+        // The player's own connect (stream 0 claimed by its control client).
+        Asker::Player => {
+            let (_ep, conn, _control) = segue_client::session::connect(
+                &url,
+                &s.origin.tls.ca,
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            conn
+        }
+        Asker::Node => {
+            let ep = segue_server::quic::client_endpoint(&s.origin.tls).unwrap();
+            let conn = ep
+                .connect(
+                    format!("127.0.0.1:{}", s.edge_port).parse().unwrap(),
+                    "localhost",
+                )
+                .unwrap()
+                .await
+                .unwrap();
+            // Stream 0 is control: claim it, then ask on the next stream.
+            let (mut c, _cr) = conn.open_bi().await.unwrap();
+            c.write_all(b"OPTIONS segue://localhost/ RTSP/2.0\r\nCSeq: 1\r\n\r\n")
+                .await
+                .unwrap();
+            conn
+        }
+    };
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&req).await.unwrap();
+    send.finish().unwrap();
+    let data = recv.read_to_end(1 << 22).await.unwrap();
+    let limits = segue_wire::Limits::default();
+    match decode_response_frame(&data, &limits).unwrap() {
+        Some((ResponseFrame::Response(h), _)) => h,
+        other => panic!("no RESPONSE: {other:?}"),
+    }
+}
+
+fn demo() -> segue_wire::ObjectName {
+    segue_wire::ObjectName::new("demo", 64).unwrap()
+}
+
+fn manifest(params: Params) -> Vec<u8> {
+    SegmentRequest::Manifest {
+        object: demo(),
+        params,
+    }
+    .encode()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_requests_need_a_grant_too() {
+    let s = setup();
+    let asked = |p| status_of(&s, Asker::Player, manifest(p));
+    assert_eq!(asked(Params::default()).await, Status::Unauthorized);
+    let g = access::grant(NEW, "demo", in_an_hour(), None);
+    let token = segue_wire::token::Grant::from_query(&g).unwrap().unwrap();
+    let granted = Params {
+        token: Some(token),
+        ..Params::default()
+    };
+    assert_eq!(asked(granted).await, Status::Ok);
+    // A grant for another object is no grant for this one.
+    let other = access::grant(NEW, "hd", in_an_hour(), None);
+    let other = segue_wire::token::Grant::from_query(&other)
+        .unwrap()
+        .unwrap();
+    let p = Params {
+        token: Some(other),
+        ..Params::default()
+    };
+    assert_eq!(asked(p).await, Status::Unauthorized);
+    // Nodes (authenticated by their certificates) need no grant.
+    assert_eq!(
+        status_of(&s, Asker::Node, manifest(Params::default())).await,
+        Status::Ok
+    );
+    s.origin.shutdown().await;
+}
+
+/// mTLS between nodes: segments and push offers are for nodes only, whatever grant a player
+/// holds; an advert must come from the node it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_nodes_fetch_segments_push_or_advertise() {
+    let s = setup();
+    let g = access::grant(NEW, "demo", in_an_hour(), None);
+    let granted = Params {
+        token: Some(segue_wire::token::Grant::from_query(&g).unwrap().unwrap()),
+        ..Params::default()
+    };
+    let segments = |params: Params| {
+        SegmentRequest::Segments {
+            object: demo(),
+            first: 0,
+            count: 1,
+            params,
+        }
+        .encode()
+    };
+    assert_eq!(
+        status_of(&s, Asker::Player, segments(granted)).await,
+        Status::Unauthorized
+    );
+    assert_eq!(
+        status_of(&s, Asker::Node, segments(Params::default())).await,
+        Status::Ok
+    );
+    let push = SegmentRequest::PushOffer {
+        object: demo(),
+        first: 0,
+        count: 1,
+        params: Params {
+            revision: Some(1),
+            ..granted
+        },
+    };
+    assert_eq!(
+        status_of(&s, Asker::Player, push.encode()).await,
+        Status::Unauthorized
+    );
+    // Adverts: only from the node their sender names (the dev certificate is localhost's).
+    let advert = |sender: &str| {
+        segue_wire::advert::Advert {
+            sender: sender.into(),
+            epoch: 1,
+            version: 1,
+            base: 0,
+            period_ms: 1000,
+            holdings: vec![],
+        }
+        .encode()
+    };
+    assert_eq!(
+        status_of(&s, Asker::Player, advert("localhost")).await,
+        Status::Unauthorized
+    );
+    let other = answer(&s, Asker::Node, advert("edge-b")).await;
+    assert_eq!(other.status, Status::Unauthorized);
+    assert!(other.reason.contains("certificate"), "{}", other.reason);
+    // The node it names gets past mTLS (this edge, without peers, then refuses it).
+    let named = answer(&s, Asker::Node, advert("localhost")).await;
+    assert!(named.reason.contains("no peers"), "{}", named.reason);
+    s.origin.shutdown().await;
+}
+
+/// A client certificate of another CA is refused in the handshake (not let in as a player).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_of_another_ca_is_refused() {
+    let s = setup();
+    let other = tempfile::tempdir().unwrap();
+    let foreign = segue_server::quic::NodeTls::dev_node(other.path(), "edge-b").unwrap();
+    // It trusts our CA for the server, and presents a certificate of its own CA.
+    let tls = segue_server::quic::NodeTls {
+        ca: s.origin.tls.ca.clone(),
+        ..foreign
+    };
+    let ep = segue_server::quic::client_endpoint(&tls).unwrap();
     let conn = ep
         .connect(
             format!("127.0.0.1:{}", s.edge_port).parse().unwrap(),
             "localhost",
         )
         .unwrap()
-        .await
-        .unwrap();
-    // Stream 0 is control: claim it, then ask on the next stream.
-    let (mut c, _cr) = conn.open_bi().await.unwrap();
-    c.write_all(b"OPTIONS segue://localhost/ RTSP/2.0\r\nCSeq: 1\r\n\r\n")
-        .await
-        .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let req = SegmentRequest::Manifest {
-        object: segue_wire::ObjectName::new("demo", 64).unwrap(),
-        params,
+        .await;
+    // TLS 1.3: the client may finish its side before the server's verdict; then the
+    // connection dies at its first use.
+    let refused = match conn {
+        Err(_) => true,
+        Ok(c) => {
+            let used = async {
+                let (mut send, mut recv) = c.open_bi().await?;
+                send.write_all(b"OPTIONS segue://localhost/ RTSP/2.0\r\nCSeq: 1\r\n\r\n")
+                    .await?;
+                send.finish()?;
+                recv.read_to_end(1 << 16).await?;
+                anyhow::Ok(())
+            };
+            used.await.is_err()
+        }
     };
-    send.write_all(&req.encode()).await.unwrap();
-    send.finish().unwrap();
-    let data = recv.read_to_end(1 << 22).await.unwrap();
-    let limits = segue_wire::Limits::default();
-    match decode_response_frame(&data, &limits).unwrap() {
-        Some((ResponseFrame::Response(h), _)) => h.status,
-        other => panic!("no RESPONSE: {other:?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn segment_requests_need_a_grant_too() {
-    let s = setup();
-    assert_eq!(
-        manifest_status(&s, Params::default()).await,
-        Status::Unauthorized
-    );
-    let g = access::grant(NEW, "demo", in_an_hour(), None);
-    let token = segue_wire::token::Grant::from_query(&g).unwrap().unwrap();
-    let p = Params {
-        token: Some(token),
-        ..Params::default()
-    };
-    assert_eq!(manifest_status(&s, p).await, Status::Ok);
+    assert!(refused, "a foreign client certificate was accepted");
     s.origin.shutdown().await;
 }
 

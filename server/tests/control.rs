@@ -8,7 +8,7 @@ use bytes::Bytes;
 use segue_client::ControlClient;
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::node::{NodeOptions, serve};
-use segue_server::quic::{TransportLimits, server_endpoint};
+use segue_server::quic::{NodeTls, TransportLimits, server_endpoint};
 use segue_server::source::LibrarySource;
 use segue_wire::control::{
     Message, Method, NptRange, PARAMETERS_CONTENT_TYPE, Request, Response, SessionHeader, Transport,
@@ -45,8 +45,7 @@ async fn node_with(opts: NodeOptions) -> Node {
     .unwrap();
     let ep = server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
-        &certs.join("localhost.pem"),
-        &certs.join("localhost.key"),
+        &NodeTls::named(&certs, "localhost"),
         TransportLimits::default(),
     )
     .unwrap();

@@ -13,7 +13,7 @@ use segue_server::edge::upstream::Upstream;
 use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::node::{NodeOptions, serve};
-use segue_server::quic::{TransportLimits, client_endpoint, server_endpoint};
+use segue_server::quic::{NodeTls, TransportLimits, client_endpoint, server_endpoint};
 use segue_server::source::{LibrarySource, Source, SourceError};
 use segue_wire::segment::Manifest;
 use segue_wire::{ObjectName, SegueUrl};
@@ -56,8 +56,7 @@ impl Source for Counting {
 /// How to (re)start the lab's origin.
 struct Origin {
     opts: LibraryOptions,
-    cert: PathBuf,
-    key: PathBuf,
+    tls: NodeTls,
     throttle: Option<u64>,
     delay: Duration,
     reads: Arc<Mutex<HashMap<(String, usize), u32>>>,
@@ -72,7 +71,7 @@ impl Origin {
             throttle: self.throttle,
         };
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        let ep = server_endpoint(addr, &self.cert, &self.key, TransportLimits::default()).unwrap();
+        let ep = server_endpoint(addr, &self.tls, TransportLimits::default()).unwrap();
         let port = ep.local_addr().unwrap().port();
         let (stop, rx) = watch::channel(false);
         let node = NodeOptions {
@@ -143,16 +142,12 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
         scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
     };
     let lib = Library::open(&opts).unwrap();
-    let (cert, key, ca) = (
-        certs.join("localhost.pem"),
-        certs.join("localhost.key"),
-        certs.join("ca.pem"),
-    );
+    let tls = NodeTls::named(&certs, "localhost");
+    let ca = tls.ca.clone();
     let reads = Arc::new(Mutex::new(HashMap::new()));
     let origin = Origin {
         opts,
-        cert: cert.clone(),
-        key: key.clone(),
+        tls: tls.clone(),
         throttle: o.throttle,
         delay: o.origin_delay,
         reads: reads.clone(),
@@ -161,7 +156,7 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
 
     let store = Store::open(&dir.path().join("edge"), 1 << 30, o.prefix_secs * 1_000_000).unwrap();
     let url = SegueUrl::parse(&format!("segue://localhost:{origin_port}/")).unwrap();
-    let upstream = Upstream::new(client_endpoint(&ca).unwrap(), url, o.upstream_timeout);
+    let upstream = Upstream::new(client_endpoint(&tls).unwrap(), url, o.upstream_timeout);
     let edge = EdgeSource::new(
         store,
         upstream,
@@ -174,8 +169,7 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
     );
     let ep = server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
-        &cert,
-        &key,
+        &tls,
         TransportLimits::default(),
     )
     .unwrap();

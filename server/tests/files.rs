@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use segue_server::files::ObjectFiles;
 use segue_server::hq::{self, ClientOptions, ServerStats};
-use segue_server::loopback::DevTls;
+use segue_server::loopback::NodeTls;
 use segue_server::source::Source;
 
 const SAMPLE: &str = "hd.mp4";
@@ -26,7 +26,7 @@ fn sample_bytes() -> Vec<u8> {
 
 /// Serves `source`'s file objects on a loopback port until `stop`; returns the port.
 fn serve_files<S: Source>(
-    tls: &DevTls,
+    tls: &NodeTls,
     source: S,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> u16 {
@@ -45,7 +45,7 @@ fn serve_files<S: Source>(
 
 /// Downloads `path` from `port`; the downloaded file's bytes.
 async fn get(
-    tls: &DevTls,
+    tls: &NodeTls,
     port: u16,
     path: &str,
     http3: bool,
@@ -185,7 +185,7 @@ async fn a_file_changed_behind_the_origins_back_is_not_served() {
 async fn a_node_writes_a_qlog_trace_per_connection() {
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
-    let tls = DevTls::init(&dir.path().join("certs")).unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
     std::fs::write(
@@ -210,6 +210,8 @@ async fn a_node_writes_a_qlog_trace_per_connection() {
         .arg(&tls.cert)
         .arg("--key")
         .arg(&tls.key)
+        .arg("--ca")
+        .arg(&tls.ca)
         .env("QLOGDIR", &qlog)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

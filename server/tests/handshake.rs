@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use segue_server::control::{OptionsOnly, serve_control};
-use segue_server::quic::{TransportLimits, server_endpoint};
+use segue_server::quic::{NodeTls, TransportLimits, server_endpoint};
 use segue_wire::control::{Message, Method, Request};
 use segue_wire::{Limits, SegueUrl};
 
@@ -19,8 +19,7 @@ const T: Duration = Duration::from_secs(10);
 fn start_server(dir: &Path) -> (quinn::Endpoint, SocketAddr) {
     let ep = server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
-        &dir.join("localhost.pem"),
-        &dir.join("localhost.key"),
+        &NodeTls::named(dir, "localhost"),
         TransportLimits::default(),
     )
     .unwrap();

@@ -10,7 +10,7 @@ use segue_server::edge::store::Store;
 use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::helper::scope::{Periods, RttLimits, Scope};
 use segue_server::helper::{HelperOptions, PeerConf};
-use segue_server::loopback;
+use segue_server::loopback::{self, NodeTls};
 use segue_server::node::NodeOptions;
 use segue_server::source::Source;
 use segue_wire::{ObjectName, SegueUrl};
@@ -36,9 +36,13 @@ fn helpers_with(scope: Option<Scope>) -> Net {
     let origin = common::origin_with_sample("long.mp4");
     let origin_url =
         SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
-    let eps: Vec<quinn::Endpoint> = (0..3)
-        .map(|_| loopback::endpoint(&origin.tls).unwrap())
+    // Each helper presents a certificate for its name (mTLS: adverts are bound to it).
+    let certs = origin.tls.ca.parent().unwrap();
+    let tls: Vec<NodeTls> = NAMES
+        .iter()
+        .map(|n| NodeTls::dev_node(certs, n).unwrap())
         .collect();
+    let eps: Vec<quinn::Endpoint> = tls.iter().map(|t| loopback::endpoint(t).unwrap()).collect();
     let urls: Vec<SegueUrl> = eps
         .iter()
         .map(|e| {
@@ -69,7 +73,7 @@ fn helpers_with(scope: Option<Scope>) -> Net {
         let mut node = NodeOptions::default();
         node.sessions.send_ahead = Duration::from_secs(3600);
         let (edge, _, serving) = loopback::helper(
-            &origin.tls,
+            &tls[k],
             ep,
             store,
             origin_url.clone(),
@@ -214,24 +218,34 @@ async fn a_vanished_helper_is_replaced_by_the_other_sources() {
 async fn adverts_from_strangers_are_refused() {
     let net = three_helpers();
     adverts_exchanged(&net).await;
-    let ep = segue_server::quic::client_endpoint(&net.origin.tls.ca).unwrap();
-    let link = segue_server::edge::upstream::Upstream::new(
-        ep,
-        net.urls[0].clone(),
-        Duration::from_secs(5),
-    );
-    let a = segue_wire::advert::Advert {
-        sender: "mallory".into(),
-        epoch: 1,
-        version: 1,
-        base: 0,
-        period_ms: 1000,
-        holdings: vec![],
+    let certs = net.origin.tls.ca.parent().unwrap();
+    let h1_url = &net.urls[0];
+    // An advert sent to h1 by the node of certificate `cert` claiming to be `sender`.
+    let advert_to_h1 = |cert: &'static str, sender: &'static str| async move {
+        let tls = NodeTls::dev_node(certs, cert).unwrap();
+        let ep = segue_server::quic::client_endpoint(&tls).unwrap();
+        let link =
+            segue_server::edge::upstream::Upstream::new(ep, h1_url.clone(), Duration::from_secs(5));
+        let a = segue_wire::advert::Advert {
+            sender: sender.into(),
+            epoch: 1,
+            version: 1,
+            base: 0,
+            period_ms: 1000,
+            holdings: vec![],
+        };
+        link.advert(&a).await.unwrap().0
     };
-    let (status, _) = link.advert(&a).await.unwrap();
-    assert_eq!(status, segue_wire::segment::Status::Unauthorized);
     let h1 = net.helpers[0].helpers().unwrap();
-    assert_eq!(h1.stats.adverts_refused.load(Ordering::Relaxed), 1);
+    let refused = || h1.stats.adverts_refused.load(Ordering::Relaxed);
+    // A node of our CA that is not a configured peer.
+    let unauthorized = segue_wire::segment::Status::Unauthorized;
+    assert_eq!(advert_to_h1("mallory", "mallory").await, unauthorized);
+    assert_eq!(refused(), 1);
+    // Claiming to be a peer without its certificate: refused before the helper sees it.
+    assert_eq!(advert_to_h1("mallory", "h3").await, unauthorized);
+    assert_eq!(advert_to_h1("h2", "h3").await, unauthorized);
+    assert_eq!(refused(), 1);
     assert!(h1.report().iter().all(|p| p.name != "mallory"));
     net.origin.shutdown().await;
 }

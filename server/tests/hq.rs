@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 
 use segue_server::files::DirFiles;
 use segue_server::hq::{self, ClientOptions, ServerStats};
-use segue_server::loopback::DevTls;
+use segue_server::loopback::NodeTls;
 
 struct Server {
     _dir: tempfile::TempDir,
-    tls: DevTls,
+    tls: NodeTls,
     port: u16,
     stats: Arc<ServerStats>,
     www: std::path::PathBuf,
@@ -28,7 +28,7 @@ fn sha256_hex(b: &[u8]) -> String {
 /// A server over a /www of one 3 MB file and 1000 small ones.
 fn server(retry: bool) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let tls = DevTls::init(&dir.path().join("certs")).unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
     let www = dir.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
     let big: Vec<u8> = (0..3_000_000u32)
@@ -161,7 +161,7 @@ fn run_endpoint_sh_serves_downloads_and_refuses_what_it_lacks() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/run_endpoint.sh");
     let segue = env!("CARGO_BIN_EXE_segue");
     let dir = tempfile::tempdir().unwrap();
-    let tls = DevTls::init(&dir.path().join("dev")).unwrap();
+    let tls = NodeTls::dev(&dir.path().join("dev")).unwrap();
     let certs = dir.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::copy(&tls.cert, certs.join("cert.pem")).unwrap();

@@ -21,7 +21,7 @@ use super::run::{
 };
 use super::scenario::Scenario;
 use crate::edge::StatsSnapshot;
-use crate::loopback::DevTls;
+use crate::loopback::NodeTls;
 
 const ORIGIN_PORT: u16 = 8554;
 const EDGE_PORT: u16 = 8555;
@@ -148,7 +148,7 @@ pub async fn run(
     o: &LabOptions,
     t0: Instant,
     w: &Path,
-    tls: &DevTls,
+    tls: &NodeTls,
 ) -> anyhow::Result<Outcome> {
     let bin = match &o.segue_bin {
         Some(b) => b.clone(),
@@ -184,6 +184,9 @@ pub async fn run(
             p(&ocert),
             "--key".into(),
             p(&okey),
+            // The edges' CA: they present their certificates to fetch (mTLS).
+            "--ca".into(),
+            p(&tls.ca),
             "--segment-ms".into(),
             s.media.segment_ms.to_string(),
         ],

@@ -22,7 +22,7 @@ use super::scenario::Scenario;
 use crate::edge::store::Store;
 use crate::edge::{EdgeOptions, EdgeSource};
 use crate::library::{Library, LibraryOptions};
-use crate::loopback::{self, DevTls};
+use crate::loopback::{self, NodeTls};
 use crate::node::NodeOptions;
 
 /// Which system carries the plays.
@@ -277,7 +277,7 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
         Ok(t) => t.path(),
         Err(p) => p,
     };
-    let tls = DevTls::init(&w.join("certs"))?;
+    let tls = NodeTls::dev(&w.join("certs"))?;
     prepare_media(s, o, &w.join("media"))?;
     match o.system {
         System::Segue if o.netns => super::nodes::run(s, o, t0, w, &tls).await,
@@ -365,7 +365,7 @@ async fn run_segue(
     o: &LabOptions,
     t0: Instant,
     w: &Path,
-    tls: &DevTls,
+    tls: &NodeTls,
     cooperate: bool,
 ) -> anyhow::Result<Outcome> {
     let (lib, catalog) = ingest(s, w, &w.join("origin")).await?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use segue_server::edge::store::Store;
 use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::library::{Library, LibraryOptions};
-use segue_server::loopback::{self, DevTls};
+use segue_server::loopback::{self, NodeTls};
 use segue_server::node::NodeOptions;
 use segue_server::source::LibrarySource;
 use segue_wire::SegueUrl;
@@ -26,7 +26,7 @@ pub struct TestEdge {
 /// A running origin over a temporary directory (dev PKI, media, ingested objects).
 pub struct TestOrigin {
     pub dir: tempfile::TempDir,
-    pub tls: DevTls,
+    pub tls: NodeTls,
     pub addr: SocketAddr,
     pub stop: watch::Sender<bool>,
     pub serving: tokio::task::JoinHandle<()>,
@@ -72,7 +72,7 @@ impl TestOrigin {
 /// Serves `media/samples/<file>` (2 s segments) from an origin on loopback.
 pub fn origin_with_sample(file: &str) -> TestOrigin {
     let dir = tempfile::tempdir().unwrap();
-    let tls = DevTls::init(&dir.path().join("certs")).unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples");

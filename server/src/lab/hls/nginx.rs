@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::loopback::DevTls;
+use crate::loopback::NodeTls;
 
 /// Finds nginx (`SEGUE_NGINX`, then PATH, then /usr/sbin), installing the Debian package
 /// when running as root on a machine with apt-get and it is missing.
@@ -198,7 +198,7 @@ impl Nginx {
     }
 }
 
-fn tls_lines(tls: &DevTls) -> String {
+fn tls_lines(tls: &NodeTls) -> String {
     format!(
         "    ssl_certificate {};\n    ssl_certificate_key {};\n    ssl_protocols TLSv1.2 TLSv1.3;\n",
         tls.cert.display(),
@@ -207,7 +207,7 @@ fn tls_lines(tls: &DevTls) -> String {
 }
 
 /// nginx serving `root` over HTTPS (the HLS origin).
-pub async fn origin(nginx: &Path, dir: &Path, root: &Path, tls: &DevTls) -> anyhow::Result<Nginx> {
+pub async fn origin(nginx: &Path, dir: &Path, root: &Path, tls: &NodeTls) -> anyhow::Result<Nginx> {
     let port = free_port()?;
     let block = format!(
         "  access_log off;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name localhost;\n\
@@ -226,7 +226,7 @@ pub async fn edge(
     dir: &Path,
     upstream: SocketAddr,
     cache_mb: u64,
-    tls: &DevTls,
+    tls: &NodeTls,
 ) -> anyhow::Result<Nginx> {
     let port = free_port()?;
     let d = dir.display();

@@ -16,7 +16,7 @@ use crate::lab::run::{
     EdgeLinks, LabOptions, Outcome, PlaySpec, System, drive, ingest, link_counters, outcome,
 };
 use crate::lab::scenario::Scenario;
-use crate::loopback::{self, DevTls};
+use crate::loopback::{self, NodeTls};
 
 struct EdgeNode {
     links: EdgeLinks,
@@ -28,7 +28,7 @@ pub async fn run(
     o: &LabOptions,
     t0: Instant,
     w: &Path,
-    tls: &DevTls,
+    tls: &NodeTls,
 ) -> anyhow::Result<Outcome> {
     let bin = nginx::binary().await?;
     // The catalog as Segue sees it (names, durations, bitrate), so both runs are alike.
