@@ -83,11 +83,15 @@ async fn writer(mut send: SendStream, mut rx: mpsc::Receiver<Vec<u8>>) {
     let _ = send.finish();
 }
 
-/// Runs the control loop until the peer finishes the stream or breaks the protocol.
+/// Runs the control loop until the peer finishes the stream or breaks the protocol. A
+/// message must arrive whole within `request_timeout` of its first byte (slowloris: a peer
+/// trickling a request keeps nothing open for long; the connection's keep-alives would
+/// never let the idle timeout fire).
 pub async fn serve_control<H: ControlHandler>(
     send: SendStream,
     mut recv: RecvStream,
     limits: Limits,
+    request_timeout: std::time::Duration,
     handler: &mut H,
 ) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(OUT_QUEUE);
@@ -96,7 +100,7 @@ pub async fn serve_control<H: ControlHandler>(
         next_cseq: Arc::new(AtomicU32::new(1)),
     };
     let writer = tokio::spawn(writer(send, rx));
-    let result = read_loop(&mut recv, limits, handler, &out).await;
+    let result = read_loop(&mut recv, limits, request_timeout, handler, &out).await;
     drop(out);
     let _ = writer.await;
     result
@@ -105,15 +109,22 @@ pub async fn serve_control<H: ControlHandler>(
 async fn read_loop<H: ControlHandler>(
     recv: &mut RecvStream,
     limits: Limits,
+    request_timeout: std::time::Duration,
     handler: &mut H,
     out: &ControlOut,
 ) -> anyhow::Result<()> {
     let mut dec = ControlDecoder::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
+    // When the first byte of the message being read arrived.
+    let mut started: Option<tokio::time::Instant> = None;
     loop {
         // Drain every complete message before reading more (pipelined requests).
         loop {
-            match dec.next_message() {
+            let next = dec.next_message();
+            if matches!(next, Ok(Some(_))) {
+                started = None;
+            }
+            match next {
                 Ok(None) => break,
                 Ok(Some(Message::Request(req))) => {
                     let resp = handler.handle(req, out).await;
@@ -135,6 +146,25 @@ async fn read_loop<H: ControlHandler>(
                     }
                 }
             }
+        }
+        let since = match dec.buffered() {
+            0 => None,
+            _ => Some(*started.get_or_insert_with(tokio::time::Instant::now)),
+        };
+        if since.is_none() {
+            started = None;
+        }
+        if let Some(t0) = since
+            && t0.elapsed() > request_timeout
+        {
+            let why = format!(
+                "request not complete within {} s",
+                request_timeout.as_secs_f64()
+            );
+            out.respond(&Response::error(status::REQUEST_TIMEOUT, 0, why.clone()))
+                .await;
+            recv.stop(AppError::LimitExceeded.code().try_into()?).ok();
+            anyhow::bail!("control stream closed: {why}");
         }
         // quinn's read is cancel-safe: a tick never loses data.
         let read = tokio::select! {

@@ -15,6 +15,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 
+use crate::admission::{Admission, ConnectionLimits};
 use crate::files::{Body as _, FileError, Files};
 
 /// ALPN of HTTP/0.9 over QUIC in the interop runner.
@@ -33,6 +34,8 @@ pub struct ServerStats {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
     pub refused: AtomicU64,
+    /// Connection attempts refused by the connection limits.
+    pub refused_connections: AtomicU64,
 }
 
 fn transport(streams: u32) -> quinn::TransportConfig {
@@ -80,29 +83,38 @@ pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::R
     Ok(Server { endpoint, config })
 }
 
-/// Serves `files` until `stop`; `retry`: validate every client address with a Retry first.
+/// Serves `files` until `stop`, holding connections within `limits` (and validating client
+/// addresses with a Retry as they say).
 pub async fn serve<F: Files>(
     server: Server,
     files: Arc<F>,
-    retry: bool,
+    limits: ConnectionLimits,
     stats: Arc<ServerStats>,
     mut stop: watch::Receiver<bool>,
 ) {
     let Server { endpoint, config } = server;
+    let admission = Admission::new(limits);
     let qlog = crate::quic::Qlog::from_env();
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
             _ = stop.changed() => break,
         };
-        if retry && !incoming.remote_address_validated() {
+        let (peer, validated) = (
+            incoming.remote_address(),
+            incoming.remote_address_validated(),
+        );
+        let retry = admission.wants_retry(peer, validated);
+        if retry {
             stats.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(peer = %incoming.remote_address(), "address validation: Retry sent");
-            if let Err(e) = incoming.retry() {
-                tracing::debug!("cannot send a retry: {e}");
+            tracing::info!(%peer, "address validation: Retry sent");
+        }
+        let Some((incoming, ticket)) = admission.admit(incoming) else {
+            if !retry {
+                stats.refused_connections.fetch_add(1, Ordering::Relaxed);
             }
             continue;
-        }
+        };
         let connecting = match &qlog {
             None => incoming.accept(),
             Some(q) => {
@@ -112,6 +124,8 @@ pub async fn serve<F: Files>(
         };
         let (files, stats) = (files.clone(), stats.clone());
         tokio::spawn(async move {
+            // The connection's place, held until it ends.
+            let _ticket = ticket;
             let conn = match connecting {
                 Ok(c) => c.await,
                 Err(e) => Err(e),

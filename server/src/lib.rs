@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod anticipate;
 pub mod bench;
 pub mod clock;

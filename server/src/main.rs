@@ -85,7 +85,7 @@ enum Command {
     /// Measure TTFF per case, edge egress vs raw quinn, and edge memory per session.
     Bench(BenchArgs),
     /// Serve media files from a directory (MP4, fragmented MP4, MPEG-TS with H.264/AAC).
-    Origin(OriginArgs),
+    Origin(Box<OriginArgs>),
     /// Serve players from a prefix cache, fetching the rest from an origin
     /// (`segue edge status`: a running edge's state).
     Edge(EdgeCmd),
@@ -195,7 +195,14 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             let stats = Arc::new(hq::ServerStats::default());
             let files = segue_server::files::DirFiles::new(&www)
                 .with_context(|| format!("cannot serve {}", www.display()))?;
-            hq::serve(ep, Arc::new(files), retry, stats, shutdown_signal()).await;
+            use segue_server::admission::{ConnectionLimits, RetryPolicy};
+            let policy = if retry {
+                RetryPolicy::Always
+            } else {
+                RetryPolicy::Never
+            };
+            let limits = ConnectionLimits::with_retry(policy);
+            hq::serve(ep, Arc::new(files), limits, stats, shutdown_signal()).await;
             Ok(())
         }
         HqCommand::Get {
@@ -247,6 +254,69 @@ struct TlsArgs {
     token_key_file: Option<PathBuf>,
 }
 
+/// What one node lets its clients hold (docs/SECURITY.md#limits).
+#[derive(Args, Debug, Clone)]
+struct LimitArgs {
+    /// Connections held at once (the segue/1 port; --files-listen counts its own).
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Connections held at once from one client address (IPv6: one /64).
+    #[arg(long, default_value_t = 64)]
+    max_connections_per_client: usize,
+    /// Streams a client may have open at once on one connection (control + segment
+    /// exchanges).
+    #[arg(long, default_value_t = 256)]
+    max_streams_per_connection: u32,
+    /// Player sessions per connection.
+    #[arg(long, default_value_t = 4)]
+    max_sessions_per_connection: usize,
+    /// A connection without any packet for this long is closed, in seconds.
+    #[arg(long, default_value_t = 30)]
+    idle_timeout_secs: u64,
+    /// A control message or segment request must arrive whole within this many seconds of
+    /// its first byte, or it is cut off (slowloris).
+    #[arg(long, default_value_t = 10)]
+    request_timeout_secs: u64,
+    /// Largest control message head (request line and header fields), e.g. 8K.
+    #[arg(long, default_value = "8K", value_parser = parse_size)]
+    max_control_head: u64,
+    /// Largest control message body, e.g. 64K.
+    #[arg(long, default_value = "64K", value_parser = parse_size)]
+    max_control_body: u64,
+    /// Packetized segments kept in memory for all sessions, e.g. 64M.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    packet_cache_size: u64,
+    /// Validate client addresses with a QUIC Retry first: always, never, or public (clients
+    /// from public addresses; not loopback, private or link-local ones).
+    #[arg(long, default_value = "public", value_parser = segue_server::admission::RetryPolicy::parse)]
+    retry: segue_server::admission::RetryPolicy,
+}
+
+impl LimitArgs {
+    fn transport(&self) -> anyhow::Result<TransportLimits> {
+        anyhow::ensure!(
+            self.max_streams_per_connection >= 1,
+            "--max-streams-per-connection must be at least 1 (the control stream)"
+        );
+        anyhow::ensure!(
+            self.idle_timeout_secs >= 1,
+            "--idle-timeout-secs must be at least 1"
+        );
+        Ok(TransportLimits {
+            max_bidi_streams: self.max_streams_per_connection,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+        })
+    }
+
+    fn connections(&self) -> segue_server::admission::ConnectionLimits {
+        segue_server::admission::ConnectionLimits {
+            max_connections: self.max_connections,
+            max_per_client: self.max_connections_per_client,
+            retry: self.retry,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 struct OriginArgs {
     /// Directory of media files; an object is a file's path without extension.
@@ -260,6 +330,8 @@ struct OriginArgs {
     listen: SocketAddr,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Target segment duration in milliseconds (segments start at keyframes).
     #[arg(long, default_value_t = 2000)]
     segment_ms: u64,
@@ -444,6 +516,11 @@ struct EdgeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Verified segments kept in memory above the disk cache, e.g. 64M.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    memory_cache_size: u64,
     /// Prefix kept per object, in seconds of media.
     #[arg(long, default_value_t = 10)]
     prefix_secs: u64,
@@ -654,6 +731,7 @@ impl TlsArgs {
         &self,
         source: &S,
         access: Option<Arc<segue_server::access::Keys>>,
+        limits: segue_server::admission::ConnectionLimits,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         use segue_server::{files::ObjectFiles, hq};
@@ -664,7 +742,7 @@ impl TlsArgs {
         tracing::info!(files = %ep.endpoint.local_addr()?, "serving files over HTTP/3 and hq-interop");
         let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())).with_access(access));
         let stats = Arc::new(hq::ServerStats::default());
-        tokio::spawn(hq::serve(ep, files, false, stats, stop.clone()));
+        tokio::spawn(hq::serve(ep, files, limits, stats, stop.clone()));
         Ok(())
     }
 
@@ -678,23 +756,35 @@ impl TlsArgs {
     }
 }
 
-/// How a node serves: its sessions, signed URLs, and a qlog trace per connection when
-/// `$QLOGDIR` is set.
+/// How a node serves: its sessions, limits, signed URLs, and a qlog trace per connection
+/// when `$QLOGDIR` is set.
 fn node_options(
     send_ahead_ms: u64,
     response_delay_ms: u64,
     tls: &NodeTls,
+    limits: &LimitArgs,
     access: Option<Arc<segue_server::access::Keys>>,
 ) -> anyhow::Result<NodeOptions> {
+    let size = |v: u64, flag: &str| {
+        usize::try_from(v).with_context(|| format!("{flag} {v} does not fit this machine"))
+    };
     Ok(NodeOptions {
         sessions: SessionOptions {
             send_ahead: Duration::from_millis(send_ahead_ms),
+            max_sessions: limits.max_sessions_per_connection,
+            packet_cache_bytes: limits.packet_cache_size,
             ..SessionOptions::default()
+        },
+        limits: segue_wire::Limits {
+            max_control_head: size(limits.max_control_head, "--max-control-head")?,
+            max_control_body: size(limits.max_control_body, "--max-control-body")?,
+            ..segue_wire::Limits::default()
         },
         response_delay: Duration::from_millis(response_delay_ms),
         access,
-        qlog: segue_server::quic::NodeQlog::from_env(tls, TransportLimits::default())?,
-        ..NodeOptions::default()
+        qlog: segue_server::quic::NodeQlog::from_env(tls, limits.transport()?)?,
+        connections: limits.connections(),
+        request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
     })
 }
 
@@ -736,7 +826,7 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
     };
     let lib = open_library(opts.clone()).await?;
     let source = LibrarySource::new(Arc::new(lib));
-    let endpoint = server_endpoint(a.listen, &tls, TransportLimits::default())
+    let endpoint = server_endpoint(a.listen, &tls, a.limits.transport()?)
         .context("the origin's endpoint (--cert, --key, and --ca: the edges' CA)")?;
     let stop = shutdown_signal();
     reload_on_hangup(source.clone(), opts);
@@ -761,9 +851,16 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         stop.clone(),
     ));
     serve_admin(&a.admin, node, stop.clone()).await?;
-    a.tls.serve_files(&source, access.clone(), &stop)?;
+    a.tls
+        .serve_files(&source, access.clone(), a.limits.connections(), &stop)?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
-    let opts = node_options(a.send_ahead_ms, a.response_delay_ms, &tls, access)?;
+    let opts = node_options(
+        a.send_ahead_ms,
+        a.response_delay_ms,
+        &tls,
+        &a.limits,
+        access,
+    )?;
     segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
     Ok(())
 }
@@ -894,6 +991,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         EdgeOptions {
             parallel: a.parallel,
             accept_pushes: a.accept_pushes,
+            hot_bytes: a.memory_cache_size,
             ..EdgeOptions::default()
         },
         helpers,
@@ -951,10 +1049,11 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     }
     serve_admin(&a.admin, node, stop.clone()).await?;
     let access = a.tls.access()?;
-    a.tls.serve_files(&edge, access.clone(), &stop)?;
-    let endpoint = server_endpoint(a.listen, &tls, TransportLimits::default())?;
+    a.tls
+        .serve_files(&edge, access.clone(), a.limits.connections(), &stop)?;
+    let endpoint = server_endpoint(a.listen, &tls, a.limits.transport()?)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
-    let opts = node_options(a.send_ahead_ms, 0, &tls, access)?;
+    let opts = node_options(a.send_ahead_ms, 0, &tls, &a.limits, access)?;
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
     // Saves measured usage on its way out.
     let _ = upkeep.await;
@@ -1209,7 +1308,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", segue_server::bench::run(&exe, &opts).await?);
             Ok(())
         }
-        Command::Origin(a) => origin(a).await,
+        Command::Origin(a) => origin(*a).await,
         Command::Edge(EdgeCmd {
             command: Some(EdgeCommand::Status { admin, admin_token }),
             ..

@@ -6,15 +6,16 @@ use std::sync::Arc;
 use segue_wire::{AppError, Limits};
 use tokio::sync::watch;
 
+use crate::admission::{Admission, ConnectionLimits};
 use crate::control::serve_control;
 use crate::packets::PacketCache;
 use crate::peer::Peer;
-use crate::segserve::serve_exchange;
+use crate::segserve::{Exchange, serve_exchange};
 use crate::session::{SessionOptions, Sessions};
 use crate::source::Source;
 
 /// How a node serves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NodeOptions {
     pub sessions: SessionOptions,
     pub limits: Limits,
@@ -24,6 +25,27 @@ pub struct NodeOptions {
     pub access: Option<Arc<crate::access::Keys>>,
     /// A qlog trace per connection (`$QLOGDIR`).
     pub qlog: Option<crate::quic::NodeQlog>,
+    /// Connections held at once, in total and per client; Retry policy.
+    pub connections: ConnectionLimits,
+    /// A control message or segment request must arrive whole within this long (slowloris).
+    pub request_timeout: std::time::Duration,
+}
+
+/// Default [`NodeOptions::request_timeout`].
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            sessions: SessionOptions::default(),
+            limits: Limits::default(),
+            response_delay: std::time::Duration::ZERO,
+            access: None,
+            qlog: None,
+            connections: ConnectionLimits::default(),
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
 }
 
 /// Serves `endpoint` until `shutdown` turns true, then closes every connection.
@@ -38,10 +60,12 @@ pub async fn serve<S: Source>(
         opts.sessions.max_payload,
         opts.limits.max_frame_size,
     ));
+    let admission = Admission::new(opts.connections);
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let Some((incoming, ticket)) = admission.admit(incoming) else { continue };
                 let connecting = match &opts.qlog {
                     Some(q) => q.accept(incoming),
                     None => incoming.accept(),
@@ -50,6 +74,8 @@ pub async fn serve<S: Source>(
                 let opts = opts.clone();
                 let packets = packets.clone();
                 tokio::spawn(async move {
+                    // The connection's place, held until it ends.
+                    let _ticket = ticket;
                     let conn = match connecting {
                         Ok(c) => c.await,
                         Err(e) => Err(e),
@@ -92,6 +118,7 @@ async fn connection<S: Source>(
             }
         };
         if send.id().index() == 0 {
+            let request_timeout = opts.request_timeout;
             let mut sessions = Sessions::new(
                 source.clone(),
                 conn.clone(),
@@ -101,19 +128,26 @@ async fn connection<S: Source>(
             )
             .with_access(opts.access.clone());
             tokio::spawn(async move {
-                if let Err(e) = serve_control(send, recv, limits, &mut sessions).await {
+                let r = serve_control(send, recv, limits, request_timeout, &mut sessions);
+                if let Err(e) = r.await {
                     tracing::debug!(%peer, "control: {e}");
                 }
                 sessions.shutdown().await;
             });
         } else {
             let source = source.clone();
-            let delay = opts.response_delay;
+            let (delay, request_timeout) = (opts.response_delay, opts.request_timeout);
             let access = opts.access.clone();
             let who = who.clone();
             tokio::spawn(async move {
-                let r = serve_exchange(source, send, recv, limits, delay, &who, access.as_deref());
-                if let Err(e) = r.await {
+                let x = Exchange {
+                    limits,
+                    delay,
+                    request_timeout,
+                    peer: &who,
+                    access: access.as_deref(),
+                };
+                if let Err(e) = serve_exchange(source, send, recv, x).await {
                     tracing::debug!(%peer, "segment exchange: {e}");
                 }
             });

@@ -25,18 +25,36 @@ fn priority(deadline_ms: Option<u64>) -> i32 {
     -(due.min(i32::MAX as u64) as i32)
 }
 
+/// How a node answers exchanges, and whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    pub limits: Limits,
+    /// Delay before answering each request (lab and demo aid).
+    pub delay: std::time::Duration,
+    /// The request must arrive whole within this long of the stream's opening (slowloris).
+    pub request_timeout: std::time::Duration,
+    pub peer: &'a Peer,
+    /// Signed URLs required of players (`None`: open access).
+    pub access: Option<&'a crate::access::Keys>,
+}
+
 /// Reads one request and answers it. Errors are reported to the peer; the result says only
 /// whether the exchange completed.
 pub async fn serve_exchange<S: Source>(
     source: Arc<S>,
     mut send: SendStream,
     mut recv: RecvStream,
-    limits: Limits,
-    delay: std::time::Duration,
-    peer: &Peer,
-    access: Option<&crate::access::Keys>,
+    x: Exchange<'_>,
 ) -> anyhow::Result<()> {
+    let Exchange {
+        limits,
+        delay,
+        request_timeout,
+        peer,
+        access,
+    } = x;
     let mut buf = Vec::with_capacity(256);
+    let deadline = tokio::time::Instant::now() + request_timeout;
     let (req, used) = loop {
         match decode_incoming(&buf, &limits) {
             Ok(Some(Incoming::Advert(a))) => {
@@ -67,7 +85,16 @@ pub async fn serve_exchange<S: Source>(
             limits.max_frame_header
         } + 16;
         let mut chunk = [0u8; 4096];
-        match recv.read(&mut chunk).await? {
+        let read = tokio::time::timeout_at(deadline, recv.read(&mut chunk));
+        let Ok(read) = read.await else {
+            recv.stop(AppError::LimitExceeded.code().try_into()?)?;
+            let why = format!(
+                "request not complete within {} s",
+                request_timeout.as_secs_f64()
+            );
+            return refuse(send, Status::BadRequest, why).await;
+        };
+        match read? {
             Some(n) if buf.len() + n <= max => buf.extend_from_slice(&chunk[..n]),
             Some(_) => {
                 recv.stop(AppError::LimitExceeded.code().try_into()?)?;

@@ -56,7 +56,7 @@ fn setup() -> Setup {
     tokio::spawn(hq::serve(
         srv,
         Arc::new(files),
-        false,
+        segue_server::admission::ConnectionLimits::default(),
         Arc::new(ServerStats::default()),
         origin.stop_rx(),
     ));

@@ -4,6 +4,7 @@
 
 mod common;
 
+use segue_server::admission::ConnectionLimits;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -36,7 +37,7 @@ fn serve_files<S: Source>(
     tokio::spawn(hq::serve(
         ep,
         files,
-        false,
+        ConnectionLimits::default(),
         Arc::new(ServerStats::default()),
         stop,
     ));

@@ -30,7 +30,14 @@ fn start_server(dir: &Path) -> (quinn::Endpoint, SocketAddr) {
             tokio::spawn(async move {
                 let Ok(conn) = inc.await else { return };
                 while let Ok((send, recv)) = conn.accept_bi().await {
-                    let _ = serve_control(send, recv, Limits::default(), &mut OptionsOnly).await;
+                    let _ = serve_control(
+                        send,
+                        recv,
+                        Limits::default(),
+                        Duration::from_secs(10),
+                        &mut OptionsOnly,
+                    )
+                    .await;
                 }
             });
         }

@@ -1,6 +1,7 @@
 //! HTTP/0.9 over QUIC (hq-interop) between our own client and server on loopback: the cases
 //! of the interop matrix our stack supports, each checked on its outcome.
 
+use segue_server::admission::{ConnectionLimits, RetryPolicy};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -50,7 +51,10 @@ fn server(retry: bool) -> Server {
     tokio::spawn(hq::serve(
         ep,
         Arc::new(DirFiles::new(&www).unwrap()),
-        retry,
+        ConnectionLimits::with_retry(match retry {
+            true => RetryPolicy::Always,
+            false => RetryPolicy::Never,
+        }),
         stats.clone(),
         stop_rx,
     ));

@@ -380,17 +380,25 @@ async fn run_segue(
         loopback::origin(tls, lib.clone(), NodeOptions::default(), stop_rx.clone())?;
     servers.spawn(serving);
 
-    // Every edge's endpoint first: helpers need each other's addresses.
-    let endpoints: Vec<quinn::Endpoint> = s
+    let helpers_conf = s.helpers.as_ref().filter(|_| cooperate);
+    // Helpers present a certificate for their name (mTLS binds adverts to it).
+    let edge_tls: Vec<NodeTls> = s
         .edges
         .iter()
-        .map(|_| loopback::endpoint(tls))
+        .map(|e| match (helpers_conf, tls.ca.parent()) {
+            (Some(_), Some(dir)) => NodeTls::dev_node(dir, &e.name),
+            _ => Ok(tls.clone()),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // Every edge's endpoint first: helpers need each other's addresses.
+    let endpoints: Vec<quinn::Endpoint> = edge_tls
+        .iter()
+        .map(loopback::endpoint)
         .collect::<anyhow::Result<_>>()?;
     let addrs: Vec<std::net::SocketAddr> = endpoints
         .iter()
         .map(|e| e.local_addr())
         .collect::<Result<_, _>>()?;
-    let helpers_conf = s.helpers.as_ref().filter(|_| cooperate);
     let mut peer_relays: Vec<Relay> = Vec::new();
     // Each edge's own stop signal (a kill stops one), all raised at the end.
     let edge_stops: Vec<watch::Sender<bool>> =
@@ -459,7 +467,7 @@ async fn run_segue(
         };
         let stop = edge_stops[i].subscribe();
         let (source, edge_addr, serving) = loopback::helper(
-            tls,
+            &edge_tls[i],
             ep,
             store,
             origin_url,

@@ -93,6 +93,7 @@ pub mod status {
     pub const FORBIDDEN: u16 = 403;
     pub const NOT_FOUND: u16 = 404;
     pub const METHOD_NOT_ALLOWED: u16 = 405;
+    pub const REQUEST_TIMEOUT: u16 = 408;
     pub const REQUEST_ENTITY_TOO_LARGE: u16 = 413;
     pub const REQUEST_URI_TOO_LONG: u16 = 414;
     pub const UNSUPPORTED_MEDIA_TYPE: u16 = 415;

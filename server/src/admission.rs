@@ -1,0 +1,350 @@
+//! Admission of QUIC connections: how many a server holds at once, in total and per client
+//! address, and which clients must first prove their address with a Retry. Applied before the
+//! handshake (a refused client costs one packet), by the segue/1 servers (`node`) and the
+//! file servers (`hq`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// When a server asks a new client to prove its address (a Retry: one more round trip,
+/// but spoofed sources cannot make the server send a handshake's worth of bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RetryPolicy {
+    /// Every client.
+    Always,
+    /// No client.
+    Never,
+    /// Clients from public addresses (not loopback, private, link-local or unique-local):
+    /// the internet, but not a lab or a LAN.
+    #[default]
+    Public,
+}
+
+impl RetryPolicy {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            "public" => Ok(Self::Public),
+            _ => Err(format!("{s:?}: expected always, never or public")),
+        }
+    }
+
+    /// Whether a client at `addr` must be validated with a Retry.
+    pub fn wants(self, addr: IpAddr) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Public => is_public(addr),
+        }
+    }
+}
+
+/// Not loopback, private (RFC 1918, RFC 6598 shared), link-local, unique-local, unspecified
+/// or broadcast: an address a client on the internet would have.
+pub fn is_public(addr: IpAddr) -> bool {
+    match canonical(addr) {
+        IpAddr::V4(a) => {
+            let shared = a.octets()[0] == 100 && (a.octets()[1] & 0xc0) == 64;
+            !(a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || shared)
+        }
+        IpAddr::V6(a) => {
+            let seg = a.segments()[0];
+            let unique_local = (seg & 0xfe00) == 0xfc00;
+            let link_local = (seg & 0xffc0) == 0xfe80;
+            !(a.is_loopback() || a.is_unspecified() || unique_local || link_local)
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn canonical(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// What the per-address limit counts: an IPv4 address, or an IPv6 /64 (one subscriber's
+/// prefix: an IPv6 client can pick any address in it).
+fn client_key(addr: IpAddr) -> IpAddr {
+    match canonical(addr) {
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Connection limits of one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections held at once (handshaking or established).
+    pub max_connections: usize,
+    /// Connections held at once from one client address (IPv6: one /64).
+    pub max_per_client: usize,
+    pub retry: RetryPolicy,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_per_client: 64,
+            retry: RetryPolicy::Public,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// The default limits with Retry `policy`.
+    pub fn with_retry(retry: RetryPolicy) -> Self {
+        Self {
+            retry,
+            ..Self::default()
+        }
+    }
+}
+
+/// What to do with a new connection attempt.
+#[derive(Debug)]
+pub enum Decision {
+    /// Send a Retry (the client comes back with a token proving its address).
+    Retry,
+    /// Refuse it, and why.
+    Refuse(&'static str),
+    /// Accept it; the ticket holds its place until dropped.
+    Admit(Ticket),
+}
+
+/// Counts the connections a server holds, by client.
+#[derive(Debug)]
+pub struct Admission {
+    limits: ConnectionLimits,
+    held: Mutex<Held>,
+    pub refused: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl Admission {
+    pub fn new(limits: ConnectionLimits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            held: Mutex::new(Held::default()),
+            refused: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        })
+    }
+
+    pub fn limits(&self) -> ConnectionLimits {
+        self.limits
+    }
+
+    /// Connections held now.
+    pub fn held(&self) -> usize {
+        self.lock().total
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        // A panic while holding the lock leaves only counters behind: keep using them.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether an attempt from `remote` gets a Retry; `validated`: it came back with a
+    /// Retry token.
+    pub fn wants_retry(&self, remote: SocketAddr, validated: bool) -> bool {
+        !validated && self.limits.retry.wants(remote.ip())
+    }
+
+    /// Decides on an attempt from `remote`; `validated`: it came back with a Retry token.
+    pub fn decide(self: &Arc<Self>, remote: SocketAddr, validated: bool) -> Decision {
+        if self.wants_retry(remote, validated) {
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            return Decision::Retry;
+        }
+        let key = client_key(remote.ip());
+        let mut held = self.lock();
+        let why = if held.total >= self.limits.max_connections {
+            Some("too many connections")
+        } else if held.per_client.get(&key).copied().unwrap_or(0) >= self.limits.max_per_client {
+            Some("too many connections from this client")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Decision::Refuse(why);
+        }
+        held.total += 1;
+        *held.per_client.entry(key).or_insert(0) += 1;
+        Decision::Admit(Ticket {
+            admission: self.clone(),
+            key,
+        })
+    }
+
+    /// Applies [`Admission::decide`] to a quinn connection attempt: sends the Retry or the
+    /// refusal itself and returns only an admitted attempt, with its ticket.
+    pub fn admit(self: &Arc<Self>, incoming: quinn::Incoming) -> Option<(quinn::Incoming, Ticket)> {
+        let remote = incoming.remote_address();
+        match self.decide(remote, incoming.remote_address_validated()) {
+            Decision::Admit(t) => Some((incoming, t)),
+            Decision::Retry => {
+                tracing::debug!(peer = %remote, "address validation: Retry sent");
+                if let Err(e) = incoming.retry() {
+                    tracing::debug!(peer = %remote, "cannot send a Retry: {e}");
+                }
+                None
+            }
+            Decision::Refuse(why) => {
+                tracing::info!(peer = %remote, "connection refused: {why}");
+                incoming.refuse();
+                None
+            }
+        }
+    }
+}
+
+/// A held connection's place; dropping it frees the place.
+#[derive(Debug)]
+pub struct Ticket {
+    admission: Arc<Admission>,
+    key: IpAddr,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut held = self.admission.lock();
+        held.total = held.total.saturating_sub(1);
+        if let Some(n) = held.per_client.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.per_client.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> SocketAddr {
+        SocketAddr::new(s.parse().unwrap(), 4433)
+    }
+
+    #[test]
+    fn public_addresses() {
+        for a in [
+            "8.8.8.8",
+            "2001:4860::8888",
+            "::ffff:8.8.8.8",
+            "100.128.0.1",
+        ] {
+            assert!(is_public(a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.7",
+            "172.16.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(!is_public(a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[test]
+    fn retry_policy() {
+        let p = RetryPolicy::parse("public").unwrap();
+        assert!(p.wants("8.8.8.8".parse().unwrap()));
+        assert!(!p.wants("127.0.0.1".parse().unwrap()));
+        assert!(RetryPolicy::Always.wants("127.0.0.1".parse().unwrap()));
+        assert!(!RetryPolicy::Never.wants("8.8.8.8".parse().unwrap()));
+        assert!(RetryPolicy::parse("sometimes").is_err());
+        // A validated client is not asked again.
+        let a = Admission::new(ConnectionLimits {
+            retry: RetryPolicy::Always,
+            ..ConnectionLimits::default()
+        });
+        assert!(matches!(a.decide(at("127.0.0.1"), false), Decision::Retry));
+        assert!(matches!(
+            a.decide(at("127.0.0.1"), true),
+            Decision::Admit(_)
+        ));
+        assert_eq!(a.retries.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn limits_total_and_per_client_and_tickets_free_places() {
+        let a = Admission::new(ConnectionLimits {
+            max_connections: 3,
+            max_per_client: 2,
+            retry: RetryPolicy::Never,
+        });
+        let t1 = a.decide(at("10.0.0.1"), false);
+        let t2 = a.decide(at("10.0.0.1"), false);
+        assert!(matches!(t1, Decision::Admit(_)) && matches!(t2, Decision::Admit(_)));
+        assert!(matches!(
+            a.decide(at("10.0.0.1"), false),
+            Decision::Refuse("too many connections from this client")
+        ));
+        // The same address mapped into IPv6 is the same client.
+        assert!(matches!(
+            a.decide(at("::ffff:10.0.0.1"), false),
+            Decision::Refuse(_)
+        ));
+        let t3 = a.decide(at("10.0.0.2"), false);
+        assert!(matches!(t3, Decision::Admit(_)));
+        assert!(matches!(
+            a.decide(at("10.0.0.3"), false),
+            Decision::Refuse("too many connections")
+        ));
+        assert_eq!(a.held(), 3);
+        drop(t1);
+        assert_eq!(a.held(), 2);
+        assert!(matches!(
+            a.decide(at("10.0.0.1"), false),
+            Decision::Admit(_)
+        ));
+        assert_eq!(a.refused.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let a = Admission::new(ConnectionLimits {
+            max_connections: 100,
+            max_per_client: 1,
+            retry: RetryPolicy::Never,
+        });
+        let _t = a.decide(at("2001:db8:1:2::1"), false);
+        assert!(matches!(
+            a.decide(at("2001:db8:1:2:ffff::9"), false),
+            Decision::Refuse(_)
+        ));
+        assert!(matches!(
+            a.decide(at("2001:db8:1:3::1"), false),
+            Decision::Admit(_)
+        ));
+    }
+}

@@ -1,0 +1,228 @@
+//! Limits on a real node on loopback: connections per client and in total, streams per
+//! connection, and the slowloris cut-offs for control messages and segment requests.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::QuicClientConfig;
+use segue_server::admission::{ConnectionLimits, RetryPolicy};
+use segue_server::node::{NodeOptions, serve};
+use segue_server::quic::{TransportLimits, server_endpoint};
+use segue_wire::segment::{ResponseFrame, Status, decode_response_frame};
+
+/// A node over the test origin's library with `opts` and `transport`; its address.
+fn node(origin: &common::TestOrigin, opts: NodeOptions, transport: TransportLimits) -> SocketAddr {
+    let ep = server_endpoint("127.0.0.1:0".parse().unwrap(), &origin.tls, transport).unwrap();
+    let addr = ep.local_addr().unwrap();
+    tokio::spawn(serve(
+        ep,
+        Arc::new(origin.source.clone()),
+        opts,
+        origin.stop_rx(),
+    ));
+    addr
+}
+
+/// A player's connection (no client certificate) from its own endpoint.
+async fn player(
+    origin: &common::TestOrigin,
+    addr: SocketAddr,
+) -> Result<(quinn::Endpoint, quinn::Connection), quinn::ConnectionError> {
+    let tls = segue_certs::tls::client_config(&origin.tls.ca, &[segue_wire::ALPN]).unwrap();
+    let quic = QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let conn = ep.connect(addr, "localhost").unwrap().await?;
+    Ok((ep, conn))
+}
+
+/// Whether `conn` is served: an OPTIONS on its control stream is answered.
+async fn served(conn: &quinn::Connection) -> bool {
+    let asked = async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        send.write_all(b"OPTIONS segue://localhost/ RTSP/2.0\r\nCSeq: 1\r\n\r\n")
+            .await?;
+        let mut buf = [0u8; 64];
+        let n = recv.read(&mut buf).await?.unwrap_or(0);
+        anyhow::Ok(buf[..n].starts_with(b"RTSP/2.0 200"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), asked)
+        .await
+        .is_ok_and(|r| r.unwrap_or(false))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_client_and_in_total() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let per_client = node(
+        &origin,
+        NodeOptions {
+            connections: ConnectionLimits {
+                max_connections: 100,
+                max_per_client: 2,
+                retry: RetryPolicy::Never,
+            },
+            ..NodeOptions::default()
+        },
+        TransportLimits::default(),
+    );
+    let (_e1, c1) = player(&origin, per_client).await.unwrap();
+    let (_e2, c2) = player(&origin, per_client).await.unwrap();
+    assert!(served(&c1).await && served(&c2).await);
+    // The third from the same address is refused before its handshake.
+    let third = player(&origin, per_client).await;
+    assert!(
+        matches!(third, Err(quinn::ConnectionError::ConnectionClosed(ref c))
+            if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
+        "{third:?}"
+    );
+    // A closed connection frees its place.
+    c1.close(0u32.into(), b"done");
+    let mut again = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(c) = player(&origin, per_client).await {
+            again = Some(c);
+            break;
+        }
+    }
+    let (_e3, c3) = again.expect("a freed place is taken again");
+    assert!(served(&c3).await);
+
+    // The total, whoever asks.
+    let total = node(
+        &origin,
+        NodeOptions {
+            connections: ConnectionLimits {
+                max_connections: 1,
+                max_per_client: 10,
+                retry: RetryPolicy::Never,
+            },
+            ..NodeOptions::default()
+        },
+        TransportLimits::default(),
+    );
+    let (_e4, c4) = player(&origin, total).await.unwrap();
+    assert!(served(&c4).await);
+    assert!(player(&origin, total).await.is_err());
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_first_then_served() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let addr = node(
+        &origin,
+        NodeOptions {
+            connections: ConnectionLimits::with_retry(RetryPolicy::Always),
+            ..NodeOptions::default()
+        },
+        TransportLimits::default(),
+    );
+    let (_e, c) = player(&origin, addr).await.unwrap();
+    assert!(served(&c).await);
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_per_connection() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let addr = node(
+        &origin,
+        NodeOptions::default(),
+        TransportLimits {
+            max_bidi_streams: 2,
+            ..TransportLimits::default()
+        },
+    );
+    let (_e, c) = player(&origin, addr).await.unwrap();
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (mut s, r) = c.open_bi().await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        open.push((s, r));
+    }
+    // A third waits for the server's permission, which does not come while two are open.
+    let third = tokio::time::timeout(Duration::from_millis(500), c.open_bi()).await;
+    assert!(third.is_err(), "a third stream was opened");
+    origin.shutdown().await;
+}
+
+/// A node cutting off requests not complete within 1 s.
+fn impatient(origin: &common::TestOrigin) -> SocketAddr {
+    node(
+        origin,
+        NodeOptions {
+            request_timeout: Duration::from_secs(1),
+            ..NodeOptions::default()
+        },
+        TransportLimits::default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_control_message_is_cut_off() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let addr = impatient(&origin);
+    let (_e, c) = player(&origin, addr).await.unwrap();
+    let (mut send, mut recv) = c.open_bi().await.unwrap();
+    let t0 = Instant::now();
+    // A byte every 300 ms: never a whole message.
+    let trickle = tokio::spawn(async move {
+        for b in b"OPTIONS segue://localhost/ RTSP/2.0\r\nCSeq: 1\r\n" {
+            if send.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let answer = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(4096))
+        .await
+        .expect("cut off within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("RTSP/2.0 408") && text.contains("not complete within 1 s"),
+        "{text}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    trickle.abort();
+    // A prompt client on another connection is served all along.
+    let (_e2, c2) = player(&origin, addr).await.unwrap();
+    assert!(served(&c2).await);
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_segment_request_is_cut_off() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let addr = impatient(&origin);
+    let (_e, c) = player(&origin, addr).await.unwrap();
+    assert!(served(&c).await, "control claimed");
+    let (mut send, mut recv) = c.open_bi().await.unwrap();
+    // The first bytes of a request, then nothing.
+    let req = segue_wire::segment::SegmentRequest::Manifest {
+        object: segue_wire::ObjectName::new("demo", 64).unwrap(),
+        params: Default::default(),
+    }
+    .encode();
+    send.write_all(&req[..3]).await.unwrap();
+    let t0 = Instant::now();
+    let data = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(4096))
+        .await
+        .expect("cut off within 5 s")
+        .unwrap();
+    let limits = segue_wire::Limits::default();
+    match decode_response_frame(&data, &limits).unwrap() {
+        Some((ResponseFrame::Response(h), _)) => {
+            assert_eq!(h.status, Status::BadRequest);
+            assert!(h.reason.contains("not complete within 1 s"), "{}", h.reason);
+        }
+        other => panic!("no RESPONSE: {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    origin.shutdown().await;
+}
