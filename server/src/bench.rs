@@ -25,6 +25,8 @@ pub struct BenchOptions {
     pub egress_secs: u64,
     /// Concurrent paced sessions for the memory figures.
     pub sessions: usize,
+    /// Idle connections for the per-connection memory figure.
+    pub idle_connections: usize,
 }
 
 struct Kid(Child);
@@ -319,6 +321,9 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
         s(&key),
         "--prefix-secs".into(),
         "4".into(),
+        // Every bench client comes from 127.0.0.1.
+        "--max-connections-per-client".into(),
+        (o.idle_connections + 64).to_string(),
     ];
     for i in 0..o.rounds {
         edge_args.push("--warm".into());
@@ -448,5 +453,69 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
         ));
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+
+    // Idle connections: handshaken, the control stream used once, then quiet.
+    let n = o.idle_connections;
+    out.push_str(&format!(
+        "\nEdge RSS with {n} idle connections (handshake + one OPTIONS each, then nothing; the edge's keep-alives hold them)\n"
+    ));
+    let base = rss_kib(edge_pid)?;
+    let (client, conns) = idle_connections(&eurl("")?, &ca, n).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = rss_kib(edge_pid)?;
+    // Past the keep-alive interval (10 s): still there, memory unchanged.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let later = rss_kib(edge_pid)?;
+    let alive = conns.iter().filter(|c| c.conn.close_reason().is_none()).count();
+    out.push_str(&format!(
+        "  baseline {base} KiB, with them {held} KiB ({:+.1} KiB per connection), 12 s later {later} KiB with {alive}/{n} still open\n",
+        (held as f64 - base as f64) / n.max(1) as f64
+    ));
+    drop(conns);
+    client.close(0u32.into(), b"done");
     Ok(out)
+}
+
+/// A player connection and its open control stream.
+struct Idle {
+    conn: quinn::Connection,
+    _control: (quinn::SendStream, quinn::RecvStream),
+}
+
+/// `n` player connections to `url` (no client certificate), each having asked OPTIONS once.
+async fn idle_connections(
+    url: &SegueUrl,
+    ca: &Path,
+    n: usize,
+) -> anyhow::Result<(quinn::Endpoint, Vec<Idle>)> {
+    let tls = segue_certs::tls::client_config(ca, &[segue_wire::ALPN])?;
+    let quic = QuicClientConfig::try_from(tls)?;
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", url.port).parse()?;
+    let mut conns = Vec::with_capacity(n);
+    // 50 handshakes at a time.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in chunk {
+            let connecting = ep.connect(addr, "localhost")?;
+            set.spawn(async move {
+                let conn = connecting.await?;
+                let (mut send, mut recv) = conn.open_bi().await?;
+                send.write_all(b"OPTIONS segue://localhost/ RTSP/2.0\r\nCSeq: 1\r\n\r\n")
+                    .await?;
+                let mut buf = [0u8; 256];
+                recv.read(&mut buf).await?;
+                // Kept with the connection: dropping the send side would finish the stream.
+                anyhow::Ok(Idle {
+                    conn,
+                    _control: (send, recv),
+                })
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            conns.push(r??);
+        }
+    }
+    Ok((ep, conns))
 }

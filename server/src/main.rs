@@ -420,6 +420,9 @@ struct BenchArgs {
     /// Concurrent paced sessions for the memory figure.
     #[arg(long, default_value_t = 50)]
     sessions: usize,
+    /// Idle connections for the per-connection memory figure.
+    #[arg(long, default_value_t = 1000)]
+    idle_connections: usize,
 }
 
 #[derive(Args, Debug)]
@@ -1304,6 +1307,7 @@ async fn main() -> anyhow::Result<()> {
                 players: a.players,
                 egress_secs: a.egress_secs.max(1),
                 sessions: a.sessions.max(1),
+                idle_connections: a.idle_connections,
             };
             print!("{}", segue_server::bench::run(&exe, &opts).await?);
             Ok(())
