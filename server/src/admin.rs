@@ -272,6 +272,11 @@ pub fn metrics(edge: &EdgeSource) -> String {
             store.evictions(),
         ),
         (
+            "cache_write_errors",
+            "Cache writes (segments, manifests) that failed: disk full or unwritable",
+            store.write_errors(),
+        ),
+        (
             "segments_from_peers",
             "Segments fetched from other helpers",
             s.segments_from_peers,
@@ -337,6 +342,11 @@ pub fn metrics(edge: &EdgeSource) -> String {
             "cache_capacity_bytes",
             "Disk cache capacity",
             store.capacity() as f64,
+        ),
+        (
+            "cache_write_failing",
+            "1 while cache writes fail (passing through), 0 when they succeed",
+            f64::from(u8::from(store.write_failing())),
         ),
         (
             "origin_rtt_seconds",

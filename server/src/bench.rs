@@ -466,7 +466,10 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     // Past the keep-alive interval (10 s): still there, memory unchanged.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let later = rss_kib(edge_pid)?;
-    let alive = conns.iter().filter(|c| c.conn.close_reason().is_none()).count();
+    let alive = conns
+        .iter()
+        .filter(|c| c.conn.close_reason().is_none())
+        .count();
     out.push_str(&format!(
         "  baseline {base} KiB, with them {held} KiB ({:+.1} KiB per connection), 12 s later {later} KiB with {alive}/{n} still open\n",
         (held as f64 - base as f64) / n.max(1) as f64

@@ -427,6 +427,46 @@ async fn origin_killed_mid_suffix() {
     drop(lab.dir);
 }
 
+/// The origin dies while a paced play still needs segments from it and comes back within
+/// what the player has buffered (its prefix and send-ahead): the edge reconnects, fetches the
+/// rest, and the player never stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_back_within_the_buffer_no_stall() {
+    let (mut lab, _lib) = lab(LabOptions {
+        origin_delay: Duration::from_millis(300),
+        prefix_secs: 6,
+        parallel: 1,
+        retry_for: Duration::from_secs(10),
+        ..LabOptions::default()
+    })
+    .await;
+    let demo = ObjectName::new("demo", 64).unwrap();
+    let warmed = lab.edge.warm(&demo).await.unwrap();
+    let total = lab.edge.manifest(&demo).await.unwrap().segments.len() as u64;
+    let edge = lab.edge.clone();
+    let from_origin = move || edge.stats().segments_from_origin.load(Ordering::Relaxed);
+    let opts = lab.options("demo", true);
+    let playing = tokio::spawn(async move { play(&opts).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = from_origin();
+    lab.stop_origin().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    lab.restart_origin();
+    let r = tokio::time::timeout(Duration::from_secs(60), playing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_clean(&r);
+    // The outage hit segments the play still needed, and they came after the restart.
+    assert!(before < total, "all {total} fetched before the outage");
+    assert_eq!(
+        from_origin(),
+        total,
+        "warmed {warmed}, {before} before the outage"
+    );
+    drop(lab.dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_media_files_do_not_stop_the_others() {
     let demo = std::fs::read(sample("demo.mp4")).unwrap();

@@ -694,7 +694,7 @@ impl Source for EdgeSource {
                                 .manifests_from_origin
                                 .fetch_add(1, Ordering::Relaxed);
                             if let Err(e) = me.0.store.put_manifest(m) {
-                                tracing::warn!(object = %name, "cannot cache manifest: {e}");
+                                tracing::debug!(object = %name, "manifest kept in memory only: {e}");
                             }
                         }
                         lock(&me.0.manifests).remove(&name);

@@ -126,6 +126,40 @@ pub struct Store {
     state: Mutex<State>,
     /// Where measured usage (popularity, watch model) is saved across restarts.
     usage_path: PathBuf,
+    /// Failed cache writes (disk full, directory unwritable): the edge serves what it could
+    /// not write from memory and passes the rest through.
+    disk: DiskHealth,
+}
+
+/// Whether the cache directory takes writes, as the last write found.
+#[derive(Debug, Default)]
+struct DiskHealth {
+    write_errors: std::sync::atomic::AtomicU64,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl DiskHealth {
+    /// Records a write's outcome; logs the change between writable and failing once.
+    fn record(&self, what: &str, r: &std::io::Result<()>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match r {
+            Ok(()) => {
+                if self.failing.swap(false, Relaxed) {
+                    tracing::info!("cache writable again: caching resumed");
+                }
+            }
+            Err(e) => {
+                self.write_errors.fetch_add(1, Relaxed);
+                if !self.failing.swap(true, Relaxed) {
+                    tracing::error!(
+                        "cannot write the cache ({what}: {e}): passing through, serving from memory and upstream until writes succeed again"
+                    );
+                } else {
+                    tracing::debug!("cache write failed ({what}): {e}");
+                }
+            }
+        }
+    }
 }
 
 /// Measured usage as saved in `<cache>/usage.json`.
@@ -162,6 +196,7 @@ impl Store {
             prefix_us,
             state: Mutex::default(),
             usage_path: dir.join("usage.json"),
+            disk: DiskHealth::default(),
         };
         let mut state = State::default();
         store.load_usage(&mut state);
@@ -522,10 +557,15 @@ impl Store {
                 },
             );
         }
-        fs::create_dir_all(&dir)?;
         let tmp = dir.join("manifest.tmp");
-        fs::write(&tmp, m.encode())?;
-        fs::rename(&tmp, dir.join("manifest"))
+        let r = fs::create_dir_all(&dir)
+            .and_then(|()| fs::write(&tmp, m.encode()))
+            .and_then(|()| fs::rename(&tmp, dir.join("manifest")));
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        self.disk.record("manifest", &r);
+        r
     }
 
     /// Forgets an object entirely (its manifest went stale): the next request refetches it.
@@ -643,10 +683,11 @@ impl Store {
             tokio::fs::write(&tmp, payload).await?;
             tokio::fs::rename(&tmp, &path).await
         };
-        match write.await {
+        let r = write.await;
+        self.disk.record("segment", &r);
+        match r {
             Ok(()) => Stored::Written,
-            Err(e) => {
-                tracing::warn!(object = %m.object, segment = i, "cannot cache segment, serving from memory: {e}");
+            Err(_) => {
                 let _ = tokio::fs::remove_file(&tmp).await;
                 self.forget(m, i);
                 Stored::NotStored
@@ -729,6 +770,18 @@ impl Store {
         st.used -= freed;
         st.evictions += victims.len() as u64;
         Some(victims)
+    }
+
+    /// Cache writes (segments, manifests) that failed.
+    pub fn write_errors(&self) -> u64 {
+        self.disk
+            .write_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the last cache write failed (the edge is passing through).
+    pub fn write_failing(&self) -> bool {
+        self.disk.failing.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes of cached segments.

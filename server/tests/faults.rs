@@ -1,0 +1,263 @@
+//! Faults on loopback: a full disk under the edge's cache (pass-through, said in metrics), and
+//! an edge killed with SIGKILL while it writes its cache, restarted on that cache with torn
+//! and corrupted segment files (never served; the intact rest reused).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use segue_server::loopback::NodeTls;
+use segue_wire::{ObjectName, SegueUrl};
+
+/// Every file the store would write for `object` in `cache` (its manifest and `segments`
+/// segment files, as temporaries) made a link to /dev/full: each write fails with ENOSPC, as
+/// on a full disk, whoever runs the test (root ignores permissions, not a full device).
+fn fill_disk(cache: &Path, object: &str, segments: usize) {
+    let dir = cache.join("objects").join(object).join(".segue");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut names = vec!["manifest.tmp".to_string()];
+    names.extend((0..segments).map(|i| format!("seg-{i:06}.tmp")));
+    for n in names {
+        std::os::unix::fs::symlink("/dev/full", dir.join(n)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_or_unwritable_disk_passes_through_and_says_so() {
+    let origin = common::origin_with_sample("demo.mp4");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/hd.mp4"),
+        origin.dir.path().join("media/hd.mp4"),
+    )
+    .unwrap();
+    let d = origin.dir.path();
+    let lib = segue_server::library::Library::open(&segue_server::library::LibraryOptions {
+        media_root: d.join("media"),
+        data_dir: d.join("origin"),
+        target_segment_us: 2_000_000,
+        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
+    })
+    .unwrap();
+    origin.source.reload(std::sync::Arc::new(lib));
+    let cache = origin.dir.path().join("edge");
+    // `demo`: every write fails with ENOSPC; `hd`: its directory is a file (ENOTDIR).
+    fill_disk(&cache, "demo", 64);
+    std::fs::create_dir_all(cache.join("objects")).unwrap();
+    std::fs::write(cache.join("objects/hd"), b"not a directory").unwrap();
+    let edge = origin.edge(4_000_000);
+    for object in ["demo", "hd"] {
+        let url = SegueUrl::parse(&format!("{}{object}", edge.url)).unwrap();
+        let mut o = segue_client::PlayOptions::new(url, origin.tls.ca.clone());
+        o.pace = false;
+        let r = segue_client::play(&o).await;
+        assert!(r.ok() && r.hash_ok, "{object}: {}", r.render());
+        assert_eq!(r.frames_received, r.frames_expected, "{object}");
+    }
+    let store = edge.edge.store();
+    assert!(store.write_failing());
+    assert!(store.write_errors() >= 2);
+    // Nothing reached the disk: the players were served from memory and the origin.
+    assert_eq!(store.used(), 0);
+    let metrics = segue_server::admin::metrics(&edge.edge);
+    assert!(
+        metrics.contains("segue_edge_cache_write_failing 1"),
+        "{metrics}"
+    );
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("segue_edge_cache_write_errors_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .expect("the write error counter");
+    assert_eq!(errors, store.write_errors());
+    origin.shutdown().await;
+}
+
+/// A child process killed (SIGKILL) when dropped.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn segue(args: &[String], log: &Path) -> Kid {
+    Kid(Command::new(env!("CARGO_BIN_EXE_segue"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap())
+}
+
+/// The edge's counter `name` from its `--stats` file (0 before the first write).
+fn stat(stats: &Path, name: &str) -> u64 {
+    std::fs::read(stats)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v[name].as_u64())
+        .unwrap_or(0)
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("seg-") && !n.ends_with(".tmp"))
+    });
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_killed_while_caching_serves_no_torn_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/long.mp4"),
+        media.join("long.mp4"),
+    )
+    .unwrap();
+    let p = |p: &Path| p.display().to_string();
+    let (oport, eport) = (free_port(), free_port());
+    let tls_args = || {
+        vec![
+            "--cert".to_string(),
+            p(&tls.cert),
+            "--key".into(),
+            p(&tls.key),
+            "--ca".into(),
+            p(&tls.ca),
+        ]
+    };
+    let mut args = vec![
+        "origin".to_string(),
+        "--media".into(),
+        p(&media),
+        "--data".into(),
+        p(&dir.path().join("origin")),
+        "--listen".into(),
+        format!("127.0.0.1:{oport}"),
+        // Slow enough that the kill lands among the writes.
+        "--response-delay-ms".into(),
+        "100".into(),
+    ];
+    args.extend(tls_args());
+    let _origin = segue(&args, &dir.path().join("origin.log"));
+    let cache = dir.path().join("cache");
+    let stats = dir.path().join("edge.json");
+    let edge_args = |warm: bool| {
+        let mut a = vec![
+            "edge".to_string(),
+            "--origin".into(),
+            format!("segue://localhost:{oport}/"),
+            "--cache-dir".into(),
+            p(&cache),
+            "--listen".into(),
+            format!("127.0.0.1:{eport}"),
+            // The whole object is prefix: warming writes every segment.
+            "--prefix-secs".into(),
+            "600".into(),
+            "--parallel".into(),
+            "1".into(),
+            "--stats".into(),
+            p(&stats),
+        ];
+        if warm {
+            a.extend(["--warm".into(), "long".into()]);
+        }
+        a.extend(tls_args());
+        a
+    };
+
+    // Warming, killed with SIGKILL after some segments are written.
+    let mut edge = segue(&edge_args(true), &dir.path().join("edge1.log"));
+    let mut written = 0;
+    for _ in 0..600 {
+        written = stat(&stats, "segments_from_origin");
+        if written >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(written >= 8, "the edge never warmed (see edge1.log)");
+    edge.0.kill().unwrap();
+    edge.0.wait().unwrap();
+    let objdir = cache.join("objects/long/.segue");
+    let files = segment_files(&objdir);
+    assert!(files.len() >= 8, "{files:?}");
+    // What a crash (or a bad disk) can leave: a torn file under a final name, a flipped byte,
+    // a temporary that was never renamed.
+    let torn = &files[1];
+    let bytes = std::fs::read(torn).unwrap();
+    std::fs::write(torn, &bytes[..bytes.len() / 2]).unwrap();
+    let flipped = &files[3];
+    let mut bytes = std::fs::read(flipped).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(flipped, &bytes).unwrap();
+    std::fs::write(objdir.join("seg-000099.tmp"), b"half a segment").unwrap();
+    let intact = files.len() - 2;
+
+    // Restarted on the same cache: every frame byte-exact, the intact segments reused.
+    let _ = std::fs::remove_file(&stats);
+    let _edge = segue(&edge_args(false), &dir.path().join("edge2.log"));
+    let url = SegueUrl::parse(&format!("segue://localhost:{eport}/long")).unwrap();
+    let mut report = None;
+    for _ in 0..100 {
+        let mut o = segue_client::PlayOptions::new(url.clone(), tls.ca.clone());
+        o.pace = false;
+        let r = segue_client::play(&o).await;
+        if r.ok() || r.frames_received > 0 {
+            report = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = report.expect("the restarted edge never served");
+    assert!(r.ok() && r.hash_ok, "{}", r.render());
+    assert_eq!(r.frames_received, r.frames_expected);
+    let total = segment_files(&objdir).len();
+    let manifest = std::fs::read(objdir.join("manifest")).unwrap();
+    let m =
+        segue_wire::segment::Manifest::decode(&manifest, &segue_wire::Limits::default()).unwrap();
+    assert_eq!(m.object, ObjectName::new("long", 64).unwrap());
+    assert_eq!(
+        total,
+        m.segments.len(),
+        "every segment cached after the play"
+    );
+    // Fetched again: the segments never written and the two damaged ones, nothing else.
+    let mut fetched = 0;
+    for _ in 0..40 {
+        fetched = stat(&stats, "segments_from_origin");
+        if fetched as usize >= total - intact {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        fetched as usize,
+        total - intact,
+        "{intact} of {total} were intact"
+    );
+    let log = std::fs::read_to_string(dir.path().join("edge2.log")).unwrap();
+    assert!(log.contains("missing or corrupt"), "{log}");
+}
