@@ -29,7 +29,7 @@ pub struct BenchOptions {
     pub idle_connections: usize,
 }
 
-struct Kid(Child);
+pub(crate) struct Kid(pub(crate) Child);
 
 impl Drop for Kid {
     fn drop(&mut self) {
@@ -38,13 +38,13 @@ impl Drop for Kid {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
@@ -60,7 +60,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-async fn wait_ready(url: &SegueUrl, ca: &Path) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(url: &SegueUrl, ca: &Path) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if segue_client::connect(url, ca, Duration::from_secs(1))

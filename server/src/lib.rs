@@ -34,5 +34,6 @@ pub mod push;
 pub mod quic;
 pub mod segserve;
 pub mod session;
+pub mod soak;
 pub mod source;
 pub mod status;

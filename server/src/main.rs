@@ -84,6 +84,9 @@ enum Command {
     Demo(DemoArgs),
     /// Measure TTFF per case, edge egress vs raw quinn, and edge memory per session.
     Bench(BenchArgs),
+    /// Many paced players against one edge for a bounded time: stalls, byte-exact plays,
+    /// the edge's memory and CPU over time.
+    Soak(SoakArgs),
     /// Serve media files from a directory (MP4, fragmented MP4, MPEG-TS with H.264/AAC).
     Origin(Box<OriginArgs>),
     /// Serve players from a prefix cache, fetching the rest from an origin
@@ -423,6 +426,25 @@ struct BenchArgs {
     /// Idle connections for the per-connection memory figure.
     #[arg(long, default_value_t = 1000)]
     idle_connections: usize,
+}
+
+#[derive(Args, Debug)]
+struct SoakArgs {
+    /// Directory with the sample media (long.mp4, demo.mp4).
+    #[arg(long, default_value = "media/samples")]
+    samples: PathBuf,
+    /// Concurrent paced players.
+    #[arg(long, default_value_t = 500)]
+    players: usize,
+    /// How long the run lasts, in seconds (it stops by itself).
+    #[arg(long, default_value_t = 600)]
+    secs: u64,
+    /// Players start evenly over this many seconds.
+    #[arg(long, default_value_t = 60)]
+    ramp_secs: u64,
+    /// Seconds between samples of the edge's memory and CPU.
+    #[arg(long, default_value_t = 10)]
+    sample_secs: u64,
 }
 
 #[derive(Args, Debug)]
@@ -1299,6 +1321,18 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Demo(a) => run_demo(a).await,
+        Command::Soak(a) => {
+            let exe = std::env::current_exe()?;
+            let opts = segue_server::soak::SoakOptions {
+                samples: a.samples,
+                players: a.players.max(1),
+                duration: Duration::from_secs(a.secs.max(1)),
+                ramp: Duration::from_secs(a.ramp_secs.min(a.secs)),
+                sample_every: Duration::from_secs(a.sample_secs.max(1)),
+            };
+            segue_server::soak::run(&exe, &opts).await?;
+            Ok(())
+        }
         Command::Bench(a) => {
             let exe = std::env::current_exe()?;
             let opts = segue_server::bench::BenchOptions {

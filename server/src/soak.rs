@@ -1,0 +1,268 @@
+//! `segue soak`: many paced players against one edge for a bounded time, printing what a
+//! long run shows and a short test does not: stalls and failures under load, every play's
+//! bytes checked against the manifest, and the edge's memory and CPU over time (a leak shows
+//! as a rising RSS). Origin and edge run as child processes on loopback (so their memory and
+//! CPU can be read); the players run in this process. Figures, not pass/fail.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use segue_client::{PlayOptions, play};
+use segue_wire::SegueUrl;
+use tokio::time::Instant;
+
+use crate::bench::{Kid, free_port, rss_kib, wait_ready};
+
+/// Soak settings.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    /// Directory holding long.mp4 and demo.mp4 (the repo's media/samples).
+    pub samples: PathBuf,
+    /// Concurrent paced players.
+    pub players: usize,
+    /// How long the run lasts; plays still going then are stopped.
+    pub duration: Duration,
+    /// Players start evenly over this long (not 500 handshakes at once).
+    pub ramp: Duration,
+    /// Seconds between samples of the edge's memory and CPU.
+    pub sample_every: Duration,
+}
+
+/// What the players saw, shared by their tasks.
+#[derive(Debug, Default)]
+struct Tally {
+    playing: AtomicUsize,
+    plays: AtomicU64,
+    exact: AtomicU64,
+    failed: AtomicU64,
+    /// Plays stopped at the run's end (not counted as failures).
+    cut: AtomicU64,
+    stalls: AtomicU64,
+    stall_us: AtomicU64,
+    late: AtomicU64,
+    lost: AtomicU64,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// CPU seconds (user + system) a process used so far, from /proc/PID/stat.
+fn cpu_s(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let ticks: f64 = f
+        .get(11..13)
+        .context("short stat")?
+        .iter()
+        .map(|v| v.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    Ok(ticks / 100.0) // USER_HZ is 100 on Linux
+}
+
+/// One player: paced plays one after another (alternating objects) until `end`.
+async fn player(urls: Arc<Vec<SegueUrl>>, ca: PathBuf, k: usize, end: Instant, t: Arc<Tally>) {
+    let mut n = k;
+    while Instant::now() < end {
+        let mut o = PlayOptions::new(urls[n % urls.len()].clone(), ca.clone());
+        o.give_up_at = Some(end);
+        o.stall_timeout = Duration::from_secs(20);
+        n += 1;
+        t.playing.fetch_add(1, Ordering::Relaxed);
+        let r = play(&o).await;
+        t.playing.fetch_sub(1, Ordering::Relaxed);
+        t.stalls.fetch_add(u64::from(r.stalls), Ordering::Relaxed);
+        t.stall_us
+            .fetch_add((r.stall_ms * 1000.0) as u64, Ordering::Relaxed);
+        t.late.fetch_add(r.late_frames, Ordering::Relaxed);
+        t.frames.fetch_add(r.frames_received, Ordering::Relaxed);
+        t.bytes.fetch_add(r.bytes, Ordering::Relaxed);
+        if r.error.as_deref() == Some(segue_client::play::GAVE_UP) {
+            t.cut.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        t.plays.fetch_add(1, Ordering::Relaxed);
+        t.lost.fetch_add(r.lost_frames, Ordering::Relaxed);
+        if r.ok() {
+            t.exact.fetch_add(1, Ordering::Relaxed);
+        } else {
+            t.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(url = %r.url, "play failed: {}", r.error.as_deref().unwrap_or("frames or hash"));
+            // A failing edge is not hammered in a tight loop.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Runs the soak and returns the printed report (lines are also printed as they come).
+pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let certs = dir.join("certs");
+    segue_certs::init(&certs, &[])?;
+    let ca = certs.join("ca.pem");
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media)?;
+    for f in ["long.mp4", "demo.mp4"] {
+        std::fs::copy(o.samples.join(f), media.join(f))
+            .with_context(|| format!("samples: {f}"))?;
+    }
+    let (oport, eport) = (free_port()?, free_port()?);
+    let s = |p: &Path| p.display().to_string();
+    let tls = |v: &mut Vec<String>| {
+        v.extend([
+            "--cert".into(),
+            s(&certs.join("localhost.pem")),
+            "--key".into(),
+            s(&certs.join("localhost.key")),
+            "--ca".into(),
+            s(&ca),
+        ])
+    };
+    let spawn = |args: Vec<String>, log: &str| -> anyhow::Result<Kid> {
+        Ok(Kid(Command::new(exe)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(log))?)
+            .spawn()?))
+    };
+    let mut args = vec![
+        "origin".into(),
+        "--media".into(),
+        s(&media),
+        "--data".into(),
+        s(&dir.join("origin")),
+        "--listen".into(),
+        format!("127.0.0.1:{oport}"),
+    ];
+    tls(&mut args);
+    let _origin = spawn(args, "origin.log")?;
+    wait_ready(&SegueUrl::parse(&format!("segue://localhost:{oport}/"))?, &ca).await?;
+    let mut args = vec![
+        "edge".into(),
+        "--origin".into(),
+        format!("segue://localhost:{oport}/"),
+        "--cache-dir".into(),
+        s(&dir.join("edge")),
+        "--listen".into(),
+        format!("127.0.0.1:{eport}"),
+        // Every player comes from 127.0.0.1.
+        "--max-connections-per-client".into(),
+        (o.players * 2 + 64).to_string(),
+    ];
+    tls(&mut args);
+    let edge = spawn(args, "edge.log")?;
+    let pid = edge.0.id();
+    wait_ready(&SegueUrl::parse(&format!("segue://localhost:{eport}/"))?, &ca).await?;
+
+    let urls = Arc::new(vec![
+        SegueUrl::parse(&format!("segue://localhost:{eport}/long"))?,
+        SegueUrl::parse(&format!("segue://localhost:{eport}/demo"))?,
+    ]);
+    let mut out = String::new();
+    let mut say = |line: String| {
+        println!("{line}");
+        out.push_str(&line);
+        out.push('\n');
+    };
+    say(format!(
+        "Segue soak: {} paced players for {} s against one edge ({} build; origin and edge as child processes on loopback, players in process, starting over {} s; objects long (60 s, 0.23 Mbit/s) and demo (12 s), alternating)",
+        o.players,
+        o.duration.as_secs(),
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        o.ramp.as_secs()
+    ));
+    say(format!(
+        "{:>6} {:>13} {:>12} {:>8} {:>10} {:>7} {:>7}",
+        "t (s)", "edge RSS MiB", "edge CPU %", "playing", "plays done", "failed", "stalls"
+    ));
+    let t0 = Instant::now();
+    let end = t0 + o.duration;
+    let tally = Arc::new(Tally::default());
+    let mut players = tokio::task::JoinSet::new();
+    let gap = o.ramp / o.players.max(1) as u32;
+    let starter = {
+        let (urls, ca, tally) = (urls.clone(), ca.clone(), tally.clone());
+        let n = o.players;
+        tokio::spawn(async move {
+            for k in 0..n {
+                players.spawn(player(urls.clone(), ca.clone(), k, end, tally.clone()));
+                tokio::time::sleep(gap).await;
+            }
+            while players.join_next().await.is_some() {}
+        })
+    };
+    let (mut rss, mut cpu) = (Vec::new(), Vec::new());
+    let mut last = (t0, cpu_s(pid)?);
+    while Instant::now() < end {
+        tokio::time::sleep(o.sample_every.min(end - Instant::now())).await;
+        let now = Instant::now();
+        let (r, c) = (rss_kib(pid)?, cpu_s(pid)?);
+        let pct = (c - last.1) / (now - last.0).as_secs_f64() * 100.0;
+        last = (now, c);
+        rss.push(r as f64 / 1024.0);
+        cpu.push(pct);
+        say(format!(
+            "{:>6.0} {:>13.1} {:>12.1} {:>8} {:>10} {:>7} {:>7}",
+            (now - t0).as_secs_f64(),
+            r as f64 / 1024.0,
+            pct,
+            tally.playing.load(Ordering::Relaxed),
+            tally.plays.load(Ordering::Relaxed),
+            tally.failed.load(Ordering::Relaxed),
+            tally.stalls.load(Ordering::Relaxed),
+        ));
+    }
+    // Plays still going were told to stop at `end`; give them a moment to report.
+    let _ = tokio::time::timeout(Duration::from_secs(30), starter).await;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (first, peak, lastr) = (
+        rss.first().copied().unwrap_or(0.0),
+        rss.iter().copied().fold(0.0, f64::max),
+        rss.last().copied().unwrap_or(0.0),
+    );
+    // After the ramp: what a leak would move.
+    let ramp_samples = (o.ramp.as_secs_f64() / o.sample_every.as_secs_f64()).ceil() as usize;
+    let steady: Vec<f64> = rss.iter().skip(ramp_samples + 1).copied().collect();
+    let (smin, smax) = steady
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let mean_cpu = cpu.iter().sum::<f64>() / cpu.len().max(1) as f64;
+    say(String::new());
+    say(format!(
+        "plays completed   {} ({} byte-exact: every track's frame count and content hash match the manifest; {} failed); {} cut at the end of the run",
+        g(&tally.plays),
+        g(&tally.exact),
+        g(&tally.failed),
+        g(&tally.cut)
+    ));
+    say(format!(
+        "stalls            {} ({:.1} s in all); late frames {}, lost frames {}",
+        g(&tally.stalls),
+        g(&tally.stall_us) as f64 / 1e6,
+        g(&tally.late),
+        g(&tally.lost)
+    ));
+    say(format!(
+        "delivered         {} frames, {:.1} MB",
+        g(&tally.frames),
+        g(&tally.bytes) as f64 / 1e6
+    ));
+    say(format!(
+        "edge RSS          first sample {first:.1} MiB, peak {peak:.1} MiB, last {lastr:.1} MiB; after the ramp between {:.1} and {:.1} MiB",
+        if steady.is_empty() { 0.0 } else { smin },
+        smax
+    ));
+    say(format!(
+        "edge CPU          mean {mean_cpu:.1} % of one core (max {:.1} %)",
+        cpu.iter().copied().fold(0.0, f64::max)
+    ));
+    drop(edge);
+    Ok(out)
+}
