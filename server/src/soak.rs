@@ -109,8 +109,7 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     let media = dir.join("media");
     std::fs::create_dir_all(&media)?;
     for f in ["long.mp4", "demo.mp4"] {
-        std::fs::copy(o.samples.join(f), media.join(f))
-            .with_context(|| format!("samples: {f}"))?;
+        std::fs::copy(o.samples.join(f), media.join(f)).with_context(|| format!("samples: {f}"))?;
     }
     let (oport, eport) = (free_port()?, free_port()?);
     let s = |p: &Path| p.display().to_string();
@@ -143,7 +142,11 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     ];
     tls(&mut args);
     let _origin = spawn(args, "origin.log")?;
-    wait_ready(&SegueUrl::parse(&format!("segue://localhost:{oport}/"))?, &ca).await?;
+    wait_ready(
+        &SegueUrl::parse(&format!("segue://localhost:{oport}/"))?,
+        &ca,
+    )
+    .await?;
     let mut args = vec![
         "edge".into(),
         "--origin".into(),
@@ -159,7 +162,11 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     tls(&mut args);
     let edge = spawn(args, "edge.log")?;
     let pid = edge.0.id();
-    wait_ready(&SegueUrl::parse(&format!("segue://localhost:{eport}/"))?, &ca).await?;
+    wait_ready(
+        &SegueUrl::parse(&format!("segue://localhost:{eport}/"))?,
+        &ca,
+    )
+    .await?;
 
     let urls = Arc::new(vec![
         SegueUrl::parse(&format!("segue://localhost:{eport}/long"))?,
@@ -175,7 +182,11 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         "Segue soak: {} paced players for {} s against one edge ({} build; origin and edge as child processes on loopback, players in process, starting over {} s; objects long (60 s, 0.23 Mbit/s) and demo (12 s), alternating)",
         o.players,
         o.duration.as_secs(),
-        if cfg!(debug_assertions) { "debug" } else { "release" },
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
         o.ramp.as_secs()
     ));
     say(format!(

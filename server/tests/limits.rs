@@ -226,3 +226,72 @@ async fn a_slow_segment_request_is_cut_off() {
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_connection() {
+    use segue_wire::control::{Method, Request, Transport};
+    let origin = common::origin_with_sample("demo.mp4");
+    let mut opts = NodeOptions::default();
+    opts.sessions.max_sessions = 1;
+    let addr = node(&origin, opts, TransportLimits::default());
+    let url =
+        segue_wire::SegueUrl::parse(&format!("segue://localhost:{}/demo", addr.port())).unwrap();
+    let (_ep, _conn, mut control) =
+        segue_client::connect(&url, &origin.tls.ca, Duration::from_secs(5))
+            .await
+            .unwrap();
+    let mut statuses = Vec::new();
+    for flow_id in [0, 16] {
+        let mut setup = Request::new(Method::Setup, Some(url.clone()), control.next_cseq());
+        setup.headers.transport = Some(Transport { flow_id });
+        statuses.push(control.request(&setup).await.unwrap().status);
+    }
+    assert_eq!(statuses, vec![200, 503]);
+    origin.shutdown().await;
+}
+
+/// A client that vanishes (its packets stop: no close) keeps its place only until the idle
+/// timeout: then the connection is closed and its place freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_client_is_dropped_at_the_idle_timeout() {
+    use segue_server::lab::relay::{RelaySpec, udp};
+    let origin = common::origin_with_sample("demo.mp4");
+    let addr = node(
+        &origin,
+        NodeOptions {
+            connections: ConnectionLimits {
+                max_connections: 1,
+                max_per_client: 1,
+                retry: RetryPolicy::Never,
+            },
+            ..NodeOptions::default()
+        },
+        TransportLimits {
+            idle_timeout: Duration::from_secs(1),
+            ..TransportLimits::default()
+        },
+    );
+    // Through a relay that will stop forwarding: the client's packets then never arrive.
+    let relay = udp("127.0.0.1:0".parse().unwrap(), addr, RelaySpec::default())
+        .await
+        .unwrap();
+    let (_e, c) = player(&origin, relay.local).await.unwrap();
+    assert!(served(&c).await);
+    relay.stop().await;
+    // The place is held while the server still waits for it...
+    assert!(player(&origin, addr).await.is_err());
+    // ...and freed by the idle timeout (1 s; keep-alives go unanswered).
+    let t0 = Instant::now();
+    let mut freed = None;
+    while t0.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(c) = player(&origin, addr).await {
+            freed = Some((c, t0.elapsed()));
+            break;
+        }
+    }
+    let ((_e2, c2), after) = freed.expect("the vanished client's place was never freed");
+    assert!(served(&c2).await);
+    assert!(after < Duration::from_secs(5), "{after:?}");
+    origin.shutdown().await;
+}
