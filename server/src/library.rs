@@ -546,4 +546,27 @@ mod tests {
             "{why}"
         );
     }
+
+    #[test]
+    fn symlinks_do_not_lead_out_of_the_media_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let media = dir.path().join("media");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(media.join("in")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::copy(samples().join("demo.mp4"), media.join("in/ok.mp4")).unwrap();
+        fs::copy(samples().join("demo.mp4"), outside.join("secret.mp4")).unwrap();
+        // A link to a file outside, and a link to a directory outside.
+        std::os::unix::fs::symlink(outside.join("secret.mp4"), media.join("in/leak.mp4")).unwrap();
+        std::os::unix::fs::symlink(&outside, media.join("escape")).unwrap();
+        let lib = Library::open(&LibraryOptions {
+            media_root: media,
+            data_dir: dir.path().join("data"),
+            target_segment_us: 2_000_000,
+            scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
+        })
+        .unwrap();
+        let names: Vec<String> = lib.names().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, vec!["in/ok".to_string()]);
+    }
 }
