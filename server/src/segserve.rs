@@ -71,12 +71,7 @@ pub async fn serve_exchange<S: Source>(
             }
             Ok(Some(Incoming::Request(r, used))) => break (r, used),
             Ok(None) => {}
-            Err(e) => {
-                send.write_all(&ResponseHeader::error(Status::BadRequest, e.to_string()).encode())
-                    .await?;
-                send.finish()?;
-                return Ok(());
-            }
+            Err(e) => return refuse(send, Status::BadRequest, e.to_string()).await,
         }
         // An ADVERT may be larger than a request.
         let max = if is_advert(&buf) {
@@ -126,24 +121,14 @@ pub async fn serve_exchange<S: Source>(
     }
     let manifest = match source.manifest(&object).await {
         Ok(m) => m,
-        Err(e) => {
-            send.write_all(&ResponseHeader::error(e.segment_status(), e.to_string()).encode())
-                .await?;
-            send.finish()?;
-            return Ok(());
-        }
+        Err(e) => return refuse(send, e.segment_status(), e.to_string()).await,
     };
     let req_deadline = req.params().deadline_ms;
     if let Some(rev) = req.params().revision
         && rev != manifest.revision
     {
-        let h = ResponseHeader::error(
-            Status::StaleRevision,
-            format!("revision is {}", manifest.revision),
-        );
-        send.write_all(&h.encode()).await?;
-        send.finish()?;
-        return Ok(());
+        let why = format!("revision is {}", manifest.revision);
+        return refuse(send, Status::StaleRevision, why).await;
     }
     match req {
         SegmentRequest::PushOffer {
@@ -169,13 +154,8 @@ pub async fn serve_exchange<S: Source>(
         SegmentRequest::Segments { first, count, .. } => {
             let n = manifest.segments.len() as u64;
             if first >= n || count > n - first {
-                let h = ResponseHeader::error(
-                    Status::RangeNotSatisfiable,
-                    format!("object has {n} segments"),
-                );
-                send.write_all(&h.encode()).await?;
-                send.finish()?;
-                return Ok(());
+                let why = format!("object has {n} segments");
+                return refuse(send, Status::RangeNotSatisfiable, why).await;
             }
             let _ = send.set_priority(priority(req_deadline));
             let p = req.params();
@@ -189,10 +169,7 @@ pub async fn serve_exchange<S: Source>(
             let mut next = Some(source.segment_for(&manifest, first as usize, from).await);
             if let Some(Err(e)) = &next {
                 tracing::debug!(object = %object, segment = first, "not served: {e}");
-                send.write_all(&ResponseHeader::error(e.segment_status(), e.to_string()).encode())
-                    .await?;
-                send.finish()?;
-                return Ok(());
+                return refuse(send, e.segment_status(), e.to_string()).await;
             }
             send.write_all(&ResponseHeader::ok().encode()).await?;
             for i in first..first + count {
