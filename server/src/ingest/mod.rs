@@ -185,6 +185,19 @@ fn trim_trailing_zeros(n: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Found by the `ingest_mp4` fuzz target: an MP4 whose decode times reach 1.8e19 µs made
+    /// a manifest whose durations did not fit a varint (it did not survive its own encoding).
+    #[test]
+    fn huge_timestamps_are_refused() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/ingest_mp4/regress-huge-timestamps.mp4");
+        let d = demux(&file).expect("it demuxes");
+        let name = segue_wire::ObjectName::new("fuzz", 64).unwrap();
+        let e = segmenter::segment(&d, &name, vec!["mp4".into()], 1, 2_000_000, &file)
+            .expect_err("refused");
+        assert!(e.to_string().contains("timestamps reach"), "{e}");
+    }
+
     #[test]
     fn annexb_conversion() {
         let data = [

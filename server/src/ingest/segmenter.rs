@@ -99,6 +99,9 @@ fn sha256(b: &[u8]) -> Hash {
     out
 }
 
+/// Longest media an object may span: 30 days, in µs (decode times beyond it are refused).
+pub const MAX_MEDIA_US: u64 = 30 * 24 * 3600 * 1_000_000;
+
 /// Builds segments and manifest. `file` names the source in errors.
 pub fn segment(
     d: &Demuxed,
@@ -137,16 +140,34 @@ pub fn segment(
             format!("{} segments", bounds.len()),
         ));
     }
+    // The end of the last frame, over every sample (a hostile file's decode times need not
+    // grow), in µs.
     let end_us = d
         .samples
         .iter()
         .enumerate()
         .flat_map(|(t, ss)| {
-            ss.last()
-                .map(|s| us(t, s.dts + u64::from(s.cto) + u64::from(s.duration)))
+            ss.iter().map(move |s| {
+                let end = s
+                    .dts
+                    .saturating_add(u64::from(s.cto))
+                    .saturating_add(u64::from(s.duration));
+                us(t, end)
+            })
         })
         .max()
         .unwrap_or(0);
+    // Every time of the object then fits the protocol's varints (and any sane file).
+    if end_us > MAX_MEDIA_US {
+        return Err(IngestError::malformed(
+            file,
+            format!(
+                "timestamps reach {} s (more than {} s: a broken or hostile file)",
+                end_us / 1_000_000,
+                MAX_MEDIA_US / 1_000_000
+            ),
+        ));
+    }
 
     // Frames per segment, with their decode time for interleaving.
     let mut per_segment: Vec<Vec<(u64, usize, Frame)>> = vec![Vec::new(); bounds.len()];
