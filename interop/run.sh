@@ -260,12 +260,14 @@ RUST_LOG=info "$SEGUE" origin --media "$MEDIA" --data "$WORK/origin-data" --list
 PIDS+=($!)
 for _ in $(seq 1 50); do grep -q 'origin serving' "$WORK/origin.log" && break; sleep 0.2; done
 
-# A fresh edge (empty cache) of that origin: EPORT (segue/1), FPORT (files), APORT (admin).
+# A fresh edge (empty cache) of that origin: EPORT (segue/1), FPORT (files), APORT (admin);
+# EDGE_EXTRA: more flags.
+EDGE_EXTRA=()
 start_edge() {
   next_port; EPORT=$P; next_port; FPORT=$P; next_port; APORT=$P
   RUST_LOG=info SEGUE_ADMIN_TOKEN=interop "$SEGUE" edge --origin "segue://localhost:$OPORT/" --ca "$CA" \
     --cache-dir "$WORK/edge-$EPORT" --listen "127.0.0.1:$EPORT" --files-listen "127.0.0.1:$FPORT" \
-    --admin "127.0.0.1:$APORT" --cert "$CERT" --key "$KEY" >"$WORK/edge.log" 2>&1 &
+    --admin "127.0.0.1:$APORT" --cert "$CERT" --key "$KEY" "${EDGE_EXTRA[@]}" >"$WORK/edge.log" 2>&1 &
   EDGE_PID=$!; PIDS+=($EDGE_PID)
   for _ in $(seq 1 50); do grep -q 'edge serving' "$WORK/edge.log" && break; sleep 0.2; done
 }
@@ -326,6 +328,21 @@ media_row() {
   done
   echo "$cold $warm $range"
 }
+# Signed URLs (docs/SECURITY.md) with the independent player: an edge with --token-key-file
+# refuses it without a grant (401) and plays it, verified, with a URL `segue token` signed.
+signed_cell() {
+  local r=fail url
+  printf 'interop-signing-key-0123456789\n' >"$WORK/token-keys"
+  EDGE_EXTRA=(--token-key-file "$WORK/token-keys")
+  start_edge
+  url=$("$SEGUE" token --key-file "$WORK/token-keys" "segue://localhost:$EPORT/demo")
+  if ! player --fast "segue://localhost:$EPORT/demo" && grep -q 'error: request 1: 401' "$WORK/client.log"; then
+    player --fast "$url" && r=pass
+  fi
+  kill "$EDGE_PID" 2>/dev/null; wait "$EDGE_PID" 2>/dev/null
+  [ "$r" = fail ] && { log "  signed URLs x segue-player failed:"; tail -n 3 "$WORK/client.log" "$WORK/edge.log" >&2; }
+  echo "$r"
+}
 {
   echo
   echo "Segue's media path: \`segue origin\` → \`segue edge\` (processes) → clients of other stacks"
@@ -346,11 +363,16 @@ for who in aioquic-hq aioquic-h3 ngtcp2 ours-h3 segue-player; do
   esac
   echo "$row $cold | $warm | $range |" >>"$WORK/table"
 done
+log "edge (signed URLs) x segue-player"
+PORT=$((PORT + 10))
+signed=$(signed_cell)
+[ "$signed" = fail ] && failed=1
+echo "| segue/1, signed URLs (\`--token-key-file\`) | segue_player.py | $signed | n/a | n/a |" >>"$WORK/table"
 
 {
   cat "$WORK/table"
   echo
-  echo "Media path: files are hd.mp4 and tsdemo.ts downloaded from the edge (\`--files-listen\`) and byte-compared with the origin's media files; cold: through a fresh edge whose /metrics count a miss per object; warm: again, counted as cache hits; range: bytes=300000-700000 of hd.mp4 (across segments), compared with that slice; segue/1: interop/segue_player.py plays \`demo\` (real time when cold, unpaced when warm) and verifies every track's frame count and content hash against the manifest."
+  echo "Media path: files are hd.mp4 and tsdemo.ts downloaded from the edge (\`--files-listen\`) and byte-compared with the origin's media files; cold: through a fresh edge whose /metrics count a miss per object; warm: again, counted as cache hits; range: bytes=300000-700000 of hd.mp4 (across segments), compared with that slice; segue/1: interop/segue_player.py plays \`demo\` (real time when cold, unpaced when warm) and verifies every track's frame count and content hash against the manifest; signed URLs: the same player is refused (401) by an edge requiring grants when its URL has none, and plays (verified) the URL \`segue token\` signed."
   echo
   echo "pass: the files downloaded equal the server's, and for chacha20 the cipher, for retry the Retry, for resumption the resumed session, for keyupdate the new key phase, for zerortt the early data accepted, as verified; unsupported: not verifiable here (resumption with ngtcp2: neither its examples nor quinn report a resumed session; 0-RTT from ngtcp2's example client: our server rejects it, not investigated yet)."
 } | tee "$OUT"

@@ -10,6 +10,8 @@ What it does, with the sections of PROTOCOL.md it follows:
   - the pipelined start: DESCRIBE, aggregate SETUP (flow ids 0..n-1) and PLAY in one flight
     on the first bidirectional stream (§5.4, §5.5, §5.6); --fast adds `Segue-Pacing: none`;
   - a MANIFEST_REQUEST on the next bidirectional stream (§8.1, §8.2, §8.5);
+  - a signed URL's grant (`?expires=E&token=T`, §3) sent with every request: in the control
+    request URLs and as the TOKEN parameter of the manifest request (§8.2);
   - media: every server unidirectional stream is a RoQ stream (§7.1): flow id, then
     length-prefixed RTP packets (§7.3) whose frame-info extension (§7.4) gives the flags and
     CTO; H.264 (single NAL, STAP-A, FU-A) and AAC-hbr depacketized (§7.5);
@@ -24,11 +26,12 @@ from the start of the connection to the first complete frame.
 
 import argparse
 import asyncio
+import base64
 import hashlib
 import re
 import sys
 import time
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 from aioquic.asyncio import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -79,8 +82,24 @@ class Reader:
 
 # --- §8.2, §8.5: the manifest over the segment protocol ------------------------------------
 
-def manifest_request(name: str) -> bytes:
+def grant_of(query: str):
+    """A signed URL's grant, `expires=<E>&token=<T>` (§3, SECURITY.md): (E, the 32 tag bytes),
+    or None for a URL without one."""
+    fields = dict(parse_qsl(query))
+    if "expires" not in fields or "token" not in fields:
+        return None
+    tag = base64.urlsafe_b64decode(fields["token"] + "=" * (-len(fields["token"]) % 4))
+    if len(tag) != 32:
+        raise SystemExit("the URL's token is not a 32-byte tag")
+    return int(fields["expires"]), tag
+
+
+def manifest_request(name: str, grant=None) -> bytes:
     body = put_varint(len(name.encode())) + name.encode()
+    if grant is not None:
+        # TOKEN (0x06): Expires (i) + the tag (§8.2)
+        value = put_varint(grant[0]) + grant[1]
+        body += put_varint(0x06) + put_varint(len(value)) + value
     return put_varint(0x01) + put_varint(len(body)) + body
 
 
@@ -380,7 +399,8 @@ async def play(url: str, ca: str, fast: bool, timeout: float) -> int:
             return 1
         connected = time.monotonic()
         report["connect_ms"] = round((connected - t0) * 1000, 1)
-        obj_url = f"segue://{u.netloc}/{name}"
+        # A signed URL's query goes with every request for the object (§3).
+        obj_url = f"segue://{u.netloc}/{name}" + (f"?{u.query}" if u.query else "")
         pacing = ["Segue-Pacing: none"] if fast else []
         p.send_control(
             request("DESCRIBE", obj_url, 1, ["Accept: application/sdp"])
@@ -388,7 +408,8 @@ async def play(url: str, ca: str, fast: bool, timeout: float) -> int:
                                             "Transport: RTP/AVP/QUIC;unicast;flow-id=0"])
             + request("PLAY", obj_url, 3, ["Pipelined-Requests: 1", "Range: npt=0-", *pacing]))
         p.manifest_sid = p._quic.get_next_available_stream_id()
-        p._quic.send_stream_data(p.manifest_sid, manifest_request(name), end_stream=True)
+        p._quic.send_stream_data(p.manifest_sid, manifest_request(name, grant_of(u.query)),
+                                 end_stream=True)
         p.transmit()
 
         for cseq in (1, 2, 3):
