@@ -58,14 +58,7 @@ pub fn server_config(
     key: &Path,
     alpn: &[&[u8]],
 ) -> Result<rustls::ServerConfig, Error> {
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    // TLS secrets go to the file SSLKEYLOGFILE names, if set (to decrypt captures).
-    cfg.key_log = Arc::new(rustls::KeyLogFile::new());
-    Ok(cfg)
+    server_with(Arc::new(rustls::server::NoClientAuth), cert, key, alpn)
 }
 
 /// [`server_config`] that also asks clients for a certificate chaining to the CA in `ca`
@@ -78,7 +71,9 @@ pub fn server_config_with_client_ca(
     ca: &Path,
     alpn: &[&[u8]],
 ) -> Result<rustls::ServerConfig, Error> {
-    let (chain, key) = (load_certs(cert)?, load_key(key)?);
+    // The server's own files first: their errors are the likelier ones.
+    load_certs(cert)?;
+    load_key(key)?;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(load_roots(ca)?),
         provider(),
@@ -89,11 +84,21 @@ pub fn server_config_with_client_ca(
         path: ca.to_owned(),
         reason: format!("cannot verify clients with this CA: {e}"),
     })?;
+    server_with(verifier, cert, key, alpn)
+}
+
+fn server_with(
+    clients: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> Result<rustls::ServerConfig, Error> {
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_client_cert_verifier(clients)
+        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    // TLS secrets go to the file SSLKEYLOGFILE names, if set (to decrypt captures).
     cfg.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(cfg)
 }
@@ -106,13 +111,7 @@ pub fn client_config_presenting(
     key: &Path,
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, Error> {
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(load_roots(ca)?)
-        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
-    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    cfg.key_log = Arc::new(rustls::KeyLogFile::new());
-    Ok(cfg)
+    client_with(provider(), ca, alpn, Some((cert, key)))
 }
 
 /// Whether `cert` (already verified, e.g. a peer's certificate after the handshake) is valid
@@ -138,10 +137,22 @@ pub fn client_config_with(
     ca: &Path,
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, Error> {
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    client_with(provider, ca, alpn, None)
+}
+
+fn client_with(
+    provider: Arc<CryptoProvider>,
+    ca: &Path,
+    alpn: &[&[u8]],
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, Error> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(load_roots(ca)?)
-        .with_no_client_auth();
+        .with_root_certificates(load_roots(ca)?);
+    let mut cfg = match identity {
+        Some((cert, key)) => builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?,
+        None => builder.with_no_client_auth(),
+    };
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     cfg.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(cfg)

@@ -38,6 +38,46 @@ impl Drop for Kid {
     }
 }
 
+/// A temporary directory for nodes run as processes: a dev PKI (`certs/`) and `media/`.
+pub(crate) struct Stage {
+    _tmp: tempfile::TempDir,
+    pub(crate) dir: PathBuf,
+    pub(crate) certs: PathBuf,
+    pub(crate) ca: PathBuf,
+    pub(crate) media: PathBuf,
+}
+
+impl Stage {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        let certs = dir.join("certs");
+        segue_certs::init(&certs, &[])?;
+        let media = dir.join("media");
+        std::fs::create_dir_all(&media)?;
+        Ok(Self {
+            _tmp: tmp,
+            ca: certs.join("ca.pem"),
+            certs,
+            media,
+            dir,
+        })
+    }
+
+    /// `--cert`, `--key` (the dev localhost certificate) and `--ca` for a node.
+    pub(crate) fn tls_args(&self) -> Vec<String> {
+        let s = |p: PathBuf| p.display().to_string();
+        vec![
+            "--cert".into(),
+            s(self.certs.join("localhost.pem")),
+            "--key".into(),
+            s(self.certs.join("localhost.key")),
+            "--ca".into(),
+            s(self.ca.clone()),
+        ]
+    }
+}
+
 pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
         .local_addr()?
@@ -257,13 +297,9 @@ async fn ttff(url: &SegueUrl, ca: &Path) -> anyhow::Result<Report> {
 
 /// Runs every measurement and returns the printed report.
 pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path();
-    let certs = dir.join("certs");
-    segue_certs::init(&certs, &[])?;
-    let ca = certs.join("ca.pem");
-    let media = dir.join("media");
-    std::fs::create_dir_all(&media)?;
+    let stage = Stage::new()?;
+    let (dir, certs, media) = (&stage.dir, &stage.certs, &stage.media);
+    let ca = stage.ca.clone();
     let demo = std::fs::read(o.samples.join("demo.mp4")).context("samples: demo.mp4")?;
     let long = std::fs::read(o.samples.join("long.mp4")).context("samples: long.mp4")?;
     let hd = std::fs::read(o.samples.join("hd.mp4")).context("samples: hd.mp4")?;
@@ -277,8 +313,6 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     std::fs::write(media.join("hd.mp4"), &hd)?;
 
     let (oport, eport) = (free_port()?, free_port()?);
-    let cert = certs.join("localhost.pem");
-    let key = certs.join("localhost.key");
     let spawn = |args: Vec<String>| -> anyhow::Result<Kid> {
         Ok(Kid(Command::new(exe)
             .args(args)
@@ -288,43 +322,34 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
             .spawn()?))
     };
     let s = |p: &Path| p.display().to_string();
-    let _origin = spawn(vec![
+    let mut args = vec![
         "origin".into(),
         "--media".into(),
-        s(&media),
+        s(media),
         "--data".into(),
         s(&dir.join("origin")),
         "--listen".into(),
         format!("127.0.0.1:{oport}"),
-        "--cert".into(),
-        s(&cert),
-        "--key".into(),
-        s(&key),
-        "--ca".into(),
-        s(&ca),
-    ])?;
+    ];
+    args.extend(stage.tls_args());
+    let _origin = spawn(args)?;
     let origin_url = SegueUrl::parse(&format!("segue://localhost:{oport}/"))?;
     wait_ready(&origin_url, &ca).await?;
     let mut edge_args = vec![
         "edge".into(),
         "--origin".into(),
         origin_url.to_string(),
-        "--ca".into(),
-        s(&ca),
         "--cache-dir".into(),
         s(&dir.join("edge")),
         "--listen".into(),
         format!("127.0.0.1:{eport}"),
-        "--cert".into(),
-        s(&cert),
-        "--key".into(),
-        s(&key),
         "--prefix-secs".into(),
         "4".into(),
         // Every bench client comes from 127.0.0.1.
         "--max-connections-per-client".into(),
         (o.idle_connections + 64).to_string(),
     ];
+    edge_args.extend(stage.tls_args());
     for i in 0..o.rounds {
         edge_args.push("--warm".into());
         edge_args.push(format!("prefix{i}"));
@@ -403,7 +428,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         out.push_str(&format!("  object `{obj}` ({what})\n"));
         for &n in &o.players {
-            let raw = raw_quinn(&certs, n, o.egress_secs).await?;
+            let raw = raw_quinn(certs, n, o.egress_secs).await?;
             let sink = egress(n, o.egress_secs, &url, &ca, true).await?;
             let full = egress(n, o.egress_secs, &url, &ca, false).await?;
             out.push_str(&format!(

@@ -485,6 +485,16 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples")
     }
 
+    /// A library of `media`, its data in `dir/data`, 2 s segments.
+    fn options(dir: &Path, media: PathBuf) -> LibraryOptions {
+        LibraryOptions {
+            media_root: media,
+            data_dir: dir.join("data"),
+            target_segment_us: 2_000_000,
+            scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
+        }
+    }
+
     #[test]
     fn ingests_once_and_again_when_the_file_changes() {
         let dir = tempfile::tempdir().unwrap();
@@ -492,12 +502,7 @@ mod tests {
         fs::create_dir_all(&media).unwrap();
         fs::copy(samples().join("demo.mp4"), media.join("a.mp4")).unwrap();
         fs::copy(samples().join("demo.ts"), media.join("a.ts")).unwrap();
-        let opts = LibraryOptions {
-            media_root: dir.path().join("media"),
-            data_dir: dir.path().join("data"),
-            target_segment_us: 2_000_000,
-            scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
-        };
+        let opts = options(dir.path(), dir.path().join("media"));
         let lib = Library::open(&opts).unwrap();
         let name = ObjectName::new("movies/a", 64).unwrap();
         let obj = lib.get(&name).unwrap();
@@ -532,13 +537,7 @@ mod tests {
         let media = dir.path().join("media");
         fs::create_dir_all(&media).unwrap();
         fs::copy(samples().join("demo.mp4"), media.join("bad name.mp4")).unwrap();
-        let lib = Library::open(&LibraryOptions {
-            media_root: media,
-            data_dir: dir.path().join("data"),
-            target_segment_us: 2_000_000,
-            scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
-        })
-        .unwrap();
+        let lib = Library::open(&options(dir.path(), media)).unwrap();
         assert!(lib.names().is_empty());
         let (file, why) = lib.failures.iter().next().unwrap();
         assert!(
@@ -559,13 +558,7 @@ mod tests {
         // A link to a file outside, and a link to a directory outside.
         std::os::unix::fs::symlink(outside.join("secret.mp4"), media.join("in/leak.mp4")).unwrap();
         std::os::unix::fs::symlink(&outside, media.join("escape")).unwrap();
-        let lib = Library::open(&LibraryOptions {
-            media_root: media,
-            data_dir: dir.path().join("data"),
-            target_segment_us: 2_000_000,
-            scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
-        })
-        .unwrap();
+        let lib = Library::open(&options(dir.path(), media)).unwrap();
         let names: Vec<String> = lib.names().iter().map(|n| n.to_string()).collect();
         assert_eq!(names, vec!["in/ok".to_string()]);
     }

@@ -15,7 +15,7 @@ use segue_client::{PlayOptions, play};
 use segue_wire::SegueUrl;
 use tokio::time::Instant;
 
-use crate::bench::{Kid, free_port, rss_kib, wait_ready};
+use crate::bench::{Kid, Stage, free_port, rss_kib, wait_ready};
 
 /// Soak settings.
 #[derive(Debug, Clone)]
@@ -101,28 +101,14 @@ async fn player(urls: Arc<Vec<SegueUrl>>, ca: PathBuf, k: usize, end: Instant, t
 
 /// Runs the soak and returns the printed report (lines are also printed as they come).
 pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
-    let tmp = tempfile::tempdir()?;
-    let dir = tmp.path();
-    let certs = dir.join("certs");
-    segue_certs::init(&certs, &[])?;
-    let ca = certs.join("ca.pem");
-    let media = dir.join("media");
-    std::fs::create_dir_all(&media)?;
+    let stage = Stage::new()?;
+    let (dir, media) = (&stage.dir, &stage.media);
+    let ca = stage.ca.clone();
     for f in ["long.mp4", "demo.mp4"] {
         std::fs::copy(o.samples.join(f), media.join(f)).with_context(|| format!("samples: {f}"))?;
     }
     let (oport, eport) = (free_port()?, free_port()?);
     let s = |p: &Path| p.display().to_string();
-    let tls = |v: &mut Vec<String>| {
-        v.extend([
-            "--cert".into(),
-            s(&certs.join("localhost.pem")),
-            "--key".into(),
-            s(&certs.join("localhost.key")),
-            "--ca".into(),
-            s(&ca),
-        ])
-    };
     let spawn = |args: Vec<String>, log: &str| -> anyhow::Result<Kid> {
         Ok(Kid(Command::new(exe)
             .args(args)
@@ -134,13 +120,13 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     let mut args = vec![
         "origin".into(),
         "--media".into(),
-        s(&media),
+        s(media),
         "--data".into(),
         s(&dir.join("origin")),
         "--listen".into(),
         format!("127.0.0.1:{oport}"),
     ];
-    tls(&mut args);
+    args.extend(stage.tls_args());
     let _origin = spawn(args, "origin.log")?;
     wait_ready(
         &SegueUrl::parse(&format!("segue://localhost:{oport}/"))?,
@@ -159,7 +145,7 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         "--max-connections-per-client".into(),
         (o.players * 2 + 64).to_string(),
     ];
-    tls(&mut args);
+    args.extend(stage.tls_args());
     let edge = spawn(args, "edge.log")?;
     let pid = edge.0.id();
     wait_ready(
@@ -265,10 +251,13 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         g(&tally.frames),
         g(&tally.bytes) as f64 / 1e6
     ));
+    let after_ramp = if steady.is_empty() {
+        "no sample after the ramp".to_string()
+    } else {
+        format!("after the ramp between {smin:.1} and {smax:.1} MiB")
+    };
     say(format!(
-        "edge RSS          first sample {first:.1} MiB, peak {peak:.1} MiB, last {lastr:.1} MiB; after the ramp between {:.1} and {:.1} MiB",
-        if steady.is_empty() { 0.0 } else { smin },
-        smax
+        "edge RSS          first sample {first:.1} MiB, peak {peak:.1} MiB, last {lastr:.1} MiB; {after_ramp}"
     ));
     say(format!(
         "edge CPU          mean {mean_cpu:.1} % of one core (max {:.1} %)",
