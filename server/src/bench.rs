@@ -64,6 +64,21 @@ impl Stage {
         })
     }
 
+    /// `segue origin` of this stage's media on 127.0.0.1:`port`.
+    pub(crate) fn origin_args(&self, port: u16) -> Vec<String> {
+        let mut v = vec![
+            "origin".into(),
+            "--media".into(),
+            self.media.display().to_string(),
+            "--data".into(),
+            self.dir.join("origin").display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        v.extend(self.tls_args());
+        v
+    }
+
     /// `--cert`, `--key` (the dev localhost certificate) and `--ca` for a node.
     pub(crate) fn tls_args(&self) -> Vec<String> {
         let s = |p: PathBuf| p.display().to_string();
@@ -322,17 +337,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
             .spawn()?))
     };
     let s = |p: &Path| p.display().to_string();
-    let mut args = vec![
-        "origin".into(),
-        "--media".into(),
-        s(media),
-        "--data".into(),
-        s(&dir.join("origin")),
-        "--listen".into(),
-        format!("127.0.0.1:{oport}"),
-    ];
-    args.extend(stage.tls_args());
-    let _origin = spawn(args)?;
+    let _origin = spawn(stage.origin_args(oport))?;
     let origin_url = SegueUrl::parse(&format!("segue://localhost:{oport}/"))?;
     wait_ready(&origin_url, &ca).await?;
     let mut edge_args = vec![

@@ -117,17 +117,7 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
             .stderr(std::fs::File::create(dir.join(log))?)
             .spawn()?))
     };
-    let mut args = vec![
-        "origin".into(),
-        "--media".into(),
-        s(media),
-        "--data".into(),
-        s(&dir.join("origin")),
-        "--listen".into(),
-        format!("127.0.0.1:{oport}"),
-    ];
-    args.extend(stage.tls_args());
-    let _origin = spawn(args, "origin.log")?;
+    let _origin = spawn(stage.origin_args(oport), "origin.log")?;
     wait_ready(
         &SegueUrl::parse(&format!("segue://localhost:{oport}/"))?,
         &ca,
