@@ -185,6 +185,16 @@ fn trim_trailing_zeros(n: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Found by the `ingest_mp4` fuzz target (its memory peaked at 3 GB): a fragment whose
+    /// `trun` claims millions of samples in a few bytes made the demuxer allocate for each.
+    #[test]
+    fn sample_counts_are_bounded_before_allocating() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/ingest_mp4/regress-sample-count.mp4");
+        let e = demux(&file).expect_err("refused");
+        assert!(e.to_string().contains("more than"), "{e}");
+    }
+
     /// Found by the `ingest_mp4` fuzz target: an MP4 whose decode times reach 1.8e19 µs made
     /// a manifest whose durations did not fit a varint (it did not survive its own encoding).
     #[test]

@@ -15,6 +15,37 @@ use super::{Demuxed, IngestError, Sample, TrackMedia, VIDEO_CLOCK, rescale};
 const MAX_INDEX_BOX: u64 = 256 << 20;
 /// Largest single sample.
 const MAX_SAMPLE: u32 = 16 << 20;
+/// Most samples (frames) in one file, all tracks: about 10 hours of 60 fps video with audio.
+pub const MAX_SAMPLES: u64 = 4_000_000;
+
+/// How many more samples a file's tables may describe: at most [`MAX_SAMPLES`], and at most
+/// one per byte of the file (every sample holds at least a byte of it). Checked before
+/// anything is allocated for them: sample counts in the tables are untrusted (a few bytes of
+/// `stts` or `trun` can claim billions).
+struct SampleBudget {
+    left: u64,
+}
+
+impl SampleBudget {
+    fn new(file_len: u64) -> Self {
+        Self {
+            left: MAX_SAMPLES.min(file_len),
+        }
+    }
+
+    fn take(&mut self, n: u64, path: &Path) -> Result<(), IngestError> {
+        if n > self.left {
+            return Err(IngestError::unsupported(
+                path,
+                format!(
+                    "sample tables describe more than {MAX_SAMPLES} samples, or more samples than the file has bytes"
+                ),
+            ));
+        }
+        self.left -= n;
+        Ok(())
+    }
+}
 
 struct TopBox {
     kind: [u8; 4],
@@ -208,8 +239,17 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<Option<(TrackMedia, Option<u8>)>
 }
 
 /// Samples of a progressive track, from its sample tables.
-fn progressive_samples(trak: &Trak, path: &Path) -> Result<Vec<RawSample>, IngestError> {
+fn progressive_samples(
+    trak: &Trak,
+    budget: &mut SampleBudget,
+    path: &Path,
+) -> Result<Vec<RawSample>, IngestError> {
     let stbl = &trak.mdia.minf.stbl;
+    let count = match &stbl.stsz.samples {
+        mp4_atom::StszSamples::Identical { count, .. } => u64::from(*count),
+        mp4_atom::StszSamples::Different { sizes } => sizes.len() as u64,
+    };
+    budget.take(count, path)?;
     let sizes: Vec<u32> = match &stbl.stsz.samples {
         mp4_atom::StszSamples::Identical { count, size } => {
             // `count` is untrusted: bound it by what stts can describe before allocating.
@@ -315,6 +355,7 @@ fn fragment_samples(
     plans: &mut [TrackPlan],
     moofs: &[(u64, Moof)],
     trex: &[Trex],
+    budget: &mut SampleBudget,
     path: &Path,
 ) -> Result<(), IngestError> {
     let mut next_dts: Vec<u64> = plans
@@ -335,6 +376,7 @@ fn fragment_samples(
                 .map_or(next_dts[pi], |t| t.base_media_decode_time);
             let mut cursor = base;
             for trun in &traf.trun {
+                budget.take(trun.samples.len() as u64, path)?;
                 if let Some(off) = trun.data_offset {
                     cursor = base.checked_add_signed(i64::from(off)).ok_or_else(|| {
                         IngestError::malformed(path, "trun data offset before file start")
@@ -364,7 +406,7 @@ fn fragment_samples(
                         cto: e.cts.unwrap_or(0),
                         keyframe: flags & 0x0001_0000 == 0,
                     });
-                    cursor += u64::from(size);
+                    cursor = cursor.saturating_add(u64::from(size));
                     dts += u64::from(duration);
                 }
             }
@@ -419,6 +461,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
         moofs.push((b.start, read_box::<Moof>(&f, b, path)?));
     }
 
+    let mut budget = SampleBudget::new(len);
     let mut plans = Vec::new();
     for trak in &moov.trak {
         let Some((media, nal_length_size)) = codec_of(trak, path)? else {
@@ -433,7 +476,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
             media,
             timescale,
             nal_length_size,
-            raw: progressive_samples(trak, path)?,
+            raw: progressive_samples(trak, &mut budget, path)?,
         });
     }
     if plans.is_empty() {
@@ -444,7 +487,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
         .as_ref()
         .map(|m| m.trex.clone())
         .unwrap_or_default();
-    fragment_samples(&mut plans, &moofs, &trex, path)?;
+    fragment_samples(&mut plans, &moofs, &trex, &mut budget, path)?;
 
     // Video first, then audio: the track order of the SDP.
     plans.sort_by_key(|p| !p.media.codec.is_video());
