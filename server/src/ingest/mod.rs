@@ -185,6 +185,16 @@ fn trim_trailing_zeros(n: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Found by the `ingest_mp4` fuzz target: a fragment's base decode time near 2^64 made
+    /// the running decode time overflow (a panic with overflow checks, a wrap without).
+    #[test]
+    fn decode_times_never_overflow() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/ingest_mp4/regress-dts-overflow.mp4");
+        // Refused, one way or another, without a panic.
+        assert!(demux(&file).is_err());
+    }
+
     /// Found by the `ingest_mp4` fuzz target (its memory peaked at 3 GB): a fragment whose
     /// `trun` claims millions of samples in a few bytes made the demuxer allocate for each.
     #[test]

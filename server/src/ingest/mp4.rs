@@ -345,7 +345,7 @@ fn progressive_samples(
             cto: ctos[i],
             keyframe: sync.as_ref().is_none_or(|s| s.contains(&(i as u32 + 1))),
         });
-        dts += u64::from(durations[i]);
+        dts = dts.saturating_add(u64::from(durations[i]));
     }
     Ok(out)
 }
@@ -360,7 +360,11 @@ fn fragment_samples(
 ) -> Result<(), IngestError> {
     let mut next_dts: Vec<u64> = plans
         .iter()
-        .map(|p| p.raw.last().map_or(0, |s| s.dts + u64::from(s.duration)))
+        .map(|p| {
+            p.raw
+                .last()
+                .map_or(0, |s| s.dts.saturating_add(u64::from(s.duration)))
+        })
         .collect();
     for (moof_start, moof) in moofs {
         for traf in &moof.traf {
@@ -407,7 +411,7 @@ fn fragment_samples(
                         keyframe: flags & 0x0001_0000 == 0,
                     });
                     cursor = cursor.saturating_add(u64::from(size));
-                    dts += u64::from(duration);
+                    dts = dts.saturating_add(u64::from(duration));
                 }
             }
             next_dts[pi] = dts;

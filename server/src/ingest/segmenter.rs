@@ -199,7 +199,7 @@ pub fn segment(
                 Frame {
                     track: t as u32,
                     keyframe: s.keyframe,
-                    pts: s.dts + u64::from(s.cto),
+                    pts: s.dts.saturating_add(u64::from(s.cto)),
                     cto: s.cto,
                     data: s.data.clone(),
                 },
