@@ -133,35 +133,54 @@ const USED_BOXES: &[(&[u8; 4], &[&[u8; 4]])] = &[
 ];
 
 /// Rewrites, in the box at the start of `buf`, the children of [`USED_BOXES`] containers that
-/// the demuxer does not use into `free` boxes (sizes untouched). Malformed sizes are left for
-/// the decoder to refuse. `depth` bounds the recursion.
-fn only_used_boxes(buf: &mut [u8], depth: usize) {
+/// the demuxer does not use into `free` boxes (sizes untouched). A child whose size cannot be
+/// walked (below its header, past its parent) makes the whole index malformed: `false`.
+/// `depth` bounds the recursion.
+fn only_used_boxes(buf: &mut [u8], depth: usize) -> bool {
     let Some(kind) = buf.get(4..8).and_then(|k| <[u8; 4]>::try_from(k).ok()) else {
-        return;
+        return true;
     };
     let Some((_, keep)) = USED_BOXES.iter().find(|(c, _)| **c == kind) else {
-        return;
+        return true;
     };
     if depth > 8 {
-        return;
+        return false;
     }
-    // Container boxes here have a plain 8-byte header and no version/flags.
-    let mut pos = 8;
-    while pos + 8 <= buf.len() {
-        let size =
-            u32::from_be_bytes([buf[pos], buf[pos + 1], buf[pos + 2], buf[pos + 3]]) as usize;
-        // 0 (to the end) and 1 (64-bit size) are rare inside an index: stop, let the decoder judge.
-        if size < 8 || pos + size > buf.len() {
-            return;
+    // Container boxes here have a plain header (8 bytes, or 16 with a 64-bit size).
+    let mut pos = if u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) == 1 {
+        16
+    } else {
+        8
+    };
+    while pos < buf.len() {
+        let Some(h) = buf.get(pos..pos + 8) else {
+            return false;
+        };
+        let (header, size) = match u32::from_be_bytes([h[0], h[1], h[2], h[3]]) {
+            0 => (8, buf.len() - pos), // to the end of the parent
+            1 => match buf.get(pos + 8..pos + 16) {
+                Some(b) => (
+                    16,
+                    u64::from_be_bytes(b.try_into().unwrap_or([0; 8])) as usize,
+                ),
+                None => return false,
+            },
+            n => (8, n as usize),
+        };
+        if size < header || size > buf.len() - pos {
+            return false;
         }
         let child = [buf[pos + 4], buf[pos + 5], buf[pos + 6], buf[pos + 7]];
         if keep.contains(&&child) {
-            only_used_boxes(&mut buf[pos..pos + size], depth + 1);
+            if !only_used_boxes(&mut buf[pos..pos + size], depth + 1) {
+                return false;
+            }
         } else {
             buf[pos + 4..pos + 8].copy_from_slice(b"free");
         }
         pos += size;
     }
+    true
 }
 
 fn read_box<T: Decode>(f: &File, b: &TopBox, path: &Path) -> Result<T, IngestError> {
@@ -174,7 +193,16 @@ fn read_box<T: Decode>(f: &File, b: &TopBox, path: &Path) -> Result<T, IngestErr
     let mut buf = vec![0u8; b.size as usize];
     f.read_exact_at(&mut buf, b.start)
         .map_err(|e| IngestError::io(path, e))?;
-    only_used_boxes(&mut buf, 0);
+    if !only_used_boxes(&mut buf, 0) {
+        return Err(IngestError::malformed(
+            path,
+            format!(
+                "box {:?} at {}: a box inside it has an impossible size",
+                String::from_utf8_lossy(&b.kind),
+                b.start
+            ),
+        ));
+    }
     T::decode(&mut &buf[..]).map_err(|e| {
         IngestError::malformed(
             path,
@@ -621,7 +649,7 @@ mod tests {
         let minf = boxed(b"minf", &[boxed(b"udta", &[1; 4]), stbl].concat());
         let mut moov = boxed(b"moov", &boxed(b"trak", &boxed(b"mdia", &minf)));
         let before = moov.clone();
-        only_used_boxes(&mut moov, 0);
+        assert!(only_used_boxes(&mut moov, 0));
         assert_eq!(moov.len(), before.len());
         let text = String::from_utf8_lossy(&moov).into_owned();
         assert!(
@@ -630,5 +658,9 @@ mod tests {
         );
         assert!(!text.contains("sgpd") && !text.contains("udta"), "{text:?}");
         assert_eq!(text.matches("free").count(), 2);
+        // A child claiming more than its parent holds: the index is refused.
+        let mut bad = boxed(b"stbl", &boxed(b"sgpd", &[0; 8]));
+        bad[8..12].copy_from_slice(&1000u32.to_be_bytes());
+        assert!(!only_used_boxes(&mut bad, 0));
     }
 }
