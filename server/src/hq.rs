@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::admission::{Admission, ConnectionLimits};
 use crate::files::{Body as _, FileError, Files};
+use crate::resumption::{CountingSessions, CountingVerifier, Handshake};
 
 /// ALPN of HTTP/0.9 over QUIC in the interop runner.
 pub const ALPN: &[u8] = b"hq-interop";
@@ -36,6 +37,10 @@ pub struct ServerStats {
     pub refused: AtomicU64,
     /// Connection attempts refused by the connection limits.
     pub refused_connections: AtomicU64,
+    /// TLS sessions resumed (a client's ticket found).
+    pub resumed_sessions: Arc<AtomicU64>,
+    /// Connections whose requests came as 0-RTT data.
+    pub zero_rtt_connections: AtomicU64,
 }
 
 fn transport(streams: u32) -> quinn::TransportConfig {
@@ -67,6 +72,8 @@ fn client_transport() -> quinn::TransportConfig {
 pub struct Server {
     pub endpoint: quinn::Endpoint,
     config: quinn::ServerConfig,
+    /// What it did once served.
+    pub stats: Arc<ServerStats>,
 }
 
 /// A server endpoint on `listen` offering `hq-interop` and `h3` with `cert`/`key`.
@@ -75,12 +82,21 @@ pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::R
     // 0-RTT for resumed clients (QUIC takes all or nothing). Files only: GET is idempotent,
     // so a replayed request costs bytes, not correctness. Never on the media path.
     tls.max_early_data_size = u32::MAX;
+    let stats = Arc::new(ServerStats::default());
+    tls.session_storage = Arc::new(CountingSessions::new(
+        tls.session_storage.clone(),
+        stats.resumed_sessions.clone(),
+    ));
     let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport(MAX_STREAMS)));
     let endpoint = quinn::Endpoint::server(config.clone(), listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
-    Ok(Server { endpoint, config })
+    Ok(Server {
+        endpoint,
+        config,
+        stats,
+    })
 }
 
 /// Serves `files` until `stop`, holding connections within `limits` (and validating client
@@ -89,10 +105,13 @@ pub async fn serve<F: Files>(
     server: Server,
     files: Arc<F>,
     limits: ConnectionLimits,
-    stats: Arc<ServerStats>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Server { endpoint, config } = server;
+    let Server {
+        endpoint,
+        config,
+        stats,
+    } = server;
     let admission = Admission::new(limits);
     let qlog = crate::quic::Qlog::from_env();
     loop {
@@ -122,34 +141,67 @@ pub async fn serve<F: Files>(
                 incoming.accept_with(q.server_config(&config, transport(MAX_STREAMS), peer))
             }
         };
+        // A server's connection is usable before its handshake completes: requests that came
+        // as 0-RTT data are answered at once (0.5-RTT data; GET is idempotent, and quinn holds
+        // what we send to 3x what an unvalidated client sent).
+        let (conn, handshake) = match connecting.map(quinn::Connecting::into_0rtt) {
+            Ok(Ok((conn, handshake))) => (conn, Handshake::new(handshake)),
+            Ok(Err(_)) => {
+                tracing::debug!("no connection before the handshake");
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!("handshake failed: {e}");
+                continue;
+            }
+        };
+        // 0-RTT packets that came with the first Initial, checked before anything else runs
+        // (the client's Finished cannot have come yet); later ones as requests are taken.
+        note_0rtt(&conn, &handshake, &stats);
         let (files, stats) = (files.clone(), stats.clone());
         tokio::spawn(async move {
             // The connection's place, held until it ends.
             let _ticket = ticket;
-            let conn = match connecting {
-                Ok(c) => c.await,
-                Err(e) => Err(e),
-            };
-            let conn = match conn {
-                Ok(c) => c,
-                Err(e) => return tracing::debug!("handshake failed: {e}"),
-            };
-            stats.connections.fetch_add(1, Ordering::Relaxed);
-            if alpn(&conn).as_deref() == Some(crate::http3::ALPN) {
-                return crate::http3::serve_connection(conn, files, stats).await;
-            }
-            let peer = conn.remote_address().ip();
-            while let Ok((send, recv)) = conn.accept_bi().await {
-                let (files, stats) = (files.clone(), stats.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = answer(&*files, send, recv, &stats, peer).await {
-                        tracing::debug!("hq request: {e}");
+            let established = async {
+                handshake.completed().await;
+                match conn.close_reason() {
+                    None => {
+                        stats.connections.fetch_add(1, Ordering::Relaxed);
                     }
-                });
-            }
+                    Some(e) => tracing::debug!("handshake failed: {e}"),
+                }
+            };
+            let serving = async {
+                if alpn(&conn).as_deref() == Some(crate::http3::ALPN) {
+                    let conn = conn.clone();
+                    return crate::http3::serve_connection(conn, &handshake, files, stats.clone())
+                        .await;
+                }
+                let peer = conn.remote_address().ip();
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    note_0rtt(&conn, &handshake, &stats);
+                    let (files, stats) = (files.clone(), stats.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = answer(&*files, send, recv, &stats, peer).await {
+                            tracing::debug!("hq request: {e}");
+                        }
+                    });
+                }
+            };
+            tokio::join!(established, serving);
         });
     }
     endpoint.close(0u32.into(), b"shutting down");
+}
+
+/// Called as a connection starts and as each request is taken: a connection whose requests
+/// came as 0-RTT data is counted (once) and logged.
+pub(crate) fn note_0rtt(conn: &quinn::Connection, handshake: &Handshake, stats: &ServerStats) {
+    if handshake.first_sight_of_0rtt(conn) {
+        stats.zero_rtt_connections.fetch_add(1, Ordering::Relaxed);
+        let peer = conn.remote_address();
+        tracing::info!(%peer, "0-RTT: requests received before the handshake completed");
+    }
 }
 
 /// The protocol a connection negotiated.
@@ -256,6 +308,16 @@ pub struct Download {
 pub struct Client {
     pub endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
+    /// Counts the server certificates verified: a handshake without one resumed.
+    verifier: Arc<CountingVerifier>,
+    resumed: AtomicU64,
+}
+
+impl Client {
+    /// Connections whose TLS session resumed an earlier one.
+    pub fn resumed(&self) -> u64 {
+        self.resumed.load(Ordering::Relaxed)
+    }
 }
 
 /// A client endpoint offering `hq-interop` (or `h3`), trusting `ca`.
@@ -276,8 +338,16 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<Client
             .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
     }
     let alpn = if opts.http3 { crate::http3::ALPN } else { ALPN };
-    let mut tls = segue_certs::tls::client_config_with(Arc::new(provider), ca, &[alpn])?;
+    let provider = Arc::new(provider);
+    let mut tls = segue_certs::tls::client_config_with(provider.clone(), ca, &[alpn])?;
     tls.enable_early_data = opts.zero_rtt;
+    // webpki over the same roots, as `client_config_with` verifies; counted (see resumption).
+    let roots = Arc::new(segue_certs::tls::load_roots(ca)?);
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+        .build()
+        .context("cannot build the certificate verifier")?;
+    let verifier = Arc::new(CountingVerifier::new(webpki));
+    tls.dangerous().set_certificate_verifier(verifier.clone());
     let quic = QuicClientConfig::with_initial(Arc::new(tls), initial)
         .context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
@@ -287,6 +357,8 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<Client
     Ok(Client {
         endpoint,
         config: cfg,
+        verifier,
+        resumed: AtomicU64::new(0),
     })
 }
 
@@ -348,6 +420,7 @@ async fn fetch_on(
         Some(q) => q.client_config(&client.config, client_transport(), addr),
         None => client.config.clone(),
     };
+    let verified = client.verifier.verified();
     let connecting = client.endpoint.connect_with(config, addr, host)?;
     let (conn, accepted) = if early {
         match connecting.into_0rtt() {
@@ -364,6 +437,12 @@ async fn fetch_on(
     if let Some(accepted) = accepted {
         tracing::info!(accepted = accepted.await, "0-RTT requests");
     }
+    // The handshake has completed (the files came): no certificate verified means resumed.
+    let resumed = client.verifier.verified() == verified;
+    if resumed {
+        client.resumed.fetch_add(1, Ordering::Relaxed);
+    }
+    tracing::info!(resumed, "TLS session");
     Ok(got)
 }
 

@@ -12,7 +12,8 @@ use bytes::{Buf as _, Bytes};
 use http::{Request, Response, StatusCode, header};
 
 use crate::files::{Body as _, FileError, Files};
-use crate::hq::{Download, ServerStats, Target, collect};
+use crate::hq::{Download, ServerStats, Target, collect, note_0rtt};
+use crate::resumption::Handshake;
 
 /// ALPN of HTTP/3.
 pub const ALPN: &[u8] = b"h3";
@@ -68,12 +69,13 @@ pub fn parse_range(value: Option<&str>, len: u64) -> ByteRange {
 /// Serves one HTTP/3 connection's requests from `files`.
 pub async fn serve_connection<F: Files>(
     conn: quinn::Connection,
+    handshake: &Handshake,
     files: Arc<F>,
     stats: Arc<ServerStats>,
 ) {
     let peer = conn.remote_address().ip();
     let mut h3 = match h3::server::builder()
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
         .await
     {
         Ok(c) => c,
@@ -82,6 +84,7 @@ pub async fn serve_connection<F: Files>(
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
+                note_0rtt(&conn, handshake, &stats);
                 let (files, stats) = (files.clone(), stats.clone());
                 tokio::spawn(async move {
                     match resolver.resolve_request().await {

@@ -32,6 +32,7 @@ pub mod peer;
 pub mod placement;
 pub mod push;
 pub mod quic;
+pub mod resumption;
 pub mod segserve;
 pub mod session;
 pub mod soak;

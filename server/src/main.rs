@@ -195,7 +195,6 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
         } => {
             let ep = hq::server_endpoint(listen, &tls.cert, &tls.key)?;
             tracing::info!(listen = %ep.endpoint.local_addr()?, www = %www.display(), retry, "serving hq-interop");
-            let stats = Arc::new(hq::ServerStats::default());
             let files = segue_server::files::DirFiles::new(&www)
                 .with_context(|| format!("cannot serve {}", www.display()))?;
             use segue_server::admission::{ConnectionLimits, RetryPolicy};
@@ -205,7 +204,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
                 RetryPolicy::Never
             };
             let limits = ConnectionLimits::with_retry(policy);
-            hq::serve(ep, Arc::new(files), limits, stats, shutdown_signal()).await;
+            hq::serve(ep, Arc::new(files), limits, shutdown_signal()).await;
             Ok(())
         }
         HqCommand::Get {
@@ -766,8 +765,7 @@ impl TlsArgs {
         let ep = hq::server_endpoint(listen, &self.cert, &self.key)?;
         tracing::info!(files = %ep.endpoint.local_addr()?, "serving files over HTTP/3 and hq-interop");
         let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())).with_access(access));
-        let stats = Arc::new(hq::ServerStats::default());
-        tokio::spawn(hq::serve(ep, files, limits, stats, stop.clone()));
+        tokio::spawn(hq::serve(ep, files, limits, stop.clone()));
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use segue_server::access::{self, Keys};
 use segue_server::edge::EdgeOptions;
 use segue_server::edge::store::Store;
 use segue_server::files::ObjectFiles;
-use segue_server::hq::{self, ClientOptions, ServerStats};
+use segue_server::hq::{self, ClientOptions};
 use segue_server::node::NodeOptions;
 use segue_wire::SegueUrl;
 use segue_wire::segment::{Params, ResponseFrame, SegmentRequest, Status, decode_response_frame};
@@ -57,7 +57,6 @@ fn setup() -> Setup {
         srv,
         Arc::new(files),
         segue_server::admission::ConnectionLimits::default(),
-        Arc::new(ServerStats::default()),
         origin.stop_rx(),
     ));
     Setup {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use segue_server::files::ObjectFiles;
-use segue_server::hq::{self, ClientOptions, ServerStats};
+use segue_server::hq::{self, ClientOptions};
 use segue_server::loopback::NodeTls;
 use segue_server::source::Source;
 
@@ -34,13 +34,7 @@ fn serve_files<S: Source>(
     let ep = hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key).unwrap();
     let port = ep.endpoint.local_addr().unwrap().port();
     let files = Arc::new(ObjectFiles::new(Arc::new(source)));
-    tokio::spawn(hq::serve(
-        ep,
-        files,
-        ConnectionLimits::default(),
-        Arc::new(ServerStats::default()),
-        stop,
-    ));
+    tokio::spawn(hq::serve(ep, files, ConnectionLimits::default(), stop));
     port
 }
 

@@ -46,7 +46,7 @@ fn server(retry: bool) -> Server {
     std::fs::write(dir.path().join("secret"), b"not served").unwrap();
     let ep = hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key).unwrap();
     let port = ep.endpoint.local_addr().unwrap().port();
-    let stats = Arc::new(ServerStats::default());
+    let stats = ep.stats.clone();
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(hq::serve(
         ep,
@@ -55,7 +55,6 @@ fn server(retry: bool) -> Server {
             true => RetryPolicy::Always,
             false => RetryPolicy::Never,
         }),
-        stats.clone(),
         stop_rx,
     ));
     Server {
@@ -324,6 +323,103 @@ async fn ngtcp2_client_downloads_over_http3() {
         .unwrap();
     assert!(status.success(), "{status}");
     same_files(&s, out.path(), &["big.bin", "f0042"], "ngtcp2 client");
+}
+
+/// Resumption and 0-RTT as both of our sides see them, over both protocols: the client's
+/// second connection resumed (no certificate came to verify), the server found the client's
+/// ticket, and with 0-RTT the server got the requests before the handshake completed.
+#[tokio::test]
+async fn resumption_and_0rtt_seen_by_both_sides() {
+    let s = server(false);
+    let paths = ["f0001", "f0002", "f0003"];
+    let mut zero_rtts = 0;
+    for (k, (zero_rtt, http3)) in [(false, false), (true, false), (false, true), (true, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let what = format!("zero_rtt={zero_rtt} http3={http3}");
+        let opts = ClientOptions {
+            resumption: !zero_rtt,
+            zero_rtt,
+            http3,
+            ..Default::default()
+        };
+        // A new client endpoint: its first connection has no session to resume.
+        let ep = hq::client_endpoint(&s.tls.ca, &opts).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let urls: Vec<url::Url> = paths.iter().map(|p| url(&s, p)).collect();
+        let got = hq::get(&ep, &urls, out.path(), &opts).await.unwrap();
+        assert_eq!(got.len(), 3, "{what}");
+        same_files(&s, out.path(), &paths, &what);
+        assert_eq!(
+            ep.resumed(),
+            1,
+            "{what}: the second connection, not the first"
+        );
+        assert_eq!(
+            s.stats.resumed_sessions.load(Ordering::Relaxed),
+            k as u64 + 1,
+            "{what}"
+        );
+        zero_rtts += u64::from(zero_rtt);
+        assert_eq!(
+            s.stats.zero_rtt_connections.load(Ordering::Relaxed),
+            zero_rtts,
+            "{what}"
+        );
+    }
+    // One connection resumes nothing.
+    let ep = hq::client_endpoint(&s.tls.ca, &ClientOptions::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    hq::get(
+        &ep,
+        &[url(&s, "f0004")],
+        out.path(),
+        &ClientOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ep.resumed(), 0);
+    assert_eq!(s.stats.resumed_sessions.load(Ordering::Relaxed), 4);
+}
+
+/// ngtcp2's client resumes its session with our server (its session and transport
+/// parameters kept in files), without early data and then with its requests as 0-RTT data.
+#[tokio::test]
+async fn ngtcp2_client_resumes_and_sends_0rtt() {
+    let Some(bin) = ngtcp2("gtlsclient", "ngtcp2-client") else {
+        return;
+    };
+    let s = server(false);
+    let keep = tempfile::tempdir().unwrap();
+    for (early, files) in [(false, ["f0010", "f0011"]), (true, ["f0012", "f0013"])] {
+        let session = keep.path().join(format!("session-{early}"));
+        let params = keep.path().join(format!("tp-{early}"));
+        let out = tempfile::tempdir().unwrap();
+        for f in files {
+            let mut cmd = tokio::process::Command::new(&bin);
+            cmd.args(["--quiet", "--exit-on-all-streams-close"])
+                .arg(format!("--session-file={}", session.display()))
+                .arg(format!("--tp-file={}", params.display()));
+            if !early {
+                cmd.arg("--disable-early-data");
+            }
+            let status = cmd
+                .arg("--download")
+                .arg(out.path())
+                .args(["localhost", &s.port.to_string()])
+                .arg(format!("https://localhost:{}/{f}", s.port))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success(), "{status}");
+        }
+        same_files(&s, out.path(), &files, "ngtcp2 client");
+    }
+    assert_eq!(s.stats.resumed_sessions.load(Ordering::Relaxed), 2);
+    assert_eq!(s.stats.zero_rtt_connections.load(Ordering::Relaxed), 1);
 }
 
 /// An ngtcp2 example program on PATH (or /usr/sbin); `None` (the test is skipped) only when
