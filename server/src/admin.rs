@@ -28,6 +28,7 @@ use segue_wire::ObjectName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admission::Admission;
 use crate::anticipate::Schedule;
 use crate::clock::unix_now;
 use crate::distribute::Distributor;
@@ -44,6 +45,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub enum Node {
     Edge {
         edge: EdgeSource,
+        /// The segue/1 port's connection admission (its counters go to /metrics).
+        admission: Arc<Admission>,
         hints: Arc<Schedule>,
         /// This edge's name and region, matched against hints.
         name: String,
@@ -51,6 +54,7 @@ pub enum Node {
     },
     Origin {
         dist: Arc<Distributor>,
+        admission: Arc<Admission>,
         hints: Arc<Schedule>,
     },
 }
@@ -161,8 +165,28 @@ pub fn library_objects(lib: &crate::library::Library) -> Vec<LibraryObject> {
         .collect()
 }
 
+/// The segue/1 port's connection counters (both nodes).
+fn register_connections(r: &mut Registry, admission: &Admission) {
+    use std::sync::atomic::Ordering::Relaxed;
+    r.register(
+        "connections_refused",
+        "Connection attempts refused by the connection limits (before the handshake)",
+        ConstCounter::new(admission.refused.load(Relaxed)),
+    );
+    r.register(
+        "retries",
+        "Connection attempts answered with a Retry (address validation)",
+        ConstCounter::new(admission.retries.load(Relaxed)),
+    );
+    r.register(
+        "connections",
+        "Connections held now (segue/1)",
+        ConstGauge::<f64>::new(admission.held() as f64),
+    );
+}
+
 /// The Prometheus exposition of an origin's state now.
-pub fn origin_metrics(dist: &Distributor) -> String {
+pub fn origin_metrics(dist: &Distributor, admission: &Admission) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let s = &dist.source().stats;
     let p = &dist.stats;
@@ -210,6 +234,7 @@ pub fn origin_metrics(dist: &Distributor) -> String {
         "Media files that could not be ingested",
         ConstGauge::<f64>::new(lib.failures.len() as f64),
     );
+    register_connections(&mut r, admission);
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();
@@ -218,7 +243,7 @@ pub fn origin_metrics(dist: &Distributor) -> String {
 }
 
 /// The Prometheus exposition of an edge's state now.
-pub fn metrics(edge: &EdgeSource) -> String {
+pub fn metrics(edge: &EdgeSource, admission: &Admission) -> String {
     let s = edge.snapshot();
     let store = edge.store();
     let link = edge.upstream().link_estimate(edge.parallel());
@@ -377,6 +402,7 @@ pub fn metrics(edge: &EdgeSource) -> String {
     for (name, help, v) in gauges {
         r.register(name, help, ConstGauge::<f64>::new(v));
     }
+    register_connections(&mut r, admission);
     let mut out = String::new();
     if encode(&mut out, &r).is_err() {
         out.clear();
@@ -479,14 +505,26 @@ async fn handle(req: Request<Incoming>, node: Node, token: Arc<String>) -> Resp 
         );
     }
     match (&method, path.as_str(), &node) {
-        (&Method::GET, "/metrics", Node::Edge { edge, .. }) => text(
+        (
+            &Method::GET,
+            "/metrics",
+            Node::Edge {
+                edge, admission, ..
+            },
+        ) => text(
             StatusCode::OK,
-            metrics(edge),
+            metrics(edge, admission),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
-        (&Method::GET, "/metrics", Node::Origin { dist, .. }) => text(
+        (
+            &Method::GET,
+            "/metrics",
+            Node::Origin {
+                dist, admission, ..
+            },
+        ) => text(
             StatusCode::OK,
-            origin_metrics(dist),
+            origin_metrics(dist, admission),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         (&Method::GET, "/objects", Node::Edge { edge, .. }) => json(&edge.store().objects()),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use segue_server::admission::Admission;
 use segue_server::anticipate::Schedule;
 use segue_server::clock::unix_now;
 use segue_server::demo::{self, DemoOptions};
@@ -787,6 +788,7 @@ fn node_options(
     tls: &NodeTls,
     limits: &LimitArgs,
     access: Option<Arc<segue_server::access::Keys>>,
+    admission: Arc<Admission>,
 ) -> anyhow::Result<NodeOptions> {
     let size = |v: u64, flag: &str| {
         usize::try_from(v).with_context(|| format!("{flag} {v} does not fit this machine"))
@@ -806,7 +808,7 @@ fn node_options(
         response_delay: Duration::from_millis(response_delay_ms),
         access,
         qlog: segue_server::quic::NodeQlog::from_env(tls, limits.transport()?)?,
-        connections: limits.connections(),
+        admission,
         request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
     })
 }
@@ -861,8 +863,10 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         a.push_edges.clone(),
     );
     let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
+    let admission = Admission::new(a.limits.connections());
     let node = segue_server::admin::Node::Origin {
         dist: dist.clone(),
+        admission: admission.clone(),
         hints: hints.clone(),
     };
     add_hint_file(&a.hints, &node)?;
@@ -883,6 +887,7 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         &tls,
         &a.limits,
         access,
+        admission,
     )?;
     segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
     Ok(())
@@ -1053,8 +1058,10 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     let upkeep = tokio::spawn(edge.clone().upkeep(stop.clone()));
     tokio::spawn(edge.clone().advertise(stop.clone()));
     let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
+    let admission = Admission::new(a.limits.connections());
     let node = segue_server::admin::Node::Edge {
         edge: edge.clone(),
+        admission: admission.clone(),
         hints: hints.clone(),
         name: a.name.clone(),
         region: a.region.clone(),
@@ -1076,7 +1083,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         .serve_files(&edge, access.clone(), a.limits.connections(), &stop)?;
     let endpoint = server_endpoint(a.listen, &tls, a.limits.transport()?)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
-    let opts = node_options(a.send_ahead_ms, 0, &tls, &a.limits, access)?;
+    let opts = node_options(a.send_ahead_ms, 0, &tls, &a.limits, access, admission)?;
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
     // Saves measured usage on its way out.
     let _ = upkeep.await;

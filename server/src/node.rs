@@ -25,8 +25,9 @@ pub struct NodeOptions {
     pub access: Option<Arc<crate::access::Keys>>,
     /// A qlog trace per connection (`$QLOGDIR`).
     pub qlog: Option<crate::quic::NodeQlog>,
-    /// Connections held at once, in total and per client; Retry policy.
-    pub connections: ConnectionLimits,
+    /// Connections held at once, in total and per client, Retry policy, and their counters
+    /// (shared with the admin API's metrics).
+    pub admission: Arc<Admission>,
     /// A control message or segment request must arrive whole within this long (slowloris).
     pub request_timeout: std::time::Duration,
 }
@@ -42,7 +43,7 @@ impl Default for NodeOptions {
             response_delay: std::time::Duration::ZERO,
             access: None,
             qlog: None,
-            connections: ConnectionLimits::default(),
+            admission: Admission::new(ConnectionLimits::default()),
             request_timeout: REQUEST_TIMEOUT,
         }
     }
@@ -60,7 +61,7 @@ pub async fn serve<S: Source>(
         opts.sessions.max_payload,
         opts.limits.max_frame_size,
     ));
-    let admission = Admission::new(opts.connections);
+    let admission = opts.admission.clone();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {

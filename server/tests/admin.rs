@@ -2,7 +2,10 @@
 //! refused without one; push pre-positions a prefix (the next play is a prefix hit), objects
 //! lists it, purge drops it.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use segue_server::admission::{Admission, ConnectionLimits};
 
 mod common;
 use segue_wire::SegueUrl;
@@ -54,8 +57,13 @@ async fn admin_api() {
     } = origin.edge(4_000_000);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
+    // The segue/1 port's admission, as the edge command shares it with the admin API.
+    let admission = Admission::new(ConnectionLimits::default());
+    admission.retries.fetch_add(3, Ordering::Relaxed);
+    admission.refused.fetch_add(2, Ordering::Relaxed);
     let node = segue_server::admin::Node::Edge {
         edge: edge.clone(),
+        admission,
         hints: segue_server::anticipate::Schedule::new(Duration::from_secs(0)),
         name: "edge".into(),
         region: None,
@@ -72,6 +80,12 @@ async fn admin_api() {
     assert_eq!(st, 200);
     assert!(body.contains("segue_edge_misses_total 0"), "{body}");
     assert!(body.contains("# TYPE segue_edge_cache_capacity_bytes gauge"));
+    assert!(body.contains("segue_edge_retries_total 3"), "{body}");
+    assert!(
+        body.contains("segue_edge_connections_refused_total 2"),
+        "{body}"
+    );
+    assert!(body.contains("segue_edge_connections 0"), "{body}");
     // Everything else needs the token; a wrong one changes nothing.
     assert_eq!(http(admin, "GET", "/objects", None).await.0, 401);
     assert_eq!(
@@ -195,6 +209,7 @@ async fn origin_admin_api_pushes_to_an_edge() {
     let admin = listener.local_addr().unwrap();
     let node = segue_server::admin::Node::Origin {
         dist,
+        admission: Admission::new(ConnectionLimits::default()),
         hints: segue_server::anticipate::Schedule::new(Duration::from_secs(0)),
     };
     tokio::spawn(segue_server::admin::serve(

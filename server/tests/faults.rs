@@ -60,7 +60,8 @@ async fn a_full_or_unwritable_disk_passes_through_and_says_so() {
     assert!(store.write_errors() >= 2);
     // Nothing reached the disk: the players were served from memory and the origin.
     assert_eq!(store.used(), 0);
-    let metrics = segue_server::admin::metrics(&edge.edge);
+    let admission = segue_server::admission::Admission::new(Default::default());
+    let metrics = segue_server::admin::metrics(&edge.edge, &admission);
     assert!(
         metrics.contains("segue_edge_cache_write_failing 1"),
         "{metrics}"

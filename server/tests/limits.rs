@@ -5,10 +5,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicClientConfig;
-use segue_server::admission::{ConnectionLimits, RetryPolicy};
+use segue_server::admission::{Admission, ConnectionLimits, RetryPolicy};
 use segue_server::node::{NodeOptions, serve};
 use segue_server::quic::{TransportLimits, server_endpoint};
 use segue_wire::segment::{ResponseFrame, Status, decode_response_frame};
@@ -57,14 +58,15 @@ async fn served(conn: &quinn::Connection) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_client_and_in_total() {
     let origin = common::origin_with_sample("demo.mp4");
+    let admission = Admission::new(ConnectionLimits {
+        max_connections: 100,
+        max_per_client: 2,
+        retry: RetryPolicy::Never,
+    });
     let per_client = node(
         &origin,
         NodeOptions {
-            connections: ConnectionLimits {
-                max_connections: 100,
-                max_per_client: 2,
-                retry: RetryPolicy::Never,
-            },
+            admission: admission.clone(),
             ..NodeOptions::default()
         },
         TransportLimits::default(),
@@ -79,6 +81,9 @@ async fn connections_per_client_and_in_total() {
             if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
         "{third:?}"
     );
+    // Counted, as /metrics shows them.
+    assert_eq!(admission.refused.load(Ordering::Relaxed), 1);
+    assert_eq!(admission.held(), 2);
     // A closed connection frees its place.
     c1.close(0u32.into(), b"done");
     let mut again = None;
@@ -96,11 +101,11 @@ async fn connections_per_client_and_in_total() {
     let total = node(
         &origin,
         NodeOptions {
-            connections: ConnectionLimits {
+            admission: Admission::new(ConnectionLimits {
                 max_connections: 1,
                 max_per_client: 10,
                 retry: RetryPolicy::Never,
-            },
+            }),
             ..NodeOptions::default()
         },
         TransportLimits::default(),
@@ -114,16 +119,18 @@ async fn connections_per_client_and_in_total() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_first_then_served() {
     let origin = common::origin_with_sample("demo.mp4");
+    let admission = Admission::new(ConnectionLimits::with_retry(RetryPolicy::Always));
     let addr = node(
         &origin,
         NodeOptions {
-            connections: ConnectionLimits::with_retry(RetryPolicy::Always),
+            admission: admission.clone(),
             ..NodeOptions::default()
         },
         TransportLimits::default(),
     );
     let (_e, c) = player(&origin, addr).await.unwrap();
     assert!(served(&c).await);
+    assert_eq!(admission.retries.load(Ordering::Relaxed), 1);
     origin.shutdown().await;
 }
 
@@ -259,11 +266,11 @@ async fn a_vanished_client_is_dropped_at_the_idle_timeout() {
     let addr = node(
         &origin,
         NodeOptions {
-            connections: ConnectionLimits {
+            admission: Admission::new(ConnectionLimits {
                 max_connections: 1,
                 max_per_client: 1,
                 retry: RetryPolicy::Never,
-            },
+            }),
             ..NodeOptions::default()
         },
         TransportLimits {

@@ -7,8 +7,8 @@ use crate::error::DecodeError;
 /// Largest value a varint can carry: 2^62 - 1.
 pub const MAX: u64 = (1 << 62) - 1;
 
-/// Encoded size of `v` in bytes (1, 2, 4 or 8). Values above [`MAX`] are a caller bug and
-/// are clamped by [`put`]; use [`checked`] on untrusted numbers.
+/// Encoded size of `v` in bytes (1, 2, 4 or 8). Values above [`MAX`] are a caller bug (see
+/// [`put`]); use [`checked`] on untrusted numbers.
 pub fn size(v: u64) -> usize {
     if v < 1 << 6 {
         1
@@ -30,8 +30,11 @@ pub fn checked(v: u64) -> Result<u64, DecodeError> {
     }
 }
 
-/// Appends `v` (at most [`MAX`]; larger values are saturated to [`MAX`]).
+/// Appends `v`, at most [`MAX`]. A larger value is a caller bug: debug builds (tests, fuzz
+/// targets) panic on it, so the bug is found there; release builds saturate it to [`MAX`]
+/// rather than write a wrong encoding. Encoders keep their values in range ([`checked`]).
 pub fn put<B: BufMut>(buf: &mut B, v: u64) {
+    debug_assert!(v <= MAX, "varint out of range: {v}");
     let v = v.min(MAX);
     match size(v) {
         1 => buf.put_u8(v as u8),
@@ -148,6 +151,20 @@ pub fn put_str<B: BufMut>(buf: &mut B, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "varint out of range")]
+    fn an_out_of_range_value_is_a_bug_found_in_debug_builds() {
+        put(&mut Vec::new(), MAX + 1);
+    }
+
+    #[test]
+    fn the_largest_value_encodes() {
+        let mut b = Vec::new();
+        put(&mut b, MAX);
+        assert_eq!(get(&b), Some((MAX, 8)));
+    }
 
     // Examples from RFC 9000 Appendix A.1.
     #[test]
