@@ -268,17 +268,7 @@ async fn only_nodes_fetch_segments_push_or_advertise() {
         Status::Unauthorized
     );
     // Adverts: only from the node their sender names (the dev certificate is localhost's).
-    let advert = |sender: &str| {
-        segue_wire::advert::Advert {
-            sender: sender.into(),
-            epoch: 1,
-            version: 1,
-            base: 0,
-            period_ms: 1000,
-            holdings: vec![],
-        }
-        .encode()
-    };
+    let advert = |sender: &str| common::empty_advert(sender).encode();
     assert_eq!(
         status_of(&s, Asker::Player, advert("localhost")).await,
         Status::Unauthorized

@@ -226,15 +226,7 @@ async fn adverts_from_strangers_are_refused() {
         let ep = segue_server::quic::client_endpoint(&tls).unwrap();
         let link =
             segue_server::edge::upstream::Upstream::new(ep, h1_url.clone(), Duration::from_secs(5));
-        let a = segue_wire::advert::Advert {
-            sender: sender.into(),
-            epoch: 1,
-            version: 1,
-            base: 0,
-            period_ms: 1000,
-            holdings: vec![],
-        };
-        link.advert(&a).await.unwrap().0
+        link.advert(&common::empty_advert(sender)).await.unwrap().0
     };
     let h1 = net.helpers[0].helpers().unwrap();
     let refused = || h1.stats.adverts_refused.load(Ordering::Relaxed);

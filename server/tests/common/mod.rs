@@ -98,3 +98,16 @@ pub fn origin_with_sample(file: &str) -> TestOrigin {
         source,
     }
 }
+
+/// A first advertisement from `sender` holding nothing (what a helper sends before it has
+/// cached anything).
+pub fn empty_advert(sender: &str) -> segue_wire::advert::Advert {
+    segue_wire::advert::Advert {
+        sender: sender.into(),
+        epoch: 1,
+        version: 1,
+        base: 0,
+        period_ms: 1000,
+        holdings: vec![],
+    }
+}
