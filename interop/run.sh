@@ -6,8 +6,8 @@
 #   interop/run.sh [--out FILE]      (default: interop/results.md)
 #
 # Installs its peers on a fresh Debian machine: aioquic from PyPI into target/interop-venv,
-# ngtcp2's example client and server (Debian ngtcp2-client, ngtcp2-server) with apt when run
-# as root. Peers: aioquic over hq-interop and over HTTP/3, ngtcp2 over HTTP/3 (Debian's
+# ngtcp2's example client and server (Debian ngtcp2-client, ngtcp2-server) and tshark (to
+# decrypt captures with Segue's key log) with apt when run as root. Peers: aioquic over hq-interop and over HTTP/3, ngtcp2 over HTTP/3 (Debian's
 # ngtcp2 ships HTTP/3 examples only). Loss cases run through `segue lab impair`.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,11 +17,15 @@ OUT="$ROOT/interop/results.md"
 log() { printf '%s\n' "$*" >&2; }
 
 # --- peers and our binary ---------------------------------------------------------------
-if ! command -v gtlsclient >/dev/null 2>&1 || ! { command -v gtlsserver >/dev/null 2>&1 || [ -x /usr/sbin/gtlsserver ]; }; then
-  if [ "$(id -u)" = 0 ]; then
-    log "installing ngtcp2-client ngtcp2-server"
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends ngtcp2-client ngtcp2-server >/dev/null
-  fi
+# Debian's: ngtcp2's example client and server; tshark, which decrypts captures with the
+# secrets Segue writes to SSLKEYLOGFILE.
+need=()
+command -v gtlsclient >/dev/null 2>&1 || need+=(ngtcp2-client)
+command -v gtlsserver >/dev/null 2>&1 || [ -x /usr/sbin/gtlsserver ] || need+=(ngtcp2-server)
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
+  log "installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 GTLSSERVER=$(command -v gtlsserver || echo /usr/sbin/gtlsserver)
 VENV="$ROOT/target/interop-venv"
@@ -144,8 +148,9 @@ run_client() {
   esac
 }
 
-# A log without colours.
-plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+# Whether log $1, without colours, has a line matching $2 (read to the end: `grep -q` in a
+# pipeline would make pipefail see the writer's SIGPIPE).
+logged() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -c -- "$2" >/dev/null; }
 
 # One cell: server $1, client $2, case $3. Prints pass or fail.
 cell() {
@@ -191,11 +196,11 @@ cell() {
         # certificate to verify (see server/src/resumption.rs)
         case $client in
           aioquic-*) grep -q 'resumed True' "$WORK/client.log" || ok=0 ;;
-          ours-*) plain "$WORK/client.log" | grep -q 'TLS session resumed=true' || ok=0 ;;
+          ours-*) logged "$WORK/client.log" 'TLS session resumed=true' || ok=0 ;;
         esac
         case $server in
           aioquic-*) grep -q 'connection resumed True' "$WORK/server.log" || ok=0 ;;
-          ours) plain "$WORK/server.log" | grep -q 'TLS session resumed' || ok=0 ;;
+          ours) logged "$WORK/server.log" 'TLS session resumed' || ok=0 ;;
         esac ;;
       zerortt)
         # the server took the second connection's requests as 0-RTT data: aioquic's server
@@ -204,10 +209,10 @@ cell() {
         # requests in 0-RTT packets and did not see them rejected
         case $server in
           aioquic-*) grep -q 'connection resumed True early data True' "$WORK/server.log" || ok=0 ;;
-          ours) plain "$WORK/server.log" | grep -q '0-RTT: requests received before the handshake completed' || ok=0 ;;
+          ours) logged "$WORK/server.log" '0-RTT: requests received before the handshake completed' || ok=0 ;;
         esac
         case $client in
-          ours-*) plain "$WORK/client.log" | grep -q '0-RTT requests accepted=true' || ok=0 ;;
+          ours-*) logged "$WORK/client.log" '0-RTT requests accepted=true' || ok=0 ;;
           aioquic-*) grep -q 'early data accepted True' "$WORK/client.log" || ok=0 ;;
           ngtcp2) { grep -q 'frm tx .* 0RTT STREAM' "$WORK/client.log" && ! grep -q 'Early data was rejected' "$WORK/client.log"; } || ok=0 ;;
         esac ;;
@@ -386,10 +391,92 @@ signed=$(signed_cell)
 [ "$signed" = fail ] && failed=1
 echo "| segue/1, signed URLs (\`--token-key-file\`) | segue_player.py | $signed | n/a | n/a |" >>"$WORK/table"
 
+# --- Captures: tshark decrypts Segue's QUIC with the secrets its SSLKEYLOGFILE collected
+# (one side's file is enough), and nothing without them.
+# Captures UDP port $1 into $2 while the rest of the arguments run.
+capture() {
+  local port=$1 pcap=$2; shift 2
+  tshark -i lo -f "udp port $port" -w "$pcap" >"$WORK/tshark.log" 2>&1 &
+  local tpid=$!
+  for _ in $(seq 1 50); do grep -q 'Capturing on' "$WORK/tshark.log" && break; sleep 0.1; done
+  "$@"
+  sleep 0.5; kill "$tpid" 2>/dev/null; wait "$tpid" 2>/dev/null
+}
+# pass when tshark finds packets matching filter $3 in capture $1 with key log $2, and none
+# (no QUIC stream data at all) without it.
+decrypted() {
+  local pcap=$1 keys=$2 filter=$3
+  [ -s "$keys" ] || { log "  no key log written"; return 1; }
+  [ "$(tshark -r "$pcap" -Y quic.stream_data 2>/dev/null | wc -l)" = 0 ] || { log "  stream data readable without keys?"; return 1; }
+  [ "$(tshark -r "$pcap" -o "tls.keylog_file:$keys" -Y "$filter" 2>/dev/null | wc -l)" -gt 0 ]
+}
+# Whether text $3 is in the QUIC stream data tshark decrypts from capture $1 with key log $2
+# (no `grep -q` in a pipeline: with pipefail, tshark's SIGPIPE would fail it).
+stream_has() {
+  local data hex
+  data=$(tshark -r "$1" -o "tls.keylog_file:$2" -Y quic.stream_data -T fields -e quic.stream_data 2>/dev/null | tr -d ',')
+  hex=$(printf '%s' "$3" | od -An -tx1 | tr -d ' \n')
+  [[ $data == *"$hex"* ]]
+}
+capture_row() {
+  local what=$1 r=fail pcap="$WORK/$1.pcapng" keys="$WORK/$1.keys"
+  if ! command -v tshark >/dev/null 2>&1; then echo unsupported; return; fi
+  case $what in
+    hq|h3)
+      next_port; local port=$P h3=()
+      [ "$what" = h3 ] && h3=(--http3)
+      # hq: the client's key log; h3: the server's
+      if [ "$what" = hq ]; then
+        "$SEGUE" hq serve --www "$WWW" --listen "127.0.0.1:$port" --cert "$CERT" --key "$KEY" >"$WORK/server.log" 2>&1 &
+      else
+        SSLKEYLOGFILE="$keys" "$SEGUE" hq serve --www "$WWW" --listen "127.0.0.1:$port" --cert "$CERT" --key "$KEY" >"$WORK/server.log" 2>&1 &
+      fi
+      local spid=$!; sleep 0.5
+      local ckeys=/dev/null; [ "$what" = hq ] && ckeys=$keys
+      capture "$port" "$pcap" env SSLKEYLOGFILE="$ckeys" "$SEGUE" hq get --ca "$CA" --downloads "$WORK/dl-capture-$what" "${h3[@]}" "https://localhost:$port/small.bin" >/dev/null 2>"$WORK/client.log"
+      kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
+      if [ "$what" = hq ]; then
+        stream_has "$pcap" "$keys" 'GET /small.bin' && decrypted "$pcap" "$keys" quic.stream_data && r=pass
+      else
+        decrypted "$pcap" "$keys" 'http3.frame_type == 0x01' && r=pass
+      fi ;;
+    segue1)
+      # the edge's key log; the player is segue_player.py
+      EDGE_EXTRA=()
+      export SSLKEYLOGFILE="$keys"  # (this row runs in a subshell)
+      start_edge
+      unset SSLKEYLOGFILE
+      capture "$EPORT" "$pcap" player --fast "segue://localhost:$EPORT/demo"
+      kill "$EDGE_PID" 2>/dev/null; wait "$EDGE_PID" 2>/dev/null
+      stream_has "$pcap" "$keys" 'DESCRIBE segue://' && decrypted "$pcap" "$keys" quic.stream_data && r=pass ;;
+  esac
+  [ "$r" = fail ] && { log "  capture $what failed:"; tail -n 3 "$WORK/tshark.log" "$WORK/client.log" >&2; }
+  echo "$r"
+}
+{
+  echo
+  echo "Captures decrypted by tshark $(tshark --version 2>/dev/null | head -1 | awk '{print $3}') with the secrets of Segue's \`SSLKEYLOGFILE\`"
+  echo
+  echo "| traffic | key log of | decrypted |"
+  echo "| --- | --- | --- |"
+} >>"$WORK/table"
+for what in hq h3 segue1; do
+  log "capture $what"
+  PORT=$((PORT + 10))
+  r=$(capture_row "$what")
+  [ "$r" = fail ] && failed=1
+  case $what in
+    hq) row="| hq-interop: \`segue hq get\` → \`segue hq serve\` | the client | $r |" ;;
+    h3) row="| HTTP/3: \`segue hq get --http3\` → \`segue hq serve\` | the server | $r |" ;;
+    segue1) row="| segue/1: segue_player.py → \`segue edge\` | the edge | $r |" ;;
+  esac
+  echo "$row" >>"$WORK/table"
+done
+
 {
   cat "$WORK/table"
   echo
-  echo "Media path: files are hd.mp4 and tsdemo.ts downloaded from the edge (\`--files-listen\`) and byte-compared with the origin's media files; cold: through a fresh edge whose /metrics count a miss per object; warm: again, counted as cache hits; range: bytes=300000-700000 of hd.mp4 (across segments), compared with that slice; segue/1: interop/segue_player.py plays \`demo\` (real time when cold, unpaced when warm) and verifies every track's frame count and content hash against the manifest; signed URLs: the same player is refused (401) by an edge requiring grants when its URL has none, and plays (verified) the URL \`segue token\` signed."
+  echo "Media path: files are hd.mp4 and tsdemo.ts downloaded from the edge (\`--files-listen\`) and byte-compared with the origin's media files; cold: through a fresh edge whose /metrics count a miss per object; warm: again, counted as cache hits; range: bytes=300000-700000 of hd.mp4 (across segments), compared with that slice; segue/1: interop/segue_player.py plays \`demo\` (real time when cold, unpaced when warm) and verifies every track's frame count and content hash against the manifest; signed URLs: the same player is refused (401) by an edge requiring grants when its URL has none, and plays (verified) the URL \`segue token\` signed. Captures: tshark reads no QUIC stream data from a capture without a key log, and with one side's finds the request line (hq-interop), HTTP/3 HEADERS frames, or the player's DESCRIBE (segue/1)."
   echo
   echo "pass: the files downloaded equal the server's, and for chacha20 the cipher, for retry the Retry, for resumption the resumed session, for keyupdate the new key phase, for zerortt the early data accepted, as verified (by each side that reports it: aioquic either way; our server finds the client's ticket and sees the requests arrive before the handshake completes; our client's resumed handshake has no certificate to verify and its 0-RTT requests are accepted; ngtcp2's client sends its requests in 0-RTT packets and does not see them rejected); unsupported (media path): the client cannot send a Range header (hq-interop has none; ngtcp2's example client sends none)."
 } | tee "$OUT"
