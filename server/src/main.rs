@@ -813,6 +813,19 @@ fn node_options(
     })
 }
 
+/// Runs `job` unless Ctrl-C or SIGTERM comes first: then `job` is dropped, which stops the
+/// nodes it runs as processes and removes its temporary files, and this is an error.
+async fn until_signal<T>(
+    job: impl std::future::Future<Output = anyhow::Result<T>>,
+    what: &str,
+) -> anyhow::Result<T> {
+    let mut stop = shutdown_signal();
+    tokio::select! {
+        r = job => r,
+        _ = stop.changed() => anyhow::bail!("{what} interrupted: its nodes were stopped"),
+    }
+}
+
 fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -1335,7 +1348,7 @@ async fn main() -> anyhow::Result<()> {
                 ramp: Duration::from_secs(a.ramp_secs.min(a.secs)),
                 sample_every: Duration::from_secs(a.sample_secs.max(1)),
             };
-            segue_server::soak::run(&exe, &opts).await?;
+            until_signal(segue_server::soak::run(&exe, &opts), "soak").await?;
             Ok(())
         }
         Command::Bench(a) => {
@@ -1348,7 +1361,8 @@ async fn main() -> anyhow::Result<()> {
                 sessions: a.sessions.max(1),
                 idle_connections: a.idle_connections,
             };
-            print!("{}", segue_server::bench::run(&exe, &opts).await?);
+            let report = until_signal(segue_server::bench::run(&exe, &opts), "bench").await?;
+            print!("{report}");
             Ok(())
         }
         Command::Origin(a) => origin(*a).await,
