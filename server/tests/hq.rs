@@ -308,21 +308,37 @@ async fn ngtcp2_client_downloads_over_http3() {
     };
     let s = server(false);
     let out = tempfile::tempdir().unwrap();
-    let status = tokio::process::Command::new(bin)
-        // (ngtcp2's example client has no CA option: it does not verify us; we verify it
-        // when we are the client.)
-        .args(["--quiet", "--exit-on-all-streams-close", "--download"])
-        .arg(out.path())
+    let status = gtlsclient(&bin, &s, &[], &["big.bin", "f0042"], out.path()).await;
+    assert!(status.success(), "{status}");
+    same_files(&s, out.path(), &["big.bin", "f0042"], "ngtcp2 client");
+}
+
+/// ngtcp2's example client `bin`, quiet, with `args`, downloading `files` from our server
+/// into `out`. (It has no CA option: it does not verify us; we verify it when we are the
+/// client.)
+async fn gtlsclient(
+    bin: &std::path::Path,
+    s: &Server,
+    args: &[String],
+    files: &[&str],
+    out: &std::path::Path,
+) -> std::process::ExitStatus {
+    tokio::process::Command::new(bin)
+        .args(["--quiet", "--exit-on-all-streams-close"])
+        .args(args)
+        .arg("--download")
+        .arg(out)
         .args(["localhost", &s.port.to_string()])
-        .arg(format!("https://localhost:{}/big.bin", s.port))
-        .arg(format!("https://localhost:{}/f0042", s.port))
+        .args(
+            files
+                .iter()
+                .map(|f| format!("https://localhost:{}/{f}", s.port)),
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .await
-        .unwrap();
-    assert!(status.success(), "{status}");
-    same_files(&s, out.path(), &["big.bin", "f0042"], "ngtcp2 client");
+        .unwrap()
 }
 
 /// Resumption and 0-RTT as both of our sides see them, over both protocols: the client's
@@ -396,24 +412,15 @@ async fn ngtcp2_client_resumes_and_sends_0rtt() {
         let session = keep.path().join(format!("session-{early}"));
         let params = keep.path().join(format!("tp-{early}"));
         let out = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            format!("--session-file={}", session.display()),
+            format!("--tp-file={}", params.display()),
+        ];
+        if !early {
+            args.push("--disable-early-data".into());
+        }
         for f in files {
-            let mut cmd = tokio::process::Command::new(&bin);
-            cmd.args(["--quiet", "--exit-on-all-streams-close"])
-                .arg(format!("--session-file={}", session.display()))
-                .arg(format!("--tp-file={}", params.display()));
-            if !early {
-                cmd.arg("--disable-early-data");
-            }
-            let status = cmd
-                .arg("--download")
-                .arg(out.path())
-                .args(["localhost", &s.port.to_string()])
-                .arg(format!("https://localhost:{}/{f}", s.port))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .await
-                .unwrap();
+            let status = gtlsclient(&bin, &s, &args, &[f], out.path()).await;
             assert!(status.success(), "{status}");
         }
         same_files(&s, out.path(), &files, "ngtcp2 client");
