@@ -17,6 +17,11 @@ impl Qlog {
             .map(|d| Self { dir: d.into() })
     }
 
+    /// Traces in `dir` (what `$QLOGDIR` names, given directly).
+    pub fn in_dir(dir: impl Into<std::path::PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
     /// `base` for a connection to `peer`, with `transport` tracing it.
     pub fn client_config(
         &self,

@@ -89,7 +89,7 @@ pub fn server_endpoint(
 
 /// A client endpoint of a node (an edge towards origins and helpers, an origin towards the
 /// edges it pushes to): trusts only `tls.ca` and presents `tls`' certificate.
-pub fn client_endpoint(tls: &NodeTls) -> anyhow::Result<quinn::Endpoint> {
+pub fn client_endpoint(tls: &NodeTls) -> anyhow::Result<Dialer> {
     let tls = segue_certs::tls::client_config_presenting(
         &tls.ca,
         &tls.cert,
@@ -97,15 +97,58 @@ pub fn client_endpoint(tls: &NodeTls) -> anyhow::Result<quinn::Endpoint> {
         &[segue_wire::ALPN],
     )?;
     let quic = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
-    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(Arc::new(transport(TransportLimits::default())?));
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport(TransportLimits::default())?));
     let any_v6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
     let any_v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
-    let mut ep = quinn::Endpoint::client(any_v6)
+    let mut endpoint = quinn::Endpoint::client(any_v6)
         .or_else(|_| quinn::Endpoint::client(any_v4))
         .context("cannot bind a UDP socket")?;
-    ep.set_default_client_config(cfg);
-    Ok(ep)
+    endpoint.set_default_client_config(config.clone());
+    Ok(Dialer {
+        endpoint,
+        config,
+        qlog: Qlog::from_env(),
+    })
+}
+
+/// How a node opens connections to other nodes (edge to origin, to helpers, origin to the
+/// edges it pushes to): its client endpoint, and with `$QLOGDIR` set a qlog trace for each
+/// connection it opens, as for those it accepts ([`NodeQlog`]).
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    endpoint: quinn::Endpoint,
+    config: quinn::ClientConfig,
+    qlog: Option<Qlog>,
+}
+
+impl Dialer {
+    /// Starts a connection to `addr`, whose certificate must be valid for `host`.
+    pub fn connect(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+    ) -> Result<quinn::Connecting, quinn::ConnectError> {
+        // The default limits were checked when the endpoint was made: this cannot fail.
+        match (&self.qlog, transport(TransportLimits::default())) {
+            (Some(q), Ok(t)) => {
+                self.endpoint
+                    .connect_with(q.client_config(&self.config, t, addr), addr, host)
+            }
+            _ => self.endpoint.connect(addr, host),
+        }
+    }
+
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    /// The same, tracing its connections into `qlog` (`None`: untraced) instead of what
+    /// `$QLOGDIR` said.
+    pub fn with_qlog(mut self, qlog: Option<Qlog>) -> Self {
+        self.qlog = qlog;
+        self
+    }
 }
 
 /// A server configuration for `tls`, ALPN `segue/1`, with segue/1's transport limits and

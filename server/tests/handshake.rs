@@ -96,6 +96,40 @@ async fn verified_handshake_and_control_exchange() {
     assert_eq!(got, vec![(2, 501), (3, 200), (4, 501)]);
 }
 
+/// A node's outgoing connections (edge to origin, to helpers; origin to edges) are traced
+/// like those it accepts when qlog is on (`$QLOGDIR`): one `.sqlog` per connection.
+#[tokio::test]
+async fn a_node_traces_the_connections_it_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    let (_server, addr) = start_server(dir.path());
+    let traces = dir.path().join("qlog");
+    let dialer = segue_server::quic::client_endpoint(&NodeTls::named(dir.path(), "localhost"))
+        .unwrap()
+        .with_qlog(Some(segue_server::quic::Qlog::in_dir(&traces)));
+    for _ in 0..2 {
+        let conn = dialer.connect(addr, "localhost").unwrap().await.unwrap();
+        conn.close(0u32.into(), b"done");
+    }
+    dialer.endpoint().wait_idle().await;
+    drop(dialer);
+    let files: Vec<_> = std::fs::read_dir(&traces)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "one trace per connection: {files:?}");
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("client-") && name.ends_with(".sqlog"),
+            "{name}"
+        );
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(text.contains("segue client"), "{name}: {text:.200}");
+        assert!(text.contains("packet_sent"), "{name}: no packet events");
+    }
+}
+
 #[tokio::test]
 async fn unknown_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -15,6 +15,7 @@ use segue_wire::{Limits, ObjectName, SegueUrl};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::quic::Dialer;
 use crate::source::{SourceError, checksum_ok};
 
 /// How long the edge waits for the origin to answer (connect, or bytes on an exchange).
@@ -149,7 +150,7 @@ impl LinkStats {
 
 /// The origin connection.
 pub struct Upstream {
-    endpoint: quinn::Endpoint,
+    endpoint: Dialer,
     url: SegueUrl,
     /// What the node at the other end is, in messages: "origin", "helper", "edge".
     label: &'static str,
@@ -159,7 +160,7 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(endpoint: quinn::Endpoint, url: SegueUrl, timeout: Duration) -> Self {
+    pub fn new(endpoint: Dialer, url: SegueUrl, timeout: Duration) -> Self {
         Self {
             endpoint,
             url,

@@ -153,7 +153,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Helpers {
-    pub fn new(opts: HelperOptions, endpoint: &quinn::Endpoint, timeout: Duration) -> Self {
+    pub fn new(opts: HelperOptions, endpoint: &crate::quic::Dialer, timeout: Duration) -> Self {
         let peers = opts
             .peers
             .iter()
