@@ -172,7 +172,16 @@ pub async fn serve<F: Files>(
                 }
             };
             let serving = async {
-                if alpn(&conn).as_deref() == Some(crate::http3::ALPN) {
+                // Known once the ClientHello is in, which is at once unless it spanned
+                // several packets: then after the handshake.
+                let protocol = match alpn(&conn) {
+                    Some(p) => Some(p),
+                    None => {
+                        handshake.completed().await;
+                        alpn(&conn)
+                    }
+                };
+                if protocol.as_deref() == Some(crate::http3::ALPN) {
                     let conn = conn.clone();
                     return crate::http3::serve_connection(conn, &handshake, files, stats.clone())
                         .await;
