@@ -55,14 +55,19 @@ async fn served(conn: &quinn::Connection) -> bool {
         .is_ok_and(|r| r.unwrap_or(false))
 }
 
+/// Admission of at most `total` connections, `per_client` from one client, no Retry.
+fn at_most(total: usize, per_client: usize) -> Arc<Admission> {
+    Admission::new(ConnectionLimits {
+        max_connections: total,
+        max_per_client: per_client,
+        retry: RetryPolicy::Never,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_client_and_in_total() {
     let origin = common::origin_with_sample("demo.mp4");
-    let admission = Admission::new(ConnectionLimits {
-        max_connections: 100,
-        max_per_client: 2,
-        retry: RetryPolicy::Never,
-    });
+    let admission = at_most(100, 2);
     let per_client = node(
         &origin,
         NodeOptions {
@@ -101,11 +106,7 @@ async fn connections_per_client_and_in_total() {
     let total = node(
         &origin,
         NodeOptions {
-            admission: Admission::new(ConnectionLimits {
-                max_connections: 1,
-                max_per_client: 10,
-                retry: RetryPolicy::Never,
-            }),
+            admission: at_most(1, 10),
             ..NodeOptions::default()
         },
         TransportLimits::default(),
@@ -266,11 +267,7 @@ async fn a_vanished_client_is_dropped_at_the_idle_timeout() {
     let addr = node(
         &origin,
         NodeOptions {
-            admission: Admission::new(ConnectionLimits {
-                max_connections: 1,
-                max_per_client: 1,
-                retry: RetryPolicy::Never,
-            }),
+            admission: at_most(1, 1),
             ..NodeOptions::default()
         },
         TransportLimits {
