@@ -3,8 +3,10 @@
 client or server, written against aioquic's public API (its wheel ships no examples).
 
   aioquic_peer.py client --ca CA --downloads DIR [--h3] [--chacha20] [--resumption]
-                          [--zero-rtt] [--key-update] [--range bytes=A-B] URL...
+                          [--zero-rtt] [--key-update] [--range bytes=A-B]
+                          [--idle-timeout S] URL...
   aioquic_peer.py server --www DIR --cert PEM --key PEM --port N [--h3] [--retry]
+                          [--idle-timeout S]
 
 The client prints one line per file (sha256, size, path) and exits 0 only if every request
 got a complete answer; with --resumption it fetches the first URL on one connection and the
@@ -13,7 +15,7 @@ With --key-update it updates the 1-RTT keys before its requests and says on stde
 phase the server's answers came under; with --zero-rtt the second connection's requests go
 as 0-RTT data and it says whether the server accepted them. The server runs until killed and
 logs each connection's "resumed" and "early data" states, and the key phase of each request
-it answered, on stderr.
+it answered, on stderr. Both write one qlog trace per connection in $QLOGDIR when it is set.
 """
 
 import argparse
@@ -28,7 +30,13 @@ from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.events import HandshakeCompleted, ProtocolNegotiated, StreamDataReceived
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    ProtocolNegotiated,
+    StreamDataReceived,
+)
+from aioquic.quic.logger import QuicFileLogger
 from aioquic.tls import CipherSuite, Epoch
 
 HQ_ALPN = ["hq-interop"]
@@ -86,6 +94,18 @@ class Client(QuicConnectionProtocol):
         if isinstance(event, HandshakeCompleted):
             self.early_data_accepted = event.early_data_accepted
             self.handshake_done.set()
+        if isinstance(event, ConnectionTerminated):
+            # Requests still open fail now, with the reason, instead of waiting for ever
+            # (an idle timeout closes a connection silently).
+            why = RuntimeError(
+                f"connection closed with requests open: error 0x{event.error_code:x} "
+                f"{event.reason_phrase!r}"
+            )
+            for fut, _, _ in self.waiting.values():
+                if not fut.done():
+                    fut.set_exception(why)
+            self.waiting.clear()
+            return
         if self.h3:
             for e in self.h3.handle_event(event):
                 if isinstance(e, HeadersReceived):
@@ -130,8 +150,22 @@ async def fetch(cfg, urls, h3, tickets=None, key_update=False, early=False):
         return bodies, (ks.cipher_suite.name if ks else "?"), c._quic.tls.session_resumed
 
 
+def qlog():
+    """One qlog trace per connection in $QLOGDIR, when it is set."""
+    d = os.environ.get("QLOGDIR")
+    if not d:
+        return None
+    os.makedirs(d, exist_ok=True)
+    return QuicFileLogger(d)
+
+
 async def run_client(a) -> int:
-    cfg = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN if a.h3 else HQ_ALPN)
+    cfg = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=H3_ALPN if a.h3 else HQ_ALPN,
+        quic_logger=qlog(),
+        idle_timeout=a.idle_timeout,
+    )
     cfg.load_verify_locations(a.ca)
     if a.chacha20:
         cfg.cipher_suites = [CipherSuite.CHACHA20_POLY1305_SHA256]
@@ -144,7 +178,12 @@ async def run_client(a) -> int:
         if not tickets:
             print("no session ticket from the server", file=sys.stderr)
             return 1
-        cfg2 = QuicConfiguration(is_client=True, alpn_protocols=cfg.alpn_protocols)
+        cfg2 = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=cfg.alpn_protocols,
+            quic_logger=cfg.quic_logger,
+            idle_timeout=cfg.idle_timeout,
+        )
         cfg2.load_verify_locations(a.ca)
         cfg2.session_ticket = tickets[-1]
         rest, suite, resumed = (
@@ -215,7 +254,12 @@ class Server(QuicConnectionProtocol):
 
 
 async def run_server(a) -> int:
-    cfg = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN if a.h3 else HQ_ALPN)
+    cfg = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=H3_ALPN if a.h3 else HQ_ALPN,
+        quic_logger=qlog(),
+        idle_timeout=a.idle_timeout,
+    )
     cfg.load_cert_chain(a.cert, a.key)
     Server.www = a.www
     tickets = {}
@@ -253,6 +297,10 @@ def main() -> int:
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--h3", action="store_true")
     s.add_argument("--retry", action="store_true")
+    for sp in (c, s):
+        sp.add_argument(
+            "--idle-timeout", type=float, default=60.0, help="seconds (aioquic's default: 60)"
+        )
     a = p.parse_args()
     try:
         return asyncio.run(run_client(a) if a.role == "client" else run_server(a))

@@ -43,14 +43,19 @@ pub struct ServerStats {
     pub zero_rtt_connections: AtomicU64,
 }
 
-fn transport(streams: u32) -> quinn::TransportConfig {
+/// How long a connection may stay silent before it is given up (also the longest a client
+/// waits for a handshake), unless told otherwise.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn transport(streams: u32, idle: Duration) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(streams.into())
         // HTTP/3's control and QPACK streams (HTTP/0.9 opens none).
         .max_concurrent_uni_streams(16u32.into())
-        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-            30_000,
-        ))));
+        // Within QUIC's 2^62 ms; beyond that, no idle timeout at all is not what was asked.
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(idle).unwrap_or(quinn::VarInt::MAX.into()),
+        ));
     t
 }
 
@@ -61,8 +66,8 @@ fn transport(streams: u32) -> quinn::TransportConfig {
 /// request declared lost and sent again. A ping a second produces those acknowledgements; with
 /// probe timeouts backing off exponentially under heavy loss, a request could otherwise wait
 /// until the idle timeout.
-fn client_transport() -> quinn::TransportConfig {
-    let mut t = transport(0);
+fn client_transport(idle: Duration) -> quinn::TransportConfig {
+    let mut t = transport(0, idle);
     t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
     t
 }
@@ -74,6 +79,18 @@ pub struct Server {
     config: quinn::ServerConfig,
     /// What it did once served.
     pub stats: Arc<ServerStats>,
+    idle: Duration,
+}
+
+impl Server {
+    /// Connections silent for `idle` are given up (default [`IDLE_TIMEOUT`]).
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self.config
+            .transport_config(Arc::new(transport(MAX_STREAMS, idle)));
+        self.endpoint.set_server_config(Some(self.config.clone()));
+        self
+    }
 }
 
 /// A server endpoint on `listen` offering `hq-interop` and `h3` with `cert`/`key`.
@@ -89,13 +106,14 @@ pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::R
     ));
     let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(transport(MAX_STREAMS)));
+    config.transport_config(Arc::new(transport(MAX_STREAMS, IDLE_TIMEOUT)));
     let endpoint = quinn::Endpoint::server(config.clone(), listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     Ok(Server {
         endpoint,
         config,
         stats,
+        idle: IDLE_TIMEOUT,
     })
 }
 
@@ -111,6 +129,7 @@ pub async fn serve<F: Files>(
         endpoint,
         config,
         stats,
+        idle,
     } = server;
     let admission = Admission::new(limits);
     let qlog = crate::quic::Qlog::from_env();
@@ -138,7 +157,7 @@ pub async fn serve<F: Files>(
             None => incoming.accept(),
             Some(q) => {
                 let peer = incoming.remote_address();
-                incoming.accept_with(q.server_config(&config, transport(MAX_STREAMS), peer))
+                incoming.accept_with(q.server_config(&config, transport(MAX_STREAMS, idle), peer))
             }
         };
         // A server's connection is usable before its handshake completes: requests that came
@@ -301,6 +320,15 @@ pub struct ClientOptions {
     /// Like `resumption`, with the second connection's requests sent as 0-RTT data (the
     /// runner's zerortt case); whether the server took them is logged.
     pub zero_rtt: bool,
+    /// Give a connection up after this long silent, and a handshake after this long
+    /// (default [`IDLE_TIMEOUT`]).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl ClientOptions {
+    fn idle(&self) -> Duration {
+        self.idle_timeout.unwrap_or(IDLE_TIMEOUT)
+    }
 }
 
 /// One downloaded file.
@@ -360,7 +388,7 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<Client
     let quic = QuicClientConfig::with_initial(Arc::new(tls), initial)
         .context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(Arc::new(client_transport()));
+    cfg.transport_config(Arc::new(client_transport(opts.idle())));
     let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
         .context("cannot bind a UDP socket")?;
     Ok(Client {
@@ -426,7 +454,7 @@ async fn fetch_on(
     early: bool,
 ) -> anyhow::Result<Vec<Download>> {
     let config = match crate::quic::Qlog::from_env() {
-        Some(q) => q.client_config(&client.config, client_transport(), addr),
+        Some(q) => q.client_config(&client.config, client_transport(opts.idle()), addr),
         None => client.config.clone(),
     };
     let verified = client.verifier.verified();
@@ -436,11 +464,11 @@ async fn fetch_on(
             Ok((conn, accepted)) => (conn, Some(accepted)),
             Err(connecting) => {
                 tracing::info!("no 0-RTT: no resumable session for {host}");
-                (handshake(connecting).await?, None)
+                (handshake(connecting, opts.idle()).await?, None)
             }
         }
     } else {
-        (handshake(connecting).await?, None)
+        (handshake(connecting, opts.idle()).await?, None)
     };
     let got = fetch_over(conn, urls, downloads, opts).await?;
     if let Some(accepted) = accepted {
@@ -455,10 +483,13 @@ async fn fetch_on(
     Ok(got)
 }
 
-async fn handshake(connecting: quinn::Connecting) -> anyhow::Result<quinn::Connection> {
-    Ok(tokio::time::timeout(Duration::from_secs(10), connecting)
+async fn handshake(
+    connecting: quinn::Connecting,
+    within: Duration,
+) -> anyhow::Result<quinn::Connection> {
+    Ok(tokio::time::timeout(within, connecting)
         .await
-        .context("handshake timed out")??)
+        .with_context(|| format!("handshake timed out after {within:?}"))??)
 }
 
 /// Downloads `urls` over `conn`.

@@ -146,10 +146,13 @@ enum HqCommand {
         #[arg(long, default_value = "[::]:443")]
         listen: SocketAddr,
         #[command(flatten)]
-        tls: TlsArgs,
+        cert: CertArgs,
         /// Validate every client address with a Retry first.
         #[arg(long)]
         retry: bool,
+        /// A connection without any packet for this long is closed, in seconds.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        idle_timeout_secs: u64,
     },
     /// Download URLs (https://HOST:PORT/path, one server) over one connection.
     Get {
@@ -179,6 +182,10 @@ enum HqCommand {
         /// HTTP/3: send this Range header with every request (e.g. bytes=0-1023).
         #[arg(long, requires = "http3")]
         range: Option<String>,
+        /// A connection without any packet for this long is given up, in seconds; so is a
+        /// handshake not done by then.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+        idle_timeout_secs: u64,
         /// URLs to fetch.
         #[arg(required = true)]
         urls: Vec<url::Url>,
@@ -191,10 +198,12 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
         HqCommand::Serve {
             www,
             listen,
-            tls,
+            cert,
             retry,
+            idle_timeout_secs,
         } => {
-            let ep = hq::server_endpoint(listen, &tls.cert, &tls.key)?;
+            let ep = hq::server_endpoint(listen, &cert.cert, &cert.key)?
+                .with_idle_timeout(Duration::from_secs(idle_timeout_secs));
             tracing::info!(listen = %ep.endpoint.local_addr()?, www = %www.display(), retry, "serving hq-interop");
             let files = segue_server::files::DirFiles::new(&www)
                 .with_context(|| format!("cannot serve {}", www.display()))?;
@@ -217,6 +226,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             key_update,
             zero_rtt,
             range,
+            idle_timeout_secs,
             urls,
         } => {
             let opts = hq::ClientOptions {
@@ -226,6 +236,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
                 resumption,
                 key_update,
                 zero_rtt,
+                idle_timeout: Some(Duration::from_secs(idle_timeout_secs)),
             };
             let client = hq::client_endpoint(&ca, &opts)?;
             let got = hq::get(&client, &urls, &downloads, &opts).await?;
@@ -238,14 +249,22 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The certificate a server presents.
 #[derive(Args, Debug, Clone)]
-struct TlsArgs {
+struct CertArgs {
     /// Certificate chain (PEM) this node presents.
     #[arg(long, default_value = "certs/dev/localhost.pem")]
     cert: PathBuf,
     /// Private key (PEM) of --cert.
     #[arg(long, default_value = "certs/dev/localhost.key")]
     key: PathBuf,
+}
+
+/// A node's certificate and what it serves besides segue/1.
+#[derive(Args, Debug, Clone)]
+struct TlsArgs {
+    #[command(flatten)]
+    cert: CertArgs,
     /// Also serve the media files over HTTP/3 and hq-interop on this UDP address
     /// (`https://HOST:PORT/movies/a.mp4`, with Range; docs/PROTOCOL.md §8.9). Off by default.
     #[arg(long, value_name = "ADDR")]
@@ -763,7 +782,7 @@ impl TlsArgs {
         let Some(listen) = self.files_listen else {
             return Ok(());
         };
-        let ep = hq::server_endpoint(listen, &self.cert, &self.key)?;
+        let ep = hq::server_endpoint(listen, &self.cert.cert, &self.cert.key)?;
         tracing::info!(files = %ep.endpoint.local_addr()?, "serving files over HTTP/3 and hq-interop");
         let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())).with_access(access));
         tokio::spawn(hq::serve(ep, files, limits, stop.clone()));
@@ -773,8 +792,8 @@ impl TlsArgs {
     /// This node's credentials, with `ca` the CA of the other nodes.
     fn node(&self, ca: &Path) -> NodeTls {
         NodeTls {
-            cert: self.cert.clone(),
-            key: self.key.clone(),
+            cert: self.cert.cert.clone(),
+            key: self.cert.key.clone(),
             ca: ca.to_owned(),
         }
     }

@@ -516,3 +516,61 @@ async fn our_client_downloads_from_the_ngtcp2_server() {
         let _ = child.kill().await;
     }
 }
+
+#[tokio::test]
+async fn idle_timeouts_are_the_ones_asked_for() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    // The server's: a client that sends nothing after its handshake is given up after 1 s
+    // (the default would take 30 s). The client offers 60 s and no keep-alive, so the 1 s
+    // it ends with is the server's.
+    let ep = hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key)
+        .unwrap()
+        .with_idle_timeout(Duration::from_secs(1));
+    let addr = ep.endpoint.local_addr().unwrap();
+    let (_stop, stop_rx) = tokio::sync::watch::channel(false);
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    tokio::spawn(hq::serve(
+        ep,
+        Arc::new(DirFiles::new(&www).unwrap()),
+        ConnectionLimits::with_retry(RetryPolicy::Never),
+        stop_rx,
+    ));
+    let crypto = segue_certs::tls::client_config(&tls.ca, &[hq::ALPN]).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(Duration::from_secs(60).try_into().unwrap()));
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport));
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client
+        .connect_with(config, addr, "localhost")
+        .unwrap()
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
+        .await
+        .expect("still open after 10 s");
+    assert!(
+        matches!(closed, quinn::ConnectionError::TimedOut),
+        "{closed}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    // The client's: a handshake nobody answers is given up after its idle timeout.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let opts = ClientOptions {
+        idle_timeout: Some(Duration::from_secs(1)),
+        ..ClientOptions::default()
+    };
+    let ep = hq::client_endpoint(&tls.ca, &opts).unwrap();
+    let url = url::Url::parse(&format!("https://localhost:{port}/x")).unwrap();
+    let t = Instant::now();
+    let err = hq::get(&ep, &[url], dir.path(), &opts).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(format!("{err:#}").contains("timed out"), "{err:#}");
+}

@@ -40,6 +40,10 @@ pub struct LinkSpec {
     pub bursty_loss: f64,
     /// Mean burst length in packets for `bursty_loss` (default 4).
     pub burst_len: f64,
+    /// At most this many packets in a row lost by `loss` or `bursty_loss`; the next one
+    /// passes (0: no limit). As the quic-network-simulator's drop-rate `burst_to_*`, which the
+    /// quic-interop-runner's loss cases set to 3.
+    pub max_loss_run: u32,
     /// Fraction of packets that skip the delay and overtake earlier ones, 0..1.
     pub reorder: f64,
     /// Fraction of packets delivered twice, 0..1.
@@ -155,6 +159,8 @@ pub struct Link {
     rng: SmallRng,
     /// Gilbert-Elliott: in the bad state.
     bad: bool,
+    /// Packets lost in a row by the loss processes, up to now.
+    loss_run: u32,
     /// When the rate limiter is next free, seconds.
     busy_until: SharedRate,
     /// Latest departure so far (FIFO).
@@ -172,6 +178,7 @@ impl Link {
             spec,
             rng: SmallRng::seed_from_u64(seed),
             bad: false,
+            loss_run: 0,
             busy_until: rate,
             last_out: 0.0,
         }
@@ -188,7 +195,20 @@ impl Link {
             && t.rem_euclid(s.blackhole_every_s) >= s.blackhole_every_s - s.blackhole_s
     }
 
+    /// Whether the loss processes take the next packet, within `max_loss_run`.
     fn lost(&mut self) -> bool {
+        let lost = self.draw_loss();
+        let max = self.spec.max_loss_run;
+        if lost && (max == 0 || self.loss_run < max) {
+            self.loss_run += 1;
+            true
+        } else {
+            self.loss_run = 0;
+            false
+        }
+    }
+
+    fn draw_loss(&mut self) -> bool {
         let s = &self.spec;
         if s.bursty_loss > 0.0 {
             // Bad state loses everything; mean burst = burst_len, stationary loss = bursty_loss.
@@ -233,6 +253,7 @@ impl Link {
             };
             self.spec = *next;
             self.bad = false;
+            self.loss_run = 0;
         }
     }
 
@@ -421,6 +442,43 @@ mod tests {
         let bursts = lost.windows(2).filter(|w| !w[0] && w[1]).count() as f64;
         let mean_burst = lost.iter().filter(|l| **l).count() as f64 / bursts;
         assert!((mean_burst - 4.0).abs() < 0.4, "{mean_burst}");
+    }
+
+    /// The longest run of `true`s.
+    fn longest_run(lost: &[bool]) -> usize {
+        lost.split(|l| !l).map(<[bool]>::len).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn loss_runs_stop_at_max_loss_run() {
+        let losses = |spec: &LinkSpec| -> Vec<bool> {
+            let f = run(spec, 9, 100_000, Duration::from_micros(10), 100);
+            f.iter().map(|f| *f == Fate::Lost).collect()
+        };
+        let free = LinkSpec {
+            loss: 0.3,
+            ..Default::default()
+        };
+        // 30 % independent loss: runs of 4 and more come up (0.3^4 ≈ 1 in 120 packets)...
+        assert!(longest_run(&losses(&free)) > 5);
+        // ...but not with a limit of 3, whose next packet passes; the rate stays near
+        // (1 - 0.3^3 of the runs that would go on are cut short).
+        let capped = LinkSpec {
+            max_loss_run: 3,
+            ..free
+        };
+        let lost = losses(&capped);
+        assert_eq!(longest_run(&lost), 3);
+        let rate = lost.iter().filter(|l| **l).count() as f64 / lost.len() as f64;
+        assert!((0.27..0.30).contains(&rate), "{rate}");
+        // The same for bursty loss, whose bad state would otherwise lose ~8 in a row.
+        let bursty = LinkSpec {
+            bursty_loss: 0.1,
+            burst_len: 8.0,
+            max_loss_run: 2,
+            ..Default::default()
+        };
+        assert_eq!(longest_run(&losses(&bursty)), 2);
     }
 
     #[test]
