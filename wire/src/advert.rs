@@ -69,6 +69,30 @@ pub struct Holding {
     pub segments: Ranges,
 }
 
+impl Holding {
+    /// Bytes this holding takes in an ADVERT body: a sender that splits what it holds over
+    /// several adverts counts with it.
+    pub fn encoded_len(&self) -> usize {
+        let name = self.object.as_str().len();
+        let mut n = varint::size(name as u64)
+            + name
+            + varint::size(self.revision)
+            + varint::size(self.segments.0.len() as u64);
+        let mut at = 0;
+        for &(s, e) in &self.segments.0 {
+            n += varint::size(s - at) + varint::size(e - s);
+            at = e;
+        }
+        n
+    }
+}
+
+/// Most bytes an ADVERT body from `sender` takes besides its holdings (the five counters at
+/// their longest).
+pub fn max_head_len(sender: &str) -> usize {
+    varint::size(sender.len() as u64) + sender.len() + 5 * 8
+}
+
 /// One advertisement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Advert {

@@ -490,6 +490,18 @@ proptest! {
         for cut in [0, 1, enc.len() / 2, enc.len() - 1] {
             prop_assert_eq!(advert::decode(&enc[..cut], &l).unwrap(), None);
         }
+        // What a sender budgets with: each holding's own size, and a bound for the rest
+        // (the body's length is the frame's second varint).
+        let body_len = |enc: &[u8]| {
+            let (_, n) = varint::get(enc).unwrap();
+            varint::get(&enc[n..]).unwrap().0 as usize
+        };
+        let empty = body_len(&advert::Advert { holdings: Vec::new(), ..a.clone() }.encode());
+        let held: usize = a.holdings.iter().map(|h| h.encoded_len()).sum();
+        let body = body_len(&enc);
+        // The empty one's object count (0) takes one byte.
+        prop_assert_eq!(body, empty - 1 + varint::size(a.holdings.len() as u64) + held);
+        prop_assert!(body <= advert::max_head_len(&a.sender) + held);
     }
 
     #[test]

@@ -35,20 +35,52 @@ pub trait AdvertSink: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(Status, usize), String>> + Send;
 }
 
+/// How big one advert may be: what every receiver takes (PROTOCOL.md §8.8: a body of at
+/// most 1 MiB, at most 100 000 objects). Holdings beyond it go in the adverts that follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub bytes: usize,
+    pub objects: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        let l = segue_wire::Limits::default();
+        Self {
+            bytes: l.max_advert,
+            objects: l.max_advert_objects,
+        }
+    }
+}
+
 /// The sender's state for one peer.
 #[derive(Debug, Default)]
 pub struct OutState {
+    budget: Budget,
     version: u64,
-    /// The last advert the peer accepted: its version and the holdings it described.
+    /// The last advert the peer accepted: its version and the holdings it has from us since.
     acked: Option<(u64, Holdings)>,
+    /// The advert sent last: its version and what the peer has from us once it accepts it.
+    sent: Option<(u64, Holdings)>,
+    /// The advert sent last left changes out (over the budget): the next goes at once.
+    more: bool,
     need_snapshot: bool,
     since_snapshot: u32,
 }
 
 impl OutState {
+    /// A sender whose adverts stay within `budget`.
+    pub fn with_budget(budget: Budget) -> Self {
+        Self {
+            budget,
+            ..Self::default()
+        }
+    }
+
     /// The next advert for holdings `now`: a snapshot when the peer has none of ours (or
     /// asked, or every [`SNAPSHOT_EVERY`]), else a delta listing the objects that changed
-    /// since the acknowledged one (an object gone: no ranges).
+    /// since the acknowledged one (an object gone: no ranges). Either lists objects in name
+    /// order as far as the budget goes; what is left out goes in deltas on it ([`Self::more`]).
     pub fn next(&mut self, sender: &str, epoch: u64, period: Duration, now: &Holdings) -> Advert {
         self.version += 1;
         let as_holding = |o: &ObjectName, (rev, r): &(u64, Ranges)| Holding {
@@ -56,7 +88,7 @@ impl OutState {
             revision: *rev,
             segments: r.clone(),
         };
-        let (base, mut holdings) = match &self.acked {
+        let (base, mut holdings, known) = match &self.acked {
             Some((v, acked)) if !self.need_snapshot && self.since_snapshot < SNAPSHOT_EVERY => {
                 let mut h: Vec<Holding> = now
                     .iter()
@@ -73,11 +105,28 @@ impl OutState {
                             segments: Ranges::default(),
                         }),
                 );
-                (*v, h)
+                (*v, h, acked.clone())
             }
-            _ => (0, now.iter().map(|(o, x)| as_holding(o, x)).collect()),
+            _ => (
+                0,
+                now.iter().map(|(o, x)| as_holding(o, x)).collect(),
+                Holdings::new(),
+            ),
         };
         holdings.sort_by(|a, b| a.object.cmp(&b.object));
+        let fit = self.fitting(sender, &holdings);
+        self.more = fit < holdings.len();
+        holdings.truncate(fit);
+        // What the peer has from us once it takes this one.
+        let mut after = known;
+        for h in &holdings {
+            if h.segments.is_empty() {
+                after.remove(&h.object);
+            } else {
+                after.insert(h.object.clone(), (h.revision, h.segments.clone()));
+            }
+        }
+        self.sent = Some((self.version, after));
         Advert {
             sender: sender.to_owned(),
             epoch,
@@ -88,8 +137,32 @@ impl OutState {
         }
     }
 
-    /// The peer answered `status` to `a`, which described `holdings`.
-    pub fn answered(&mut self, a: &Advert, holdings: Holdings, status: Status) {
+    /// How many of `holdings`, from the first, fit one advert (at least one: a holding
+    /// takes at most ~200 KB, names of 1 KiB and 32 768 ranges, far below the budget).
+    fn fitting(&self, sender: &str, holdings: &[Holding]) -> usize {
+        let mut room = self
+            .budget
+            .bytes
+            .saturating_sub(segue_wire::advert::max_head_len(sender));
+        let mut n = 0;
+        for h in holdings.iter().take(self.budget.objects) {
+            let len = h.encoded_len();
+            if len > room && n > 0 {
+                break;
+            }
+            room = room.saturating_sub(len);
+            n += 1;
+        }
+        n
+    }
+
+    /// The last advert left changes out for lack of room: send the next one at once.
+    pub fn more(&self) -> bool {
+        self.more
+    }
+
+    /// The peer answered `status` to `a`, the advert [`Self::next`] made last.
+    pub fn answered(&mut self, a: &Advert, status: Status) {
         match status {
             Status::Ok => {
                 self.since_snapshot = if a.is_snapshot() {
@@ -97,7 +170,11 @@ impl OutState {
                 } else {
                     self.since_snapshot + 1
                 };
-                self.acked = Some((a.version, holdings));
+                if let Some((v, after)) = self.sent.take()
+                    && v == a.version
+                {
+                    self.acked = Some((v, after));
+                }
                 self.need_snapshot = false;
             }
             Status::StaleRevision => self.need_snapshot = true,
@@ -119,9 +196,19 @@ pub async fn run<S: AdvertSink>(sink: Arc<S>, stop: watch::Receiver<bool>) {
                 let period = sink.period(p);
                 let holdings = sink.holdings();
                 let a = st.next(&name, epoch, period, &holdings);
-                match sink.send(p, a.clone()).await {
-                    Ok((status, _)) => st.answered(&a, holdings, status),
-                    Err(e) => tracing::debug!(peer = p, "advert not delivered: {e}"),
+                let rest_now = match sink.send(p, a.clone()).await {
+                    Ok((status, _)) => {
+                        st.answered(&a, status);
+                        status == Status::Ok && st.more()
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = p, "advert not delivered: {e}");
+                        false
+                    }
+                };
+                // What did not fit goes at once, in deltas on what the peer took.
+                if rest_now && !*stop.borrow() {
+                    continue;
                 }
                 // The period is looked at again while waiting: a derived scope changes as
                 // the peer's RTT and advert interval are measured.
@@ -189,6 +276,24 @@ mod tests {
         ObjectName::new(s, 1024).unwrap()
     }
 
+    /// `n` objects with realistic names, each holding its first 30 segments.
+    fn many(n: usize) -> Holdings {
+        (0..n)
+            .map(|i| {
+                let o = name(&format!("catalog/series-{:03}/episode-{i:06}", i % 997));
+                (o, (1, Ranges::from_indices(0..30)))
+            })
+            .collect()
+    }
+
+    /// How many objects `peer` holds in `view`.
+    fn held(view: &View, peer: &str) -> usize {
+        view.report(Instant::now())
+            .iter()
+            .find(|p| p.peer == peer)
+            .map_or(0, |p| p.objects.len())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn each_scope_is_advertised_at_its_period() {
         let fake = Arc::new(Fake {
@@ -237,6 +342,107 @@ mod tests {
     }
 
     #[test]
+    fn what_does_not_fit_one_advert_follows_in_deltas() {
+        let mut st = OutState::with_budget(Budget {
+            bytes: 1 << 20,
+            objects: 3,
+        });
+        let p = Duration::from_secs(1);
+        let mut h: Holdings = (0..10)
+            .map(|i| (name(&format!("o{i}")), (1, Ranges::from_indices([i]))))
+            .collect();
+        let mut view = View::default();
+        let t = Instant::now();
+        let mut sizes = Vec::new();
+        loop {
+            let a = st.next("me", 1, p, &h);
+            sizes.push((a.is_snapshot(), a.holdings.len()));
+            assert_eq!(view.apply(&a, t), crate::helper::view::Applied::Applied);
+            st.answered(&a, Status::Ok);
+            if !st.more() {
+                break;
+            }
+        }
+        // A snapshot of the first three (by name), then deltas on it for the rest.
+        assert_eq!(sizes, vec![(true, 3), (false, 3), (false, 3), (false, 1)]);
+        assert_eq!(held(&view, "me"), 10);
+        assert_eq!(view.holders(&name("o9"), 1, 9, t), vec!["me"]);
+        // Then only changes: one gone, one new.
+        h.remove(&name("o0"));
+        h.insert(name("p"), (2, Ranges::from_indices([0])));
+        let a = st.next("me", 1, p, &h);
+        assert_eq!((a.base, a.holdings.len(), st.more()), (4, 2, false));
+        view.apply(&a, t);
+        st.answered(&a, Status::Ok);
+        assert_eq!(held(&view, "me"), 10);
+        // A peer that lost track mid-way gets a snapshot, in parts again.
+        let a = st.next("me", 1, p, &h);
+        st.answered(&a, Status::StaleRevision);
+        let a = st.next("me", 1, p, &h);
+        assert!(a.is_snapshot() && a.holdings.len() == 3 && st.more());
+    }
+
+    #[test]
+    fn a_large_cache_is_advertised_within_the_receivers_limits() {
+        // 60 000 objects: ~2.6 MB as one snapshot, which every receiver refuses.
+        let h = many(60_000);
+        let limits = segue_wire::Limits::default();
+        let mut whole = OutState::with_budget(Budget {
+            bytes: usize::MAX,
+            objects: usize::MAX,
+        });
+        let one = whole.next("me", 1, Duration::from_secs(1), &h).encode();
+        assert!(segue_wire::advert::decode(&one, &limits).is_err());
+        // Split: every advert decodes, and the receiver ends with all of them.
+        let mut st = OutState::default();
+        let mut view = View::default();
+        let mut sent = 0;
+        loop {
+            let bytes = st.next("me", 1, Duration::from_secs(1), &h).encode();
+            let (a, _) = segue_wire::advert::decode(&bytes, &limits)
+                .unwrap()
+                .unwrap();
+            assert!(bytes.len() <= limits.max_advert + 16);
+            view.apply(&a, Instant::now());
+            st.answered(&a, Status::Ok);
+            sent += 1;
+            if !st.more() {
+                break;
+            }
+        }
+        assert_eq!((sent, held(&view, "me")), (3, 60_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rest_of_a_split_advert_goes_at_once() {
+        let fake = Arc::new(Fake {
+            t0: Instant::now(),
+            holdings: Mutex::new(many(60_000)),
+            sent: Mutex::default(),
+            views: Mutex::new((0..4).map(|_| View::default()).collect()),
+        });
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(run(fake.clone(), stop));
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+        let sent = fake.sent.lock().unwrap().clone();
+        let local: Vec<(f64, bool)> = sent
+            .iter()
+            .filter(|s| s.0 == 0)
+            .map(|s| (s.1, s.2))
+            .collect();
+        // A snapshot and two deltas at 0 s, then the period's heartbeat at 1 s.
+        assert_eq!(
+            local,
+            vec![(0.0, true), (0.0, false), (0.0, false), (1.0, false)]
+        );
+        for p in 0..4 {
+            assert_eq!(held(&fake.views.lock().unwrap()[p], "me"), 60_000);
+        }
+    }
+
+    #[test]
     fn deltas_list_changes_and_a_lost_ack_heals_with_a_snapshot() {
         let mut st = OutState::default();
         let p = Duration::from_secs(1);
@@ -246,12 +452,12 @@ mod tests {
         let a1 = st.next("me", 1, p, &h);
         assert!(a1.is_snapshot());
         view.apply(&a1, t);
-        st.answered(&a1, h.clone(), Status::Ok);
+        st.answered(&a1, Status::Ok);
         // Nothing changed: an empty delta (a heartbeat).
         let a2 = st.next("me", 1, p, &h);
         assert_eq!((a2.base, a2.holdings.len()), (1, 0));
         view.apply(&a2, t);
-        st.answered(&a2, h.clone(), Status::Ok);
+        st.answered(&a2, Status::Ok);
         // "a" dropped, "b" added: two entries.
         h.remove(&name("a"));
         h.insert(name("b"), (2, Ranges::from_indices([4, 5])));
@@ -266,7 +472,7 @@ mod tests {
             _ => Status::Ok,
         };
         assert_eq!(status, Status::StaleRevision);
-        st.answered(&a4, h.clone(), status);
+        st.answered(&a4, status);
         let a5 = st.next("me", 1, p, &h);
         assert!(a5.is_snapshot());
         assert_eq!(view.apply(&a5, t), crate::helper::view::Applied::Applied);
