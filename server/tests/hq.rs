@@ -574,3 +574,55 @@ async fn idle_timeouts_are_the_ones_asked_for() {
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert!(format!("{err:#}").contains("timed out"), "{err:#}");
 }
+
+/// A ClientHello over two Initial packets whose second is lost: the server cannot know the
+/// connection's protocol when it takes the connection, and waits for the handshake rather
+/// than taking it for hq-interop.
+#[tokio::test]
+async fn a_client_hello_spread_over_packets_is_served_by_its_protocol() {
+    use segue_server::lab::impair::LinkSpec;
+    use segue_server::lab::relay::{self, Counters, RelaySpec};
+    let s = server(false);
+    // The relay loses the client's second datagram: the rest of its ClientHello.
+    let spec = RelaySpec {
+        up: LinkSpec {
+            drop_nth: 2,
+            ..LinkSpec::default()
+        },
+        ..RelaySpec::default()
+    };
+    let target = std::net::SocketAddr::from(([127, 0, 0, 1], s.port));
+    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), target, spec)
+        .await
+        .unwrap();
+    // h3 after 1.4 KB of protocols nobody speaks: the ClientHello takes two packets.
+    let mut crypto = segue_certs::tls::client_config(&s.tls.ca, &[]).unwrap();
+    crypto.alpn_protocols = (0..60)
+        .map(|i| format!("x-nobody-speaks-this-{i:03}").into_bytes())
+        .chain([b"h3".to_vec()])
+        .collect();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = client
+        .connect_with(
+            quinn::ClientConfig::new(Arc::new(quic)),
+            relay.local,
+            "localhost",
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(hq::alpn(&conn).as_deref(), Some(&b"h3"[..]));
+    assert_eq!(Counters::get(&relay.stats.up.lost), 1, "no packet was lost");
+    let out = tempfile::tempdir().unwrap();
+    let got = segue_server::http3::get(conn, &[url(&s, "f0003")], out.path(), None)
+        .await
+        .expect("an HTTP/3 request on an h3 connection is answered");
+    same_files(
+        &s,
+        out.path(),
+        &["f0003"],
+        "HTTP/3 after a late ClientHello",
+    );
+    assert_eq!(got.len(), 1);
+}

@@ -44,6 +44,9 @@ pub struct LinkSpec {
     /// passes (0: no limit). As the quic-network-simulator's drop-rate `burst_to_*`, which the
     /// quic-interop-runner's loss cases set to 3.
     pub max_loss_run: u32,
+    /// This packet of the direction is lost, whatever else (1: the first; 0: none): one
+    /// handshake packet exactly, say.
+    pub drop_nth: u64,
     /// Fraction of packets that skip the delay and overtake earlier ones, 0..1.
     pub reorder: f64,
     /// Fraction of packets delivered twice, 0..1.
@@ -161,6 +164,8 @@ pub struct Link {
     bad: bool,
     /// Packets lost in a row by the loss processes, up to now.
     loss_run: u32,
+    /// Datagrams admitted so far.
+    admitted: u64,
     /// When the rate limiter is next free, seconds.
     busy_until: SharedRate,
     /// Latest departure so far (FIFO).
@@ -179,6 +184,7 @@ impl Link {
             rng: SmallRng::seed_from_u64(seed),
             bad: false,
             loss_run: 0,
+            admitted: 0,
             busy_until: rate,
             last_out: 0.0,
         }
@@ -261,6 +267,10 @@ impl Link {
     pub fn admit(&mut self, now: Duration, len: usize) -> Fate {
         let t = now.as_secs_f64();
         self.advance(t);
+        self.admitted += 1;
+        if self.admitted == self.spec.drop_nth {
+            return Fate::Lost;
+        }
         if self.down_at(t) {
             return Fate::Blackholed;
         }
@@ -479,6 +489,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(longest_run(&losses(&bursty)), 2);
+    }
+
+    #[test]
+    fn drop_nth_loses_that_packet_only() {
+        let spec = LinkSpec::parse_kv("drop_nth=2").unwrap();
+        let f = run(&spec, 1, 5, Duration::from_millis(1), 100);
+        let lost: Vec<bool> = f.iter().map(|f| *f == Fate::Lost).collect();
+        assert_eq!(lost, [false, true, false, false, false]);
     }
 
     #[test]
