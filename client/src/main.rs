@@ -50,6 +50,15 @@ struct Cli {
     /// Stop after this many seconds of media, as a viewer who quits (no hash check then).
     #[arg(long, value_name = "SECS")]
     watch: Option<f64>,
+    /// Another node serving the object (segue://HOST[:PORT]/OBJECT), played from where
+    /// playback is when the current node fails (connection lost, session ended, no media for
+    /// --stall-timeout). Repeat for more, tried in order.
+    #[arg(long, value_name = "URL")]
+    fallback: Vec<SegueUrl>,
+    /// With a fallback left, leave a node that sends no media for this many milliseconds
+    /// during playback.
+    #[arg(long, default_value_t = 1000)]
+    failover_after_ms: u64,
 }
 
 #[tokio::main]
@@ -68,6 +77,8 @@ async fn main() -> ExitCode {
     opts.connect_timeout = Duration::from_secs(cli.connect_timeout);
     opts.stall_timeout = Duration::from_secs(cli.stall_timeout);
     opts.progress = !cli.quiet;
+    opts.fallbacks = cli.fallback;
+    opts.failover_after = Duration::from_millis(cli.failover_after_ms);
     if let Some(w) = cli.watch {
         match Duration::try_from_secs_f64(w) {
             Ok(d) => opts.watch = Some(d),

@@ -48,6 +48,15 @@ pub struct PlayOptions {
     pub buffer_samples: Option<Duration>,
     /// Give up at this instant with what was measured so far (a lab run's time bound).
     pub give_up_at: Option<tokio::time::Instant>,
+    /// Other nodes serving the same object (the object URL on each), tried in order when the
+    /// current one fails mid-play: its connection or control stream lost, the session ended
+    /// by it, or no media for `stall_timeout`. Playback goes on from the buffer meanwhile
+    /// and resumes there from the last frame played.
+    pub fallbacks: Vec<SegueUrl>,
+    /// With a fallback left: a node that sends no media for this long during playback (the
+    /// stream not complete) is taken as failing. A paced node sends frames continuously, some
+    /// seconds ahead, so this is well within the player's buffer.
+    pub failover_after: Duration,
 }
 
 /// The error of a play stopped by [`PlayOptions::give_up_at`].
@@ -67,6 +76,8 @@ impl PlayOptions {
             watch: None,
             buffer_samples: None,
             give_up_at: None,
+            fallbacks: Vec::new(),
+            failover_after: Duration::from_secs(1),
         }
     }
 }
@@ -104,6 +115,12 @@ struct TrackState {
     hash: Context,
     frames: u64,
     late: u64,
+    /// After a failover: frames decoded at or before this (µs) were played or carried
+    /// over already (the new node sends them again).
+    played_through_us: Option<u64>,
+    /// After a failover: what the old node sent and was not played yet, in order, with its
+    /// pts (the old node's RTP numbering is gone); played before the new node's frames.
+    carry: std::collections::VecDeque<(u64, FrameIn)>,
 }
 
 impl TrackState {
@@ -116,7 +133,11 @@ impl TrackState {
     fn buffered_us(&self) -> u64 {
         let off = self.offset.unwrap_or(0);
         let mut seq = self.next_seq;
-        let mut span = None;
+        // Timestamps as pts modulo 2^32, in which carried frames and the new node's agree.
+        let mut span = match (self.carry.front(), self.carry.back()) {
+            (Some((a, _)), Some((b, _))) => Some((*a as u32, *b as u32)),
+            _ => None,
+        };
         while let Some(f) = seq.and_then(|k| self.pending.get(&k)) {
             let ts = f.timestamp.wrapping_sub(off);
             span = Some(span.map_or((ts, ts), |(a, _)| (a, ts)));
@@ -125,6 +146,40 @@ impl TrackState {
         span.map_or(0, |(a, b): (u32, u32)| {
             u64::from(b.wrapping_sub(a)) * 1_000_000 / u64::from(self.clock.max(1))
         })
+    }
+
+    /// A failover: the frames held in order from the next one to play move to `carry` (with
+    /// their pts: the old node's numbering ends here), the rest is dropped, and the track
+    /// waits for the new node's numbering.
+    fn carry_over(&mut self) {
+        let mut prev = self.carry.back().map(|(p, _)| *p).or(self.last_pts);
+        while let Some(f) = self.next_seq.and_then(|k| self.pending.remove(&k)) {
+            self.next_seq = Some(self.extend(f.last_seq) + 1);
+            let raw = f.timestamp.wrapping_sub(self.offset.unwrap_or(0));
+            let pts = match prev {
+                None => u64::from(raw),
+                Some(p) => p.saturating_add_signed(i64::from(raw.wrapping_sub(p as u32) as i32)),
+            };
+            prev = Some(pts);
+            // Sent again after an earlier failover and had already been played or carried.
+            let dts = dts_us(pts, f.info.cto, self.clock);
+            if self.played_through_us.is_some_and(|p| dts <= p) {
+                continue;
+            }
+            self.carry.push_back((pts, f));
+        }
+        let carried = self
+            .carry
+            .back()
+            .map(|(pts, f)| dts_us(*pts, f.info.cto, self.clock));
+        self.played_through_us = [carried, self.last_dts_us, self.played_through_us]
+            .into_iter()
+            .flatten()
+            .max();
+        self.pending.clear();
+        self.offset = None;
+        self.next_seq = None;
+        self.last_seq = None;
     }
 
     fn finished(&self) -> bool {
@@ -379,32 +434,44 @@ pub async fn play(opts: &PlayOptions) -> Report {
     report
 }
 
-async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> anyhow::Result<()> {
-    match opts.url.resource {
+/// One node's connection playing the object: its control stream, the media streams it
+/// opens (as events), the description and manifest it gives.
+struct Link {
+    _ep: quinn::Endpoint,
+    conn: quinn::Connection,
+    control: crate::session::ControlClient,
+    cseq: crate::session::StartCseqs,
+    url: SegueUrl,
+    events: mpsc::Receiver<Event>,
+    desc_tx: watch::Sender<Option<Arc<Description>>>,
+    manifest: oneshot::Receiver<anyhow::Result<Manifest>>,
+    session: Option<String>,
+    /// Its control stream failed: nothing more comes from it.
+    dead: bool,
+    /// Its media streams may still bring frames.
+    events_open: bool,
+}
+
+/// Connects to `url` and sends the pipelined start (DESCRIBE, SETUP, PLAY from `start_us`);
+/// media streams and the manifest are read as they come.
+async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> anyhow::Result<Link> {
+    match url.resource {
         Resource::Object(_) => {}
         Resource::Track(..) => bail!("play the object URL, not a track URL"),
-        Resource::Server => bail!("{} names no object", opts.url),
+        Resource::Server => bail!("{url} names no object"),
     }
-    // The object URL with its query (a signed URL's grant), for every request.
-    let object_url = opts.url.clone();
-    let (_ep, conn, mut control) = connect(&opts.url, &opts.ca, opts.connect_timeout).await?;
-    report.connect_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
-
-    // The pipelined flight: DESCRIBE + aggregate SETUP + PLAY.
-    let cseq = control.start(&object_url, 0, !opts.pace).await?;
-    // TTFF and playback start count from here: the request, not the handshake.
-    let t_req = Instant::now();
-
-    let (man_tx, man_rx) = oneshot::channel();
+    let (ep, conn, mut control) = connect(url, &opts.ca, opts.connect_timeout).await?;
+    let cseq = control.start(url, start_us, !opts.pace).await?;
+    let (man_tx, manifest) = oneshot::channel();
     {
         let conn = conn.clone();
-        let url = object_url.clone();
+        let url = url.clone();
         tokio::spawn(async move {
             let _ = man_tx.send(fetch_manifest(conn, url).await);
         });
     }
     let (desc_tx, desc_rx) = watch::channel::<Option<Arc<Description>>>(None);
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(1024);
+    let (ev_tx, events) = mpsc::channel::<Event>(1024);
     {
         let conn = conn.clone();
         tokio::spawn(async move {
@@ -413,11 +480,35 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             }
         });
     }
+    Ok(Link {
+        _ep: ep,
+        conn,
+        control,
+        cseq,
+        url: url.clone(),
+        events,
+        desc_tx,
+        manifest,
+        session: None,
+        dead: false,
+        events_open: true,
+    })
+}
+
+async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> anyhow::Result<()> {
+    // The object URL with its query (a signed URL's grant), for every request.
+    let mut link = open_link(&opts.url, opts, 0).await?;
+    report.connect_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
+    // TTFF and playback start count from here: the request, not the handshake.
+    let t_req = Instant::now();
+    let mut fallbacks = opts.fallbacks.iter();
+    // Why the current node is to be left, once it fails.
+    let mut lost: Option<String> = None;
 
     let mut tracks: Vec<TrackState> = Vec::new();
     let mut early: Vec<FrameIn> = Vec::new();
-    let mut session: Option<String> = None;
-    let mut start_us = 0u64;
+    // Where the play began (the first PLAY's actual start: the content hash needs 0).
+    let mut start_us: Option<u64> = None;
     let mut recorder: Option<Recorder> = None;
     let mut clock: Option<PlayoutClock> = None;
     let mut m0: Option<u64> = None; // media time at playback start
@@ -453,46 +544,116 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
         Ok(r)
     };
 
+    // The node is failing the play: on to the next one, if any (see the top of the loop).
+    let mut stalled = false;
+    macro_rules! leave {
+        ($($arg:tt)*) => {{
+            link.dead = true;
+            lost = Some(format!($($arg)*));
+            continue;
+        }};
+    }
+
     loop {
+        if let Some(why) = lost.take() {
+            let done =
+                !stalled && !tracks.is_empty() && tracks.iter().all(|t| t.last_seq.is_some());
+            stalled = false;
+            if done {
+                // Everything was sent before the node went: play out what is here.
+                tracing::debug!("{} gone after the end of the stream: {why}", link.url);
+            } else {
+                // What the old node sent in order and was not played yet is kept and played
+                // first; the new node resumes where that ends (at the start of the segment
+                // holding that point, so nothing is missed; what it sends again is skipped),
+                // and paces from there: the buffer the player had is kept.
+                for t in tracks.iter_mut() {
+                    t.carry_over();
+                }
+                let resume = tracks
+                    .iter()
+                    .map(|t| t.played_through_us.or(start_us).unwrap_or(0))
+                    .min()
+                    .unwrap_or(0);
+                if fallbacks.len() == 0 {
+                    bail!("{why}");
+                }
+                let mut why = format!("{}: {why}", link.url);
+                link = loop {
+                    let Some(next) = fallbacks.next() else {
+                        bail!("{why}");
+                    };
+                    tracing::warn!(from = %link.url, to = %next, resume_us = resume, "failing over: {why}");
+                    report.failovers.push(crate::report::Failover {
+                        at_s: t_req.elapsed().as_secs_f64(),
+                        to: next.to_string(),
+                        why: why.clone(),
+                    });
+                    match open_link(next, opts, resume).await {
+                        Ok(l) => break l,
+                        Err(e) => why = format!("{next}: {e:#}"),
+                    }
+                };
+                early.clear();
+                stream_failures.clear();
+                last_media = Instant::now();
+            }
+        }
         tokio::select! {
             // `ControlClient::recv` is cancel-safe: quinn consumes data only on completion.
-            m = control.recv() => {
-                let m = m?;
+            m = link.control.recv(), if !link.dead => {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => leave!("{e:#}"),
+                };
                 match m {
                     Message::Response(r) => {
-                        let r = handle_response(r, cseq.describe, cseq.setup, cseq.play)?;
+                        let cseq = link.cseq;
+                        let r = match handle_response(r, cseq.describe, cseq.setup, cseq.play) {
+                            Ok(r) => r,
+                            Err(e) => leave!("{e:#}"),
+                        };
                         if r.headers.cseq == cseq.describe {
                             if r.headers.content_type.as_deref() != Some(SDP_CONTENT_TYPE) {
                                 bail!("DESCRIBE returned no SDP");
                             }
                             let text = std::str::from_utf8(&r.body).context("SDP is not UTF-8")?;
                             let desc = Description::from_sdp(text, Limits::default().max_tracks)?;
-                            tracks = desc.tracks.iter().map(|t| TrackState {
-                                clock: t.clock_rate,
-                                codec: t.codec.clone(),
-                                offset: None,
-                                next_seq: None,
-                                last_seq: None,
-                                pending: BTreeMap::new(),
-                                last_pts: None,
-                                last_dts_us: None,
-                                interval_us: 0,
-                                hash: Context::new(&SHA256),
-                                frames: 0,
-                                late: 0,
-                            }).collect();
-                            if let Some(path) = &opts.record {
-                                recorder = Some(Recorder::open(path, &desc)?);
+                            if tracks.is_empty() {
+                                tracks = desc.tracks.iter().map(|t| TrackState {
+                                    clock: t.clock_rate,
+                                    codec: t.codec.clone(),
+                                    offset: None,
+                                    next_seq: None,
+                                    last_seq: None,
+                                    pending: BTreeMap::new(),
+                                    last_pts: None,
+                                    last_dts_us: None,
+                                    interval_us: 0,
+                                    hash: Context::new(&SHA256),
+                                    frames: 0,
+                                    late: 0,
+                                    played_through_us: None,
+                                    carry: Default::default(),
+                                }).collect();
+                                if let Some(path) = &opts.record {
+                                    recorder = Some(Recorder::open(path, &desc)?);
+                                }
+                            } else if desc.tracks.len() != tracks.len()
+                                || desc.tracks.iter().zip(&tracks).any(|(d, t)| d.clock_rate != t.clock)
+                            {
+                                bail!("{} describes the object differently", link.url);
                             }
-                            let _ = desc_tx.send(Some(Arc::new(desc)));
+                            let _ = link.desc_tx.send(Some(Arc::new(desc)));
                         } else if r.headers.cseq == cseq.setup {
-                            session = r.headers.session.map(|s| s.id);
+                            link.session = r.headers.session.map(|s| s.id);
                         } else if r.headers.cseq == cseq.play {
-                            start_us = r.headers.range.map_or(0, |r| r.start);
+                            let play_start = r.headers.range.map_or(0, |r| r.start);
+                            start_us.get_or_insert(play_start);
                             for info in &r.headers.rtp_info {
                                 let Resource::Track(_, i) = info.url.resource else { continue };
                                 let Some(t) = tracks.get_mut(i as usize) else { continue };
-                                let base = (u128::from(start_us) * u128::from(t.clock) / 1_000_000) as u32;
+                                let base = (u128::from(play_start) * u128::from(t.clock) / 1_000_000) as u32;
                                 t.offset = Some(info.rtptime.wrapping_sub(base));
                                 t.next_seq = Some(i64::from(info.seq));
                             }
@@ -517,14 +678,14 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                                 }
                             }
                             Method::Teardown => {
-                                bail!("server ended the session: {}", req.headers.error.unwrap_or_else(|| "no reason given".into()));
+                                leave!("server ended the session: {}", req.headers.error.unwrap_or_else(|| "no reason given".into()));
                             }
                             _ => {}
                         }
                     }
                 }
             }
-            ev = ev_rx.recv() => {
+            ev = link.events.recv(), if link.events_open => {
                 match ev {
                     Some(Event::Frame(f)) => {
                         last_media = Instant::now();
@@ -541,7 +702,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                         }
                     }
                     Some(Event::StreamFailed(e)) => stream_failures.push(e),
-                    None => {}
+                    None => link.events_open = false,
                 }
             }
             _ = tick.tick() => {}
@@ -553,9 +714,12 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
         {
             bail!("{GAVE_UP}");
         }
-        if tracks.is_empty() || tracks.iter().any(|t| t.next_seq.is_none()) {
+        // Before playback, every track waits for its numbering (the PLAY response); after a
+        // failover, a track plays what was carried over meanwhile.
+        if tracks.is_empty() || (clock.is_none() && tracks.iter().any(|t| t.next_seq.is_none())) {
             if last_media.elapsed() > opts.stall_timeout && t_req.elapsed() > opts.stall_timeout {
-                bail!("no playable media within {:?}", opts.stall_timeout);
+                stalled = true;
+                leave!("no playable media within {:?}", opts.stall_timeout);
             }
             continue;
         }
@@ -567,7 +731,9 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             // Media each track holds, in order, from its next frame: playback waits until every
             // track has the startup buffer (the least-buffered track is what stalls).
             let buffered = least_buffered_us(&tracks);
-            let have_frame = tracks.iter().any(|t| !t.pending.is_empty());
+            let have_frame = tracks
+                .iter()
+                .any(|t| !t.pending.is_empty() || !t.carry.is_empty());
             // Playback starts with a frame in hand: once the startup buffer is full, at once
             // when unpaced, or when the whole (short) object is in.
             if have_frame
@@ -580,7 +746,8 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                     .last()
                     .cloned()
                     .unwrap_or_else(|| "the server sent none".into());
-                bail!("no playable media within {:?}: {why}", opts.stall_timeout);
+                stalled = true;
+                leave!("no playable media within {:?}: {why}", opts.stall_timeout);
             } else {
                 continue;
             }
@@ -598,34 +765,57 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 if t.finished() {
                     break;
                 }
-                let Some(next) = t.next_seq else { break };
-                let Some(f) = t.pending.remove(&next) else {
-                    // Nothing to play: a stall if this track's clock has run past its last frame.
-                    // (Only once the track's frame interval is known.)
-                    if opts.pace && t.interval_us > 0 {
-                        if let Some(last) = t.last_dts_us {
-                            let due = last.saturating_sub(m0.unwrap_or(0)) + t.interval_us;
-                            if clock.position_us(now) > due {
-                                missing = true;
-                            }
+                // Nothing to play: a stall if this track's clock has run past its last frame
+                // (only once the track's frame interval is known).
+                let past_due = |t: &TrackState| {
+                    opts.pace
+                        && t.interval_us > 0
+                        && t.last_dts_us.is_some_and(|last| {
+                            clock.position_us(now)
+                                > last.saturating_sub(m0.unwrap_or(0)) + t.interval_us
+                        })
+                };
+                // What the old node sent comes first after a failover; then the new node's.
+                let (f, pts, from_carry) = if let Some((pts, f)) = t.carry.pop_front() {
+                    (f, pts, true)
+                } else {
+                    let Some(next) = t.next_seq else {
+                        // Waiting for the new node's numbering.
+                        missing |= past_due(t);
+                        break;
+                    };
+                    let Some(f) = t.pending.remove(&next) else {
+                        missing |= past_due(t);
+                        // A gap that outlives the stall timeout: skip to what we have.
+                        if let Some((&k, _)) = t.pending.iter().next()
+                            && waited_out
+                        {
+                            t.next_seq = Some(k);
+                            continue;
                         }
-                    }
-                    // A gap that outlives the stall timeout: skip to what we have.
-                    if let Some((&k, _)) = t.pending.iter().next()
-                        && waited_out
+                        break;
+                    };
+                    let pts = t.pts_of(f.timestamp);
+                    // Sent again by the node failed over to, and played already.
+                    if t.played_through_us
+                        .is_some_and(|p| dts_us(pts, f.info.cto, t.clock) <= p)
                     {
-                        t.next_seq = Some(k);
+                        t.last_pts = Some(pts);
+                        t.next_seq = Some(t.extend(f.last_seq) + 1);
                         continue;
                     }
-                    break;
+                    (f, pts, false)
                 };
-                let pts = t.pts_of(f.timestamp);
                 let dts = dts_us(pts, f.info.cto, t.clock);
                 let base = *m0.get_or_insert(dts);
                 // The media clock is frozen during a stall, so this also holds frames back then.
                 if opts.pace && dts.saturating_sub(base) > clock.position_us(now) {
                     // Not due yet.
-                    t.pending.insert(next, f);
+                    if from_carry {
+                        t.carry.push_front((pts, f));
+                    } else if let Some(next) = t.next_seq {
+                        t.pending.insert(next, f);
+                    }
                     break;
                 }
                 t.last_pts = Some(pts);
@@ -639,7 +829,9 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                     t.interval_us = dts - prev;
                 }
                 t.last_dts_us = Some(dts);
-                t.next_seq = Some(t.extend(f.last_seq) + 1);
+                if !from_carry {
+                    t.next_seq = Some(t.extend(f.last_seq) + 1);
+                }
                 let rec = Frame {
                     track: f.track,
                     keyframe: f.info.keyframe,
@@ -668,14 +860,26 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
         // Kept current, so a play that ends in an error still reports the time it stalled.
         report.stall_ms = clock.stall_time(now).as_secs_f64() * 1000.0;
         if waited_out
-            && tracks.iter().all(|t| t.pending.is_empty())
+            && tracks
+                .iter()
+                .all(|t| t.pending.is_empty() && t.carry.is_empty())
             && last_media.elapsed() > opts.stall_timeout
         {
             let why = stream_failures
                 .last()
                 .cloned()
                 .unwrap_or_else(|| "no media arriving".into());
-            bail!("stalled for {:?}: {why}", opts.stall_timeout);
+            stalled = true;
+            leave!("stalled for {:?}: {why}", opts.stall_timeout);
+        }
+        // A node gone silent (killed, cut off) says nothing: with a fallback left, leave it
+        // while the buffer still covers the switch.
+        if fallbacks.len() > 0
+            && last_media.elapsed() > opts.failover_after
+            && !tracks.iter().all(|t| t.last_seq.is_some())
+        {
+            stalled = true;
+            leave!("no media for {:?}", opts.failover_after);
         }
         if let Some(every) = opts.buffer_samples
             && last_sample.is_none_or(|t: Instant| t.elapsed() >= every)
@@ -715,11 +919,11 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
     }
 
     // Verify against the manifest.
-    let manifest = tokio::time::timeout(opts.connect_timeout, man_rx)
+    let manifest = tokio::time::timeout(opts.connect_timeout, link.manifest)
         .await
         .context("manifest did not arrive")?
         .context("manifest task ended")??;
-    let first = manifest.segment_at(start_us).unwrap_or(0);
+    let first = manifest.segment_at(start_us.unwrap_or(0)).unwrap_or(0);
     report.tracks.clear();
     report.frames_received = 0;
     let mut all_ok = true;
@@ -760,13 +964,19 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
     }
     report.hash_ok = all_ok;
 
-    report.rtt_ms = Some(conn.rtt().as_secs_f64() * 1000.0);
+    report.rtt_ms = Some(link.conn.rtt().as_secs_f64() * 1000.0);
     // Orderly end.
-    if let Some(id) = session {
-        let mut td = Request::new(Method::Teardown, Some(object_url), control.next_cseq());
+    if let Some(id) = link.session.take()
+        && !link.dead
+    {
+        let mut td = Request::new(
+            Method::Teardown,
+            Some(link.url.clone()),
+            link.control.next_cseq(),
+        );
         td.headers.session = Some(segue_wire::control::SessionHeader { id, timeout: None });
-        let _ = tokio::time::timeout(Duration::from_secs(2), control.request(&td)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), link.control.request(&td)).await;
     }
-    conn.close(0u32.into(), b"done");
+    link.conn.close(0u32.into(), b"done");
     Ok(())
 }

@@ -14,6 +14,17 @@ pub struct TrackReport {
     pub hash_ok: bool,
 }
 
+/// The player left a node that failed it for the next one (`--fallback`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Failover {
+    /// Seconds since the request.
+    pub at_s: f64,
+    /// The node's object URL played from then on.
+    pub to: String,
+    /// What the node left did.
+    pub why: String,
+}
+
 /// What `segue-play` measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -47,6 +58,9 @@ pub struct Report {
     /// Buffer level samples: [seconds since the request, buffered media in ms].
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub buffer: Vec<[f64; 2]>,
+    /// Nodes left mid-play for a fallback, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<Failover>,
 }
 
 impl Report {
@@ -116,6 +130,12 @@ impl Report {
                 t.late_frames,
                 t.lost_frames,
                 if t.hash_ok { "ok" } else { "MISMATCH" }
+            ));
+        }
+        for f in &self.failovers {
+            s.push_str(&format!(
+                "  failover             at {:.1} s to {} ({})\n",
+                f.at_s, f.to, f.why
             ));
         }
         if let Some(e) = &self.error {

@@ -325,3 +325,94 @@ fn an_interrupted_bench_leaves_no_node_running() {
         );
     }
 }
+
+/// A player whose edge vanishes mid-play (SIGKILL: no close, just silence) goes on from a
+/// fallback edge: from its buffer meanwhile, then from the new edge where the buffer ends,
+/// without a stall, every frame byte-exact and none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_fails_over_when_its_edge_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/demo.mp4"),
+        media.join("demo.mp4"),
+    )
+    .unwrap();
+    let p = |p: &Path| p.display().to_string();
+    let tls_args = [
+        "--cert".to_string(),
+        p(&tls.cert),
+        "--key".into(),
+        p(&tls.key),
+        "--ca".into(),
+        p(&tls.ca),
+    ];
+    let oport = free_port();
+    let mut args = vec![
+        "origin".to_string(),
+        "--media".into(),
+        p(&media),
+        "--data".into(),
+        p(&dir.path().join("origin")),
+        "--listen".into(),
+        format!("127.0.0.1:{oport}"),
+    ];
+    args.extend(tls_args.clone());
+    let _origin = segue(&args, &dir.path().join("origin.log"));
+    let edge = |name: &str| {
+        let port = free_port();
+        let mut a = vec![
+            "edge".to_string(),
+            "--origin".into(),
+            format!("segue://localhost:{oport}/"),
+            "--cache-dir".into(),
+            p(&dir.path().join(name)),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        a.extend(tls_args.clone());
+        let kid = segue(&a, &dir.path().join(format!("{name}.log")));
+        let url = SegueUrl::parse(&format!("segue://localhost:{port}/demo")).unwrap();
+        (kid, url)
+    };
+    let (mut a, a_url) = edge("edge-a");
+    let (_b, b_url) = edge("edge-b");
+    // Both edges up and serving (an unpaced play through each; B's cache stays cold for the
+    // object's later segments: it caches the prefix only).
+    for url in [&a_url, &b_url] {
+        let mut ready = false;
+        for _ in 0..100 {
+            let mut o = segue_client::PlayOptions::new(url.clone(), tls.ca.clone());
+            o.pace = false;
+            if segue_client::play(&o).await.ok() {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            ready,
+            "{url} never served (see the logs in {:?})",
+            dir.path()
+        );
+    }
+
+    let mut o = segue_client::PlayOptions::new(a_url.clone(), tls.ca.clone());
+    o.fallbacks = vec![b_url.clone()];
+    let play = tokio::spawn(async move { segue_client::play(&o).await });
+    // 4 s into the 12 s object, edge A dies.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    let r = play.await.unwrap();
+    println!("{}", r.render());
+    assert!(r.ok() && r.hash_ok, "{}", r.render());
+    assert_eq!(r.frames_received, r.frames_expected, "{}", r.render());
+    assert_eq!(r.failovers.len(), 1, "{}", r.render());
+    assert_eq!(r.failovers[0].to, b_url.to_string());
+    assert!(r.failovers[0].why.contains("no media"), "{}", r.render());
+    assert_eq!(r.stalls, 0, "the buffer covered the switch: {}", r.render());
+    assert_eq!(r.late_frames, 0, "{}", r.render());
+}
