@@ -450,6 +450,8 @@ struct Link {
     dead: bool,
     /// Its media streams may still bring frames.
     events_open: bool,
+    /// It has sent a frame.
+    got_media: bool,
 }
 
 /// Connects to `url` and sends the pipelined start (DESCRIBE, SETUP, PLAY from `start_us`);
@@ -492,6 +494,7 @@ async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> anyhow:
         session: None,
         dead: false,
         events_open: true,
+        got_media: false,
     })
 }
 
@@ -544,6 +547,29 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
         Ok(r)
     };
 
+    // A failover's connection being made, and where it resumes: the play goes on from the
+    // buffer meanwhile.
+    let mut joining: Option<(SegueUrl, tokio::task::JoinHandle<anyhow::Result<Link>>)> = None;
+    let mut resume_at = 0u64;
+    macro_rules! join_next {
+        ($why:expr) => {{
+            let why: String = $why;
+            let Some(next) = fallbacks.next() else {
+                bail!("{why}");
+            };
+            tracing::warn!(to = %next, resume_us = resume_at, "failing over: {why}");
+            report.failovers.push(crate::report::Failover {
+                at_s: t_req.elapsed().as_secs_f64(),
+                to: next.to_string(),
+                why,
+            });
+            let (url, o, at) = (next.clone(), opts.clone(), resume_at);
+            joining = Some((
+                next.clone(),
+                tokio::spawn(async move { open_link(&url, &o, at).await }),
+            ));
+        }};
+    }
     // The node is failing the play: on to the next one, if any (see the top of the loop).
     let mut stalled = false;
     macro_rules! leave {
@@ -570,7 +596,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 for t in tracks.iter_mut() {
                     t.carry_over();
                 }
-                let resume = tracks
+                resume_at = tracks
                     .iter()
                     .map(|t| t.played_through_us.or(start_us).unwrap_or(0))
                     .min()
@@ -578,25 +604,16 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 if fallbacks.len() == 0 {
                     bail!("{why}");
                 }
-                let mut why = format!("{}: {why}", link.url);
-                link = loop {
-                    let Some(next) = fallbacks.next() else {
-                        bail!("{why}");
-                    };
-                    tracing::warn!(from = %link.url, to = %next, resume_us = resume, "failing over: {why}");
-                    report.failovers.push(crate::report::Failover {
-                        at_s: t_req.elapsed().as_secs_f64(),
-                        to: next.to_string(),
-                        why: why.clone(),
-                    });
-                    match open_link(next, opts, resume).await {
-                        Ok(l) => break l,
-                        Err(e) => why = format!("{next}: {e:#}"),
-                    }
-                };
+                // Nothing more is taken from the node left (its numbering is gone).
+                link.dead = true;
+                link.events_open = false;
                 early.clear();
                 stream_failures.clear();
                 last_media = Instant::now();
+                if let Some((_, h)) = joining.take() {
+                    h.abort();
+                }
+                join_next!(format!("{}: {why}", link.url));
             }
         }
         tokio::select! {
@@ -689,6 +706,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 match ev {
                     Some(Event::Frame(f)) => {
                         last_media = Instant::now();
+                        link.got_media = true;
                         report.bytes += f.wire_bytes;
                         if report.ttff_ms.is_none() {
                             report.ttff_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
@@ -703,6 +721,22 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                     }
                     Some(Event::StreamFailed(e)) => stream_failures.push(e),
                     None => link.events_open = false,
+                }
+            }
+            j = async {
+                match joining.as_mut() {
+                    Some((_, h)) => h.await,
+                    None => std::future::pending().await,
+                }
+            }, if joining.is_some() => {
+                let Some((url, _)) = joining.take() else { continue };
+                match j {
+                    Ok(Ok(l)) => {
+                        link = l;
+                        last_media = Instant::now();
+                    }
+                    Ok(Err(e)) => join_next!(format!("{url}: {e:#}")),
+                    Err(e) => join_next!(format!("{url}: {e}")),
                 }
             }
             _ = tick.tick() => {}
@@ -874,12 +908,19 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
         }
         // A node gone silent (killed, cut off) says nothing: with a fallback left, leave it
         // while the buffer still covers the switch.
+        // (A node just failed over to gets the stall timeout for its first frame.)
+        let silence = if link.got_media {
+            opts.failover_after
+        } else {
+            opts.stall_timeout
+        };
         if fallbacks.len() > 0
-            && last_media.elapsed() > opts.failover_after
+            && joining.is_none()
+            && last_media.elapsed() > silence
             && !tracks.iter().all(|t| t.last_seq.is_some())
         {
             stalled = true;
-            leave!("no media for {:?}", opts.failover_after);
+            leave!("no media for {silence:?}");
         }
         if let Some(every) = opts.buffer_samples
             && last_sample.is_none_or(|t: Instant| t.elapsed() >= every)
@@ -910,6 +951,9 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
         if tracks.iter().all(TrackState::finished) {
             break;
         }
+    }
+    if let Some((_, h)) = joining.take() {
+        h.abort();
     }
     if tty {
         eprintln!();

@@ -326,14 +326,10 @@ fn an_interrupted_bench_leaves_no_node_running() {
     }
 }
 
-/// A player whose edge vanishes mid-play (SIGKILL: no close, just silence) goes on from a
-/// fallback edge: from its buffer meanwhile, then from the new edge where the buffer ends,
-/// without a stall, every frame byte-exact and none twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_player_fails_over_when_its_edge_dies() {
-    let dir = tempfile::tempdir().unwrap();
-    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
-    let media = dir.path().join("media");
+/// An origin and two edges of it as processes, serving `demo` (12 s), both checked serving:
+/// the edges' processes and object URLs.
+async fn two_edges(dir: &Path, tls: &NodeTls) -> (Vec<Kid>, SegueUrl, SegueUrl) {
+    let media = dir.join("media");
     std::fs::create_dir_all(&media).unwrap();
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/demo.mp4"),
@@ -355,33 +351,31 @@ async fn a_player_fails_over_when_its_edge_dies() {
         "--media".into(),
         p(&media),
         "--data".into(),
-        p(&dir.path().join("origin")),
+        p(&dir.join("origin")),
         "--listen".into(),
         format!("127.0.0.1:{oport}"),
     ];
     args.extend(tls_args.clone());
-    let _origin = segue(&args, &dir.path().join("origin.log"));
-    let edge = |name: &str| {
+    let mut kids = vec![segue(&args, &dir.join("origin.log"))];
+    let mut urls = Vec::new();
+    for name in ["edge-a", "edge-b"] {
         let port = free_port();
         let mut a = vec![
             "edge".to_string(),
             "--origin".into(),
             format!("segue://localhost:{oport}/"),
             "--cache-dir".into(),
-            p(&dir.path().join(name)),
+            p(&dir.join(name)),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
         ];
         a.extend(tls_args.clone());
-        let kid = segue(&a, &dir.path().join(format!("{name}.log")));
-        let url = SegueUrl::parse(&format!("segue://localhost:{port}/demo")).unwrap();
-        (kid, url)
-    };
-    let (mut a, a_url) = edge("edge-a");
-    let (_b, b_url) = edge("edge-b");
-    // Both edges up and serving (an unpaced play through each; B's cache stays cold for the
-    // object's later segments: it caches the prefix only).
-    for url in [&a_url, &b_url] {
+        kids.push(segue(&a, &dir.join(format!("{name}.log"))));
+        urls.push(SegueUrl::parse(&format!("segue://localhost:{port}/demo")).unwrap());
+    }
+    // Both edges up and serving (an unpaced play through each; they cache the prefix only,
+    // so the rest comes from the origin again).
+    for url in &urls {
         let mut ready = false;
         for _ in 0..100 {
             let mut o = segue_client::PlayOptions::new(url.clone(), tls.ca.clone());
@@ -392,27 +386,63 @@ async fn a_player_fails_over_when_its_edge_dies() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            ready,
-            "{url} never served (see the logs in {:?})",
-            dir.path()
-        );
+        assert!(ready, "{url} never served (see the logs in {dir:?})");
     }
+    let b = urls.pop().unwrap();
+    let a = urls.pop().unwrap();
+    (kids, a, b)
+}
 
-    let mut o = segue_client::PlayOptions::new(a_url.clone(), tls.ca.clone());
-    o.fallbacks = vec![b_url.clone()];
+/// Plays `o` (paced) and SIGKILLs `edge` 4 s into it: the report.
+async fn play_and_kill(o: segue_client::PlayOptions, edge: &mut Kid) -> segue_client::Report {
     let play = tokio::spawn(async move { segue_client::play(&o).await });
-    // 4 s into the 12 s object, edge A dies.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    a.0.kill().unwrap();
-    a.0.wait().unwrap();
+    edge.0.kill().unwrap();
+    edge.0.wait().unwrap();
     let r = play.await.unwrap();
     println!("{}", r.render());
     assert!(r.ok() && r.hash_ok, "{}", r.render());
     assert_eq!(r.frames_received, r.frames_expected, "{}", r.render());
+    r
+}
+
+/// A player whose edge vanishes mid-play (SIGKILL: no close, just silence) goes on from a
+/// fallback edge: from its buffer meanwhile, then from the new edge where the buffer ends,
+/// without a stall, every frame byte-exact and none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_player_fails_over_when_its_edge_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let (mut kids, a, b) = two_edges(dir.path(), &tls).await;
+    let mut o = segue_client::PlayOptions::new(a, tls.ca.clone());
+    o.fallbacks = vec![b.clone()];
+    let r = play_and_kill(o, &mut kids[1]).await;
     assert_eq!(r.failovers.len(), 1, "{}", r.render());
-    assert_eq!(r.failovers[0].to, b_url.to_string());
+    assert_eq!(r.failovers[0].to, b.to_string());
     assert!(r.failovers[0].why.contains("no media"), "{}", r.render());
     assert_eq!(r.stalls, 0, "the buffer covered the switch: {}", r.render());
     assert_eq!(r.late_frames, 0, "{}", r.render());
+}
+
+/// A fallback that does not answer is passed over for the next; playback goes on from the
+/// buffer while it is tried, and every frame still arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_that_does_not_answer_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let (mut kids, a, b) = two_edges(dir.path(), &tls).await;
+    // A UDP port nobody answers on.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nobody = SegueUrl::parse(&format!(
+        "segue://localhost:{}/demo",
+        silent.local_addr().unwrap().port()
+    ))
+    .unwrap();
+    let mut o = segue_client::PlayOptions::new(a, tls.ca.clone());
+    o.fallbacks = vec![nobody.clone(), b.clone()];
+    o.connect_timeout = Duration::from_millis(500);
+    let r = play_and_kill(o, &mut kids[1]).await;
+    let to: Vec<&str> = r.failovers.iter().map(|f| f.to.as_str()).collect();
+    assert_eq!(to, [nobody.to_string(), b.to_string()], "{}", r.render());
+    assert!(r.failovers[1].why.contains("no answer"), "{}", r.render());
 }
