@@ -112,6 +112,33 @@ fn stat(stats: &Path, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// `<dir>/media` holding a copy of the shipped sample `file`.
+fn media_with(dir: &Path, file: &str) -> PathBuf {
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../media/samples")
+            .join(file),
+        media.join(file),
+    )
+    .unwrap();
+    media
+}
+
+/// A node's TLS flags.
+fn tls_args(tls: &NodeTls) -> Vec<String> {
+    let p = |p: &Path| p.display().to_string();
+    vec![
+        "--cert".to_string(),
+        p(&tls.cert),
+        "--key".into(),
+        p(&tls.key),
+        "--ca".into(),
+        p(&tls.ca),
+    ]
+}
+
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -129,25 +156,9 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
 async fn an_edge_killed_while_caching_serves_no_torn_segment() {
     let dir = tempfile::tempdir().unwrap();
     let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
-    let media = dir.path().join("media");
-    std::fs::create_dir_all(&media).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/long.mp4"),
-        media.join("long.mp4"),
-    )
-    .unwrap();
+    let media = media_with(dir.path(), "long.mp4");
     let p = |p: &Path| p.display().to_string();
     let (oport, eport) = (free_port(), free_port());
-    let tls_args = || {
-        vec![
-            "--cert".to_string(),
-            p(&tls.cert),
-            "--key".into(),
-            p(&tls.key),
-            "--ca".into(),
-            p(&tls.ca),
-        ]
-    };
     let mut args = vec![
         "origin".to_string(),
         "--media".into(),
@@ -160,7 +171,7 @@ async fn an_edge_killed_while_caching_serves_no_torn_segment() {
         "--response-delay-ms".into(),
         "100".into(),
     ];
-    args.extend(tls_args());
+    args.extend(tls_args(&tls));
     let _origin = segue(&args, &dir.path().join("origin.log"));
     let cache = dir.path().join("cache");
     let stats = dir.path().join("edge.json");
@@ -184,7 +195,7 @@ async fn an_edge_killed_while_caching_serves_no_torn_segment() {
         if warm {
             a.extend(["--warm".into(), "long".into()]);
         }
-        a.extend(tls_args());
+        a.extend(tls_args(&tls));
         a
     };
 
@@ -329,22 +340,8 @@ fn an_interrupted_bench_leaves_no_node_running() {
 /// An origin and two edges of it as processes, serving `demo` (12 s), both checked serving:
 /// the edges' processes and object URLs.
 async fn two_edges(dir: &Path, tls: &NodeTls) -> (Vec<Kid>, SegueUrl, SegueUrl) {
-    let media = dir.join("media");
-    std::fs::create_dir_all(&media).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/demo.mp4"),
-        media.join("demo.mp4"),
-    )
-    .unwrap();
+    let media = media_with(dir, "demo.mp4");
     let p = |p: &Path| p.display().to_string();
-    let tls_args = [
-        "--cert".to_string(),
-        p(&tls.cert),
-        "--key".into(),
-        p(&tls.key),
-        "--ca".into(),
-        p(&tls.ca),
-    ];
     let oport = free_port();
     let mut args = vec![
         "origin".to_string(),
@@ -355,7 +352,7 @@ async fn two_edges(dir: &Path, tls: &NodeTls) -> (Vec<Kid>, SegueUrl, SegueUrl) 
         "--listen".into(),
         format!("127.0.0.1:{oport}"),
     ];
-    args.extend(tls_args.clone());
+    args.extend(tls_args(tls));
     let mut kids = vec![segue(&args, &dir.join("origin.log"))];
     let mut urls = Vec::new();
     for name in ["edge-a", "edge-b"] {
@@ -369,7 +366,7 @@ async fn two_edges(dir: &Path, tls: &NodeTls) -> (Vec<Kid>, SegueUrl, SegueUrl) 
             "--listen".into(),
             format!("127.0.0.1:{port}"),
         ];
-        a.extend(tls_args.clone());
+        a.extend(tls_args(tls));
         kids.push(segue(&a, &dir.join(format!("{name}.log"))));
         urls.push(SegueUrl::parse(&format!("segue://localhost:{port}/demo")).unwrap());
     }
