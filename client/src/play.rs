@@ -500,11 +500,32 @@ async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> anyhow:
 
 async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> anyhow::Result<()> {
     // The object URL with its query (a signed URL's grant), for every request.
-    let mut link = open_link(&opts.url, opts, 0).await?;
+    let mut fallbacks = opts.fallbacks.iter();
+    // A first node that cannot be reached: the fallbacks are tried, in order.
+    let mut link = match open_link(&opts.url, opts, 0).await {
+        Ok(l) => l,
+        Err(e) if fallbacks.len() == 0 => return Err(e),
+        Err(e) => {
+            let mut why = format!("{}: {e:#}", opts.url);
+            loop {
+                let Some(next) = fallbacks.next() else {
+                    bail!("{why}");
+                };
+                report.failovers.push(crate::report::Failover {
+                    at_s: t_req.elapsed().as_secs_f64(),
+                    to: next.to_string(),
+                    why: why.clone(),
+                });
+                match open_link(next, opts, 0).await {
+                    Ok(l) => break l,
+                    Err(e) => why = format!("{next}: {e:#}"),
+                }
+            }
+        }
+    };
     report.connect_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
     // TTFF and playback start count from here: the request, not the handshake.
     let t_req = Instant::now();
-    let mut fallbacks = opts.fallbacks.iter();
     // Why the current node is to be left, once it fails.
     let mut lost: Option<String> = None;
 

@@ -97,6 +97,7 @@ mod tests {
             sampled: 5,
             immediate_ms: 250.0,
             stall_timeout_s: 10,
+            fallback: false,
         }
     }
 

@@ -332,18 +332,21 @@ pub(crate) async fn ingest(
     Ok((lib, catalog))
 }
 
-/// One Segue play of `spec` through the player relay on `port`.
+/// One Segue play of `spec` through the player relay on `port`, with the one on `fallback`
+/// to go on from if that edge fails.
 pub(crate) fn segue_play(
     spec: PlaySpec,
     port: u16,
+    fallback: Option<u16>,
     object: &str,
     ca: PathBuf,
 ) -> impl std::future::Future<Output = Report> + Send + 'static + use<> {
-    let url = SegueUrl::parse(&format!("segue://localhost:{port}/{object}"));
+    let url = |port: u16| SegueUrl::parse(&format!("segue://localhost:{port}/{object}"));
+    let (url, fallback) = (url(port), fallback.map(url).transpose());
     async move {
-        let url = match url {
-            Ok(u) => u,
-            Err(e) => {
+        let (url, fallback) = match (url, fallback) {
+            (Ok(u), Ok(f)) => (u, f),
+            (Err(e), _) | (_, Err(e)) => {
                 return Report {
                     error: Some(format!("bad URL: {e}")),
                     ..Report::default()
@@ -351,6 +354,7 @@ pub(crate) fn segue_play(
             }
         };
         let mut opts = PlayOptions::new(url, ca);
+        opts.fallbacks = fallback.into_iter().collect();
         opts.startup_buffer = spec.startup_buffer;
         opts.stall_timeout = spec.stall_timeout;
         opts.watch = spec.watch;
@@ -703,9 +707,11 @@ pub(crate) async fn drive_segue(
 ) -> (Vec<PlayRecord>, Vec<TrafficSample>) {
     let ports: Vec<u16> = edges.iter().map(|e| e.player.local.port()).collect();
     drive(s, o, t0, catalog, edges, |spec: PlaySpec| {
+        let next = (spec.edge + 1) % ports.len();
         segue_play(
             spec.clone(),
             ports[spec.edge],
+            (s.players.fallback && next != spec.edge).then(|| ports[next]),
             &catalog.names[spec.object],
             ca.to_owned(),
         )

@@ -208,6 +208,10 @@ pub struct PlayersConf {
     /// Give up on a play after this long without media.
     #[serde(default = "default_stall_timeout")]
     pub stall_timeout_s: u64,
+    /// Segue players also get the next edge (in the scenario's order) as a fallback, played
+    /// from when their own fails (`segue-play --fallback`).
+    #[serde(default)]
+    pub fallback: bool,
 }
 
 fn default_startup() -> u64 {

@@ -64,6 +64,8 @@ pub struct HelperSummary {
     pub killed: Option<String>,
     pub killed_own_plays: usize,
     pub killed_own_cut: usize,
+    /// Its players who went on from a fallback edge (`[players] fallback`).
+    pub killed_own_failed_over: usize,
     /// Its players who arrived after it died (nobody answered them).
     pub killed_own_refused: usize,
     pub running_elsewhere: usize,
@@ -90,6 +92,7 @@ fn helper_summary(o: &Outcome, served: u64) -> Option<HelperSummary> {
         killed: None,
         killed_own_plays: 0,
         killed_own_cut: 0,
+        killed_own_failed_over: 0,
         killed_own_refused: 0,
         running_elsewhere: 0,
         running_elsewhere_stalled: 0,
@@ -108,6 +111,7 @@ fn helper_summary(o: &Outcome, served: u64) -> Option<HelperSummary> {
         if &p.edge == name {
             out.killed_own_plays += 1;
             out.killed_own_cut += usize::from(running && failed(&p));
+            out.killed_own_failed_over += usize::from(!p.report.failovers.is_empty());
             out.killed_own_refused += usize::from(p.arrival_s > *at);
         } else {
             out.elsewhere_failed += usize::from(failed(&p));
@@ -293,8 +297,11 @@ pub fn render(o: &Outcome, s: &Summary) -> String {
             rows.push((
                 "  its own plays",
                 format!(
-                    "{}: {} cut, {} arrived after",
-                    h.killed_own_plays, h.killed_own_cut, h.killed_own_refused
+                    "{}: {} cut, {} failed over, {} arrived after",
+                    h.killed_own_plays,
+                    h.killed_own_cut,
+                    h.killed_own_failed_over,
+                    h.killed_own_refused
                 ),
             ));
             rows.push((
