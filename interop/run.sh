@@ -419,6 +419,14 @@ capture() {
   tshark -i lo -f "udp port $port" -w "$pcap" >"$WORK/tshark.log" 2>&1 &
   local tpid=$!
   for _ in $(seq 1 50); do grep -q 'Capturing on' "$WORK/tshark.log" && break; sleep 0.1; done
+  # tshark says "Capturing on" before packets are captured: a capture that missed the first
+  # Initial cannot be decrypted (the key log is found by the ClientHello's random). Probe
+  # datagrams until one is in the file (the server drops them; they are not QUIC).
+  for _ in $(seq 1 50); do
+    echo probe >"/dev/udp/127.0.0.1/$port"
+    sleep 0.1
+    [ "$(tshark -r "$pcap" 2>/dev/null | wc -l)" -gt 0 ] && break
+  done
   "$@"
   sleep 0.5; kill "$tpid" 2>/dev/null; wait "$tpid" 2>/dev/null
 }
