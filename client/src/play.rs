@@ -49,9 +49,10 @@ pub struct PlayOptions {
     /// Give up at this instant with what was measured so far (a lab run's time bound).
     pub give_up_at: Option<tokio::time::Instant>,
     /// Other nodes serving the same object (the object URL on each), tried in order when the
-    /// current one fails mid-play: its connection or control stream lost, the session ended
-    /// by it, or no media for `stall_timeout`. Playback goes on from the buffer meanwhile
-    /// and resumes there from the last frame played.
+    /// current one fails (or cannot be reached): its connection or control stream lost, the
+    /// session ended by it, no media for `failover_after` during playback, or a stall past
+    /// `stall_timeout`. Playback goes on from the buffer meanwhile and resumes there from
+    /// where the buffer ends.
     pub fallbacks: Vec<SegueUrl>,
     /// With a fallback left: a node that sends no media for this long during playback (the
     /// stream not complete) is taken as failing. A paced node sends frames continuously, some
@@ -155,11 +156,7 @@ impl TrackState {
         let mut prev = self.carry.back().map(|(p, _)| *p).or(self.last_pts);
         while let Some(f) = self.next_seq.and_then(|k| self.pending.remove(&k)) {
             self.next_seq = Some(self.extend(f.last_seq) + 1);
-            let raw = f.timestamp.wrapping_sub(self.offset.unwrap_or(0));
-            let pts = match prev {
-                None => u64::from(raw),
-                Some(p) => p.saturating_add_signed(i64::from(raw.wrapping_sub(p as u32) as i32)),
-            };
+            let pts = unwrap_pts(f.timestamp.wrapping_sub(self.offset.unwrap_or(0)), prev);
             prev = Some(pts);
             // Sent again after an earlier failover and had already been played or carried.
             let dts = dts_us(pts, f.info.cto, self.clock);
@@ -188,15 +185,29 @@ impl TrackState {
 
     /// The 64-bit pts of an RTP timestamp, unwrapped against the last consumed frame.
     fn pts_of(&self, ts: u32) -> u64 {
-        let raw = ts.wrapping_sub(self.offset.unwrap_or(0));
-        match self.last_pts {
-            None => u64::from(raw),
-            Some(prev) => {
-                let d = raw.wrapping_sub(prev as u32) as i32;
-                prev.saturating_add_signed(i64::from(d))
-            }
+        unwrap_pts(ts.wrapping_sub(self.offset.unwrap_or(0)), self.last_pts)
+    }
+}
+
+/// A 32-bit pts widened to 64 bits against the pts before it (the nearer of the wraps).
+fn unwrap_pts(raw: u32, prev: Option<u64>) -> u64 {
+    match prev {
+        None => u64::from(raw),
+        Some(prev) => {
+            let d = raw.wrapping_sub(prev as u32) as i32;
+            prev.saturating_add_signed(i64::from(d))
         }
     }
+}
+
+/// Records in `report` that the play went on to `to` at `t` since `t_req`, and why.
+fn note_failover(report: &mut Report, t_req: Instant, to: &SegueUrl, why: String) {
+    tracing::warn!(%to, "failing over: {why}");
+    report.failovers.push(crate::report::Failover {
+        at_s: t_req.elapsed().as_secs_f64(),
+        to: to.to_string(),
+        why,
+    });
 }
 
 /// Media buffered by the least-buffered track (the one that stalls first), microseconds.
@@ -499,7 +510,8 @@ async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> anyhow:
 }
 
 async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> anyhow::Result<()> {
-    // The object URL with its query (a signed URL's grant), for every request.
+    // Each node's object URL (with its query: a signed URL's grant) goes with every request
+    // to it.
     let mut fallbacks = opts.fallbacks.iter();
     // A first node that cannot be reached: the fallbacks are tried, in order.
     let mut link = match open_link(&opts.url, opts, 0).await {
@@ -511,11 +523,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 let Some(next) = fallbacks.next() else {
                     bail!("{why}");
                 };
-                report.failovers.push(crate::report::Failover {
-                    at_s: t_req.elapsed().as_secs_f64(),
-                    to: next.to_string(),
-                    why: why.clone(),
-                });
+                note_failover(report, t_req, next, why.clone());
                 match open_link(next, opts, 0).await {
                     Ok(l) => break l,
                     Err(e) => why = format!("{next}: {e:#}"),
@@ -578,12 +586,8 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             let Some(next) = fallbacks.next() else {
                 bail!("{why}");
             };
-            tracing::warn!(to = %next, resume_us = resume_at, "failing over: {why}");
-            report.failovers.push(crate::report::Failover {
-                at_s: t_req.elapsed().as_secs_f64(),
-                to: next.to_string(),
-                why,
-            });
+            tracing::debug!(resume_us = resume_at, "resuming");
+            note_failover(report, t_req, next, why);
             let (url, o, at) = (next.clone(), opts.clone(), resume_at);
             joining = Some((
                 next.clone(),
@@ -610,6 +614,9 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 // Everything was sent before the node went: play out what is here.
                 tracing::debug!("{} gone after the end of the stream: {why}", link.url);
             } else {
+                if fallbacks.len() == 0 {
+                    bail!("{why}");
+                }
                 // What the old node sent in order and was not played yet is kept and played
                 // first; the new node resumes where that ends (at the start of the segment
                 // holding that point, so nothing is missed; what it sends again is skipped),
@@ -622,9 +629,6 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                     .map(|t| t.played_through_us.or(start_us).unwrap_or(0))
                     .min()
                     .unwrap_or(0);
-                if fallbacks.len() == 0 {
-                    bail!("{why}");
-                }
                 // Nothing more is taken from the node left (its numbering is gone).
                 link.dead = true;
                 link.events_open = false;
@@ -831,8 +835,9 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                         })
                 };
                 // What the old node sent comes first after a failover; then the new node's.
-                let (f, pts, from_carry) = if let Some((pts, f)) = t.carry.pop_front() {
-                    (f, pts, true)
+                let (f, pts, dts, from_carry) = if let Some((pts, f)) = t.carry.pop_front() {
+                    let dts = dts_us(pts, f.info.cto, t.clock);
+                    (f, pts, dts, true)
                 } else {
                     let Some(next) = t.next_seq else {
                         // Waiting for the new node's numbering.
@@ -851,17 +856,15 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                         break;
                     };
                     let pts = t.pts_of(f.timestamp);
+                    let dts = dts_us(pts, f.info.cto, t.clock);
                     // Sent again by the node failed over to, and played already.
-                    if t.played_through_us
-                        .is_some_and(|p| dts_us(pts, f.info.cto, t.clock) <= p)
-                    {
+                    if t.played_through_us.is_some_and(|p| dts <= p) {
                         t.last_pts = Some(pts);
                         t.next_seq = Some(t.extend(f.last_seq) + 1);
                         continue;
                     }
-                    (f, pts, false)
+                    (f, pts, dts, false)
                 };
-                let dts = dts_us(pts, f.info.cto, t.clock);
                 let base = *m0.get_or_insert(dts);
                 // The media clock is frozen during a stall, so this also holds frames back then.
                 if opts.pace && dts.saturating_sub(base) > clock.position_us(now) {
