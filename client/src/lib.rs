@@ -10,7 +10,9 @@ pub mod playout;
 pub mod qlog;
 pub mod report;
 pub mod session;
+pub mod transport;
 
 pub use play::{PlayOptions, play};
 pub use report::Report;
-pub use session::{ControlClient, StartCseqs, connect};
+pub use session::{ConnectOptions, ControlClient, StartCseqs, connect, connect_with};
+pub use transport::{Congestion, TransportSettings};

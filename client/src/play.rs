@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::playout::PlayoutClock;
 use crate::report::{Report, TrackReport};
-use crate::session::connect;
+use crate::session::{ConnectOptions, connect_with};
 
 /// How to play.
 #[derive(Debug, Clone)]
@@ -58,6 +58,8 @@ pub struct PlayOptions {
     /// stream not complete) is taken as failing. A paced node sends frames continuously, some
     /// seconds ahead, so this is well within the player's buffer.
     pub failover_after: Duration,
+    /// The source address and transport settings of its connections.
+    pub connect: ConnectOptions,
 }
 
 /// The error of a play stopped by [`PlayOptions::give_up_at`].
@@ -79,6 +81,7 @@ impl PlayOptions {
             give_up_at: None,
             fallbacks: Vec::new(),
             failover_after: Duration::from_secs(1),
+            connect: ConnectOptions::default(),
         }
     }
 }
@@ -473,7 +476,8 @@ async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> anyhow:
         Resource::Track(..) => bail!("play the object URL, not a track URL"),
         Resource::Server => bail!("{url} names no object"),
     }
-    let (ep, conn, mut control) = connect(url, &opts.ca, opts.connect_timeout).await?;
+    let (ep, conn, mut control) =
+        connect_with(url, &opts.ca, opts.connect_timeout, &opts.connect).await?;
     let cseq = control.start(url, start_us, !opts.pace).await?;
     let (man_tx, manifest) = oneshot::channel();
     {

@@ -1,6 +1,6 @@
 //! Connection set-up and the client end of the control stream.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +12,32 @@ use segue_wire::control::{
 };
 use segue_wire::{Limits, SegueUrl};
 
+use crate::transport::TransportSettings;
+
+/// Where and how a player's connection is made, beyond the URL.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// The local address to send from (a lab player's own address); any by default.
+    pub bind: Option<IpAddr>,
+    pub transport: TransportSettings,
+}
+
 /// Connects to the node `url` names, verifying its certificate against `ca`, and returns the
 /// connection with a control client on its first bidirectional stream.
 pub async fn connect(
     url: &SegueUrl,
     ca: &Path,
     timeout: Duration,
+) -> anyhow::Result<(quinn::Endpoint, quinn::Connection, ControlClient)> {
+    connect_with(url, ca, timeout, &ConnectOptions::default()).await
+}
+
+/// [`connect`] from a given source address and with given transport settings.
+pub async fn connect_with(
+    url: &SegueUrl,
+    ca: &Path,
+    timeout: Duration,
+    opts: &ConnectOptions,
 ) -> anyhow::Result<(quinn::Endpoint, quinn::Connection, ControlClient)> {
     let tls = segue_certs::tls::client_config(ca, &[segue_wire::ALPN])?;
     let quic = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
@@ -27,15 +47,17 @@ pub async fn connect(
         .with_context(|| format!("cannot resolve {host}"))?
         .next()
         .with_context(|| format!("{host} has no address"))?;
-    let bind: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse()?
-    } else {
-        "0.0.0.0:0".parse()?
+    let bind: SocketAddr = match opts.bind {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if addr.is_ipv6() => "[::]:0".parse()?,
+        None => "0.0.0.0:0".parse()?,
     };
-    let mut ep = quinn::Endpoint::client(bind).context("cannot bind a UDP socket")?;
+    let mut ep = quinn::Endpoint::client(bind)
+        .with_context(|| format!("cannot bind a UDP socket to {bind}"))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(Arc::new(opts.transport.config()));
     if let Some(q) = crate::qlog::Qlog::from_env() {
-        cfg = q.client_config(&cfg, quinn::TransportConfig::default(), addr);
+        cfg = q.client_config(&cfg, opts.transport.config(), addr);
     }
     ep.set_default_client_config(cfg);
     let conn = tokio::time::timeout(timeout, ep.connect(addr, host)?)

@@ -85,7 +85,7 @@ pub fn helper(
     SocketAddr,
     impl Future<Output = ()> + Send + 'static,
 )> {
-    let client = client_endpoint(tls)?;
+    let client = client_endpoint(tls, Default::default())?;
     let helpers = helpers.map(|h| {
         Arc::new(crate::helper::Helpers::new(
             h,

@@ -19,7 +19,9 @@ use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::ingest::segmenter::SegmentScheme;
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::node::NodeOptions;
-use segue_server::quic::{NodeTls, TransportLimits, client_endpoint, server_endpoint};
+use segue_server::quic::{
+    Congestion, NodeTls, TransportLimits, TransportSettings, client_endpoint, server_endpoint,
+};
 use segue_server::session::SessionOptions;
 use segue_server::source::LibrarySource;
 use segue_wire::{ObjectName, SegueUrl};
@@ -312,6 +314,11 @@ struct LimitArgs {
     /// from public addresses; not loopback, private or link-local ones).
     #[arg(long, default_value = "public", value_parser = segue_server::admission::RetryPolicy::parse)]
     retry: segue_server::admission::RetryPolicy,
+    /// Congestion controller of this node's connections, those it accepts (it sends the
+    /// media or segments on them) and those it opens: cubic, newreno or bbr
+    /// (docs/TRANSPORT.md).
+    #[arg(long, default_value_t = Congestion::default(), help_heading = "Transport")]
+    congestion: Congestion,
 }
 
 impl LimitArgs {
@@ -327,6 +334,7 @@ impl LimitArgs {
         Ok(TransportLimits {
             max_bidi_streams: self.max_streams_per_connection,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            transport: TransportSettings::with(self.congestion),
         })
     }
 
@@ -651,6 +659,16 @@ enum LabCommand {
     /// Trace-driven placement simulator: byte hit ratio and immediate starts of Segue's
     /// placement policy against whole-object LRU, a fixed 10 % prefix and the offline optimum.
     Sim(SimArgs),
+    /// A bulk TCP source: sends bytes to every connection (the competing flow of a shared
+    /// bottleneck, and kernel-TCP tests of the packet-level network).
+    Bulk {
+        /// Where to listen.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Bytes per connection (default: until the peer closes).
+        #[arg(long)]
+        bytes: Option<u64>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -887,7 +905,8 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         .context("the origin's endpoint (--cert, --key, and --ca: the edges' CA)")?;
     let stop = shutdown_signal();
     reload_on_hangup(source.clone(), opts);
-    let client = client_endpoint(&tls).map_err(|e| format!("{e:#}"));
+    let client =
+        client_endpoint(&tls, a.limits.transport()?.transport).map_err(|e| format!("{e:#}"));
     let dist = segue_server::distribute::Distributor::new(
         source.clone(),
         client,
@@ -1024,7 +1043,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot open cache {}", a.cache_dir.display()))?;
     tracing::info!(cache = %a.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
     let tls = a.tls.node(&a.ca);
-    let client = client_endpoint(&tls)?;
+    let client = client_endpoint(&tls, a.limits.transport()?.transport)?;
     let upstream = Upstream::new(client.clone(), origin.clone(), upstream::DEFAULT_TIMEOUT);
     let helpers = if a.peers.is_empty() {
         None
@@ -1241,6 +1260,17 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
                 print!("{}", render(&c, &simulate(&c)));
             }
             Ok(())
+        }
+        LabCommand::Bulk { listen, bytes } => {
+            let l = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            tracing::info!(%listen, "bulk source");
+            let mut stop = shutdown_signal();
+            tokio::select! {
+                r = segue_server::lab::bulk::serve(l, bytes) => r,
+                _ = stop.changed() => Ok(()),
+            }
         }
         LabCommand::Impair(a) => {
             let both = LinkSpec::parse_kv(&a.both).map_err(anyhow::Error::msg)?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 pub use segue_client::qlog::Qlog;
+pub use segue_client::transport::{Congestion, TransportSettings};
 
 /// Transport limits of a server endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +17,8 @@ pub struct TransportLimits {
     pub max_bidi_streams: u32,
     /// Connection closed after this long without any packet.
     pub idle_timeout: Duration,
+    /// Congestion control and loss detection of the connections.
+    pub transport: TransportSettings,
 }
 
 impl Default for TransportLimits {
@@ -23,12 +26,13 @@ impl Default for TransportLimits {
         Self {
             max_bidi_streams: 256,
             idle_timeout: Duration::from_secs(30),
+            transport: TransportSettings::default(),
         }
     }
 }
 
 fn transport(limits: TransportLimits) -> anyhow::Result<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
+    let mut t = limits.transport.config();
     t.max_concurrent_bidi_streams(limits.max_bidi_streams.into())
         // Clients never open unidirectional streams in segue/1.
         .max_concurrent_uni_streams(0u32.into())
@@ -88,8 +92,9 @@ pub fn server_endpoint(
 }
 
 /// A client endpoint of a node (an edge towards origins and helpers, an origin towards the
-/// edges it pushes to): trusts only `tls.ca` and presents `tls`' certificate.
-pub fn client_endpoint(tls: &NodeTls) -> anyhow::Result<Dialer> {
+/// edges it pushes to): trusts only `tls.ca` and presents `tls`' certificate; its
+/// connections use `transport`.
+pub fn client_endpoint(tls: &NodeTls, transport: TransportSettings) -> anyhow::Result<Dialer> {
     let tls = segue_certs::tls::client_config_presenting(
         &tls.ca,
         &tls.cert,
@@ -98,7 +103,11 @@ pub fn client_endpoint(tls: &NodeTls) -> anyhow::Result<Dialer> {
     )?;
     let quic = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(Arc::new(transport(TransportLimits::default())?));
+    let limits = TransportLimits {
+        transport,
+        ..TransportLimits::default()
+    };
+    config.transport_config(Arc::new(self::transport(limits)?));
     let any_v6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
     let any_v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
     let mut endpoint = quinn::Endpoint::client(any_v6)
@@ -108,6 +117,7 @@ pub fn client_endpoint(tls: &NodeTls) -> anyhow::Result<Dialer> {
     Ok(Dialer {
         endpoint,
         config,
+        limits,
         qlog: Qlog::from_env(),
     })
 }
@@ -119,6 +129,7 @@ pub fn client_endpoint(tls: &NodeTls) -> anyhow::Result<Dialer> {
 pub struct Dialer {
     endpoint: quinn::Endpoint,
     config: quinn::ClientConfig,
+    limits: TransportLimits,
     qlog: Option<Qlog>,
 }
 
@@ -129,8 +140,8 @@ impl Dialer {
         addr: SocketAddr,
         host: &str,
     ) -> Result<quinn::Connecting, quinn::ConnectError> {
-        // The default limits were checked when the endpoint was made: this cannot fail.
-        match (&self.qlog, transport(TransportLimits::default())) {
+        // The limits were checked when the endpoint was made: this cannot fail.
+        match (&self.qlog, transport(self.limits)) {
             (Some(q), Ok(t)) => {
                 self.endpoint
                     .connect_with(q.client_config(&self.config, t, addr), addr, host)

@@ -157,7 +157,8 @@ async fn answer(s: &Setup, who: Asker, req: Vec<u8>) -> segue_wire::segment::Res
             conn
         }
         Asker::Node => {
-            let ep = segue_server::quic::client_endpoint(&s.origin.tls).unwrap();
+            let ep =
+                segue_server::quic::client_endpoint(&s.origin.tls, Default::default()).unwrap();
             let conn = ep
                 .connect(
                     format!("127.0.0.1:{}", s.edge_port).parse().unwrap(),
@@ -293,7 +294,7 @@ async fn a_certificate_of_another_ca_is_refused() {
         ca: s.origin.tls.ca.clone(),
         ..foreign
     };
-    let ep = segue_server::quic::client_endpoint(&tls).unwrap();
+    let ep = segue_server::quic::client_endpoint(&tls, Default::default()).unwrap();
     let conn = ep
         .connect(
             format!("127.0.0.1:{}", s.edge_port).parse().unwrap(),

@@ -156,7 +156,11 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
 
     let store = Store::open(&dir.path().join("edge"), 1 << 30, o.prefix_secs * 1_000_000).unwrap();
     let url = SegueUrl::parse(&format!("segue://localhost:{origin_port}/")).unwrap();
-    let upstream = Upstream::new(client_endpoint(&tls).unwrap(), url, o.upstream_timeout);
+    let upstream = Upstream::new(
+        client_endpoint(&tls, Default::default()).unwrap(),
+        url,
+        o.upstream_timeout,
+    );
     let edge = EdgeSource::new(
         store,
         upstream,

@@ -67,7 +67,7 @@ async fn origin_push_positions_a_prefix_and_the_first_play_is_a_prefix_hit() {
     let e = origin.edge(4_000_000);
     let dist = Distributor::new(
         origin.source.clone(),
-        client_endpoint(&origin.tls).map_err(|e| e.to_string()),
+        client_endpoint(&origin.tls, Default::default()).map_err(|e| e.to_string()),
         4_000_000,
         vec![],
     );
@@ -124,7 +124,7 @@ impl Source for Corrupting {
 async fn the_receiver_checks_what_it_is_pushed() {
     let origin = common::origin_with_sample("demo.mp4");
     let e = origin.edge(4_000_000);
-    let ep = client_endpoint(&origin.tls).unwrap();
+    let ep = client_endpoint(&origin.tls, Default::default()).unwrap();
     // A node connection: stream 0 claimed for control (Upstream does that), exchanges after.
     let node_conn = |url: SegueUrl| {
         let ep = ep.clone();

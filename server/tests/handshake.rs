@@ -104,9 +104,12 @@ async fn a_node_traces_the_connections_it_opens() {
     segue_certs::init(dir.path(), &[]).unwrap();
     let (_server, addr) = start_server(dir.path());
     let traces = dir.path().join("qlog");
-    let dialer = segue_server::quic::client_endpoint(&NodeTls::named(dir.path(), "localhost"))
-        .unwrap()
-        .with_qlog(Some(segue_server::quic::Qlog::in_dir(&traces)));
+    let dialer = segue_server::quic::client_endpoint(
+        &NodeTls::named(dir.path(), "localhost"),
+        Default::default(),
+    )
+    .unwrap()
+    .with_qlog(Some(segue_server::quic::Qlog::in_dir(&traces)));
     for _ in 0..2 {
         let conn = dialer.connect(addr, "localhost").unwrap().await.unwrap();
         conn.close(0u32.into(), b"done");

@@ -1,6 +1,8 @@
 //! The continuity lab: an impairment relay (`impair`, `relay`), scenarios (`scenario`), a
 //! player population (`population`), the runner (`run`) and its outputs (`summary`, `plot`).
 
+pub mod bulk;
+pub mod fabric;
 pub mod hls;
 pub mod impair;
 pub mod netns;

@@ -22,7 +22,7 @@ pub struct Rate {
     pub queue_bytes: u64,
 }
 
-fn ip(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     run("ip", args)
 }
 

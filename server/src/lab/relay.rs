@@ -47,7 +47,7 @@ impl Counters {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
-    fn add(c: &AtomicU64, v: u64) {
+    pub(crate) fn add(c: &AtomicU64, v: u64) {
         c.fetch_add(v, Ordering::Relaxed);
     }
 }

@@ -1,0 +1,115 @@
+//! How a connection moves its bytes: the congestion controller and how loss is told apart
+//! from reordering. One type for every endpoint (player, edge, origin, helpers), so a
+//! `--congestion` given to any of them means the same thing.
+
+use std::sync::Arc;
+
+use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+use serde::{Deserialize, Serialize};
+
+/// The congestion controller of a connection (quinn's implementations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    /// RFC 9438 CUBIC: loss-based, cuts the window by 30 % on a loss; quinn's default.
+    #[default]
+    Cubic,
+    /// RFC 9002's NewReno: loss-based, halves the window on a loss.
+    #[value(name = "newreno")]
+    #[serde(rename = "newreno")]
+    NewReno,
+    /// quinn's BBR (BBRv1-like, experimental): paces at the measured bottleneck rate and
+    /// does not read a random loss as congestion.
+    Bbr,
+}
+
+impl Congestion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Congestion::Cubic => "cubic",
+            Congestion::NewReno => "newreno",
+            Congestion::Bbr => "bbr",
+        }
+    }
+}
+
+impl std::fmt::Display for Congestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        <Self as clap::ValueEnum>::from_str(s, true)
+            .map_err(|_| format!("unknown congestion controller {s:?} (cubic, newreno, bbr)"))
+    }
+}
+
+/// The transport settings of the connections an endpoint opens or accepts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransportSettings {
+    pub congestion: Congestion,
+    /// Packets a later packet must be acknowledged ahead of one before that one is declared
+    /// lost (RFC 9002 §6.1.1; 3 by default). Higher tolerates more reordering.
+    pub packet_threshold: u32,
+    /// A packet is lost once this many RTTs passed since a later one was acknowledged
+    /// (RFC 9002 §6.1.2; 9/8 by default).
+    pub time_threshold: f32,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        Self {
+            congestion: Congestion::default(),
+            packet_threshold: 3,
+            time_threshold: 9.0 / 8.0,
+        }
+    }
+}
+
+impl TransportSettings {
+    /// With `congestion`, the rest default.
+    pub fn with(congestion: Congestion) -> Self {
+        Self {
+            congestion,
+            ..Self::default()
+        }
+    }
+
+    /// Writes these settings into `t`.
+    pub fn apply(&self, t: &mut quinn::TransportConfig) {
+        let factory: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
+            match self.congestion {
+                Congestion::Cubic => Arc::new(CubicConfig::default()),
+                Congestion::NewReno => Arc::new(NewRenoConfig::default()),
+                Congestion::Bbr => Arc::new(BbrConfig::default()),
+            };
+        t.congestion_controller_factory(factory)
+            .packet_threshold(self.packet_threshold.max(3))
+            .time_threshold(self.time_threshold.max(9.0 / 8.0));
+    }
+
+    /// A transport configuration with these settings, the rest quinn's defaults.
+    pub fn config(&self) -> quinn::TransportConfig {
+        let mut t = quinn::TransportConfig::default();
+        self.apply(&mut t);
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_both_ways() {
+        for c in [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr] {
+            assert_eq!(c.as_str().parse::<Congestion>(), Ok(c));
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{c}\""));
+        }
+        assert!("vegas".parse::<Congestion>().unwrap_err().contains("cubic"));
+    }
+}

@@ -1,0 +1,551 @@
+//! The lab's packet-level network (root only). Every node runs in its own network namespace
+//! whose only interface is a TUN device held by this process; the players' addresses live on
+//! one more TUN device in the runner's namespace. Each IP packet a kernel sends (QUIC in UDP,
+//! or a real kernel TCP segment with its congestion control, slow start and retransmissions)
+//! is read here, crosses the links of its route through the sans-IO link model
+//! ([`impair::Link`]: delay, jitter, loss, duplication, rate limit with its queue, blackholes,
+//! changes), and is written into the destination's TUN device. So both stacks of a comparison
+//! cross the same model, packet by packet.
+//!
+//! Addressing: one /16 per run (`10.(200 + pid % 50).0.0`); nodes get `10.S.0.n`, runner-side
+//! addresses (one per player) `10.S.1.1` onwards. A route is a list of links between two
+//! addresses, crossed in order in the `up` direction one way and in reverse, `down`, the
+//! other; links are shared by every route that lists them (one queue and one rate per
+//! direction, as a real link). Packets between addresses without a route are forwarded
+//! unimpaired (counted); packets to unknown addresses, and anything not IPv4, are dropped.
+//!
+//! The forwarder runs on a thread of its own (a current-thread tokio runtime), so the
+//! players' work does not delay its timers; it has 1 ms timer resolution.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_tun::Tun;
+
+use super::impair::{Fate, Link, LinkSpec};
+use super::netns::{Topology, ip};
+use super::relay::{Counters, RelayStats};
+
+/// Packets held in flight (inside links) at most; beyond, arrivals are dropped (counted).
+const MAX_IN_FLIGHT: usize = 500_000;
+/// Largest packet read from a device (the devices' MTU is 1500; room to spare).
+const MAX_PACKET: usize = 4096;
+/// Runner-side addresses at most (players).
+pub const MAX_LOCAL: usize = 250 * 40;
+
+/// A link of the fabric (both directions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkId(usize);
+
+/// Counters of the forwarder itself.
+#[derive(Debug, Default)]
+pub struct FabricStats {
+    pub packets: AtomicU64,
+    /// Between addresses without a route: forwarded unimpaired.
+    pub unrouted: AtomicU64,
+    /// To no known address, or not IPv4.
+    pub dropped: AtomicU64,
+    /// Dropped because too many packets were in flight, or a device would not take them.
+    pub overflow: AtomicU64,
+}
+
+struct Device {
+    name: String,
+    tun: Arc<Tun>,
+}
+
+struct LinkDef {
+    up: LinkSpec,
+    down: LinkSpec,
+    seed: u64,
+    stats: Arc<RelayStats>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Hop {
+    link: usize,
+    up: bool,
+}
+
+/// A network being put together: devices, addresses, links and routes. [`Fabric::start`]
+/// starts forwarding; namespaces are removed when the running fabric is dropped.
+pub struct Fabric {
+    topo: Topology,
+    rt: tokio::runtime::Runtime,
+    subnet: u8,
+    devices: Vec<Device>,
+    owner: HashMap<Ipv4Addr, usize>,
+    links: Vec<LinkDef>,
+    routes: HashMap<(Ipv4Addr, Ipv4Addr), Arc<[Hop]>>,
+    nodes: u8,
+    locals: usize,
+}
+
+impl Fabric {
+    pub fn new() -> anyhow::Result<Self> {
+        let topo = Topology::new()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("the fabric's runtime")?;
+        Ok(Self {
+            topo,
+            rt,
+            subnet: 200 + (std::process::id() % 50) as u8,
+            devices: Vec::new(),
+            owner: HashMap::new(),
+            links: Vec::new(),
+            routes: HashMap::new(),
+            nodes: 0,
+            locals: 0,
+        })
+    }
+
+    fn device(&mut self) -> anyhow::Result<usize> {
+        let name = format!("sgt{}d{}", std::process::id() % 100_000, self.devices.len());
+        // The device's fd is registered with the forwarder's runtime.
+        let _enter = self.rt.enter();
+        let tun = Tun::builder()
+            .name(&name)
+            .build()
+            .with_context(|| format!("cannot create TUN device {name} (/dev/net/tun)"))?
+            .pop()
+            .context("no TUN queue")?;
+        self.devices.push(Device {
+            name,
+            tun: Arc::new(tun),
+        });
+        Ok(self.devices.len() - 1)
+    }
+
+    /// A node: a namespace named after `name` whose one interface is a device of the fabric,
+    /// with one address. Returns the namespace and the address.
+    pub fn node(&mut self, name: &str) -> anyhow::Result<(String, Ipv4Addr)> {
+        self.nodes = self.nodes.checked_add(1).context("too many nodes")?;
+        let addr = Ipv4Addr::new(10, self.subnet, 0, self.nodes);
+        let ns = self.topo.namespace(name)?;
+        let d = self.device()?;
+        let dev = self.devices[d].name.clone();
+        ip(&["link", "set", &dev, "netns", &ns])?;
+        let cidr = format!("{addr}/16");
+        ip(&["-n", &ns, "addr", "add", &cidr, "dev", &dev])?;
+        ip(&["-n", &ns, "link", "set", &dev, "mtu", "1500", "up"])?;
+        self.owner.insert(addr, d);
+        Ok((ns, addr))
+    }
+
+    /// `count` addresses in the runner's namespace (players: one each), on one device.
+    pub fn local(&mut self, count: usize) -> anyhow::Result<Vec<Ipv4Addr>> {
+        if self.locals + count > MAX_LOCAL {
+            bail!("at most {MAX_LOCAL} runner-side addresses");
+        }
+        let d = self.device()?;
+        let dev = self.devices[d].name.clone();
+        let mut batch = String::new();
+        let mut addrs = Vec::with_capacity(count);
+        for k in self.locals..self.locals + count {
+            let a = Ipv4Addr::new(10, self.subnet, 1 + (k / 250) as u8, 1 + (k % 250) as u8);
+            batch.push_str(&format!("addr add {a}/32 dev {dev}\n"));
+            self.owner.insert(a, d);
+            addrs.push(a);
+        }
+        self.locals += count;
+        ip_batch(&batch)?;
+        ip(&["link", "set", &dev, "mtu", "1500", "up"])?;
+        let net = format!("10.{}.0.0/16", self.subnet);
+        // Several local devices: the first one's route is enough (its addresses decide).
+        let _ = ip(&["route", "add", &net, "dev", &dev]);
+        Ok(addrs)
+    }
+
+    /// A link with `up` and `down` directions, seeded.
+    pub fn link(&mut self, up: LinkSpec, down: LinkSpec, seed: u64) -> LinkId {
+        self.links.push(LinkDef {
+            up,
+            down,
+            seed,
+            stats: Arc::new(RelayStats::default()),
+        });
+        LinkId(self.links.len() - 1)
+    }
+
+    /// The counters of a link (`up` and `down` as it was made).
+    pub fn stats(&self, link: LinkId) -> Arc<RelayStats> {
+        self.links[link.0].stats.clone()
+    }
+
+    /// Packets from `a` to `b` cross `path` in order, each link `up`; from `b` to `a` in
+    /// reverse, each `down`.
+    pub fn route(&mut self, a: Ipv4Addr, b: Ipv4Addr, path: &[LinkId]) {
+        let fwd: Arc<[Hop]> = path
+            .iter()
+            .map(|l| Hop {
+                link: l.0,
+                up: true,
+            })
+            .collect();
+        let back: Arc<[Hop]> = path
+            .iter()
+            .rev()
+            .map(|l| Hop {
+                link: l.0,
+                up: false,
+            })
+            .collect();
+        self.routes.insert((a, b), fwd);
+        self.routes.insert((b, a), back);
+    }
+
+    /// The kernel TCP congestion control of the connections of `ns` (per namespace since
+    /// Linux 4.15): `cubic`, `reno`, `bbr`, ... as the kernel offers. A namespace may only
+    /// pick one of the host's `tcp_allowed_congestion_control`; one missing there is added
+    /// to it (that list only says what unprivileged sockets may choose).
+    pub fn tcp_congestion(&self, ns: &str, name: &str) -> anyhow::Result<()> {
+        let set = || sysctl(Some(ns), "net.ipv4.tcp_congestion_control", name);
+        if set().is_ok() {
+            return Ok(());
+        }
+        let allowed_key = "net.ipv4.tcp_allowed_congestion_control";
+        let allowed = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+            .unwrap_or_default();
+        if !allowed.split_whitespace().any(|a| a == name) {
+            let more = format!("{} {name}", allowed.trim());
+            sysctl(None, allowed_key, more.trim())?;
+            tracing::info!(congestion = name, "added to the host's {allowed_key}");
+        }
+        set()
+    }
+
+    /// Host names inside `ns`.
+    pub fn hosts(&mut self, ns: &str, entries: &[(&str, Ipv4Addr)]) -> anyhow::Result<()> {
+        self.topo.hosts(ns, entries)
+    }
+
+    /// Starts forwarding; links' times (`change_at_s`, blackholes) count from now.
+    pub fn start(self) -> Running {
+        let Fabric {
+            topo,
+            rt,
+            devices,
+            owner,
+            links,
+            routes,
+            ..
+        } = self;
+        let stats = Arc::new(FabricStats::default());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let state = Forwarder {
+            links: links
+                .iter()
+                .map(|l| {
+                    [
+                        Link::new(l.up.clone(), l.seed),
+                        Link::new(l.down.clone(), l.seed.wrapping_add(0x9e37_79b9)),
+                    ]
+                })
+                .collect(),
+            link_stats: links.iter().map(|l| l.stats.clone()).collect(),
+            tuns: devices.iter().map(|d| d.tun.clone()).collect(),
+            owner,
+            routes,
+            stats: stats.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("lab-fabric".into())
+            .spawn(move || rt.block_on(state.run(stop_rx)))
+            .ok();
+        Running {
+            _topo: topo,
+            stop: stop_tx,
+            thread,
+            stats,
+        }
+    }
+}
+
+/// `sysctl -w key=value`, inside `ns` or in this namespace.
+fn sysctl(ns: Option<&str>, key: &str, value: &str) -> anyhow::Result<()> {
+    let kv = format!("{key}={value}");
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns, "sysctl"]);
+            c
+        }
+        None => std::process::Command::new("sysctl"),
+    };
+    let out = c
+        .args(["-q", "-w", &kv])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running sysctl")?;
+    if !out.status.success() {
+        bail!(
+            "sysctl {kv}{}: {}",
+            ns.map(|n| format!(" in {n}")).unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Feeds `ip -batch -` (many addresses at once).
+fn ip_batch(batch: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("ip")
+        .args(["-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running ip")?;
+    child
+        .stdin
+        .take()
+        .context("ip's stdin")?
+        .write_all(batch.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("ip -batch: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// A forwarding fabric; dropping it stops the forwarder and removes the namespaces.
+pub struct Running {
+    // Dropped last: the namespaces (and the devices in them) go after the forwarder stops.
+    _topo: Topology,
+    stop: watch::Sender<bool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    pub stats: Arc<FabricStats>,
+}
+
+impl Running {
+    /// A command that runs `program` inside `ns`.
+    pub fn command(ns: &str, program: &std::path::Path) -> tokio::process::Command {
+        Topology::command(ns, program)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A packet inside a link, leaving it at `at` (since the start) for hop `hop` of `path`.
+struct InFlight {
+    at: Duration,
+    seq: u64,
+    hop: usize,
+    path: Arc<[Hop]>,
+    dst: usize,
+    packet: Bytes,
+}
+
+impl PartialEq for InFlight {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for InFlight {}
+impl PartialOrd for InFlight {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for InFlight {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+struct Forwarder {
+    links: Vec<[Link; 2]>,
+    link_stats: Vec<Arc<RelayStats>>,
+    tuns: Vec<Arc<Tun>>,
+    owner: HashMap<Ipv4Addr, usize>,
+    routes: HashMap<(Ipv4Addr, Ipv4Addr), Arc<[Hop]>>,
+    stats: Arc<FabricStats>,
+}
+
+/// Source and destination of an IPv4 packet.
+fn addresses(p: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
+    if p.len() < 20 || p[0] >> 4 != 4 {
+        return None;
+    }
+    let a = |i: usize| Ipv4Addr::new(p[i], p[i + 1], p[i + 2], p[i + 3]);
+    Some((a(12), a(16)))
+}
+
+impl Forwarder {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(16_384);
+        let mut readers = tokio::task::JoinSet::new();
+        for tun in &self.tuns {
+            let (tun, tx, stats) = (tun.clone(), tx.clone(), self.stats.clone());
+            readers.spawn(async move {
+                let mut buf = BytesMut::with_capacity(MAX_PACKET * 64);
+                loop {
+                    if buf.capacity() < MAX_PACKET {
+                        buf.reserve(MAX_PACKET * 64);
+                    }
+                    buf.resize(MAX_PACKET, 0);
+                    let n = match tun.recv(&mut buf).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            tracing::warn!("fabric: reading a device: {e}");
+                            return;
+                        }
+                    };
+                    let packet = buf.split_to(n).freeze();
+                    buf.clear();
+                    if tx.try_send(packet).is_err() {
+                        Counters::add(&stats.overflow, 1);
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let start = Instant::now();
+        let mut heap: BinaryHeap<Reverse<InFlight>> = BinaryHeap::new();
+        let mut seq = 0u64;
+        loop {
+            let next = heap.peek().map(|Reverse(p)| start + p.at);
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                Some(packet) = rx.recv() => {
+                    let now = start.elapsed();
+                    self.arrive(packet, now, &mut heap, &mut seq);
+                    // Take what else is waiting without going back to the timer.
+                    while let Ok(packet) = rx.try_recv() {
+                        self.arrive(packet, now, &mut heap, &mut seq);
+                    }
+                }
+                _ = tokio::time::sleep_until(next.unwrap_or(start)), if next.is_some() => {
+                    let now = start.elapsed();
+                    while heap.peek().is_some_and(|Reverse(p)| p.at <= now) {
+                        let Some(Reverse(p)) = heap.pop() else { break };
+                        self.hop(p, &mut heap, &mut seq);
+                    }
+                }
+            }
+        }
+        readers.shutdown().await;
+    }
+
+    fn arrive(
+        &mut self,
+        packet: Bytes,
+        now: Duration,
+        heap: &mut BinaryHeap<Reverse<InFlight>>,
+        seq: &mut u64,
+    ) {
+        Counters::add(&self.stats.packets, 1);
+        let Some((src, dst)) = addresses(&packet) else {
+            Counters::add(&self.stats.dropped, 1);
+            return;
+        };
+        let Some(&to) = self.owner.get(&dst) else {
+            Counters::add(&self.stats.dropped, 1);
+            return;
+        };
+        let path = match self.routes.get(&(src, dst)) {
+            Some(p) => p.clone(),
+            None => {
+                Counters::add(&self.stats.unrouted, 1);
+                Arc::from(Vec::new())
+            }
+        };
+        if heap.len() >= MAX_IN_FLIGHT {
+            Counters::add(&self.stats.overflow, 1);
+            return;
+        }
+        self.hop(
+            InFlight {
+                at: now,
+                seq: 0,
+                hop: 0,
+                path,
+                dst: to,
+                packet,
+            },
+            heap,
+            seq,
+        );
+    }
+
+    /// `p` is at the entry of hop `p.hop` at `p.at`: admitted to that link, or delivered
+    /// when it crossed them all.
+    fn hop(&mut self, p: InFlight, heap: &mut BinaryHeap<Reverse<InFlight>>, seq: &mut u64) {
+        let Some(&Hop { link, up }) = p.path.get(p.hop) else {
+            if self.tuns[p.dst].try_send(&p.packet).is_err() {
+                Counters::add(&self.stats.overflow, 1);
+            }
+            return;
+        };
+        let st = &self.link_stats[link];
+        let c = if up { &st.up } else { &st.down };
+        let len = p.packet.len();
+        Counters::add(&c.packets_in, 1);
+        Counters::add(&c.bytes_in, len as u64);
+        match self.links[link][usize::from(!up)].admit(p.at, len) {
+            Fate::Deliver(at, dup) => {
+                let copies = 1 + u64::from(dup.is_some());
+                Counters::add(&c.bytes_out, len as u64 * copies);
+                if let Some(at2) = dup {
+                    *seq += 1;
+                    heap.push(Reverse(InFlight {
+                        at: at2,
+                        seq: *seq,
+                        hop: p.hop + 1,
+                        path: p.path.clone(),
+                        dst: p.dst,
+                        packet: p.packet.clone(),
+                    }));
+                }
+                *seq += 1;
+                heap.push(Reverse(InFlight {
+                    at,
+                    seq: *seq,
+                    hop: p.hop + 1,
+                    ..p
+                }));
+            }
+            Fate::Lost => Counters::add(&c.lost, 1),
+            Fate::Blackholed => Counters::add(&c.blackholed, 1),
+            Fate::QueueFull => Counters::add(&c.queue_drops, 1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_of_ipv4_only() {
+        let mut p = vec![0u8; 20];
+        p[0] = 0x45;
+        p[12..16].copy_from_slice(&[10, 1, 2, 3]);
+        p[16..20].copy_from_slice(&[10, 4, 5, 6]);
+        assert_eq!(
+            addresses(&p),
+            Some((Ipv4Addr::new(10, 1, 2, 3), Ipv4Addr::new(10, 4, 5, 6)))
+        );
+        p[0] = 0x60;
+        assert_eq!(addresses(&p), None);
+        assert_eq!(addresses(&[0x45; 10]), None);
+    }
+}
