@@ -195,15 +195,10 @@ async fn loss_slows_kernel_tcp_and_quic_alike() {
     let (clean, (lost_clean, carried)) = tcp_secs(0.0).await;
     let (lossy, (lost, _)) = tcp_secs(0.02).await;
     // The bytes crossed the link as packets (about 1448 bytes of payload each).
-    assert!(
-        carried as f64 > BYTES as f64 / 1500.0,
-        "{carried} packets"
-    );
+    assert!(carried as f64 > BYTES as f64 / 1500.0, "{carried} packets");
     assert_eq!(lost_clean, 0);
     assert!(lost > 0, "the lossy link lost nothing");
-    eprintln!(
-        "kernel TCP, {BYTES} B over 80 ms RTT: clean {clean:.2} s, 2 % loss {lossy:.2} s"
-    );
+    eprintln!("kernel TCP, {BYTES} B over 80 ms RTT: clean {clean:.2} s, 2 % loss {lossy:.2} s");
     assert!(
         clean > 0.16,
         "faster than two round trips: the delay was not applied ({clean} s)"

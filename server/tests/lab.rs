@@ -180,11 +180,8 @@ async fn a_play_that_fails_in_a_stall_reports_the_stall() {
     origin.shutdown().await;
 }
 
-/// The same scenario on the classic CDN stack: nginx origin and caching edge (started and
-/// stopped by the runner), HLS cut by ffmpeg, the lab's HLS player through TCP relays.
-/// Needs nginx and ffmpeg; CI installs both and sets SEGUE_REQUIRE_NGINX.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_scenario_on_nginx_hls() {
+/// Whether nginx and ffmpeg are here (CI installs both and sets SEGUE_REQUIRE_NGINX).
+async fn nginx_available() -> bool {
     let have = |bin: &str| {
         std::process::Command::new("sh")
             .args([
@@ -200,6 +197,17 @@ async fn short_scenario_on_nginx_hls() {
             "nginx and ffmpeg are required (SEGUE_REQUIRE_NGINX is set)"
         );
         eprintln!("skipped: nginx or ffmpeg missing");
+        return false;
+    }
+    true
+}
+
+/// The same scenario on the classic CDN stack: nginx origin and caching edge (started and
+/// stopped by the runner), HLS cut by ffmpeg, the lab's HLS player through TCP relays.
+/// Needs nginx and ffmpeg; CI installs both and sets SEGUE_REQUIRE_NGINX.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_scenario_on_nginx_hls() {
+    if !nginx_available().await {
         return;
     }
     let s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
@@ -246,10 +254,12 @@ async fn short_scenario_on_nginx_hls() {
     assert!(!left.status.success(), "an nginx outlived the run");
 }
 
-/// The same scenario with the origin and the edge as `segue` processes in their own network
-/// namespaces (veths, tbf), relays and players here. Root only; CI sets SEGUE_REQUIRE_NETNS.
+/// The same scenario on the packet-level network: the origin and the edge as `segue`
+/// processes (then as nginx) in their own network namespaces behind TUN devices, players
+/// here from their own addresses, every packet through the link model. Root only; CI sets
+/// SEGUE_REQUIRE_NETNS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_scenario_in_network_namespaces() {
+async fn short_scenario_on_the_packet_level_network() {
     if let Err(why) = segue_server::lab::netns::available() {
         assert!(
             std::env::var_os("SEGUE_REQUIRE_NETNS").is_none(),
@@ -259,30 +269,52 @@ async fn short_scenario_in_network_namespaces() {
         return;
     }
     let s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
-    let opts = LabOptions {
-        samples_dir: repo().join("media/samples"),
-        progress: false,
-        system: System::Segue,
-        netns: true,
-        segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue"))),
-    };
-    let o = run(&s, &opts).await.unwrap();
-    assert_eq!(o.plays.len(), 6);
-    for p in &o.plays {
-        assert!(
-            p.report.error.is_none(),
-            "play {}: {:?}",
-            p.id,
-            p.report.error
-        );
-        if p.planned_watch_s.is_none() {
-            assert!(p.report.ok(), "play {} not byte-exact", p.id);
+    for system in [System::Segue, System::NginxHls] {
+        if system == System::NginxHls && !nginx_available().await {
+            continue;
         }
+        let opts = LabOptions {
+            samples_dir: repo().join("media/samples"),
+            progress: false,
+            system,
+            netns: true,
+            segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue"))),
+        };
+        let o = run(&s, &opts).await.unwrap();
+        assert!(
+            o.network.kind.starts_with("packet-level"),
+            "{:?}",
+            o.network
+        );
+        assert_eq!(o.plays.len(), 6);
+        for p in &o.plays {
+            assert!(
+                p.report.error.is_none(),
+                "{system}: play {}: {:?}",
+                p.id,
+                p.report.error
+            );
+            if p.planned_watch_s.is_none() {
+                assert!(p.report.ok(), "{system}: play {} not byte-exact", p.id);
+            }
+        }
+        let e = &o.edges[0];
+        match system {
+            // Counters came from the edge process's stats file.
+            System::Segue => {
+                assert_eq!(e.full_hits + e.prefix_hits + e.misses, 6, "{e:?}");
+                assert!(e.origin_payload_bytes > 0);
+            }
+            _ => assert!(e.http_cache_hits + e.http_cache_misses > 0, "{e:?}"),
+        }
+        // The origin link's packets crossed the fabric, and it lost some (1 % loss).
+        let last = o.traffic.last().unwrap();
+        assert!(last.origin_bytes > 0 && last.edge_bytes > 0, "{last:?}");
+        assert!(
+            e.origin_link_lost > 0,
+            "{system}: the 1 % loss lost nothing"
+        );
     }
-    // Counters came from the edge process's stats file.
-    let e = &o.edges[0];
-    assert_eq!(e.full_hits + e.prefix_hits + e.misses, 6, "{e:?}");
-    assert!(e.origin_payload_bytes > 0);
     // Nothing left behind.
     let list = std::process::Command::new("ip")
         .args(["netns", "list"])

@@ -1,23 +1,29 @@
-//! A scenario with Segue's nodes as separate processes in their own network namespaces
-//! (`segue lab run --netns`): the origin in one, each edge in another, joined to the runner's
-//! namespace by veths with `tc tbf` rate limits; the relays (delay, jitter, loss, blackholes)
-//! and the players stay in the runner. Root only; `netns::Topology` removes what it made.
+//! A scenario on the packet-level network (`segue lab run --netns`, root only): the origin
+//! and every edge run as processes in their own network namespaces, each behind one TUN
+//! device of the [`fabric`](super::fabric), and the players (one source address each) live on
+//! the runner's own device. Every packet between them, Segue's QUIC or nginx's kernel TCP,
+//! crosses the scenario's links in the fabric's link model: the origin link between an edge
+//! and the origin, the edge's player link (shared by its viewers), each viewer's last mile.
+//! Segue's nodes are the real `segue origin` / `segue edge` binaries; the nginx-HLS stack is
+//! the real nginx, in the same namespaces, through the same links.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use segue_wire::SegueUrl;
 use tokio::time::Instant;
 
-use super::impair::LinkSpec;
-use super::netns::{Rate, Topology};
-use super::relay::{self, RelaySpec};
+use super::fabric::{Fabric, LinkId};
+use super::hls::{nginx, player, prepare, stack};
+use super::netns::Topology;
+use super::relay::{Counters, RelayStats};
 use super::run::{
-    EdgeCounters, EdgeLinks, LabOptions, Outcome, System, drive_segue, ingest, link_counters,
-    outcome,
+    BulkOutcome, EdgeCounters, EdgeLinks, LabOptions, NetworkInfo, Outcome, PlaySpec, System,
+    Viewers, drive, drive_segue, ingest, link_counters, outcome,
 };
 use super::scenario::Scenario;
 use crate::edge::StatsSnapshot;
@@ -25,28 +31,8 @@ use crate::loopback::NodeTls;
 
 const ORIGIN_PORT: u16 = 8554;
 const EDGE_PORT: u16 = 8555;
-
-/// Moves a link's rate limit from the relay to the kernel (tbf).
-fn split_rate(spec: &mut LinkSpec) -> Option<Rate> {
-    if spec.then.is_some() {
-        // A link that changes mid-run keeps its rate in the relay (tbf is set once).
-        return None;
-    }
-    if spec.rate_kbps == 0 {
-        return None;
-    }
-    let r = Rate {
-        kbps: spec.rate_kbps,
-        queue_bytes: if spec.queue_bytes == 0 {
-            64 * 1024
-        } else {
-            spec.queue_bytes
-        },
-    };
-    spec.rate_kbps = 0;
-    spec.queue_bytes = 0;
-    Some(r)
-}
+const HTTPS_PORT: u16 = 8443;
+const BULK_PORT: u16 = 9000;
 
 /// A node process; killed if still running when dropped.
 struct Node {
@@ -137,12 +123,73 @@ fn read_stats(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-struct EdgeNode {
-    links: EdgeLinks,
-    node: Node,
-    stats: PathBuf,
+/// The network of a run: namespaces, addresses, links.
+struct Net {
+    origin_ns: String,
+    origin: Ipv4Addr,
+    edges: Vec<(String, Ipv4Addr)>,
+    /// The runner's own address (readiness checks, warming), unimpaired.
+    control: Ipv4Addr,
+    /// One per planned play.
+    viewers: Vec<Ipv4Addr>,
+    /// The bulk flow's sink, behind the shared player link.
+    bulk_sink: Ipv4Addr,
+    origin_links: Vec<LinkId>,
+    player_links: Vec<LinkId>,
 }
 
+fn build(s: &Scenario, bitrate_kbps: f64, f: &mut Fabric) -> anyhow::Result<Net> {
+    let (origin_ns, origin) = f.node("o")?;
+    let mut edges = Vec::new();
+    for i in 0..s.edges.len() {
+        edges.push(f.node(&format!("e{i}"))?);
+    }
+    // One device for every runner-side address: control, bulk sink, then the viewers.
+    let locals = f.local(s.players.count + 2)?;
+    let (control, bulk_sink, viewers) = (locals[0], locals[1], locals[2..].to_vec());
+    if let Some(cc) = &s.transport.tcp_congestion {
+        f.tcp_congestion(&origin_ns, cc)?;
+        for (ns, _) in &edges {
+            f.tcp_congestion(ns, cc)?;
+        }
+    }
+    let mut origin_links = Vec::new();
+    let mut player_links = Vec::new();
+    for (i, (e, (_, addr))) in s.edges.iter().zip(&edges).enumerate() {
+        let seed = s.seed.wrapping_add(1000 * i as u64);
+        let (up, down) = e.origin_link.resolve(bitrate_kbps);
+        let ol = f.link(up, down, seed);
+        f.route(*addr, origin, &[ol]);
+        let (up, down) = e.player_link.resolve(bitrate_kbps);
+        let pl = f.link(up, down, seed + 1);
+        f.route(bulk_sink, *addr, &[pl]);
+        origin_links.push(ol);
+        player_links.push(pl);
+    }
+    let (up, down) = s.players.last_mile.resolve(bitrate_kbps);
+    for (k, v) in viewers.iter().enumerate() {
+        let lm = f.link(
+            up.clone(),
+            down.clone(),
+            s.seed.wrapping_add(7919 * k as u64 + 3),
+        );
+        for ((_, addr), pl) in edges.iter().zip(&player_links) {
+            f.route(*v, *addr, &[lm, *pl]);
+        }
+    }
+    Ok(Net {
+        origin_ns,
+        origin,
+        edges,
+        control,
+        viewers,
+        bulk_sink,
+        origin_links,
+        player_links,
+    })
+}
+
+/// Runs scenario `s` on the packet-level network, for Segue or for nginx-HLS.
 pub async fn run(
     s: &Scenario,
     o: &LabOptions,
@@ -150,27 +197,150 @@ pub async fn run(
     w: &Path,
     tls: &NodeTls,
 ) -> anyhow::Result<Outcome> {
-    let bin = match &o.segue_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe().context("finding the segue binary")?,
-    };
     // The catalog (the origin process ingests the same files into its own data dir).
     let (_, catalog) = ingest(s, w, &w.join("catalog")).await?;
-    let bitrate_kbps = catalog.bitrate_kbps;
-    // The origin's certificate names it "origin"; edges resolve that name to their relay.
-    segue_certs::init(&w.join("certs"), &["origin".to_owned()]).context("origin certificate")?;
-    let (ocert, okey) = segue_certs::pki::leaf_paths(&w.join("certs"), "origin");
+    let mut f = Fabric::new()?;
+    let net = build(s, catalog.bitrate_kbps, &mut f)?;
+    let stats = |l: &[LinkId]| -> Vec<Arc<RelayStats>> { l.iter().map(|l| f.stats(*l)).collect() };
+    let (origin_stats, player_stats) = (stats(&net.origin_links), stats(&net.player_links));
+    let links: Vec<EdgeLinks> = s
+        .edges
+        .iter()
+        .zip(origin_stats.iter().zip(&player_stats))
+        .map(|(e, (os, ps))| EdgeLinks::fabric(&e.name, os.clone(), ps.clone()))
+        .collect();
+    let running = f.start();
     let logs = w.join("logs");
     std::fs::create_dir_all(&logs)?;
+    let bulk = s.bulk.as_ref().map(|b| {
+        let i = s.edges.iter().position(|e| e.name == b.edge).unwrap_or(0);
+        (b.clone(), i)
+    });
+    let mut bulk_source = match &bulk {
+        Some((_, i)) => {
+            let bin = segue_bin(o)?;
+            let addr = SocketAddr::from((net.edges[*i].1, BULK_PORT));
+            Some(Node::spawn(
+                "bulk",
+                &net.edges[*i].0,
+                &bin,
+                &[
+                    "lab".into(),
+                    "bulk".into(),
+                    "--listen".into(),
+                    addr.to_string(),
+                ],
+                &logs,
+            )?)
+        }
+        None => None,
+    };
+    let bulk_task = bulk.as_ref().map(|(b, i)| {
+        let to = SocketAddr::from((net.edges[*i].1, BULK_PORT));
+        let (sink, stats, b) = (net.bulk_sink, player_stats[*i].clone(), b.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(b.start_s)).await;
+            let before = Counters::get(&stats.down.bytes_out);
+            let t = Instant::now();
+            let r = super::bulk::fetch(
+                Some(sink.into()),
+                to,
+                None,
+                Some(Duration::from_secs_f64(b.duration_s)),
+            )
+            .await;
+            let secs = t.elapsed().as_secs_f64();
+            let link_mbps =
+                (Counters::get(&stats.down.bytes_out) - before) as f64 * 8.0 / secs.max(1e-9) / 1e6;
+            match r {
+                Ok(f) => BulkOutcome {
+                    edge: b.edge.clone(),
+                    start_s: b.start_s,
+                    secs,
+                    bulk_mbps: f.mbps(),
+                    link_mbps,
+                    bulk_share: f.mbps() / link_mbps.max(1e-9),
+                    error: None,
+                },
+                Err(e) => BulkOutcome {
+                    edge: b.edge.clone(),
+                    start_s: b.start_s,
+                    secs,
+                    link_mbps,
+                    error: Some(format!("{e:#}")),
+                    ..BulkOutcome::default()
+                },
+            }
+        })
+    });
+    let result = match o.system {
+        System::Segue => segue(s, o, t0, w, tls, &net, &links, catalog, &logs).await,
+        System::NginxHls => hls(s, o, t0, w, tls, &net, &links, catalog).await,
+        System::SegueIndependent => {
+            bail!("--netns runs no helpers yet; helper scenarios run in process")
+        }
+    };
+    let mut out = result?;
+    if let Some(t) = bulk_task {
+        t.abort();
+        out.bulk = t.await.ok();
+    }
+    if let Some(b) = bulk_source.take() {
+        b.stop().await;
+    }
+    out.network = NetworkInfo {
+        kind: "packet-level (TUN, namespaces)".into(),
+        segue_congestion: s.transport.congestion.to_string(),
+        tcp_congestion: Some(
+            s.transport
+                .tcp_congestion
+                .clone()
+                .unwrap_or_else(host_tcp_congestion),
+        ),
+    };
+    drop(running);
+    Ok(out)
+}
 
-    let mut topo = Topology::new()?;
-    let ons = topo.namespace("o")?;
-    let ov = topo.veth(&ons, None, None)?;
-    let origin_addr = SocketAddr::from((ov.node_ip, ORIGIN_PORT));
+fn host_tcp_congestion() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn segue_bin(o: &LabOptions) -> anyhow::Result<PathBuf> {
+    match &o.segue_bin {
+        Some(b) => Ok(b.clone()),
+        None => std::env::current_exe().context("finding the segue binary"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn segue(
+    s: &Scenario,
+    o: &LabOptions,
+    t0: Instant,
+    w: &Path,
+    tls: &NodeTls,
+    net: &Net,
+    links: &[EdgeLinks],
+    catalog: super::run::Catalog,
+    logs: &Path,
+) -> anyhow::Result<Outcome> {
+    let bin = segue_bin(o)?;
+    // Each node's certificate names its address: edges reach the origin, and players the
+    // edges, by address.
+    let certs = w.join("certs");
+    let mut names = vec![net.origin.to_string()];
+    names.extend(net.edges.iter().map(|(_, a)| a.to_string()));
+    segue_certs::init(&certs, &names).context("node certificates")?;
+    let (ocert, okey) = segue_certs::pki::leaf_paths(&certs, &net.origin.to_string());
+    let origin_addr = SocketAddr::from((net.origin, ORIGIN_PORT));
     let p = |p: &Path| p.display().to_string();
+    let congestion = s.transport.congestion.to_string();
     let mut origin = Node::spawn(
         "origin",
-        &ons,
+        &net.origin_ns,
         &bin,
         &[
             "origin".into(),
@@ -189,40 +359,23 @@ pub async fn run(
             p(&tls.ca),
             "--segment-ms".into(),
             s.media.segment_ms.to_string(),
+            "--congestion".into(),
+            congestion.clone(),
         ],
-        &logs,
+        logs,
     )?;
+    let url = SegueUrl::parse(&format!("segue://{origin_addr}/"))?;
+    wait_up(&mut origin, &url, &tls.ca).await?;
 
-    let mut edges = Vec::new();
-    for (i, e) in s.edges.iter().enumerate() {
-        let ens = topo.namespace(&format!("e{i}"))?;
-        let (mut up, mut down) = e.origin_link.resolve(bitrate_kbps);
-        let (o_up, o_down) = (split_rate(&mut up), split_rate(&mut down));
-        let ev_origin = topo.veth(&ens, o_up, o_down)?;
-        let (mut pup, mut pdown) = e.player_link.resolve(bitrate_kbps);
-        // Player link: "down" is edge → players, the node's egress on its veth.
-        let (p_up, p_down) = (split_rate(&mut pup), split_rate(&mut pdown));
-        let ev_player = topo.veth(&ens, p_down, p_up)?;
-        let seed = s.seed.wrapping_add(1000 * i as u64);
-        // Reachable from the edge's namespace (its veth) and from here (loopback).
-        let origin_relay = relay::udp(
-            SocketAddr::from(([0, 0, 0, 0], 0)),
-            origin_addr,
-            RelaySpec { up, down, seed },
-        )
-        .await?;
-        topo.hosts(&ens, &[("origin", ev_origin.root_ip)])?;
-        if i == 0 {
-            let url =
-                SegueUrl::parse(&format!("segue://localhost:{}/", origin_relay.local.port()))?;
-            wait_up(&mut origin, &url, &tls.ca).await?;
-        }
-        let edge_addr = SocketAddr::from((ev_player.node_ip, EDGE_PORT));
+    let mut nodes = Vec::new();
+    for (i, (e, (ns, addr))) in s.edges.iter().zip(&net.edges).enumerate() {
+        let (cert, key) = segue_certs::pki::leaf_paths(&certs, &addr.to_string());
+        let edge_addr = SocketAddr::from((*addr, EDGE_PORT));
         let stats = w.join(format!("edge-{i}.json"));
         let mut args: Vec<String> = vec![
             "edge".into(),
             "--origin".into(),
-            format!("segue://origin:{}/", origin_relay.local.port()),
+            format!("segue://{origin_addr}/"),
             "--ca".into(),
             p(&tls.ca),
             "--cache-dir".into(),
@@ -232,9 +385,9 @@ pub async fn run(
             "--listen".into(),
             edge_addr.to_string(),
             "--cert".into(),
-            p(&tls.cert),
+            p(&cert),
             "--key".into(),
-            p(&tls.key),
+            p(&key),
             "--prefix-secs".into(),
             e.prefix_s.to_string(),
             "--parallel".into(),
@@ -243,24 +396,16 @@ pub async fn run(
             p(&stats),
             "--send-ahead-ms".into(),
             e.send_ahead_ms.to_string(),
+            "--congestion".into(),
+            congestion.clone(),
         ];
         for n in &catalog.names {
             if e.warm.iter().any(|w| w == "*" || w == n) {
                 args.extend(["--warm".into(), n.clone()]);
             }
         }
-        let mut node = Node::spawn(&e.name, &ens, &bin, &args, &logs)?;
-        let player_relay = relay::udp(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            edge_addr,
-            RelaySpec {
-                up: pup,
-                down: pdown,
-                seed: seed + 1,
-            },
-        )
-        .await?;
-        let url = SegueUrl::parse(&format!("segue://localhost:{}/", player_relay.local.port()))?;
+        let mut node = Node::spawn(&e.name, ns, &bin, &args, logs)?;
+        let url = SegueUrl::parse(&format!("segue://{edge_addr}/"))?;
         wait_up(&mut node, &url, &tls.ca).await?;
         // Warming done before the plays (its traffic is not theirs).
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -271,37 +416,145 @@ pub async fn run(
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        edges.push(EdgeNode {
-            links: EdgeLinks {
-                name: e.name.clone(),
-                origin: origin_relay,
-                player: player_relay,
-            },
-            node,
-            stats,
-        });
+        nodes.push((node, stats));
     }
 
-    let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
-    let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &tls.ca).await;
-    drop(links);
+    let refs: Vec<&EdgeLinks> = links.iter().collect();
+    let viewers = Viewers {
+        edges: net
+            .edges
+            .iter()
+            .map(|(_, a)| format!("{a}:{EDGE_PORT}"))
+            .collect(),
+        addresses: net.viewers.iter().map(|a| IpAddr::V4(*a)).collect(),
+        congestion: s.transport.congestion,
+    };
+    let (plays, traffic) = drive_segue(s, o, t0, &catalog, &refs, &viewers, &tls.ca).await;
 
     let mut counters: Vec<EdgeCounters> = Vec::new();
-    for e in edges {
-        let base = link_counters(&e.links.name, &e.links.origin);
+    for ((node, stats), l) in nodes.into_iter().zip(links) {
         // A clean stop writes the final counters.
-        e.node.stop().await;
-        let st: StatsSnapshot = read_stats(&e.stats)
+        node.stop().await;
+        let st: StatsSnapshot = read_stats(&stats)
             .and_then(|v| serde_json::from_value(v).ok())
             .unwrap_or_default();
-        counters.push(EdgeCounters::from_snapshot(&st, base));
-        e.links.stop().await;
+        counters.push(EdgeCounters::from_snapshot(
+            &st,
+            link_counters(&l.name, &l.origin),
+        ));
     }
     origin.stop().await;
-    drop(topo);
     Ok(outcome(
         s,
         System::Segue,
+        t0,
+        catalog,
+        plays,
+        traffic,
+        counters,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn hls(
+    s: &Scenario,
+    o: &LabOptions,
+    t0: Instant,
+    w: &Path,
+    tls: &NodeTls,
+    net: &Net,
+    links: &[EdgeLinks],
+    catalog: super::run::Catalog,
+) -> anyhow::Result<Outcome> {
+    let bin = nginx::binary().await?;
+    let hls_root = w.join("hls");
+    let mut objects = Vec::new();
+    for n in &catalog.names {
+        let src = stack::source_file(&w.join("media"), n)?;
+        objects.push(Arc::new(
+            prepare::prepare(&src, &hls_root, n, s.media.segment_ms).await?,
+        ));
+    }
+    let client_tls =
+        Arc::new(segue_certs::tls::client_config(&tls.ca, &[b"http/1.1"]).context("client TLS")?);
+    let origin_place = nginx::Place {
+        ns: Some(net.origin_ns.clone()),
+        addr: SocketAddr::from((net.origin, HTTPS_PORT)),
+    };
+    let origin =
+        nginx::origin(&bin, &w.join("nginx-origin"), &hls_root, tls, &origin_place).await?;
+    let mut edges = Vec::new();
+    for (i, (e, (ns, addr))) in s.edges.iter().zip(&net.edges).enumerate() {
+        let place = nginx::Place {
+            ns: Some(ns.clone()),
+            addr: SocketAddr::from((*addr, HTTPS_PORT)),
+        };
+        let ng = nginx::edge(
+            &bin,
+            &w.join(format!("nginx-edge-{i}")),
+            origin_place.addr,
+            e.cache_mb,
+            tls,
+            &place,
+        )
+        .await?;
+        // Warm the same prefix Segue's edge would, from the runner's own address.
+        for (k, n) in catalog.names.iter().enumerate() {
+            if !e.warm.iter().any(|w| w == "*" || w == n) {
+                continue;
+            }
+            let segs = stack::prefix_segments(&objects[k], e.prefix_s as f64);
+            let opts = stack::play_options(
+                ng.addr,
+                n,
+                &client_tls,
+                &objects[k],
+                None,
+                Some(net.control.into()),
+            );
+            player::warm(&opts, segs)
+                .await
+                .with_context(|| format!("edge {}: warming {n}", e.name))?;
+        }
+        edges.push(ng);
+    }
+    let refs: Vec<&EdgeLinks> = links.iter().collect();
+    let addrs: Vec<SocketAddr> = edges.iter().map(|e| e.addr).collect();
+    let viewers = &net.viewers;
+    let (plays, traffic) = drive(s, o, t0, &catalog, &refs, |spec: PlaySpec| {
+        let mut opts = stack::play_options(
+            addrs[spec.edge],
+            &catalog.names[spec.object],
+            &client_tls,
+            &objects[spec.object],
+            Some(&spec),
+            Some(viewers[spec.id % viewers.len()].into()),
+        );
+        opts.startup_buffer = spec.startup_buffer;
+        async move { player::play(&opts).await }
+    })
+    .await;
+    let counters = edges
+        .iter()
+        .zip(links)
+        .map(|(ng, l)| {
+            let c = ng.cache_counts();
+            EdgeCounters {
+                segments_from_origin: c.misses,
+                origin_payload_bytes: c.upstream_bytes,
+                http_cache_hits: c.hits,
+                http_cache_misses: c.misses,
+                ..link_counters(&l.name, &l.origin)
+            }
+        })
+        .collect();
+    for ng in edges {
+        ng.stop().await;
+    }
+    origin.stop().await;
+    Ok(outcome(
+        s,
+        System::NginxHls,
         t0,
         catalog,
         plays,

@@ -98,6 +98,7 @@ mod tests {
             immediate_ms: 250.0,
             stall_timeout_s: 10,
             fallback: false,
+            last_mile: Default::default(),
         }
     }
 

@@ -209,9 +209,11 @@ pub async fn udp(
                         tracing::warn!(%from, "relay: too many flows, datagram dropped");
                         continue;
                     }
-                    // Loopback targets from loopback; others (a namespace's veth) from
-                    // whatever address routes there.
+                    // Loopback targets from loopback (a client's own 127.x.y.z address,
+                    // so a crowd from many addresses stays many clients to the server);
+                    // others (a namespace's veth) from whatever address routes there.
                     let bind: SocketAddr = match (target.is_ipv4(), target.ip().is_loopback()) {
+                        (true, true) if from.ip().is_loopback() => (from.ip(), 0).into(),
                         (true, true) => ([127, 0, 0, 1], 0).into(),
                         (true, false) => ([0, 0, 0, 0], 0).into(),
                         (false, true) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),

@@ -3,13 +3,14 @@
 //! samples traffic and counters, and stops everything, even when a play misbehaves: the whole
 //! run is bounded by `max_duration_s`.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use segue_client::{PlayOptions, Report, play};
+use segue_client::{Congestion, ConnectOptions, PlayOptions, Report, TransportSettings, play};
 use segue_wire::SegueUrl;
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
@@ -17,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::population::{Planned, plan};
-use super::relay::{self, Counters, Relay, RelaySpec};
+use super::relay::{self, Counters, Relay, RelaySpec, RelayStats};
 use super::scenario::Scenario;
 use crate::edge::store::Store;
 use crate::edge::{EdgeOptions, EdgeSource};
@@ -146,6 +147,35 @@ pub struct Outcome {
     pub edges: Vec<EdgeCounters>,
     /// The helper network, when the edges cooperated.
     pub helpers: Option<HelperOutcome>,
+    /// How the run's network was made: "loopback relays" or "packet-level (TUN, namespaces)",
+    /// and the congestion controllers of each side.
+    pub network: NetworkInfo,
+    /// The competing bulk TCP flow, if the scenario had one.
+    pub bulk: Option<BulkOutcome>,
+}
+
+/// The network a run crossed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NetworkInfo {
+    pub kind: String,
+    /// Segue's controller (nodes and players).
+    pub segue_congestion: String,
+    /// Kernel TCP's in the nodes' namespaces (nginx, bulk source), packet-level only.
+    pub tcp_congestion: Option<String>,
+}
+
+/// What the competing TCP flow got, and what the plays through the same link got meanwhile.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BulkOutcome {
+    pub edge: String,
+    pub start_s: f64,
+    pub secs: f64,
+    pub bulk_mbps: f64,
+    /// Bytes down the shared link while the flow ran, all flows (bulk and plays), Mbit/s.
+    pub link_mbps: f64,
+    /// The bulk flow's share of it.
+    pub bulk_share: f64,
+    pub error: Option<String>,
 }
 
 /// What the helper network did.
@@ -165,26 +195,53 @@ pub struct HelperOutcome {
 
 struct EdgeNode {
     links: EdgeLinks,
+    /// The port of the relay in front of it, where its players connect.
+    player_port: u16,
     source: EdgeSource,
 }
 
-/// An edge's name and the relays of its two links (origin side, player side).
+/// An edge's name and the counters of its two links (origin side, player side), from the
+/// relays in front of it (which stop with it) or from the packet-level network's links.
 pub(crate) struct EdgeLinks {
     pub name: String,
-    pub origin: Relay,
-    pub player: Relay,
+    pub origin: Arc<RelayStats>,
+    pub player: Arc<RelayStats>,
+    relays: Vec<Relay>,
 }
 
 impl EdgeLinks {
+    /// Through a relay on each link.
+    pub(crate) fn relays(name: &str, origin: Relay, player: Relay) -> Self {
+        Self {
+            name: name.to_owned(),
+            origin: origin.stats.clone(),
+            player: player.stats.clone(),
+            relays: vec![origin, player],
+        }
+    }
+
+    /// Through links of the packet-level network.
+    pub(crate) fn fabric(name: &str, origin: Arc<RelayStats>, player: Arc<RelayStats>) -> Self {
+        Self {
+            name: name.to_owned(),
+            origin,
+            player,
+            relays: Vec::new(),
+        }
+    }
+
     pub(crate) async fn stop(self) {
-        self.origin.stop().await;
-        self.player.stop().await;
+        for r in self.relays {
+            r.stop().await;
+        }
     }
 }
 
 /// One play to make, whatever the system.
 #[derive(Debug, Clone)]
 pub(crate) struct PlaySpec {
+    /// The planned play's id (its viewer's own source address is chosen by it).
+    pub id: usize,
     pub edge: usize,
     pub object: usize,
     pub startup_buffer: Duration,
@@ -280,15 +337,15 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     let tls = NodeTls::dev(&w.join("certs"))?;
     prepare_media(s, o, &w.join("media"))?;
     match o.system {
-        System::Segue if o.netns => super::nodes::run(s, o, t0, w, &tls).await,
-        System::Segue => run_segue(s, o, t0, w, &tls, true).await,
-        System::NginxHls if o.netns => {
-            bail!("--netns places Segue's nodes only; the nginx-HLS comparison runs on loopback")
-        }
-        System::NginxHls => super::hls::stack::run(s, o, t0, w, &tls).await,
-        System::SegueIndependent if o.netns => {
+        _ if o.netns && s.helpers.is_some() => {
             bail!("--netns runs no helpers yet; helper scenarios run in process")
         }
+        _ if o.netns => super::nodes::run(s, o, t0, w, &tls).await,
+        _ if s.bulk.is_some() || !s.players.last_mile.is_clean() => {
+            bail!("players.last_mile and [bulk] need the packet-level network (--netns)")
+        }
+        System::Segue => run_segue(s, o, t0, w, &tls, true).await,
+        System::NginxHls => super::hls::stack::run(s, o, t0, w, &tls).await,
         System::SegueIndependent => run_segue(s, o, t0, w, &tls, false).await,
     }
 }
@@ -332,17 +389,52 @@ pub(crate) async fn ingest(
     Ok((lib, catalog))
 }
 
-/// One Segue play of `spec` through the player relay on `port`, with the one on `fallback`
-/// to go on from if that edge fails.
+/// A viewer's own loopback address, `127.1.x.y` by play id: players come from distinct
+/// addresses, as real viewers do (an edge's per-client connection limit then applies to each).
+pub(crate) fn loopback_viewer(id: usize) -> IpAddr {
+    let id = id % (250 * 250);
+    IpAddr::from([127, 1, (id / 250) as u8, (id % 250 + 1) as u8])
+}
+
+/// How the players of a run reach the edges: each edge's `host:port` (a relay in front of
+/// it, or the edge itself), and each viewer's source address by play id.
+pub(crate) struct Viewers {
+    pub edges: Vec<String>,
+    /// Addresses of the packet-level network, one per play; empty: [`loopback_viewer`].
+    pub addresses: Vec<IpAddr>,
+    pub congestion: Congestion,
+}
+
+impl Viewers {
+    pub(crate) fn source(&self, id: usize) -> IpAddr {
+        match self.addresses.is_empty() {
+            true => loopback_viewer(id),
+            false => self.addresses[id % self.addresses.len()],
+        }
+    }
+}
+
+/// One Segue play of `spec` from the viewer's address to its edge, with the next edge to go
+/// on from if that one fails (when the scenario gives fallbacks).
 pub(crate) fn segue_play(
     spec: PlaySpec,
-    port: u16,
-    fallback: Option<u16>,
+    viewers: &Viewers,
+    fallback: bool,
     object: &str,
     ca: PathBuf,
 ) -> impl std::future::Future<Output = Report> + Send + 'static + use<> {
-    let url = |port: u16| SegueUrl::parse(&format!("segue://localhost:{port}/{object}"));
-    let (url, fallback) = (url(port), fallback.map(url).transpose());
+    let url = |e: usize| SegueUrl::parse(&format!("segue://{}/{object}", viewers.edges[e]));
+    let next = (spec.edge + 1) % viewers.edges.len();
+    let (url, fallback) = (
+        url(spec.edge),
+        (fallback && next != spec.edge)
+            .then(|| url(next))
+            .transpose(),
+    );
+    let connect = ConnectOptions {
+        bind: Some(viewers.source(spec.id)),
+        transport: TransportSettings::with(viewers.congestion),
+    };
     async move {
         let (url, fallback) = match (url, fallback) {
             (Ok(u), Ok(f)) => (u, f),
@@ -360,6 +452,7 @@ pub(crate) fn segue_play(
         opts.watch = spec.watch;
         opts.buffer_samples = spec.buffer_samples;
         opts.give_up_at = Some(spec.give_up_at);
+        opts.connect = connect;
         play(&opts).await
     }
 }
@@ -503,11 +596,8 @@ async fn run_segue(
             }
         }
         edges.push(EdgeNode {
-            links: EdgeLinks {
-                name: e.name.clone(),
-                origin: origin_relay,
-                player: player_relay,
-            },
+            player_port: player_relay.local.port(),
+            links: EdgeLinks::relays(&e.name, origin_relay, player_relay),
             source,
         });
     }
@@ -535,6 +625,7 @@ async fn run_segue(
         })
     };
     let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
+    let player_ports = edges.iter().map(|e| e.player_port).collect::<Vec<u16>>();
     let edge_stops = Arc::new(edge_stops);
     let advert_bytes = |edges: &[EdgeNode]| -> [u64; 4] {
         let mut v = [0u64; 4];
@@ -570,7 +661,15 @@ async fn run_segue(
             });
             Some((k.edge, k.at_s, i))
         });
-    let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &tls.ca).await;
+    let viewers = Viewers {
+        edges: player_ports
+            .iter()
+            .map(|p| format!("localhost:{p}"))
+            .collect(),
+        addresses: Vec::new(),
+        congestion: s.transport.congestion,
+    };
+    let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &viewers, &tls.ca).await;
     drop(links);
 
     let mut edge_counters: Vec<EdgeCounters> = edges
@@ -651,8 +750,8 @@ async fn run_segue(
 }
 
 /// An edge's counters that come from its origin link's relay (the rest zero).
-pub(crate) fn link_counters(name: &str, origin: &Relay) -> EdgeCounters {
-    let (up, down) = (&origin.stats.up, &origin.stats.down);
+pub(crate) fn link_counters(name: &str, origin: &RelayStats) -> EdgeCounters {
+    let (up, down) = (&origin.up, &origin.down);
     EdgeCounters {
         name: name.to_owned(),
         full_hits: 0,
@@ -693,28 +792,28 @@ pub(crate) fn outcome(
         traffic,
         edges,
         helpers: None,
+        network: NetworkInfo {
+            kind: "loopback relays".into(),
+            segue_congestion: s.transport.congestion.to_string(),
+            tcp_congestion: None,
+        },
+        bulk: None,
     }
 }
 
-/// [`drive`] with Segue players through each edge's player relay.
+/// [`drive`] with Segue players, each from its own address.
 pub(crate) async fn drive_segue(
     s: &Scenario,
     o: &LabOptions,
     t0: Instant,
     catalog: &Catalog,
     edges: &[&EdgeLinks],
+    viewers: &Viewers,
     ca: &Path,
 ) -> (Vec<PlayRecord>, Vec<TrafficSample>) {
-    let ports: Vec<u16> = edges.iter().map(|e| e.player.local.port()).collect();
     drive(s, o, t0, catalog, edges, |spec: PlaySpec| {
-        let next = (spec.edge + 1) % ports.len();
-        segue_play(
-            spec.clone(),
-            ports[spec.edge],
-            (s.players.fallback && next != spec.edge).then(|| ports[next]),
-            &catalog.names[spec.object],
-            ca.to_owned(),
-        )
+        let object = &catalog.names[spec.object];
+        segue_play(spec, viewers, s.players.fallback, object, ca.to_owned())
     })
     .await
 }
@@ -737,7 +836,7 @@ where
     let origin_bytes = || -> u64 {
         edges
             .iter()
-            .map(|e| Counters::get(&e.origin.stats.down.bytes_out))
+            .map(|e| Counters::get(&e.origin.down.bytes_out))
             .sum()
     };
     let base_origin = origin_bytes();
@@ -764,6 +863,7 @@ where
     for p in planned.clone() {
         let planned_watch_s = planned_watch_s(&p);
         let fut = play(PlaySpec {
+            id: p.id,
             edge: p.edge,
             object: p.object,
             startup_buffer: Duration::from_millis(s.players.startup_buffer_ms),
@@ -810,7 +910,7 @@ where
             origin_bytes: origin_bytes() - base_origin,
             edge_bytes: edges
                 .iter()
-                .map(|e| Counters::get(&e.player.stats.down.bytes_out))
+                .map(|e| Counters::get(&e.player.down.bytes_out))
                 .sum(),
             active_plays: active.load(Ordering::Relaxed),
         });

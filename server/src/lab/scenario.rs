@@ -32,6 +32,12 @@ impl LinkConf {
         (up, down)
     }
 
+    /// True when neither direction is impaired.
+    pub fn is_clean(&self) -> bool {
+        let (up, down) = self.resolve(1.0);
+        self.rate_x_bitrate.is_none() && up.is_clean() && down.is_clean()
+    }
+
     fn validate(&self, what: &str) -> Result<(), String> {
         for (dir, s) in [("both", &self.both), ("up", &self.up), ("down", &self.down)] {
             if let Some(s) = s {
@@ -212,6 +218,11 @@ pub struct PlayersConf {
     /// from when their own fails (`segue-play --fallback`).
     #[serde(default)]
     pub fallback: bool,
+    /// Each viewer's own access link (the last mile), `up` towards the edge: one link per
+    /// viewer, seeded per viewer, behind the edge's `player_link` (which all its viewers
+    /// share). Packet-level network (`--netns`) only.
+    #[serde(default)]
+    pub last_mile: LinkConf,
 }
 
 fn default_startup() -> u64 {
@@ -247,6 +258,12 @@ pub struct Scenario {
     /// Edges cooperate as helpers (docs/HELPERS.md).
     #[serde(default)]
     pub helpers: Option<HelpersConf>,
+    /// Congestion control of both systems.
+    #[serde(default)]
+    pub transport: TransportConf,
+    /// A competing bulk TCP flow (packet-level network only).
+    #[serde(default)]
+    pub bulk: Option<BulkConf>,
     /// Where relative paths in the file are resolved (the file's directory).
     #[serde(skip)]
     pub base: PathBuf,
@@ -254,6 +271,30 @@ pub struct Scenario {
 
 fn default_max() -> u64 {
     300
+}
+
+/// Congestion control of each system under test.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConf {
+    /// Segue's nodes (`--congestion`) and players: cubic, newreno, bbr.
+    pub congestion: segue_client::Congestion,
+    /// Kernel TCP in the nodes' namespaces (nginx, the bulk flow's source), packet-level
+    /// network only: a name the kernel offers (cubic, reno, bbr); default: the host's.
+    pub tcp_congestion: Option<String>,
+}
+
+/// A bulk TCP download competing with the plays: from a source in an edge's namespace to a
+/// viewer-side address, through that edge's `player_link` (the shared bottleneck).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkConf {
+    /// The edge whose player link it shares.
+    pub edge: String,
+    /// Starts this long after the plays start, lasts `duration_s`.
+    #[serde(default)]
+    pub start_s: f64,
+    pub duration_s: f64,
 }
 
 /// Upper bounds a scenario may not exceed (the lab runs on one box).
@@ -326,6 +367,26 @@ impl Scenario {
             e.player_link
                 .validate(&format!("edge {}.player_link", e.name))?;
             crate::helper::check_name(&e.name).map_err(|x| format!("edge: {x}"))?;
+        }
+        p.last_mile.validate("players.last_mile")?;
+        if let Some(t) = &self.transport.tcp_congestion
+            && (t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err(format!(
+                "transport.tcp_congestion: {t:?} is not a controller name"
+            ));
+        }
+        if let Some(b) = &self.bulk {
+            if !self.edges.iter().any(|e| e.name == b.edge) {
+                return Err(format!("bulk.edge: no edge {:?}", b.edge));
+            }
+            if !(b.start_s >= 0.0
+                && b.duration_s > 0.0
+                && b.start_s.is_finite()
+                && b.duration_s.is_finite())
+            {
+                return Err("bulk: start_s >= 0 and duration_s > 0".into());
+            }
         }
         if let Some(h) = &self.helpers {
             crate::helper::scope::Periods::parse(&h.periods)

@@ -22,6 +22,7 @@ pub struct Summary {
     pub ttff_p99_ms: Option<f64>,
     /// Playback start (startup buffer filled), median.
     pub startup_p50_ms: Option<f64>,
+    pub startup_p95_ms: Option<f64>,
     /// Plays whose playback started within `immediate_ms`.
     pub immediate_starts: f64,
     /// Stall time / (stall time + played time), all plays.
@@ -181,6 +182,7 @@ pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
         ttff_p95_ms: percentile(&ttff, 95.0),
         ttff_p99_ms: percentile(&ttff, 99.0),
         startup_p50_ms: percentile(&startup, 50.0),
+        startup_p95_ms: percentile(&startup, 95.0),
         immediate_starts: if plays.is_empty() {
             0.0
         } else {
@@ -232,6 +234,33 @@ pub fn render(o: &Outcome, s: &Summary) -> String {
         o.bitrate_kbps,
         o.wall_s
     );
+    let n = &o.network;
+    let _ = writeln!(
+        t,
+        "  network: {}; Segue congestion control {}{}",
+        n.kind,
+        n.segue_congestion,
+        n.tcp_congestion
+            .as_ref()
+            .map(|c| format!(", kernel TCP {c}"))
+            .unwrap_or_default()
+    );
+    if let Some(b) = &o.bulk {
+        let _ = writeln!(
+            t,
+            "  bulk TCP flow through {}'s player link from {:.0} s for {:.1} s: {:.2} Mbit/s of {:.2} on the link ({:.0} % share){}",
+            b.edge,
+            b.start_s,
+            b.secs,
+            b.bulk_mbps,
+            b.link_mbps,
+            100.0 * b.bulk_share,
+            b.error
+                .as_ref()
+                .map(|e| format!("; {e}"))
+                .unwrap_or_default()
+        );
+    }
     let rows = [
         ("plays", s.plays.to_string()),
         ("start failures", s.start_failures.to_string()),
@@ -240,6 +269,7 @@ pub fn render(o: &Outcome, s: &Summary) -> String {
         ("TTFF p95", ms(s.ttff_p95_ms)),
         ("TTFF p99", ms(s.ttff_p99_ms)),
         ("playback start p50", ms(s.startup_p50_ms)),
+        ("playback start p95", ms(s.startup_p95_ms)),
         (
             "immediate starts",
             format!("{:.1} %", 100.0 * s.immediate_starts),
@@ -345,16 +375,16 @@ pub fn render_comparison(scenario: &str, runs: &[Summary]) -> String {
     let _ = writeln!(t, "scenario {scenario}, side by side\n");
     let _ = writeln!(
         t,
-        "| system | plays | start fail | fail after start | TTFF p50 ms | p95 | p99 | start p50 ms | stalls/play | plays w/ stalls | rebuffer | byte-exact | origin link MB |"
+        "| system | plays | start fail | fail after start | TTFF p50 ms | p95 | p99 | start p50 ms | start p95 ms | stalls/play | plays w/ stalls | rebuffer | byte-exact | origin link MB |"
     );
     let _ = writeln!(
         t,
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for s in runs {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {} | {:.3} % | {}/{} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.3} | {} | {:.3} % | {}/{} | {:.2} |",
             s.system,
             s.plays,
             s.start_failures,
@@ -363,6 +393,7 @@ pub fn render_comparison(scenario: &str, runs: &[Summary]) -> String {
             ms(s.ttff_p95_ms),
             ms(s.ttff_p99_ms),
             ms(s.startup_p50_ms),
+            ms(s.startup_p95_ms),
             s.stalls_per_play,
             s.plays_with_stalls,
             100.0 * s.rebuffer_ratio,
@@ -404,10 +435,11 @@ pub fn render_comparison(scenario: &str, runs: &[Summary]) -> String {
         };
         let _ = writeln!(
             t,
-            "\nSegue / nginx-HLS: TTFF p50 {}, p95 {}, playback start p50 {}; origin link bytes {} (goal: TTFF <= 0.5)",
+            "\nSegue / nginx-HLS: TTFF p50 {}, p95 {}, playback start p50 {}, p95 {}; origin link bytes {} (goal: TTFF p95 <= 0.5, playback start p95 <= 1)",
             ratio(a.ttff_p50_ms, b.ttff_p50_ms),
             ratio(a.ttff_p95_ms, b.ttff_p95_ms),
             ratio(a.startup_p50_ms, b.startup_p50_ms),
+            ratio(a.startup_p95_ms, b.startup_p95_ms),
             ratio(
                 Some(a.origin_wire_bytes as f64),
                 Some(b.origin_wire_bytes as f64)
@@ -503,6 +535,7 @@ mod tests {
             ttff_p95_ms: Some(50.0),
             ttff_p99_ms: Some(80.0),
             startup_p50_ms: Some(3.0),
+            startup_p95_ms: Some(4.0),
             immediate_starts: 1.0,
             rebuffer_ratio: 0.0,
             stalls_per_play: 0.0,
@@ -525,18 +558,19 @@ mod tests {
             ttff_p50_ms: Some(8.0),
             ttff_p95_ms: Some(100.0),
             startup_p50_ms: Some(12.0),
+            startup_p95_ms: Some(16.0),
             origin_wire_bytes: 2_000_000,
             ..base.clone()
         };
         let t = render_comparison("x", &[base, hls]);
         assert!(
-            t.contains("| segue | 10 | 0 | 0 | 2.0 | 50.0 | 80.0 | 3.0 |"),
+            t.contains("| segue | 10 | 0 | 0 | 2.0 | 50.0 | 80.0 | 3.0 | 4.0 |"),
             "{t}"
         );
         assert!(t.contains("| nginx-hls | 10 |"));
         assert!(
             t.contains(
-                "TTFF p50 0.250, p95 0.500, playback start p50 0.250; origin link bytes 0.500"
+                "TTFF p50 0.250, p95 0.500, playback start p50 0.250, p95 0.250; origin link bytes 0.500"
             ),
             "{t}"
         );

@@ -56,9 +56,22 @@ fn is_root() -> bool {
     })
 }
 
-/// A free loopback TCP port (bound then released: nginx binds it right after).
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Where an nginx runs: a namespace (the lab's packet-level network) or this one, and the
+/// address it listens on.
+#[derive(Debug, Clone)]
+pub struct Place {
+    pub ns: Option<String>,
+    pub addr: SocketAddr,
+}
+
+impl Place {
+    /// This namespace, a free loopback port (bound then released: nginx binds it right after).
+    pub fn loopback() -> anyhow::Result<Self> {
+        Ok(Self {
+            ns: None,
+            addr: TcpListener::bind("127.0.0.1:0")?.local_addr()?,
+        })
+    }
 }
 
 /// Counts from an edge's access log.
@@ -132,7 +145,12 @@ impl Nginx {
         c
     }
 
-    async fn start(nginx: &Path, dir: &Path, http_block: &str, port: u16) -> anyhow::Result<Self> {
+    async fn start(
+        nginx: &Path,
+        dir: &Path,
+        http_block: &str,
+        place: &Place,
+    ) -> anyhow::Result<Self> {
         for d in [
             "tmp/client",
             "tmp/proxy",
@@ -156,7 +174,11 @@ impl Nginx {
         );
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf)?;
-        let child = tokio::process::Command::new(nginx)
+        let mut cmd = match &place.ns {
+            Some(ns) => crate::lab::netns::Topology::command(ns, nginx),
+            None => tokio::process::Command::new(nginx),
+        };
+        let child = cmd
             .arg("-p")
             .arg(dir)
             .arg("-c")
@@ -170,7 +192,7 @@ impl Nginx {
             .with_context(|| format!("starting {}", nginx.display()))?;
         let mut n = Self {
             child: Some(child),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: place.addr,
             dir: dir.to_owned(),
         };
         // Ready when it accepts; a config error ends the process with a message.
@@ -207,15 +229,21 @@ fn tls_lines(tls: &NodeTls) -> String {
 }
 
 /// nginx serving `root` over HTTPS (the HLS origin).
-pub async fn origin(nginx: &Path, dir: &Path, root: &Path, tls: &NodeTls) -> anyhow::Result<Nginx> {
-    let port = free_port()?;
+pub async fn origin(
+    nginx: &Path,
+    dir: &Path,
+    root: &Path,
+    tls: &NodeTls,
+    place: &Place,
+) -> anyhow::Result<Nginx> {
+    let listen = place.addr;
     let block = format!(
-        "  access_log off;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name localhost;\n\
+        "  access_log off;\n  server {{\n    listen {listen} ssl;\n    server_name localhost;\n\
          {}    root {};\n  }}\n",
         tls_lines(tls),
         root.display()
     );
-    Nginx::start(nginx, dir, &block, port).await
+    Nginx::start(nginx, dir, &block, place).await
 }
 
 /// nginx as a caching edge in front of `upstream` (the origin, or a relay in front of it):
@@ -227,15 +255,16 @@ pub async fn edge(
     upstream: SocketAddr,
     cache_mb: u64,
     tls: &NodeTls,
+    place: &Place,
 ) -> anyhow::Result<Nginx> {
-    let port = free_port()?;
+    let listen = place.addr;
     let d = dir.display();
     let block = format!(
         "  log_format cache '$upstream_cache_status|$upstream_response_length|$status|$body_bytes_sent|$request_uri';\n  \
          access_log {d}/access.log cache;\n  \
          proxy_cache_path {d}/cache levels=1:2 keys_zone=edge:16m max_size={cache_mb}m inactive=1d use_temp_path=off;\n  \
          upstream origin {{\n    server {upstream};\n    keepalive 32;\n  }}\n  \
-         server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name localhost;\n{}    \
+         server {{\n    listen {listen} ssl;\n    server_name localhost;\n{}    \
          location / {{\n      slice 1m;\n      proxy_cache edge;\n      \
          proxy_cache_key $uri$slice_range;\n      proxy_set_header Range $slice_range;\n      \
          proxy_cache_valid 200 206 1d;\n      proxy_cache_lock on;\n      \
@@ -247,7 +276,7 @@ pub async fn edge(
         tls_lines(tls),
         tls.ca.display()
     );
-    Nginx::start(nginx, dir, &block, port).await
+    Nginx::start(nginx, dir, &block, place).await
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use hyper_util::rt::TokioIo;
 use ring::digest::{Context, SHA256};
 use segue_client::Report;
 use segue_client::playout::PlayoutClock;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -58,6 +57,8 @@ pub struct HlsPlayOptions {
     pub max_ahead: Duration,
     /// What the origin holds, to check the bytes against.
     pub expected: Option<Arc<HlsObject>>,
+    /// Connect from this local address (a lab player's own); any by default.
+    pub bind: Option<std::net::IpAddr>,
 }
 
 impl HlsPlayOptions {
@@ -116,7 +117,15 @@ impl Http {
         let t = Instant::now();
         let o = &self.opts;
         let fut = async {
-            let tcp = TcpStream::connect(o.addr).await?;
+            let socket = if o.addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            if let Some(ip) = o.bind {
+                socket.bind(SocketAddr::new(ip, 0))?;
+            }
+            let tcp = socket.connect(o.addr).await?;
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(o.host.clone())?;
             let tls = TlsConnector::from(o.tls.clone()).connect(name, tcp).await?;

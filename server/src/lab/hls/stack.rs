@@ -20,6 +20,8 @@ use crate::loopback::{self, NodeTls};
 
 struct EdgeNode {
     links: EdgeLinks,
+    /// The relay in front of it, where its players connect.
+    player_addr: std::net::SocketAddr,
     nginx: Nginx,
 }
 
@@ -45,7 +47,14 @@ pub async fn run(
     let client_tls =
         Arc::new(segue_certs::tls::client_config(&tls.ca, &[b"http/1.1"]).context("client TLS")?);
 
-    let origin = nginx::origin(&bin, &w.join("nginx-origin"), &hls_root, tls).await?;
+    let origin = nginx::origin(
+        &bin,
+        &w.join("nginx-origin"),
+        &hls_root,
+        tls,
+        &nginx::Place::loopback()?,
+    )
+    .await?;
     let mut edges = Vec::new();
     for (i, e) in s.edges.iter().enumerate() {
         let (up, down) = e.origin_link.resolve(bitrate_kbps);
@@ -62,6 +71,7 @@ pub async fn run(
             origin_relay.local,
             e.cache_mb,
             tls,
+            &nginx::Place::loopback()?,
         )
         .await?;
         let (up, down) = e.player_link.resolve(bitrate_kbps);
@@ -81,23 +91,20 @@ pub async fn run(
                 continue;
             }
             let segs = prefix_segments(&objects[k], e.prefix_s as f64);
-            let opts = play_options(ng.addr, n, &client_tls, &objects[k], None);
+            let opts = play_options(ng.addr, n, &client_tls, &objects[k], None, None);
             player::warm(&opts, segs)
                 .await
                 .with_context(|| format!("edge {}: warming {n}", e.name))?;
         }
         edges.push(EdgeNode {
-            links: EdgeLinks {
-                name: e.name.clone(),
-                origin: origin_relay,
-                player: player_relay,
-            },
+            player_addr: player_relay.local,
+            links: EdgeLinks::relays(&e.name, origin_relay, player_relay),
             nginx: ng,
         });
     }
 
     let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
-    let addrs: Vec<_> = edges.iter().map(|e| e.links.player.local).collect();
+    let addrs: Vec<_> = edges.iter().map(|e| e.player_addr).collect();
     let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
         let mut opts = play_options(
             addrs[spec.edge],
@@ -105,6 +112,7 @@ pub async fn run(
             &client_tls,
             &objects[spec.object],
             Some(&spec),
+            Some(crate::lab::run::loopback_viewer(spec.id)),
         );
         opts.startup_buffer = spec.startup_buffer;
         async move { player::play(&opts).await }
@@ -142,7 +150,7 @@ pub async fn run(
 }
 
 /// The media file an object was ingested from (`<stem>.mp4` or `.ts`).
-fn source_file(media: &Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+pub(crate) fn source_file(media: &Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
     for ext in ["mp4", "ts"] {
         let p = media.join(format!("{name}.{ext}"));
         if p.is_file() {
@@ -153,7 +161,7 @@ fn source_file(media: &Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Segments whose start lies within the first `prefix_s` seconds.
-fn prefix_segments(o: &HlsObject, prefix_s: f64) -> usize {
+pub(crate) fn prefix_segments(o: &HlsObject, prefix_s: f64) -> usize {
     let mut t = 0.0;
     let mut n = 0;
     for (_, d) in &o.segments {
@@ -166,12 +174,13 @@ fn prefix_segments(o: &HlsObject, prefix_s: f64) -> usize {
     n
 }
 
-fn play_options(
+pub(crate) fn play_options(
     addr: std::net::SocketAddr,
     object: &str,
     tls: &Arc<tokio_rustls::rustls::ClientConfig>,
     expected: &Arc<HlsObject>,
     spec: Option<&PlaySpec>,
+    bind: Option<std::net::IpAddr>,
 ) -> HlsPlayOptions {
     HlsPlayOptions {
         addr,
@@ -185,5 +194,6 @@ fn play_options(
         buffer_samples: spec.and_then(|s| s.buffer_samples),
         max_ahead: std::time::Duration::from_secs(30),
         expected: Some(expected.clone()),
+        bind,
     }
 }
