@@ -8,7 +8,44 @@
 #   fragmented.mp4  fragmented MP4 (moof/mdat per keyframe)
 #   long.mp4        60 s, for prefix/suffix and bench runs
 #   hd.mp4          8 s of 1280x720 at ~3 Mbit/s: a realistic bitrate for egress benchmarks
+#
+# Not committed (large), made on demand by `segue lab run` and `segue bench|soak --samples`
+# when a scenario names them, or by `media/make-samples.sh hd3 hd8 [DIR]`:
+#   hd3.mp4         20 s of 1280x720 at 3.3 Mbit/s CBR (HD as users stream it)
+#   hd8.mp4         20 s of 1920x1080 at 8 Mbit/s CBR (higher-bitrate HD)
 set -euo pipefail
+
+# hd <name> <size> <video bitrate> <secs>: CBR H.264 (keyframe every second) + 128k AAC.
+hd() {
+  ffmpeg -hide_banner -loglevel error -y \
+    -f lavfi -i "testsrc2=size=$2:rate=30:duration=$4" \
+    -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=$4" \
+    -c:v libx264 -preset veryfast -profile:v high -pix_fmt yuv420p -b:v "$3" -minrate "$3" \
+    -maxrate "$3" -bufsize "$3" -x264-params threads=1:nal-hrd=cbr -g 30 -keyint_min 30 \
+    -sc_threshold 0 -bf 2 -c:a aac -b:a 128k -ac 2 -shortest -map_metadata -1 \
+    -fflags +bitexact "$1.mp4"
+}
+
+if [ $# -gt 0 ]; then
+  # On-demand samples: names, then optionally the directory to write them to.
+  dir="$(dirname "$0")/samples"
+  names=()
+  for a in "$@"; do
+    case "$a" in
+      hd3|hd8) names+=("$a") ;;
+      *) dir="$a" ;;
+    esac
+  done
+  mkdir -p "$dir" && cd "$dir"
+  for n in "${names[@]}"; do
+    case "$n" in
+      hd3) hd hd3 1280x720 3200k 20 ;;
+      hd8) hd hd8 1920x1080 7800k 20 ;;
+    esac
+  done
+  exit 0
+fi
+
 cd "$(dirname "$0")/samples"
 
 # 320x180 at 30 fps, a keyframe every second (so ~2 s segments hold 2 GOPs), 2 B-frames,

@@ -659,6 +659,10 @@ enum LabCommand {
     /// Trace-driven placement simulator: byte hit ratio and immediate starts of Segue's
     /// placement policy against whole-object LRU, a fixed 10 % prefix and the offline optimum.
     Sim(SimArgs),
+    /// The continuity matrix: a grid of short seeded cells (RTT x loss x impaired hop x
+    /// bitrate), each run for Segue and nginx-HLS on the packet-level network (root); a
+    /// table and heatmaps (see docs/LAB.md).
+    Matrix(MatrixArgs),
     /// A bulk TCP source: sends bytes to every connection (the competing flow of a shared
     /// bottleneck, and kernel-TCP tests of the packet-level network).
     Bulk {
@@ -669,6 +673,53 @@ enum LabCommand {
         #[arg(long)]
         bytes: Option<u64>,
     },
+}
+
+#[derive(Args, Debug)]
+struct MatrixArgs {
+    /// Round-trip times of the impaired hop, ms.
+    #[arg(long, default_value = "20,80,150,300")]
+    rtt: String,
+    /// Loss on the impaired hop, percent; `b` after it: bursty (Gilbert-Elliott).
+    #[arg(long, default_value = "0,1,3,3b")]
+    loss: String,
+    /// Impaired hops.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "last-mile,origin"
+    )]
+    hop: Vec<segue_server::lab::matrix::Hop>,
+    /// Media bitrates, Mbit/s (0.25: the demo sample; 3.3 and 8: HD samples made on demand).
+    #[arg(long, default_value = "0.25,3.3,8")]
+    bitrate: String,
+    /// Systems: segue, nginx-hls or both.
+    #[arg(long, value_enum, default_value_t = SystemArg::Both)]
+    system: SystemArg,
+    /// Viewers per cell.
+    #[arg(long, default_value_t = 6)]
+    players: usize,
+    /// The impaired hop's capacity as a multiple of the bitrate.
+    #[arg(long, default_value_t = 2.0)]
+    capacity_x: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Segue's congestion controller (nodes and players).
+    #[arg(long, default_value_t = Congestion::default())]
+    congestion: Congestion,
+    /// Kernel TCP's controller in the nodes' namespaces (default: the host's).
+    #[arg(long)]
+    tcp_congestion: Option<String>,
+    /// Where `media.samples` are found (and made).
+    #[arg(long, default_value = "media/samples")]
+    samples: PathBuf,
+    /// Output directory.
+    #[arg(long, default_value = "lab-results/matrix")]
+    out: PathBuf,
+    /// Keep cells already done in --out (an interrupted matrix goes on).
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args, Debug)]
@@ -725,6 +776,13 @@ struct LabRunArgs {
     /// joined by veths with tc tbf rate limits (root only; removed afterwards, even on Ctrl-C).
     #[arg(long)]
     netns: bool,
+    /// Segue's congestion controller, instead of the scenario's [transport] congestion.
+    #[arg(long)]
+    congestion: Option<Congestion>,
+    /// Kernel TCP's controller in the nodes' namespaces (nginx), instead of the scenario's
+    /// [transport] tcp_congestion (--netns only).
+    #[arg(long)]
+    tcp_congestion: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -1170,7 +1228,14 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
     use segue_server::lab::{impair::LinkSpec, relay, run, scenario::Scenario, summary};
     match command {
         LabCommand::Run(a) => {
-            let s = Scenario::load(&a.scenario).map_err(anyhow::Error::msg)?;
+            let mut s = Scenario::load(&a.scenario).map_err(anyhow::Error::msg)?;
+            if let Some(c) = a.congestion {
+                s.transport.congestion = c;
+            }
+            if let Some(c) = &a.tcp_congestion {
+                s.transport.tcp_congestion = Some(c.clone());
+                s.validate().map_err(anyhow::Error::msg)?;
+            }
             let out = a
                 .out
                 .unwrap_or_else(|| PathBuf::from("lab-results").join(&s.name));
@@ -1259,6 +1324,47 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
             for c in configs {
                 print!("{}", render(&c, &simulate(&c)));
             }
+            Ok(())
+        }
+        LabCommand::Matrix(a) => {
+            use segue_server::lab::matrix::{self, Loss, MatrixSpec};
+            let num = |s: &str| {
+                s.parse::<f64>()
+                    .map_err(|_| format!("{s:?} is not a number"))
+            };
+            let spec = MatrixSpec {
+                rtts_ms: matrix::list(&a.rtt, num).map_err(anyhow::Error::msg)?,
+                losses: matrix::list(&a.loss, Loss::parse).map_err(anyhow::Error::msg)?,
+                hops: a.hop.clone(),
+                bitrates_mbps: matrix::list(&a.bitrate, num).map_err(anyhow::Error::msg)?,
+                systems: match a.system {
+                    SystemArg::Segue => vec![run::System::Segue],
+                    SystemArg::NginxHls => vec![run::System::NginxHls],
+                    SystemArg::Both => vec![run::System::Segue, run::System::NginxHls],
+                    _ => anyhow::bail!("--system: segue, nginx-hls or both"),
+                },
+                players: a.players,
+                capacity_x: a.capacity_x,
+                seed: a.seed,
+                congestion: a.congestion,
+                tcp_congestion: a.tcp_congestion.clone(),
+            };
+            matrix::validate(&spec)?;
+            segue_server::lab::netns::available()
+                .map_err(|e| anyhow::anyhow!("the matrix runs on the packet-level network: {e}"))?;
+            let cells = spec.cells().len() * spec.systems.len();
+            eprintln!("continuity matrix: {cells} runs into {}", a.out.display());
+            let t = std::time::Instant::now();
+            let rs = tokio::select! {
+                r = matrix::run(&spec, &a.samples, None, &a.out, a.resume) => r?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted (--resume goes on from the cells done)"),
+            };
+            print!("{}", matrix::render(&spec, &rs));
+            println!(
+                "{cells} runs in {:.1} min; results in {}",
+                t.elapsed().as_secs_f64() / 60.0,
+                a.out.display()
+            );
             Ok(())
         }
         LabCommand::Bulk { listen, bytes } => {

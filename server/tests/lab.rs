@@ -323,3 +323,85 @@ async fn short_scenario_on_the_packet_level_network() {
     let me = format!("sglab{}", std::process::id());
     assert!(!String::from_utf8_lossy(&list.stdout).contains(&me));
 }
+
+/// A few cells of the continuity matrix, end to end on the packet-level network (root, nginx
+/// and ffmpeg; CI has them): every play byte-exact, the table and the heatmaps written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_matrix_cells_end_to_end() {
+    use segue_server::lab::matrix::{self, Hop, Loss, MatrixSpec};
+    if let Err(why) = segue_server::lab::netns::available() {
+        assert!(
+            std::env::var_os("SEGUE_REQUIRE_NETNS").is_none(),
+            "network namespaces are required (SEGUE_REQUIRE_NETNS is set): {why}"
+        );
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if !nginx_available().await {
+        return;
+    }
+    let spec = MatrixSpec {
+        rtts_ms: vec![40.0],
+        losses: vec![Loss::Random(0.0), Loss::Bursty(3.0)],
+        hops: vec![Hop::LastMile],
+        bitrates_mbps: vec![0.25],
+        systems: vec![System::Segue, System::NginxHls],
+        players: 3,
+        capacity_x: 2.0,
+        seed: 3,
+        congestion: segue_client::Congestion::Bbr,
+        tcp_congestion: Some("cubic".into()),
+    };
+    matrix::validate(&spec).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let rs = matrix::run(
+        &spec,
+        &repo().join("media/samples"),
+        Some(PathBuf::from(env!("CARGO_BIN_EXE_segue"))),
+        out.path(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(rs.len(), 4);
+    for r in &rs {
+        let s = &r.summary;
+        assert_eq!(s.plays, 3, "{r:?}");
+        assert_eq!(s.watched_to_end, 3);
+        assert_eq!(
+            s.byte_exact,
+            3,
+            "{} {}: not byte-exact",
+            r.key.name(),
+            r.system
+        );
+        assert!(s.ttff_p95_ms.is_some() && s.startup_p95_ms.is_some());
+    }
+    let md = std::fs::read_to_string(out.path().join("matrix.md")).unwrap();
+    assert!(
+        md.contains("| last-mile | 0.25 | 40 | 3%b | segue |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| last-mile | 0.25 | 40 | 3%b | nginx-hls |"),
+        "{md}"
+    );
+    assert!(md.contains("Goals met:"));
+    let csv = std::fs::read_to_string(out.path().join("matrix.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    for f in [
+        "heatmap_rebuffer_segue.png",
+        "heatmap_ttff_p95_nginx-hls.svg",
+        "heatmap_ttff_p95_ratio.png",
+    ] {
+        let p = out.path().join(f);
+        if std::env::var_os("SEGUE_REQUIRE_FONT").is_some() || p.exists() {
+            assert!(std::fs::metadata(&p).unwrap().len() > 1000, "{f}");
+        }
+    }
+    // A resumed matrix takes the cells done from disk.
+    let again = matrix::run(&spec, &repo().join("media/samples"), None, out.path(), true)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 4);
+}

@@ -4,9 +4,10 @@
 //!
 //! Per packet, in order: blackhole window (dropped while the link is down), loss (Bernoulli or
 //! Gilbert-Elliott), rate limit (serialised at `rate_kbps` behind a tail-drop queue of
-//! `queue_bytes`), then delay + jitter. Packets leave in arrival order (jitter never reorders)
-//! except the `reorder` fraction, which skips the delay and overtakes what is in flight (as
-//! netem's `reorder`). A `duplicate` fraction leaves twice.
+//! `queue_bytes`), then delay + jitter. Packets leave in arrival order (jitter does not
+//! reorder) unless `jitter_reorders` (each packet its own delay, as netem's jitter) or for the
+//! `reorder` fraction, which skips the delay and overtakes what is in flight (as netem's
+//! `reorder`). A `duplicate` fraction leaves twice.
 
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ pub struct LinkSpec {
     /// Jitter, milliseconds (see `jitter_dist`).
     pub jitter_ms: f64,
     pub jitter_dist: Jitter,
+    /// Jitter reorders: each packet leaves at its own delay + jitter, so a later packet
+    /// with less jitter overtakes an earlier one (Wi-Fi, multipath). Default: packets keep
+    /// their order (a later one waits for the one before).
+    pub jitter_reorders: bool,
     /// Independent random loss, 0..1.
     pub loss: f64,
     /// Bursty loss (Gilbert-Elliott): mean loss rate, 0..1 (used with `burst_len`).
@@ -316,9 +321,13 @@ impl Link {
             ready
         } else {
             let d = (self.spec.delay_ms / 1000.0 + self.jitter()).max(0.0);
-            let out = (ready + d).max(self.last_out);
-            self.last_out = out;
-            out
+            if self.spec.jitter_reorders {
+                ready + d
+            } else {
+                let out = (ready + d).max(self.last_out);
+                self.last_out = out;
+                out
+            }
         };
         let dup = self.spec.duplicate > 0.0 && self.rng.random::<f64>() < self.spec.duplicate;
         let at = Duration::from_secs_f64(out);
@@ -374,6 +383,23 @@ mod tests {
         let toml: LinkSpec =
             toml::from_str("delay_ms = 5\nchange_at_s = 3\nthen = { rate_kbps = 300 }").unwrap();
         assert_eq!(toml.then.unwrap().rate_kbps, 300);
+    }
+
+    #[test]
+    fn jitter_reorders_only_when_asked() {
+        let mut spec = LinkSpec::parse_kv("delay_ms=50,jitter_ms=20").unwrap();
+        let count_inversions = |spec: &LinkSpec| {
+            let d = delivered(&run(spec, 3, 2000, Duration::from_millis(1), 1200));
+            assert_eq!(d.len(), 2000);
+            d.windows(2).filter(|w| w[1] < w[0]).count()
+        };
+        assert_eq!(count_inversions(&spec), 0);
+        spec.jitter_reorders = true;
+        // Packets 1 ms apart with ±20 ms of jitter: most pairs cross.
+        let inv = count_inversions(&spec);
+        assert!(inv > 500, "{inv} inversions");
+        let spec = LinkSpec::parse_kv("delay_ms=50,jitter_ms=20,jitter_reorders=true").unwrap();
+        assert!(spec.jitter_reorders);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod bulk;
 pub mod fabric;
 pub mod hls;
 pub mod impair;
+pub mod matrix;
 pub mod netns;
 pub mod nodes;
 pub mod plot;

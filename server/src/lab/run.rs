@@ -27,7 +27,7 @@ use crate::loopback::{self, NodeTls};
 use crate::node::NodeOptions;
 
 /// Which system carries the plays.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 pub enum System {
     /// Segue's origin and edges, players are `segue-play`.
     #[default]
@@ -260,8 +260,44 @@ pub(crate) struct Catalog {
     pub bitrate_kbps: f64,
 }
 
+/// Samples too large to commit, made on demand by `media/make-samples.sh <stem> <dir>`.
+pub const MADE_ON_DEMAND: &[&str] = &["hd3", "hd8"];
+
+/// Makes a [`MADE_ON_DEMAND`] sample in `dir` if it is missing, with the script next to it
+/// (`<dir>/../make-samples.sh`, needs ffmpeg).
+pub fn ensure_sample(dir: &Path, stem: &str) -> anyhow::Result<()> {
+    if !MADE_ON_DEMAND.contains(&stem) || dir.join(format!("{stem}.mp4")).is_file() {
+        return Ok(());
+    }
+    let script = dir
+        .parent()
+        .map(|p| p.join("make-samples.sh"))
+        .filter(|p| p.is_file())
+        .with_context(|| {
+            format!(
+                "sample {stem} is missing and no make-samples.sh is next to {}",
+                dir.display()
+            )
+        })?;
+    eprintln!("making sample {stem} in {} (ffmpeg, once)", dir.display());
+    let st = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(stem)
+        .arg(dir)
+        .status()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !st.success() {
+        bail!(
+            "{} {stem} failed ({st}); is ffmpeg installed?",
+            script.display()
+        );
+    }
+    Ok(())
+}
+
 /// Finds `<dir>/<stem>.*` media files.
 fn sample_files(dir: &Path, stem: &str) -> anyhow::Result<Vec<PathBuf>> {
+    ensure_sample(dir, stem)?;
     let mut v = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("samples dir {}", dir.display()))? {
         let p = e?.path();

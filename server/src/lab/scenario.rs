@@ -318,7 +318,7 @@ impl Scenario {
         Self::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         if self.edges.is_empty() || self.edges.len() > MAX_EDGES {
             return Err(format!("1 to {MAX_EDGES} [[edge]] tables are needed"));
         }

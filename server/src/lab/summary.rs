@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::run::{Outcome, System};
 
 /// The scenario's figures.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
     pub system: String,
     pub plays: usize,
@@ -52,7 +52,7 @@ pub struct Summary {
 }
 
 /// What the helpers cost and what a kill did.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HelperSummary {
     /// Advert bytes sent during the plays by scope (local, regional, national, global), and
     /// as a fraction of the media bytes served.
