@@ -12,14 +12,15 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 pub enum Congestion {
     /// RFC 9438 CUBIC: loss-based, cuts the window by 30 % on a loss; quinn's default.
-    #[default]
     Cubic,
     /// RFC 9002's NewReno: loss-based, halves the window on a loss.
     #[value(name = "newreno")]
     #[serde(rename = "newreno")]
     NewReno,
     /// quinn's BBR (BBRv1-like, experimental): paces at the measured bottleneck rate and
-    /// does not read a random loss as congestion.
+    /// does not read a random loss as congestion. Segue's default (docs/TRANSPORT.md: the
+    /// loss-based controllers stall HD plays on a lossy last mile).
+    #[default]
     Bbr,
 }
 
@@ -96,6 +97,20 @@ impl TransportSettings {
         let mut t = quinn::TransportConfig::default();
         self.apply(&mut t);
         t
+    }
+}
+
+/// The controller a connection actually runs, read back from quinn (None: another one).
+pub fn controller_of(conn: &quinn::Connection) -> Option<Congestion> {
+    let any = conn.congestion_state().into_any();
+    if any.is::<quinn::congestion::Bbr>() {
+        Some(Congestion::Bbr)
+    } else if any.is::<quinn::congestion::Cubic>() {
+        Some(Congestion::Cubic)
+    } else if any.is::<quinn::congestion::NewReno>() {
+        Some(Congestion::NewReno)
+    } else {
+        None
     }
 }
 

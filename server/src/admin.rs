@@ -183,6 +183,16 @@ fn register_connections(r: &mut Registry, admission: &Admission) {
         "Connections held now (segue/1)",
         ConstGauge::<f64>::new(admission.held() as f64),
     );
+    let by = Family::<Vec<(String, String)>, Counter>::default();
+    for (i, name) in ["cubic", "newreno", "bbr"].into_iter().enumerate() {
+        by.get_or_create(&vec![("controller".into(), name.into())])
+            .inc_by(admission.by_congestion[i].load(Relaxed));
+    }
+    r.register(
+        "connections_established",
+        "Connections established (segue/1), by the congestion controller they run",
+        by,
+    );
 }
 
 /// The Prometheus exposition of an origin's state now.

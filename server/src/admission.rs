@@ -132,6 +132,9 @@ pub struct Admission {
     held: Mutex<Held>,
     pub refused: AtomicU64,
     pub retries: AtomicU64,
+    /// Connections established, by the congestion controller they run (cubic, newreno,
+    /// bbr): what `--congestion` became.
+    pub by_congestion: [AtomicU64; 3],
 }
 
 #[derive(Debug, Default)]
@@ -147,11 +150,24 @@ impl Admission {
             held: Mutex::new(Held::default()),
             refused: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            by_congestion: Default::default(),
         })
     }
 
     pub fn limits(&self) -> ConnectionLimits {
         self.limits
+    }
+
+    /// Counts an established connection by its congestion controller.
+    pub fn established(&self, conn: &quinn::Connection) {
+        use segue_client::Congestion;
+        let i = match segue_client::transport::controller_of(conn) {
+            Some(Congestion::Cubic) => 0,
+            Some(Congestion::NewReno) => 1,
+            Some(Congestion::Bbr) => 2,
+            None => return,
+        };
+        self.by_congestion[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Connections held now.

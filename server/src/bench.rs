@@ -203,10 +203,20 @@ async fn raw_quinn(certs: &Path, streams: usize, secs: u64) -> anyhow::Result<f6
 /// A client that speaks segue/1 but only counts media bytes: on one connection, session after
 /// session (DESCRIBE + SETUP + PLAY unpaced, read every RoQ stream to its end, PLAY_NOTIFY,
 /// TEARDOWN) until `end`. Isolates the edge's cost from depacketizing, hashing and handshakes.
-async fn sink_until(url: &SegueUrl, ca: &Path, end: Instant) -> anyhow::Result<u64> {
+async fn sink_until(
+    url: &SegueUrl,
+    ca: &Path,
+    end: Instant,
+    from: std::net::IpAddr,
+) -> anyhow::Result<u64> {
     use segue_wire::control::{Message, Method, Request, SessionHeader};
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-    let (_ep, conn, mut control) = segue_client::connect(url, ca, Duration::from_secs(5)).await?;
+    let connect = segue_client::ConnectOptions {
+        bind: Some(from),
+        ..Default::default()
+    };
+    let (_ep, conn, mut control) =
+        segue_client::connect_with(url, ca, Duration::from_secs(5), &connect).await?;
     let readers = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
     let drained = Arc::new(tokio::sync::Notify::new());
@@ -271,17 +281,20 @@ async fn egress(n: usize, secs: u64, url: &SegueUrl, ca: &Path, sink: bool) -> a
     let end = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let tasks: Vec<_> = (0..n)
-        .map(|_| {
+        .map(|k| {
             let (url, ca) = (url.clone(), ca.to_path_buf());
+            // Each client from its own address, as viewers are (the edge's per-client limit).
+            let from = crate::lab::run::loopback_viewer(k);
             tokio::spawn(async move {
                 let mut bytes = 0u64;
                 if sink {
-                    return sink_until(&url, &ca, end).await.unwrap_or(0);
+                    return sink_until(&url, &ca, end, from).await.unwrap_or(0);
                 }
                 while Instant::now() < end {
                     {
                         let mut p = PlayOptions::new(url.clone(), ca.clone());
                         p.pace = false;
+                        p.connect.bind = Some(from);
                         let r = play(&p).await;
                         if !r.ok() {
                             break;
@@ -350,9 +363,6 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
         format!("127.0.0.1:{eport}"),
         "--prefix-secs".into(),
         "4".into(),
-        // Every bench client comes from 127.0.0.1.
-        "--max-connections-per-client".into(),
-        (o.idle_connections + 64).to_string(),
     ];
     edge_args.extend(stage.tls_args());
     for i in 0..o.rounds {
@@ -455,12 +465,13 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     for obj in ["full", "long"] {
         let base = rss_kib(edge_pid)?;
         let tasks: Vec<_> = (0..o.sessions)
-            .map(|_| {
+            .map(|k| {
                 let url = eurl(obj);
                 let ca = ca.clone();
                 tokio::spawn(async move {
                     if let Ok(url) = url {
                         let mut p = PlayOptions::new(url, ca);
+                        p.connect.bind = Some(crate::lab::run::loopback_viewer(k));
                         p.stall_timeout = Duration::from_secs(30);
                         play(&p).await;
                     }
@@ -505,7 +516,9 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
         (held as f64 - base as f64) / n.max(1) as f64
     ));
     drop(conns);
-    client.close(0u32.into(), b"done");
+    for ep in client {
+        ep.close(0u32.into(), b"done");
+    }
     Ok(out)
 }
 
@@ -515,20 +528,23 @@ struct Idle {
     _control: (quinn::SendStream, quinn::RecvStream),
 }
 
-/// `n` player connections to `url` (no client certificate), each having asked OPTIONS once.
+/// `n` player connections to `url` (no client certificate), each having asked OPTIONS once,
+/// from one address per 50 (the edge's default per-client limit is 64).
 async fn idle_connections(
     url: &SegueUrl,
     ca: &Path,
     n: usize,
-) -> anyhow::Result<(quinn::Endpoint, Vec<Idle>)> {
+) -> anyhow::Result<(Vec<quinn::Endpoint>, Vec<Idle>)> {
     let tls = segue_certs::tls::client_config(ca, &[segue_wire::ALPN])?;
-    let quic = QuicClientConfig::try_from(tls)?;
-    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let quic = Arc::new(QuicClientConfig::try_from(tls)?);
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", url.port).parse()?;
     let mut conns = Vec::with_capacity(n);
-    // 50 handshakes at a time.
-    for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
+    let mut endpoints = Vec::new();
+    // 50 handshakes at a time, each 50 from an address of their own.
+    for (k, chunk) in (0..n).collect::<Vec<_>>().chunks(50).enumerate() {
+        let from = std::net::SocketAddr::new(crate::lab::run::loopback_viewer(10_000 + k), 0);
+        let mut ep = quinn::Endpoint::client(from)?;
+        ep.set_default_client_config(quinn::ClientConfig::new(quic.clone()));
         let mut set = tokio::task::JoinSet::new();
         for _ in chunk {
             let connecting = ep.connect(addr, "localhost")?;
@@ -549,6 +565,7 @@ async fn idle_connections(
         while let Some(r) = set.join_next().await {
             conns.push(r??);
         }
+        endpoints.push(ep);
     }
-    Ok((ep, conns))
+    Ok((endpoints, conns))
 }

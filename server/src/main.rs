@@ -457,9 +457,16 @@ struct BenchArgs {
 
 #[derive(Args, Debug)]
 struct SoakArgs {
-    /// Directory with the sample media (long.mp4, demo.mp4).
+    /// Directory with the sample media.
     #[arg(long, default_value = "media/samples")]
     samples: PathBuf,
+    /// Samples the players play, alternating (hd3: 3.3 Mbit/s and hd8: 8 Mbit/s HD, made
+    /// on demand with ffmpeg).
+    #[arg(long, value_delimiter = ',', default_value = "long,demo")]
+    objects: Vec<String>,
+    /// Do not pin the edge to one core and the players to another.
+    #[arg(long)]
+    no_pin: bool,
     /// Concurrent paced players.
     #[arg(long, default_value_t = 500)]
     players: usize,
@@ -1498,6 +1505,8 @@ async fn main() -> anyhow::Result<()> {
             let exe = std::env::current_exe()?;
             let opts = segue_server::soak::SoakOptions {
                 samples: a.samples,
+                objects: a.objects,
+                pin: !a.no_pin,
                 players: a.players.max(1),
                 duration: Duration::from_secs(a.secs.max(1)),
                 ramp: Duration::from_secs(a.ramp_secs.min(a.secs)),

@@ -74,6 +74,7 @@ pub async fn serve<S: Source>(
                 let source = source.clone();
                 let opts = opts.clone();
                 let packets = packets.clone();
+                let admission = admission.clone();
                 tokio::spawn(async move {
                     // The connection's place, held until it ends.
                     let _ticket = ticket;
@@ -82,7 +83,10 @@ pub async fn serve<S: Source>(
                         Err(e) => Err(e),
                     };
                     match conn {
-                        Ok(conn) => connection(conn, source, opts, packets).await,
+                        Ok(conn) => {
+                            admission.established(&conn);
+                            connection(conn, source, opts, packets).await
+                        }
                         Err(e) => tracing::debug!("handshake failed: {e}"),
                     }
                 });

@@ -20,8 +20,14 @@ use crate::bench::{Kid, Stage, free_port, rss_kib, wait_ready};
 /// Soak settings.
 #[derive(Debug, Clone)]
 pub struct SoakOptions {
-    /// Directory holding long.mp4 and demo.mp4 (the repo's media/samples).
+    /// Directory holding the samples (the repo's media/samples).
     pub samples: PathBuf,
+    /// Sample stems the players play, alternating (`<stem>.mp4`; hd3 and hd8 are made on
+    /// demand).
+    pub objects: Vec<String>,
+    /// The edge on one core and everything else (players, origin) on another, so the figure
+    /// is the edge's (needs two cores and `taskset`).
+    pub pin: bool,
     /// Concurrent paced players.
     pub players: usize,
     /// How long the run lasts; plays still going then are stopped.
@@ -70,6 +76,8 @@ async fn player(urls: Arc<Vec<SegueUrl>>, ca: PathBuf, k: usize, end: Instant, t
     let mut n = k;
     while Instant::now() < end {
         let mut o = PlayOptions::new(urls[n % urls.len()].clone(), ca.clone());
+        // Each player from its own address, as viewers are (the edge's per-client limit).
+        o.connect.bind = Some(crate::lab::run::loopback_viewer(k));
         o.give_up_at = Some(end);
         o.stall_timeout = Duration::from_secs(20);
         n += 1;
@@ -104,19 +112,44 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     let stage = Stage::new()?;
     let (dir, media) = (&stage.dir, &stage.media);
     let ca = stage.ca.clone();
-    for f in ["long.mp4", "demo.mp4"] {
-        std::fs::copy(o.samples.join(f), media.join(f)).with_context(|| format!("samples: {f}"))?;
+    for stem in &o.objects {
+        crate::lab::run::ensure_sample(&o.samples, stem)?;
+        let f = format!("{stem}.mp4");
+        std::fs::copy(o.samples.join(&f), media.join(&f))
+            .with_context(|| format!("samples: {f}"))?;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = o.pin && cores >= 2;
+    if pin {
+        // Players and the origin (spawned next, inheriting it) on the last core.
+        let me = std::process::id().to_string();
+        let last = (cores - 1).to_string();
+        let st = std::process::Command::new("taskset")
+            .args(["-a", "-cp", &last, &me])
+            .stdout(Stdio::null())
+            .status()
+            .context("taskset (util-linux) pins the players; --no-pin runs without")?;
+        anyhow::ensure!(st.success(), "taskset -a -cp {last} {me} failed");
     }
     let (oport, eport) = (free_port()?, free_port()?);
     let s = |p: &Path| p.display().to_string();
-    let spawn = |args: Vec<String>, log: &str| -> anyhow::Result<Kid> {
-        Ok(Kid(Command::new(exe)
+    let spawn_on = |core: Option<usize>, args: Vec<String>, log: &str| -> anyhow::Result<Kid> {
+        let mut c = match core {
+            Some(k) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &k.to_string()]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        Ok(Kid(c
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join(log))?)
             .spawn()?))
     };
+    let spawn = |args: Vec<String>, log: &str| spawn_on(None, args, log);
     let _origin = spawn(stage.origin_args(oport), "origin.log")?;
     wait_ready(
         &SegueUrl::parse(&format!("segue://localhost:{oport}/"))?,
@@ -131,12 +164,10 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         s(&dir.join("edge")),
         "--listen".into(),
         format!("127.0.0.1:{eport}"),
-        // Every player comes from 127.0.0.1.
-        "--max-connections-per-client".into(),
-        (o.players * 2 + 64).to_string(),
     ];
     args.extend(stage.tls_args());
-    let edge = spawn(args, "edge.log")?;
+    // The edge alone on core 0 (taskset execs it: the pid is the edge's).
+    let edge = spawn_on(pin.then_some(0), args, "edge.log")?;
     let pid = edge.0.id();
     wait_ready(
         &SegueUrl::parse(&format!("segue://localhost:{eport}/"))?,
@@ -144,10 +175,40 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     )
     .await?;
 
-    let urls = Arc::new(vec![
-        SegueUrl::parse(&format!("segue://localhost:{eport}/long"))?,
-        SegueUrl::parse(&format!("segue://localhost:{eport}/demo"))?,
-    ]);
+    let urls: Vec<SegueUrl> = o
+        .objects
+        .iter()
+        .map(|n| SegueUrl::parse(&format!("segue://localhost:{eport}/{n}")))
+        .collect::<Result<_, _>>()?;
+    // Each object played once unpaced first (the edge's cache holds it from then on); its
+    // bitrate from the manifest.
+    let lib = crate::library::Library::open(&crate::library::LibraryOptions {
+        media_root: media.to_owned(),
+        data_dir: dir.join("describe"),
+        target_segment_us: 2_000_000,
+        scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
+    })?;
+    let mut described = Vec::new();
+    for (u, name) in urls.iter().zip(&o.objects) {
+        let mut p = PlayOptions::new(u.clone(), ca.clone());
+        p.pace = false;
+        let r = play(&p).await;
+        anyhow::ensure!(r.ok(), "the first play of {u} failed: {:?}", r.error);
+        let obj = lib
+            .names()
+            .into_iter()
+            .find(|n| n.as_str() == name)
+            .and_then(|n| lib.get(&n))
+            .with_context(|| format!("{name} was not ingested: {:?}", lib.failures))?;
+        let m = &obj.manifest;
+        let bytes: u64 = m.segments.iter().map(|s| s.size).sum();
+        let secs = m.duration_us as f64 / 1e6;
+        described.push(format!(
+            "{name} ({secs:.0} s, {:.2} Mbit/s)",
+            bytes as f64 * 8.0 / secs.max(1e-6) / 1e6
+        ));
+    }
+    let urls = Arc::new(urls);
     let mut out = String::new();
     let mut say = |line: String| {
         println!("{line}");
@@ -155,7 +216,7 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         out.push('\n');
     };
     say(format!(
-        "Segue soak: {} paced players for {} s against one edge ({} build; origin and edge as child processes on loopback, players in process, starting over {} s; objects long (60 s, 0.23 Mbit/s) and demo (12 s), alternating)",
+        "Segue soak: {} paced players for {} s against one edge ({} build; origin and edge as child processes on loopback, players in process from their own 127.1.x.y addresses, starting over {} s; {}; objects {}, alternating, cached by a first play)",
         o.players,
         o.duration.as_secs(),
         if cfg!(debug_assertions) {
@@ -163,7 +224,16 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         } else {
             "release"
         },
-        o.ramp.as_secs()
+        o.ramp.as_secs(),
+        if pin {
+            format!(
+                "the edge pinned to core 0, players and origin to core {}",
+                cores - 1
+            )
+        } else {
+            format!("not pinned: the edge shares {cores} core(s) with the players")
+        },
+        described.join(", ")
     ));
     say(format!(
         "{:>6} {:>13} {:>12} {:>8} {:>10} {:>7} {:>7}",
@@ -253,6 +323,19 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         "edge CPU          mean {mean_cpu:.1} % of one core (max {:.1} %)",
         cpu.iter().copied().fold(0.0, f64::max)
     ));
+    if pin {
+        say(format!(
+            "per edge core     {} paced sessions held on one core: {} stalls, {} failed plays{}",
+            o.players,
+            g(&tally.stalls),
+            g(&tally.failed),
+            if g(&tally.stalls) == 0 && g(&tally.failed) == 0 {
+                ""
+            } else {
+                " (above the ceiling: fewer players to find it)"
+            }
+        ));
+    }
     drop(edge);
     Ok(out)
 }

@@ -5,9 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::process::{Kid, free_port, media_with, segue, tls_args};
 use segue_server::loopback::NodeTls;
 use segue_wire::{ObjectName, SegueUrl};
 
@@ -75,34 +76,6 @@ async fn a_full_or_unwritable_disk_passes_through_and_says_so() {
     origin.shutdown().await;
 }
 
-/// A child process killed (SIGKILL) when dropped.
-struct Kid(Child);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn segue(args: &[String], log: &Path) -> Kid {
-    Kid(Command::new(env!("CARGO_BIN_EXE_segue"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap())
-}
-
 /// The edge's counter `name` from its `--stats` file (0 before the first write).
 fn stat(stats: &Path, name: &str) -> u64 {
     std::fs::read(stats)
@@ -110,33 +83,6 @@ fn stat(stats: &Path, name: &str) -> u64 {
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|v| v[name].as_u64())
         .unwrap_or(0)
-}
-
-/// `<dir>/media` holding a copy of the shipped sample `file`.
-fn media_with(dir: &Path, file: &str) -> PathBuf {
-    let media = dir.join("media");
-    std::fs::create_dir_all(&media).unwrap();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../media/samples")
-            .join(file),
-        media.join(file),
-    )
-    .unwrap();
-    media
-}
-
-/// A node's TLS flags.
-fn tls_args(tls: &NodeTls) -> Vec<String> {
-    let p = |p: &Path| p.display().to_string();
-    vec![
-        "--cert".to_string(),
-        p(&tls.cert),
-        "--key".into(),
-        p(&tls.key),
-        "--ca".into(),
-        p(&tls.ca),
-    ]
 }
 
 fn segment_files(dir: &Path) -> Vec<PathBuf> {

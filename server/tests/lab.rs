@@ -246,9 +246,10 @@ async fn short_scenario_on_nginx_hls() {
     assert_eq!(sum.system, "nginx-hls");
     assert_eq!(sum.byte_exact, sum.watched_to_end);
     assert!(sum.origin_wire_bytes > 0);
-    // Nothing the run started is left: no nginx of this run still listens.
+    // Nothing the run started is left: no nginx this test process started is still running
+    // (other tests, run at the same time, start their own).
     let left = std::process::Command::new("pgrep")
-        .args(["-f", "nginx-edge-0/nginx.conf"])
+        .args(["-P", &std::process::id().to_string(), "nginx"])
         .output()
         .unwrap();
     assert!(!left.status.success(), "an nginx outlived the run");

@@ -1,0 +1,61 @@
+//! Nodes as processes (the `segue` binary), for tests that need the real command line.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use segue_server::loopback::NodeTls;
+
+/// A child process killed (SIGKILL) when dropped.
+pub struct Kid(pub Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn segue(args: &[String], log: &Path) -> Kid {
+    Kid(Command::new(env!("CARGO_BIN_EXE_segue"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap())
+}
+
+/// `<dir>/media` holding a copy of the shipped sample `file`.
+pub fn media_with(dir: &Path, file: &str) -> PathBuf {
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../media/samples")
+            .join(file),
+        media.join(file),
+    )
+    .unwrap();
+    media
+}
+
+/// A node's TLS flags.
+pub fn tls_args(tls: &NodeTls) -> Vec<String> {
+    let p = |p: &Path| p.display().to_string();
+    vec![
+        "--cert".to_string(),
+        p(&tls.cert),
+        "--key".into(),
+        p(&tls.key),
+        "--ca".into(),
+        p(&tls.ca),
+    ]
+}

@@ -1,0 +1,132 @@
+//! `--congestion` reaches every endpoint: the player's connection, the nodes' accepted
+//! connections (counted by controller in /metrics), and the connections a node opens (its
+//! Dialer, which the edge and origin commands build with the same flag). Each is read back
+//! from the connection itself (quinn's controller), not from the configuration.
+
+mod common;
+
+use std::time::Duration;
+
+use common::process::{free_port, media_with, segue, tls_args};
+use segue_client::{Congestion, ConnectOptions, TransportSettings, transport::controller_of};
+use segue_server::loopback::NodeTls;
+use segue_wire::SegueUrl;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn metrics(port: u16) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn congestion_reaches_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let media = media_with(dir.path(), "demo.mp4");
+    let p = |p: &std::path::Path| p.display().to_string();
+    let (oport, eport, oadmin, eadmin) = (free_port(), free_port(), free_port(), free_port());
+    let mut args = vec![
+        "origin".to_string(),
+        "--media".into(),
+        p(&media),
+        "--data".into(),
+        p(&dir.path().join("origin")),
+        "--listen".into(),
+        format!("127.0.0.1:{oport}"),
+        "--admin".into(),
+        format!("127.0.0.1:{oadmin}"),
+        "--admin-token".into(),
+        "t".into(),
+        "--congestion".into(),
+        "newreno".into(),
+    ];
+    args.extend(tls_args(&tls));
+    let _origin = segue(&args, &dir.path().join("origin.log"));
+    let mut args = vec![
+        "edge".to_string(),
+        "--origin".into(),
+        format!("segue://localhost:{oport}/"),
+        "--cache-dir".into(),
+        p(&dir.path().join("edge")),
+        "--listen".into(),
+        format!("127.0.0.1:{eport}"),
+        "--admin".into(),
+        format!("127.0.0.1:{eadmin}"),
+        "--admin-token".into(),
+        "t".into(),
+        "--congestion".into(),
+        "cubic".into(),
+    ];
+    args.extend(tls_args(&tls));
+    let _edge = segue(&args, &dir.path().join("edge.log"));
+
+    // The player, with its own controller: a play through the edge (a miss: the edge
+    // connects to the origin).
+    let url = SegueUrl::parse(&format!("segue://localhost:{eport}/demo")).unwrap();
+    let mut played = false;
+    for _ in 0..100 {
+        let mut o = segue_client::PlayOptions::new(url.clone(), tls.ca.clone());
+        o.pace = false;
+        o.connect.transport = TransportSettings::with(Congestion::NewReno);
+        if segue_client::play(&o).await.ok() {
+            played = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        played,
+        "no play through the edge (logs in {:?})",
+        dir.path()
+    );
+    let opts = ConnectOptions {
+        transport: TransportSettings::with(Congestion::Bbr),
+        ..Default::default()
+    };
+    let (_ep, conn, _c) = segue_client::connect_with(&url, &tls.ca, Duration::from_secs(5), &opts)
+        .await
+        .unwrap();
+    assert_eq!(controller_of(&conn), Some(Congestion::Bbr), "the player's");
+
+    // The edge's accepted connections run its --congestion (cubic), the origin's its own
+    // (newreno), whatever the other side runs.
+    let e = metrics(eadmin).await;
+    assert!(
+        e.contains("segue_edge_connections_established_total{controller=\"cubic\"}")
+            && !e.contains("segue_edge_connections_established_total{controller=\"cubic\"} 0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("segue_edge_connections_established_total{controller=\"bbr\"} 0"),
+        "{e}"
+    );
+    let o = metrics(oadmin).await;
+    assert!(
+        !o.contains("connections_established_total{controller=\"newreno\"} 0")
+            && o.contains("connections_established_total{controller=\"newreno\"}"),
+        "{o}"
+    );
+    assert!(
+        o.contains("connections_established_total{controller=\"cubic\"} 0"),
+        "{o}"
+    );
+
+    // A node's outgoing connections run what its Dialer was built with.
+    for cc in [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr] {
+        let dialer =
+            segue_server::quic::client_endpoint(&tls, TransportSettings::with(cc)).unwrap();
+        let conn = dialer
+            .connect(format!("127.0.0.1:{oport}").parse().unwrap(), "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(controller_of(&conn), Some(cc), "a dialer built for {cc}");
+    }
+}
