@@ -79,7 +79,24 @@ impl TransportSettings {
         }
     }
 
-    /// Writes these settings into `t`.
+    /// Checks the thresholds' ranges (RFC 9002's values are the least).
+    pub fn check(&self) -> Result<(), String> {
+        if !(3..=10_000).contains(&self.packet_threshold) {
+            return Err(format!(
+                "the loss packet threshold must be 3 to 10000, not {}",
+                self.packet_threshold
+            ));
+        }
+        if !(1.125..=100.0).contains(&self.time_threshold) {
+            return Err(format!(
+                "the loss time threshold must be 1.125 to 100 RTTs, not {}",
+                self.time_threshold
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes these settings into `t` (thresholds below RFC 9002's are raised to them).
     pub fn apply(&self, t: &mut quinn::TransportConfig) {
         let factory: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
             match self.congestion {

@@ -319,6 +319,14 @@ struct LimitArgs {
     /// (docs/TRANSPORT.md).
     #[arg(long, default_value_t = Congestion::default(), help_heading = "Transport")]
     congestion: Congestion,
+    /// A packet is declared lost once this many later packets were acknowledged (RFC 9002's
+    /// kPacketThreshold, at least 3); higher tolerates deeper reordering.
+    #[arg(long, default_value_t = TransportSettings::default().packet_threshold, help_heading = "Transport")]
+    loss_packet_threshold: u32,
+    /// ... or once this many RTTs passed since a later one was acknowledged (kTimeThreshold,
+    /// at least 1.125).
+    #[arg(long, default_value_t = TransportSettings::default().time_threshold, help_heading = "Transport")]
+    loss_time_threshold: f32,
 }
 
 impl LimitArgs {
@@ -331,10 +339,16 @@ impl LimitArgs {
             self.idle_timeout_secs >= 1,
             "--idle-timeout-secs must be at least 1"
         );
+        let transport = TransportSettings {
+            congestion: self.congestion,
+            packet_threshold: self.loss_packet_threshold,
+            time_threshold: self.loss_time_threshold,
+        };
+        transport.check().map_err(anyhow::Error::msg)?;
         Ok(TransportLimits {
             max_bidi_streams: self.max_streams_per_connection,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            transport: TransportSettings::with(self.congestion),
+            transport,
         })
     }
 
@@ -790,6 +804,12 @@ struct LabRunArgs {
     /// [transport] tcp_congestion (--netns only).
     #[arg(long)]
     tcp_congestion: Option<String>,
+    /// Segue's loss detection, instead of the scenario's [transport] packet_threshold.
+    #[arg(long)]
+    loss_packet_threshold: Option<u32>,
+    /// Segue's loss detection, instead of the scenario's [transport] time_threshold.
+    #[arg(long)]
+    loss_time_threshold: Option<f32>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -1243,6 +1263,12 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
                 s.transport.tcp_congestion = Some(c.clone());
                 s.validate().map_err(anyhow::Error::msg)?;
             }
+            if let Some(n) = a.loss_packet_threshold {
+                s.transport.packet_threshold = Some(n);
+            }
+            if let Some(x) = a.loss_time_threshold {
+                s.transport.time_threshold = Some(x);
+            }
             let out = a
                 .out
                 .unwrap_or_else(|| PathBuf::from("lab-results").join(&s.name));
@@ -1271,9 +1297,11 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
                     "running scenario {} on {system} ({} players, at most {} s)",
                     s.name, s.players.count, s.max_duration_s
                 );
+                // Ctrl-C or SIGTERM: the run is dropped, which stops and removes all it made.
+                let mut stop = shutdown_signal();
                 let outcome = tokio::select! {
                     o = run::run(&s, &opts) => o?,
-                    _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted: everything the run started is stopped"),
+                    _ = stop.changed() => anyhow::bail!("interrupted: everything the run started is stopped"),
                 };
                 let sum = summary::summarize(&outcome, s.players.immediate_ms);
                 // Segue's results at the top (as before); the comparison's in a subfolder.
@@ -1362,9 +1390,10 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
             let cells = spec.cells().len() * spec.systems.len();
             eprintln!("continuity matrix: {cells} runs into {}", a.out.display());
             let t = std::time::Instant::now();
+            let mut stop = shutdown_signal();
             let rs = tokio::select! {
                 r = matrix::run(&spec, &a.samples, None, &a.out, a.resume) => r?,
-                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted (--resume goes on from the cells done)"),
+                _ = stop.changed() => anyhow::bail!("interrupted (--resume goes on from the cells done)"),
             };
             print!("{}", matrix::render(&spec, &rs));
             println!(

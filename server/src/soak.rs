@@ -256,13 +256,19 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         })
     };
     let (mut rss, mut cpu) = (Vec::new(), Vec::new());
-    let mut last = (t0, cpu_s(pid)?);
+    let me = std::process::id();
+    let mut last = (t0, cpu_s(pid)?, cpu_s(me)?);
+    // The players' CPU (this process): if it is near 100 % of their core, they, not the
+    // edge, bound the figure.
+    let mut players_cpu = Vec::new();
     while Instant::now() < end {
         tokio::time::sleep(o.sample_every.min(end - Instant::now())).await;
         let now = Instant::now();
-        let (r, c) = (rss_kib(pid)?, cpu_s(pid)?);
-        let pct = (c - last.1) / (now - last.0).as_secs_f64() * 100.0;
-        last = (now, c);
+        let (r, c, m) = (rss_kib(pid)?, cpu_s(pid)?, cpu_s(me)?);
+        let dt = (now - last.0).as_secs_f64();
+        let pct = (c - last.1) / dt * 100.0;
+        players_cpu.push((m - last.2) / dt * 100.0);
+        last = (now, c, m);
         rss.push(r as f64 / 1024.0);
         cpu.push(pct);
         say(format!(
@@ -322,6 +328,10 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     say(format!(
         "edge CPU          mean {mean_cpu:.1} % of one core (max {:.1} %)",
         cpu.iter().copied().fold(0.0, f64::max)
+    ));
+    say(format!(
+        "players CPU       mean {:.1} % (this process: the players, depacketizing and hashing every frame)",
+        players_cpu.iter().sum::<f64>() / players_cpu.len().max(1) as f64
     ));
     if pin {
         say(format!(

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::process::{free_port, media_with, segue, tls_args};
+use common::process::{free_port, media_with, origin_args, segue, tls_args};
 use segue_client::{Congestion, ConnectOptions, TransportSettings, transport::controller_of};
 use segue_server::loopback::NodeTls;
 use segue_wire::SegueUrl;
@@ -32,22 +32,18 @@ async fn congestion_reaches_every_endpoint() {
     let media = media_with(dir.path(), "demo.mp4");
     let p = |p: &std::path::Path| p.display().to_string();
     let (oport, eport, oadmin, eadmin) = (free_port(), free_port(), free_port(), free_port());
-    let mut args = vec![
-        "origin".to_string(),
-        "--media".into(),
-        p(&media),
-        "--data".into(),
-        p(&dir.path().join("origin")),
-        "--listen".into(),
-        format!("127.0.0.1:{oport}"),
-        "--admin".into(),
-        format!("127.0.0.1:{oadmin}"),
-        "--admin-token".into(),
-        "t".into(),
-        "--congestion".into(),
-        "newreno".into(),
-    ];
-    args.extend(tls_args(&tls));
+    let mut args = origin_args(&media, &dir.path().join("origin"), oport, &tls);
+    args.extend(
+        [
+            "--admin",
+            &format!("127.0.0.1:{oadmin}"),
+            "--admin-token",
+            "t",
+        ]
+        .into_iter()
+        .chain(["--congestion", "newreno"])
+        .map(String::from),
+    );
     let _origin = segue(&args, &dir.path().join("origin.log"));
     let mut args = vec![
         "edge".to_string(),

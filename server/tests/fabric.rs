@@ -5,6 +5,8 @@
 //! loss, as the old TCP relay did, fails this. The TCP sender uses CUBIC, Linux's default
 //! (this kernel's default may be BBR, which random loss slows far less).
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,18 +19,6 @@ use segue_server::lab::relay::{Counters, RelayStats};
 use std::sync::Arc;
 
 const BYTES: u64 = 1_000_000;
-
-fn available() -> bool {
-    if let Err(why) = segue_server::lab::netns::available() {
-        assert!(
-            std::env::var_os("SEGUE_REQUIRE_NETNS").is_none(),
-            "network namespaces are required (SEGUE_REQUIRE_NETNS is set): {why}"
-        );
-        eprintln!("skipped: {why}");
-        return false;
-    }
-    true
-}
 
 fn segue() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_segue"))
@@ -189,7 +179,7 @@ async fn quic_secs(loss: f64, dir: &Path) -> (f64, (u64, u64)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loss_slows_kernel_tcp_and_quic_alike() {
-    if !available() {
+    if !common::netns_available() {
         return;
     }
     let (clean, (lost_clean, carried)) = tcp_secs(0.0).await;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{Kid, free_port, media_with, segue, tls_args};
+use common::process::{Kid, free_port, media_with, origin_args, segue, tls_args};
 use segue_server::loopback::NodeTls;
 use segue_wire::{ObjectName, SegueUrl};
 
@@ -105,19 +105,9 @@ async fn an_edge_killed_while_caching_serves_no_torn_segment() {
     let media = media_with(dir.path(), "long.mp4");
     let p = |p: &Path| p.display().to_string();
     let (oport, eport) = (free_port(), free_port());
-    let mut args = vec![
-        "origin".to_string(),
-        "--media".into(),
-        p(&media),
-        "--data".into(),
-        p(&dir.path().join("origin")),
-        "--listen".into(),
-        format!("127.0.0.1:{oport}"),
-        // Slow enough that the kill lands among the writes.
-        "--response-delay-ms".into(),
-        "100".into(),
-    ];
-    args.extend(tls_args(&tls));
+    let mut args = origin_args(&media, &dir.path().join("origin"), oport, &tls);
+    // Slow enough that the kill lands among the writes.
+    args.extend(["--response-delay-ms".into(), "100".into()]);
     let _origin = segue(&args, &dir.path().join("origin.log"));
     let cache = dir.path().join("cache");
     let stats = dir.path().join("edge.json");
@@ -289,16 +279,7 @@ async fn two_edges(dir: &Path, tls: &NodeTls) -> (Vec<Kid>, SegueUrl, SegueUrl) 
     let media = media_with(dir, "demo.mp4");
     let p = |p: &Path| p.display().to_string();
     let oport = free_port();
-    let mut args = vec![
-        "origin".to_string(),
-        "--media".into(),
-        p(&media),
-        "--data".into(),
-        p(&dir.join("origin")),
-        "--listen".into(),
-        format!("127.0.0.1:{oport}"),
-    ];
-    args.extend(tls_args(tls));
+    let args = origin_args(&media, &dir.join("origin"), oport, tls);
     let mut kids = vec![segue(&args, &dir.join("origin.log"))];
     let mut urls = Vec::new();
     for name in ["edge-a", "edge-b"] {

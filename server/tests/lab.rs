@@ -261,12 +261,7 @@ async fn short_scenario_on_nginx_hls() {
 /// SEGUE_REQUIRE_NETNS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_scenario_on_the_packet_level_network() {
-    if let Err(why) = segue_server::lab::netns::available() {
-        assert!(
-            std::env::var_os("SEGUE_REQUIRE_NETNS").is_none(),
-            "network namespaces are required (SEGUE_REQUIRE_NETNS is set): {why}"
-        );
-        eprintln!("skipped: {why}");
+    if !common::netns_available() {
         return;
     }
     let s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
@@ -330,12 +325,7 @@ async fn short_scenario_on_the_packet_level_network() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_few_matrix_cells_end_to_end() {
     use segue_server::lab::matrix::{self, Hop, Loss, MatrixSpec};
-    if let Err(why) = segue_server::lab::netns::available() {
-        assert!(
-            std::env::var_os("SEGUE_REQUIRE_NETNS").is_none(),
-            "network namespaces are required (SEGUE_REQUIRE_NETNS is set): {why}"
-        );
-        eprintln!("skipped: {why}");
+    if !common::netns_available() {
         return;
     }
     if !nginx_available().await {

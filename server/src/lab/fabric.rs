@@ -224,11 +224,6 @@ impl Fabric {
         set()
     }
 
-    /// Host names inside `ns`.
-    pub fn hosts(&mut self, ns: &str, entries: &[(&str, Ipv4Addr)]) -> anyhow::Result<()> {
-        self.topo.hosts(ns, entries)
-    }
-
     /// Starts forwarding; links' times (`change_at_s`, blackholes) count from now.
     pub fn start(self) -> Running {
         let Fabric {

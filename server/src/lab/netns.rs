@@ -1,26 +1,14 @@
-//! Network namespaces for the lab (root only): each node in its own namespace, joined to the
-//! runner's namespace by veth pairs, with `tc tbf` rate limits on the veths. Delay, jitter and
-//! loss stay in the user-space relays (the kernel here has no netem); the relays and the
-//! players stay in the runner's namespace, so every byte between nodes crosses a veth and a
-//! relay. Everything created (namespaces, their /etc/netns files) is removed on drop, and
-//! leftovers of runs that died are removed by the next run.
+//! Network namespaces for the lab (root only): each node of the packet-level network
+//! ([`fabric`](super::fabric)) in its own namespace. The namespaces (with the devices moved
+//! into them) are removed on drop, and leftovers of runs that died are removed by the next
+//! run (with the /etc/netns files older runs wrote).
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, bail};
 
 /// Names of this lab's namespaces start with this, then the runner's pid.
 const PREFIX: &str = "sglab";
-
-/// A rate limit on one direction of a veth.
-#[derive(Debug, Clone, Copy)]
-pub struct Rate {
-    pub kbps: u64,
-    /// Queue in front of the limit, bytes.
-    pub queue_bytes: u64,
-}
 
 pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     run("ip", args)
@@ -86,17 +74,6 @@ fn remove_stale() {
 pub struct Topology {
     tag: String,
     namespaces: Vec<String>,
-    etc: Vec<PathBuf>,
-    links: u8,
-}
-
-/// A veth between the runner's namespace and a node's.
-#[derive(Debug, Clone)]
-pub struct Veth {
-    /// The runner's end.
-    pub root_ip: Ipv4Addr,
-    /// The node's end.
-    pub node_ip: Ipv4Addr,
 }
 
 impl Topology {
@@ -106,8 +83,6 @@ impl Topology {
         Ok(Self {
             tag: format!("{PREFIX}{}", std::process::id()),
             namespaces: Vec::new(),
-            etc: Vec::new(),
-            links: 0,
         })
     }
 
@@ -120,83 +95,12 @@ impl Topology {
         Ok(name)
     }
 
-    /// A veth pair from the runner's namespace into `ns`, on its own /30 (10.X.N.0, X from
-    /// the runner's pid so concurrent runs do not collide), with
-    /// `down` limiting runner → node and `up` node → runner.
-    pub fn veth(&mut self, ns: &str, up: Option<Rate>, down: Option<Rate>) -> anyhow::Result<Veth> {
-        let n = self.links;
-        self.links = self
-            .links
-            .checked_add(1)
-            .context("too many links for one run")?;
-        // Interface names are at most 15 bytes.
-        let root_if = format!("sg{}v{n}", std::process::id() % 100_000);
-        let node_if = format!("{root_if}n");
-        ip(&[
-            "link", "add", &root_if, "type", "veth", "peer", "name", &node_if,
-        ])?;
-        ip(&["link", "set", &node_if, "netns", ns])?;
-        let x = 100 + (std::process::id() % 100) as u8;
-        let root_ip = Ipv4Addr::new(10, x, n, 1);
-        let node_ip = Ipv4Addr::new(10, x, n, 2);
-        ip(&["addr", "add", &format!("{root_ip}/30"), "dev", &root_if])?;
-        ip(&["link", "set", &root_if, "up"])?;
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{node_ip}/30"),
-            "dev",
-            &node_if,
-        ])?;
-        ip(&["-n", ns, "link", "set", &node_if, "up"])?;
-        if let Some(r) = down {
-            tbf(None, &root_if, r)?;
-        }
-        if let Some(r) = up {
-            tbf(Some(ns), &node_if, r)?;
-        }
-        Ok(Veth { root_ip, node_ip })
-    }
-
-    /// Host names as seen inside `ns` (`ip netns exec` mounts /etc/netns/<ns>/hosts).
-    pub fn hosts(&mut self, ns: &str, entries: &[(&str, Ipv4Addr)]) -> anyhow::Result<()> {
-        let dir = PathBuf::from(format!("/etc/netns/{ns}"));
-        std::fs::create_dir_all(&dir)?;
-        self.etc.push(dir.clone());
-        let mut text = String::from("127.0.0.1 localhost\n");
-        for (name, addr) in entries {
-            text.push_str(&format!("{addr} {name}\n"));
-        }
-        std::fs::write(dir.join("hosts"), text)?;
-        Ok(())
-    }
-
     /// A command that runs `program` inside `ns`.
     pub fn command(ns: &str, program: &std::path::Path) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("ip");
         c.args(["netns", "exec", ns]).arg(program);
         c
     }
-}
-
-/// `tc qdisc ... tbf` on `dev` (in `ns`, or the runner's namespace).
-fn tbf(ns: Option<&str>, dev: &str, r: Rate) -> anyhow::Result<()> {
-    let kbps = r.kbps.max(8);
-    // Burst: 10 ms at the rate, at least two full frames.
-    let burst = (kbps * 1000 / 8 / 100).max(3028);
-    let limit = r.queue_bytes.max(burst);
-    let mut args: Vec<String> = Vec::new();
-    if let Some(ns) = ns {
-        args.extend(["-n".into(), ns.into()]);
-    }
-    args.extend(["qdisc", "add", "dev", dev, "root", "tbf", "rate"].map(String::from));
-    args.push(format!("{kbps}kbit"));
-    args.extend(["burst".into(), burst.to_string()]);
-    args.extend(["limit".into(), limit.to_string()]);
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    run("tc", &a)
 }
 
 impl Drop for Topology {
@@ -207,9 +111,6 @@ impl Drop for Topology {
                 tracing::warn!("cannot remove namespace {ns}: {e:#}");
             }
         }
-        for d in self.etc.drain(..) {
-            let _ = std::fs::remove_dir_all(d);
-        }
     }
 }
 
@@ -217,9 +118,9 @@ impl Drop for Topology {
 mod tests {
     use super::*;
 
-    /// Runs only as root where namespaces work (the lab's own test covers the runner).
+    /// Runs only as root where namespaces work (the fabric's and the lab's tests cover more).
     #[test]
-    fn veth_with_rate_limit_and_cleanup() {
+    fn a_namespace_is_removed_on_drop() {
         if available().is_err() {
             eprintln!("skipped: no network namespaces here");
             return;
@@ -228,35 +129,16 @@ mod tests {
         {
             let mut t = Topology::new().unwrap();
             name = t.namespace("t").unwrap();
-            let v = t
-                .veth(
-                    &name,
-                    None,
-                    Some(Rate {
-                        kbps: 1000,
-                        queue_bytes: 32 * 1024,
-                    }),
-                )
-                .unwrap();
-            // The node's end is addressed inside its namespace.
-            let a = Command::new("ip")
-                .args(["-n", &name, "addr", "show"])
+            // A command runs inside it: it has only its own loopback.
+            let out = Command::new("ip")
+                .args(["netns", "exec", &name, "ip", "-o", "link"])
                 .output()
                 .unwrap();
-            assert!(String::from_utf8_lossy(&a.stdout).contains(&v.node_ip.to_string()));
-            let q = Command::new("tc").args(["qdisc", "show"]).output().unwrap();
-            assert!(String::from_utf8_lossy(&q.stdout).contains("tbf"));
-            t.hosts(&name, &[("origin", v.root_ip)]).unwrap();
-            // Inside the namespace, /etc/hosts is the one written for it.
-            let h = Command::new("ip")
-                .args(["netns", "exec", &name, "cat", "/etc/hosts"])
-                .output()
-                .unwrap();
-            let h = String::from_utf8_lossy(&h.stdout).to_string();
-            assert!(h.contains(&format!("{} origin", v.root_ip)), "{h}");
+            let links = String::from_utf8_lossy(&out.stdout).to_string();
+            assert_eq!(links.lines().count(), 1, "{links}");
+            assert!(links.contains("lo:"), "{links}");
         }
         let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
         assert!(!String::from_utf8_lossy(&list.stdout).contains(&name));
-        assert!(!std::path::Path::new(&format!("/etc/netns/{name}")).exists());
     }
 }

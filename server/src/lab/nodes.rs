@@ -273,9 +273,18 @@ pub async fn run(
             }
         })
     });
+    let run = Run {
+        s,
+        o,
+        t0,
+        w,
+        tls,
+        net: &net,
+        links: &links,
+    };
     let result = match o.system {
-        System::Segue => segue(s, o, t0, w, tls, &net, &links, catalog, &logs).await,
-        System::NginxHls => hls(s, o, t0, w, tls, &net, &links, catalog).await,
+        System::Segue => segue(&run, catalog, &logs).await,
+        System::NginxHls => hls(&run, catalog).await,
         System::SegueIndependent => {
             bail!("--netns runs no helpers yet; helper scenarios run in process")
         }
@@ -290,7 +299,7 @@ pub async fn run(
     }
     out.network = NetworkInfo {
         kind: "packet-level (TUN, namespaces)".into(),
-        segue_congestion: s.transport.congestion.to_string(),
+        segue_congestion: s.transport.describe(),
         tcp_congestion: Some(
             s.transport
                 .tcp_congestion
@@ -315,18 +324,29 @@ fn segue_bin(o: &LabOptions) -> anyhow::Result<PathBuf> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn segue(
-    s: &Scenario,
-    o: &LabOptions,
+/// What a system's run on the fabric is given.
+#[derive(Clone, Copy)]
+struct Run<'a> {
+    s: &'a Scenario,
+    o: &'a LabOptions,
     t0: Instant,
-    w: &Path,
-    tls: &NodeTls,
-    net: &Net,
-    links: &[EdgeLinks],
-    catalog: super::run::Catalog,
-    logs: &Path,
-) -> anyhow::Result<Outcome> {
+    /// The run's work directory.
+    w: &'a Path,
+    tls: &'a NodeTls,
+    net: &'a Net,
+    links: &'a [EdgeLinks],
+}
+
+async fn segue(r: &Run<'_>, catalog: super::run::Catalog, logs: &Path) -> anyhow::Result<Outcome> {
+    let Run {
+        s,
+        o,
+        t0,
+        w,
+        tls,
+        net,
+        links,
+    } = *r;
     let bin = segue_bin(o)?;
     // Each node's certificate names its address: edges reach the origin, and players the
     // edges, by address.
@@ -338,6 +358,14 @@ async fn segue(
     let origin_addr = SocketAddr::from((net.origin, ORIGIN_PORT));
     let p = |p: &Path| p.display().to_string();
     let congestion = s.transport.congestion.to_string();
+    // Both nodes' transport flags.
+    let mut transport = vec!["--congestion".to_string(), congestion];
+    if let Some(n) = s.transport.packet_threshold {
+        transport.extend(["--loss-packet-threshold".into(), n.to_string()]);
+    }
+    if let Some(x) = s.transport.time_threshold {
+        transport.extend(["--loss-time-threshold".into(), x.to_string()]);
+    }
     let mut origin = Node::spawn(
         "origin",
         &net.origin_ns,
@@ -359,9 +387,10 @@ async fn segue(
             p(&tls.ca),
             "--segment-ms".into(),
             s.media.segment_ms.to_string(),
-            "--congestion".into(),
-            congestion.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(transport.iter().cloned())
+        .collect::<Vec<_>>(),
         logs,
     )?;
     let url = SegueUrl::parse(&format!("segue://{origin_addr}/"))?;
@@ -396,9 +425,8 @@ async fn segue(
             p(&stats),
             "--send-ahead-ms".into(),
             e.send_ahead_ms.to_string(),
-            "--congestion".into(),
-            congestion.clone(),
         ];
+        args.extend(transport.iter().cloned());
         for n in &catalog.names {
             if e.warm.iter().any(|w| w == "*" || w == n) {
                 args.extend(["--warm".into(), n.clone()]);
@@ -427,7 +455,7 @@ async fn segue(
             .map(|(_, a)| format!("{a}:{EDGE_PORT}"))
             .collect(),
         addresses: net.viewers.iter().map(|a| IpAddr::V4(*a)).collect(),
-        congestion: s.transport.congestion,
+        transport: s.transport.settings(),
     };
     let (plays, traffic) = drive_segue(s, o, t0, &catalog, &refs, &viewers, &tls.ca).await;
 
@@ -455,17 +483,16 @@ async fn segue(
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn hls(
-    s: &Scenario,
-    o: &LabOptions,
-    t0: Instant,
-    w: &Path,
-    tls: &NodeTls,
-    net: &Net,
-    links: &[EdgeLinks],
-    catalog: super::run::Catalog,
-) -> anyhow::Result<Outcome> {
+async fn hls(r: &Run<'_>, catalog: super::run::Catalog) -> anyhow::Result<Outcome> {
+    let Run {
+        s,
+        o,
+        t0,
+        w,
+        tls,
+        net,
+        links,
+    } = *r;
     let bin = nginx::binary().await?;
     let hls_root = w.join("hls");
     let mut objects = Vec::new();

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use segue_client::{Congestion, ConnectOptions, PlayOptions, Report, TransportSettings, play};
+use segue_client::{ConnectOptions, PlayOptions, Report, TransportSettings, play};
 use segue_wire::SegueUrl;
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
@@ -438,7 +438,7 @@ pub(crate) struct Viewers {
     pub edges: Vec<String>,
     /// Addresses of the packet-level network, one per play; empty: [`loopback_viewer`].
     pub addresses: Vec<IpAddr>,
-    pub congestion: Congestion,
+    pub transport: TransportSettings,
 }
 
 impl Viewers {
@@ -469,7 +469,7 @@ pub(crate) fn segue_play(
     );
     let connect = ConnectOptions {
         bind: Some(viewers.source(spec.id)),
-        transport: TransportSettings::with(viewers.congestion),
+        transport: viewers.transport,
     };
     async move {
         let (url, fallback) = match (url, fallback) {
@@ -703,7 +703,7 @@ async fn run_segue(
             .map(|p| format!("localhost:{p}"))
             .collect(),
         addresses: Vec::new(),
-        congestion: s.transport.congestion,
+        transport: s.transport.settings(),
     };
     let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &viewers, &tls.ca).await;
     drop(links);
@@ -830,7 +830,7 @@ pub(crate) fn outcome(
         helpers: None,
         network: NetworkInfo {
             kind: "loopback relays".into(),
-            segue_congestion: s.transport.congestion.to_string(),
+            segue_congestion: s.transport.describe(),
             tcp_congestion: None,
         },
         bulk: None,

@@ -282,6 +282,36 @@ pub struct TransportConf {
     /// Kernel TCP in the nodes' namespaces (nginx, the bulk flow's source), packet-level
     /// network only: a name the kernel offers (cubic, reno, bbr); default: the host's.
     pub tcp_congestion: Option<String>,
+    /// Segue's loss detection (`--loss-packet-threshold`, `--loss-time-threshold`); default:
+    /// the nodes' defaults.
+    pub packet_threshold: Option<u32>,
+    pub time_threshold: Option<f32>,
+}
+
+impl TransportConf {
+    /// "bbr", with the loss-detection thresholds when they are not the defaults.
+    pub fn describe(&self) -> String {
+        let s = self.settings();
+        let d = segue_client::TransportSettings::default();
+        if (s.packet_threshold, s.time_threshold) == (d.packet_threshold, d.time_threshold) {
+            s.congestion.to_string()
+        } else {
+            format!(
+                "{} (loss after {} packets or {} RTT)",
+                s.congestion, s.packet_threshold, s.time_threshold
+            )
+        }
+    }
+
+    /// Segue's transport settings for this run's players (the nodes get the same flags).
+    pub fn settings(&self) -> segue_client::TransportSettings {
+        let d = segue_client::TransportSettings::default();
+        segue_client::TransportSettings {
+            congestion: self.congestion,
+            packet_threshold: self.packet_threshold.unwrap_or(d.packet_threshold),
+            time_threshold: self.time_threshold.unwrap_or(d.time_threshold),
+        }
+    }
 }
 
 /// A bulk TCP download competing with the plays: from a source in an edge's namespace to a
@@ -375,6 +405,10 @@ impl Scenario {
             return Err(format!(
                 "transport.tcp_congestion: {t:?} is not a controller name"
             ));
+        }
+        let ts = self.transport.settings();
+        if let Err(e) = ts.check() {
+            return Err(format!("transport: {e}"));
         }
         if let Some(b) = &self.bulk {
             if !self.edges.iter().any(|e| e.name == b.edge) {

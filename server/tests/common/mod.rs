@@ -113,3 +113,17 @@ pub fn empty_advert(sender: &str) -> segue_wire::advert::Advert {
         holdings: vec![],
     }
 }
+
+/// Whether network namespaces work here (root); CI sets SEGUE_REQUIRE_NETNS, which turns a
+/// missing one into a failure instead of a skip.
+pub fn netns_available() -> bool {
+    if let Err(why) = segue_server::lab::netns::available() {
+        assert!(
+            std::env::var_os("SEGUE_REQUIRE_NETNS").is_none(),
+            "network namespaces are required (SEGUE_REQUIRE_NETNS is set): {why}"
+        );
+        eprintln!("skipped: {why}");
+        return false;
+    }
+    true
+}

@@ -59,3 +59,18 @@ pub fn tls_args(tls: &NodeTls) -> Vec<String> {
         p(&tls.ca),
     ]
 }
+
+/// `segue origin` of `media` into `data` on 127.0.0.1:`port`, with `tls` (flags may follow).
+pub fn origin_args(media: &Path, data: &Path, port: u16, tls: &NodeTls) -> Vec<String> {
+    let mut args = vec![
+        "origin".to_string(),
+        "--media".into(),
+        media.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(tls_args(tls));
+    args
+}
