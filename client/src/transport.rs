@@ -25,6 +25,9 @@ pub enum Congestion {
 }
 
 impl Congestion {
+    /// Every controller, in one fixed order (counters indexed by it).
+    pub const ALL: [Congestion; 3] = [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Congestion::Cubic => "cubic",
@@ -137,7 +140,7 @@ mod tests {
 
     #[test]
     fn names_parse_both_ways() {
-        for c in [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr] {
+        for c in Congestion::ALL {
             assert_eq!(c.as_str().parse::<Congestion>(), Ok(c));
             let json = serde_json::to_string(&c).unwrap();
             assert_eq!(json, format!("\"{c}\""));

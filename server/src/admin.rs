@@ -184,9 +184,12 @@ fn register_connections(r: &mut Registry, admission: &Admission) {
         ConstGauge::<f64>::new(admission.held() as f64),
     );
     let by = Family::<Vec<(String, String)>, Counter>::default();
-    for (i, name) in ["cubic", "newreno", "bbr"].into_iter().enumerate() {
-        by.get_or_create(&vec![("controller".into(), name.into())])
-            .inc_by(admission.by_congestion[i].load(Relaxed));
+    for (c, n) in segue_client::Congestion::ALL
+        .iter()
+        .zip(&admission.by_congestion)
+    {
+        by.get_or_create(&vec![("controller".into(), c.as_str().into())])
+            .inc_by(n.load(Relaxed));
     }
     r.register(
         "connections_established",

@@ -132,9 +132,9 @@ pub struct Admission {
     held: Mutex<Held>,
     pub refused: AtomicU64,
     pub retries: AtomicU64,
-    /// Connections established, by the congestion controller they run (cubic, newreno,
-    /// bbr): what `--congestion` became.
-    pub by_congestion: [AtomicU64; 3],
+    /// Connections established, by the congestion controller they run, in the order of
+    /// `Congestion::ALL`: what `--congestion` became.
+    pub by_congestion: [AtomicU64; segue_client::Congestion::ALL.len()],
 }
 
 #[derive(Debug, Default)]
@@ -160,14 +160,13 @@ impl Admission {
 
     /// Counts an established connection by its congestion controller.
     pub fn established(&self, conn: &quinn::Connection) {
-        use segue_client::Congestion;
-        let i = match segue_client::transport::controller_of(conn) {
-            Some(Congestion::Cubic) => 0,
-            Some(Congestion::NewReno) => 1,
-            Some(Congestion::Bbr) => 2,
-            None => return,
-        };
-        self.by_congestion[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let running = segue_client::transport::controller_of(conn);
+        if let Some(i) = segue_client::Congestion::ALL
+            .iter()
+            .position(|c| Some(*c) == running)
+        {
+            self.by_congestion[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Connections held now.

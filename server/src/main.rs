@@ -793,8 +793,9 @@ struct LabRunArgs {
     /// side).
     #[arg(long, value_enum, default_value_t = SystemArg::Segue)]
     system: SystemArg,
-    /// Run Segue's origin and edges as separate processes, each in its own network namespace
-    /// joined by veths with tc tbf rate limits (root only; removed afterwards, even on Ctrl-C).
+    /// Run on the packet-level network: the origin and edges (Segue's, or nginx) as processes
+    /// in their own network namespaces, every packet of both systems through the scenario's
+    /// links (root only; removed afterwards, even on Ctrl-C or SIGTERM).
     #[arg(long)]
     netns: bool,
     /// Segue's congestion controller, instead of the scenario's [transport] congestion.
@@ -976,6 +977,8 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 }
 
 async fn origin(a: OriginArgs) -> anyhow::Result<()> {
+    // Checked before the library is ingested; one for the connections it accepts and opens.
+    let transport = a.limits.transport()?;
     let tls = a.tls.node(&a.ca);
     let access = a.tls.access()?;
     let opts = LibraryOptions {
@@ -986,12 +989,11 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
     };
     let lib = open_library(opts.clone()).await?;
     let source = LibrarySource::new(Arc::new(lib));
-    let endpoint = server_endpoint(a.listen, &tls, a.limits.transport()?)
+    let endpoint = server_endpoint(a.listen, &tls, transport)
         .context("the origin's endpoint (--cert, --key, and --ca: the edges' CA)")?;
     let stop = shutdown_signal();
     reload_on_hangup(source.clone(), opts);
-    let client =
-        client_endpoint(&tls, a.limits.transport()?.transport).map_err(|e| format!("{e:#}"));
+    let client = client_endpoint(&tls, transport.transport).map_err(|e| format!("{e:#}"));
     let dist = segue_server::distribute::Distributor::new(
         source.clone(),
         client,
@@ -1120,6 +1122,8 @@ async fn serve_admin(
 
 async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     let origin = a.origin.clone().context("--origin is required")?;
+    // One for the connections it accepts and opens.
+    let transport = a.limits.transport()?;
     let store = Store::open(
         &a.cache_dir,
         a.cache_size,
@@ -1128,7 +1132,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot open cache {}", a.cache_dir.display()))?;
     tracing::info!(cache = %a.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
     let tls = a.tls.node(&a.ca);
-    let client = client_endpoint(&tls, a.limits.transport()?.transport)?;
+    let client = client_endpoint(&tls, transport.transport)?;
     let upstream = Upstream::new(client.clone(), origin.clone(), upstream::DEFAULT_TIMEOUT);
     let helpers = if a.peers.is_empty() {
         None
@@ -1217,7 +1221,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     let access = a.tls.access()?;
     a.tls
         .serve_files(&edge, access.clone(), a.limits.connections(), &stop)?;
-    let endpoint = server_endpoint(a.listen, &tls, a.limits.transport()?)?;
+    let endpoint = server_endpoint(a.listen, &tls, transport)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
     let opts = node_options(a.send_ahead_ms, 0, &tls, &a.limits, access, admission)?;
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
@@ -1261,7 +1265,6 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
             }
             if let Some(c) = &a.tcp_congestion {
                 s.transport.tcp_congestion = Some(c.clone());
-                s.validate().map_err(anyhow::Error::msg)?;
             }
             if let Some(n) = a.loss_packet_threshold {
                 s.transport.packet_threshold = Some(n);
@@ -1269,6 +1272,8 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
             if let Some(x) = a.loss_time_threshold {
                 s.transport.time_threshold = Some(x);
             }
+            // The flags are checked as the file's keys are.
+            s.validate().map_err(anyhow::Error::msg)?;
             let out = a
                 .out
                 .unwrap_or_else(|| PathBuf::from("lab-results").join(&s.name));
