@@ -182,12 +182,15 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         .collect::<Result<_, _>>()?;
     // Each object played once unpaced first (the edge's cache holds it from then on); its
     // bitrate from the manifest.
-    let lib = crate::library::Library::open(&crate::library::LibraryOptions {
+    let lib_opts = crate::library::LibraryOptions {
         media_root: media.to_owned(),
         data_dir: dir.join("describe"),
         target_segment_us: 2_000_000,
         scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
-    })?;
+    };
+    // Ingest reads the files: off the runtime the players share.
+    let lib =
+        tokio::task::spawn_blocking(move || crate::library::Library::open(&lib_opts)).await??;
     let mut described = Vec::new();
     for (u, name) in urls.iter().zip(&o.objects) {
         let mut p = PlayOptions::new(u.clone(), ca.clone());
@@ -201,11 +204,10 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
             .and_then(|n| lib.get(&n))
             .with_context(|| format!("{name} was not ingested: {:?}", lib.failures))?;
         let m = &obj.manifest;
-        let bytes: u64 = m.segments.iter().map(|s| s.size).sum();
         let secs = m.duration_us as f64 / 1e6;
         described.push(format!(
             "{name} ({secs:.0} s, {:.2} Mbit/s)",
-            bytes as f64 * 8.0 / secs.max(1e-6) / 1e6
+            m.total_size() as f64 * 8.0 / secs.max(1e-6) / 1e6
         ));
     }
     let urls = Arc::new(urls);

@@ -53,7 +53,7 @@ impl Net {
         f.route(client, server, &[l]);
         let stats = f.stats(l);
         Self {
-            _running: f.start(),
+            _running: f.start().unwrap(),
             ns,
             server,
             client,
@@ -72,7 +72,7 @@ impl Net {
 }
 
 async fn spawn_in(ns: &str, args: &[String]) -> tokio::process::Child {
-    Running::command(ns, &segue())
+    segue_server::lab::netns::Topology::command(ns, &segue())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

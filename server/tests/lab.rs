@@ -395,4 +395,21 @@ async fn a_few_matrix_cells_end_to_end() {
         .await
         .unwrap();
     assert_eq!(again.len(), 4);
+    // ... and refuses to go on with other settings, whose cells it would take for its own.
+    let other = MatrixSpec {
+        seed: 4,
+        ..spec.clone()
+    };
+    let refused = matrix::run(
+        &other,
+        &repo().join("media/samples"),
+        None,
+        out.path(),
+        true,
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "a resumed matrix took another spec's cells"
+    );
 }

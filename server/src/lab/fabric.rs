@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_tun::Tun;
 
 use super::impair::{Fate, Link, LinkSpec};
-use super::netns::{Topology, ip};
+use super::netns::{Topology, ip, run};
 use super::relay::{Counters, RelayStats};
 
 /// Packets held in flight (inside links) at most; beyond, arrivals are dropped (counted).
@@ -99,7 +99,7 @@ impl Fabric {
         Ok(Self {
             topo,
             rt,
-            subnet: 200 + (std::process::id() % 50) as u8,
+            subnet: free_subnet(),
             devices: Vec::new(),
             owner: HashMap::new(),
             links: Vec::new(),
@@ -142,27 +142,32 @@ impl Fabric {
         Ok((ns, addr))
     }
 
-    /// `count` addresses in the runner's namespace (players: one each), on one device.
+    /// `count` addresses in the runner's namespace (players: one each), on one device. Once
+    /// per fabric: replies to a runner-side address must arrive on the device its route
+    /// names (reverse-path filtering), so there is one such device.
     pub fn local(&mut self, count: usize) -> anyhow::Result<Vec<Ipv4Addr>> {
-        if self.locals + count > MAX_LOCAL {
-            bail!("at most {MAX_LOCAL} runner-side addresses");
+        if self.locals > 0 {
+            bail!("the runner-side addresses of a fabric are made at once");
+        }
+        if count == 0 || count > MAX_LOCAL {
+            bail!("1 to {MAX_LOCAL} runner-side addresses");
         }
         let d = self.device()?;
         let dev = self.devices[d].name.clone();
         let mut batch = String::new();
         let mut addrs = Vec::with_capacity(count);
-        for k in self.locals..self.locals + count {
+        for k in 0..count {
             let a = Ipv4Addr::new(10, self.subnet, 1 + (k / 250) as u8, 1 + (k % 250) as u8);
             batch.push_str(&format!("addr add {a}/32 dev {dev}\n"));
             self.owner.insert(a, d);
             addrs.push(a);
         }
-        self.locals += count;
+        self.locals = count;
         ip_batch(&batch)?;
         ip(&["link", "set", &dev, "mtu", "1500", "up"])?;
         let net = format!("10.{}.0.0/16", self.subnet);
-        // Several local devices: the first one's route is enough (its addresses decide).
-        let _ = ip(&["route", "add", &net, "dev", &dev]);
+        ip(&["route", "add", &net, "dev", &dev])
+            .with_context(|| format!("{net} is taken (another lab run at the same time?)"))?;
         Ok(addrs)
     }
 
@@ -225,7 +230,7 @@ impl Fabric {
     }
 
     /// Starts forwarding; links' times (`change_at_s`, blackholes) count from now.
-    pub fn start(self) -> Running {
+    pub fn start(self) -> anyhow::Result<Running> {
         let Fabric {
             topo,
             rt,
@@ -256,40 +261,38 @@ impl Fabric {
         let thread = std::thread::Builder::new()
             .name("lab-fabric".into())
             .spawn(move || rt.block_on(state.run(stop_rx)))
-            .ok();
-        Running {
+            .context("the fabric's thread")?;
+        Ok(Running {
             _topo: topo,
             stop: stop_tx,
-            thread,
+            thread: Some(thread),
             stats,
-        }
+        })
     }
+}
+
+/// The second octet of this run's /16: from the pid, passing over one another run's
+/// runner-side device routes already (concurrent runs, such as tests).
+fn free_subnet() -> u8 {
+    let pid = std::process::id();
+    (0..50)
+        .map(|k| 200 + ((pid + k) % 50) as u8)
+        .find(|s| {
+            std::process::Command::new("ip")
+                .args(["-4", "route", "show", &format!("10.{s}.0.0/16")])
+                .output()
+                .is_ok_and(|o| o.stdout.is_empty())
+        })
+        .unwrap_or(200 + (pid % 50) as u8)
 }
 
 /// `sysctl -w key=value`, inside `ns` or in this namespace.
 fn sysctl(ns: Option<&str>, key: &str, value: &str) -> anyhow::Result<()> {
     let kv = format!("{key}={value}");
-    let mut c = match ns {
-        Some(ns) => {
-            let mut c = std::process::Command::new("ip");
-            c.args(["netns", "exec", ns, "sysctl"]);
-            c
-        }
-        None => std::process::Command::new("sysctl"),
-    };
-    let out = c
-        .args(["-q", "-w", &kv])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context("running sysctl")?;
-    if !out.status.success() {
-        bail!(
-            "sysctl {kv}{}: {}",
-            ns.map(|n| format!(" in {n}")).unwrap_or_default(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+    match ns {
+        Some(ns) => run("ip", &["netns", "exec", ns, "sysctl", "-q", "-w", &kv]),
+        None => run("sysctl", &["-q", "-w", &kv]),
     }
-    Ok(())
 }
 
 /// Feeds `ip -batch -` (many addresses at once).
@@ -322,18 +325,23 @@ pub struct Running {
     pub stats: Arc<FabricStats>,
 }
 
-impl Running {
-    /// A command that runs `program` inside `ns`.
-    pub fn command(ns: &str, program: &std::path::Path) -> tokio::process::Command {
-        Topology::command(ns, program)
-    }
-}
-
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        let g = |c: &AtomicU64| Counters::get(c);
+        let s = &self.stats;
+        let (packets, unrouted, dropped, overflow) =
+            (g(&s.packets), g(&s.unrouted), g(&s.dropped), g(&s.overflow));
+        tracing::info!(packets, unrouted, dropped, overflow, "fabric stopped");
+        if overflow > 0 {
+            // Not the links' loss: the emulator itself could not keep up.
+            tracing::warn!(
+                overflow,
+                "the fabric dropped packets it could not forward in time"
+            );
         }
     }
 }

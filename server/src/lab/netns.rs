@@ -14,7 +14,7 @@ pub(crate) fn ip(args: &[&str]) -> anyhow::Result<()> {
     run("ip", args)
 }
 
-fn run(prog: &str, args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn run(prog: &str, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())

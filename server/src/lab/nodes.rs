@@ -22,8 +22,8 @@ use super::hls::{nginx, player, prepare, stack};
 use super::netns::Topology;
 use super::relay::{Counters, RelayStats};
 use super::run::{
-    BulkOutcome, EdgeCounters, EdgeLinks, LabOptions, NetworkInfo, Outcome, PlaySpec, System,
-    Viewers, drive, drive_segue, ingest, link_counters, outcome,
+    BulkOutcome, EdgeCounters, EdgeLinks, LabOptions, Outcome, PlaySpec, System, Viewers, drive,
+    drive_segue, ingest, link_counters, outcome,
 };
 use super::scenario::Scenario;
 use crate::edge::StatsSnapshot;
@@ -209,7 +209,7 @@ pub async fn run(
         .zip(origin_stats.iter().zip(&player_stats))
         .map(|(e, (os, ps))| EdgeLinks::fabric(&e.name, os.clone(), ps.clone()))
         .collect();
-    let running = f.start();
+    let running = f.start()?;
     let logs = w.join("logs");
     std::fs::create_dir_all(&logs)?;
     let bulk = s.bulk.as_ref().map(|b| {
@@ -297,24 +297,8 @@ pub async fn run(
     if let Some(b) = bulk_source.take() {
         b.stop().await;
     }
-    out.network = NetworkInfo {
-        kind: "packet-level (TUN, namespaces)".into(),
-        segue_congestion: s.transport.describe(),
-        tcp_congestion: Some(
-            s.transport
-                .tcp_congestion
-                .clone()
-                .unwrap_or_else(host_tcp_congestion),
-        ),
-    };
     drop(running);
     Ok(out)
-}
-
-fn host_tcp_congestion() -> String {
-    std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn segue_bin(o: &LabOptions) -> anyhow::Result<PathBuf> {

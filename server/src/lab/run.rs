@@ -372,7 +372,7 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     };
     let tls = NodeTls::dev(&w.join("certs"))?;
     prepare_media(s, o, &w.join("media"))?;
-    match o.system {
+    let mut out = match o.system {
         _ if o.netns && s.helpers.is_some() => {
             bail!("--netns runs no helpers yet; helper scenarios run in process")
         }
@@ -383,6 +383,30 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
         System::Segue => run_segue(s, o, t0, w, &tls, true).await,
         System::NginxHls => super::hls::stack::run(s, o, t0, w, &tls).await,
         System::SegueIndependent => run_segue(s, o, t0, w, &tls, false).await,
+    }?;
+    out.network = NetworkInfo::of(s, o.netns);
+    Ok(out)
+}
+
+impl NetworkInfo {
+    /// The network scenario `s` runs on: the packet-level one (`netns`) or loopback relays.
+    fn of(s: &Scenario, netns: bool) -> Self {
+        let host_tcp = || {
+            std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+                .map(|c| c.trim().to_owned())
+                .unwrap_or_else(|_| "unknown".into())
+        };
+        Self {
+            kind: if netns {
+                "packet-level (TUN, namespaces)"
+            } else {
+                "loopback relays"
+            }
+            .into(),
+            segue_congestion: s.transport.describe(),
+            tcp_congestion: netns
+                .then(|| s.transport.tcp_congestion.clone().unwrap_or_else(host_tcp)),
+        }
     }
 }
 
@@ -412,9 +436,8 @@ pub(crate) async fn ingest(
     let mut bitrate_kbps: f64 = 0.0;
     for n in &names {
         let m = &lib.get(n).context("object vanished")?.manifest;
-        let bytes: u64 = m.segments.iter().map(|e| e.size).sum();
-        bitrate_kbps =
-            bitrate_kbps.max(bytes as f64 * 8.0 / (m.duration_us.max(1) as f64 / 1e6) / 1000.0);
+        bitrate_kbps = bitrate_kbps
+            .max(m.total_size() as f64 * 8.0 / (m.duration_us.max(1) as f64 / 1e6) / 1000.0);
         durations.push(m.duration_us as f64 / 1e6);
     }
     let catalog = Catalog {
@@ -661,7 +684,6 @@ async fn run_segue(
         })
     };
     let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
-    let player_ports = edges.iter().map(|e| e.player_port).collect::<Vec<u16>>();
     let edge_stops = Arc::new(edge_stops);
     let advert_bytes = |edges: &[EdgeNode]| -> [u64; 4] {
         let mut v = [0u64; 4];
@@ -698,9 +720,9 @@ async fn run_segue(
             Some((k.edge, k.at_s, i))
         });
     let viewers = Viewers {
-        edges: player_ports
+        edges: edges
             .iter()
-            .map(|p| format!("localhost:{p}"))
+            .map(|e| format!("localhost:{}", e.player_port))
             .collect(),
         addresses: Vec::new(),
         transport: s.transport.settings(),
@@ -828,11 +850,8 @@ pub(crate) fn outcome(
         traffic,
         edges,
         helpers: None,
-        network: NetworkInfo {
-            kind: "loopback relays".into(),
-            segue_congestion: s.transport.describe(),
-            tcp_congestion: None,
-        },
+        // Set by `run`, which knows the network.
+        network: NetworkInfo::default(),
         bulk: None,
     }
 }
