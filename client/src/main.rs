@@ -29,6 +29,11 @@ struct Cli {
     /// Media to buffer before playback starts, in milliseconds.
     #[arg(long, default_value_t = 500)]
     buffer_ms: u64,
+    /// ... and at least this many round trips (the connection's RTT) of media: a lost
+    /// packet holds playback for about one RTT, so a long path needs a deeper start-up
+    /// buffer. 0: --buffer-ms alone.
+    #[arg(long, default_value_t = 4.0)]
+    buffer_rtts: f64,
     /// Consume as fast as possible (server sends unpaced); for verification and throughput.
     #[arg(long)]
     no_pace: bool,
@@ -79,6 +84,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut opts = PlayOptions::new(cli.url, cli.ca);
     opts.startup_buffer = Duration::from_millis(cli.buffer_ms);
+    opts.startup_rtts = cli.buffer_rtts;
     opts.pace = !cli.no_pace;
     opts.record = cli.record;
     opts.connect_timeout = Duration::from_secs(cli.connect_timeout);

@@ -31,8 +31,14 @@ use crate::session::{ConnectOptions, connect_with};
 pub struct PlayOptions {
     pub url: SegueUrl,
     pub ca: PathBuf,
-    /// Media buffered before playback starts.
+    /// Media buffered before playback starts, at least.
     pub startup_buffer: Duration,
+    /// ... and at least this many round trips of the connection's (smoothed) RTT of media:
+    /// a lost packet holds its stream for about 1.1 RTT before its retransmission arrives,
+    /// a lost retransmission for as long again (plus a probe timeout when it was a tail),
+    /// while start-up on a long path is still ramping up; 500 ms alone stalled plays at
+    /// 150 ms RTT with 3 % loss (docs/TRANSPORT.md). Default 4.
+    pub startup_rtts: f64,
     /// Play in real time (false: consume as fast as possible, server unpaced).
     pub pace: bool,
     pub connect_timeout: Duration,
@@ -71,6 +77,7 @@ impl PlayOptions {
             url,
             ca,
             startup_buffer: Duration::from_millis(500),
+            startup_rtts: 4.0,
             pace: true,
             connect_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(10),
@@ -799,9 +806,11 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 .any(|t| !t.pending.is_empty() || !t.carry.is_empty());
             // Playback starts with a frame in hand: once the startup buffer is full, at once
             // when unpaced, or when the whole (short) object is in.
-            if have_frame
-                && (!opts.pace || all_done || buffered >= opts.startup_buffer.as_micros() as u64)
-            {
+            let target = opts
+                .startup_buffer
+                .max(link.conn.rtt().mul_f64(opts.startup_rtts.clamp(0.0, 100.0)));
+            if have_frame && (!opts.pace || all_done || buffered >= target.as_micros() as u64) {
+                report.startup_buffer_ms = Some(target.as_secs_f64() * 1000.0);
                 clock = Some(PlayoutClock::start(now));
                 report.startup_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
             } else if last_media.elapsed() > opts.stall_timeout {

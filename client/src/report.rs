@@ -37,6 +37,10 @@ pub struct Report {
     pub ttff_ms: Option<f64>,
     /// Request sent → playback start (startup buffer filled), milliseconds.
     pub startup_ms: Option<f64>,
+    /// The start-up buffer playback waited for (the larger of the configured one and the
+    /// RTT-based one), milliseconds of media.
+    #[serde(default)]
+    pub startup_buffer_ms: Option<f64>,
     pub paced: bool,
     pub stalls: u32,
     pub stall_ms: f64,
@@ -93,7 +97,11 @@ impl Report {
         s.push_str(&format!("{}\n", self.url));
         s.push_str(&format!("  handshake            {}\n", ms(self.connect_ms)));
         s.push_str(&format!("  time to first frame  {}\n", ms(self.ttff_ms)));
-        s.push_str(&format!("  playback start       {}\n", ms(self.startup_ms)));
+        s.push_str(&format!("  playback start       {}", ms(self.startup_ms)));
+        if let Some(b) = self.startup_buffer_ms {
+            s.push_str(&format!(" (after {b:.0} ms of media buffered)"));
+        }
+        s.push('\n');
         if self.paced {
             s.push_str(&format!(
                 "  stalls               {} ({:.1} ms)\n",

@@ -315,8 +315,8 @@ struct LimitArgs {
     #[arg(long, default_value = "public", value_parser = segue_server::admission::RetryPolicy::parse)]
     retry: segue_server::admission::RetryPolicy,
     /// Congestion controller of this node's connections, those it accepts (it sends the
-    /// media or segments on them) and those it opens: cubic, newreno or bbr
-    /// (docs/TRANSPORT.md).
+    /// media or segments on them) and those it opens: model (Segue's own), bbr, cubic or
+    /// newreno (docs/TRANSPORT.md).
     #[arg(long, default_value_t = Congestion::default(), help_heading = "Transport")]
     congestion: Congestion,
     /// A packet is declared lost once this many later packets were acknowledged (RFC 9002's
@@ -327,6 +327,9 @@ struct LimitArgs {
     /// at least 1.125).
     #[arg(long, default_value_t = TransportSettings::default().time_threshold, help_heading = "Transport")]
     loss_time_threshold: f32,
+    /// Initial congestion window, in 1200-byte datagrams (RFC 9002's is 10).
+    #[arg(long, default_value_t = TransportSettings::default().initial_window, help_heading = "Transport")]
+    initial_window: u32,
 }
 
 impl LimitArgs {
@@ -343,6 +346,7 @@ impl LimitArgs {
             congestion: self.congestion,
             packet_threshold: self.loss_packet_threshold,
             time_threshold: self.loss_time_threshold,
+            initial_window: self.initial_window,
         };
         transport.check().map_err(anyhow::Error::msg)?;
         Ok(TransportLimits {
@@ -383,7 +387,8 @@ struct OriginArgs {
     /// (segment i about --segment-ms × 2^i, at most 16×; docs/PLACEMENT.md).
     #[arg(long, default_value = "uniform")]
     segment_scheme: SegmentScheme,
-    /// Media sent ahead of real time to fill a player's buffer, in milliseconds.
+    /// Media sent ahead of real time to fill a player's buffer, in milliseconds (at least 8
+    /// round trips of the player's path).
     #[arg(long, default_value_t = 2000)]
     send_ahead_ms: u64,
     /// Delay before answering each segment request, in milliseconds (lab aid).
@@ -603,7 +608,8 @@ struct EdgeArgs {
     /// Fetch this object's prefix at start (repeatable).
     #[arg(long = "warm", value_name = "OBJECT")]
     warm: Vec<String>,
-    /// Media sent ahead of real time to fill a player's buffer, in milliseconds.
+    /// Media sent ahead of real time to fill a player's buffer, in milliseconds (at least 8
+    /// round trips of the player's path).
     #[arg(long, default_value_t = 2000)]
     send_ahead_ms: u64,
     /// Write the edge's counters as JSON to this file every second and at shutdown
@@ -811,6 +817,10 @@ struct LabRunArgs {
     /// Segue's loss detection, instead of the scenario's [transport] time_threshold.
     #[arg(long)]
     loss_time_threshold: Option<f32>,
+    /// Segue's initial congestion window (datagrams), instead of the scenario's
+    /// [transport] initial_window.
+    #[arg(long)]
+    initial_window: Option<u32>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -1271,6 +1281,9 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
             }
             if let Some(x) = a.loss_time_threshold {
                 s.transport.time_threshold = Some(x);
+            }
+            if let Some(n) = a.initial_window {
+                s.transport.initial_window = Some(n);
             }
             // The flags are checked as the file's keys are.
             s.validate().map_err(anyhow::Error::msg)?;

@@ -32,10 +32,14 @@ fn public_methods() -> Vec<Method> {
         .collect()
 }
 
+/// Round trips of the path a paced session sends ahead at least (see `Sender::send_ahead`).
+pub const SEND_AHEAD_RTTS: u32 = 8;
+
 /// Session behaviour.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionOptions {
-    /// Media sent ahead of real time (fills the player's buffer at start).
+    /// Media sent ahead of real time (fills the player's buffer at start); at least
+    /// [`SEND_AHEAD_RTTS`] round trips of the session's path.
     pub send_ahead: Duration,
     /// Largest RTP payload.
     pub max_payload: usize,
@@ -656,6 +660,13 @@ enum Stop {
 }
 
 impl<S: Source> Sender<S> {
+    /// How far ahead of real time media is sent: the configured send-ahead, and at least
+    /// [`SEND_AHEAD_RTTS`] round trips of this connection's path, so the buffer it builds in
+    /// the player covers a few loss recoveries on a long path too (docs/TRANSPORT.md).
+    fn send_ahead(&self) -> Duration {
+        self.send_ahead.max(self.conn.rtt() * SEND_AHEAD_RTTS)
+    }
+
     async fn run(mut self) {
         let result = self.send_all().await;
         self.source.stopped(
@@ -815,6 +826,7 @@ impl<S: Source> Sender<S> {
             t.seq = t.seq.wrapping_add(tp.packets as u16);
         }
         if self.pacing {
+            let ahead = self.send_ahead();
             // Where each track's stream is due up to, not yet written.
             let mut due_end = vec![0usize; self.tracks.len()];
             for step in &packets.steps {
@@ -827,7 +839,7 @@ impl<S: Source> Sender<S> {
                 };
                 let due = t0
                     + Duration::from_micros(step.dts_us.saturating_sub(self.start_us))
-                        .saturating_sub(self.send_ahead);
+                        .saturating_sub(ahead);
                 if due > Instant::now() {
                     for (j, &end) in due_end.iter().enumerate() {
                         self.write_until(index, j, end, &mut cursors, streams)

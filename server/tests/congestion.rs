@@ -115,7 +115,7 @@ async fn congestion_reaches_every_endpoint() {
     );
 
     // A node's outgoing connections run what its Dialer was built with.
-    for cc in [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr] {
+    for cc in Congestion::ALL {
         let dialer =
             segue_server::quic::client_endpoint(&tls, TransportSettings::with(cc)).unwrap();
         let conn = dialer

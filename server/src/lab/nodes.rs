@@ -350,6 +350,9 @@ async fn segue(r: &Run<'_>, catalog: super::run::Catalog, logs: &Path) -> anyhow
     if let Some(x) = s.transport.time_threshold {
         transport.extend(["--loss-time-threshold".into(), x.to_string()]);
     }
+    if let Some(n) = s.transport.initial_window {
+        transport.extend(["--initial-window".into(), n.to_string()]);
+    }
     let mut origin = Node::spawn(
         "origin",
         &net.origin_ns,

@@ -277,7 +277,7 @@ fn default_max() -> u64 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConf {
-    /// Segue's nodes (`--congestion`) and players: cubic, newreno, bbr.
+    /// Segue's nodes (`--congestion`) and players: model (default), bbr, cubic, newreno.
     pub congestion: segue_client::Congestion,
     /// Kernel TCP in the nodes' namespaces (nginx, the bulk flow's source), packet-level
     /// network only: a name the kernel offers (cubic, reno, bbr); default: the host's.
@@ -286,21 +286,27 @@ pub struct TransportConf {
     /// the nodes' defaults.
     pub packet_threshold: Option<u32>,
     pub time_threshold: Option<f32>,
+    /// Segue's initial congestion window, datagrams (`--initial-window`); default: the
+    /// nodes' default.
+    pub initial_window: Option<u32>,
 }
 
 impl TransportConf {
-    /// "bbr", with the loss-detection thresholds when they are not the defaults.
+    /// "model", with the loss-detection thresholds and initial window when not the defaults.
     pub fn describe(&self) -> String {
         let s = self.settings();
         let d = segue_client::TransportSettings::default();
-        if (s.packet_threshold, s.time_threshold) == (d.packet_threshold, d.time_threshold) {
-            s.congestion.to_string()
-        } else {
-            format!(
-                "{} (loss after {} packets or {} RTT)",
-                s.congestion, s.packet_threshold, s.time_threshold
-            )
+        let mut out = s.congestion.to_string();
+        if (s.packet_threshold, s.time_threshold) != (d.packet_threshold, d.time_threshold) {
+            out += &format!(
+                " (loss after {} packets or {} RTT)",
+                s.packet_threshold, s.time_threshold
+            );
         }
+        if s.initial_window != d.initial_window {
+            out += &format!(", initial window {} datagrams", s.initial_window);
+        }
+        out
     }
 
     /// Segue's transport settings for this run's players (the nodes get the same flags).
@@ -310,6 +316,7 @@ impl TransportConf {
             congestion: self.congestion,
             packet_threshold: self.packet_threshold.unwrap_or(d.packet_threshold),
             time_threshold: self.time_threshold.unwrap_or(d.time_threshold),
+            initial_window: self.initial_window.unwrap_or(d.initial_window),
         }
     }
 }

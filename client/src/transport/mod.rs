@@ -2,6 +2,8 @@
 //! from reordering. One type for every endpoint (player, edge, origin, helpers), so a
 //! `--congestion` given to any of them means the same thing.
 
+pub mod model;
+
 use std::sync::Arc;
 
 use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
@@ -17,22 +19,32 @@ pub enum Congestion {
     #[value(name = "newreno")]
     #[serde(rename = "newreno")]
     NewReno,
-    /// quinn's BBR (BBRv1-like, experimental): paces at the measured bottleneck rate and
-    /// does not read a random loss as congestion. Segue's default (docs/TRANSPORT.md: the
-    /// loss-based controllers stall HD plays on a lossy last mile).
-    #[default]
+    /// quinn's BBR (BBRv1-like, experimental): paces at the bottleneck rate it measures
+    /// (over-measures: docs/TRANSPORT.md) and does not read a random loss as congestion.
     Bbr,
+    /// Segue's own model-based controller (`transport/model.rs`): BBR's delivery-rate model
+    /// with a loss bound on the window, written for paced media. The default: the matrix
+    /// shows it best (docs/TRANSPORT.md; the loss-based controllers stall HD plays on a lossy
+    /// last mile, quinn's BBR floods shallow queues at start-up).
+    #[default]
+    Model,
 }
 
 impl Congestion {
     /// Every controller, in one fixed order (counters indexed by it).
-    pub const ALL: [Congestion; 3] = [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr];
+    pub const ALL: [Congestion; 4] = [
+        Congestion::Cubic,
+        Congestion::NewReno,
+        Congestion::Bbr,
+        Congestion::Model,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Congestion::Cubic => "cubic",
             Congestion::NewReno => "newreno",
             Congestion::Bbr => "bbr",
+            Congestion::Model => "model",
         }
     }
 }
@@ -46,8 +58,9 @@ impl std::fmt::Display for Congestion {
 impl std::str::FromStr for Congestion {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        <Self as clap::ValueEnum>::from_str(s, true)
-            .map_err(|_| format!("unknown congestion controller {s:?} (cubic, newreno, bbr)"))
+        <Self as clap::ValueEnum>::from_str(s, true).map_err(|_| {
+            format!("unknown congestion controller {s:?} (cubic, newreno, bbr, model)")
+        })
     }
 }
 
@@ -61,6 +74,10 @@ pub struct TransportSettings {
     /// A packet is lost once this many RTTs passed since a later one was acknowledged
     /// (RFC 9002 §6.1.2; 9/8 by default).
     pub time_threshold: f32,
+    /// Initial congestion window, in datagrams of 1200 bytes (RFC 9002's is 10; Segue's 32,
+    /// so an HD keyframe and the first round of media leave in the first round trip; quinn's
+    /// own BBR would start at 200). Paced over the handshake's RTT.
+    pub initial_window: u32,
 }
 
 impl Default for TransportSettings {
@@ -69,6 +86,7 @@ impl Default for TransportSettings {
             congestion: Congestion::default(),
             packet_threshold: 3,
             time_threshold: 9.0 / 8.0,
+            initial_window: 32,
         }
     }
 }
@@ -90,6 +108,12 @@ impl TransportSettings {
                 self.packet_threshold
             ));
         }
+        if !(2..=1000).contains(&self.initial_window) {
+            return Err(format!(
+                "the initial window must be 2 to 1000 datagrams, not {}",
+                self.initial_window
+            ));
+        }
         if !(1.125..=100.0).contains(&self.time_threshold) {
             return Err(format!(
                 "the loss time threshold must be 1.125 to 100 RTTs, not {}",
@@ -101,12 +125,15 @@ impl TransportSettings {
 
     /// Writes these settings into `t` (thresholds below RFC 9002's are raised to them).
     pub fn apply(&self, t: &mut quinn::TransportConfig) {
-        let factory: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
-            match self.congestion {
-                Congestion::Cubic => Arc::new(CubicConfig::default()),
-                Congestion::NewReno => Arc::new(NewRenoConfig::default()),
-                Congestion::Bbr => Arc::new(BbrConfig::default()),
-            };
+        let iw = u64::from(self.initial_window.clamp(2, 1000)) * 1200;
+        let factory: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> = match self
+            .congestion
+        {
+            Congestion::Cubic => Arc::new(CubicConfig::default().initial_window(iw).clone()),
+            Congestion::NewReno => Arc::new(NewRenoConfig::default().initial_window(iw).clone()),
+            Congestion::Bbr => Arc::new(BbrConfig::default().initial_window(iw).clone()),
+            Congestion::Model => Arc::new(model::ModelConfig { initial_window: iw }),
+        };
         t.congestion_controller_factory(factory)
             .packet_threshold(self.packet_threshold.max(3))
             .time_threshold(self.time_threshold.max(9.0 / 8.0));
@@ -129,6 +156,8 @@ pub fn controller_of(conn: &quinn::Connection) -> Option<Congestion> {
         Some(Congestion::Cubic)
     } else if any.is::<quinn::congestion::NewReno>() {
         Some(Congestion::NewReno)
+    } else if any.is::<model::Model>() {
+        Some(Congestion::Model)
     } else {
         None
     }
