@@ -315,7 +315,7 @@ struct LimitArgs {
     #[arg(long, default_value = "public", value_parser = segue_server::admission::RetryPolicy::parse)]
     retry: segue_server::admission::RetryPolicy,
     /// Congestion controller of this node's connections, those it accepts (it sends the
-    /// media or segments on them) and those it opens: model (Segue's own), bbr, cubic or
+    /// media or segments on them) and those it opens: bbr, model (Segue's own), cubic or
     /// newreno (docs/TRANSPORT.md).
     #[arg(long, default_value_t = Congestion::default(), help_heading = "Transport")]
     congestion: Congestion,
@@ -327,7 +327,7 @@ struct LimitArgs {
     /// at least 1.125).
     #[arg(long, default_value_t = TransportSettings::default().time_threshold, help_heading = "Transport")]
     loss_time_threshold: f32,
-    /// Initial congestion window, in 1200-byte datagrams (RFC 9002's is 10).
+    /// Initial congestion window, in 1200-byte datagrams (RFC 9002's).
     #[arg(long, default_value_t = TransportSettings::default().initial_window, help_heading = "Transport")]
     initial_window: u32,
 }
@@ -738,6 +738,9 @@ struct MatrixArgs {
     /// Kernel TCP's controller in the nodes' namespaces (default: the host's).
     #[arg(long)]
     tcp_congestion: Option<String>,
+    /// Segue's initial congestion window, datagrams (default: the nodes' default).
+    #[arg(long)]
+    initial_window: Option<u32>,
     /// Where `media.samples` are found (and made).
     #[arg(long, default_value = "media/samples")]
     samples: PathBuf,
@@ -1401,6 +1404,7 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
                 seed: a.seed,
                 congestion: a.congestion,
                 tcp_congestion: a.tcp_congestion.clone(),
+                initial_window: a.initial_window,
             };
             matrix::validate(&spec)?;
             segue_server::lab::netns::available()

@@ -342,6 +342,7 @@ async fn a_few_matrix_cells_end_to_end() {
         seed: 3,
         congestion: segue_client::Congestion::Bbr,
         tcp_congestion: Some("cubic".into()),
+        initial_window: None,
     };
     matrix::validate(&spec).unwrap();
     let out = tempfile::tempdir().unwrap();

@@ -21,12 +21,14 @@ pub enum Congestion {
     NewReno,
     /// quinn's BBR (BBRv1-like, experimental): paces at the bottleneck rate it measures
     /// (over-measures: docs/TRANSPORT.md) and does not read a random loss as congestion.
+    /// The default: no scenario found collapses it (the loss-based controllers stall HD on a
+    /// lossy last mile; `model` collapses on a reordering one).
+    #[default]
     Bbr,
     /// Segue's own model-based controller (`transport/model.rs`): BBR's delivery-rate model
-    /// with a loss bound on the window, written for paced media. The default: the matrix
-    /// shows it best (docs/TRANSPORT.md; the loss-based controllers stall HD plays on a lossy
-    /// last mile, quinn's BBR floods shallow queues at start-up).
-    #[default]
+    /// with a loss bound on the window, written for paced media. Best on the matrix (0 stalls
+    /// in every HD cell), but it collapses when the last mile reorders (docs/TRANSPORT.md);
+    /// not the default until that is fixed.
     Model,
 }
 
@@ -74,9 +76,10 @@ pub struct TransportSettings {
     /// A packet is lost once this many RTTs passed since a later one was acknowledged
     /// (RFC 9002 §6.1.2; 9/8 by default).
     pub time_threshold: f32,
-    /// Initial congestion window, in datagrams of 1200 bytes (RFC 9002's is 10; Segue's 32,
-    /// so an HD keyframe and the first round of media leave in the first round trip; quinn's
-    /// own BBR would start at 200). Paced over the handshake's RTT.
+    /// Initial congestion window, in datagrams of 1200 bytes: RFC 9002's 10 (quinn's own BBR
+    /// would start at 200). 32 sends an HD keyframe in the first round trip but floods a slow
+    /// last mile's queue (docs/TRANSPORT.md: stalls at 0.5 Mbit/s). Paced over the
+    /// handshake's RTT.
     pub initial_window: u32,
 }
 
@@ -86,7 +89,7 @@ impl Default for TransportSettings {
             congestion: Congestion::default(),
             packet_threshold: 3,
             time_threshold: 9.0 / 8.0,
-            initial_window: 32,
+            initial_window: 10,
         }
     }
 }

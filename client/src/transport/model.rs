@@ -74,7 +74,7 @@ pub struct ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            initial_window: 32 * 1200,
+            initial_window: 10 * 1200,
         }
     }
 }

@@ -106,6 +106,9 @@ pub struct MatrixSpec {
     pub seed: u64,
     pub congestion: segue_client::Congestion,
     pub tcp_congestion: Option<String>,
+    /// Segue's initial window, datagrams (None: the nodes' default).
+    #[serde(default)]
+    pub initial_window: Option<u32>,
 }
 
 /// One cell of the grid (the same for every system).
@@ -180,7 +183,11 @@ impl MatrixSpec {
             .tcp_congestion
             .as_ref()
             .map(|t| format!("tcp_congestion = \"{t}\"\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &self
+                .initial_window
+                .map(|n| format!("initial_window = {n}\n"))
+                .unwrap_or_default();
         let text = format!(
             "name = \"{name}\"\ndescription = \"matrix cell: {hop} impaired, RTT {rtt} ms, loss {loss}, {br} Mbit/s\"\n\
              seed = {seed}\nmax_duration_s = 150\n\n\
@@ -330,10 +337,13 @@ pub fn render(spec: &MatrixSpec, rs: &[CellResult]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "Continuity matrix: {} players per cell, impaired hop at {:.2} × the bitrate, Segue congestion control {}, kernel TCP {}, seed {}\n",
+        "Continuity matrix: {} players per cell, impaired hop at {:.2} × the bitrate, Segue congestion control {}{}, kernel TCP {}, seed {}\n",
         spec.players,
         spec.capacity_x,
         spec.congestion,
+        spec.initial_window
+            .map(|n| format!(" (initial window {n})"))
+            .unwrap_or_default(),
         spec.tcp_congestion
             .as_deref()
             .unwrap_or("the host's default"),
@@ -486,6 +496,7 @@ mod tests {
             seed: 1,
             congestion: segue_client::Congestion::Bbr,
             tcp_congestion: Some("cubic".into()),
+            initial_window: None,
         }
     }
 

@@ -277,7 +277,7 @@ fn default_max() -> u64 {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConf {
-    /// Segue's nodes (`--congestion`) and players: model (default), bbr, cubic, newreno.
+    /// Segue's nodes (`--congestion`) and players: bbr (default), model, cubic, newreno.
     pub congestion: segue_client::Congestion,
     /// Kernel TCP in the nodes' namespaces (nginx, the bulk flow's source), packet-level
     /// network only: a name the kernel offers (cubic, reno, bbr); default: the host's.
@@ -292,7 +292,7 @@ pub struct TransportConf {
 }
 
 impl TransportConf {
-    /// "model", with the loss-detection thresholds and initial window when not the defaults.
+    /// "bbr", with the loss-detection thresholds and initial window when not the defaults.
     pub fn describe(&self) -> String {
         let s = self.settings();
         let d = segue_client::TransportSettings::default();
