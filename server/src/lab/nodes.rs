@@ -290,9 +290,17 @@ pub async fn run(
         }
     };
     let mut out = result?;
-    if let Some(t) = bulk_task {
-        t.abort();
-        out.bulk = t.await.ok();
+    if let Some((mut t, b)) = bulk_task.zip(s.bulk.as_ref()) {
+        // Plays that end before the bulk flow must not lose its figures: it ends by itself
+        // at its duration (bounded here too).
+        let left = Duration::from_secs_f64(b.start_s + b.duration_s).saturating_sub(t0.elapsed());
+        out.bulk = match tokio::time::timeout(left + Duration::from_secs(10), &mut t).await {
+            Ok(r) => r.ok(),
+            Err(_) => {
+                t.abort();
+                None
+            }
+        };
     }
     if let Some(b) = bulk_source.take() {
         b.stop().await;
