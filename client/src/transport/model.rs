@@ -71,14 +71,6 @@ pub struct ModelConfig {
     pub initial_window: u64,
 }
 
-impl Default for ModelConfig {
-    fn default() -> Self {
-        Self {
-            initial_window: 10 * 1200,
-        }
-    }
-}
-
 impl ControllerFactory for ModelConfig {
     fn build(self: Arc<Self>, _now: Instant, current_mtu: u16) -> Box<dyn Controller> {
         Box::new(Model {
@@ -93,16 +85,9 @@ pub struct Model {
     core: Core,
 }
 
-impl Model {
-    /// The bottleneck rate the model holds, bytes per second (0 before the first sample).
-    pub fn bottleneck_rate(&self) -> u64 {
-        self.core.bw()
-    }
-}
-
 impl Controller for Model {
-    fn on_sent(&mut self, now: Instant, bytes: u64, _last_packet_number: u64) {
-        self.core.on_sent(now, bytes);
+    fn on_sent(&mut self, now: Instant, _bytes: u64, _last_packet_number: u64) {
+        self.core.on_sent(now);
     }
 
     fn on_ack(
@@ -295,8 +280,8 @@ impl Core {
         (bw > 0 && !rtt.is_zero()).then(|| (bw as u128 * rtt.as_nanos() / 1_000_000_000) as u64)
     }
 
-    pub fn on_sent(&mut self, now: Instant, bytes: u64) {
-        let _ = bytes;
+    /// A packet (or a batch of them) left at `now`.
+    pub fn on_sent(&mut self, now: Instant) {
         // Nothing in flight: intervals start now, not at the last ACK of a busy period.
         if self.sent.is_empty() {
             self.first_sent_time = Some(now);
@@ -362,8 +347,7 @@ impl Core {
                 }
             }
             // Older records are of packets lost or acknowledged out of order: no samples.
-            let rest = self.sent.split_off(&sent);
-            self.sent = rest;
+            self.sent = self.sent.split_off(&sent);
         }
         if self.phase == Phase::Startup && !app_limited {
             self.cwnd += bytes;
@@ -380,8 +364,7 @@ impl Core {
             return;
         }
         // Records up to the lost packet's sending: none of them will be acknowledged in order.
-        let rest = self.sent.split_off(&sent);
-        self.sent = rest;
+        self.sent = self.sent.split_off(&sent);
         self.sent.remove(&sent);
         // Start-up doubles the window every round trip: a round already losing too much is
         // left at once, not at its end (by then the window has grown by half again).
@@ -576,7 +559,7 @@ mod tests {
             let have = app_rate_bps.is_none() || app_credit >= MSS as f64;
             if have && in_flight + MSS <= cc.window() && now >= next_send {
                 app_credit -= MSS as f64;
-                cc.on_sent(now, MSS);
+                cc.on_sent(now);
                 in_flight += MSS;
                 o.sent += 1;
                 let early = now < t0 + Duration::from_secs(3);
@@ -708,7 +691,7 @@ mod tests {
         for round in 0..40u64 {
             for i in 0..40u64 {
                 let sent = t + Duration::from_micros(i * 1200);
-                cc.on_sent(sent, MSS);
+                cc.on_sent(sent);
             }
             for i in 0..40u64 {
                 let sent = t + Duration::from_micros(i * 1200);
@@ -742,7 +725,7 @@ mod tests {
         for round in 0..4u64 {
             let n = cc.window() / MSS;
             for i in 0..n {
-                cc.on_sent(t + Duration::from_micros(i * 100), MSS);
+                cc.on_sent(t + Duration::from_micros(i * 100));
             }
             let before = cc.window();
             for i in 0..n {
@@ -772,7 +755,7 @@ mod tests {
     fn persistent_congestion_starts_over() {
         let mut cc = Core::new(12_000, MSS);
         let t = Instant::now();
-        cc.on_sent(t, MSS);
+        cc.on_sent(t);
         cc.on_loss(t, MSS, true);
         assert_eq!(cc.phase(), Phase::Startup);
         assert_eq!(cc.window(), MIN_WINDOW_PACKETS * MSS);
