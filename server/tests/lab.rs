@@ -191,15 +191,15 @@ async fn nginx_available() -> bool {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if !(have("nginx") && have("ffmpeg")) {
-        assert!(
-            std::env::var_os("SEGUE_REQUIRE_NGINX").is_none(),
-            "nginx and ffmpeg are required (SEGUE_REQUIRE_NGINX is set)"
-        );
-        eprintln!("skipped: nginx or ffmpeg missing");
-        return false;
-    }
-    true
+    common::available_or_required(
+        if have("nginx") && have("ffmpeg") {
+            Ok(())
+        } else {
+            Err("nginx or ffmpeg missing".into())
+        },
+        "SEGUE_REQUIRE_NGINX",
+        "nginx and ffmpeg",
+    )
 }
 
 /// The same scenario on the classic CDN stack: nginx origin and caching edge (started and

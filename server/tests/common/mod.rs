@@ -117,13 +117,21 @@ pub fn empty_advert(sender: &str) -> segue_wire::advert::Advert {
 /// Whether network namespaces work here (root); CI sets SEGUE_REQUIRE_NETNS, which turns a
 /// missing one into a failure instead of a skip.
 pub fn netns_available() -> bool {
-    if let Err(why) = segue_server::lab::netns::available() {
-        assert!(
-            std::env::var_os("SEGUE_REQUIRE_NETNS").is_none(),
-            "network namespaces are required (SEGUE_REQUIRE_NETNS is set): {why}"
-        );
-        eprintln!("skipped: {why}");
-        return false;
-    }
-    true
+    available_or_required(
+        segue_server::lab::netns::available(),
+        "SEGUE_REQUIRE_NETNS",
+        "network namespaces",
+    )
+}
+
+/// A test's precondition: true when met; when not, a skip (false), or a failure when CI set
+/// `require_var` to say the machine must have `what`.
+pub fn available_or_required(check: Result<(), String>, require_var: &str, what: &str) -> bool {
+    let Err(why) = check else { return true };
+    assert!(
+        std::env::var_os(require_var).is_none(),
+        "{what} are required ({require_var} is set): {why}"
+    );
+    eprintln!("skipped: {why}");
+    false
 }
