@@ -315,16 +315,17 @@ struct LimitArgs {
     #[arg(long, default_value = "public", value_parser = segue_server::admission::RetryPolicy::parse)]
     retry: segue_server::admission::RetryPolicy,
     /// Congestion controller of this node's connections, those it accepts (it sends the
-    /// media or segments on them) and those it opens: bbr, model (Segue's own), cubic or
+    /// media or segments on them) and those it opens: model (Segue's own), bbr, cubic or
     /// newreno (docs/TRANSPORT.md).
     #[arg(long, default_value_t = Congestion::default(), help_heading = "Transport")]
     congestion: Congestion,
     /// A packet is declared lost once this many later packets were acknowledged (RFC 9002's
-    /// kPacketThreshold, at least 3); higher tolerates deeper reordering.
+    /// kPacketThreshold is 3; Segue's default leaves loss to the time threshold, so that a
+    /// reordering last mile does not read as loss).
     #[arg(long, default_value_t = TransportSettings::default().packet_threshold, help_heading = "Transport")]
     loss_packet_threshold: u32,
-    /// ... or once this many RTTs passed since a later one was acknowledged (kTimeThreshold,
-    /// at least 1.125).
+    /// ... or once this many RTTs passed since it was sent and a later one was acknowledged
+    /// (kTimeThreshold: RFC 9002's 9/8 at least; Segue's 1.5 tolerates jitter).
     #[arg(long, default_value_t = TransportSettings::default().time_threshold, help_heading = "Transport")]
     loss_time_threshold: f32,
     /// Initial congestion window, in 1200-byte datagrams (RFC 9002's).

@@ -20,15 +20,13 @@ pub enum Congestion {
     #[serde(rename = "newreno")]
     NewReno,
     /// quinn's BBR (BBRv1-like, experimental): paces at the bottleneck rate it measures
-    /// (over-measures: docs/TRANSPORT.md) and does not read a random loss as congestion.
-    /// The default: no scenario found collapses it (the loss-based controllers stall HD on a
-    /// lossy last mile; `model` collapses on a reordering one).
-    #[default]
+    /// (over-measures it many times: docs/TRANSPORT.md) and does not read a random loss as
+    /// congestion; floods a slow last mile's queue at start-up.
     Bbr,
     /// Segue's own model-based controller (`transport/model.rs`): BBR's delivery-rate model
-    /// with a loss bound on the window, written for paced media. Best on the matrix (0 stalls
-    /// in every HD cell), but it collapses when the last mile reorders (docs/TRANSPORT.md);
-    /// not the default until that is fixed.
+    /// with a loss bound on the window, written for paced media, tolerant of reordering. The
+    /// default: best on the matrix and on the reordering scenarios (docs/TRANSPORT.md).
+    #[default]
     Model,
 }
 
@@ -71,10 +69,14 @@ impl std::str::FromStr for Congestion {
 pub struct TransportSettings {
     pub congestion: Congestion,
     /// Packets a later packet must be acknowledged ahead of one before that one is declared
-    /// lost (RFC 9002 §6.1.1; 3 by default). Higher tolerates more reordering.
+    /// lost (RFC 9002 §6.1.1's kPacketThreshold is 3). Segue's 1000 leaves loss to the time
+    /// threshold, as RACK (RFC 8985) does once a path reorders: at 3, a last mile whose
+    /// jitter reorders declares lost a quarter of the packets that only arrive late.
     pub packet_threshold: u32,
-    /// A packet is lost once this many RTTs passed since a later one was acknowledged
-    /// (RFC 9002 §6.1.2; 9/8 by default).
+    /// A packet is lost once this many RTTs (the larger of the smoothed and the latest)
+    /// passed since it was sent and a later one was acknowledged (RFC 9002 §6.1.2's 9/8).
+    /// Segue's 1.5 tolerates a jitter of a quarter of the RTT each way; a real loss is
+    /// recovered 3/8 RTT later, which the player's buffer (4 RTTs at least) covers.
     pub time_threshold: f32,
     /// Initial congestion window, in datagrams of 1200 bytes: RFC 9002's 10 (quinn's own BBR
     /// would start at 200). 32 sends an HD keyframe in the first round trip but floods a slow
@@ -87,8 +89,8 @@ impl Default for TransportSettings {
     fn default() -> Self {
         Self {
             congestion: Congestion::default(),
-            packet_threshold: 3,
-            time_threshold: 9.0 / 8.0,
+            packet_threshold: 1000,
+            time_threshold: 1.5,
             initial_window: 10,
         }
     }

@@ -30,6 +30,18 @@
 //!   what the path carries; a queue that overflows does. The bound grows again, as BBRv3's
 //!   does, by 1, 2, 4 … datagrams (at most 1/8) per round trip that used the window without
 //!   such loss.
+//! - **reordering**: a packet acknowledged after one sent later arrived out of order. quinn's
+//!   loss detection has fixed thresholds, so on a path that reorders it declares lost
+//!   packets that only arrive late, and their acknowledgements are dropped; loss there says
+//!   nothing about a queue. For [`REORDER_MEMORY_ROUNDS`] round trips after reordering was
+//!   seen, loss does not count as congestion (the model bounds its window by 2 × the
+//!   product alone, as BBRv1 does): the loss bound read spurious loss as congestion, cut the
+//!   window under what the jittered path holds, measured the lower rate that let through, and
+//!   spiralled down (58 % rebuffering on `reorder-hd`). While the path reorders, the product
+//!   is also taken over the minimum RTT plus the jitter (a round's mean RTT over its least,
+//!   the largest of [`BW_WINDOW_ROUNDS`] rounds): packets take that long, and a window of
+//!   2 × rate × minimum RTT then holds less than the rate (on a path keeping order the same
+//!   spread is a queue filling within the round, which the window must not feed).
 //! - quinn paces at 1.25 × window / smoothed RTT, so the window is also the pacing rate.
 //! - Persistent congestion (RFC 9002 §7.6): the model is forgotten; start-up again.
 //!
@@ -55,6 +67,8 @@ pub const LOSS_MIN_PACKETS: u64 = 3;
 /// needs BBRv3's six (its rounds are short of packets; one burst must not end it).
 pub const LOSS_MIN_EVENTS: u32 = 2;
 const STARTUP_LOSS_MIN_EVENTS: u32 = 6;
+/// Round trips after one with reordering during which loss is not read as congestion.
+pub const REORDER_MEMORY_ROUNDS: u64 = 2 * BW_WINDOW_ROUNDS;
 /// Rounds without 25 % rate growth that end start-up.
 const FULL_BW_ROUNDS: u32 = 3;
 /// RTT samples a round needs before its RTT can end start-up (RFC 9406's N_RTT_SAMPLE).
@@ -216,13 +230,22 @@ pub struct Core {
     /// The least RTT sample (ACK time − send time) of this round, and how many were taken.
     round_min_rtt: Option<Duration>,
     round_rtt_samples: u32,
+    round_rtt_sum: Duration,
     bw: MaxFilter,
+    /// Jitter: a round trip's mean RTT over its least, nanoseconds, the maximum of the last
+    /// [`BW_WINDOW_ROUNDS`] rounds.
+    jitter: MaxFilter,
     min_rtt: Duration,
     full_bw: u64,
     full_bw_rounds: u32,
     inflight_hi: Option<u64>,
     /// Datagrams the loss bound grows by next round (doubles each round it grows).
     probe_up: u64,
+    /// The latest sending time of an acknowledged packet: an ACK of one sent before it
+    /// arrived out of order.
+    largest_acked_sent: Option<Instant>,
+    /// The last round trip in which a packet was acknowledged out of order.
+    reordered_round: Option<u64>,
 }
 
 impl Core {
@@ -244,12 +267,16 @@ impl Core {
             round_window_limited: false,
             round_min_rtt: None,
             round_rtt_samples: 0,
+            round_rtt_sum: Duration::ZERO,
             bw: MaxFilter::default(),
+            jitter: MaxFilter::default(),
             min_rtt: Duration::ZERO,
             full_bw: 0,
             full_bw_rounds: 0,
             inflight_hi: None,
             probe_up: 1,
+            largest_acked_sent: None,
+            reordered_round: None,
         }
     }
 
@@ -270,6 +297,12 @@ impl Core {
         self.inflight_hi
     }
 
+    /// The path reordered packets within the last [`REORDER_MEMORY_ROUNDS`] round trips.
+    pub fn reordering(&self) -> bool {
+        self.reordered_round
+            .is_some_and(|r| r + REORDER_MEMORY_ROUNDS > self.round)
+    }
+
     fn min_window(&self) -> u64 {
         MIN_WINDOW_PACKETS * self.mss
     }
@@ -278,6 +311,28 @@ impl Core {
     fn bdp(&self, rtt: Duration) -> Option<u64> {
         let bw = self.bw();
         (bw > 0 && !rtt.is_zero()).then(|| (bw as u128 * rtt.as_nanos() / 1_000_000_000) as u64)
+    }
+
+    /// The path's jitter: the largest gap between a round trip's mean and least RTT over the
+    /// last [`BW_WINDOW_ROUNDS`] rounds. A queue delays every packet of a round alike; jitter
+    /// (radio, reordering) spreads them.
+    pub fn jitter(&self) -> Duration {
+        Duration::from_nanos(self.jitter.get())
+    }
+
+    /// The product the window is made of: the rate times the minimum RTT, plus the jitter
+    /// while the path reorders. There, a window of 2 × rate × minimum RTT holds less than the
+    /// rate once packets take twice the minimum, the late packets quinn declares lost are
+    /// not counted as delivered, and a window-limited flow measures, and keeps, a lower rate
+    /// (the collapse on a jittery, reordering last mile). On a path keeping order the spread
+    /// is a queue filling and draining within the round: adding it would feed the queue.
+    fn product(&self) -> Option<u64> {
+        let jitter = if self.reordering() {
+            self.jitter()
+        } else {
+            Duration::ZERO
+        };
+        self.bdp(self.min_rtt + jitter)
     }
 
     /// A packet (or a batch of them) left at `now`.
@@ -313,6 +368,14 @@ impl Core {
         if !app_limited {
             self.round_window_limited = true;
         }
+        match self.largest_acked_sent {
+            Some(latest) if sent < latest => {
+                // A bound set before the reordering showed may stem from its spurious loss.
+                self.reordered_round = Some(self.round);
+                self.inflight_hi = None;
+            }
+            _ => self.largest_acked_sent = Some(sent),
+        }
         if let Some(rec) = self.sent.get(&sent).copied() {
             if rec.delivered >= self.next_round_delivered {
                 self.end_round();
@@ -321,6 +384,7 @@ impl Core {
             let sample = now.saturating_duration_since(sent);
             self.round_min_rtt = Some(self.round_min_rtt.map_or(sample, |m| m.min(sample)));
             self.round_rtt_samples += 1;
+            self.round_rtt_sum += sample;
             // HyStart++ (RFC 9406 §4.2), checked on every ACK of the round: its least RTT
             // grew by more than an eighth of the path's (4 to 16 ms): a queue is building;
             // leave start-up before it overflows.
@@ -375,8 +439,11 @@ impl Core {
     }
 
     /// This round trip (so far) lost more than [`LOSS_THRESH`], [`LOSS_MIN_PACKETS`] and
-    /// [`LOSS_MIN_EVENTS`] (start-up: six events).
+    /// [`LOSS_MIN_EVENTS`] (start-up: six events), on a path not reordering.
     fn round_congested(&self) -> bool {
+        if self.reordering() {
+            return false;
+        }
         let total = self.round_lost + self.round_delivered;
         let events = match self.phase {
             Phase::Startup => STARTUP_LOSS_MIN_EVENTS,
@@ -392,20 +459,27 @@ impl Core {
     /// floor (1.25 × the product) and grows from there round by round.
     fn leave_startup(&mut self, after_loss: bool) {
         self.phase = Phase::Drain;
-        if after_loss && let Some(b) = self.bdp(self.min_rtt) {
+        if after_loss && let Some(b) = self.product() {
             self.inflight_hi = Some(b + b / 4);
         }
     }
 
     /// What a batch of ACKs left in flight (quinn calls this after each batch).
     pub fn on_end_acks(&mut self, in_flight: u64) {
-        if self.phase == Phase::Drain && self.bdp(self.min_rtt).is_none_or(|b| in_flight <= b) {
+        if self.phase == Phase::Drain && self.product().is_none_or(|b| in_flight <= b) {
             self.phase = Phase::Steady;
         }
         self.update_window();
     }
 
     fn end_round(&mut self) {
+        if let Some(least) = self.round_min_rtt
+            && self.round_rtt_samples >= HYSTART_MIN_SAMPLES
+        {
+            let mean = self.round_rtt_sum / self.round_rtt_samples;
+            let spread = mean.saturating_sub(least);
+            self.jitter.update(self.round, spread.as_nanos() as u64);
+        }
         let congested = self.round_congested();
         let bw = self.bw();
         match self.phase {
@@ -423,7 +497,7 @@ impl Core {
                 }
             }
             Phase::Drain | Phase::Steady => {
-                let floor = self.bdp(self.min_rtt).map(|b| b + b / 4);
+                let floor = self.product().map(|b| b + b / 4);
                 if congested {
                     let hi = self.inflight_hi.unwrap_or(self.cwnd);
                     self.inflight_hi = Some((hi - hi / 7).max(floor.unwrap_or(0)));
@@ -435,7 +509,7 @@ impl Core {
                     let hi = hi + (self.probe_up * self.mss).min((hi / 8).max(self.mss));
                     self.probe_up = (self.probe_up * 2).min(1 << 10);
                     // A bound far above what the model asks for no longer binds.
-                    let unbound = self.bdp(self.min_rtt).is_some_and(|b| hi > 4 * b);
+                    let unbound = self.product().is_some_and(|b| hi > 4 * b);
                     self.inflight_hi = (!unbound).then_some(hi);
                 }
             }
@@ -447,6 +521,7 @@ impl Core {
         self.round_window_limited = false;
         self.round_min_rtt = None;
         self.round_rtt_samples = 0;
+        self.round_rtt_sum = Duration::ZERO;
         self.update_window();
     }
 
@@ -456,7 +531,7 @@ impl Core {
             self.cwnd = self.cwnd.max(self.min_window());
             return;
         }
-        let Some(bdp) = self.bdp(self.min_rtt) else {
+        let Some(bdp) = self.product() else {
             return;
         };
         let mut w = if self.phase == Phase::Drain {
@@ -681,36 +756,89 @@ mod tests {
         assert!(o.window > 4 * MSS, "{o:?}");
     }
 
-    #[test]
-    fn congested_rounds_bound_the_window_but_not_below_the_path() {
+    /// 40 rounds of a steady 1 MB/s at 50 ms, every round after the tenth losing 20 % (in
+    /// separate events) when `lossy`; `reorder` acknowledges each pair of packets in reverse
+    /// order; `spread` delays the acknowledgements of a round by 0 to 30 ms (mean 15 ms).
+    fn rounds(lossy: bool, reorder: bool, spread: bool) -> (Core, f64) {
         let mut cc = Core::new(12_000, MSS);
-        let t0 = Instant::now();
         let rtt = Duration::from_millis(50);
-        // Feed a steady 1 MB/s through 40 rounds, every round losing 20 %.
-        let mut t = t0;
+        let mut t = Instant::now();
         for round in 0..40u64 {
-            for i in 0..40u64 {
-                let sent = t + Duration::from_micros(i * 1200);
-                cc.on_sent(sent);
+            let sends: Vec<Instant> = (0..40u64)
+                .map(|i| t + Duration::from_micros(i * 1200))
+                .collect();
+            for &s in &sends {
+                cc.on_sent(s);
             }
-            for i in 0..40u64 {
-                let sent = t + Duration::from_micros(i * 1200);
-                if i % 5 == 0 && round > 10 {
+            for i in 0..40usize {
+                let j = if reorder { i ^ 1 } else { i };
+                let sent = sends[j];
+                let late = if spread {
+                    Duration::from_millis(10 * (i as u64 / 10))
+                } else {
+                    Duration::ZERO
+                };
+                if lossy && j % 5 == 0 && round > 10 {
                     cc.on_loss(sent, MSS, false);
                 } else {
-                    cc.on_ack(sent + rtt, sent, MSS, false, rtt);
+                    cc.on_ack(sent + rtt + late, sent, MSS, false, rtt);
                 }
             }
             cc.on_end_acks(0);
             t += rtt;
         }
-        assert_eq!(cc.phase(), Phase::Steady);
-        let hi = cc.inflight_hi().expect("congested rounds set the bound");
         let bdp = cc.bw() as f64 * rtt.as_secs_f64();
+        (cc, bdp)
+    }
+
+    #[test]
+    fn congested_rounds_bound_the_window_but_not_below_the_path() {
+        let (cc, bdp) = rounds(true, false, false);
+        assert_eq!(cc.phase(), Phase::Steady);
+        assert!(!cc.reordering());
+        let hi = cc.inflight_hi().expect("congested rounds set the bound");
         assert!(hi as f64 >= 1.2 * bdp, "bound {hi} under the path's {bdp}");
         assert!(
             (cc.window() as f64) < 2.0 * bdp,
             "window {} not bounded",
+            cc.window()
+        );
+    }
+
+    #[test]
+    fn loss_on_a_reordering_path_does_not_bound_the_window() {
+        // The same losses with packets arriving out of order: quinn's fixed thresholds
+        // declare late packets lost, so the loss is not read as a queue.
+        let (cc, bdp) = rounds(true, true, false);
+        assert_eq!(cc.phase(), Phase::Steady);
+        assert!(cc.reordering());
+        assert_eq!(cc.inflight_hi(), None);
+        assert!(
+            cc.window() as f64 >= 1.9 * bdp,
+            "window {} under 2 × the product {bdp}",
+            cc.window()
+        );
+    }
+
+    #[test]
+    fn the_window_covers_the_jitter_of_a_reordering_path_only() {
+        // A reordering path whose RTTs spread by 15 ms on average: the window holds the rate
+        // over the minimum RTT plus the jitter. The same spread on a path keeping order is a
+        // queue, and the window stays 2 × rate × minimum RTT.
+        let (cc, bdp) = rounds(false, true, true);
+        let jitter = cc.jitter().as_secs_f64();
+        assert!((0.012..=0.018).contains(&jitter), "jitter {jitter} s");
+        let product = bdp * (0.05 + jitter) / 0.05;
+        assert!(
+            cc.window() as f64 >= 1.9 * product,
+            "window {} under 2 × {product}",
+            cc.window()
+        );
+        let (cc, bdp) = rounds(false, false, true);
+        assert!(!cc.reordering());
+        assert!(
+            (cc.window() as f64) <= 2.05 * bdp,
+            "window {} over 2 × {bdp}",
             cc.window()
         );
     }

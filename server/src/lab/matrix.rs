@@ -494,7 +494,7 @@ mod tests {
             players: 4,
             capacity_x: 2.0,
             seed: 1,
-            congestion: segue_client::Congestion::Bbr,
+            congestion: segue_client::Congestion::Model,
             tcp_congestion: Some("cubic".into()),
             initial_window: None,
         }
