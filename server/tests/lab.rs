@@ -340,7 +340,7 @@ async fn a_few_matrix_cells_end_to_end() {
         players: 3,
         capacity_x: 2.0,
         seed: 3,
-        congestion: segue_client::Congestion::Bbr,
+        congestion: segue_client::Congestion::default(),
         tcp_congestion: Some("cubic".into()),
         initial_window: None,
     };

@@ -37,7 +37,9 @@
 //!   seen, loss does not count as congestion (the model bounds its window by 2 × the
 //!   product alone, as BBRv1 does): the loss bound read spurious loss as congestion, cut the
 //!   window under what the jittered path holds, measured the lower rate that let through, and
-//!   spiralled down (58 % rebuffering on `reorder-hd`). While the path reorders, the product
+//!   spiralled down (58 % rebuffering on `reorder-hd`). While the path reorders, packets
+//!   declared lost also count as delivered in the rate estimate (most of them arrived late;
+//!   quinn drops their ACKs). While the path reorders, the product
 //!   is also taken over the minimum RTT plus the jitter (a round's mean RTT over its least,
 //!   the largest of [`BW_WINDOW_ROUNDS`] rounds): packets take that long, and a window of
 //!   2 × rate × minimum RTT then holds less than the rate (on a path keeping order the same
@@ -421,7 +423,17 @@ impl Core {
     pub fn on_loss(&mut self, sent: Instant, lost_bytes: u64, persistent: bool) {
         self.round_lost += lost_bytes;
         self.round_loss_events += 1;
-        if persistent {
+        if self.reordering() {
+            // On a reordering path most "lost" packets arrive late, and quinn drops their
+            // ACKs: counted as delivered, the rate is not under-measured by the share
+            // declared lost (a real loss over-measures it by as much, as BBRv1's estimate
+            // ignores loss).
+            self.delivered += lost_bytes;
+        }
+        // Persistent congestion on a reordering path is quinn's fixed thresholds declaring a
+        // run of late packets lost (seen: the window reset to 4 datagrams every few seconds
+        // on `reorder-wifi-hd`); it forgets nothing there.
+        if persistent && !self.reordering() {
             let (iw, mss) = (self.initial_window, self.mss);
             *self = Self::new(iw, mss);
             self.cwnd = self.min_window();
@@ -821,6 +833,26 @@ mod tests {
     }
 
     #[test]
+    fn late_packets_declared_lost_still_count_as_delivered_when_the_path_reorders() {
+        // 20 % of the packets declared lost: on a path keeping order the rate measured is
+        // what was acknowledged; on a reordering one (where quinn's fixed thresholds declare
+        // late packets lost and drop their ACKs) it is what was sent.
+        let sent_rate = 40.0 * MSS as f64 / 0.05;
+        let (in_order, _) = rounds(true, false, false);
+        assert!(
+            (in_order.bw() as f64) < 0.85 * sent_rate,
+            "in order: {} of {sent_rate}",
+            in_order.bw()
+        );
+        let (reordered, _) = rounds(true, true, false);
+        assert!(
+            reordered.bw() as f64 >= 0.95 * sent_rate,
+            "reordering: {} of {sent_rate}",
+            reordered.bw()
+        );
+    }
+
+    #[test]
     fn the_window_covers_the_jitter_of_a_reordering_path_only() {
         // A reordering path whose RTTs spread by 15 ms on average: the window holds the rate
         // over the minimum RTT plus the jitter. The same spread on a path keeping order is a
@@ -877,6 +909,19 @@ mod tests {
             t += rtt;
         }
         assert_eq!(cc.inflight_hi(), None);
+    }
+
+    #[test]
+    fn persistent_congestion_on_a_reordering_path_keeps_the_model() {
+        let (mut cc, _) = rounds(false, true, false);
+        let (bw, window) = (cc.bw(), cc.window());
+        cc.on_loss(Instant::now(), MSS, true);
+        assert_eq!(cc.phase(), Phase::Steady);
+        assert_eq!(cc.bw(), bw);
+        assert_eq!(cc.window(), window);
+        let (mut in_order, _) = rounds(false, false, false);
+        in_order.on_loss(Instant::now(), MSS, true);
+        assert_eq!(in_order.phase(), Phase::Startup);
     }
 
     #[test]
