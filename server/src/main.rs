@@ -320,21 +320,24 @@ struct LimitArgs {
     #[arg(long, default_value_t = Congestion::default(), help_heading = "Transport")]
     congestion: Congestion,
     /// A packet is declared lost once this many later packets were acknowledged (RFC 9002's
-    /// kPacketThreshold is 3; Segue's default leaves loss to the time threshold, so that a
-    /// reordering last mile does not read as loss).
-    #[arg(long, default_value_t = TransportSettings::default().packet_threshold, help_heading = "Transport")]
-    loss_packet_threshold: u32,
+    /// kPacketThreshold, at least 3). Default: an edge 1000 (loss is left to the time
+    /// threshold, so that a reordering last mile does not read as loss), an origin 3.
+    #[arg(long, help_heading = "Transport")]
+    loss_packet_threshold: Option<u32>,
     /// ... or once this many RTTs passed since it was sent and a later one was acknowledged
-    /// (kTimeThreshold: RFC 9002's 9/8 at least; Segue's 1.5 tolerates jitter).
-    #[arg(long, default_value_t = TransportSettings::default().time_threshold, help_heading = "Transport")]
-    loss_time_threshold: f32,
+    /// (kTimeThreshold, at least 1.125). Default: an edge 1.5 (tolerates jitter), an origin
+    /// 1.125.
+    #[arg(long, help_heading = "Transport")]
+    loss_time_threshold: Option<f32>,
     /// Initial congestion window, in 1200-byte datagrams (RFC 9002's).
     #[arg(long, default_value_t = TransportSettings::default().initial_window, help_heading = "Transport")]
     initial_window: u32,
 }
 
 impl LimitArgs {
-    fn transport(&self) -> anyhow::Result<TransportLimits> {
+    /// The limits and transport settings; `defaults` are the node's (its role's) for what
+    /// was not given.
+    fn transport(&self, defaults: TransportSettings) -> anyhow::Result<TransportLimits> {
         anyhow::ensure!(
             self.max_streams_per_connection >= 1,
             "--max-streams-per-connection must be at least 1 (the control stream)"
@@ -345,9 +348,12 @@ impl LimitArgs {
         );
         let transport = TransportSettings {
             congestion: self.congestion,
-            packet_threshold: self.loss_packet_threshold,
-            time_threshold: self.loss_time_threshold,
+            packet_threshold: self
+                .loss_packet_threshold
+                .unwrap_or(defaults.packet_threshold),
+            time_threshold: self.loss_time_threshold.unwrap_or(defaults.time_threshold),
             initial_window: self.initial_window,
+            tolerate_reordering: defaults.tolerate_reordering,
         };
         transport.check().map_err(anyhow::Error::msg)?;
         Ok(TransportLimits {
@@ -924,6 +930,7 @@ fn node_options(
     response_delay_ms: u64,
     tls: &NodeTls,
     limits: &LimitArgs,
+    defaults: TransportSettings,
     access: Option<Arc<segue_server::access::Keys>>,
     admission: Arc<Admission>,
 ) -> anyhow::Result<NodeOptions> {
@@ -944,7 +951,7 @@ fn node_options(
         },
         response_delay: Duration::from_millis(response_delay_ms),
         access,
-        qlog: segue_server::quic::NodeQlog::from_env(tls, limits.transport()?)?,
+        qlog: segue_server::quic::NodeQlog::from_env(tls, limits.transport(defaults)?)?,
         admission,
         request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
     })
@@ -992,7 +999,7 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
 
 async fn origin(a: OriginArgs) -> anyhow::Result<()> {
     // Checked before the library is ingested; one for the connections it accepts and opens.
-    let transport = a.limits.transport()?;
+    let transport = a.limits.transport(TransportSettings::origin_default())?;
     let tls = a.tls.node(&a.ca);
     let access = a.tls.access()?;
     let opts = LibraryOptions {
@@ -1038,6 +1045,7 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         a.response_delay_ms,
         &tls,
         &a.limits,
+        TransportSettings::origin_default(),
         access,
         admission,
     )?;
@@ -1137,7 +1145,7 @@ async fn serve_admin(
 async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     let origin = a.origin.clone().context("--origin is required")?;
     // One for the connections it accepts and opens.
-    let transport = a.limits.transport()?;
+    let transport = a.limits.transport(TransportSettings::default())?;
     let store = Store::open(
         &a.cache_dir,
         a.cache_size,
@@ -1237,7 +1245,15 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         .serve_files(&edge, access.clone(), a.limits.connections(), &stop)?;
     let endpoint = server_endpoint(a.listen, &tls, transport)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
-    let opts = node_options(a.send_ahead_ms, 0, &tls, &a.limits, access, admission)?;
+    let opts = node_options(
+        a.send_ahead_ms,
+        0,
+        &tls,
+        &a.limits,
+        TransportSettings::default(),
+        access,
+        admission,
+    )?;
     segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
     // Saves measured usage on its way out.
     let _ = upkeep.await;

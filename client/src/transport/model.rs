@@ -30,7 +30,8 @@
 //!   what the path carries; a queue that overflows does. The bound grows again, as BBRv3's
 //!   does, by 1, 2, 4 … datagrams (at most 1/8) per round trip that used the window without
 //!   such loss.
-//! - **reordering**: a packet acknowledged after one sent later arrived out of order. quinn's
+//! - **reordering**: a packet acknowledged after one sent later arrived out of order (a
+//!   round needs [`REORDER_MIN_PACKETS`] of them, the first round none counted). quinn's
 //!   loss detection has fixed thresholds, so on a path that reorders it declares lost
 //!   packets that only arrive late, and their acknowledgements are dropped; loss there says
 //!   nothing about a queue. For [`REORDER_MEMORY_ROUNDS`] round trips after reordering was
@@ -69,6 +70,12 @@ pub const LOSS_MIN_PACKETS: u64 = 3;
 /// needs BBRv3's six (its rounds are short of packets; one burst must not end it).
 pub const LOSS_MIN_EVENTS: u32 = 2;
 const STARTUP_LOSS_MIN_EVENTS: u32 = 6;
+/// Packets a round must acknowledge out of order (and at least 1/16 of its ACKs) to show a
+/// reordering path; the first round does not count. The controller is shared by the packet
+/// number spaces: ACKs of the handshake's packets arrive after those of 1-RTT packets sent
+/// later, which read as reordering on every connection (seen: loss ignored at start-up, a
+/// flooded 64 KiB queue and second-long starts on clean HD cells).
+pub const REORDER_MIN_PACKETS: u64 = 4;
 /// Round trips after one with reordering during which loss is not read as congestion.
 pub const REORDER_MEMORY_ROUNDS: u64 = 2 * BW_WINDOW_ROUNDS;
 /// Rounds without 25 % rate growth that end start-up.
@@ -85,12 +92,15 @@ const MIN_WINDOW_PACKETS: u64 = 4;
 pub struct ModelConfig {
     /// Initial window, bytes (`TransportSettings::initial_window` datagrams).
     pub initial_window: u64,
+    /// Tell reordering from loss (`TransportSettings::tolerate_reordering`).
+    pub tolerate_reordering: bool,
 }
 
 impl ControllerFactory for ModelConfig {
     fn build(self: Arc<Self>, _now: Instant, current_mtu: u16) -> Box<dyn Controller> {
         Box::new(Model {
-            core: Core::new(self.initial_window, u64::from(current_mtu)),
+            core: Core::new(self.initial_window, u64::from(current_mtu))
+                .tolerating_reordering(self.tolerate_reordering),
         })
     }
 }
@@ -246,8 +256,14 @@ pub struct Core {
     /// The latest sending time of an acknowledged packet: an ACK of one sent before it
     /// arrived out of order.
     largest_acked_sent: Option<Instant>,
-    /// The last round trip in which a packet was acknowledged out of order.
+    /// The last round trip in which packets were acknowledged out of order (enough of them:
+    /// [`REORDER_MIN_PACKETS`]).
     reordered_round: Option<u64>,
+    /// Packets acknowledged this round, and those of them out of order.
+    round_acked: u64,
+    round_reordered: u64,
+    /// Whether reordering is told from loss at all ([`Core::tolerating_reordering`]).
+    tolerant: bool,
 }
 
 impl Core {
@@ -279,6 +295,9 @@ impl Core {
             probe_up: 1,
             largest_acked_sent: None,
             reordered_round: None,
+            round_acked: 0,
+            round_reordered: 0,
+            tolerant: true,
         }
     }
 
@@ -299,10 +318,20 @@ impl Core {
         self.inflight_hi
     }
 
+    /// With `tolerate` false, reordering is never seen: loss always counts (the origin's
+    /// role: on its server-to-server paths the rules for reordering, fired by the little the
+    /// lab's links reorder, lifted the loss bound and stalled the lossy 8 Mbit/s cells).
+    pub fn tolerating_reordering(mut self, tolerate: bool) -> Self {
+        self.tolerant = tolerate;
+        self
+    }
+
     /// The path reordered packets within the last [`REORDER_MEMORY_ROUNDS`] round trips.
     pub fn reordering(&self) -> bool {
-        self.reordered_round
-            .is_some_and(|r| r + REORDER_MEMORY_ROUNDS > self.round)
+        self.tolerant
+            && self
+                .reordered_round
+                .is_some_and(|r| r + REORDER_MEMORY_ROUNDS > self.round)
     }
 
     fn min_window(&self) -> u64 {
@@ -370,12 +399,9 @@ impl Core {
         if !app_limited {
             self.round_window_limited = true;
         }
+        self.round_acked += 1;
         match self.largest_acked_sent {
-            Some(latest) if sent < latest => {
-                // A bound set before the reordering showed may stem from its spurious loss.
-                self.reordered_round = Some(self.round);
-                self.inflight_hi = None;
-            }
+            Some(latest) if sent < latest => self.round_reordered += 1,
             _ => self.largest_acked_sent = Some(sent),
         }
         if let Some(rec) = self.sent.get(&sent).copied() {
@@ -434,8 +460,8 @@ impl Core {
         // run of late packets lost (seen: the window reset to 4 datagrams every few seconds
         // on `reorder-wifi-hd`); it forgets nothing there.
         if persistent && !self.reordering() {
-            let (iw, mss) = (self.initial_window, self.mss);
-            *self = Self::new(iw, mss);
+            let (iw, mss, tolerant) = (self.initial_window, self.mss, self.tolerant);
+            *self = Self::new(iw, mss).tolerating_reordering(tolerant);
             self.cwnd = self.min_window();
             return;
         }
@@ -485,6 +511,16 @@ impl Core {
     }
 
     fn end_round(&mut self) {
+        if self.round > 0
+            && self.round_reordered >= REORDER_MIN_PACKETS
+            && self.round_reordered * 16 >= self.round_acked
+        {
+            // A bound set before the reordering showed may stem from its spurious loss.
+            self.reordered_round = Some(self.round);
+            self.inflight_hi = None;
+        }
+        self.round_acked = 0;
+        self.round_reordered = 0;
         if let Some(least) = self.round_min_rtt
             && self.round_rtt_samples >= HYSTART_MIN_SAMPLES
         {
@@ -909,6 +945,58 @@ mod tests {
             t += rtt;
         }
         assert_eq!(cc.inflight_hi(), None);
+    }
+
+    #[test]
+    fn the_handshakes_late_acks_are_not_reordering() {
+        // quinn's controller sees every packet number space: the handshake's packets are
+        // acknowledged after 1-RTT packets sent later. That is not a reordering path.
+        let mut cc = Core::new(12_000, MSS);
+        let rtt = Duration::from_millis(50);
+        let mut t = Instant::now();
+        for round in 0..6u64 {
+            let sends: Vec<Instant> = (0..20u64)
+                .map(|i| t + Duration::from_micros(i * 1200))
+                .collect();
+            for &s in &sends {
+                cc.on_sent(s);
+            }
+            let order: Vec<usize> = if round == 0 {
+                (3..20).chain(0..3).collect()
+            } else {
+                (0..20).collect()
+            };
+            for j in order {
+                cc.on_ack(sends[j] + rtt, sends[j], MSS, false, rtt);
+            }
+            cc.on_end_acks(0);
+            t += rtt;
+        }
+        assert!(!cc.reordering());
+        let (cc, _) = rounds(false, true, false);
+        assert!(cc.reordering());
+    }
+
+    #[test]
+    fn without_tolerance_reordering_is_never_seen() {
+        let mut cc = Core::new(12_000, MSS).tolerating_reordering(false);
+        let rtt = Duration::from_millis(50);
+        let mut t = Instant::now();
+        for _ in 0..6u64 {
+            let sends: Vec<Instant> = (0..20u64)
+                .map(|i| t + Duration::from_micros(i * 1200))
+                .collect();
+            for &s in &sends {
+                cc.on_sent(s);
+            }
+            for i in 0..20usize {
+                let s = sends[i ^ 1];
+                cc.on_ack(s + rtt, s, MSS, false, rtt);
+            }
+            cc.on_end_acks(0);
+            t += rtt;
+        }
+        assert!(!cc.reordering());
     }
 
     #[test]

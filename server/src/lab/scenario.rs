@@ -317,6 +317,7 @@ impl TransportConf {
             packet_threshold: self.packet_threshold.unwrap_or(d.packet_threshold),
             time_threshold: self.time_threshold.unwrap_or(d.time_threshold),
             initial_window: self.initial_window.unwrap_or(d.initial_window),
+            tolerate_reordering: d.tolerate_reordering,
         }
     }
 }
