@@ -24,8 +24,9 @@ pub enum Congestion {
     /// congestion; floods a slow last mile's queue at start-up.
     Bbr,
     /// Segue's own model-based controller (`transport/model.rs`): BBR's delivery-rate model
-    /// with a loss bound on the window, written for paced media, tolerant of reordering. The
-    /// default: best on the matrix and on the reordering scenarios (docs/TRANSPORT.md).
+    /// with a loss bound on the window, written for paced media; tells reordering from loss
+    /// on the edge. The default: best on the matrix; still stalls on a harsh reordering last
+    /// mile (`reorder-wifi-hd`), where BBR does not (docs/TRANSPORT.md).
     #[default]
     Model,
 }
