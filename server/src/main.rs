@@ -930,7 +930,7 @@ fn node_options(
     response_delay_ms: u64,
     tls: &NodeTls,
     limits: &LimitArgs,
-    defaults: TransportSettings,
+    transport: TransportLimits,
     access: Option<Arc<segue_server::access::Keys>>,
     admission: Arc<Admission>,
 ) -> anyhow::Result<NodeOptions> {
@@ -951,7 +951,7 @@ fn node_options(
         },
         response_delay: Duration::from_millis(response_delay_ms),
         access,
-        qlog: segue_server::quic::NodeQlog::from_env(tls, limits.transport(defaults)?)?,
+        qlog: segue_server::quic::NodeQlog::from_env(tls, transport)?,
         admission,
         request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
     })
@@ -1045,7 +1045,7 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         a.response_delay_ms,
         &tls,
         &a.limits,
-        TransportSettings::origin_default(),
+        transport,
         access,
         admission,
     )?;
@@ -1250,7 +1250,7 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
         0,
         &tls,
         &a.limits,
-        TransportSettings::default(),
+        transport,
         access,
         admission,
     )?;
