@@ -25,8 +25,8 @@ pub enum Congestion {
     Bbr,
     /// Segue's own model-based controller (`transport/model.rs`): BBR's delivery-rate model
     /// with a loss bound on the window, written for paced media; tells reordering from loss
-    /// on the edge. The default: best on the matrix; still stalls on a harsh reordering last
-    /// mile (`reorder-wifi-hd`), where BBR does not (docs/TRANSPORT.md).
+    /// on the edge and covers a jittery path's spread. The default: best on the matrix and
+    /// the reordering scenarios (docs/TRANSPORT.md).
     #[default]
     Model,
 }
@@ -92,6 +92,11 @@ pub struct TransportSettings {
     pub tolerate_reordering: bool,
 }
 
+/// RFC 9002 §6.1.1's kPacketThreshold: the least packet threshold quinn (and we) accept.
+pub const RFC9002_PACKET_THRESHOLD: u32 = 3;
+/// RFC 9002 §6.1.2's kTimeThreshold (9/8 RTT): the least time threshold.
+pub const RFC9002_TIME_THRESHOLD: f32 = 9.0 / 8.0;
+
 impl Default for TransportSettings {
     fn default() -> Self {
         Self {
@@ -113,8 +118,8 @@ impl TransportSettings {
     /// [`Default`]'s.
     pub fn origin_default() -> Self {
         Self {
-            packet_threshold: 3,
-            time_threshold: 9.0 / 8.0,
+            packet_threshold: RFC9002_PACKET_THRESHOLD,
+            time_threshold: RFC9002_TIME_THRESHOLD,
             tolerate_reordering: false,
             ..Self::default()
         }
@@ -130,7 +135,7 @@ impl TransportSettings {
 
     /// Checks the thresholds' ranges (RFC 9002's values are the least).
     pub fn check(&self) -> Result<(), String> {
-        if !(3..=10_000).contains(&self.packet_threshold) {
+        if !(RFC9002_PACKET_THRESHOLD..=10_000).contains(&self.packet_threshold) {
             return Err(format!(
                 "the loss packet threshold must be 3 to 10000, not {}",
                 self.packet_threshold
@@ -142,7 +147,7 @@ impl TransportSettings {
                 self.initial_window
             ));
         }
-        if !(1.125..=100.0).contains(&self.time_threshold) {
+        if !(RFC9002_TIME_THRESHOLD..=100.0).contains(&self.time_threshold) {
             return Err(format!(
                 "the loss time threshold must be 1.125 to 100 RTTs, not {}",
                 self.time_threshold
@@ -166,8 +171,8 @@ impl TransportSettings {
             }),
         };
         t.congestion_controller_factory(factory)
-            .packet_threshold(self.packet_threshold.max(3))
-            .time_threshold(self.time_threshold.max(9.0 / 8.0));
+            .packet_threshold(self.packet_threshold.max(RFC9002_PACKET_THRESHOLD))
+            .time_threshold(self.time_threshold.max(RFC9002_TIME_THRESHOLD));
     }
 
     /// A transport configuration with these settings, the rest quinn's defaults.

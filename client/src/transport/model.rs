@@ -30,8 +30,9 @@
 //!   what the path carries; a queue that overflows does. The bound grows again, as BBRv3's
 //!   does, by 1, 2, 4 … datagrams (at most 1/8) per round trip that used the window without
 //!   such loss.
-//! - **reordering**: a packet acknowledged after one sent later arrived out of order (a
-//!   round needs [`REORDER_MIN_PACKETS`] of them, and 1/16 of its ACKs). quinn's
+//! - **reordering**: a packet acknowledged after one sent later arrived out of order. The
+//!   evidence is counted over recent rounds (each weighing [`REORDER_DECAY`] of the next):
+//!   at least [`REORDER_MIN_PACKETS`] of them, and 1/16 of the ACKs. quinn's
 //!   loss detection has fixed thresholds, so on a path that reorders it declares lost
 //!   packets that only arrive late, and their acknowledgements are dropped; loss there says
 //!   nothing about a queue. For [`REORDER_MEMORY_ROUNDS`] round trips after reordering was
@@ -40,11 +41,17 @@
 //!   window under what the jittered path holds, measured the lower rate that let through, and
 //!   spiralled down (58 % rebuffering on `reorder-hd`). While the path reorders, packets
 //!   declared lost also count as delivered in the rate estimate (most of them arrived late;
-//!   quinn drops their ACKs). While the path reorders, the product
-//!   is also taken over the minimum RTT plus the jitter (a round's mean RTT over its least,
-//!   the largest of [`BW_WINDOW_ROUNDS`] rounds): packets take that long, and a window of
-//!   2 × rate × minimum RTT then holds less than the rate (on a path keeping order the same
-//!   spread is a queue filling within the round, which the window must not feed).
+//!   quinn drops their ACKs).
+//! - **jitter**: while the path reorders, or its RTT is *rough* (it changes from one packet
+//!   to the next by at least a quarter of the jitter), the product is taken over the minimum
+//!   RTT plus the jitter (a round's mean RTT over its least, the largest of
+//!   [`BW_WINDOW_ROUNDS`] rounds). Packets take that long: quinn paces at 1.25 × window /
+//!   smoothed RTT, so 2 × rate × minimum RTT sends below the rate once the smoothed RTT is
+//!   2.5 × the minimum, and a window-limited flow then measures, and keeps, the lower rate
+//!   (seen on `reorder-wifi-hd`: plays pinned at the 4-datagram window and 1 Mbit/s, where a
+//!   round holds 2 or 3 ACKs and showed no reordering for seconds). A queue spreads the
+//!   RTTs of a round too, but smoothly (one serialization from a packet to the next): that
+//!   spread the window must not feed.
 //! - quinn paces at 1.25 × window / smoothed RTT, so the window is also the pacing rate.
 //! - Persistent congestion (RFC 9002 §7.6): the model is forgotten; start-up again.
 //!
@@ -76,12 +83,17 @@ const STARTUP_LOSS_MIN_EVENTS: u32 = 6;
 /// later, which read as reordering on every connection (seen: loss ignored at start-up, a
 /// flooded 64 KiB queue and second-long starts on clean HD cells).
 pub const REORDER_MIN_PACKETS: u64 = 4;
+/// Weight of a past round's reordering evidence against the next round's (about the last
+/// eight rounds count).
+pub const REORDER_DECAY: f64 = 0.875;
 /// Round trips after one with reordering during which loss is not read as congestion.
 pub const REORDER_MEMORY_ROUNDS: u64 = 2 * BW_WINDOW_ROUNDS;
 /// Rounds without 25 % rate growth that end start-up.
 const FULL_BW_ROUNDS: u32 = 3;
 /// RTT samples a round needs before its RTT can end start-up (RFC 9406's N_RTT_SAMPLE).
 const HYSTART_MIN_SAMPLES: u32 = 8;
+/// RTT samples a round needs to measure the jitter (a window of 4 datagrams has 3 or 4).
+const JITTER_MIN_SAMPLES: u32 = 2;
 /// Send records kept at most (packets in flight on any sane path are fewer).
 const MAX_RECORDS: usize = 1 << 16;
 /// The smallest window, in datagrams.
@@ -262,8 +274,17 @@ pub struct Core {
     /// Packets acknowledged this round, and those of them out of order.
     round_acked: u64,
     round_reordered: u64,
+    /// The same counts over past rounds, each round weighing [`REORDER_DECAY`] of the one
+    /// after it: a window of 4 datagrams acknowledges 3 or 4 packets a round, too few to
+    /// show reordering one round at a time.
+    recent_acked: f64,
+    recent_reordered: f64,
     /// Whether reordering is told from loss at all ([`Core::tolerating_reordering`]).
     tolerant: bool,
+    /// The previous RTT sample, and the mean change from one sample to the next
+    /// (nanoseconds, each sample weighing 1/16): how rough the RTT is ([`Core::rough`]).
+    last_sample: Option<Duration>,
+    roughness: f64,
 }
 
 impl Core {
@@ -297,7 +318,11 @@ impl Core {
             reordered_round: None,
             round_acked: 0,
             round_reordered: 0,
+            recent_acked: 0.0,
+            recent_reordered: 0.0,
             tolerant: true,
+            last_sample: None,
+            roughness: 0.0,
         }
     }
 
@@ -351,14 +376,23 @@ impl Core {
         Duration::from_nanos(self.jitter.get())
     }
 
+    /// The RTT jumps from one packet to the next by at least a quarter of the jitter: the
+    /// spread is the path's (radio, reordering), not a queue, which delays packets in turn
+    /// and changes the RTT by a serialization at a time. A path reordering too few packets
+    /// to show it ([`REORDER_MIN_PACKETS`]) is still rough: at a 4-datagram window on
+    /// `reorder-wifi-hd` the model saw no reordering for seconds, 20 ms of jitter over a
+    /// 10 ms minimum RTT, and kept a window that carried a third of the media.
+    pub fn rough(&self) -> bool {
+        let jitter = self.jitter.get() as f64;
+        jitter > 0.0 && 4.0 * self.roughness >= jitter
+    }
+
     /// The product the window is made of: the rate times the minimum RTT, plus the jitter
-    /// while the path reorders. There, a window of 2 × rate × minimum RTT holds less than the
-    /// rate once packets take twice the minimum, the late packets quinn declares lost are
-    /// not counted as delivered, and a window-limited flow measures, and keeps, a lower rate
-    /// (the collapse on a jittery, reordering last mile). On a path keeping order the spread
-    /// is a queue filling and draining within the round: adding it would feed the queue.
+    /// while the path reorders or its RTT is rough (module comment: a window of
+    /// 2 × rate × minimum RTT carries less than the rate once packets take 2.5 × the
+    /// minimum). A queue's spread, smooth, is left out: adding it would feed the queue.
     fn product(&self) -> Option<u64> {
-        let jitter = if self.reordering() {
+        let jitter = if self.reordering() || self.rough() {
             self.jitter()
         } else {
             Duration::ZERO
@@ -410,6 +444,11 @@ impl Core {
                 self.next_round_delivered = self.delivered;
             }
             let sample = now.saturating_duration_since(sent);
+            if let Some(prev) = self.last_sample {
+                let step = sample.abs_diff(prev).as_nanos() as f64;
+                self.roughness += (step - self.roughness) / 16.0;
+            }
+            self.last_sample = Some(sample);
             self.round_min_rtt = Some(self.round_min_rtt.map_or(sample, |m| m.min(sample)));
             self.round_rtt_samples += 1;
             self.round_rtt_sum += sample;
@@ -513,8 +552,10 @@ impl Core {
     fn end_round(&mut self) {
         // (Round 0 ends at the first ACK, which cannot be out of order: the handshake's late
         // ACKs land in later rounds, and the thresholds keep them out.)
-        if self.round_reordered >= REORDER_MIN_PACKETS
-            && self.round_reordered * 16 >= self.round_acked
+        self.recent_acked = self.recent_acked * REORDER_DECAY + self.round_acked as f64;
+        self.recent_reordered = self.recent_reordered * REORDER_DECAY + self.round_reordered as f64;
+        if self.recent_reordered >= REORDER_MIN_PACKETS as f64
+            && self.recent_reordered * 16.0 >= self.recent_acked
         {
             // A bound set before the reordering showed may stem from its spurious loss.
             self.reordered_round = Some(self.round);
@@ -523,7 +564,7 @@ impl Core {
         self.round_acked = 0;
         self.round_reordered = 0;
         if let Some(least) = self.round_min_rtt
-            && self.round_rtt_samples >= HYSTART_MIN_SAMPLES
+            && self.round_rtt_samples >= JITTER_MIN_SAMPLES
         {
             let mean = self.round_rtt_sum / self.round_rtt_samples;
             let spread = mean.saturating_sub(least);
@@ -609,6 +650,11 @@ mod tests {
         one_way: Duration,
         queue_bytes: u64,
         loss: f64,
+        /// Each direction's delay is `one_way` ± up to this, uniformly, packets overtaking
+        /// each other (a reordering radio link). With jitter, a packet not acknowledged
+        /// within 1.5 × the smoothed RTT of its sending is declared lost (the edge's time
+        /// threshold) and its late ACK dropped, as quinn does.
+        jitter: Duration,
     }
 
     #[derive(Default, Debug)]
@@ -619,6 +665,8 @@ mod tests {
         /// Packets lost in the first 3 s.
         early_lost: u64,
         early_sent: u64,
+        /// Bytes sent in the second half of the run.
+        late_sent_bytes: u64,
         bw: u64,
         window: u64,
         phase: Option<Phase>,
@@ -638,23 +686,32 @@ mod tests {
         let step = Duration::from_micros(100);
         let end = t0 + Duration::from_secs_f64(secs);
         let serialize = Duration::from_secs_f64(MSS as f64 * 8.0 / path.rate_bps);
-        // (ack arrival time, send time) of packets that made it; the bottleneck's free time.
-        let mut acks: VecDeque<(Instant, Instant)> = VecDeque::new();
+        let half = t0 + Duration::from_secs_f64(secs / 2.0);
+        // (ack arrival time, packet) → send time of packets that made it; the bottleneck's
+        // free time; (declaration time, packet) → send time of packets declared lost.
+        let mut acks: BTreeMap<(Instant, u64), Instant> = BTreeMap::new();
         let mut link_free = t0;
         let mut in_flight: u64 = 0;
-        let mut lost_at: VecDeque<(Instant, Instant)> = VecDeque::new();
+        let mut lost_at: BTreeMap<(Instant, u64), Instant> = BTreeMap::new();
         let mut min_rtt = Duration::MAX;
         let mut srtt = Duration::ZERO;
         let mut next_send = t0;
         let mut app_credit = 0.0f64;
         let mut o = Outcome::default();
         let mut now = t0;
+        let jitter = |rand: &mut dyn FnMut() -> f64| {
+            let j = path.jitter.as_secs_f64();
+            Duration::from_secs_f64(
+                (path.one_way.as_secs_f64() + j * (2.0 * rand() - 1.0)).max(0.0),
+            )
+        };
         while now < end {
             // ACKs (and loss detection ~1.125 RTT after a loss).
-            while acks.front().is_some_and(|a| a.0 <= now) {
-                let Some((at, sent)) = acks.pop_front() else {
+            while let Some(entry) = acks.first_entry() {
+                if entry.key().0 > now {
                     break;
-                };
+                }
+                let ((at, _), sent) = entry.remove_entry();
                 let rtt = at - sent;
                 min_rtt = min_rtt.min(rtt);
                 srtt = if srtt.is_zero() {
@@ -668,10 +725,11 @@ mod tests {
                 cc.on_ack(at, sent, MSS, app_limited, min_rtt);
                 cc.on_end_acks(in_flight);
             }
-            while lost_at.front().is_some_and(|l| l.0 <= now) {
-                let Some((_, sent)) = lost_at.pop_front() else {
+            while let Some(entry) = lost_at.first_entry() {
+                if entry.key().0 > now {
                     break;
-                };
+                }
+                let sent = entry.remove();
                 in_flight -= MSS;
                 cc.on_loss(sent, MSS, false);
                 cc.update_window();
@@ -686,6 +744,10 @@ mod tests {
                 cc.on_sent(now);
                 in_flight += MSS;
                 o.sent += 1;
+                if now >= half {
+                    o.late_sent_bytes += MSS;
+                }
+                let seq = o.sent;
                 let early = now < t0 + Duration::from_secs(3);
                 o.early_sent += early as u64;
                 let rtt = if srtt.is_zero() {
@@ -703,10 +765,22 @@ mod tests {
                 if queued + MSS > path.queue_bytes || rand() < path.loss {
                     o.lost += 1;
                     o.early_lost += early as u64;
-                    lost_at.push_back((now + detect, now));
+                    lost_at.insert((now + detect, seq), now);
                 } else {
                     link_free = start + serialize;
-                    acks.push_back((link_free + path.one_way * 2, now));
+                    let at = if path.jitter.is_zero() {
+                        link_free + path.one_way * 2
+                    } else {
+                        link_free + jitter(&mut rand) + jitter(&mut rand)
+                    };
+                    let deadline = now + rtt.mul_f64(1.5);
+                    if !path.jitter.is_zero() && at > deadline {
+                        // Late: declared lost first; quinn drops the ACK that follows.
+                        o.lost += 1;
+                        lost_at.insert((deadline, seq), now);
+                    } else {
+                        acks.insert((at, seq), now);
+                    }
                 }
             }
             now += step;
@@ -728,6 +802,7 @@ mod tests {
             one_way: Duration::from_millis(25),
             queue_bytes: 100_000,
             loss: 0.0,
+            jitter: Duration::ZERO,
         };
         let o = simulate(&path, 10.0, None, 1);
         let est = o.bw as f64 * 8.0 / 1e6;
@@ -749,6 +824,7 @@ mod tests {
                 one_way: Duration::from_millis(rtt_ms / 2),
                 queue_bytes: 65_536,
                 loss: 0.0,
+                jitter: Duration::ZERO,
             };
             let o = simulate(&path, 8.0, None, 2);
             let early = o.early_lost as f64 / o.early_sent as f64;
@@ -777,6 +853,7 @@ mod tests {
                 one_way: Duration::from_millis(40),
                 queue_bytes: 65_536,
                 loss: 0.03,
+                jitter: Duration::ZERO,
             };
             let o = simulate(&path, 10.0, None, seed);
             let got = mbps(o.delivered_bytes, 10.0);
@@ -793,6 +870,7 @@ mod tests {
             one_way: Duration::from_millis(40),
             queue_bytes: 65_536,
             loss: 0.01,
+            jitter: Duration::ZERO,
         };
         let o = simulate(&path, 10.0, Some(3.3e6), 3);
         let got = mbps(o.delivered_bytes, 10.0);
@@ -803,6 +881,33 @@ mod tests {
             o.bw * 8
         );
         assert!(o.window > 4 * MSS, "{o:?}");
+    }
+
+    #[test]
+    fn a_jittery_reordering_last_mile_carries_the_media() {
+        // `reorder-wifi-hd`: 30 ms RTT with ±12 ms each way that reorders (6 to 54 ms),
+        // 20 Mbit/s, HD media. The minimum RTT is a fifth of the mean: a window of
+        // 2 × rate × minimum RTT, paced over the smoothed RTT, carries less than the rate,
+        // which then measures less (seen: plays pinned at the 4-datagram window, 1 Mbit/s,
+        // 30-55 s of stalls). At that window a round has 3 or 4 ACKs: too few, one round at
+        // a time, to show the reordering that lets the window cover the jitter.
+        for seed in 1..4 {
+            let path = Path {
+                rate_bps: 20e6,
+                one_way: Duration::from_millis(15),
+                queue_bytes: 256_000,
+                loss: 0.0,
+                jitter: Duration::from_millis(12),
+            };
+            let o = simulate(&path, 30.0, Some(3.3e6), seed);
+            // (The simulation does not retransmit: what was sent is what the media got.)
+            let got = mbps(o.late_sent_bytes, 15.0);
+            assert!(
+                got > 3.1,
+                "seed {seed}: sent {got} Mbit/s of 3.3 in the last 15 s, {o:?}"
+            );
+            assert!(o.window > 8 * MSS, "seed {seed}: {o:?}");
+        }
     }
 
     /// 40 rounds of a steady 1 MB/s at 50 ms, every round after the tenth losing 20 % (in
@@ -980,6 +1085,83 @@ mod tests {
         assert!(!cc.reordering());
         let (cc, _) = rounds(false, true, false);
         assert!(cc.reordering());
+    }
+
+    #[test]
+    fn a_rough_rtt_is_jitter_even_without_reordering_and_a_queue_is_not() {
+        // 4 packets a round, acknowledged in order, each RTT 10 ms plus 0 to 40 ms drawn
+        // anew: no reordering shows, the RTT is rough, and the window covers the jitter.
+        let mut cc = Core::new(12_000, MSS);
+        let min = Duration::from_millis(10);
+        let mut t = Instant::now();
+        let mut x: u64 = 7;
+        for _ in 0..60 {
+            let sends: Vec<Instant> = (0..4u64)
+                .map(|i| t + Duration::from_micros(i * 500))
+                .collect();
+            for &s in &sends {
+                cc.on_sent(s);
+            }
+            let mut last = t;
+            for &s in &sends {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let extra = Duration::from_micros((x >> 33) % 40_000);
+                // In order: an ACK never overtakes the one before.
+                let at = (s + min + extra).max(last);
+                last = at;
+                cc.on_ack(at, s, MSS, false, min);
+            }
+            cc.on_end_acks(0);
+            t += Duration::from_millis(30);
+        }
+        assert!(!cc.reordering());
+        assert!(cc.rough(), "jitter {:?}", cc.jitter());
+        let bdp = cc.bw() as f64 * min.as_secs_f64();
+        let product = cc.bw() as f64 * (min + cc.jitter()).as_secs_f64();
+        assert!(product > 1.5 * bdp, "jitter {:?}", cc.jitter());
+        assert!(
+            cc.window() as f64 >= 1.9 * product,
+            "window {} for {product}",
+            cc.window()
+        );
+        // A queue filling within each round: the RTT grows a step at a time.
+        let (cc, _) = rounds(false, false, true);
+        assert!(!cc.rough(), "jitter {:?}", cc.jitter());
+    }
+
+    #[test]
+    fn reordering_shows_at_a_small_window_and_rare_swaps_do_not_add_up() {
+        // A 4-datagram window: 4 ACKs a round, one pair swapped. No round alone has the
+        // evidence; the recent rounds together do.
+        let rtt = Duration::from_millis(30);
+        let play = |per_round: u64, swap_every: u64| {
+            let mut cc = Core::new(12_000, MSS);
+            let mut t = Instant::now();
+            for round in 0..40u64 {
+                let sends: Vec<Instant> = (0..per_round)
+                    .map(|i| t + Duration::from_micros(i * 500))
+                    .collect();
+                for &s in &sends {
+                    cc.on_sent(s);
+                }
+                for i in 0..per_round as usize {
+                    let j = if round % swap_every == 0 && i < 2 {
+                        i ^ 1
+                    } else {
+                        i
+                    };
+                    cc.on_ack(sends[j] + rtt, sends[j], MSS, false, rtt);
+                }
+                cc.on_end_acks(0);
+                t += rtt;
+            }
+            cc.reordering()
+        };
+        assert!(play(4, 1), "one swap in every round of 4 ACKs");
+        // A clean path's rare swap (one in 5 rounds of 40 ACKs) is not reordering.
+        assert!(!play(40, 5));
     }
 
     #[test]
