@@ -137,7 +137,7 @@ impl TransportSettings {
     pub fn check(&self) -> Result<(), String> {
         if !(RFC9002_PACKET_THRESHOLD..=10_000).contains(&self.packet_threshold) {
             return Err(format!(
-                "the loss packet threshold must be 3 to 10000, not {}",
+                "the loss packet threshold must be {RFC9002_PACKET_THRESHOLD} to 10000, not {}",
                 self.packet_threshold
             ));
         }
@@ -149,7 +149,7 @@ impl TransportSettings {
         }
         if !(RFC9002_TIME_THRESHOLD..=100.0).contains(&self.time_threshold) {
             return Err(format!(
-                "the loss time threshold must be 1.125 to 100 RTTs, not {}",
+                "the loss time threshold must be {RFC9002_TIME_THRESHOLD} to 100 RTTs, not {}",
                 self.time_threshold
             ));
         }

@@ -77,8 +77,8 @@ pub const LOSS_MIN_PACKETS: u64 = 3;
 /// needs BBRv3's six (its rounds are short of packets; one burst must not end it).
 pub const LOSS_MIN_EVENTS: u32 = 2;
 const STARTUP_LOSS_MIN_EVENTS: u32 = 6;
-/// Packets a round must acknowledge out of order (and at least 1/16 of its ACKs) to show a
-/// reordering path. The controller is shared by the packet
+/// Packets acknowledged out of order over the recent rounds ([`REORDER_DECAY`]; and at
+/// least 1/16 of their ACKs) that show a reordering path. The controller is shared by the packet
 /// number spaces: ACKs of the handshake's packets arrive after those of 1-RTT packets sent
 /// later, which read as reordering on every connection (seen: loss ignored at start-up, a
 /// flooded 64 KiB queue and second-long starts on clean HD cells).
@@ -268,8 +268,8 @@ pub struct Core {
     /// The latest sending time of an acknowledged packet: an ACK of one sent before it
     /// arrived out of order.
     largest_acked_sent: Option<Instant>,
-    /// The last round trip in which packets were acknowledged out of order (enough of them:
-    /// [`REORDER_MIN_PACKETS`]).
+    /// The last round trip at whose end the recent rounds held enough out-of-order ACKs
+    /// ([`REORDER_MIN_PACKETS`]).
     reordered_round: Option<u64>,
     /// Packets acknowledged this round, and those of them out of order.
     round_acked: u64,
@@ -346,6 +346,8 @@ impl Core {
     /// With `tolerate` false, reordering is never seen: loss always counts (the origin's
     /// role: on its server-to-server paths the rules for reordering, fired by the little the
     /// lab's links reorder, lifted the loss bound and stalled the lossy 8 Mbit/s cells).
+    /// A rough RTT's jitter still counts in the product ([`Core::rough`]): that rule lifts
+    /// no loss bound.
     pub fn tolerating_reordering(mut self, tolerate: bool) -> Self {
         self.tolerant = tolerate;
         self
