@@ -9,7 +9,7 @@
 pub mod pki;
 pub mod tls;
 
-pub use pki::{Issued, init};
+pub use pki::{Issued, init, init_with_aliases};
 
 /// Errors of the dev PKI and TLS setup.
 #[derive(Debug, thiserror::Error)]

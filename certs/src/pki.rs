@@ -104,8 +104,19 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), Error> {
 /// their name and for `localhost`, `127.0.0.1` and `::1`, for both server and client
 /// authentication (so the same files serve mTLS between nodes).
 pub fn init(dir: &Path, nodes: &[String]) -> Result<Issued, Error> {
-    for n in nodes {
+    let nodes: Vec<(String, Vec<String>)> = nodes.iter().map(|n| (n.clone(), Vec::new())).collect();
+    init_with_aliases(dir, &nodes)
+}
+
+/// [`init`] for nodes known by more than one name: each `(name, aliases)` gets one
+/// certificate, in `name`'s files, valid for `name` and every alias too (e.g. an address
+/// players dial and the helper name its peers check).
+pub fn init_with_aliases(dir: &Path, nodes: &[(String, Vec<String>)]) -> Result<Issued, Error> {
+    for (n, aliases) in nodes {
         validate_name(n)?;
+        for a in aliases {
+            validate_name(a)?;
+        }
     }
     fs::create_dir_all(dir).map_err(io(dir))?;
     let ca_cert = dir.join(CA_CERT);
@@ -127,12 +138,16 @@ pub fn init(dir: &Path, nodes: &[String]) -> Result<Issued, Error> {
     // Signing needs only the issuer's name and key; both are the same as when it was made.
     let issuer = Issuer::new(ca_params(&ca_key), ca_key);
 
-    let mut names = vec![LOCALHOST.to_owned()];
-    names.extend(nodes.iter().filter(|n| *n != LOCALHOST).cloned());
+    let mut names = vec![(LOCALHOST.to_owned(), Vec::new())];
+    names.extend(nodes.iter().filter(|(n, _)| n != LOCALHOST).cloned());
     let mut leaves = Vec::new();
-    for name in names {
+    for (name, aliases) in names {
         let mut sans = vec![name.clone()];
-        for extra in [LOCALHOST, "127.0.0.1", "::1"] {
+        for extra in aliases
+            .iter()
+            .map(String::as_str)
+            .chain([LOCALHOST, "127.0.0.1", "::1"])
+        {
             if !sans.iter().any(|s| s == extra) {
                 sans.push(extra.to_owned());
             }
@@ -202,6 +217,24 @@ mod tests {
         let has = |d: &[u8]| d.windows(oid.len()).any(|w| w == oid);
         assert!(!has(&der(&issued.leaves[0].1)), "leaf");
         assert!(has(&der(&issued.ca_cert)), "the CA keeps its CA:TRUE");
+    }
+
+    #[test]
+    fn an_aliased_leaf_is_valid_for_each_of_its_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = [("10.200.0.3".to_owned(), vec!["h-a1".to_owned()])];
+        let issued = init_with_aliases(dir.path(), &nodes).unwrap();
+        let (_, cert, _) = &issued.leaves[1];
+        let der = crate::tls::load_certs(cert).unwrap().remove(0);
+        for name in ["10.200.0.3", "h-a1", "localhost"] {
+            assert!(crate::tls::certifies_name(&der, name), "{name}");
+        }
+        assert!(!crate::tls::certifies_name(&der, "h-a2"));
+        let bad = [("10.200.0.3".to_owned(), vec!["a b".to_owned()])];
+        assert!(matches!(
+            init_with_aliases(dir.path(), &bad),
+            Err(Error::NodeName(_))
+        ));
     }
 
     #[test]

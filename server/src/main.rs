@@ -620,7 +620,8 @@ struct EdgeArgs {
     #[arg(long, default_value_t = 2000)]
     send_ahead_ms: u64,
     /// Write the edge's counters as JSON to this file every second and at shutdown
-    /// (`"ready": true` once every --warm object is in).
+    /// (`"ready": true` once every --warm object is in; `mean_prefix_s`; with --peer, the
+    /// helper counters under `helpers`).
     #[arg(long, value_name = "FILE")]
     stats: Option<PathBuf>,
     /// Take prefixes the origin pushes (PROTOCOL.md §8.7; each segment is checked against
@@ -1276,10 +1277,9 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
 
 /// Writes the edge's counters to `path` atomically (temp file, then rename).
 fn write_stats(path: &std::path::Path, edge: &EdgeSource, ready: bool) {
-    let mut v = serde_json::to_value(edge.snapshot()).unwrap_or_default();
-    v["ready"] = serde_json::Value::Bool(ready);
+    let v = serde_json::to_vec(&edge.stats_file(ready)).unwrap_or_default();
     let tmp = path.with_extension("tmp");
-    let r = std::fs::write(&tmp, v.to_string()).and_then(|()| std::fs::rename(&tmp, path));
+    let r = std::fs::write(&tmp, v).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = r {
         tracing::warn!("cannot write stats to {}: {e}", path.display());
     }

@@ -320,6 +320,100 @@ async fn short_scenario_on_the_packet_level_network() {
     assert!(!String::from_utf8_lossy(&list.stdout).contains(&me));
 }
 
+/// Helpers on the packet-level network: three `segue edge` processes, each a peer of the
+/// others over a helper link of its scope (two in one site, one a region away), one of them
+/// SIGKILLed mid-run. Segments cross between helpers (payload and wire bytes counted on the
+/// links), adverts go out, the killed one's counters stop and every other play is
+/// byte-exact. Then the same edges not cooperating: no helper bytes at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helpers_on_the_packet_level_network() {
+    if !common::netns_available() {
+        return;
+    }
+    let text = r#"
+name = "ci-helpers"
+description = "three helpers on the fabric, one killed"
+seed = 5
+max_duration_s = 60
+
+[media]
+samples = ["demo"]
+copies = 1
+
+[helpers]
+periods = "0.2,0.5,30,120"
+local = { both = { delay_ms = 1 } }
+regional = { both = { delay_ms = 8, rate_kbps = 20000 } }
+kill = { edge = "h-b1", at_s = 4 }
+
+[[edge]]
+name = "h-a1"
+site = "a"
+region = "west"
+prefix_s = 12
+warm = ["*"]
+origin_link = { both = { delay_ms = 40, rate_kbps = 8000 } }
+
+[[edge]]
+name = "h-a2"
+site = "a"
+region = "west"
+origin_link = { both = { delay_ms = 40, rate_kbps = 8000 } }
+
+[[edge]]
+name = "h-b1"
+site = "b"
+region = "west"
+origin_link = { both = { delay_ms = 40, rate_kbps = 8000 } }
+
+[players]
+count = 6
+arrival_window_s = 6
+zipf_alpha = 0.8
+sampled = 0
+"#;
+    let s = Scenario::parse(text, &repo()).unwrap();
+    let opts = |system| LabOptions {
+        samples_dir: repo().join("media/samples"),
+        progress: false,
+        system,
+        netns: true,
+        segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue"))),
+    };
+    let o = run(&s, &opts(System::Segue)).await.unwrap();
+    assert_eq!(o.plays.len(), 6);
+    for p in o.plays.iter().filter(|p| p.edge != "h-b1") {
+        assert!(
+            p.report.ok(),
+            "play {} at {}: {:?}",
+            p.id,
+            p.edge,
+            p.report.error
+        );
+    }
+    // Plays that reach the killed helper after the kill find no server.
+    for p in o
+        .plays
+        .iter()
+        .filter(|p| p.edge == "h-b1" && p.arrival_s > 4.5)
+    {
+        assert!(p.report.error.is_some(), "play {} at the dead h-b1", p.id);
+    }
+    let h = o.helpers.as_ref().expect("helper figures");
+    assert_eq!(h.killed, Some(("h-b1".to_owned(), 4.0)));
+    // h-a2 holds nothing of its own: its plays' segments came from h-a1 (local, warm).
+    assert!(h.peer_payload_bytes > 0, "{h:?}");
+    assert!(h.peer_wire_bytes >= h.peer_payload_bytes, "{h:?}");
+    assert!(h.advert_bytes[0] > 0 && h.advert_bytes[1] > 0, "{h:?}");
+    let a2 = o.edges.iter().find(|e| e.name == "h-a2").unwrap();
+    assert!(a2.full_hits + a2.prefix_hits + a2.misses > 0, "{a2:?}");
+
+    let o = run(&s, &opts(System::SegueIndependent)).await.unwrap();
+    assert_eq!(o.system, System::SegueIndependent);
+    let h = o.helpers.as_ref().expect("helper figures");
+    assert_eq!((h.peer_payload_bytes, h.advert_bytes), (0, [0; 4]), "{h:?}");
+}
+
 /// A few cells of the continuity matrix, end to end on the packet-level network (root, nginx
 /// and ffmpeg; CI has them): every play byte-exact, the table and the heatmaps written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

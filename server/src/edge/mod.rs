@@ -123,6 +123,22 @@ pub struct StatsSnapshot {
     pub segments_not_kept: u64,
 }
 
+/// What `segue edge --stats FILE` writes (every second and at shutdown): the counters,
+/// whether warming is done, the mean prefix held, and the helper counters if it cooperates.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct StatsFile {
+    #[serde(flatten)]
+    pub counters: StatsSnapshot,
+    /// Every `--warm` object is in.
+    #[serde(default)]
+    pub ready: bool,
+    /// Mean prefix held per object, seconds of media.
+    #[serde(default)]
+    pub mean_prefix_s: f64,
+    #[serde(default)]
+    pub helpers: Option<crate::helper::HelperSnapshot>,
+}
+
 type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
 
 /// A segment fetch in flight: its result, and its place in the scheduler.
@@ -267,6 +283,16 @@ impl EdgeSource {
             peer_bytes: get(&s.peer_bytes),
             segments_to_peers: get(&s.segments_to_peers),
             segments_not_kept: get(&s.not_kept),
+        }
+    }
+
+    /// The edge's `--stats` file contents now.
+    pub fn stats_file(&self, ready: bool) -> StatsFile {
+        StatsFile {
+            counters: self.snapshot(),
+            ready,
+            mean_prefix_s: self.0.store.mean_prefix_s(),
+            helpers: self.helpers().map(|h| h.snapshot()),
         }
     }
 

@@ -136,6 +136,26 @@ pub struct HelperStats {
     pub loops_refused: AtomicU64,
 }
 
+/// A point-in-time copy of a helper's counters (the edge's `--stats` file, the lab).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct HelperSnapshot {
+    /// Advert bytes sent, per scope: local, regional, national, global.
+    pub advert_bytes_sent: [u64; 4],
+    pub adverts_received: u64,
+    pub adverts_refused: u64,
+    pub peers: Vec<PeerSnapshot>,
+}
+
+/// One peer's counters, as seen by this helper.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct PeerSnapshot {
+    pub name: String,
+    pub segments_from: u64,
+    pub bytes_from: u64,
+    /// Fetches from this peer that failed (and went on to the next source).
+    pub failures: u64,
+}
+
 /// A helper's cooperation state. Shared by the edge (fetches, adverts received) and the
 /// advertiser task.
 pub struct Helpers {
@@ -153,6 +173,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Helpers {
+    pub fn snapshot(&self) -> HelperSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        HelperSnapshot {
+            advert_bytes_sent: self.stats.advert_bytes_sent.each_ref().map(get),
+            adverts_received: get(&self.stats.adverts_received),
+            adverts_refused: get(&self.stats.adverts_refused),
+            peers: self
+                .peers
+                .iter()
+                .map(|p| PeerSnapshot {
+                    name: p.conf.name.clone(),
+                    segments_from: get(&p.stats.segments_from),
+                    bytes_from: get(&p.stats.bytes_from),
+                    failures: get(&p.stats.failures),
+                })
+                .collect(),
+        }
+    }
+
     pub fn new(opts: HelperOptions, endpoint: &crate::quic::Dialer, timeout: Duration) -> Self {
         let peers = opts
             .peers

@@ -22,11 +22,11 @@ use super::hls::{nginx, player, prepare, stack};
 use super::netns::Topology;
 use super::relay::{Counters, RelayStats};
 use super::run::{
-    BulkOutcome, EdgeCounters, EdgeLinks, LabOptions, Outcome, PlaySpec, System, Viewers, drive,
-    drive_segue, ingest, link_counters, outcome,
+    BulkOutcome, EdgeCounters, EdgeLinks, HelperOutcome, LabOptions, Outcome, PlaySpec, System,
+    Viewers, drive, drive_segue, ingest, link_counters, outcome,
 };
 use super::scenario::Scenario;
-use crate::edge::StatsSnapshot;
+use crate::edge::StatsFile;
 use crate::loopback::NodeTls;
 
 const ORIGIN_PORT: u16 = 8554;
@@ -119,7 +119,8 @@ async fn wait_up(node: &mut Node, url: &SegueUrl, ca: &Path) -> anyhow::Result<(
     }
 }
 
-fn read_stats(path: &Path) -> Option<serde_json::Value> {
+/// The edge's `--stats` file (`None` until it is first written, or if unreadable).
+fn read_stats(path: &Path) -> Option<StatsFile> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
@@ -136,6 +137,8 @@ struct Net {
     bulk_sink: Ipv4Addr,
     origin_links: Vec<LinkId>,
     player_links: Vec<LinkId>,
+    /// With `[helpers]`: one link per pair of edges `(i, j)`, `i < j`, by their scope.
+    helper_links: Vec<(usize, usize, LinkId)>,
 }
 
 fn build(s: &Scenario, bitrate_kbps: f64, f: &mut Fabric) -> anyhow::Result<Net> {
@@ -166,6 +169,24 @@ fn build(s: &Scenario, bitrate_kbps: f64, f: &mut Fabric) -> anyhow::Result<Net>
         origin_links.push(ol);
         player_links.push(pl);
     }
+    let mut helper_links = Vec::new();
+    if let Some(h) = &s.helpers {
+        use crate::helper::scope::Scope;
+        for i in 0..edges.len() {
+            for j in i + 1..edges.len() {
+                let link = match s.scope_between(i, j) {
+                    Scope::Local => &h.local,
+                    Scope::Regional => &h.regional,
+                    Scope::National | Scope::Global => &h.national,
+                };
+                let (up, down) = link.resolve(bitrate_kbps);
+                let seed = s.seed.wrapping_add(1000 * i as u64 + 10 + j as u64);
+                let l = f.link(up, down, seed);
+                f.route(edges[i].1, edges[j].1, &[l]);
+                helper_links.push((i, j, l));
+            }
+        }
+    }
     let (up, down) = s.players.last_mile.resolve(bitrate_kbps);
     for (k, v) in viewers.iter().enumerate() {
         let lm = f.link(
@@ -186,6 +207,7 @@ fn build(s: &Scenario, bitrate_kbps: f64, f: &mut Fabric) -> anyhow::Result<Net>
         bulk_sink,
         origin_links,
         player_links,
+        helper_links,
     })
 }
 
@@ -203,6 +225,11 @@ pub async fn run(
     let net = build(s, catalog.bitrate_kbps, &mut f)?;
     let stats = |l: &[LinkId]| -> Vec<Arc<RelayStats>> { l.iter().map(|l| f.stats(*l)).collect() };
     let (origin_stats, player_stats) = (stats(&net.origin_links), stats(&net.player_links));
+    let helper_stats: Vec<Arc<RelayStats>> = net
+        .helper_links
+        .iter()
+        .map(|(_, _, l)| f.stats(*l))
+        .collect();
     let links: Vec<EdgeLinks> = s
         .edges
         .iter()
@@ -281,13 +308,12 @@ pub async fn run(
         tls,
         net: &net,
         links: &links,
+        helper_links: &helper_stats,
     };
     let result = match o.system {
-        System::Segue => segue(&run, catalog, &logs).await,
+        System::Segue => segue(&run, catalog, &logs, true).await,
         System::NginxHls => hls(&run, catalog).await,
-        System::SegueIndependent => {
-            bail!("--netns runs no helpers yet; helper scenarios run in process")
-        }
+        System::SegueIndependent => segue(&run, catalog, &logs, false).await,
     };
     let mut out = result?;
     if let Some((mut t, b)) = bulk_task.zip(s.bulk.as_ref()) {
@@ -327,9 +353,18 @@ struct Run<'a> {
     tls: &'a NodeTls,
     net: &'a Net,
     links: &'a [EdgeLinks],
+    /// Counters of [`Net::helper_links`], in that order.
+    helper_links: &'a [Arc<RelayStats>],
 }
 
-async fn segue(r: &Run<'_>, catalog: super::run::Catalog, logs: &Path) -> anyhow::Result<Outcome> {
+/// Segue on the fabric: `segue origin` and one `segue edge` per scenario edge, with
+/// `[helpers]` (and `cooperate`) each edge a peer of every other over their helper link.
+async fn segue(
+    r: &Run<'_>,
+    catalog: super::run::Catalog,
+    logs: &Path,
+    cooperate: bool,
+) -> anyhow::Result<Outcome> {
     let Run {
         s,
         o,
@@ -338,14 +373,19 @@ async fn segue(r: &Run<'_>, catalog: super::run::Catalog, logs: &Path) -> anyhow
         tls,
         net,
         links,
+        helper_links,
     } = *r;
     let bin = segue_bin(o)?;
+    let helpers = s.helpers.as_ref().filter(|_| cooperate);
     // Each node's certificate names its address: edges reach the origin, and players the
-    // edges, by address.
+    // edges, by address. A helper's also names it: its peers bind its adverts to that name.
     let certs = w.join("certs");
-    let mut names = vec![net.origin.to_string()];
-    names.extend(net.edges.iter().map(|(_, a)| a.to_string()));
-    segue_certs::init(&certs, &names).context("node certificates")?;
+    let mut names = vec![(net.origin.to_string(), Vec::new())];
+    for (e, (_, a)) in s.edges.iter().zip(&net.edges) {
+        let alias = helpers.map(|_| e.name.clone());
+        names.push((a.to_string(), alias.into_iter().collect()));
+    }
+    segue_certs::init_with_aliases(&certs, &names).context("node certificates")?;
     let (ocert, okey) = segue_certs::pki::leaf_paths(&certs, &net.origin.to_string());
     let origin_addr = SocketAddr::from((net.origin, ORIGIN_PORT));
     let p = |p: &Path| p.display().to_string();
@@ -392,12 +432,15 @@ async fn segue(r: &Run<'_>, catalog: super::run::Catalog, logs: &Path) -> anyhow
     wait_up(&mut origin, &url, &tls.ca).await?;
 
     let mut nodes = Vec::new();
+    let mut prefix_start = Vec::new();
     for (i, (e, (ns, addr))) in s.edges.iter().zip(&net.edges).enumerate() {
         let (cert, key) = segue_certs::pki::leaf_paths(&certs, &addr.to_string());
         let edge_addr = SocketAddr::from((*addr, EDGE_PORT));
         let stats = w.join(format!("edge-{i}.json"));
         let mut args: Vec<String> = vec![
             "edge".into(),
+            "--name".into(),
+            e.name.clone(),
             "--origin".into(),
             format!("segue://{origin_addr}/"),
             "--ca".into(),
@@ -422,6 +465,21 @@ async fn segue(r: &Run<'_>, catalog: super::run::Catalog, logs: &Path) -> anyhow
             e.send_ahead_ms.to_string(),
         ];
         args.extend(transport.iter().cloned());
+        if let Some(h) = helpers {
+            args.extend([
+                "--advert-periods".into(),
+                h.periods.clone(),
+                "--collective-scope".into(),
+                h.collective.clone(),
+            ]);
+            for (j, (other, (_, a))) in s.edges.iter().zip(&net.edges).enumerate() {
+                if j != i {
+                    let scope = s.scope_between(i, j);
+                    let peer = format!("{}=segue://{a}:{EDGE_PORT}/,{scope}", other.name);
+                    args.extend(["--peer".into(), peer]);
+                }
+            }
+        }
         for n in &catalog.names {
             if e.warm.iter().any(|w| w == "*" || w == n) {
                 args.extend(["--warm".into(), n.clone()]);
@@ -432,15 +490,73 @@ async fn segue(r: &Run<'_>, catalog: super::run::Catalog, logs: &Path) -> anyhow
         wait_up(&mut node, &url, &tls.ca).await?;
         // Warming done before the plays (its traffic is not theirs).
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !read_stats(&stats).is_some_and(|v| v["ready"] == true) {
+        let ready = loop {
+            match read_stats(&stats) {
+                Some(st) if st.ready => break st,
+                _ => {}
+            }
             node.check()?;
             if Instant::now() > deadline {
                 bail!("{} did not finish warming", e.name);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        };
+        prefix_start.push(ready.mean_prefix_s);
         nodes.push((node, stats));
     }
+
+    let stats_files: Vec<PathBuf> = nodes.iter().map(|(_, f)| f.clone()).collect();
+    let read_all = |files: &[PathBuf]| -> Vec<StatsFile> {
+        files
+            .iter()
+            .map(|f| read_stats(f).unwrap_or_default())
+            .collect()
+    };
+    let wire = |l: &[Arc<RelayStats>]| -> u64 {
+        l.iter()
+            .map(|r| Counters::get(&r.up.bytes_out) + Counters::get(&r.down.bytes_out))
+            .sum()
+    };
+    let (before, wire_before) = (read_all(&stats_files), wire(helper_links));
+    // Prefix lengths over the run (they follow the measured origin link), from the files.
+    let (sampler_stop, mut sampler_rx) = tokio::sync::watch::channel(false);
+    let sampler = {
+        let files = stats_files.clone();
+        tokio::spawn(async move {
+            let mut max = vec![0.0f64; files.len()];
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                for (m, f) in max.iter_mut().zip(&files) {
+                    if let Some(st) = read_stats(f) {
+                        *m = m.max(st.mean_prefix_s);
+                    }
+                }
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = sampler_rx.changed() => return max,
+                }
+            }
+        })
+    };
+    // A helper killed mid-run, as a crash is: SIGKILL, no goodbye to its peers or players.
+    let kill = s
+        .helpers
+        .as_ref()
+        .and_then(|h| h.kill.clone())
+        .and_then(|k| {
+            let i = s.edges.iter().position(|e| e.name == k.edge)?;
+            let pid = nodes[i].0.child.id()?;
+            let (at, name) = (Duration::from_secs_f64(k.at_s), k.edge.clone());
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(at).await;
+                tracing::warn!(edge = %name, "killing the helper (scenario): SIGKILL");
+                let _ = tokio::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status()
+                    .await;
+            });
+            Some((k.edge, k.at_s, task))
+        });
 
     let refs: Vec<&EdgeLinks> = links.iter().collect();
     let viewers = Viewers {
@@ -453,29 +569,71 @@ async fn segue(r: &Run<'_>, catalog: super::run::Catalog, logs: &Path) -> anyhow
         transport: s.transport.settings(),
     };
     let (plays, traffic) = drive_segue(s, o, t0, &catalog, &refs, &viewers, &tls.ca).await;
+    let wire_after = wire(helper_links);
+    if let Some((_, _, t)) = &kill {
+        t.abort();
+    }
+    let _ = sampler_stop.send(true);
+    let prefix_max = sampler.await.unwrap_or_default();
 
-    let mut counters: Vec<EdgeCounters> = Vec::new();
-    for ((node, stats), l) in nodes.into_iter().zip(links) {
+    for (node, _) in nodes {
         // A clean stop writes the final counters.
         node.stop().await;
-        let st: StatsSnapshot = read_stats(&stats)
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
-        counters.push(EdgeCounters::from_snapshot(
-            &st,
-            link_counters(&l.name, &l.origin),
-        ));
     }
     origin.stop().await;
-    Ok(outcome(
+    let after = read_all(&stats_files);
+    let mut counters: Vec<EdgeCounters> = Vec::new();
+    for (k, (st, l)) in after.iter().zip(links).enumerate() {
+        counters.push(EdgeCounters {
+            prefix_s_start: prefix_start[k],
+            prefix_s_end: st.mean_prefix_s,
+            prefix_s_max: prefix_max
+                .get(k)
+                .copied()
+                .unwrap_or(0.0)
+                .max(st.mean_prefix_s),
+            ..EdgeCounters::from_snapshot(&st.counters, link_counters(&l.name, &l.origin))
+        });
+    }
+    let mut out = outcome(
         s,
-        System::Segue,
+        match (cooperate, &s.helpers) {
+            (false, Some(_)) => System::SegueIndependent,
+            _ => System::Segue,
+        },
         t0,
         catalog,
         plays,
         traffic,
         counters,
-    ))
+    );
+    out.helpers = s.helpers.as_ref().map(|_| {
+        let helper = |f: &StatsFile| f.helpers.clone().unwrap_or_default();
+        let mut advert_bytes = [0u64; 4];
+        for (b, a) in before.iter().zip(&after) {
+            let (b, a) = (helper(b), helper(a));
+            for (k, v) in advert_bytes.iter_mut().enumerate() {
+                *v += a.advert_bytes_sent[k].saturating_sub(b.advert_bytes_sent[k]);
+            }
+        }
+        let peer_bytes = |v: &[StatsFile]| v.iter().map(|f| f.counters.peer_bytes).sum::<u64>();
+        let failovers_from_killed = kill.as_ref().map_or(0, |(name, _, _)| {
+            after
+                .iter()
+                .flat_map(|f| helper(f).peers)
+                .filter(|p| &p.name == name)
+                .map(|p| p.failures)
+                .sum()
+        });
+        HelperOutcome {
+            advert_bytes,
+            peer_payload_bytes: peer_bytes(&after).saturating_sub(peer_bytes(&before)),
+            peer_wire_bytes: wire_after - wire_before,
+            killed: kill.as_ref().map(|(n, at, _)| (n.clone(), *at)),
+            failovers_from_killed,
+        }
+    });
+    Ok(out)
 }
 
 async fn hls(r: &Run<'_>, catalog: super::run::Catalog) -> anyhow::Result<Outcome> {
@@ -487,6 +645,7 @@ async fn hls(r: &Run<'_>, catalog: super::run::Catalog) -> anyhow::Result<Outcom
         tls,
         net,
         links,
+        ..
     } = *r;
     let bin = nginx::binary().await?;
     let hls_root = w.join("hls");

@@ -373,9 +373,6 @@ pub async fn run(s: &Scenario, o: &LabOptions) -> anyhow::Result<Outcome> {
     let tls = NodeTls::dev(&w.join("certs"))?;
     prepare_media(s, o, &w.join("media"))?;
     let mut out = match o.system {
-        _ if o.netns && s.helpers.is_some() => {
-            bail!("--netns runs no helpers yet; helper scenarios run in process")
-        }
         _ if o.netns => super::nodes::run(s, o, t0, w, &tls).await,
         _ if s.bulk.is_some() || !s.players.last_mile.is_clean() => {
             bail!("players.last_mile and [bulk] need the packet-level network (--netns)")
