@@ -53,10 +53,16 @@
 //!   RTTs of a round too, but smoothly (one serialization from a packet to the next): that
 //!   spread the window must not feed.
 //! - quinn paces at 1.25 × window / smoothed RTT, so the window is also the pacing rate.
+//! - **minimum RTT**: the least RTT sample, held for [`MIN_RTT_EXPIRY`]; a sample after
+//!   that replaces it even if higher (a route that got longer); a flow that fills its
+//!   window re-measures it in ProbeRTT instead (4 datagrams in flight for at least
+//!   [`PROBE_RTT_TIME`]; the least RTT of the packets sent meanwhile), as BBRv1 does. quinn's
+//!   own minimum is the connection's whole life: when `link-worsens`' origin link went from
+//!   20 to 100 ms, the product stayed rate × 24 ms, the window ratcheted down to its floor of
+//!   4 datagrams and carried 0.21 Mbit/s of a 0.33 Mbit/s link for the rest of the run.
 //! - Persistent congestion (RFC 9002 §7.6): the model is forgotten; start-up again.
 //!
-//! Not done (said in docs/TRANSPORT.md): BBR's ProbeRTT (the minimum RTT is quinn's, over the
-//! connection's life), ECN.
+//! Not done (said in docs/TRANSPORT.md): ECN.
 
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
@@ -65,6 +71,13 @@ use std::time::{Duration, Instant};
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 use quinn_proto::RttEstimator;
+
+/// How long the minimum RTT holds without a sample as low (BBR's ProbeRTT interval is 5 to
+/// 10 s).
+pub const MIN_RTT_EXPIRY: Duration = Duration::from_secs(10);
+/// How long ProbeRTT keeps 4 datagrams in flight, at least (BBR's 200 ms; and at least the
+/// RTT sample that started it, the time its queue takes to drain).
+pub const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 
 /// Round trips the bottleneck-rate maximum is kept.
 pub const BW_WINDOW_ROUNDS: u64 = 10;
@@ -198,6 +211,14 @@ pub enum Phase {
     Steady,
 }
 
+/// ProbeRTT in progress: since `start` (packets sent from then count), until `until`.
+#[derive(Debug, Clone, Copy)]
+struct ProbeRtt {
+    start: Instant,
+    until: Instant,
+    least: Option<Duration>,
+}
+
 /// What was known when a packet (or a batch sent at one instant) left.
 #[derive(Debug, Clone, Copy)]
 struct Sent {
@@ -259,7 +280,10 @@ pub struct Core {
     /// Jitter: a round trip's mean RTT over its least, nanoseconds, the maximum of the last
     /// [`BW_WINDOW_ROUNDS`] rounds.
     jitter: MaxFilter,
+    /// The path's minimum RTT as the model holds it ([`MIN_RTT_EXPIRY`]), and since when.
     min_rtt: Duration,
+    min_rtt_at: Option<Instant>,
+    probe_rtt: Option<ProbeRtt>,
     full_bw: u64,
     full_bw_rounds: u32,
     inflight_hi: Option<u64>,
@@ -310,6 +334,8 @@ impl Core {
             bw: MaxFilter::default(),
             jitter: MaxFilter::default(),
             min_rtt: Duration::ZERO,
+            min_rtt_at: None,
+            probe_rtt: None,
             full_bw: 0,
             full_bw_rounds: 0,
             inflight_hi: None,
@@ -428,7 +454,7 @@ impl Core {
         app_limited: bool,
         min_rtt: Duration,
     ) {
-        self.min_rtt = min_rtt;
+        self.track_min_rtt(now, sent, now.saturating_duration_since(sent));
         self.delivered += bytes;
         self.delivered_time = Some(now);
         self.round_delivered += bytes;
@@ -472,7 +498,7 @@ impl Core {
             let send_elapsed = sent.saturating_duration_since(rec.first_sent_time);
             let ack_elapsed = now.saturating_duration_since(rec.delivered_time);
             let interval = send_elapsed.max(ack_elapsed);
-            if !interval.is_zero() && interval >= min_rtt {
+            if !interval.is_zero() && interval >= self.min_rtt {
                 let rate = ((self.delivered - rec.delivered) as u128 * 1_000_000_000
                     / interval.as_nanos()) as u64;
                 if !app_limited || rate >= self.bw() {
@@ -485,6 +511,54 @@ impl Core {
         if self.phase == Phase::Startup && !app_limited {
             self.cwnd += bytes;
         }
+    }
+
+    /// The minimum RTT ([`MIN_RTT_EXPIRY`], ProbeRTT), from the sample of a packet sent at
+    /// `sent` and acknowledged at `now`.
+    fn track_min_rtt(&mut self, now: Instant, sent: Instant, sample: Duration) {
+        if let Some(p) = &mut self.probe_rtt {
+            if sent >= p.start {
+                p.least = Some(p.least.map_or(sample, |l| l.min(sample)));
+            }
+            self.min_rtt = self.min_rtt.min(sample);
+            if now >= p.until
+                && let Some(least) = p.least
+            {
+                self.min_rtt = least;
+                self.min_rtt_at = Some(now);
+                self.probe_rtt = None;
+                self.update_window();
+            }
+            return;
+        }
+        let expired = self
+            .min_rtt_at
+            .is_some_and(|t| now.saturating_duration_since(t) > MIN_RTT_EXPIRY);
+        if expired && self.phase == Phase::Steady && self.round_window_limited {
+            // A flow that fills its window keeps a queue that its own samples include:
+            // drain it (4 datagrams in flight, as BBRv1) to see the path. The sample's
+            // excess over the path is about the queue's time: the probe lasts that long.
+            self.probe_rtt = Some(ProbeRtt {
+                start: now,
+                until: now + PROBE_RTT_TIME.max(sample),
+                least: None,
+            });
+            self.update_window();
+        } else if self.min_rtt.is_zero() || sample <= self.min_rtt || expired {
+            // A paced flow under its window sees the path as it is.
+            self.min_rtt = sample;
+            self.min_rtt_at = Some(now);
+        }
+    }
+
+    /// Whether ProbeRTT holds the window down now.
+    pub fn probing_rtt(&self) -> bool {
+        self.probe_rtt.is_some()
+    }
+
+    /// The minimum RTT the model holds.
+    pub fn min_rtt(&self) -> Duration {
+        self.min_rtt
     }
 
     pub fn on_loss(&mut self, sent: Instant, lost_bytes: u64, persistent: bool) {
@@ -626,6 +700,10 @@ impl Core {
         let Some(bdp) = self.product() else {
             return;
         };
+        if self.probe_rtt.is_some() {
+            self.cwnd = self.min_window();
+            return;
+        }
         let mut w = if self.phase == Phase::Drain {
             bdp
         } else {
@@ -657,6 +735,9 @@ mod tests {
         /// within 1.5 × the smoothed RTT of its sending is declared lost (the edge's time
         /// threshold) and its late ACK dropped, as quinn does.
         jitter: Duration,
+        /// From this many seconds on, the path has another one-way delay and rate (a route
+        /// change).
+        change: Option<(f64, Duration, f64)>,
     }
 
     #[derive(Default, Debug)]
@@ -687,7 +768,11 @@ mod tests {
         };
         let step = Duration::from_micros(100);
         let end = t0 + Duration::from_secs_f64(secs);
-        let serialize = Duration::from_secs_f64(MSS as f64 * 8.0 / path.rate_bps);
+        let changed = |now: Instant| {
+            path.change
+                .filter(|c| now >= t0 + Duration::from_secs_f64(c.0))
+                .map_or((path.one_way, path.rate_bps), |c| (c.1, c.2))
+        };
         let half = t0 + Duration::from_secs_f64(secs / 2.0);
         // (ack arrival time, packet) → send time of packets that made it; the bottleneck's
         // free time; (declaration time, packet) → send time of packets declared lost.
@@ -701,11 +786,9 @@ mod tests {
         let mut app_credit = 0.0f64;
         let mut o = Outcome::default();
         let mut now = t0;
-        let jitter = |rand: &mut dyn FnMut() -> f64| {
+        let jitter = |rand: &mut dyn FnMut() -> f64, one_way: Duration| {
             let j = path.jitter.as_secs_f64();
-            Duration::from_secs_f64(
-                (path.one_way.as_secs_f64() + j * (2.0 * rand() - 1.0)).max(0.0),
-            )
+            Duration::from_secs_f64((one_way.as_secs_f64() + j * (2.0 * rand() - 1.0)).max(0.0))
         };
         while now < end {
             // ACKs (and loss detection ~1.125 RTT after a loss).
@@ -752,16 +835,14 @@ mod tests {
                 let seq = o.sent;
                 let early = now < t0 + Duration::from_secs(3);
                 o.early_sent += early as u64;
-                let rtt = if srtt.is_zero() {
-                    path.one_way * 2
-                } else {
-                    srtt
-                };
+                let (one_way, rate_bps) = changed(now);
+                let serialize = Duration::from_secs_f64(MSS as f64 * 8.0 / rate_bps);
+                let rtt = if srtt.is_zero() { one_way * 2 } else { srtt };
                 let gap = rtt.as_secs_f64() * MSS as f64 / (1.25 * cc.window() as f64);
                 next_send = now + Duration::from_secs_f64(gap);
                 // The bottleneck: drop-tail queue, then random loss.
                 let start = link_free.max(now);
-                let queued = ((start - now).as_secs_f64() * path.rate_bps / 8.0) as u64;
+                let queued = ((start - now).as_secs_f64() * rate_bps / 8.0) as u64;
                 // Declared lost about 9/8 RTT after it left (acknowledgements of later ones).
                 let detect = (rtt * 9) / 8;
                 if queued + MSS > path.queue_bytes || rand() < path.loss {
@@ -771,9 +852,9 @@ mod tests {
                 } else {
                     link_free = start + serialize;
                     let at = if path.jitter.is_zero() {
-                        link_free + path.one_way * 2
+                        link_free + one_way * 2
                     } else {
-                        link_free + jitter(&mut rand) + jitter(&mut rand)
+                        link_free + jitter(&mut rand, one_way) + jitter(&mut rand, one_way)
                     };
                     let deadline = now + rtt.mul_f64(1.5);
                     if !path.jitter.is_zero() && at > deadline {
@@ -793,6 +874,33 @@ mod tests {
         o
     }
 
+    /// `link-worsens`' origin link: 8 Mbit/s at 20 ms, then (a route change at 15 s) 0.33
+    /// Mbit/s at 100 ms with a 32 KiB queue. With quinn's lifetime minimum RTT the product
+    /// stayed rate × 20 ms and the window ratcheted down to its floor (0.21 of the 0.33
+    /// Mbit/s in the lab; 0.298 here, at the floor of 4 datagrams); the minimum that expires
+    /// finds the longer path.
+    #[test]
+    fn a_route_that_gets_longer_is_measured_again() {
+        let p = Path {
+            rate_bps: 8e6,
+            one_way: Duration::from_millis(10),
+            queue_bytes: 32 * 1024,
+            loss: 0.0,
+            jitter: Duration::ZERO,
+            change: Some((15.0, Duration::from_millis(50), 0.33e6)),
+        };
+        let o = simulate(&p, 60.0, None, 7);
+        let late = mbps(o.late_sent_bytes, 30.0);
+        assert!(
+            late > 0.32,
+            "{late:.3} Mbit/s of 0.33 after the change: {o:?}"
+        );
+        // Not pinned at the floor: at least twice the new path's product (0.33 Mbit/s ×
+        // 100 ms); the lifetime minimum left it at 4 datagrams.
+        let product = 0.33e6 / 8.0 * 0.1;
+        assert!(o.window as f64 >= 2.0 * product, "{o:?}");
+    }
+
     fn mbps(bytes: u64, secs: f64) -> f64 {
         bytes as f64 * 8.0 / secs / 1e6
     }
@@ -805,6 +913,7 @@ mod tests {
             queue_bytes: 100_000,
             loss: 0.0,
             jitter: Duration::ZERO,
+            change: None,
         };
         let o = simulate(&path, 10.0, None, 1);
         let est = o.bw as f64 * 8.0 / 1e6;
@@ -827,6 +936,7 @@ mod tests {
                 queue_bytes: 65_536,
                 loss: 0.0,
                 jitter: Duration::ZERO,
+                change: None,
             };
             let o = simulate(&path, 8.0, None, 2);
             let early = o.early_lost as f64 / o.early_sent as f64;
@@ -856,6 +966,7 @@ mod tests {
                 queue_bytes: 65_536,
                 loss: 0.03,
                 jitter: Duration::ZERO,
+                change: None,
             };
             let o = simulate(&path, 10.0, None, seed);
             let got = mbps(o.delivered_bytes, 10.0);
@@ -873,6 +984,7 @@ mod tests {
             queue_bytes: 65_536,
             loss: 0.01,
             jitter: Duration::ZERO,
+            change: None,
         };
         let o = simulate(&path, 10.0, Some(3.3e6), 3);
         let got = mbps(o.delivered_bytes, 10.0);
@@ -900,6 +1012,7 @@ mod tests {
                 queue_bytes: 256_000,
                 loss: 0.0,
                 jitter: Duration::from_millis(12),
+                change: None,
             };
             let o = simulate(&path, 30.0, Some(3.3e6), seed);
             // (The simulation does not retransmit: what was sent is what the media got.)
