@@ -539,24 +539,19 @@ async fn segue(
         })
     };
     // A helper killed mid-run, as a crash is: SIGKILL, no goodbye to its peers or players.
-    let kill = s
-        .helpers
-        .as_ref()
-        .and_then(|h| h.kill.clone())
-        .and_then(|k| {
-            let i = s.edges.iter().position(|e| e.name == k.edge)?;
-            let pid = nodes[i].0.child.id()?;
-            let (at, name) = (Duration::from_secs_f64(k.at_s), k.edge.clone());
-            let task = tokio::spawn(async move {
-                tokio::time::sleep(at).await;
-                tracing::warn!(edge = %name, "killing the helper (scenario): SIGKILL");
-                let _ = tokio::process::Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status()
-                    .await;
-            });
-            Some((k.edge, k.at_s, task))
+    let kill = s.helper_kill().and_then(|(i, k)| {
+        let pid = nodes[i].0.child.id()?;
+        let (at, name) = (Duration::from_secs_f64(k.at_s), k.edge.clone());
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            tracing::warn!(edge = %name, "killing the helper (scenario): SIGKILL");
+            let _ = tokio::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .await;
         });
+        Some((k.edge, k.at_s, task))
+    });
 
     let refs: Vec<&EdgeLinks> = links.iter().collect();
     let viewers = Viewers {

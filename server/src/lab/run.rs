@@ -701,21 +701,16 @@ async fn run_segue(
     let peer_bytes_before: u64 = edges.iter().map(|e| e.source.snapshot().peer_bytes).sum();
     // A helper killed mid-run (cooperating or not: the same scenario): its endpoint closes,
     // its adverts stop.
-    let kill = s
-        .helpers
-        .as_ref()
-        .and_then(|h| h.kill.clone())
-        .and_then(|k| {
-            let i = s.edges.iter().position(|e| e.name == k.edge)?;
-            let stops = edge_stops.clone();
-            let name = k.edge.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs_f64(k.at_s)).await;
-                tracing::warn!(edge = %name, "killing the helper (scenario)");
-                let _ = stops[i].send(true);
-            });
-            Some((k.edge, k.at_s, i))
+    let kill = s.helper_kill().map(|(i, k)| {
+        let stops = edge_stops.clone();
+        let name = k.edge.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(k.at_s)).await;
+            tracing::warn!(edge = %name, "killing the helper (scenario)");
+            let _ = stops[i].send(true);
         });
+        (k.edge, k.at_s, i)
+    });
     let viewers = Viewers {
         edges: edges
             .iter()

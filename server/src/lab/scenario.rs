@@ -148,6 +148,13 @@ pub struct KillConf {
 }
 
 impl Scenario {
+    /// The helper this scenario kills mid-run: its edge's index and when.
+    pub fn helper_kill(&self) -> Option<(usize, KillConf)> {
+        let k = self.helpers.as_ref()?.kill.clone()?;
+        let i = self.edges.iter().position(|e| e.name == k.edge)?;
+        Some((i, k))
+    }
+
     /// How far edges `a` and `b` are from each other.
     pub fn scope_between(&self, a: usize, b: usize) -> crate::helper::scope::Scope {
         use crate::helper::scope::Scope;
