@@ -47,8 +47,15 @@ pub struct ServerStats {
 /// waits for a handshake), unless told otherwise.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn transport(streams: u32, idle: Duration) -> quinn::TransportConfig {
+fn transport(
+    streams: u32,
+    idle: Duration,
+    settings: Option<&segue_client::TransportSettings>,
+) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
+    if let Some(s) = settings {
+        s.apply(&mut t);
+    }
     t.max_concurrent_bidi_streams(streams.into())
         // HTTP/3's control and QPACK streams (HTTP/0.9 opens none).
         .max_concurrent_uni_streams(16u32.into())
@@ -67,7 +74,7 @@ fn transport(streams: u32, idle: Duration) -> quinn::TransportConfig {
 /// probe timeouts backing off exponentially under heavy loss, a request could otherwise wait
 /// until the idle timeout.
 fn client_transport(idle: Duration) -> quinn::TransportConfig {
-    let mut t = transport(0, idle);
+    let mut t = transport(0, idle, None);
     t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
     t
 }
@@ -80,14 +87,26 @@ pub struct Server {
     /// What it did once served.
     pub stats: Arc<ServerStats>,
     idle: Duration,
+    /// Congestion control and loss detection (None: quinn's defaults).
+    settings: Option<segue_client::TransportSettings>,
 }
 
 impl Server {
     /// Connections silent for `idle` are given up (default [`IDLE_TIMEOUT`]).
     pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
-        self.config
-            .transport_config(Arc::new(transport(MAX_STREAMS, idle)));
+        self.reconfigure()
+    }
+
+    /// Connections run `settings` (a node's `--congestion` and thresholds).
+    pub fn with_transport(mut self, settings: segue_client::TransportSettings) -> Self {
+        self.settings = Some(settings);
+        self.reconfigure()
+    }
+
+    fn reconfigure(mut self) -> Self {
+        let t = transport(MAX_STREAMS, self.idle, self.settings.as_ref());
+        self.config.transport_config(Arc::new(t));
         self.endpoint.set_server_config(Some(self.config.clone()));
         self
     }
@@ -106,7 +125,7 @@ pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::R
     ));
     let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(transport(MAX_STREAMS, IDLE_TIMEOUT)));
+    config.transport_config(Arc::new(transport(MAX_STREAMS, IDLE_TIMEOUT, None)));
     let endpoint = quinn::Endpoint::server(config.clone(), listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     Ok(Server {
@@ -114,6 +133,7 @@ pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::R
         config,
         stats,
         idle: IDLE_TIMEOUT,
+        settings: None,
     })
 }
 
@@ -130,6 +150,7 @@ pub async fn serve<F: Files>(
         config,
         stats,
         idle,
+        settings,
     } = server;
     let admission = Admission::new(limits);
     let qlog = crate::quic::Qlog::from_env();
@@ -157,7 +178,11 @@ pub async fn serve<F: Files>(
             None => incoming.accept(),
             Some(q) => {
                 let peer = incoming.remote_address();
-                incoming.accept_with(q.server_config(&config, transport(MAX_STREAMS, idle), peer))
+                incoming.accept_with(q.server_config(
+                    &config,
+                    transport(MAX_STREAMS, idle, settings.as_ref()),
+                    peer,
+                ))
             }
         };
         // A server's connection is usable before its handshake completes: requests that came

@@ -155,6 +155,10 @@ enum HqCommand {
         /// A connection without any packet for this long is closed, in seconds.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
         idle_timeout_secs: u64,
+        /// Congestion controller (model, bbr, cubic, newreno; default: quinn's, CUBIC, as
+        /// other QUIC file servers run).
+        #[arg(long)]
+        congestion: Option<Congestion>,
     },
     /// Download URLs (https://HOST:PORT/path, one server) over one connection.
     Get {
@@ -203,9 +207,13 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             cert,
             retry,
             idle_timeout_secs,
+            congestion,
         } => {
-            let ep = hq::server_endpoint(listen, &cert.cert, &cert.key)?
+            let mut ep = hq::server_endpoint(listen, &cert.cert, &cert.key)?
                 .with_idle_timeout(Duration::from_secs(idle_timeout_secs));
+            if let Some(c) = congestion {
+                ep = ep.with_transport(TransportSettings::with(c));
+            }
             tracing::info!(listen = %ep.endpoint.local_addr()?, www = %www.display(), retry, "serving hq-interop");
             let files = segue_server::files::DirFiles::new(&www)
                 .with_context(|| format!("cannot serve {}", www.display()))?;
@@ -901,13 +909,16 @@ impl TlsArgs {
         source: &S,
         access: Option<Arc<segue_server::access::Keys>>,
         limits: segue_server::admission::ConnectionLimits,
+        transport: TransportSettings,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         use segue_server::{files::ObjectFiles, hq};
         let Some(listen) = self.files_listen else {
             return Ok(());
         };
-        let ep = hq::server_endpoint(listen, &self.cert.cert, &self.cert.key)?;
+        // The node's congestion control and loss detection, as on its segue/1 endpoint.
+        let ep =
+            hq::server_endpoint(listen, &self.cert.cert, &self.cert.key)?.with_transport(transport);
         tracing::info!(files = %ep.endpoint.local_addr()?, "serving files over HTTP/3 and hq-interop");
         let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())).with_access(access));
         tokio::spawn(hq::serve(ep, files, limits, stop.clone()));
@@ -1038,8 +1049,13 @@ async fn origin(a: OriginArgs) -> anyhow::Result<()> {
         stop.clone(),
     ));
     serve_admin(&a.admin, node, stop.clone()).await?;
-    a.tls
-        .serve_files(&source, access.clone(), a.limits.connections(), &stop)?;
+    a.tls.serve_files(
+        &source,
+        access.clone(),
+        a.limits.connections(),
+        transport.transport,
+        &stop,
+    )?;
     tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
     let opts = node_options(
         a.send_ahead_ms,
@@ -1242,8 +1258,13 @@ async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
     }
     serve_admin(&a.admin, node, stop.clone()).await?;
     let access = a.tls.access()?;
-    a.tls
-        .serve_files(&edge, access.clone(), a.limits.connections(), &stop)?;
+    a.tls.serve_files(
+        &edge,
+        access.clone(),
+        a.limits.connections(),
+        transport.transport,
+        &stop,
+    )?;
     let endpoint = server_endpoint(a.listen, &tls, transport)?;
     tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
     let opts = node_options(

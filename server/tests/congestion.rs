@@ -1,6 +1,7 @@
 //! `--congestion` reaches every endpoint: the player's connection, the nodes' accepted
-//! connections (counted by controller in /metrics), and the connections a node opens (its
-//! Dialer, which the edge and origin commands build with the same flag). Each is read back
+//! connections (counted by controller in /metrics), the connections a node opens (its
+//! Dialer, which the edge and origin commands build with the same flag), and its HTTP/3 file
+//! endpoint. Each is read back
 //! from the connection itself (quinn's controller), not from the configuration.
 
 mod common;
@@ -124,5 +125,35 @@ async fn congestion_reaches_every_endpoint() {
             .await
             .unwrap();
         assert_eq!(controller_of(&conn), Some(cc), "a dialer built for {cc}");
+    }
+}
+
+/// A node's HTTP/3 file endpoint (`--files-listen`, `segue hq serve --congestion`) runs the
+/// transport it is given, read back from the connection it accepts.
+#[tokio::test]
+async fn the_file_endpoint_runs_the_transport_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    for cc in Congestion::ALL {
+        let srv =
+            segue_server::hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key)
+                .unwrap()
+                .with_transport(TransportSettings::with(cc));
+        let addr = srv.endpoint.local_addr().unwrap();
+        let client_tls = segue_certs::tls::client_config(&tls.ca, &[b"hq-interop"]).unwrap();
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        client.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+        let connecting = client.connect(addr, "localhost").unwrap();
+        let (accepted, dialed) = tokio::join!(
+            async { srv.endpoint.accept().await.unwrap().await.unwrap() },
+            connecting
+        );
+        dialed.unwrap();
+        assert_eq!(
+            controller_of(&accepted),
+            Some(cc),
+            "a file endpoint given {cc}"
+        );
     }
 }
