@@ -454,7 +454,8 @@ impl Core {
         app_limited: bool,
         min_rtt: Duration,
     ) {
-        self.track_min_rtt(now, sent, now.saturating_duration_since(sent));
+        let sample = now.saturating_duration_since(sent);
+        self.track_min_rtt(now, sent, sample);
         self.delivered += bytes;
         self.delivered_time = Some(now);
         self.round_delivered += bytes;
@@ -471,7 +472,6 @@ impl Core {
                 self.end_round();
                 self.next_round_delivered = self.delivered;
             }
-            let sample = now.saturating_duration_since(sent);
             if let Some(prev) = self.last_sample {
                 let step = sample.abs_diff(prev).as_nanos() as f64;
                 self.roughness += (step - self.roughness) / 16.0;
@@ -549,16 +549,6 @@ impl Core {
             self.min_rtt = sample;
             self.min_rtt_at = Some(now);
         }
-    }
-
-    /// Whether ProbeRTT holds the window down now.
-    pub fn probing_rtt(&self) -> bool {
-        self.probe_rtt.is_some()
-    }
-
-    /// The minimum RTT the model holds.
-    pub fn min_rtt(&self) -> Duration {
-        self.min_rtt
     }
 
     pub fn on_loss(&mut self, sent: Instant, lost_bytes: u64, persistent: bool) {
@@ -740,6 +730,21 @@ mod tests {
         change: Option<(f64, Duration, f64)>,
     }
 
+    impl Path {
+        /// A path in order and unchanging: a bottleneck of `rate_bps` with a queue of
+        /// `queue_bytes`, `one_way` each way, `loss` random.
+        fn new(rate_bps: f64, one_way: Duration, queue_bytes: u64, loss: f64) -> Self {
+            Self {
+                rate_bps,
+                one_way,
+                queue_bytes,
+                loss,
+                jitter: Duration::ZERO,
+                change: None,
+            }
+        }
+    }
+
     #[derive(Default, Debug)]
     struct Outcome {
         sent: u64,
@@ -882,12 +887,8 @@ mod tests {
     #[test]
     fn a_route_that_gets_longer_is_measured_again() {
         let p = Path {
-            rate_bps: 8e6,
-            one_way: Duration::from_millis(10),
-            queue_bytes: 32 * 1024,
-            loss: 0.0,
-            jitter: Duration::ZERO,
             change: Some((15.0, Duration::from_millis(50), 0.33e6)),
+            ..Path::new(8e6, Duration::from_millis(10), 32 * 1024, 0.0)
         };
         let o = simulate(&p, 60.0, None, 7);
         let late = mbps(o.late_sent_bytes, 30.0);
@@ -907,14 +908,7 @@ mod tests {
 
     #[test]
     fn finds_the_bottleneck_rate_and_fills_it() {
-        let path = Path {
-            rate_bps: 10e6,
-            one_way: Duration::from_millis(25),
-            queue_bytes: 100_000,
-            loss: 0.0,
-            jitter: Duration::ZERO,
-            change: None,
-        };
+        let path = Path::new(10e6, Duration::from_millis(25), 100_000, 0.0);
         let o = simulate(&path, 10.0, None, 1);
         let est = o.bw as f64 * 8.0 / 1e6;
         assert!((8.5..=11.5).contains(&est), "estimate {est} Mbit/s, {o:?}");
@@ -930,14 +924,7 @@ mod tests {
         // of the path's product and start-up (which learns of loss one round trip late)
         // loses about one product once; then the loss must stop.
         for (rtt_ms, early_max) in [(80, 0.06), (300, 0.25)] {
-            let path = Path {
-                rate_bps: 6.6e6,
-                one_way: Duration::from_millis(rtt_ms / 2),
-                queue_bytes: 65_536,
-                loss: 0.0,
-                jitter: Duration::ZERO,
-                change: None,
-            };
+            let path = Path::new(6.6e6, Duration::from_millis(rtt_ms / 2), 65_536, 0.0);
             let o = simulate(&path, 8.0, None, 2);
             let early = o.early_lost as f64 / o.early_sent as f64;
             assert!(
@@ -960,14 +947,7 @@ mod tests {
         // 3 % random loss: a loss-based controller's window collapses; the model keeps
         // carrying most of the link.
         for seed in 1..4 {
-            let path = Path {
-                rate_bps: 6.6e6,
-                one_way: Duration::from_millis(40),
-                queue_bytes: 65_536,
-                loss: 0.03,
-                jitter: Duration::ZERO,
-                change: None,
-            };
+            let path = Path::new(6.6e6, Duration::from_millis(40), 65_536, 0.03);
             let o = simulate(&path, 10.0, None, seed);
             let got = mbps(o.delivered_bytes, 10.0);
             assert!(got > 5.0, "seed {seed}: {got} Mbit/s of 6.6, {o:?}");
@@ -978,14 +958,7 @@ mod tests {
     fn a_paced_media_flow_keeps_its_rate_and_headroom() {
         // 3.3 Mbit/s of media on a 6.6 Mbit/s link: the model keeps a rate above the media's
         // while the application limits the flow, so a catch-up after a loss can go faster.
-        let path = Path {
-            rate_bps: 6.6e6,
-            one_way: Duration::from_millis(40),
-            queue_bytes: 65_536,
-            loss: 0.01,
-            jitter: Duration::ZERO,
-            change: None,
-        };
+        let path = Path::new(6.6e6, Duration::from_millis(40), 65_536, 0.01);
         let o = simulate(&path, 10.0, Some(3.3e6), 3);
         let got = mbps(o.delivered_bytes, 10.0);
         assert!((3.0..=3.6).contains(&got), "{got} Mbit/s: {o:?}");
@@ -1007,12 +980,8 @@ mod tests {
         // a time, to show the reordering that lets the window cover the jitter.
         for seed in 1..4 {
             let path = Path {
-                rate_bps: 20e6,
-                one_way: Duration::from_millis(15),
-                queue_bytes: 256_000,
-                loss: 0.0,
                 jitter: Duration::from_millis(12),
-                change: None,
+                ..Path::new(20e6, Duration::from_millis(15), 256_000, 0.0)
             };
             let o = simulate(&path, 30.0, Some(3.3e6), seed);
             // (The simulation does not retransmit: what was sent is what the media got.)

@@ -137,8 +137,8 @@ struct Net {
     bulk_sink: Ipv4Addr,
     origin_links: Vec<LinkId>,
     player_links: Vec<LinkId>,
-    /// With `[helpers]`: one link per pair of edges `(i, j)`, `i < j`, by their scope.
-    helper_links: Vec<(usize, usize, LinkId)>,
+    /// With `[helpers]`: one link per pair of edges, by their scope.
+    helper_links: Vec<LinkId>,
 }
 
 fn build(s: &Scenario, bitrate_kbps: f64, f: &mut Fabric) -> anyhow::Result<Net> {
@@ -171,19 +171,13 @@ fn build(s: &Scenario, bitrate_kbps: f64, f: &mut Fabric) -> anyhow::Result<Net>
     }
     let mut helper_links = Vec::new();
     if let Some(h) = &s.helpers {
-        use crate::helper::scope::Scope;
         for i in 0..edges.len() {
             for j in i + 1..edges.len() {
-                let link = match s.scope_between(i, j) {
-                    Scope::Local => &h.local,
-                    Scope::Regional => &h.regional,
-                    Scope::National | Scope::Global => &h.national,
-                };
-                let (up, down) = link.resolve(bitrate_kbps);
+                let (up, down) = h.link(s.scope_between(i, j)).resolve(bitrate_kbps);
                 let seed = s.seed.wrapping_add(1000 * i as u64 + 10 + j as u64);
                 let l = f.link(up, down, seed);
                 f.route(edges[i].1, edges[j].1, &[l]);
-                helper_links.push((i, j, l));
+                helper_links.push(l);
             }
         }
     }
@@ -225,11 +219,7 @@ pub async fn run(
     let net = build(s, catalog.bitrate_kbps, &mut f)?;
     let stats = |l: &[LinkId]| -> Vec<Arc<RelayStats>> { l.iter().map(|l| f.stats(*l)).collect() };
     let (origin_stats, player_stats) = (stats(&net.origin_links), stats(&net.player_links));
-    let helper_stats: Vec<Arc<RelayStats>> = net
-        .helper_links
-        .iter()
-        .map(|(_, _, l)| f.stats(*l))
-        .collect();
+    let helper_stats = stats(&net.helper_links);
     let links: Vec<EdgeLinks> = s
         .edges
         .iter()
@@ -512,11 +502,7 @@ async fn segue(
             .map(|f| read_stats(f).unwrap_or_default())
             .collect()
     };
-    let wire = |l: &[Arc<RelayStats>]| -> u64 {
-        l.iter()
-            .map(|r| Counters::get(&r.up.bytes_out) + Counters::get(&r.down.bytes_out))
-            .sum()
-    };
+    let wire = |l: &[Arc<RelayStats>]| -> u64 { l.iter().map(|r| r.bytes_out()).sum() };
     let (before, wire_before) = (read_all(&stats_files), wire(helper_links));
     // Prefix lengths over the run (they follow the measured origin link), from the files.
     let (sampler_stop, mut sampler_rx) = tokio::sync::watch::channel(false);

@@ -60,6 +60,13 @@ pub struct RelayStats {
     pub flows: AtomicU64,
 }
 
+impl RelayStats {
+    /// Bytes sent on, both directions together.
+    pub fn bytes_out(&self) -> u64 {
+        Counters::get(&self.up.bytes_out) + Counters::get(&self.down.bytes_out)
+    }
+}
+
 /// A running relay; dropping it stops it.
 #[derive(Debug)]
 pub struct Relay {

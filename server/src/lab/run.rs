@@ -585,14 +585,8 @@ async fn run_segue(
             Some(h) => {
                 let mut peers = Vec::new();
                 for (j, other) in s.edges.iter().enumerate().filter(|(j, _)| *j != i) {
-                    use crate::helper::scope::Scope;
                     let scope = s.scope_between(i, j);
-                    let link = match scope {
-                        Scope::Local => &h.local,
-                        Scope::Regional => &h.regional,
-                        Scope::National | Scope::Global => &h.national,
-                    };
-                    let (up, down) = link.resolve(bitrate_kbps);
+                    let (up, down) = h.link(scope).resolve(bitrate_kbps);
                     let r = relay::udp(
                         loopback::any_port(),
                         addrs[j],
@@ -691,12 +685,7 @@ async fn run_segue(
         }
         v
     };
-    let peer_wire = |relays: &[Relay]| -> u64 {
-        relays
-            .iter()
-            .map(|r| Counters::get(&r.stats.up.bytes_out) + Counters::get(&r.stats.down.bytes_out))
-            .sum()
-    };
+    let peer_wire = |relays: &[Relay]| -> u64 { relays.iter().map(|r| r.stats.bytes_out()).sum() };
     let (adverts_before, peer_wire_before) = (advert_bytes(&edges), peer_wire(&peer_relays));
     let peer_bytes_before: u64 = edges.iter().map(|e| e.source.snapshot().peer_bytes).sum();
     // A helper killed mid-run (cooperating or not: the same scenario): its endpoint closes,

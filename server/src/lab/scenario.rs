@@ -132,6 +132,18 @@ pub struct HelpersConf {
     pub collective: String,
 }
 
+impl HelpersConf {
+    /// The link between two helpers `scope` apart (global peers get the national link).
+    pub fn link(&self, scope: crate::helper::scope::Scope) -> &LinkConf {
+        use crate::helper::scope::Scope;
+        match scope {
+            Scope::Local => &self.local,
+            Scope::Regional => &self.regional,
+            Scope::National | Scope::Global => &self.national,
+        }
+    }
+}
+
 fn default_collective() -> String {
     "local".into()
 }
