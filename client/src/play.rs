@@ -220,6 +220,17 @@ fn note_failover(report: &mut Report, t_req: Instant, to: &SegueUrl, why: String
     });
 }
 
+/// How long the play loop sleeps when nothing is due: the bound on how late a timeout (stall,
+/// failover, give-up, all seconds long) is noticed.
+const IDLE_WAKE: Duration = Duration::from_millis(50);
+
+/// Moves `wake` earlier to `at`, if there is one.
+fn soonest(wake: &mut Option<Instant>, at: Option<Instant>) {
+    if let Some(at) = at {
+        *wake = Some(wake.map_or(at, |w| w.min(at)));
+    }
+}
+
 /// Media buffered by the least-buffered track (the one that stalls first), microseconds.
 fn least_buffered_us(tracks: &[TrackState]) -> u64 {
     tracks
@@ -251,21 +262,24 @@ async fn read_stream_inner(
 ) -> anyhow::Result<()> {
     let limits = Limits::default();
     let mut dec = RoqDecoder::new(limits.max_rtp_packet);
-    let mut buf = vec![0u8; 64 * 1024];
     let mut track: Option<(u32, u8, bool)> = None; // index, ext id, h264
     let mut h = h264::Depacketizer::new(limits.max_frame_size as usize);
     let mut a = aac::Depacketizer::new();
     let mut current: Option<(u16, u32, FrameInfo, u64)> = None;
     loop {
-        let n = recv.read(&mut buf).await.context("media stream")?;
-        let Some(n) = n else {
+        // Quinn's own buffers, not a copy into ours.
+        let chunk = recv
+            .read_chunk(64 * 1024, true)
+            .await
+            .context("media stream")?;
+        let Some(chunk) = chunk else {
             dec.finish().context("media stream ended inside a packet")?;
             if current.is_some() {
                 bail!("media stream ended inside a frame");
             }
             return Ok(());
         };
-        dec.push(&buf[..n]);
+        dec.push(&chunk.bytes);
         while let Some(item) = dec.next_item()? {
             match item {
                 RoqItem::Flow(flow) => {
@@ -560,8 +574,12 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
     let mut last_media = Instant::now();
     let mut stream_failures: Vec<String> = Vec::new();
     let tty = opts.progress && std::io::stderr().is_terminal();
-    let mut tick = tokio::time::interval(Duration::from_millis(2));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The loop wakes for what arrives and, between arrivals, at the next instant playout has
+    // something to do (a frame due, a stall beginning, a buffer sample), which the previous
+    // pass computed; otherwise after `IDLE_WAKE`, which bounds how late a timeout is noticed.
+    // (A fixed fine tick cost each player a wake-up every 2 ms: with hundreds of players in
+    // one process that, not the media, was what took their core.)
+    let mut next_wake: Option<Instant> = None;
 
     let handle_response = |r: Response,
                            cseq_desc: u32,
@@ -775,7 +793,9 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                     Err(e) => join_next!(format!("{url}: {e}")),
                 }
             }
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(
+                next_wake.take().unwrap_or_else(|| Instant::now() + IDLE_WAKE)
+            ) => {}
         }
 
         if opts
@@ -839,13 +859,19 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 }
                 // Nothing to play: a stall if this track's clock has run past its last frame
                 // (only once the track's frame interval is known).
-                let past_due = |t: &TrackState| {
-                    opts.pace
-                        && t.interval_us > 0
-                        && t.last_dts_us.is_some_and(|last| {
-                            clock.position_us(now)
-                                > last.saturating_sub(m0.unwrap_or(0)) + t.interval_us
-                        })
+                // (and when it would be: the loop wakes then, so a stall is timed from its
+                // start).
+                let past_due = |t: &TrackState, wake: &mut Option<Instant>| {
+                    let Some(last) = t.last_dts_us.filter(|_| opts.pace && t.interval_us > 0)
+                    else {
+                        return false;
+                    };
+                    let due = last.saturating_sub(m0.unwrap_or(0)) + t.interval_us;
+                    if clock.position_us(now) > due {
+                        return true;
+                    }
+                    soonest(wake, clock.when(due + 1));
+                    false
                 };
                 // What the old node sent comes first after a failover; then the new node's.
                 let (f, pts, dts, from_carry) = if let Some((pts, f)) = t.carry.pop_front() {
@@ -854,11 +880,11 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 } else {
                     let Some(next) = t.next_seq else {
                         // Waiting for the new node's numbering.
-                        missing |= past_due(t);
+                        missing |= past_due(t, &mut next_wake);
                         break;
                     };
                     let Some(f) = t.pending.remove(&next) else {
-                        missing |= past_due(t);
+                        missing |= past_due(t, &mut next_wake);
                         // A gap that outlives the stall timeout: skip to what we have.
                         if let Some((&k, _)) = t.pending.iter().next()
                             && waited_out
@@ -881,7 +907,8 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                 let base = *m0.get_or_insert(dts);
                 // The media clock is frozen during a stall, so this also holds frames back then.
                 if opts.pace && dts.saturating_sub(base) > clock.position_us(now) {
-                    // Not due yet.
+                    // Not due yet: the loop wakes when it is.
+                    soonest(&mut next_wake, clock.when(dts.saturating_sub(base)));
                     if from_carry {
                         t.carry.push_front((pts, f));
                     } else if let Some(next) = t.next_seq {
@@ -910,9 +937,16 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                     cto: f.info.cto,
                     data: f.data,
                 };
-                let mut enc = Vec::with_capacity(rec.encoded_len());
-                rec.encode_into(&mut enc);
-                t.hash.update(&enc);
+                // The record as the content hash covers it, without copying the frame.
+                let mut head = [0u8; 40];
+                let room = {
+                    let mut w = &mut head[..];
+                    rec.encode_head_into(&mut w);
+                    w.len()
+                };
+                let n = head.len() - room;
+                t.hash.update(&head[..n]);
+                t.hash.update(&rec.data);
                 t.frames += 1;
                 report.frames_received += 1;
                 if let Some(r) = recorder.as_mut() {
@@ -959,14 +993,18 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             stalled = true;
             leave!("no media for {silence:?}");
         }
-        if let Some(every) = opts.buffer_samples
-            && last_sample.is_none_or(|t: Instant| t.elapsed() >= every)
-        {
-            last_sample = Some(Instant::now());
-            let level = least_buffered_us(&tracks);
-            report
-                .buffer
-                .push([t_req.elapsed().as_secs_f64(), level as f64 / 1000.0]);
+        if let Some(every) = opts.buffer_samples {
+            if last_sample.is_none_or(|t: Instant| t.elapsed() >= every) {
+                last_sample = Some(Instant::now());
+                let level = least_buffered_us(&tracks);
+                report
+                    .buffer
+                    .push([t_req.elapsed().as_secs_f64(), level as f64 / 1000.0]);
+            }
+            soonest(&mut next_wake, last_sample.map(|t| t + every));
+        }
+        if let Some(w) = opts.watch {
+            soonest(&mut next_wake, clock.when(w.as_micros() as u64));
         }
         if let Some(w) = opts.watch
             && !clock.is_stalled()

@@ -54,6 +54,16 @@ impl PlayoutClock {
         }
     }
 
+    /// When the media position reaches `media_us` (µs from playback start): `None` while
+    /// stalled, since the position stands still until media arrives (a past instant when it
+    /// has been reached already).
+    pub fn when(&self, media_us: u64) -> Option<Instant> {
+        if self.stalled_since.is_some() {
+            return None;
+        }
+        Some(self.started + self.stall_total + Duration::from_micros(media_us))
+    }
+
     pub fn is_stalled(&self) -> bool {
         self.stalled_since.is_some()
     }
@@ -92,5 +102,23 @@ mod tests {
         c.update(true, ms(3000));
         assert_eq!(c.stall_time(ms(3100)), Duration::from_millis(700));
         assert_eq!(c.started(), t0);
+    }
+
+    #[test]
+    fn the_instant_a_media_position_is_reached_follows_the_stalls() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut c = PlayoutClock::start(t0);
+        assert_eq!(c.when(250_000), Some(ms(250)));
+        c.update(true, ms(1000));
+        assert_eq!(
+            c.when(1_500_000),
+            None,
+            "no instant while the clock stands still"
+        );
+        c.update(false, ms(1300));
+        // 300 ms were stalled: every later position comes 300 ms later.
+        assert_eq!(c.when(1_500_000), Some(ms(1800)));
+        assert_eq!(c.position_us(ms(1800)), 1_500_000);
     }
 }

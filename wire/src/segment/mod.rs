@@ -291,6 +291,9 @@ mod tests {
         f.encode_into(&mut out);
         assert_eq!(out, bytes);
         assert_eq!(f.encoded_len(), bytes.len());
+        let mut head = Vec::new();
+        f.encode_head_into(&mut head);
+        assert_eq!(head, bytes[..bytes.len() - f.data.len()]);
         let frames: Vec<_> = FrameReader::new(&bytes, 1 << 20)
             .collect::<Result<_, _>>()
             .unwrap();

@@ -39,12 +39,18 @@ impl Frame {
 
     /// Appends the record. Callers keep `cto <= MAX_CTO` (ingest enforces it).
     pub fn encode_into<B: BufMut>(&self, out: &mut B) {
+        self.encode_head_into(out);
+        out.put_slice(&self.data);
+    }
+
+    /// Appends the record's fields before `Data` (at most 34 bytes): with `data` after them,
+    /// the record, for a reader (a content hash) that takes the two without copying the data.
+    pub fn encode_head_into<B: BufMut>(&self, out: &mut B) {
         varint::put(out, u64::from(self.track));
         out.put_u8(if self.keyframe { FLAG_KEYFRAME } else { 0 });
         varint::put(out, self.pts);
         varint::put(out, u64::from(self.cto.min(MAX_CTO)));
         varint::put(out, self.data.len() as u64);
-        out.put_slice(&self.data);
     }
 }
 
