@@ -13,6 +13,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod cpulimit;
 pub mod demo;
 pub mod distribute;
 pub mod edge;

@@ -501,6 +501,12 @@ struct SoakArgs {
     /// Do not pin the edge to one core and the players to another.
     #[arg(long)]
     no_pin: bool,
+    /// Limit the pinned edge to this percentage of its core (a cgroup CPU quota; needs
+    /// root): when the players cannot load a whole edge core, N players held in P % of a core
+    /// measure N / P × 100 sessions per core.
+    #[arg(long, value_name = "PERCENT", conflicts_with = "no_pin",
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    edge_cpu: Option<u8>,
     /// Concurrent paced players.
     #[arg(long, default_value_t = 500)]
     players: usize,
@@ -1596,6 +1602,7 @@ async fn main() -> anyhow::Result<()> {
                 samples: a.samples,
                 objects: a.objects,
                 pin: !a.no_pin,
+                edge_cpu: a.edge_cpu.map(|p| f64::from(p) / 100.0),
                 players: a.players.max(1),
                 duration: Duration::from_secs(a.secs.max(1)),
                 ramp: Duration::from_secs(a.ramp_secs.min(a.secs)),

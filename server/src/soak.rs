@@ -28,6 +28,9 @@ pub struct SoakOptions {
     /// The edge on one core and everything else (players, origin) on another, so the figure
     /// is the edge's (needs two cores and `taskset`).
     pub pin: bool,
+    /// The share of its core the edge may use (a cgroup CPU quota), when the players cannot
+    /// load a whole edge core: `players / share` is then the sessions-per-core figure.
+    pub edge_cpu: Option<f64>,
     /// Concurrent paced players.
     pub players: usize,
     /// How long the run lasts; plays still going then are stopped.
@@ -166,9 +169,15 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         format!("127.0.0.1:{eport}"),
     ];
     args.extend(stage.tls_args());
+    // Declared before the edge, so the edge is gone when the limit's cgroup is removed.
+    let limit;
     // The edge alone on core 0 (taskset execs it: the pid is the edge's).
     let edge = spawn_on(pin.then_some(0), args, "edge.log")?;
     let pid = edge.0.id();
+    limit = o
+        .edge_cpu
+        .map(|share| crate::cpulimit::CpuLimit::apply(pid, share, &format!("segue-soak-{pid}")))
+        .transpose()?;
     wait_ready(
         &SegueUrl::parse(&format!("segue://localhost:{eport}/"))?,
         &ca,
@@ -229,7 +238,11 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         o.ramp.as_secs(),
         if pin {
             format!(
-                "the edge pinned to core 0, players and origin to core {}",
+                "the edge pinned to core 0{}, players and origin to core {}",
+                limit.as_ref().map_or(String::new(), |l| format!(
+                    " and limited to {:.0} % of it",
+                    l.share * 100.0
+                )),
                 cores - 1
             )
         } else {
@@ -335,16 +348,30 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         "players CPU       mean {:.1} % (this process: the players, depacketizing and hashing every frame)",
         players_cpu.iter().sum::<f64>() / players_cpu.len().max(1) as f64
     ));
-    if pin {
+    if let Some((periods, throttled)) = limit.as_ref().and_then(|l| l.throttled()) {
         say(format!(
-            "per edge core     {} paced sessions held on one core: {} stalls, {} failed plays{}",
+            "edge CPU limit    quota ran out in {throttled} of {periods} 10 ms periods ({:.1} %)",
+            throttled as f64 * 100.0 / periods.max(1) as f64
+        ));
+    }
+    if pin {
+        let held = g(&tally.stalls) == 0 && g(&tally.failed) == 0;
+        let share = limit.as_ref().map_or(1.0, |l| l.share);
+        say(format!(
+            "per edge core     {} paced sessions on {}: {} stalls, {} failed plays{}",
             o.players,
+            if limit.is_some() {
+                format!("{:.0} % of one core", share * 100.0)
+            } else {
+                "one core".into()
+            },
             g(&tally.stalls),
             g(&tally.failed),
-            if g(&tally.stalls) == 0 && g(&tally.failed) == 0 {
-                ""
-            } else {
-                " (above the ceiling: fewer players to find it)"
+            match (held, limit.is_some()) {
+                (true, true) => format!(": {:.0} sessions per edge core", o.players as f64 / share),
+                (true, false) => String::new(),
+                (false, _) =>
+                    " (above the ceiling: fewer players or a larger share to find it)".into(),
             }
         ));
     }
