@@ -938,7 +938,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
                     data: f.data,
                 };
                 // The record as the content hash covers it, without copying the frame.
-                let mut head = [0u8; 40];
+                let mut head = [0u8; Frame::MAX_HEAD_LEN];
                 let room = {
                     let mut w = &mut head[..];
                     rec.encode_head_into(&mut w);

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
-/// The scheduler period the share is granted in.
-const PERIOD_US: u64 = 10_000;
+/// The scheduler period the share is granted in, µs.
+pub const PERIOD_US: u64 = 10_000;
 
 /// A cgroup holding one process with a CPU quota; removed when dropped (after the process
 /// has ended: the caller drops the process first).

@@ -350,7 +350,8 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     ));
     if let Some((periods, throttled)) = limit.as_ref().and_then(|l| l.throttled()) {
         say(format!(
-            "edge CPU limit    quota ran out in {throttled} of {periods} 10 ms periods ({:.1} %)",
+            "edge CPU limit    quota ran out in {throttled} of {periods} {} ms periods ({:.1} %)",
+            crate::cpulimit::PERIOD_US / 1000,
             throttled as f64 * 100.0 / periods.max(1) as f64
         ));
     }

@@ -365,7 +365,8 @@ impl Core {
         }
     }
 
-    /// What ACKs acknowledged beyond the model's rate in a burst, bytes ([`Core::agg_start`]).
+    /// The most ACKs acknowledged beyond the model's rate in one burst over the last
+    /// [`BW_WINDOW_ROUNDS`] rounds, bytes: what the window adds for ACK aggregation.
     pub fn extra_acked(&self) -> u64 {
         self.extra_acked.get()
     }

@@ -294,6 +294,17 @@ mod tests {
         let mut head = Vec::new();
         f.encode_head_into(&mut head);
         assert_eq!(head, bytes[..bytes.len() - f.data.len()]);
+        let widest = Frame {
+            track: u32::MAX,
+            pts: crate::varint::MAX,
+            cto: crate::rtp::MAX_CTO,
+            data: Bytes::from(vec![0; 1 << 14]),
+            ..f.clone()
+        };
+        head.clear();
+        widest.encode_head_into(&mut head);
+        // (The size of a frame of 1 GiB or more would take 4 bytes more.)
+        assert_eq!(head.len() + 4, Frame::MAX_HEAD_LEN);
         let frames: Vec<_> = FrameReader::new(&bytes, 1 << 20)
             .collect::<Result<_, _>>()
             .unwrap();

@@ -43,8 +43,13 @@ impl Frame {
         out.put_slice(&self.data);
     }
 
-    /// Appends the record's fields before `Data` (at most 34 bytes): with `data` after them,
-    /// the record, for a reader (a content hash) that takes the two without copying the data.
+    /// The most bytes [`Frame::encode_head_into`] appends: the track, PTS and size varints
+    /// (8 bytes at most each), the flags, and the CTO (at most [`MAX_CTO`]: 4 bytes).
+    pub const MAX_HEAD_LEN: usize = 29;
+
+    /// Appends the record's fields before `Data` (at most [`Frame::MAX_HEAD_LEN`] bytes):
+    /// with `data` after them, the record, for a reader (a content hash) that takes the two
+    /// without copying the data.
     pub fn encode_head_into<B: BufMut>(&self, out: &mut B) {
         varint::put(out, u64::from(self.track));
         out.put_u8(if self.keyframe { FLAG_KEYFRAME } else { 0 });
