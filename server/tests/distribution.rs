@@ -333,3 +333,76 @@ async fn a_corrupted_cached_segment_is_refetched_not_served() {
     assert!(segue_server::source::checksum_ok(&m, 0, &fixed));
     origin.shutdown().await;
 }
+
+/// Polls `edge`'s pool until a connection other than `not` is open, for at most `within`.
+async fn pooled_other_than(edge: &common::TestEdge, not: Option<usize>, within: Duration) -> usize {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(id) = edge.edge.upstream().pooled().await
+            && Some(id) != not
+        {
+            return id;
+        }
+        assert!(
+            t.elapsed() < within,
+            "no origin connection within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn upkeep_opens_the_origin_connection_before_the_first_miss() {
+    let origin = common::origin_with_sample("demo.mp4");
+    let edge = origin.edge(4_000_000);
+    assert_eq!(edge.edge.upstream().pooled().await, None);
+    tokio::spawn(edge.edge.clone().upkeep(origin.stop_rx()));
+    // Open before any request: the first miss pays no handshake to the origin.
+    let first = pooled_other_than(&edge, None, Duration::from_secs(3)).await;
+    // Lost (the origin closed it, say): open again within an upkeep period, still unasked.
+    edge.edge
+        .upstream()
+        .connection()
+        .await
+        .unwrap()
+        .close(0u32.into(), b"test");
+    let second = pooled_other_than(&edge, Some(first), Duration::from_secs(4)).await;
+    assert_ne!(first, second);
+    // The warm connection serves: this play is a miss, fetched over it.
+    play_case(&origin, &edge, "demo").await;
+    assert_eq!(edge.edge.stats().misses.load(Ordering::Relaxed), 1);
+    assert_eq!(edge.edge.upstream().pooled().await, Some(second));
+    origin.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failed_warm_up_sets_no_backoff() {
+    let origin = common::origin_with_sample("demo.mp4");
+    // Nothing listens there: the warm-up fails after its timeout.
+    let url = SegueUrl::parse(&format!(
+        "segue://localhost:{}/",
+        common::process::free_port()
+    ))
+    .unwrap();
+    let ep = client_endpoint(&origin.tls, Default::default()).unwrap();
+    let up = Upstream::new(ep, url, Duration::from_millis(300));
+    assert!(!up.warm().await);
+    // A request after it dials on its own (waiting out its timeout again) rather than being
+    // refused at once by a backoff the warm-up would have set.
+    let t = std::time::Instant::now();
+    assert!(up.connection().await.is_err());
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    // Its failure does set one: the next request is refused at once.
+    let t = std::time::Instant::now();
+    assert!(up.connection().await.is_err());
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    origin.shutdown().await;
+}

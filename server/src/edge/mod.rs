@@ -332,8 +332,10 @@ impl EdgeSource {
     /// the background (after anything a session waits for), most requested object first,
     /// into free space only (never evicting for it); otherwise, after
     /// [`EdgeOptions::probe_after`] without origin traffic, one useful segment is fetched
-    /// to measure the link. Measured usage is saved every 30 s and at the end.
+    /// to measure the link. Measured usage is saved every 30 s and at the end. Beside it the
+    /// origin connection is kept open ahead of need.
     pub async fn upkeep(self, mut stop: watch::Receiver<bool>) {
+        let warm = tokio::spawn(self.clone().keep_origin_warm(stop.clone()));
         let mut tick = tokio::time::interval(UPKEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut saved = Instant::now();
@@ -372,6 +374,19 @@ impl EdgeSource {
             }
         }
         self.save_usage();
+        warm.abort();
+    }
+
+    /// Until `stop`: the pooled origin connection is opened at start-up and re-opened within
+    /// [`UPKEEP_EVERY`] of being lost, so a miss finds it ready (keep-alives hold it open).
+    async fn keep_origin_warm(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            self.0.upstream.warm().await;
+            tokio::select! {
+                _ = tokio::time::sleep(UPKEEP_EVERY) => {}
+                _ = stop.changed() => break,
+            }
+        }
     }
 
     /// Objects someone plays that are not wholly cached: those fetched from the origin.

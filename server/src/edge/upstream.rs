@@ -218,47 +218,7 @@ impl Upstream {
                 at - Instant::now()
             )));
         }
-        let result = async {
-            let addr = self.resolve().await?;
-            let host = self.url.host.trim_start_matches('[').trim_end_matches(']');
-            let connecting = self.endpoint.connect(addr, host).map_err(|e| {
-                SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
-            })?;
-            tokio::time::timeout(self.timeout, connecting)
-                .await
-                .map_err(|_| {
-                    SourceError::Unavailable(format!(
-                        "{} {} did not answer within {:?}",
-                        self.label, self.url, self.timeout
-                    ))
-                })?
-                .map_err(|e| SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url)))
-        }
-        .await;
-        // Claim stream 0 for control (PROTOCOL.md §4) before any segment exchange.
-        let result = match result {
-            Ok(conn) => match conn.open_bi().await {
-                Ok((mut send, recv)) => {
-                    let options = segue_wire::control::Request::new(
-                        segue_wire::control::Method::Options,
-                        None,
-                        1,
-                    );
-                    match send.write_all(&options.encode()).await {
-                        Ok(()) => Ok((conn, send, recv)),
-                        Err(e) => Err(SourceError::Unavailable(format!(
-                            "{} {}: {e}",
-                            self.label, self.url
-                        ))),
-                    }
-                }
-                Err(e) => Err(SourceError::Unavailable(format!(
-                    "{} {}: {e}",
-                    self.label, self.url
-                ))),
-            },
-            Err(e) => Err(e),
-        };
+        let result = self.dial().await;
         match result {
             Ok((conn, send, recv)) => {
                 tracing::info!(peer = %self.url, "connected to {}", self.label);
@@ -277,6 +237,83 @@ impl Upstream {
                 Err(e)
             }
         }
+    }
+
+    /// The pooled connection's id, if one is pooled and open.
+    pub async fn pooled(&self) -> Option<usize> {
+        let c = self.conn.lock().await;
+        c.conn
+            .as_ref()
+            .filter(|x| x.close_reason().is_none())
+            .map(|x| x.stable_id())
+    }
+
+    /// Opens the pooled connection ahead of need, so the first miss after start-up (or after
+    /// the connection was lost) does not pay a handshake to the origin. The handshake runs
+    /// outside the pool's lock and a failure sets no backoff: a request meanwhile dials on its
+    /// own, as if there were no warm-up. Returns whether a live connection is pooled.
+    pub async fn warm(&self) -> bool {
+        {
+            let c = self.conn.lock().await;
+            if c.conn.as_ref().is_some_and(|x| x.close_reason().is_none()) {
+                return true;
+            }
+            if c.retry_at.is_some_and(|at| Instant::now() < at) {
+                return false; // a request failed just now: its backoff decides
+            }
+        }
+        match self.dial().await {
+            Ok((conn, send, recv)) => {
+                let mut c = self.conn.lock().await;
+                if c.conn.as_ref().is_some_and(|x| x.close_reason().is_none()) {
+                    // A request connected meanwhile: keep its connection.
+                    conn.close(0u32.into(), b"not needed");
+                } else {
+                    tracing::info!(peer = %self.url, "connected to {} (ahead of need)", self.label);
+                    c.control = Some((send, recv));
+                    c.failures = 0;
+                    c.retry_at = None;
+                    c.conn = Some(conn);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.url, "cannot connect ahead of need: {e}");
+                false
+            }
+        }
+    }
+
+    /// A new connection with its control stream claimed (PROTOCOL.md §4), not yet pooled.
+    async fn dial(
+        &self,
+    ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), SourceError> {
+        let addr = self.resolve().await?;
+        let host = self.url.host.trim_start_matches('[').trim_end_matches(']');
+        let connecting = self
+            .endpoint
+            .connect(addr, host)
+            .map_err(|e| SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url)))?;
+        let conn = tokio::time::timeout(self.timeout, connecting)
+            .await
+            .map_err(|_| {
+                SourceError::Unavailable(format!(
+                    "{} {} did not answer within {:?}",
+                    self.label, self.url, self.timeout
+                ))
+            })?
+            .map_err(|e| SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url)))?;
+        let unavailable = |e: &dyn std::fmt::Display| {
+            SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
+        };
+        // Claim stream 0 for control before any segment exchange.
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| unavailable(&e))?;
+        let options =
+            segue_wire::control::Request::new(segue_wire::control::Method::Options, None, 1);
+        send.write_all(&options.encode())
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok((conn, send, recv))
     }
 
     fn note_rtt(&self, conn: &quinn::Connection) {
