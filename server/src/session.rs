@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::control::{ControlHandler, ControlOut, options_response};
 use crate::ingest::rescale;
-use crate::packets::{Cursor, PacketCache, SegmentPackets, Step};
+use crate::packets::{Cursor, PacketCache, SegmentPackets};
 use crate::source::{Source, SourceError};
 
 /// Methods a node serves to players: all of segue/1's but PLAY_NOTIFY, which servers send.
@@ -825,24 +825,30 @@ impl<S: Source> Sender<S> {
             cursors.push(Cursor::new(tp.stamp(t.seq, t.ts_offset, t.ssrc)));
             t.seq = t.seq.wrapping_add(tp.packets as u16);
         }
-        if self.pacing {
-            let ahead = self.send_ahead();
-            // Where each track's stream is due up to, not yet written.
-            let mut due_end = vec![0usize; self.tracks.len()];
-            for step in &packets.steps {
-                let Some(ti) = self
-                    .tracks
-                    .iter()
-                    .position(|t| t.index as usize == step.track)
-                else {
-                    continue;
-                };
+        // Frames are written in record (decoding) order across tracks, a run of one
+        // track's frames at a time: written a whole track after another, the first
+        // segment's video (2 MB at 8 Mbit/s, more than quinn's 1.25 MB stream window)
+        // held the audio back until most of it was delivered, and playback, which waits
+        // for every track's startup buffer, started ~300 ms late on the matrix's 8 Mbit/s
+        // cells.
+        let ahead = self.send_ahead();
+        // The run not yet written: (track, end of its stream bytes).
+        let mut run: Option<(usize, usize)> = None;
+        for step in &packets.steps {
+            let Some(ti) = self
+                .tracks
+                .iter()
+                .position(|t| t.index as usize == step.track)
+            else {
+                continue;
+            };
+            if self.pacing {
                 let due = t0
                     + Duration::from_micros(step.dts_us.saturating_sub(self.start_us))
                         .saturating_sub(ahead);
                 if due > Instant::now() {
-                    for (j, &end) in due_end.iter().enumerate() {
-                        self.write_until(index, j, end, &mut cursors, streams)
+                    if let Some((t, end)) = run.take() {
+                        self.write_until(index, t, end, &mut cursors, streams)
                             .await?;
                     }
                     tokio::select! {
@@ -850,28 +856,25 @@ impl<S: Source> Sender<S> {
                         _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
                     }
                 }
-                due_end[ti] = step.end;
-                self.progress
-                    .packets
-                    .fetch_add(u64::from(step.packets), Ordering::Relaxed);
-                self.progress
-                    .position_us
-                    .store(step.pts_us, Ordering::Relaxed);
             }
-        } else {
-            let mine = |s: &&Step| self.tracks.iter().any(|t| t.index as usize == s.track);
-            let n: u64 = packets
-                .steps
-                .iter()
-                .filter(mine)
-                .map(|s| u64::from(s.packets))
-                .sum();
-            self.progress.packets.fetch_add(n, Ordering::Relaxed);
-            if let Some(last) = packets.steps.iter().rfind(mine) {
-                self.progress
-                    .position_us
-                    .store(last.pts_us, Ordering::Relaxed);
+            match run {
+                Some((t, end)) if t != ti => {
+                    self.write_until(index, t, end, &mut cursors, streams)
+                        .await?;
+                }
+                _ => {}
             }
+            run = Some((ti, step.end));
+            self.progress
+                .packets
+                .fetch_add(u64::from(step.packets), Ordering::Relaxed);
+            self.progress
+                .position_us
+                .store(step.pts_us, Ordering::Relaxed);
+        }
+        if let Some((t, end)) = run {
+            self.write_until(index, t, end, &mut cursors, streams)
+                .await?;
         }
         for ti in 0..self.tracks.len() {
             self.write_until(index, ti, usize::MAX, &mut cursors, streams)
