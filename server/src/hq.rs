@@ -73,8 +73,11 @@ fn transport(
 /// request declared lost and sent again. A ping a second produces those acknowledgements; with
 /// probe timeouts backing off exponentially under heavy loss, a request could otherwise wait
 /// until the idle timeout.
-fn client_transport(idle: Duration) -> quinn::TransportConfig {
-    let mut t = transport(0, idle, None);
+fn client_transport(
+    idle: Duration,
+    settings: Option<&segue_client::TransportSettings>,
+) -> quinn::TransportConfig {
+    let mut t = transport(0, idle, settings);
     t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
     t
 }
@@ -348,6 +351,9 @@ pub struct ClientOptions {
     /// Give a connection up after this long silent, and a handshake after this long
     /// (default [`IDLE_TIMEOUT`]).
     pub idle_timeout: Option<Duration>,
+    /// Congestion control and loss detection (None: quinn's defaults, as other QUIC
+    /// clients run).
+    pub transport: Option<segue_client::TransportSettings>,
 }
 
 impl ClientOptions {
@@ -376,6 +382,20 @@ pub struct Client {
 }
 
 impl Client {
+    /// A new connection to `addr` (`host` the name its certificate must carry), handshake
+    /// done within `opts`' idle timeout.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        opts: &ClientOptions,
+    ) -> anyhow::Result<quinn::Connection> {
+        let connecting = self
+            .endpoint
+            .connect_with(self.config.clone(), addr, host)?;
+        handshake(connecting, opts.idle()).await
+    }
+
     /// Connections whose TLS session resumed an earlier one.
     pub fn resumed(&self) -> u64 {
         self.resumed.load(Ordering::Relaxed)
@@ -413,7 +433,10 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<Client
     let quic = QuicClientConfig::with_initial(Arc::new(tls), initial)
         .context("TLS config unusable for QUIC")?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(Arc::new(client_transport(opts.idle())));
+    cfg.transport_config(Arc::new(client_transport(
+        opts.idle(),
+        opts.transport.as_ref(),
+    )));
     let endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0)))
         .context("cannot bind a UDP socket")?;
     Ok(Client {
@@ -479,7 +502,11 @@ async fn fetch_on(
     early: bool,
 ) -> anyhow::Result<Vec<Download>> {
     let config = match crate::quic::Qlog::from_env() {
-        Some(q) => q.client_config(&client.config, client_transport(opts.idle()), addr),
+        Some(q) => q.client_config(
+            &client.config,
+            client_transport(opts.idle(), opts.transport.as_ref()),
+            addr,
+        ),
         None => client.config.clone(),
     };
     let verified = client.verifier.verified();

@@ -192,6 +192,10 @@ enum HqCommand {
         /// handshake not done by then.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
         idle_timeout_secs: u64,
+        /// Congestion controller (model, bbr, cubic, newreno; default: quinn's, CUBIC, as
+        /// other QUIC clients run).
+        #[arg(long)]
+        congestion: Option<Congestion>,
         /// URLs to fetch.
         #[arg(required = true)]
         urls: Vec<url::Url>,
@@ -237,6 +241,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
             zero_rtt,
             range,
             idle_timeout_secs,
+            congestion,
             urls,
         } => {
             let opts = hq::ClientOptions {
@@ -247,6 +252,7 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
                 key_update,
                 zero_rtt,
                 idle_timeout: Some(Duration::from_secs(idle_timeout_secs)),
+                transport: congestion.map(TransportSettings::with),
             };
             let client = hq::client_endpoint(&ca, &opts)?;
             let got = hq::get(&client, &urls, &downloads, &opts).await?;

@@ -157,3 +157,33 @@ async fn the_file_endpoint_runs_the_transport_it_is_given() {
         );
     }
 }
+
+/// `segue hq get --congestion` (the interop client) dials with the transport it is given,
+/// read back from its own connection.
+#[tokio::test]
+async fn the_hq_client_runs_the_transport_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let srv =
+        segue_server::hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key)
+            .unwrap();
+    let addr = srv.endpoint.local_addr().unwrap();
+    tokio::spawn(async move {
+        // Accept and hold the connections until the test ends.
+        let mut held = Vec::new();
+        while let Some(inc) = srv.endpoint.accept().await {
+            if let Ok(c) = inc.await {
+                held.push(c);
+            }
+        }
+    });
+    for cc in Congestion::ALL {
+        let opts = segue_server::hq::ClientOptions {
+            transport: Some(TransportSettings::with(cc)),
+            ..Default::default()
+        };
+        let client = segue_server::hq::client_endpoint(&tls.ca, &opts).unwrap();
+        let conn = client.connect(addr, "localhost", &opts).await.unwrap();
+        assert_eq!(controller_of(&conn), Some(cc), "an hq client given {cc}");
+    }
+}

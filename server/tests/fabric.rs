@@ -154,6 +154,7 @@ async fn quic_secs(loss: f64, dir: &Path) -> (f64, (u64, u64)) {
         key_update: false,
         zero_rtt: false,
         idle_timeout: Some(Duration::from_secs(30)),
+        transport: None,
     };
     let ca = dir.join("certs").join(segue_certs::pki::CA_CERT);
     let url = url::Url::parse(&format!("https://{listen}/f")).unwrap();
