@@ -533,15 +533,7 @@ impl Core {
             // HyStart++ (RFC 9406 §4.2), checked on every ACK of the round: its least RTT
             // grew by more than an eighth of the path's (4 to 16 ms): a queue is building;
             // leave start-up before it overflows.
-            if self.phase == Phase::Startup
-                && self.round_rtt_samples >= HYSTART_MIN_SAMPLES
-                && !min_rtt.is_zero()
-                && self.round_min_rtt.is_some_and(|r| {
-                    let eta =
-                        (min_rtt / 8).clamp(Duration::from_millis(4), Duration::from_millis(16));
-                    r > min_rtt + eta
-                })
-            {
+            if self.phase == Phase::Startup && self.round_queued_over(min_rtt) {
                 self.leave_startup(false);
             }
             self.first_sent_time = Some(sent);
@@ -667,15 +659,19 @@ impl Core {
         }
     }
 
-    /// This round's least RTT shows a standing queue: more than the minimum by an eighth of
-    /// it (4 to 16 ms, HyStart++'s margin).
+    /// This round's least RTT shows a standing queue over the model's minimum RTT.
     fn round_queued(&self) -> bool {
+        self.round_queued_over(self.min_rtt)
+    }
+
+    /// This round's least RTT (of [`HYSTART_MIN_SAMPLES`] samples at least) exceeds `min_rtt`
+    /// by more than an eighth of it, 4 to 16 ms (HyStart++'s margin, RFC 9406 §4.2).
+    fn round_queued_over(&self, min_rtt: Duration) -> bool {
         self.round_rtt_samples >= HYSTART_MIN_SAMPLES
-            && !self.min_rtt.is_zero()
+            && !min_rtt.is_zero()
             && self.round_min_rtt.is_some_and(|r| {
-                let eta =
-                    (self.min_rtt / 8).clamp(Duration::from_millis(4), Duration::from_millis(16));
-                r > self.min_rtt + eta
+                let eta = (min_rtt / 8).clamp(Duration::from_millis(4), Duration::from_millis(16));
+                r > min_rtt + eta
             })
     }
 
