@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use segue_client::{PlayOptions, Report, play};
+use segue_client::{Congestion, PlayOptions, Report, TransportSettings, play};
 use segue_wire::SegueUrl;
 use tokio::time::Instant;
 
@@ -27,6 +27,8 @@ pub struct BenchOptions {
     pub sessions: usize,
     /// Idle connections for the per-connection memory figure.
     pub idle_connections: usize,
+    /// The congestion controller of the nodes, the players and the raw-quinn baseline.
+    pub congestion: Congestion,
 }
 
 pub(crate) struct Kid(pub(crate) Child);
@@ -77,6 +79,11 @@ impl Stage {
         ];
         v.extend(self.tls_args());
         v
+    }
+
+    /// `--congestion` for a node.
+    pub(crate) fn congestion_args(c: Congestion) -> Vec<String> {
+        vec!["--congestion".into(), c.as_str().into()]
     }
 
     /// `--cert`, `--key` (the dev localhost certificate) and `--ca` for a node.
@@ -132,16 +139,22 @@ pub(crate) async fn wait_ready(url: &SegueUrl, ca: &Path) -> anyhow::Result<()> 
 }
 
 /// Raw quinn: `streams` unidirectional streams pushing data for `secs`, same TLS, loopback.
-async fn raw_quinn(certs: &Path, streams: usize, secs: u64) -> anyhow::Result<f64> {
+async fn raw_quinn(
+    certs: &Path,
+    streams: usize,
+    secs: u64,
+    congestion: Congestion,
+) -> anyhow::Result<f64> {
+    let transport = Arc::new(TransportSettings::with(congestion).config());
     let tls = segue_certs::tls::server_config(
         &certs.join("localhost.pem"),
         &certs.join("localhost.key"),
         &[b"bench"],
     )?;
-    let server = quinn::Endpoint::server(
-        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?)),
-        "127.0.0.1:0".parse()?,
-    )?;
+    let mut server_config =
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    server_config.transport_config(transport.clone());
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse()?)?;
     let addr = server.local_addr()?;
     let dur = Duration::from_secs(secs);
     let srv = tokio::spawn(async move {
@@ -174,9 +187,9 @@ async fn raw_quinn(certs: &Path, streams: usize, secs: u64) -> anyhow::Result<f6
     });
     let tls = segue_certs::tls::client_config(&certs.join("ca.pem"), &[b"bench"])?;
     let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(tls)?,
-    )));
+    let mut client_config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    client_config.transport_config(transport);
+    client.set_default_client_config(client_config);
     let conn = client.connect(addr, "localhost")?.await?;
     let start = Instant::now();
     let mut readers = Vec::new();
@@ -208,12 +221,13 @@ async fn sink_until(
     ca: &Path,
     end: Instant,
     from: std::net::IpAddr,
+    congestion: Congestion,
 ) -> anyhow::Result<u64> {
     use segue_wire::control::{Message, Method, Request, SessionHeader};
     use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
     let connect = segue_client::ConnectOptions {
         bind: Some(from),
-        ..Default::default()
+        transport: TransportSettings::with(congestion),
     };
     let (_ep, conn, mut control) =
         segue_client::connect_with(url, ca, Duration::from_secs(5), &connect).await?;
@@ -277,7 +291,14 @@ async fn sink_until(
 }
 
 /// Aggregate bytes/s of `n` clients looping over `url` for `secs`.
-async fn egress(n: usize, secs: u64, url: &SegueUrl, ca: &Path, sink: bool) -> anyhow::Result<f64> {
+async fn egress(
+    n: usize,
+    secs: u64,
+    url: &SegueUrl,
+    ca: &Path,
+    sink: bool,
+    congestion: Congestion,
+) -> anyhow::Result<f64> {
     let end = Instant::now() + Duration::from_secs(secs);
     let start = Instant::now();
     let tasks: Vec<_> = (0..n)
@@ -288,13 +309,16 @@ async fn egress(n: usize, secs: u64, url: &SegueUrl, ca: &Path, sink: bool) -> a
             tokio::spawn(async move {
                 let mut bytes = 0u64;
                 if sink {
-                    return sink_until(&url, &ca, end, from).await.unwrap_or(0);
+                    return sink_until(&url, &ca, end, from, congestion)
+                        .await
+                        .unwrap_or(0);
                 }
                 while Instant::now() < end {
                     {
                         let mut p = PlayOptions::new(url.clone(), ca.clone());
                         p.pace = false;
                         p.connect.bind = Some(from);
+                        p.connect.transport = TransportSettings::with(congestion);
                         let r = play(&p).await;
                         if !r.ok() {
                             break;
@@ -313,9 +337,10 @@ async fn egress(n: usize, secs: u64, url: &SegueUrl, ca: &Path, sink: bool) -> a
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn ttff(url: &SegueUrl, ca: &Path) -> anyhow::Result<Report> {
+async fn ttff(url: &SegueUrl, ca: &Path, congestion: Congestion) -> anyhow::Result<Report> {
     let mut p = PlayOptions::new(url.clone(), ca.to_path_buf());
     p.pace = false;
+    p.connect.transport = TransportSettings::with(congestion);
     let r = play(&p).await;
     if !r.ok() {
         bail!("bench play failed:\n{}", r.render());
@@ -350,7 +375,8 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
             .spawn()?))
     };
     let s = |p: &Path| p.display().to_string();
-    let _origin = spawn(stage.origin_args(oport))?;
+    let node_cc = Stage::congestion_args(o.congestion);
+    let _origin = spawn([stage.origin_args(oport), node_cc.clone()].concat())?;
     let origin_url = SegueUrl::parse(&format!("segue://localhost:{oport}/"))?;
     wait_ready(&origin_url, &ca).await?;
     let mut edge_args = vec![
@@ -365,6 +391,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
         "4".into(),
     ];
     edge_args.extend(stage.tls_args());
+    edge_args.extend(node_cc);
     for i in 0..o.rounds {
         edge_args.push("--warm".into());
         edge_args.push(format!("prefix{i}"));
@@ -377,12 +404,14 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
 
     let mut out = String::new();
     out.push_str(&format!(
-        "Segue bench: origin and edge as child processes on loopback, players in process ({} build)\n\n",
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        "Segue bench: origin and edge as child processes on loopback, players in process ({} build; congestion control {} on the nodes, the players and raw quinn)\n\n",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        o.congestion.as_str()
     ));
+    let cc = o.congestion;
 
     // TTFF per case.
-    ttff(&eurl("full")?, &ca).await?; // fills the full-hit object
+    ttff(&eurl("full")?, &ca, cc).await?; // fills the full-hit object
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut rows = Vec::new();
     let mut handshake = Vec::new();
@@ -399,7 +428,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
             } else {
                 format!("{name}{i}")
             };
-            let r = ttff(&eurl(&obj)?, &ca).await?;
+            let r = ttff(&eurl(&obj)?, &ca, cc).await?;
             v.push(r.ttff_ms.unwrap_or(f64::NAN));
             handshake.push(r.connect_ms.unwrap_or(f64::NAN));
             rtt.push(r.rtt_ms.unwrap_or(f64::NAN));
@@ -439,13 +468,13 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
         ("hd", "8 s of 720p at 3.3 Mbit/s"),
     ] {
         let url = eurl(obj)?;
-        ttff(&url, &ca).await?; // cache it fully
+        ttff(&url, &ca, cc).await?; // cache it fully
         tokio::time::sleep(Duration::from_millis(500)).await;
         out.push_str(&format!("  object `{obj}` ({what})\n"));
         for &n in &o.players {
-            let raw = raw_quinn(certs, n, o.egress_secs).await?;
-            let sink = egress(n, o.egress_secs, &url, &ca, true).await?;
-            let full = egress(n, o.egress_secs, &url, &ca, false).await?;
+            let raw = raw_quinn(certs, n, o.egress_secs, cc).await?;
+            let sink = egress(n, o.egress_secs, &url, &ca, true, cc).await?;
+            let full = egress(n, o.egress_secs, &url, &ca, false, cc).await?;
             out.push_str(&format!(
                 "    {n:>3} clients: raw quinn {:>7.1} MB/s | edge to sinks {:>7.1} MB/s ({:>5.1}% of raw) | edge to players {:>7.1} MB/s ({:>5.1}%)\n",
                 raw / 1e6,
@@ -472,6 +501,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
                     if let Ok(url) = url {
                         let mut p = PlayOptions::new(url, ca);
                         p.connect.bind = Some(crate::lab::run::loopback_viewer(k));
+                        p.connect.transport = TransportSettings::with(cc);
                         p.stall_timeout = Duration::from_secs(30);
                         play(&p).await;
                     }

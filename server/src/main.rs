@@ -493,6 +493,10 @@ struct BenchArgs {
     /// Idle connections for the per-connection memory figure.
     #[arg(long, default_value_t = 1000)]
     idle_connections: usize,
+    /// Congestion controller of the origin, the edge, the players and the raw-quinn
+    /// baseline (docs/TRANSPORT.md).
+    #[arg(long, value_enum, default_value_t)]
+    congestion: Congestion,
 }
 
 #[derive(Args, Debug)]
@@ -525,6 +529,9 @@ struct SoakArgs {
     /// Seconds between samples of the edge's memory and CPU.
     #[arg(long, default_value_t = 10)]
     sample_secs: u64,
+    /// Congestion controller of the origin, the edge and the players (docs/TRANSPORT.md).
+    #[arg(long, value_enum, default_value_t)]
+    congestion: Congestion,
 }
 
 #[derive(Args, Debug)]
@@ -1613,6 +1620,7 @@ async fn main() -> anyhow::Result<()> {
                 duration: Duration::from_secs(a.secs.max(1)),
                 ramp: Duration::from_secs(a.ramp_secs.min(a.secs)),
                 sample_every: Duration::from_secs(a.sample_secs.max(1)),
+                congestion: a.congestion,
             };
             until_signal(segue_server::soak::run(&exe, &opts), "soak").await?;
             Ok(())
@@ -1626,6 +1634,7 @@ async fn main() -> anyhow::Result<()> {
                 egress_secs: a.egress_secs.max(1),
                 sessions: a.sessions.max(1),
                 idle_connections: a.idle_connections,
+                congestion: a.congestion,
             };
             let report = until_signal(segue_server::bench::run(&exe, &opts), "bench").await?;
             print!("{report}");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use segue_client::{PlayOptions, play};
+use segue_client::{Congestion, PlayOptions, TransportSettings, play};
 use segue_wire::SegueUrl;
 use tokio::time::Instant;
 
@@ -39,6 +39,8 @@ pub struct SoakOptions {
     pub ramp: Duration,
     /// Seconds between samples of the edge's memory and CPU.
     pub sample_every: Duration,
+    /// The congestion controller of the nodes and the players.
+    pub congestion: Congestion,
 }
 
 /// What the players saw, shared by their tasks.
@@ -75,10 +77,18 @@ fn cpu_s(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// One player: paced plays one after another (alternating objects) until `end`.
-async fn player(urls: Arc<Vec<SegueUrl>>, ca: PathBuf, k: usize, end: Instant, t: Arc<Tally>) {
+async fn player(
+    urls: Arc<Vec<SegueUrl>>,
+    ca: PathBuf,
+    k: usize,
+    end: Instant,
+    t: Arc<Tally>,
+    congestion: Congestion,
+) {
     let mut n = k;
     while Instant::now() < end {
         let mut o = PlayOptions::new(urls[n % urls.len()].clone(), ca.clone());
+        o.connect.transport = TransportSettings::with(congestion);
         // Each player from its own address, as viewers are (the edge's per-client limit).
         o.connect.bind = Some(crate::lab::run::loopback_viewer(k));
         o.give_up_at = Some(end);
@@ -153,7 +163,11 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
             .spawn()?))
     };
     let spawn = |args: Vec<String>, log: &str| spawn_on(None, args, log);
-    let _origin = spawn(stage.origin_args(oport), "origin.log")?;
+    let node_cc = Stage::congestion_args(o.congestion);
+    let _origin = spawn(
+        [stage.origin_args(oport), node_cc.clone()].concat(),
+        "origin.log",
+    )?;
     wait_ready(
         &SegueUrl::parse(&format!("segue://localhost:{oport}/"))?,
         &ca,
@@ -169,6 +183,7 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         format!("127.0.0.1:{eport}"),
     ];
     args.extend(stage.tls_args());
+    args.extend(node_cc);
     // Declared before the edge, so the edge is gone when the limit's cgroup is removed.
     let limit;
     // The edge alone on core 0 (taskset execs it: the pid is the edge's).
@@ -204,6 +219,7 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     for (u, name) in urls.iter().zip(&o.objects) {
         let mut p = PlayOptions::new(u.clone(), ca.clone());
         p.pace = false;
+        p.connect.transport = TransportSettings::with(o.congestion);
         let r = play(&p).await;
         anyhow::ensure!(r.ok(), "the first play of {u} failed: {:?}", r.error);
         let obj = lib
@@ -227,7 +243,7 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         out.push('\n');
     };
     say(format!(
-        "Segue soak: {} paced players for {} s against one edge ({} build; origin and edge as child processes on loopback, players in process from their own 127.1.x.y addresses, starting over {} s; {}; objects {}, alternating, cached by a first play)",
+        "Segue soak: {} paced players for {} s against one edge ({} build, congestion control {}; origin and edge as child processes on loopback, players in process from their own 127.1.x.y addresses, starting over {} s; {}; objects {}, alternating, cached by a first play)",
         o.players,
         o.duration.as_secs(),
         if cfg!(debug_assertions) {
@@ -235,6 +251,7 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         } else {
             "release"
         },
+        o.congestion.as_str(),
         o.ramp.as_secs(),
         if pin {
             format!(
@@ -261,10 +278,10 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     let gap = o.ramp / o.players.max(1) as u32;
     let starter = {
         let (urls, ca, tally) = (urls.clone(), ca.clone(), tally.clone());
-        let n = o.players;
+        let (n, cc) = (o.players, o.congestion);
         tokio::spawn(async move {
             for k in 0..n {
-                players.spawn(player(urls.clone(), ca.clone(), k, end, tally.clone()));
+                players.spawn(player(urls.clone(), ca.clone(), k, end, tally.clone(), cc));
                 tokio::time::sleep(gap).await;
             }
             while players.join_next().await.is_some() {}

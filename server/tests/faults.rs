@@ -230,12 +230,21 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 /// `segue bench` (as `segue soak`) runs an origin and an edge as its own processes: SIGTERM
-/// to it stops them as well, instead of leaving them running with their parent gone.
+/// to it stops them as well, instead of leaving them running with their parent gone. Its
+/// `--congestion` reaches both nodes.
 #[test]
 fn an_interrupted_bench_leaves_no_node_running() {
     let samples = concat!(env!("CARGO_MANIFEST_DIR"), "/../media/samples");
     let mut bench = Kid(Command::new(env!("CARGO_BIN_EXE_segue"))
-        .args(["bench", "--rounds", "1", "--samples", samples])
+        .args([
+            "bench",
+            "--rounds",
+            "1",
+            "--congestion",
+            "cubic",
+            "--samples",
+            samples,
+        ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -254,6 +263,15 @@ fn an_interrupted_bench_leaves_no_node_running() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    for node in &nodes {
+        let args = std::fs::read(format!("/proc/{node}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = args.split(|b| *b == 0).collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == b"--congestion" && w[1] == b"cubic"),
+            "node {node} runs without the bench's --congestion: {args:?}"
+        );
+    }
     let killed = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
