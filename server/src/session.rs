@@ -668,8 +668,12 @@ impl<S: Source> Sender<S> {
     /// How far ahead of real time media is sent: the configured send-ahead, and at least
     /// [`SEND_AHEAD_RTTS`] round trips of this connection's path, so the buffer it builds in
     /// the player covers a few loss recoveries on a long path too (docs/TRANSPORT.md).
+    /// The path's RTT is the least seen, not the smoothed one: that includes the queue the
+    /// send-ahead itself builds, so sizing by it grew the send-ahead with its own queue
+    /// (seen: 0.3 s path, 0.9 s smoothed RTT on a slow last mile, 7 s sent ahead, and a
+    /// loss there recovered after 2 s).
     fn send_ahead(&self) -> Duration {
-        self.send_ahead.max(self.conn.rtt() * SEND_AHEAD_RTTS)
+        self.send_ahead.max(self.conn.min_rtt() * SEND_AHEAD_RTTS)
     }
 
     async fn run(mut self) {

@@ -27,7 +27,10 @@
 //!   delayed ACKs), and at most the loss bound. A round trip losing more than [`LOSS_THRESH`]
 //!   (at least [`LOSS_MIN_PACKETS`] packets) lowers the bound to 6/7 of the window, never
 //!   under 1.25 × the product: random loss on a last mile does not shrink the window below
-//!   what the path carries; a queue that overflows does. The bound grows again, as BBRv3's
+//!   what the path carries; a queue that overflows does. The cut comes at the loss that makes
+//!   the round congested, not at the round's end, and goes as low as what was in flight when
+//!   that packet left (BBRv3's `tx_in_flight`): at a queued RTT a round is long, and the
+//!   window kept overflowing the queue until it ended. The bound grows again, as BBRv3's
 //!   does, by 1, 2, 4 … datagrams (at most 1/8) per round trip that used the window without
 //!   such loss.
 //! - **reordering**: a packet acknowledged after one sent later arrived out of order. The
@@ -143,8 +146,8 @@ pub struct Model {
 }
 
 impl Controller for Model {
-    fn on_sent(&mut self, now: Instant, _bytes: u64, _last_packet_number: u64) {
-        self.core.on_sent(now);
+    fn on_sent(&mut self, now: Instant, bytes: u64, _last_packet_number: u64) {
+        self.core.on_sent(now, bytes);
     }
 
     fn on_ack(
@@ -233,6 +236,35 @@ struct Sent {
     first_sent_time: Instant,
 }
 
+/// Send records kept for loss: the bytes in flight once a packet (or a batch sent at one
+/// instant) had left, BBRv3's `tx_in_flight`. Kept apart from [`Sent`], whose records go as
+/// soon as a later packet is acknowledged, because a loss is declared just then.
+#[derive(Debug, Clone, Default)]
+struct InFlightLog {
+    at: BTreeMap<Instant, u64>,
+}
+
+impl InFlightLog {
+    fn record(&mut self, now: Instant, in_flight: u64) {
+        let e = self.at.entry(now).or_insert(0);
+        *e = (*e).max(in_flight);
+        if self.at.len() > MAX_RECORDS {
+            self.at.pop_first();
+        }
+    }
+
+    /// What was in flight when the packet sent at `sent` left (the latest record not after
+    /// it).
+    fn when_sent(&self, sent: Instant) -> Option<u64> {
+        self.at.range(..=sent).next_back().map(|(_, v)| *v)
+    }
+
+    /// Forgets packets sent before `before`: quinn has declared them lost or acknowledged.
+    fn forget_before(&mut self, before: Instant) {
+        self.at = self.at.split_off(&before);
+    }
+}
+
 /// Windowed maximum over round trips (the last value is kept while no sample comes).
 #[derive(Debug, Clone, Default)]
 struct MaxFilter {
@@ -271,6 +303,10 @@ pub struct Core {
     delivered_time: Option<Instant>,
     first_sent_time: Option<Instant>,
     sent: BTreeMap<Instant, Sent>,
+    /// Bytes in flight as the model counts them (quinn's figure after each batch of ACKs,
+    /// plus what was sent since, minus what was declared lost), and per sending instant.
+    in_flight: u64,
+    in_flight_log: InFlightLog,
     round: u64,
     next_round_delivered: u64,
     round_delivered: u64,
@@ -293,6 +329,8 @@ pub struct Core {
     full_bw: u64,
     full_bw_rounds: u32,
     inflight_hi: Option<u64>,
+    /// This round's congestion has already cut the loss bound ([`Core::on_loss`]).
+    round_cut: bool,
     /// Datagrams the loss bound grows by next round (doubles each round it grows).
     probe_up: u64,
     /// The latest sending time of an acknowledged packet: an ACK of one sent before it
@@ -335,6 +373,8 @@ impl Core {
             delivered_time: None,
             first_sent_time: None,
             sent: BTreeMap::new(),
+            in_flight: 0,
+            in_flight_log: InFlightLog::default(),
             round: 0,
             next_round_delivered: 0,
             round_delivered: 0,
@@ -352,6 +392,7 @@ impl Core {
             full_bw: 0,
             full_bw_rounds: 0,
             inflight_hi: None,
+            round_cut: false,
             probe_up: 1,
             largest_acked_sent: None,
             reordered_round: None,
@@ -477,8 +518,10 @@ impl Core {
         self.bdp(self.min_rtt + jitter)
     }
 
-    /// A packet (or a batch of them) left at `now`.
-    pub fn on_sent(&mut self, now: Instant) {
+    /// A packet (or a batch of them) of `bytes` left at `now`.
+    pub fn on_sent(&mut self, now: Instant, bytes: u64) {
+        self.in_flight += bytes;
+        self.in_flight_log.record(now, self.in_flight);
         // Nothing in flight: intervals start now, not at the last ACK of a busy period.
         if self.sent.is_empty() {
             self.first_sent_time = Some(now);
@@ -550,6 +593,11 @@ impl Core {
             // Older records are of packets lost or acknowledged out of order: no samples.
             self.sent = self.sent.split_off(&sent);
         }
+        // quinn declares a packet lost once one sent 9/8 RTT after it is acknowledged:
+        // what was sent two RTTs before this one is settled.
+        if let Some(before) = sent.checked_sub(sample * 2) {
+            self.in_flight_log.forget_before(before);
+        }
         if self.phase == Phase::Startup && !app_limited {
             self.cwnd += bytes;
         }
@@ -594,6 +642,7 @@ impl Core {
     }
 
     pub fn on_loss(&mut self, sent: Instant, lost_bytes: u64, persistent: bool) {
+        self.in_flight = self.in_flight.saturating_sub(lost_bytes);
         self.round_lost += lost_bytes;
         self.round_loss_events += 1;
         if self.reordering() {
@@ -617,10 +666,37 @@ impl Core {
         self.sent.remove(&sent);
         // Start-up doubles the window every round trip: a round already losing too much is
         // left at once, not at its end (by then the window has grown by half again).
-        if self.phase == Phase::Startup && self.round_congested() {
-            self.leave_startup(true);
-            self.update_window();
+        if !self.round_congested() {
+            return;
         }
+        match self.phase {
+            Phase::Startup => {
+                self.leave_startup(true);
+                self.update_window();
+            }
+            Phase::Drain | Phase::Steady if !self.round_cut => {
+                // BBRv3's "inflight too high", at once rather than at the round's end (a
+                // round at a queued RTT is long: the window kept overflowing the queue
+                // meanwhile): the bound goes to what was in flight when the packet that
+                // made the round congested left, if that is under 6/7 of it.
+                let hi = self.inflight_hi.unwrap_or(self.cwnd);
+                let tx = self.in_flight_log.when_sent(sent).unwrap_or(hi);
+                self.cut_loss_bound(tx);
+                self.update_window();
+            }
+            _ => {}
+        }
+    }
+
+    /// A congested round (in drain or steady) lowers the loss bound to 6/7 of itself, or to
+    /// `tx_in_flight` (what was in flight when the loss was sent) if lower, never under the
+    /// floor ([`Core::loss_floor`]); once per round.
+    fn cut_loss_bound(&mut self, tx_in_flight: u64) {
+        let hi = self.inflight_hi.unwrap_or(self.cwnd);
+        let cut = (hi - hi / 7).min(tx_in_flight);
+        self.inflight_hi = Some(cut.max(self.loss_floor().unwrap_or(0)));
+        self.probe_up = 1;
+        self.round_cut = true;
     }
 
     /// This round trip (so far) lost more than [`LOSS_THRESH`], [`LOSS_MIN_PACKETS`] and
@@ -688,6 +764,7 @@ impl Core {
 
     /// What a batch of ACKs left in flight (quinn calls this after each batch).
     pub fn on_end_acks(&mut self, in_flight: u64) {
+        self.in_flight = in_flight;
         if self.phase == Phase::Drain && self.product().is_none_or(|b| in_flight <= b) {
             self.phase = Phase::Steady;
         }
@@ -732,11 +809,11 @@ impl Core {
                 }
             }
             Phase::Drain | Phase::Steady => {
-                let floor = self.loss_floor();
                 if congested {
-                    let hi = self.inflight_hi.unwrap_or(self.cwnd);
-                    self.inflight_hi = Some((hi - hi / 7).max(floor.unwrap_or(0)));
-                    self.probe_up = 1;
+                    if !self.round_cut {
+                        // (Start-up was left in this round before its loss counted.)
+                        self.cut_loss_bound(u64::MAX);
+                    }
                 } else if self.round_window_limited
                     && let Some(hi) = self.inflight_hi
                 {
@@ -753,6 +830,7 @@ impl Core {
         self.round_delivered = 0;
         self.round_lost = 0;
         self.round_loss_events = 0;
+        self.round_cut = false;
         self.round_window_limited = false;
         self.round_min_rtt = None;
         self.round_rtt_samples = 0;
@@ -915,7 +993,7 @@ mod tests {
             let have = app_rate_bps.is_none() || app_credit >= MSS as f64;
             if have && in_flight + MSS <= cc.window() && now >= next_send {
                 app_credit -= MSS as f64;
-                cc.on_sent(now);
+                cc.on_sent(now, MSS);
                 in_flight += MSS;
                 o.sent += 1;
                 if now >= half {
@@ -1070,6 +1148,32 @@ mod tests {
         assert!(mbit > 14.0, "{mbit:.2} Mbit/s of 16");
     }
 
+    /// A long lossy last mile with a shallow queue (6.6 Mbit/s, 300 ms, 64 KiB, 3 % random:
+    /// the queue is a quarter of the product). The queue-overflow round after start-up used
+    /// to lower the loss bound at its end, by 1/7: at 300 ms that round kept the 2 × product
+    /// window overflowing the queue for its whole length, and the next rounds did again until
+    /// the bound came down 1/7 at a time (23 % of the first 3 s lost, 4.8 % after it, 3 % of
+    /// which is the random loss). The bound now goes at once to what was in flight when the
+    /// loss was sent (17.6 % and 3.3 %).
+    #[test]
+    fn a_congested_round_bounds_the_window_at_once() {
+        let path = Path::new(6.6e6, Duration::from_millis(150), 65_536, 0.03);
+        let (mut early, mut early_sent, mut late, mut late_sent, mut mbit) = (0, 0, 0, 0, 0.0);
+        for seed in 1..5 {
+            let o = simulate(&path, 10.0, None, seed);
+            early += o.early_lost;
+            early_sent += o.early_sent;
+            late += o.lost - o.early_lost;
+            late_sent += o.sent - o.early_sent;
+            mbit += mbps(o.delivered_bytes, 10.0) / 4.0;
+        }
+        let early = early as f64 / early_sent as f64;
+        let late = late as f64 / late_sent as f64;
+        assert!(early < 0.20, "{:.1} % lost in the first 3 s", early * 100.0);
+        assert!(late < 0.04, "{:.1} % lost after 3 s", late * 100.0);
+        assert!(mbit > 5.2, "{mbit:.2} Mbit/s of 6.6");
+    }
+
     #[test]
     fn random_loss_does_not_collapse_the_rate() {
         // 3 % random loss: a loss-based controller's window collapses; the model keeps
@@ -1141,7 +1245,7 @@ mod tests {
                 .map(|i| t + Duration::from_micros(i * 1200))
                 .collect();
             for &s in &sends {
-                cc.on_sent(s);
+                cc.on_sent(s, MSS);
             }
             for i in 0..40usize {
                 let j = if reorder { i ^ 1 } else { i };
@@ -1252,7 +1356,7 @@ mod tests {
         for round in 0..4u64 {
             let n = cc.window() / MSS;
             for i in 0..n {
-                cc.on_sent(t + Duration::from_micros(i * 100));
+                cc.on_sent(t + Duration::from_micros(i * 100), MSS);
             }
             let before = cc.window();
             for i in 0..n {
@@ -1290,7 +1394,7 @@ mod tests {
                 .map(|i| t + Duration::from_micros(i * 1200))
                 .collect();
             for &s in &sends {
-                cc.on_sent(s);
+                cc.on_sent(s, MSS);
             }
             let order: Vec<usize> = if round == 0 {
                 (3..20).chain(0..3).collect()
@@ -1321,7 +1425,7 @@ mod tests {
                 .map(|i| t + Duration::from_micros(i * 500))
                 .collect();
             for &s in &sends {
-                cc.on_sent(s);
+                cc.on_sent(s, MSS);
             }
             let mut last = t;
             for &s in &sends {
@@ -1365,7 +1469,7 @@ mod tests {
                     .map(|i| t + Duration::from_micros(i * 500))
                     .collect();
                 for &s in &sends {
-                    cc.on_sent(s);
+                    cc.on_sent(s, MSS);
                 }
                 for i in 0..per_round as usize {
                     let j = if round % swap_every == 0 && i < 2 {
@@ -1409,7 +1513,7 @@ mod tests {
     fn persistent_congestion_starts_over() {
         let mut cc = Core::new(12_000, MSS);
         let t = Instant::now();
-        cc.on_sent(t);
+        cc.on_sent(t, MSS);
         cc.on_loss(t, MSS, true);
         assert_eq!(cc.phase(), Phase::Startup);
         assert_eq!(cc.window(), MIN_WINDOW_PACKETS * MSS);
