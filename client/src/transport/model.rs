@@ -679,8 +679,7 @@ impl Core {
                 // round at a queued RTT is long: the window kept overflowing the queue
                 // meanwhile): the bound goes to what was in flight when the packet that
                 // made the round congested left, if that is under 6/7 of it.
-                let hi = self.inflight_hi.unwrap_or(self.cwnd);
-                let tx = self.in_flight_log.when_sent(sent).unwrap_or(hi);
+                let tx = self.in_flight_log.when_sent(sent).unwrap_or(u64::MAX);
                 self.cut_loss_bound(tx);
                 self.update_window();
             }
