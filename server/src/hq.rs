@@ -129,7 +129,7 @@ pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::R
     let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport(MAX_STREAMS, IDLE_TIMEOUT, None)));
-    let endpoint = quinn::Endpoint::server(config.clone(), listen)
+    let endpoint = crate::handshake_hold::server_endpoint(config.clone(), listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     Ok(Server {
         endpoint,

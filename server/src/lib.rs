@@ -18,6 +18,7 @@ pub mod demo;
 pub mod distribute;
 pub mod edge;
 pub mod files;
+pub mod handshake_hold;
 pub mod helper;
 pub mod hq;
 pub mod http3;

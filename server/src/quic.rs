@@ -88,7 +88,8 @@ pub fn server_endpoint(
     limits: TransportLimits,
 ) -> anyhow::Result<quinn::Endpoint> {
     let cfg = server_config(tls, limits)?;
-    quinn::Endpoint::server(cfg, listen).with_context(|| format!("cannot listen on {listen}"))
+    crate::handshake_hold::server_endpoint(cfg, listen)
+        .with_context(|| format!("cannot listen on {listen}"))
 }
 
 /// A client endpoint of a node (an edge towards origins and helpers, an origin towards the

@@ -239,3 +239,132 @@ fn certs_init_cli_writes_files() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid node name"));
 }
+
+/// A client socket that reorders its second flight behind its first 1-RTT datagram, as a
+/// reordering path does: the datagram with the client's Finished is sent after the next
+/// short-header one.
+#[derive(Debug)]
+struct FinishedLate {
+    inner: Arc<dyn quinn::AsyncUdpSocket>,
+    /// Whether the Finished went out late, and the datagram held until then.
+    held: std::sync::Mutex<(bool, Option<Held>)>,
+}
+
+type Held = (SocketAddr, Vec<u8>);
+
+impl quinn::AsyncUdpSocket for FinishedLate {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+    fn try_send(&self, t: &quinn::udp::Transmit) -> std::io::Result<()> {
+        use segue_server::handshake_hold::{Kind, classify};
+        let mut held = self.held.lock().unwrap();
+        let first = &t.contents[..t.segment_size.unwrap_or(t.contents.len())];
+        if !held.0 && held.1.is_none() {
+            if let Kind::Long {
+                handshake: true, ..
+            } = classify(first)
+            {
+                held.1 = Some((t.destination, t.contents.to_vec()));
+                return Ok(());
+            }
+        }
+        self.inner.try_send(t)?;
+        if first[0] & 0x80 == 0 {
+            if let Some((to, data)) = held.1.take() {
+                held.0 = true;
+                self.inner.try_send(&quinn::udp::Transmit {
+                    destination: to,
+                    ecn: None,
+                    contents: &data,
+                    segment_size: None,
+                    src_ip: None,
+                })?;
+            }
+        }
+        Ok(())
+    }
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// One OPTIONS exchange from a client whose Finished arrives after its first request;
+/// returns the client's lost-packet count.
+async fn options_with_finished_late(dir: &Path, server: SocketAddr) -> u64 {
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let inner = quinn::Runtime::wrap_udp_socket(&*runtime, socket).unwrap();
+    let sock = Arc::new(FinishedLate {
+        inner,
+        held: Default::default(),
+    });
+    let mut ep =
+        quinn::Endpoint::new_with_abstract_socket(Default::default(), None, sock.clone(), runtime)
+            .unwrap();
+    let tls = segue_certs::tls::client_config(&dir.join("ca.pem"), &[segue_wire::ALPN]).unwrap();
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let conn = tokio::time::timeout(T, ep.connect(server, "localhost").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"OPTIONS * RTSP/2.0\r\nCSeq: 1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(T, recv.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"RTSP/2.0 200"), "{got:?}");
+    assert!(
+        sock.held.lock().unwrap().0,
+        "the Finished was not reordered"
+    );
+    // Let the acknowledgements settle before reading the loss count.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn.stats().path.lost_packets
+}
+
+#[tokio::test]
+async fn requests_that_overtake_the_finished_are_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    let (_server, addr) = start_server(dir.path());
+    assert_eq!(options_with_finished_late(dir.path(), addr).await, 0);
+
+    // The same exchange against quinn's own socket: the request is dropped and sent again.
+    let cfg = segue_server::quic::server_config(
+        &NodeTls::named(dir.path(), "localhost"),
+        TransportLimits::default(),
+    )
+    .unwrap();
+    let plain = quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let plain_addr = plain.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Some(inc) = plain.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = inc.await else { return };
+                while let Ok((send, recv)) = conn.accept_bi().await {
+                    let _ = serve_control(send, recv, Limits::default(), T, &mut OptionsOnly).await;
+                }
+            });
+        }
+    });
+    assert!(options_with_finished_late(dir.path(), plain_addr).await >= 1);
+}
