@@ -2,7 +2,7 @@
 //! cache: prefix from disk, the rest from the origin) and from an origin: the original file's
 //! bytes, whole or by Range, on real servers on loopback.
 
-mod common;
+use crate::common;
 
 use segue_server::admission::ConnectionLimits;
 use std::path::Path;

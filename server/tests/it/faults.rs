@@ -2,7 +2,7 @@
 //! an edge killed with SIGKILL while it writes its cache, restarted on that cache with torn
 //! and corrupted segment files (never served; the intact rest reused).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

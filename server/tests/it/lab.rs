@@ -8,7 +8,7 @@ use segue_server::lab::run::{LabOptions, System, run};
 use segue_server::lab::scenario::Scenario;
 use segue_server::lab::summary::{summarize, write};
 
-mod common;
+use crate::common;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -1,7 +1,7 @@
 //! Limits on a real node on loopback: connections per client and in total, streams per
 //! connection, and the slowloris cut-offs for control messages and segment requests.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

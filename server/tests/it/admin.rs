@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use segue_server::admission::{Admission, ConnectionLimits};
 
-mod common;
+use crate::common;
 use segue_wire::SegueUrl;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 

@@ -5,7 +5,7 @@
 //! loss, as the old TCP relay did, fails this. The TCP sender uses CUBIC, Linux's default
 //! (this kernel's default may be BBR, which random loss slows far less).
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

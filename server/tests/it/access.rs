@@ -2,7 +2,7 @@
 //! segment-protocol requests get nothing without a grant signed by a current key for that
 //! object (and address), and everything with one; two keys verify at once (rotation).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! endpoint. Each is read back
 //! from the connection itself (quinn's controller), not from the configuration.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

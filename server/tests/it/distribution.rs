@@ -22,7 +22,7 @@ use segue_server::source::{LibrarySource, Offer, Source, SourceError};
 use segue_wire::segment::{Manifest, Status};
 use segue_wire::{ObjectName, SegueUrl};
 
-mod common;
+use crate::common;
 
 async fn play_case(origin: &common::TestOrigin, edge: &common::TestEdge, object: &str) {
     let u = SegueUrl::parse(&format!("{}{object}", edge.url)).unwrap();

@@ -1,7 +1,7 @@
 //! Helpers on loopback: three real edges cooperating over the segment protocol, with real
 //! adverts, in front of a real origin.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
