@@ -7,12 +7,9 @@
 
 pub mod play;
 pub mod playout;
-pub mod qlog;
 pub mod report;
 pub mod session;
-pub mod transport;
 
 pub use play::{PlayOptions, play};
 pub use report::Report;
 pub use session::{ConnectOptions, ControlClient, StartCseqs, connect, connect_with};
-pub use transport::{Congestion, TransportSettings};

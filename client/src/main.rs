@@ -66,8 +66,8 @@ struct Cli {
     failover_after_ms: u64,
     /// Congestion controller of the player's connection (the edge's, which sends the media,
     /// is set on the edge).
-    #[arg(long, default_value_t = segue_client::Congestion::default())]
-    congestion: segue_client::Congestion,
+    #[arg(long, default_value_t = segue_net::Congestion::default())]
+    congestion: segue_net::Congestion,
     /// Send from this local address (e.g. one of several on a test host).
     #[arg(long, value_name = "ADDR")]
     bind: Option<std::net::IpAddr>,
@@ -93,7 +93,7 @@ async fn main() -> ExitCode {
     opts.fallbacks = cli.fallback;
     opts.failover_after = Duration::from_millis(cli.failover_after_ms);
     opts.connect.bind = cli.bind;
-    opts.connect.transport = segue_client::TransportSettings::with(cli.congestion);
+    opts.connect.transport = segue_net::TransportSettings::with(cli.congestion);
     if let Some(w) = cli.watch {
         match Duration::try_from_secs_f64(w) {
             Ok(d) => opts.watch = Some(d),

@@ -12,7 +12,7 @@ use segue_wire::control::{
 };
 use segue_wire::{Limits, SegueUrl};
 
-use crate::transport::TransportSettings;
+use segue_net::transport::TransportSettings;
 
 /// Where and how a player's connection is made, beyond the URL.
 #[derive(Debug, Clone, Default)]
@@ -56,7 +56,7 @@ pub async fn connect_with(
         .with_context(|| format!("cannot bind a UDP socket to {bind}"))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(Arc::new(opts.transport.config()));
-    if let Some(q) = crate::qlog::Qlog::from_env() {
+    if let Some(q) = segue_net::qlog::Qlog::from_env() {
         cfg = q.client_config(&cfg, opts.transport.config(), addr);
     }
     ep.set_default_client_config(cfg);

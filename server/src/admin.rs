@@ -184,7 +184,7 @@ fn register_connections(r: &mut Registry, admission: &Admission) {
         ConstGauge::<f64>::new(admission.held() as f64),
     );
     let by = Family::<Vec<(String, String)>, Counter>::default();
-    for (c, n) in segue_client::Congestion::ALL
+    for (c, n) in segue_net::Congestion::ALL
         .iter()
         .zip(&admission.by_congestion)
     {

@@ -134,7 +134,7 @@ pub struct Admission {
     pub retries: AtomicU64,
     /// Connections established, by the congestion controller they run, in the order of
     /// `Congestion::ALL`: what `--congestion` became.
-    pub by_congestion: [AtomicU64; segue_client::Congestion::ALL.len()],
+    pub by_congestion: [AtomicU64; segue_net::Congestion::ALL.len()],
 }
 
 #[derive(Debug, Default)]
@@ -160,8 +160,8 @@ impl Admission {
 
     /// Counts an established connection by its congestion controller.
     pub fn established(&self, conn: &quinn::Connection) {
-        let running = segue_client::transport::controller_of(conn);
-        if let Some(i) = segue_client::Congestion::ALL
+        let running = segue_net::transport::controller_of(conn);
+        if let Some(i) = segue_net::Congestion::ALL
             .iter()
             .position(|c| Some(*c) == running)
         {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use segue_client::{Congestion, PlayOptions, Report, TransportSettings, play};
+use segue_client::{PlayOptions, Report, play};
+use segue_net::{Congestion, TransportSettings};
 use segue_wire::SegueUrl;
 use tokio::time::Instant;
 

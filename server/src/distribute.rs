@@ -37,7 +37,7 @@ pub struct PushReport {
 pub struct Distributor {
     source: LibrarySource,
     /// The client endpoint, or why there is none (pushes then fail with that reason).
-    endpoint: Result<crate::quic::Dialer, String>,
+    endpoint: Result<segue_net::Dialer, String>,
     prefix_us: u64,
     /// Edges to push to when a hint names none.
     edges: Vec<SegueUrl>,
@@ -50,7 +50,7 @@ impl Distributor {
     /// `prefix_us` of media is offered.
     pub fn new(
         source: LibrarySource,
-        endpoint: Result<crate::quic::Dialer, String>,
+        endpoint: Result<segue_net::Dialer, String>,
         prefix_us: u64,
         edges: Vec<SegueUrl>,
     ) -> Arc<Self> {

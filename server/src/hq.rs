@@ -50,7 +50,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 fn transport(
     streams: u32,
     idle: Duration,
-    settings: Option<&segue_client::TransportSettings>,
+    settings: Option<&segue_net::TransportSettings>,
 ) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     if let Some(s) = settings {
@@ -75,7 +75,7 @@ fn transport(
 /// until the idle timeout.
 fn client_transport(
     idle: Duration,
-    settings: Option<&segue_client::TransportSettings>,
+    settings: Option<&segue_net::TransportSettings>,
 ) -> quinn::TransportConfig {
     let mut t = transport(0, idle, settings);
     t.keep_alive_interval(Some(std::time::Duration::from_secs(1)));
@@ -91,7 +91,7 @@ pub struct Server {
     pub stats: Arc<ServerStats>,
     idle: Duration,
     /// Congestion control and loss detection (None: quinn's defaults).
-    settings: Option<segue_client::TransportSettings>,
+    settings: Option<segue_net::TransportSettings>,
 }
 
 impl Server {
@@ -102,7 +102,7 @@ impl Server {
     }
 
     /// Connections run `settings` (a node's `--congestion` and thresholds).
-    pub fn with_transport(mut self, settings: segue_client::TransportSettings) -> Self {
+    pub fn with_transport(mut self, settings: segue_net::TransportSettings) -> Self {
         self.settings = Some(settings);
         self.reconfigure()
     }
@@ -129,7 +129,7 @@ pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::R
     let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport(MAX_STREAMS, IDLE_TIMEOUT, None)));
-    let endpoint = crate::handshake_hold::server_endpoint(config.clone(), listen)
+    let endpoint = segue_net::handshake_hold::server_endpoint(config.clone(), listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     Ok(Server {
         endpoint,
@@ -156,7 +156,7 @@ pub async fn serve<F: Files>(
         settings,
     } = server;
     let admission = Admission::new(limits);
-    let qlog = crate::quic::Qlog::from_env();
+    let qlog = segue_net::Qlog::from_env();
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => break },
@@ -353,7 +353,7 @@ pub struct ClientOptions {
     pub idle_timeout: Option<Duration>,
     /// Congestion control and loss detection (None: quinn's defaults, as other QUIC
     /// clients run).
-    pub transport: Option<segue_client::TransportSettings>,
+    pub transport: Option<segue_net::TransportSettings>,
 }
 
 impl ClientOptions {
@@ -501,7 +501,7 @@ async fn fetch_on(
     opts: &ClientOptions,
     early: bool,
 ) -> anyhow::Result<Vec<Download>> {
-    let config = match crate::quic::Qlog::from_env() {
+    let config = match segue_net::Qlog::from_env() {
         Some(q) => q.client_config(
             &client.config,
             client_transport(opts.idle(), opts.transport.as_ref()),

@@ -14,9 +14,9 @@ use crate::edge::upstream::{self, Upstream};
 use crate::edge::{EdgeOptions, EdgeSource};
 use crate::library::Library;
 use crate::node::{NodeOptions, serve};
-pub use crate::quic::NodeTls;
-use crate::quic::{TransportLimits, client_endpoint, server_endpoint};
 use crate::source::LibrarySource;
+pub use segue_net::NodeTls;
+use segue_net::{TransportLimits, client_endpoint, server_endpoint};
 
 /// 127.0.0.1 with a port the system picks.
 pub fn any_port() -> SocketAddr {
@@ -65,7 +65,11 @@ pub fn edge(
 /// A server endpoint on loopback with the dev certificate (bind first, serve later: helpers
 /// need each other's addresses before they start).
 pub fn endpoint(tls: &NodeTls) -> anyhow::Result<quinn::Endpoint> {
-    server_endpoint(any_port(), tls, TransportLimits::default())
+    Ok(server_endpoint(
+        any_port(),
+        tls,
+        TransportLimits::default(),
+    )?)
 }
 
 /// An edge serving on `ep`, cooperating with the peers of `helpers` (if any). The caller

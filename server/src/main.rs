@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use segue_net::{
+    Congestion, NodeTls, TransportLimits, TransportSettings, client_endpoint, server_endpoint,
+};
 use segue_server::admission::Admission;
 use segue_server::anticipate::Schedule;
 use segue_server::clock::unix_now;
@@ -19,9 +22,6 @@ use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::ingest::segmenter::SegmentScheme;
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::node::NodeOptions;
-use segue_server::quic::{
-    Congestion, NodeTls, TransportLimits, TransportSettings, client_endpoint, server_endpoint,
-};
 use segue_server::session::SessionOptions;
 use segue_server::source::LibrarySource;
 use segue_wire::{ObjectName, SegueUrl};
@@ -982,7 +982,7 @@ fn node_options(
         },
         response_delay: Duration::from_millis(response_delay_ms),
         access,
-        qlog: segue_server::quic::NodeQlog::from_env(tls, transport)?,
+        qlog: segue_net::NodeQlog::from_env(tls, transport)?,
         admission,
         request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
     })

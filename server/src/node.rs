@@ -24,7 +24,7 @@ pub struct NodeOptions {
     /// Signed URLs required of players (docs/SECURITY.md); `None`: open access.
     pub access: Option<Arc<crate::access::Keys>>,
     /// A qlog trace per connection (`$QLOGDIR`).
-    pub qlog: Option<crate::quic::NodeQlog>,
+    pub qlog: Option<segue_net::NodeQlog>,
     /// Connections held at once, in total and per client, Retry policy, and their counters
     /// (shared with the admin API's metrics).
     pub admission: Arc<Admission>,

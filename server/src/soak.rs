@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use segue_client::{Congestion, PlayOptions, TransportSettings, play};
+use segue_client::{PlayOptions, play};
+use segue_net::{Congestion, TransportSettings};
 use segue_wire::SegueUrl;
 use tokio::time::Instant;
 

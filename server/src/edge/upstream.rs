@@ -15,8 +15,8 @@ use segue_wire::{Limits, ObjectName, SegueUrl};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::quic::Dialer;
 use crate::source::{SourceError, checksum_ok};
+use segue_net::Dialer;
 
 /// How long the edge waits for the origin to answer (connect, or bytes on an exchange).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -192,7 +192,7 @@ impl Helpers {
         }
     }
 
-    pub fn new(opts: HelperOptions, endpoint: &crate::quic::Dialer, timeout: Duration) -> Self {
+    pub fn new(opts: HelperOptions, endpoint: &segue_net::Dialer, timeout: Duration) -> Self {
         let peers = opts
             .peers
             .iter()

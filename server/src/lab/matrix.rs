@@ -104,7 +104,7 @@ pub struct MatrixSpec {
     /// per object in the catalog).
     pub capacity_x: f64,
     pub seed: u64,
-    pub congestion: segue_client::Congestion,
+    pub congestion: segue_net::Congestion,
     pub tcp_congestion: Option<String>,
     /// Segue's initial window, datagrams (None: the nodes' default).
     #[serde(default)]
@@ -494,7 +494,7 @@ mod tests {
             players: 4,
             capacity_x: 2.0,
             seed: 1,
-            congestion: segue_client::Congestion::Model,
+            congestion: segue_net::Congestion::Model,
             tcp_congestion: Some("cubic".into()),
             initial_window: None,
         }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use segue_client::{ConnectOptions, PlayOptions, Report, TransportSettings, play};
+use segue_client::{ConnectOptions, PlayOptions, Report, play};
+use segue_net::TransportSettings;
 use segue_wire::SegueUrl;
 use serde::Serialize;
 use tokio::sync::{Mutex, watch};
@@ -542,7 +543,7 @@ async fn run_segue(
             (Some(_), Some(dir)) => NodeTls::dev_node(dir, &e.name),
             _ => Ok(tls.clone()),
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<Result<_, segue_net::Error>>()?;
     // Every edge's endpoint first: helpers need each other's addresses.
     let endpoints: Vec<quinn::Endpoint> = edge_tls
         .iter()

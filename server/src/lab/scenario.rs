@@ -297,7 +297,7 @@ fn default_max() -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConf {
     /// Segue's nodes (`--congestion`) and players: bbr (default), model, cubic, newreno.
-    pub congestion: segue_client::Congestion,
+    pub congestion: segue_net::Congestion,
     /// Kernel TCP in the nodes' namespaces (nginx, the bulk flow's source), packet-level
     /// network only: a name the kernel offers (cubic, reno, bbr); default: the host's.
     pub tcp_congestion: Option<String>,
@@ -314,7 +314,7 @@ impl TransportConf {
     /// "bbr", with the loss-detection thresholds and initial window when not the defaults.
     pub fn describe(&self) -> String {
         let s = self.settings();
-        let d = segue_client::TransportSettings::default();
+        let d = segue_net::TransportSettings::default();
         let mut out = s.congestion.to_string();
         if (s.packet_threshold, s.time_threshold) != (d.packet_threshold, d.time_threshold) {
             out += &format!(
@@ -329,9 +329,9 @@ impl TransportConf {
     }
 
     /// Segue's transport settings for this run's players (the nodes get the same flags).
-    pub fn settings(&self) -> segue_client::TransportSettings {
-        let d = segue_client::TransportSettings::default();
-        segue_client::TransportSettings {
+    pub fn settings(&self) -> segue_net::TransportSettings {
+        let d = segue_net::TransportSettings::default();
+        segue_net::TransportSettings {
             congestion: self.congestion,
             packet_threshold: self.packet_threshold.unwrap_or(d.packet_threshold),
             time_threshold: self.time_threshold.unwrap_or(d.time_threshold),

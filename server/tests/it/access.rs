@@ -157,8 +157,7 @@ async fn answer(s: &Setup, who: Asker, req: Vec<u8>) -> segue_wire::segment::Res
             conn
         }
         Asker::Node => {
-            let ep =
-                segue_server::quic::client_endpoint(&s.origin.tls, Default::default()).unwrap();
+            let ep = segue_net::client_endpoint(&s.origin.tls, Default::default()).unwrap();
             let conn = ep
                 .connect(
                     format!("127.0.0.1:{}", s.edge_port).parse().unwrap(),
@@ -288,13 +287,13 @@ async fn only_nodes_fetch_segments_push_or_advertise() {
 async fn a_certificate_of_another_ca_is_refused() {
     let s = setup();
     let other = tempfile::tempdir().unwrap();
-    let foreign = segue_server::quic::NodeTls::dev_node(other.path(), "edge-b").unwrap();
+    let foreign = segue_net::NodeTls::dev_node(other.path(), "edge-b").unwrap();
     // It trusts our CA for the server, and presents a certificate of its own CA.
-    let tls = segue_server::quic::NodeTls {
+    let tls = segue_net::NodeTls {
         ca: s.origin.tls.ca.clone(),
         ..foreign
     };
-    let ep = segue_server::quic::client_endpoint(&tls, Default::default()).unwrap();
+    let ep = segue_net::client_endpoint(&tls, Default::default()).unwrap();
     let conn = ep
         .connect(
             format!("127.0.0.1:{}", s.edge_port).parse().unwrap(),

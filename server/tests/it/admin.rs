@@ -201,8 +201,7 @@ async fn origin_admin_api_pushes_to_an_edge() {
     } = origin.edge(4_000_000);
     let dist = segue_server::distribute::Distributor::new(
         origin.source.clone(),
-        segue_server::quic::client_endpoint(&origin.tls, Default::default())
-            .map_err(|e| e.to_string()),
+        segue_net::client_endpoint(&origin.tls, Default::default()).map_err(|e| e.to_string()),
         4_000_000,
         vec![],
     );

@@ -9,7 +9,8 @@ use crate::common;
 use std::time::Duration;
 
 use common::process::{free_port, media_with, origin_args, segue, tls_args};
-use segue_client::{Congestion, ConnectOptions, TransportSettings, transport::controller_of};
+use segue_client::ConnectOptions;
+use segue_net::{Congestion, TransportSettings, transport::controller_of};
 use segue_server::loopback::NodeTls;
 use segue_wire::SegueUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -117,8 +118,7 @@ async fn congestion_reaches_every_endpoint() {
 
     // A node's outgoing connections run what its Dialer was built with.
     for cc in Congestion::ALL {
-        let dialer =
-            segue_server::quic::client_endpoint(&tls, TransportSettings::with(cc)).unwrap();
+        let dialer = segue_net::client_endpoint(&tls, TransportSettings::with(cc)).unwrap();
         let conn = dialer
             .connect(format!("127.0.0.1:{oport}").parse().unwrap(), "localhost")
             .unwrap()

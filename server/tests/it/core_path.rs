@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use segue_client::{PlayOptions, Report, play};
+use segue_net::{NodeTls, TransportLimits, client_endpoint, server_endpoint};
 use segue_server::edge::store::Store;
 use segue_server::edge::upstream::Upstream;
 use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::node::{NodeOptions, serve};
-use segue_server::quic::{NodeTls, TransportLimits, client_endpoint, server_endpoint};
 use segue_server::source::{LibrarySource, Source, SourceError};
 use segue_wire::segment::Manifest;
 use segue_wire::{ObjectName, SegueUrl};

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use segue_net::client_endpoint;
 use segue_server::anticipate::{HintState, Schedule};
 use segue_server::clock::unix_now;
 use segue_server::distribute::Distributor;
@@ -17,7 +18,6 @@ use segue_server::loopback;
 use segue_server::node::NodeOptions;
 use segue_server::placement::hint::parse_json;
 use segue_server::push::{self, PushError};
-use segue_server::quic::client_endpoint;
 use segue_server::source::{LibrarySource, Offer, Source, SourceError};
 use segue_wire::segment::{Manifest, Status};
 use segue_wire::{ObjectName, SegueUrl};

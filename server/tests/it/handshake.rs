@@ -8,8 +8,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use segue_net::{NodeTls, TransportLimits, server_endpoint};
 use segue_server::control::{OptionsOnly, serve_control};
-use segue_server::quic::{NodeTls, TransportLimits, server_endpoint};
 use segue_wire::control::{Message, Method, Request};
 use segue_wire::{Limits, SegueUrl};
 
@@ -104,12 +104,10 @@ async fn a_node_traces_the_connections_it_opens() {
     segue_certs::init(dir.path(), &[]).unwrap();
     let (_server, addr) = start_server(dir.path());
     let traces = dir.path().join("qlog");
-    let dialer = segue_server::quic::client_endpoint(
-        &NodeTls::named(dir.path(), "localhost"),
-        Default::default(),
-    )
-    .unwrap()
-    .with_qlog(Some(segue_server::quic::Qlog::in_dir(&traces)));
+    let dialer =
+        segue_net::client_endpoint(&NodeTls::named(dir.path(), "localhost"), Default::default())
+            .unwrap()
+            .with_qlog(Some(segue_net::Qlog::in_dir(&traces)));
     for _ in 0..2 {
         let conn = dialer.connect(addr, "localhost").unwrap().await.unwrap();
         conn.close(0u32.into(), b"done");
@@ -257,7 +255,7 @@ impl quinn::AsyncUdpSocket for FinishedLate {
         self.inner.clone().create_io_poller()
     }
     fn try_send(&self, t: &quinn::udp::Transmit) -> std::io::Result<()> {
-        use segue_server::handshake_hold::{Kind, classify};
+        use segue_net::handshake_hold::{Kind, classify};
         let mut held = self.held.lock().unwrap();
         let first = &t.contents[..t.segment_size.unwrap_or(t.contents.len())];
         if !held.0 && held.1.is_none() {
@@ -349,7 +347,7 @@ async fn requests_that_overtake_the_finished_are_not_lost() {
     assert_eq!(options_with_finished_late(dir.path(), addr).await, 0);
 
     // The same exchange against quinn's own socket: the request is dropped and sent again.
-    let cfg = segue_server::quic::server_config(
+    let cfg = segue_net::server_config(
         &NodeTls::named(dir.path(), "localhost"),
         TransportLimits::default(),
     )

@@ -223,7 +223,7 @@ async fn adverts_from_strangers_are_refused() {
     // An advert sent to h1 by the node of certificate `cert` claiming to be `sender`.
     let advert_to_h1 = |cert: &'static str, sender: &'static str| async move {
         let tls = NodeTls::dev_node(certs, cert).unwrap();
-        let ep = segue_server::quic::client_endpoint(&tls, Default::default()).unwrap();
+        let ep = segue_net::client_endpoint(&tls, Default::default()).unwrap();
         let link =
             segue_server::edge::upstream::Upstream::new(ep, h1_url.clone(), Duration::from_secs(5));
         link.advert(&common::empty_advert(sender)).await.unwrap().0

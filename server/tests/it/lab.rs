@@ -434,7 +434,7 @@ async fn a_few_matrix_cells_end_to_end() {
         players: 3,
         capacity_x: 2.0,
         seed: 3,
-        congestion: segue_client::Congestion::default(),
+        congestion: segue_net::Congestion::default(),
         tcp_congestion: Some("cubic".into()),
         initial_window: None,
     };

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicClientConfig;
+use segue_net::{TransportLimits, server_endpoint};
 use segue_server::admission::{Admission, ConnectionLimits, RetryPolicy};
 use segue_server::node::{NodeOptions, serve};
-use segue_server::quic::{TransportLimits, server_endpoint};
 use segue_wire::segment::{ResponseFrame, Status, decode_response_frame};
 
 /// A node over the test origin's library with `opts` and `transport`; its address.

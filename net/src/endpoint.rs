@@ -5,10 +5,31 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-pub use segue_client::qlog::Qlog;
-pub use segue_client::transport::{Congestion, TransportSettings};
+
+use crate::qlog::Qlog;
+use crate::transport::TransportSettings;
+
+/// Why an endpoint or its configuration could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("dev PKI: {0}")]
+    Pki(#[source] segue_certs::Error),
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] segue_certs::Error),
+    #[error("TLS config unusable for QUIC: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("idle timeout {0:?} out of range")]
+    IdleTimeout(Duration),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind a UDP socket: {0}")]
+    Bind(#[source] std::io::Error),
+}
 
 /// Transport limits of a server endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +52,7 @@ impl Default for TransportLimits {
     }
 }
 
-fn transport(limits: TransportLimits) -> anyhow::Result<quinn::TransportConfig> {
+fn transport(limits: TransportLimits) -> Result<quinn::TransportConfig, Error> {
     let mut t = limits.transport.config();
     t.max_concurrent_bidi_streams(limits.max_bidi_streams.into())
         // Clients never open unidirectional streams in segue/1.
@@ -40,7 +61,7 @@ fn transport(limits: TransportLimits) -> anyhow::Result<quinn::TransportConfig> 
             limits
                 .idle_timeout
                 .try_into()
-                .context("idle timeout out of range")?,
+                .map_err(|_| Error::IdleTimeout(limits.idle_timeout))?,
         ))
         .keep_alive_interval(Some(limits.idle_timeout / 3));
     Ok(t)
@@ -57,15 +78,15 @@ pub struct NodeTls {
 
 impl NodeTls {
     /// The dev PKI in `dir` (created, or reused): its CA and its `localhost` certificate.
-    pub fn dev(dir: &Path) -> anyhow::Result<Self> {
-        segue_certs::init(dir, &[]).context("dev PKI")?;
+    pub fn dev(dir: &Path) -> Result<Self, Error> {
+        segue_certs::init(dir, &[]).map_err(Error::Pki)?;
         Ok(Self::named(dir, segue_certs::pki::LOCALHOST))
     }
 
     /// The dev PKI in `dir` (created, or reused) with a certificate for node `name`: helpers
     /// are known to each other by name, and their certificates must carry it.
-    pub fn dev_node(dir: &Path, name: &str) -> anyhow::Result<Self> {
-        segue_certs::init(dir, &[name.to_owned()]).context("dev PKI")?;
+    pub fn dev_node(dir: &Path, name: &str) -> Result<Self, Error> {
+        segue_certs::init(dir, &[name.to_owned()]).map_err(Error::Pki)?;
         Ok(Self::named(dir, name))
     }
 
@@ -86,23 +107,25 @@ pub fn server_endpoint(
     listen: SocketAddr,
     tls: &NodeTls,
     limits: TransportLimits,
-) -> anyhow::Result<quinn::Endpoint> {
+) -> Result<quinn::Endpoint, Error> {
     let cfg = server_config(tls, limits)?;
-    crate::handshake_hold::server_endpoint(cfg, listen)
-        .with_context(|| format!("cannot listen on {listen}"))
+    crate::handshake_hold::server_endpoint(cfg, listen).map_err(|source| Error::Listen {
+        addr: listen,
+        source,
+    })
 }
 
 /// A client endpoint of a node (an edge towards origins and helpers, an origin towards the
 /// edges it pushes to): trusts only `tls.ca` and presents `tls`' certificate; its
 /// connections use `transport`.
-pub fn client_endpoint(tls: &NodeTls, transport: TransportSettings) -> anyhow::Result<Dialer> {
+pub fn client_endpoint(tls: &NodeTls, transport: TransportSettings) -> Result<Dialer, Error> {
     let tls = segue_certs::tls::client_config_presenting(
         &tls.ca,
         &tls.cert,
         &tls.key,
         &[segue_wire::ALPN],
     )?;
-    let quic = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+    let quic = QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let limits = TransportLimits {
         transport,
@@ -113,7 +136,7 @@ pub fn client_endpoint(tls: &NodeTls, transport: TransportSettings) -> anyhow::R
     let any_v4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
     let mut endpoint = quinn::Endpoint::client(any_v6)
         .or_else(|_| quinn::Endpoint::client(any_v4))
-        .context("cannot bind a UDP socket")?;
+        .map_err(Error::Bind)?;
     endpoint.set_default_client_config(config.clone());
     Ok(Dialer {
         endpoint,
@@ -165,17 +188,14 @@ impl Dialer {
 
 /// A server configuration for `tls`, ALPN `segue/1`, with segue/1's transport limits and
 /// optional client certificates (see [`server_endpoint`]).
-pub fn server_config(
-    tls: &NodeTls,
-    limits: TransportLimits,
-) -> anyhow::Result<quinn::ServerConfig> {
+pub fn server_config(tls: &NodeTls, limits: TransportLimits) -> Result<quinn::ServerConfig, Error> {
     let rustls = segue_certs::tls::server_config_with_client_ca(
         &tls.cert,
         &tls.key,
         &tls.ca,
         &[segue_wire::ALPN],
     )?;
-    let quic = QuicServerConfig::try_from(rustls).context("TLS config unusable for QUIC")?;
+    let quic = QuicServerConfig::try_from(rustls)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(Arc::new(transport(limits)?));
     Ok(cfg)
@@ -197,7 +217,7 @@ impl std::fmt::Debug for NodeQlog {
 
 impl NodeQlog {
     /// `None` unless `$QLOGDIR` is set.
-    pub fn from_env(tls: &NodeTls, limits: TransportLimits) -> anyhow::Result<Option<Self>> {
+    pub fn from_env(tls: &NodeTls, limits: TransportLimits) -> Result<Option<Self>, Error> {
         let Some(qlog) = Qlog::from_env() else {
             return Ok(None);
         };
