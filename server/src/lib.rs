@@ -28,6 +28,7 @@ pub mod loopback;
 pub mod lru;
 pub mod media;
 pub mod node;
+pub mod origin;
 pub mod packets;
 pub mod peer;
 pub mod placement;

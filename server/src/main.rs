@@ -3,28 +3,19 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use segue_net::{
-    Congestion, NodeTls, TransportLimits, TransportSettings, client_endpoint, server_endpoint,
-};
-use segue_server::admission::Admission;
-use segue_server::anticipate::Schedule;
-use segue_server::clock::unix_now;
+use segue_net::{Congestion, TransportSettings};
+use segue_server::config::node::CertArgs;
+use segue_server::config::{EdgeConfig, OriginConfig};
 use segue_server::demo::{self, DemoOptions};
-use segue_server::edge::store::Store;
-use segue_server::edge::upstream::{self, Upstream};
-use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_server::edge::node::Edge;
 use segue_server::ingest::segmenter::SegmentScheme;
-use segue_server::library::{Library, LibraryOptions};
-use segue_server::node::NodeOptions;
-use segue_server::session::SessionOptions;
-use segue_server::source::LibrarySource;
-use segue_wire::{ObjectName, SegueUrl};
+use segue_server::origin::Origin;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -91,7 +82,7 @@ enum Command {
     /// the edge's memory and CPU over time.
     Soak(SoakArgs),
     /// Serve media files from a directory (MP4, fragmented MP4, MPEG-TS with H.264/AAC).
-    Origin(Box<OriginArgs>),
+    Origin(Box<OriginConfig>),
     /// Serve players from a prefix cache, fetching the rest from an origin
     /// (`segue edge status`: a running edge's state).
     Edge(EdgeCmd),
@@ -265,195 +256,6 @@ async fn hq(command: HqCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The certificate a server presents.
-#[derive(Args, Debug, Clone)]
-struct CertArgs {
-    /// Certificate chain (PEM) this node presents.
-    #[arg(long, default_value = "certs/dev/localhost.pem")]
-    cert: PathBuf,
-    /// Private key (PEM) of --cert.
-    #[arg(long, default_value = "certs/dev/localhost.key")]
-    key: PathBuf,
-}
-
-/// A node's certificate and what it serves besides segue/1.
-#[derive(Args, Debug, Clone)]
-struct TlsArgs {
-    #[command(flatten)]
-    cert: CertArgs,
-    /// Also serve the media files over HTTP/3 and hq-interop on this UDP address
-    /// (`https://HOST:PORT/movies/a.mp4`, with Range; docs/PROTOCOL.md §8.9). Off by default.
-    #[arg(long, value_name = "ADDR")]
-    files_listen: Option<SocketAddr>,
-    /// Require signed URLs of players and file downloads (docs/SECURITY.md): a file of 1 or 2
-    /// secret keys, one per line (the first signs with `segue token`; both verify, for
-    /// rotation). Nodes (mTLS) need none. Off by default.
-    #[arg(long, value_name = "FILE")]
-    token_key_file: Option<PathBuf>,
-}
-
-/// What one node lets its clients hold (docs/SECURITY.md#limits).
-#[derive(Args, Debug, Clone)]
-struct LimitArgs {
-    /// Connections held at once (the segue/1 port; --files-listen counts its own).
-    #[arg(long, default_value_t = 10_000)]
-    max_connections: usize,
-    /// Connections held at once from one client address (IPv6: one /64).
-    #[arg(long, default_value_t = 64)]
-    max_connections_per_client: usize,
-    /// Streams a client may have open at once on one connection (control + segment
-    /// exchanges).
-    #[arg(long, default_value_t = 256)]
-    max_streams_per_connection: u32,
-    /// Player sessions per connection.
-    #[arg(long, default_value_t = 4)]
-    max_sessions_per_connection: usize,
-    /// A connection without any packet for this long is closed, in seconds.
-    #[arg(long, default_value_t = 30)]
-    idle_timeout_secs: u64,
-    /// A control message or segment request must arrive whole within this many seconds of
-    /// its first byte, or it is cut off (slowloris).
-    #[arg(long, default_value_t = 10)]
-    request_timeout_secs: u64,
-    /// Largest control message head (request line and header fields), e.g. 8K.
-    #[arg(long, default_value = "8K", value_parser = parse_size)]
-    max_control_head: u64,
-    /// Largest control message body, e.g. 64K.
-    #[arg(long, default_value = "64K", value_parser = parse_size)]
-    max_control_body: u64,
-    /// Packetized segments kept in memory for all sessions, e.g. 64M.
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
-    packet_cache_size: u64,
-    /// Validate client addresses with a QUIC Retry first: always, never, or public (clients
-    /// from public addresses; not loopback, private or link-local ones).
-    #[arg(long, default_value = "public", value_parser = segue_server::admission::RetryPolicy::parse)]
-    retry: segue_server::admission::RetryPolicy,
-    /// Congestion controller of this node's connections, those it accepts (it sends the
-    /// media or segments on them) and those it opens: model (Segue's own), bbr, cubic or
-    /// newreno (docs/TRANSPORT.md).
-    #[arg(long, default_value_t = Congestion::default(), help_heading = "Transport")]
-    congestion: Congestion,
-    /// A packet is declared lost once this many later packets were acknowledged (RFC 9002's
-    /// kPacketThreshold, at least 3). Default: an edge 1000 (loss is left to the time
-    /// threshold, so that a reordering last mile does not read as loss), an origin 3.
-    #[arg(long, help_heading = "Transport")]
-    loss_packet_threshold: Option<u32>,
-    /// ... or once this many RTTs passed since it was sent and a later one was acknowledged
-    /// (kTimeThreshold, at least 1.125). Default: an edge 1.5 (tolerates jitter), an origin
-    /// 1.125.
-    #[arg(long, help_heading = "Transport")]
-    loss_time_threshold: Option<f32>,
-    /// Initial congestion window, in 1200-byte datagrams (RFC 9002's).
-    #[arg(long, default_value_t = TransportSettings::default().initial_window, help_heading = "Transport")]
-    initial_window: u32,
-}
-
-impl LimitArgs {
-    /// The limits and transport settings; `defaults` are the node's (its role's) for what
-    /// was not given.
-    fn transport(&self, defaults: TransportSettings) -> anyhow::Result<TransportLimits> {
-        anyhow::ensure!(
-            self.max_streams_per_connection >= 1,
-            "--max-streams-per-connection must be at least 1 (the control stream)"
-        );
-        anyhow::ensure!(
-            self.idle_timeout_secs >= 1,
-            "--idle-timeout-secs must be at least 1"
-        );
-        let transport = TransportSettings {
-            congestion: self.congestion,
-            packet_threshold: self
-                .loss_packet_threshold
-                .unwrap_or(defaults.packet_threshold),
-            time_threshold: self.loss_time_threshold.unwrap_or(defaults.time_threshold),
-            initial_window: self.initial_window,
-            tolerate_reordering: defaults.tolerate_reordering,
-        };
-        transport.check().map_err(anyhow::Error::msg)?;
-        Ok(TransportLimits {
-            max_bidi_streams: self.max_streams_per_connection,
-            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            transport,
-        })
-    }
-
-    fn connections(&self) -> segue_server::admission::ConnectionLimits {
-        segue_server::admission::ConnectionLimits {
-            max_connections: self.max_connections,
-            max_per_client: self.max_connections_per_client,
-            retry: self.retry,
-        }
-    }
-}
-
-#[derive(Args, Debug)]
-struct OriginArgs {
-    /// Directory of media files; an object is a file's path without extension.
-    #[arg(long)]
-    media: PathBuf,
-    /// Where ingested objects are kept (re-ingested only when a file changes).
-    #[arg(long, default_value = "segue-data/origin")]
-    data: PathBuf,
-    /// UDP address to listen on.
-    #[arg(long, default_value = "[::]:8554")]
-    listen: SocketAddr,
-    #[command(flatten)]
-    tls: TlsArgs,
-    #[command(flatten)]
-    limits: LimitArgs,
-    /// Target segment duration in milliseconds (segments start at keyframes).
-    #[arg(long, default_value_t = 2000)]
-    segment_ms: u64,
-    /// Segment durations: uniform (every segment about --segment-ms), or exponential
-    /// (segment i about --segment-ms × 2^i, at most 16×; docs/PLACEMENT.md).
-    #[arg(long, default_value = "uniform")]
-    segment_scheme: SegmentScheme,
-    /// Media sent ahead of real time to fill a player's buffer, in milliseconds (at least 8
-    /// round trips of the player's path).
-    #[arg(long, default_value_t = 2000)]
-    send_ahead_ms: u64,
-    /// Delay before answering each segment request, in milliseconds (lab aid).
-    #[arg(long, default_value_t = 0)]
-    response_delay_ms: u64,
-    /// CA of the nodes: the edges' certificates chain to it (edges fetching segments present
-    /// theirs as client certificates: mTLS; pushes to edges verify theirs).
-    #[arg(long, default_value = "certs/dev/ca.pem")]
-    ca: PathBuf,
-    /// An edge to push prefixes to when a push or hint names none: segue://HOST:PORT
-    /// (repeatable).
-    #[arg(long = "push-edge", value_name = "URL")]
-    push_edges: Vec<SegueUrl>,
-    /// Prefix offered to edges by a push, in seconds of media.
-    #[arg(long, default_value_t = 10)]
-    push_prefix_secs: u64,
-    #[command(flatten)]
-    hints: HintArgs,
-    #[command(flatten)]
-    admin: AdminArgs,
-}
-
-#[derive(Args, Debug, Clone)]
-struct HintArgs {
-    /// Hint schedule (TOML, `[[hint]]` tables: object, at or in_s, viewers, edges, region;
-    /// docs/ADMIN.md): prefixes are pre-positioned before each hint's time.
-    #[arg(long, value_name = "FILE")]
-    hints: Option<PathBuf>,
-    /// How long before a hint's time pre-positioning starts, in seconds.
-    #[arg(long, default_value_t = 120)]
-    hint_lead_secs: u64,
-}
-
-#[derive(Args, Debug, Clone)]
-struct AdminArgs {
-    /// Serve the HTTP admin API (GET /metrics, GET /objects, POST /push, POST /purge,
-    /// GET|POST /hints) on this TCP address; keep it private (e.g. 127.0.0.1:9555).
-    #[arg(long, value_name = "ADDR")]
-    admin: Option<SocketAddr>,
-    /// Bearer token the admin API requires (all but /metrics).
-    #[arg(long, env = "SEGUE_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-}
-
 #[derive(Args, Debug)]
 struct DemoArgs {
     /// Delay the origin adds to each segment request, in milliseconds.
@@ -540,7 +342,7 @@ struct EdgeCmd {
     #[command(subcommand)]
     command: Option<EdgeCommand>,
     #[command(flatten)]
-    run: Box<EdgeArgs>,
+    run: Box<EdgeConfig>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -606,110 +408,6 @@ enum MediaCommand {
         #[command(flatten)]
         dirs: MediaDirs,
     },
-}
-
-#[derive(Args, Debug)]
-struct EdgeArgs {
-    /// The origin: segue://HOST:PORT.
-    #[arg(long, required = true)]
-    origin: Option<SegueUrl>,
-    /// CA of the nodes: the origin's and helpers' certificates chain to it, and theirs to
-    /// this edge's (--cert is presented to them as a client certificate: mTLS).
-    #[arg(long, default_value = "certs/dev/ca.pem")]
-    ca: PathBuf,
-    /// Cache directory (survives restarts).
-    #[arg(long, default_value = "segue-data/edge")]
-    cache_dir: PathBuf,
-    /// Cache capacity, e.g. 512M, 20G.
-    #[arg(long, default_value = "1G", value_parser = parse_size)]
-    cache_size: u64,
-    /// UDP address to listen on.
-    #[arg(long, default_value = "[::]:8555")]
-    listen: SocketAddr,
-    #[command(flatten)]
-    tls: TlsArgs,
-    #[command(flatten)]
-    limits: LimitArgs,
-    /// Verified segments kept in memory above the disk cache, e.g. 64M.
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
-    memory_cache_size: u64,
-    /// Prefix kept per object, in seconds of media.
-    #[arg(long, default_value_t = 10)]
-    prefix_secs: u64,
-    /// Segment fetches in flight to the origin (K).
-    #[arg(long, default_value_t = 4)]
-    parallel: usize,
-    /// Fetch this object's prefix at start (repeatable).
-    #[arg(long = "warm", value_name = "OBJECT")]
-    warm: Vec<String>,
-    /// Media sent ahead of real time to fill a player's buffer, in milliseconds (at least 8
-    /// round trips of the player's path).
-    #[arg(long, default_value_t = 2000)]
-    send_ahead_ms: u64,
-    /// Write the edge's counters as JSON to this file every second and at shutdown
-    /// (`"ready": true` once every --warm object is in; `mean_prefix_s`; with --peer, the
-    /// helper counters under `helpers`).
-    #[arg(long, value_name = "FILE")]
-    stats: Option<PathBuf>,
-    /// Take prefixes the origin pushes (PROTOCOL.md §8.7; each segment is checked against
-    /// this edge's own manifest). Off by default: enable it where only your nodes reach
-    /// the QUIC port.
-    #[arg(long)]
-    accept_pushes: bool,
-    /// This edge's name: hints listing edges apply to it when they list this name.
-    #[arg(long, default_value = "edge")]
-    name: String,
-    /// This edge's region: hints for a region apply to it.
-    #[arg(long)]
-    region: Option<String>,
-    /// A helper to cooperate with, NAME=segue://HOST:PORT[,SCOPE] (repeatable; SCOPE is
-    /// local, regional, national or global; without it, derived from the measured RTT and
-    /// how often the peer advertises). The peer must list this edge under --name too.
-    #[arg(long = "peer", value_name = "NAME=URL[,SCOPE]")]
-    peers: Vec<segue_server::helper::PeerConf>,
-    /// Advert periods per scope, seconds: local,regional,national,global.
-    #[arg(long, default_value = "1,5,30,120", value_parser = parse_periods)]
-    advert_periods: segue_server::helper::scope::Periods,
-    /// Round trips (ms) below which a peer with no configured scope is local, regional,
-    /// national (above: global).
-    #[arg(long, default_value = "5,30,100", value_parser = parse_rtt_limits)]
-    scope_rtt_ms: segue_server::helper::scope::RttLimits,
-    /// Segments are spread over the helpers of this scope and nearer (collective storage).
-    #[arg(long, default_value = "local", value_parser = segue_server::helper::scope::Scope::parse)]
-    collective_scope: segue_server::helper::scope::Scope,
-    /// An object's prefix is kept at every helper that saw at least this many requests for
-    /// it (decayed); below, only the helpers owning its segments keep them.
-    #[arg(long, default_value_t = 1.0)]
-    popular_requests: f64,
-    #[command(flatten)]
-    hints: HintArgs,
-    #[command(flatten)]
-    admin: AdminArgs,
-}
-
-fn parse_rtt_limits(s: &str) -> Result<segue_server::helper::scope::RttLimits, String> {
-    segue_server::helper::scope::RttLimits::parse(s)
-}
-
-fn parse_periods(s: &str) -> Result<segue_server::helper::scope::Periods, String> {
-    segue_server::helper::scope::Periods::parse(s)
-}
-
-/// Parses sizes like `1048576`, `512K`, `64M`, `2G`, `1GiB`.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().trim_end_matches("iB").trim_end_matches('B');
-    let (num, mult) = match t.chars().last() {
-        Some('K' | 'k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M' | 'm') => (&t[..t.len() - 1], 1 << 20),
-        Some('G' | 'g') => (&t[..t.len() - 1], 1 << 30),
-        Some('T' | 't') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("not a size: {s:?} (use e.g. 512M or 2G)"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -911,83 +609,6 @@ enum CertsCommand {
     },
 }
 
-impl TlsArgs {
-    /// With `--token-key-file`: the keys signed URLs are checked with.
-    fn access(&self) -> anyhow::Result<Option<Arc<segue_server::access::Keys>>> {
-        let Some(f) = &self.token_key_file else {
-            return Ok(None);
-        };
-        let keys = segue_server::access::Keys::from_file(f)?;
-        tracing::info!(keys = ?keys, "signed URLs required");
-        Ok(Some(Arc::new(keys)))
-    }
-
-    /// With `--files-listen`: the node's file objects over HTTP/3 and hq-interop until `stop`.
-    fn serve_files<S: segue_server::source::Source + Clone>(
-        &self,
-        source: &S,
-        access: Option<Arc<segue_server::access::Keys>>,
-        limits: segue_server::admission::ConnectionLimits,
-        transport: TransportSettings,
-        stop: &tokio::sync::watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
-        use segue_server::{files::ObjectFiles, hq};
-        let Some(listen) = self.files_listen else {
-            return Ok(());
-        };
-        // The node's congestion control and loss detection, as on its segue/1 endpoint.
-        let ep =
-            hq::server_endpoint(listen, &self.cert.cert, &self.cert.key)?.with_transport(transport);
-        tracing::info!(files = %ep.endpoint.local_addr()?, "serving files over HTTP/3 and hq-interop");
-        let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())).with_access(access));
-        tokio::spawn(hq::serve(ep, files, limits, stop.clone()));
-        Ok(())
-    }
-
-    /// This node's credentials, with `ca` the CA of the other nodes.
-    fn node(&self, ca: &Path) -> NodeTls {
-        NodeTls {
-            cert: self.cert.cert.clone(),
-            key: self.cert.key.clone(),
-            ca: ca.to_owned(),
-        }
-    }
-}
-
-/// How a node serves: its sessions, limits, signed URLs, and a qlog trace per connection
-/// when `$QLOGDIR` is set.
-fn node_options(
-    send_ahead_ms: u64,
-    response_delay_ms: u64,
-    tls: &NodeTls,
-    limits: &LimitArgs,
-    transport: TransportLimits,
-    access: Option<Arc<segue_server::access::Keys>>,
-    admission: Arc<Admission>,
-) -> anyhow::Result<NodeOptions> {
-    let size = |v: u64, flag: &str| {
-        usize::try_from(v).with_context(|| format!("{flag} {v} does not fit this machine"))
-    };
-    Ok(NodeOptions {
-        sessions: SessionOptions {
-            send_ahead: Duration::from_millis(send_ahead_ms),
-            max_sessions: limits.max_sessions_per_connection,
-            packet_cache_bytes: limits.packet_cache_size,
-            ..SessionOptions::default()
-        },
-        limits: segue_wire::Limits {
-            max_control_head: size(limits.max_control_head, "--max-control-head")?,
-            max_control_body: size(limits.max_control_body, "--max-control-body")?,
-            ..segue_wire::Limits::default()
-        },
-        response_delay: Duration::from_millis(response_delay_ms),
-        access,
-        qlog: segue_net::NodeQlog::from_env(tls, transport)?,
-        admission,
-        request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
-    })
-}
-
 /// Runs `job` unless Ctrl-C or SIGTERM comes first: then `job` is dropped, which stops the
 /// nodes it runs as processes and removes its temporary files, and this is an error.
 async fn until_signal<T>(
@@ -1026,303 +647,6 @@ fn shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
         let _ = tx.send(true);
     });
     rx
-}
-
-async fn origin(a: OriginArgs) -> anyhow::Result<()> {
-    // Checked before the library is ingested; one for the connections it accepts and opens.
-    let transport = a.limits.transport(TransportSettings::origin_default())?;
-    let tls = a.tls.node(&a.ca);
-    let access = a.tls.access()?;
-    let opts = LibraryOptions {
-        media_root: a.media.clone(),
-        data_dir: a.data.clone(),
-        target_segment_us: a.segment_ms.saturating_mul(1000),
-        scheme: a.segment_scheme,
-    };
-    let lib = open_library(opts.clone()).await?;
-    let source = LibrarySource::new(Arc::new(lib));
-    let endpoint = server_endpoint(a.listen, &tls, transport)
-        .context("the origin's endpoint (--cert, --key, and --ca: the edges' CA)")?;
-    let stop = shutdown_signal();
-    reload_on_hangup(source.clone(), opts);
-    let client = client_endpoint(&tls, transport.transport).map_err(|e| format!("{e:#}"));
-    let dist = segue_server::distribute::Distributor::new(
-        source.clone(),
-        client,
-        a.push_prefix_secs.saturating_mul(1_000_000),
-        a.push_edges.clone(),
-    );
-    let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
-    let admission = Admission::new(a.limits.connections());
-    let node = segue_server::admin::Node::Origin {
-        dist: dist.clone(),
-        admission: admission.clone(),
-        hints: hints.clone(),
-    };
-    add_hint_file(&a.hints, &node)?;
-    tokio::spawn(hints.run(
-        move |h| {
-            let d = dist.clone();
-            async move { d.position(h).await }
-        },
-        stop.clone(),
-    ));
-    serve_admin(&a.admin, node, stop.clone()).await?;
-    a.tls.serve_files(
-        &source,
-        access.clone(),
-        a.limits.connections(),
-        transport.transport,
-        &stop,
-    )?;
-    tracing::info!(listen = %endpoint.local_addr()?, "origin serving segue/1");
-    let opts = node_options(
-        a.send_ahead_ms,
-        a.response_delay_ms,
-        &tls,
-        &a.limits,
-        transport,
-        access,
-        admission,
-    )?;
-    segue_server::node::serve(endpoint, Arc::new(source), opts, stop).await;
-    Ok(())
-}
-
-async fn open_library(opts: LibraryOptions) -> anyhow::Result<Library> {
-    let lib = tokio::task::spawn_blocking(move || Library::open(&opts)).await??;
-    for (name, why) in &lib.failures {
-        tracing::error!(object = %name, "not served: {why}");
-    }
-    tracing::info!(
-        objects = lib.names().len(),
-        failed = lib.failures.len(),
-        "library ready"
-    );
-    Ok(lib)
-}
-
-/// Runs `on_hup` at every SIGHUP (sent by `pkill -HUP`, a closing terminal, an operator).
-fn on_hangup<F, Fut>(mut on_hup: F)
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            on_hup().await;
-        }
-    });
-    #[cfg(not(unix))]
-    let _ = &mut on_hup;
-}
-
-/// SIGHUP: scan the media root again (after `segue media ingest|rm`, or files copied in).
-fn reload_on_hangup(source: LibrarySource, opts: LibraryOptions) {
-    on_hangup(move || {
-        let (source, opts) = (source.clone(), opts.clone());
-        async move {
-            tracing::info!("SIGHUP: rescanning the media root");
-            match open_library(opts).await {
-                Ok(lib) => source.reload(Arc::new(lib)),
-                Err(e) => tracing::error!("rescan failed, still serving the old library: {e:#}"),
-            }
-        }
-    });
-}
-
-/// An edge has nothing to rescan: SIGHUP is logged, not fatal.
-fn ignore_hangup() {
-    on_hangup(|| async {
-        tracing::info!(
-            "SIGHUP ignored: an edge has nothing to reload (restart it to change its flags)"
-        );
-    });
-}
-
-/// Reads `--hints FILE` (if given) into the node's schedule.
-fn add_hint_file(a: &HintArgs, node: &segue_server::admin::Node) -> anyhow::Result<()> {
-    let Some(file) = &a.hints else { return Ok(()) };
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read hints {}", file.display()))?;
-    let hints = segue_server::placement::hint::parse_schedule(&text, unix_now())
-        .map_err(|e| anyhow::anyhow!("hints {}: {e}", file.display()))?;
-    let total = hints.len();
-    let taken = node.add_hints(hints);
-    tracing::info!(file = %file.display(), total, for_this_node = taken, "hint schedule loaded");
-    Ok(())
-}
-
-/// Starts the admin API if `--admin` is given.
-async fn serve_admin(
-    a: &AdminArgs,
-    node: segue_server::admin::Node,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let Some(addr) = a.admin else { return Ok(()) };
-    let token = a
-        .admin_token
-        .clone()
-        .filter(|t| !t.is_empty())
-        .context("--admin needs --admin-token (or SEGUE_ADMIN_TOKEN)")?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("admin API: cannot listen on {addr}"))?;
-    tracing::info!(admin = %listener.local_addr()?, "admin API (HTTP)");
-    tokio::spawn(segue_server::admin::serve(listener, node, token, stop));
-    Ok(())
-}
-
-async fn edge(a: EdgeArgs) -> anyhow::Result<()> {
-    let origin = a.origin.clone().context("--origin is required")?;
-    // One for the connections it accepts and opens.
-    let transport = a.limits.transport(TransportSettings::default())?;
-    let store = Store::open(
-        &a.cache_dir,
-        a.cache_size,
-        a.prefix_secs.saturating_mul(1_000_000),
-    )
-    .with_context(|| format!("cannot open cache {}", a.cache_dir.display()))?;
-    tracing::info!(cache = %a.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
-    let tls = a.tls.node(&a.ca);
-    let client = client_endpoint(&tls, transport.transport)?;
-    let upstream = Upstream::new(client.clone(), origin.clone(), upstream::DEFAULT_TIMEOUT);
-    let helpers = if a.peers.is_empty() {
-        None
-    } else {
-        segue_server::helper::check_name(&a.name).map_err(anyhow::Error::msg)?;
-        if a.peers.iter().any(|p| p.name == a.name) {
-            anyhow::bail!("--peer {}: that is this edge's own --name", a.name);
-        }
-        let mut opts = segue_server::helper::HelperOptions::new(&a.name, a.peers.clone());
-        opts.periods = a.advert_periods;
-        opts.rtt_limits = a.scope_rtt_ms;
-        opts.collective = a.collective_scope;
-        opts.popular_requests = a.popular_requests;
-        tracing::info!(name = %a.name, peers = a.peers.len(), "cooperating with helpers");
-        Some(Arc::new(segue_server::helper::Helpers::new(
-            opts,
-            &client,
-            upstream::DEFAULT_TIMEOUT,
-        )))
-    };
-    let edge = EdgeSource::with_helpers(
-        store,
-        upstream,
-        EdgeOptions {
-            parallel: a.parallel,
-            accept_pushes: a.accept_pushes,
-            hot_bytes: a.memory_cache_size,
-            ..EdgeOptions::default()
-        },
-        helpers,
-    );
-    let mut warming = tokio::task::JoinSet::new();
-    for name in &a.warm {
-        let obj = ObjectName::new(name, 1024)?;
-        let e = edge.clone();
-        warming.spawn(async move {
-            match e.warm(&obj).await {
-                Ok(n) => tracing::info!(object = %obj, segments = n, "prefix warmed"),
-                Err(err) => tracing::error!(object = %obj, "cannot warm: {err}"),
-            }
-        });
-    }
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            while warming.join_next().await.is_some() {}
-            ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
-    }
-    if let Some(path) = a.stats.clone() {
-        let (e, ready) = (edge.clone(), ready.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tick.tick().await;
-                write_stats(&path, &e, ready.load(std::sync::atomic::Ordering::Relaxed));
-            }
-        });
-    }
-    let stop = shutdown_signal();
-    ignore_hangup();
-    let upkeep = tokio::spawn(edge.clone().upkeep(stop.clone()));
-    tokio::spawn(edge.clone().advertise(stop.clone()));
-    let hints = Schedule::new(Duration::from_secs(a.hints.hint_lead_secs));
-    let admission = Admission::new(a.limits.connections());
-    let node = segue_server::admin::Node::Edge {
-        edge: edge.clone(),
-        admission: admission.clone(),
-        hints: hints.clone(),
-        name: a.name.clone(),
-        region: a.region.clone(),
-    };
-    add_hint_file(&a.hints, &node)?;
-    {
-        let e = edge.clone();
-        tokio::spawn(hints.run(
-            move |h| {
-                let e = e.clone();
-                async move { e.anticipate(&h).await }
-            },
-            stop.clone(),
-        ));
-    }
-    serve_admin(&a.admin, node, stop.clone()).await?;
-    let access = a.tls.access()?;
-    a.tls.serve_files(
-        &edge,
-        access.clone(),
-        a.limits.connections(),
-        transport.transport,
-        &stop,
-    )?;
-    let endpoint = server_endpoint(a.listen, &tls, transport)?;
-    tracing::info!(listen = %endpoint.local_addr()?, origin = %origin, "edge serving segue/1");
-    let opts = node_options(
-        a.send_ahead_ms,
-        0,
-        &tls,
-        &a.limits,
-        transport,
-        access,
-        admission,
-    )?;
-    segue_server::node::serve(endpoint, Arc::new(edge.clone()), opts, stop).await;
-    // Saves measured usage on its way out.
-    let _ = upkeep.await;
-    if let Some(path) = &a.stats {
-        write_stats(
-            path,
-            &edge,
-            ready.load(std::sync::atomic::Ordering::Relaxed),
-        );
-    }
-    let s = edge.stats();
-    tracing::info!(
-        full_hits = s.full_hits.load(std::sync::atomic::Ordering::Relaxed),
-        prefix_hits = s.prefix_hits.load(std::sync::atomic::Ordering::Relaxed),
-        misses = s.misses.load(std::sync::atomic::Ordering::Relaxed),
-        "edge stopped"
-    );
-    Ok(())
-}
-
-/// Writes the edge's counters to `path` atomically (temp file, then rename).
-fn write_stats(path: &std::path::Path, edge: &EdgeSource, ready: bool) {
-    let v = serde_json::to_vec(&edge.stats_file(ready)).unwrap_or_default();
-    let tmp = path.with_extension("tmp");
-    let r = std::fs::write(&tmp, v).and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = r {
-        tracing::warn!("cannot write stats to {}: {e}", path.display());
-    }
 }
 
 async fn lab(command: LabCommand) -> anyhow::Result<()> {
@@ -1581,6 +905,36 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `on_hup` at every SIGHUP (sent by `pkill -HUP`, a closing terminal, an operator).
+fn on_hangup<F, Fut>(mut on_hup: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP");
+            on_hup().await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = &mut on_hup;
+}
+
+/// An edge has nothing to rescan: SIGHUP is logged, not fatal.
+fn ignore_hangup() {
+    on_hangup(|| async {
+        tracing::info!(
+            "SIGHUP ignored: an edge has nothing to reload (restart it to change its flags)"
+        );
+    });
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     use clap::{CommandFactory as _, FromArgMatches as _};
@@ -1640,7 +994,12 @@ async fn main() -> anyhow::Result<()> {
             print!("{report}");
             Ok(())
         }
-        Command::Origin(a) => origin(*a).await,
+        Command::Origin(c) => {
+            let origin = Origin::start(*c, shutdown_signal()).await?;
+            on_hangup(origin.reloader());
+            origin.wait().await;
+            Ok(())
+        }
         Command::Edge(EdgeCmd {
             command: Some(EdgeCommand::Status { admin, admin_token }),
             ..
@@ -1652,7 +1011,12 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Edge(EdgeCmd { run, .. }) => edge(*run).await,
+        Command::Edge(EdgeCmd { run, .. }) => {
+            let edge = Edge::start(*run, shutdown_signal()).await?;
+            ignore_hangup();
+            edge.wait().await;
+            Ok(())
+        }
         Command::Media { command } => media(command).await,
         Command::Hq { command } => hq(command).await,
         Command::Lab { command } => lab(command).await,

@@ -11,6 +11,7 @@
 //! - **Memory tier**: recently served segments, already verified, in a [`SegmentLru`], so
 //!   popular objects are served without a disk read or a checksum per session.
 
+pub mod node;
 pub mod schedule;
 pub mod store;
 pub mod upstream;

@@ -4,6 +4,13 @@
 //! ["a", "b"]`). The file's values go before the command line's, so flags given on the
 //! command line win (lists add up).
 
+pub mod edge;
+pub mod node;
+pub mod origin;
+
+pub use edge::EdgeConfig;
+pub use origin::OriginConfig;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 

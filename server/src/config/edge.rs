@@ -1,0 +1,110 @@
+//! `segue edge`'s flags and config keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use segue_wire::SegueUrl;
+
+use super::node::{AdminArgs, HintArgs, LimitArgs, TlsArgs, parse_size};
+
+#[derive(Args, Debug)]
+pub struct EdgeConfig {
+    /// The origin: segue://HOST:PORT.
+    #[arg(long, required = true)]
+    pub origin: Option<SegueUrl>,
+    /// CA of the nodes: the origin's and helpers' certificates chain to it, and theirs to
+    /// this edge's (--cert is presented to them as a client certificate: mTLS).
+    #[arg(long, default_value = "certs/dev/ca.pem")]
+    pub ca: PathBuf,
+    /// Cache directory (survives restarts).
+    #[arg(long, default_value = "segue-data/edge")]
+    pub cache_dir: PathBuf,
+    /// Cache capacity, e.g. 512M, 20G.
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// UDP address to listen on.
+    #[arg(long, default_value = "[::]:8555")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Verified segments kept in memory above the disk cache, e.g. 64M.
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    pub memory_cache_size: u64,
+    /// Prefix kept per object, in seconds of media.
+    #[arg(long, default_value_t = 10)]
+    pub prefix_secs: u64,
+    /// Segment fetches in flight to the origin (K).
+    #[arg(long, default_value_t = 4)]
+    pub parallel: usize,
+    /// Fetch this object's prefix at start (repeatable).
+    #[arg(long = "warm", value_name = "OBJECT")]
+    pub warm: Vec<String>,
+    /// Media sent ahead of real time to fill a player's buffer, in milliseconds (at least 8
+    /// round trips of the player's path).
+    #[arg(long, default_value_t = 2000)]
+    pub send_ahead_ms: u64,
+    /// Write the edge's counters as JSON to this file every second and at shutdown
+    /// (`"ready": true` once every --warm object is in; `mean_prefix_s`; with --peer, the
+    /// helper counters under `helpers`).
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+    /// Take prefixes the origin pushes (PROTOCOL.md §8.7; each segment is checked against
+    /// this edge's own manifest). Off by default: enable it where only your nodes reach
+    /// the QUIC port.
+    #[arg(long)]
+    pub accept_pushes: bool,
+    /// This edge's name: hints listing edges apply to it when they list this name.
+    #[arg(long, default_value = "edge")]
+    pub name: String,
+    /// This edge's region: hints for a region apply to it.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// A helper to cooperate with, NAME=segue://HOST:PORT[,SCOPE] (repeatable; SCOPE is
+    /// local, regional, national or global; without it, derived from the measured RTT and
+    /// how often the peer advertises). The peer must list this edge under --name too.
+    #[arg(long = "peer", value_name = "NAME=URL[,SCOPE]")]
+    pub peers: Vec<crate::helper::PeerConf>,
+    /// Advert periods per scope, seconds: local,regional,national,global.
+    #[arg(long, default_value = "1,5,30,120", value_parser = parse_periods)]
+    pub advert_periods: crate::helper::scope::Periods,
+    /// Round trips (ms) below which a peer with no configured scope is local, regional,
+    /// national (above: global).
+    #[arg(long, default_value = "5,30,100", value_parser = parse_rtt_limits)]
+    pub scope_rtt_ms: crate::helper::scope::RttLimits,
+    /// Segments are spread over the helpers of this scope and nearer (collective storage).
+    #[arg(long, default_value = "local", value_parser = crate::helper::scope::Scope::parse)]
+    pub collective_scope: crate::helper::scope::Scope,
+    /// An object's prefix is kept at every helper that saw at least this many requests for
+    /// it (decayed); below, only the helpers owning its segments keep them.
+    #[arg(long, default_value_t = 1.0)]
+    pub popular_requests: f64,
+    #[command(flatten)]
+    pub hints: HintArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+pub fn parse_rtt_limits(s: &str) -> Result<crate::helper::scope::RttLimits, String> {
+    crate::helper::scope::RttLimits::parse(s)
+}
+
+pub fn parse_periods(s: &str) -> Result<crate::helper::scope::Periods, String> {
+    crate::helper::scope::Periods::parse(s)
+}
+
+impl EdgeConfig {
+    /// `segue edge --origin ORIGIN` with every other flag at its default (clap's defaults
+    /// are the only ones); set fields to change them.
+    pub fn new(origin: &SegueUrl) -> Result<Self, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            c: EdgeConfig,
+        }
+        let origin = origin.to_string();
+        <Flags as clap::Parser>::try_parse_from(["edge", "--origin", origin.as_str()]).map(|f| f.c)
+    }
+}

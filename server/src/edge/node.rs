@@ -1,0 +1,223 @@
+//! The edge node, put together in one place: `segue edge`, the demo, the lab and the tests
+//! all start an edge with [`Edge::start`] from an [`EdgeConfig`] (the flags and config keys
+//! of `segue edge`), so that what they run, upkeep and adverts included, is what users run.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use segue_net::{TransportSettings, client_endpoint, server_endpoint};
+use segue_wire::ObjectName;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::store::Store;
+use super::upstream::{self, Upstream};
+use super::{EdgeOptions, EdgeSource};
+use crate::admission::Admission;
+use crate::anticipate::Schedule;
+use crate::config::EdgeConfig;
+use crate::config::node::{add_hint_file, node_options, serve_admin};
+
+/// A running edge.
+pub struct Edge {
+    addr: SocketAddr,
+    source: EdgeSource,
+    ready: Arc<AtomicBool>,
+    stats: Option<PathBuf>,
+    serving: JoinHandle<()>,
+    upkeep: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    /// Opens the cache, warms what `--warm` names (in the background), and serves segue/1
+    /// (and what `config` adds: helpers, files, admin API, hints, a stats file) with its
+    /// upkeep and adverts running, until `stop` turns true.
+    pub async fn start(c: EdgeConfig, stop: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let origin = c.origin.clone().context("--origin is required")?;
+        // One for the connections it accepts and opens.
+        let transport = c.limits.transport(TransportSettings::default())?;
+        let store = Store::open(
+            &c.cache_dir,
+            c.cache_size,
+            c.prefix_secs.saturating_mul(1_000_000),
+        )
+        .with_context(|| format!("cannot open cache {}", c.cache_dir.display()))?;
+        tracing::info!(cache = %c.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
+        let tls = c.tls.node(&c.ca);
+        let client = client_endpoint(&tls, transport.transport)?;
+        let upstream = Upstream::new(client.clone(), origin.clone(), upstream::DEFAULT_TIMEOUT);
+        let helpers = if c.peers.is_empty() {
+            None
+        } else {
+            crate::helper::check_name(&c.name).map_err(anyhow::Error::msg)?;
+            if c.peers.iter().any(|p| p.name == c.name) {
+                anyhow::bail!("--peer {}: that is this edge's own --name", c.name);
+            }
+            let mut opts = crate::helper::HelperOptions::new(&c.name, c.peers.clone());
+            opts.periods = c.advert_periods;
+            opts.rtt_limits = c.scope_rtt_ms;
+            opts.collective = c.collective_scope;
+            opts.popular_requests = c.popular_requests;
+            tracing::info!(name = %c.name, peers = c.peers.len(), "cooperating with helpers");
+            Some(Arc::new(crate::helper::Helpers::new(
+                opts,
+                &client,
+                upstream::DEFAULT_TIMEOUT,
+            )))
+        };
+        let edge = EdgeSource::with_helpers(
+            store,
+            upstream,
+            EdgeOptions {
+                parallel: c.parallel,
+                accept_pushes: c.accept_pushes,
+                hot_bytes: c.memory_cache_size,
+                ..EdgeOptions::default()
+            },
+            helpers,
+        );
+        let mut warming = tokio::task::JoinSet::new();
+        for name in &c.warm {
+            let obj = ObjectName::new(name, 1024)?;
+            let e = edge.clone();
+            warming.spawn(async move {
+                match e.warm(&obj).await {
+                    Ok(n) => tracing::info!(object = %obj, segments = n, "prefix warmed"),
+                    Err(err) => tracing::error!(object = %obj, "cannot warm: {err}"),
+                }
+            });
+        }
+        let ready = Arc::new(AtomicBool::new(false));
+        {
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                while warming.join_next().await.is_some() {}
+                ready.store(true, Ordering::Relaxed);
+            });
+        }
+        if let Some(path) = c.stats.clone() {
+            let (e, ready, mut stop) = (edge.clone(), ready.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => write_stats(&path, &e, ready.load(Ordering::Relaxed)),
+                        _ = stop.changed() => break,
+                    }
+                }
+            });
+        }
+        let upkeep = tokio::spawn(edge.clone().upkeep(stop.clone()));
+        tokio::spawn(edge.clone().advertise(stop.clone()));
+        let hints = Schedule::new(Duration::from_secs(c.hints.hint_lead_secs));
+        let admission = Admission::new(c.limits.connections());
+        let node = crate::admin::Node::Edge {
+            edge: edge.clone(),
+            admission: admission.clone(),
+            hints: hints.clone(),
+            name: c.name.clone(),
+            region: c.region.clone(),
+        };
+        add_hint_file(&c.hints, &node)?;
+        {
+            let e = edge.clone();
+            tokio::spawn(hints.run(
+                move |h| {
+                    let e = e.clone();
+                    async move { e.anticipate(&h).await }
+                },
+                stop.clone(),
+            ));
+        }
+        serve_admin(&c.admin, node, stop.clone()).await?;
+        let access = c.tls.access()?;
+        c.tls.serve_files(
+            &edge,
+            access.clone(),
+            c.limits.connections(),
+            transport.transport,
+            &stop,
+        )?;
+        let endpoint = server_endpoint(c.listen, &tls, transport)?;
+        let addr = endpoint.local_addr()?;
+        tracing::info!(listen = %addr, origin = %origin, "edge serving segue/1");
+        let opts = node_options(
+            c.send_ahead_ms,
+            0,
+            &tls,
+            &c.limits,
+            transport,
+            access,
+            admission,
+        )?;
+        let serving = tokio::spawn(crate::node::serve(
+            endpoint,
+            Arc::new(edge.clone()),
+            opts,
+            stop,
+        ));
+        Ok(Self {
+            addr,
+            source: edge,
+            ready,
+            stats: c.stats,
+            serving,
+            upkeep,
+        })
+    }
+
+    /// The segue/1 address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What it serves (cache, upstream, counters).
+    pub fn source(&self) -> &EdgeSource {
+        &self.source
+    }
+
+    /// Whether every `--warm` object is in.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Until it stopped (after `stop`): sessions ended, measured usage saved, the last stats
+    /// written.
+    pub async fn wait(self) {
+        let _ = self.serving.await;
+        // Saves measured usage on its way out.
+        let _ = self.upkeep.await;
+        if let Some(path) = &self.stats {
+            write_stats(path, &self.source, self.ready.load(Ordering::Relaxed));
+        }
+        let s = self.source.stats();
+        tracing::info!(
+            full_hits = s.full_hits.load(Ordering::Relaxed),
+            prefix_hits = s.prefix_hits.load(Ordering::Relaxed),
+            misses = s.misses.load(Ordering::Relaxed),
+            "edge stopped"
+        );
+    }
+}
+
+/// Writes the edge's counters to `path` atomically (temp file, then rename).
+fn write_stats(path: &Path, edge: &EdgeSource, ready: bool) {
+    let v = serde_json::to_vec(&edge.stats_file(ready)).unwrap_or_default();
+    let tmp = path.with_extension("tmp");
+    let r = std::fs::write(&tmp, v).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = r {
+        tracing::warn!("cannot write stats to {}: {e}", path.display());
+    }
+}
