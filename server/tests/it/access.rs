@@ -27,8 +27,8 @@ struct Setup {
 }
 
 /// An origin and an edge requiring signed URLs with keys `OLD` and `NEW`, its files on HTTP/3.
-fn setup() -> Setup {
-    let origin = common::origin_with_sample("demo.mp4");
+async fn setup() -> Setup {
+    let origin = common::origin_with_sample("demo.mp4").await;
     let keys = Arc::new(Keys::new(&[OLD.to_vec(), NEW.to_vec()]).unwrap());
     let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, 4_000_000).unwrap();
     let up = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
@@ -80,7 +80,7 @@ async fn play_with(s: &Setup, query: Option<String>) -> segue_client::report::Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_need_a_grant_for_the_object() {
-    let s = setup();
+    let s = setup().await;
     // None: 401; nothing played.
     let r = play_with(&s, None).await;
     let e = r.error.clone().unwrap_or_default();
@@ -199,7 +199,7 @@ fn manifest(params: Params) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_requests_need_a_grant_too() {
-    let s = setup();
+    let s = setup().await;
     let asked = |p| status_of(&s, Asker::Player, manifest(p));
     assert_eq!(asked(Params::default()).await, Status::Unauthorized);
     let g = access::grant(NEW, "demo", in_an_hour(), None);
@@ -231,7 +231,7 @@ async fn manifest_requests_need_a_grant_too() {
 /// holds; an advert must come from the node it names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_nodes_fetch_segments_push_or_advertise() {
-    let s = setup();
+    let s = setup().await;
     let g = access::grant(NEW, "demo", in_an_hour(), None);
     let granted = Params {
         token: Some(segue_wire::token::Grant::from_query(&g).unwrap().unwrap()),
@@ -285,7 +285,7 @@ async fn only_nodes_fetch_segments_push_or_advertise() {
 /// A client certificate of another CA is refused in the handshake (not let in as a player).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_of_another_ca_is_refused() {
-    let s = setup();
+    let s = setup().await;
     let other = tempfile::tempdir().unwrap();
     let foreign = segue_net::NodeTls::dev_node(other.path(), "edge-b").unwrap();
     // It trusts our CA for the server, and presents a certificate of its own CA.
@@ -338,7 +338,7 @@ async fn download(s: &Setup, query: &str, http3: bool) -> anyhow::Result<Vec<u8>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_downloads_need_a_grant_for_the_file() {
-    let s = setup();
+    let s = setup().await;
     let original =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/demo.mp4"))
             .unwrap();

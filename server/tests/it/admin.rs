@@ -50,11 +50,11 @@ async fn http_body(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api() {
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     let (tls, stop_rx) = (origin.tls.clone(), origin.stop_rx());
     let common::TestEdge {
         edge, addr: eaddr, ..
-    } = origin.edge(4_000_000);
+    } = origin.edge(4_000_000).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
     // The segue/1 port's admission, as the edge command shares it with the admin API.
@@ -195,10 +195,10 @@ async fn admin_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_admin_api_pushes_to_an_edge() {
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     let common::TestEdge {
         edge, addr: eaddr, ..
-    } = origin.edge(4_000_000);
+    } = origin.edge(4_000_000).await;
     let dist = segue_server::distribute::Distributor::new(
         origin.source.clone(),
         segue_net::client_endpoint(&origin.tls, Default::default()).map_err(|e| e.to_string()),

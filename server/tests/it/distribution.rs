@@ -63,8 +63,8 @@ fn demo() -> ObjectName {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_push_positions_a_prefix_and_the_first_play_is_a_prefix_hit() {
-    let origin = common::origin_with_sample("demo.mp4");
-    let e = origin.edge(4_000_000);
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let e = origin.edge(4_000_000).await;
     let dist = Distributor::new(
         origin.source.clone(),
         client_endpoint(&origin.tls, Default::default()).map_err(|e| e.to_string()),
@@ -122,8 +122,8 @@ impl Source for Corrupting {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_receiver_checks_what_it_is_pushed() {
-    let origin = common::origin_with_sample("demo.mp4");
-    let e = origin.edge(4_000_000);
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let e = origin.edge(4_000_000).await;
     let ep = client_endpoint(&origin.tls, Default::default()).unwrap();
     // A node connection: stream 0 claimed for control (Upstream does that), exchanges after.
     let node_conn = |url: SegueUrl| {
@@ -186,8 +186,8 @@ async fn the_receiver_checks_what_it_is_pushed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hint_prepositions_the_prefix_before_its_time() {
-    let origin = common::origin_with_sample("demo.mp4");
-    let e = origin.edge(4_000_000);
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let e = origin.edge(4_000_000).await;
     // Viewers expected in 3 s; positioning starts 2 s before.
     let hints = Schedule::new(Duration::from_secs(2));
     let at = unix_now() + 3.0;
@@ -240,7 +240,7 @@ async fn a_hint_prepositions_the_prefix_before_its_time() {
 async fn prefixes_grow_when_the_origin_link_worsens() {
     use segue_server::lab::impair::LinkSpec;
     use segue_server::lab::relay::{self, RelaySpec};
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     // The origin link: fast, then from 3 s on 100 kbit/s (under half the sample's bitrate).
     let down = LinkSpec {
         delay_ms: 5.0,
@@ -307,8 +307,8 @@ async fn prefixes_grow_when_the_origin_link_worsens() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_cached_segment_is_refetched_not_served() {
-    let origin = common::origin_with_sample("demo.mp4");
-    let first = origin.edge(4_000_000);
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let first = origin.edge(4_000_000).await;
     assert_eq!(first.edge.warm(&demo()).await.unwrap(), 2);
     // Damage segment 0 on disk, then start a second edge over the same cache directory (a
     // restart: nothing in memory).
@@ -319,7 +319,7 @@ async fn a_corrupted_cached_segment_is_refetched_not_served() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[100] ^= 0x55;
     std::fs::write(&seg, &bytes).unwrap();
-    let e = origin.edge(4_000_000);
+    let e = origin.edge(4_000_000).await;
     play_case(&origin, &e, "demo").await; // asserts byte-exact (hashes against the manifest)
     let s = e.edge.snapshot();
     assert_eq!(s.prefix_hits, 1, "{s:?}");
@@ -353,8 +353,8 @@ async fn pooled_other_than(edge: &common::TestEdge, not: Option<usize>, within: 
 
 #[tokio::test]
 async fn upkeep_opens_the_origin_connection_before_the_first_miss() {
-    let origin = common::origin_with_sample("demo.mp4");
-    let edge = origin.edge(4_000_000);
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let edge = origin.edge(4_000_000).await;
     assert_eq!(edge.edge.upstream().pooled().await, None);
     tokio::spawn(edge.edge.clone().upkeep(origin.stop_rx()));
     // Open before any request: the first miss pays no handshake to the origin.
@@ -377,7 +377,7 @@ async fn upkeep_opens_the_origin_connection_before_the_first_miss() {
 
 #[tokio::test]
 async fn a_failed_warm_up_sets_no_backoff() {
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     // Nothing listens there: the warm-up fails after its timeout.
     let url = SegueUrl::parse(&format!(
         "segue://localhost:{}/",

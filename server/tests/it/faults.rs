@@ -27,7 +27,7 @@ fn fill_disk(cache: &Path, object: &str, segments: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_or_unwritable_disk_passes_through_and_says_so() {
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/hd.mp4"),
         origin.dir.path().join("media/hd.mp4"),
@@ -47,7 +47,7 @@ async fn a_full_or_unwritable_disk_passes_through_and_says_so() {
     fill_disk(&cache, "demo", 64);
     std::fs::create_dir_all(cache.join("objects")).unwrap();
     std::fs::write(cache.join("objects/hd"), b"not a directory").unwrap();
-    let edge = origin.edge(4_000_000);
+    let edge = origin.edge(4_000_000).await;
     for object in ["demo", "hd"] {
         let url = SegueUrl::parse(&format!("{}{object}", edge.url)).unwrap();
         let mut o = segue_client::PlayOptions::new(url, origin.tls.ca.clone());

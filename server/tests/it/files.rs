@@ -63,10 +63,10 @@ async fn get(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_serves_the_original_file_through_its_cache() {
-    let origin = common::origin_with_sample(SAMPLE);
+    let origin = common::origin_with_sample(SAMPLE).await;
     let original = sample_bytes();
     // A 4 s prefix: the edge keeps the first segments of the file on disk.
-    let edge = origin.edge(4_000_000);
+    let edge = origin.edge(4_000_000).await;
     let port = serve_files(&origin.tls, edge.edge.clone(), origin.stop_rx());
 
     // Not cached: fetched from the origin while it streams.
@@ -131,7 +131,7 @@ async fn edge_serves_the_original_file_through_its_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_serves_its_files_and_players_get_415_for_them() {
-    let origin = common::origin_with_sample(SAMPLE);
+    let origin = common::origin_with_sample(SAMPLE).await;
     let port = serve_files(&origin.tls, origin.source.clone(), origin.stop_rx());
     let got = get(&origin.tls, port, SAMPLE, true, None).await.unwrap();
     assert!(got == sample_bytes());
@@ -156,7 +156,7 @@ async fn origin_serves_its_files_and_players_get_415_for_them() {
 /// and are never served; the download fails instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_changed_behind_the_origins_back_is_not_served() {
-    let origin = common::origin_with_sample(SAMPLE);
+    let origin = common::origin_with_sample(SAMPLE).await;
     let port = serve_files(&origin.tls, origin.source.clone(), origin.stop_rx());
     let path = origin.dir.path().join("media").join(SAMPLE);
     let mut bytes = std::fs::read(&path).unwrap();

@@ -27,13 +27,13 @@ struct Net {
 
 /// Three helpers, each a peer of the other two (local scope, adverts every 200 ms), over
 /// one origin serving `long.mp4` (30 segments of 2 s). Each sends a whole object at once.
-fn three_helpers() -> Net {
-    helpers_with(Some(Scope::Local))
+async fn three_helpers() -> Net {
+    helpers_with(Some(Scope::Local)).await
 }
 
 /// [`three_helpers`] with every peer's scope `scope` (`None`: derived).
-fn helpers_with(scope: Option<Scope>) -> Net {
-    let origin = common::origin_with_sample("long.mp4");
+async fn helpers_with(scope: Option<Scope>) -> Net {
+    let origin = common::origin_with_sample("long.mp4").await;
     let origin_url =
         SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
     // Each helper presents a certificate for its name (mTLS: adverts are bound to it).
@@ -126,7 +126,7 @@ async fn adverts_exchanged(net: &Net) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_play_is_fed_by_several_helpers_and_the_origin_byte_exact() {
-    let net = three_helpers();
+    let net = three_helpers().await;
     adverts_exchanged(&net).await;
     let m = net.helpers[1].manifest(&long()).await.unwrap();
     let n = m.segments.len();
@@ -185,7 +185,7 @@ async fn one_play_is_fed_by_several_helpers_and_the_origin_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_helper_is_replaced_by_the_other_sources() {
-    let net = three_helpers();
+    let net = three_helpers().await;
     adverts_exchanged(&net).await;
     for k in [1, 2] {
         assert!(play(&net, k).await.ok());
@@ -216,7 +216,7 @@ async fn a_vanished_helper_is_replaced_by_the_other_sources() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adverts_from_strangers_are_refused() {
-    let net = three_helpers();
+    let net = three_helpers().await;
     adverts_exchanged(&net).await;
     let certs = net.origin.tls.ca.parent().unwrap();
     let h1_url = &net.urls[0];
@@ -246,7 +246,7 @@ async fn adverts_from_strangers_are_refused() {
 async fn unconfigured_scopes_are_derived_from_rtt_and_advert_interval() {
     // Nothing measured yet: global (advertised every 20 s here). On loopback the RTT is
     // under 5 ms and, once the scope is local, adverts come every 200 ms: local.
-    let net = helpers_with(None);
+    let net = helpers_with(None).await;
     let mut scopes = Vec::new();
     for _ in 0..60 {
         scopes = net

@@ -140,7 +140,7 @@ async fn a_play_that_fails_in_a_stall_reports_the_stall() {
     use segue_server::lab::relay::{self, RelaySpec};
     use segue_server::loopback;
 
-    let origin = common::origin_with_sample("long.mp4");
+    let origin = common::origin_with_sample("long.mp4").await;
     // Up for the first 1.5 s, then down (for 1000 s).
     let dark = LinkSpec {
         blackhole_s: 1000.0,

@@ -66,7 +66,7 @@ fn at_most(total: usize, per_client: usize) -> Arc<Admission> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_client_and_in_total() {
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     let admission = at_most(100, 2);
     let per_client = node(
         &origin,
@@ -119,7 +119,7 @@ async fn connections_per_client_and_in_total() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_first_then_served() {
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     let admission = Admission::new(ConnectionLimits::with_retry(RetryPolicy::Always));
     let addr = node(
         &origin,
@@ -137,7 +137,7 @@ async fn a_retry_first_then_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_per_connection() {
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     let addr = node(
         &origin,
         NodeOptions::default(),
@@ -173,7 +173,7 @@ fn impatient(origin: &common::TestOrigin) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_control_message_is_cut_off() {
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     let addr = impatient(&origin);
     let (_e, c) = player(&origin, addr).await.unwrap();
     let (mut send, mut recv) = c.open_bi().await.unwrap();
@@ -206,7 +206,7 @@ async fn a_slow_control_message_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_segment_request_is_cut_off() {
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     let addr = impatient(&origin);
     let (_e, c) = player(&origin, addr).await.unwrap();
     assert!(served(&c).await, "control claimed");
@@ -238,7 +238,7 @@ async fn a_slow_segment_request_is_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_per_connection() {
     use segue_wire::control::{Method, Request, Transport};
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     let mut opts = NodeOptions::default();
     opts.sessions.max_sessions = 1;
     let addr = node(&origin, opts, TransportLimits::default());
@@ -263,7 +263,7 @@ async fn sessions_per_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_client_is_dropped_at_the_idle_timeout() {
     use segue_server::lab::relay::{RelaySpec, udp};
-    let origin = common::origin_with_sample("demo.mp4");
+    let origin = common::origin_with_sample("demo.mp4").await;
     let addr = node(
         &origin,
         NodeOptions {

@@ -7,13 +7,12 @@ pub mod process;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
-use segue_server::edge::store::Store;
-use segue_server::edge::{EdgeOptions, EdgeSource};
-use segue_server::library::{Library, LibraryOptions};
-use segue_server::loopback::{self, NodeTls};
-use segue_server::node::NodeOptions;
+use segue_server::config::{EdgeConfig, OriginConfig};
+use segue_server::edge::EdgeSource;
+use segue_server::edge::node::Edge;
+use segue_server::loopback::NodeTls;
+use segue_server::origin::Origin;
 use segue_server::source::LibrarySource;
 use segue_wire::SegueUrl;
 use tokio::sync::watch;
@@ -36,32 +35,46 @@ pub struct TestOrigin {
     pub source: LibrarySource,
 }
 
+/// `config`'s certificate, key and node CA set to `tls`', its address to a free loopback
+/// port.
+fn on_loopback(
+    tls: &NodeTls,
+    cert: &mut segue_server::config::node::CertArgs,
+    ca: &mut std::path::PathBuf,
+    listen: &mut SocketAddr,
+) {
+    cert.cert = tls.cert.clone();
+    cert.key = tls.key.clone();
+    *ca = tls.ca.clone();
+    *listen = SocketAddr::from(([127, 0, 0, 1], 0));
+}
+
 impl TestOrigin {
     /// A receiver of the stop signal, for other nodes of the test.
     pub fn stop_rx(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
     }
 
-    /// An edge of this origin, caching in `<dir>/edge` with a `prefix_us` prefix, taking
-    /// pushes, serving on loopback until the origin stops.
-    pub fn edge(&self, prefix_us: u64) -> TestEdge {
-        let store = Store::open(&self.dir.path().join("edge"), 1 << 30, prefix_us).unwrap();
+    /// An edge of this origin as `segue edge` runs it (upkeep, adverts), caching in
+    /// `<dir>/edge` with a `prefix_us` prefix, taking pushes, serving on loopback until the
+    /// origin stops.
+    pub async fn edge(&self, prefix_us: u64) -> TestEdge {
         let url = SegueUrl::parse(&format!("segue://localhost:{}/", self.addr.port())).unwrap();
-        let (edge, addr, serving) = loopback::edge(
-            &self.tls,
-            store,
-            url,
-            EdgeOptions {
-                accept_pushes: true,
-                ..EdgeOptions::default()
-            },
-            NodeOptions::default(),
-            self.stop_rx(),
-        )
-        .unwrap();
-        tokio::spawn(serving);
+        let mut c = EdgeConfig::new(&url).unwrap();
+        on_loopback(&self.tls, &mut c.tls.cert, &mut c.ca, &mut c.listen);
+        c.cache_dir = self.dir.path().join("edge");
+        c.cache_size = 1 << 30;
+        c.prefix_secs = prefix_us.div_ceil(1_000_000);
+        c.accept_pushes = true;
+        let edge = Edge::start(c, self.stop_rx()).await.unwrap();
+        let (source, addr) = (edge.source().clone(), edge.addr());
+        tokio::spawn(edge.wait());
         let url = SegueUrl::parse(&format!("segue://localhost:{}/", addr.port())).unwrap();
-        TestEdge { edge, addr, url }
+        TestEdge {
+            edge: source,
+            addr,
+            url,
+        }
     }
 
     /// Stops the origin and waits for it.
@@ -71,26 +84,22 @@ impl TestOrigin {
     }
 }
 
-/// Serves `media/samples/<file>` (2 s segments) from an origin on loopback.
-pub fn origin_with_sample(file: &str) -> TestOrigin {
+/// Serves `media/samples/<file>` (2 s segments) from an origin on loopback, as `segue
+/// origin` runs it.
+pub async fn origin_with_sample(file: &str) -> TestOrigin {
     let dir = tempfile::tempdir().unwrap();
     let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples");
     std::fs::copy(samples.join(file), media.join(file)).unwrap();
-    let lib = Library::open(&LibraryOptions {
-        media_root: media,
-        data_dir: dir.path().join("origin"),
-        target_segment_us: 2_000_000,
-        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
-    })
-    .unwrap();
+    let mut c = OriginConfig::new(&media).unwrap();
+    on_loopback(&tls, &mut c.tls.cert, &mut c.ca, &mut c.listen);
+    c.data = dir.path().join("origin");
     let (stop, stop_rx) = watch::channel(false);
-    let source = LibrarySource::new(Arc::new(lib));
-    let (addr, serve) =
-        loopback::origin_with(&tls, source.clone(), NodeOptions::default(), stop_rx).unwrap();
-    let serving = tokio::spawn(serve);
+    let origin = Origin::start(c, stop_rx).await.unwrap();
+    let (addr, source) = (origin.addr(), origin.source().clone());
+    let serving = tokio::spawn(origin.wait());
     TestOrigin {
         dir,
         tls,
