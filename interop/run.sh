@@ -8,7 +8,7 @@
 # Installs its peers on a fresh Debian machine: aioquic from PyPI into target/interop-venv,
 # ngtcp2's example client and server (Debian ngtcp2-client, ngtcp2-server) and tshark (to
 # decrypt captures with Segue's key log) with apt when run as root. Peers: aioquic over hq-interop and over HTTP/3, ngtcp2 over HTTP/3 (Debian's
-# ngtcp2 ships HTTP/3 examples only). Loss cases run through `segue lab impair`.
+# ngtcp2 ships HTTP/3 examples only). Loss cases run through `segue-lab impair`.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT="$ROOT/interop/results.md"
@@ -39,6 +39,12 @@ SEGUE=${SEGUE:-}
 if [ -z "$SEGUE" ]; then
   (cd "$ROOT" && cargo build -q --locked -p segue-server --bin segue) || exit 1
   SEGUE="$ROOT/target/debug/segue"
+fi
+# The impairment relay of the loss cases is the lab's (`segue-lab impair`).
+SEGUE_LAB=${SEGUE_LAB:-}
+if [ -z "$SEGUE_LAB" ]; then
+  (cd "$ROOT" && cargo build -q --locked -p segue-lab --bin segue-lab) || exit 1
+  SEGUE_LAB="$ROOT/target/debug/segue-lab"
 fi
 
 # --- a work area: certificates and the files served --------------------------------------
@@ -184,7 +190,7 @@ cell() {
       # direction (and see idle_opts for the timeouts handshakeloss needs)
       local loss=0.02; [ "$case" = handshakeloss ] && { loss=0.3; rounds=5; }
       next_port; cport=$P
-      RUST_LOG=info "$SEGUE" lab impair --listen "127.0.0.1:$cport" --to "127.0.0.1:$sport" --both "loss=$loss,max_loss_run=3" --seed "$sport" >"$WORK/relay.log" 2>&1 &
+      RUST_LOG=info "$SEGUE_LAB" impair --listen "127.0.0.1:$cport" --to "127.0.0.1:$sport" --both "loss=$loss,max_loss_run=3" --seed "$sport" >"$WORK/relay.log" 2>&1 &
       rpid=$!; PIDS+=($rpid); sleep 0.3
       # no relay, no loss: the cell would prove nothing
       kill -0 "$rpid" 2>/dev/null || { log "  the loss relay did not start:"; cat "$WORK/relay.log" >&2; echo fail; return; }
@@ -506,6 +512,6 @@ done
   echo
   echo "Media path: files are hd.mp4 and tsdemo.ts downloaded from the edge (\`--files-listen\`) and byte-compared with the origin's media files; cold: through a fresh edge whose /metrics count a miss per object; warm: again, counted as cache hits; range: bytes=300000-700000 of hd.mp4 (across segments), compared with that slice; segue/1: interop/segue_player.py plays \`demo\` (real time when cold, unpaced when warm) and verifies every track's frame count and content hash against the manifest; signed URLs: the same player is refused (401) by an edge requiring grants when its URL has none, and plays (verified) the URL \`segue token\` signed. Captures: tshark reads no QUIC stream data from a capture without a key log, and with one side's finds the request line (hq-interop), HTTP/3 HEADERS frames, or the player's DESCRIBE (segue/1)."
   echo
-  echo "pass: the files downloaded equal the server's, and for chacha20 the cipher, for retry the Retry, for resumption the resumed session, for keyupdate the new key phase, for zerortt the early data accepted, as verified (by each side that reports it: aioquic either way; our server finds the client's ticket and sees the requests arrive before the handshake completes; our client's resumed handshake has no certificate to verify and its 0-RTT requests are accepted; ngtcp2's client sends its requests in 0-RTT packets and does not see them rejected); unsupported (media path): the client cannot send a Range header (hq-interop has none; ngtcp2's example client sends none). Loss cases go through \`segue lab impair\`: transferloss 2 % and handshakeloss 30 % (five connections, one after the other) of the packets lost each way, at most 3 in a row, as in the quic-interop-runner's simulator; they pass only if packets were lost. In handshakeloss every endpoint runs with a 120 s idle and handshake timeout and each client run may take 150 s (a lost Finished can take 40 s and more to get through: see \`idle_opts\` in run.sh)."
+  echo "pass: the files downloaded equal the server's, and for chacha20 the cipher, for retry the Retry, for resumption the resumed session, for keyupdate the new key phase, for zerortt the early data accepted, as verified (by each side that reports it: aioquic either way; our server finds the client's ticket and sees the requests arrive before the handshake completes; our client's resumed handshake has no certificate to verify and its 0-RTT requests are accepted; ngtcp2's client sends its requests in 0-RTT packets and does not see them rejected); unsupported (media path): the client cannot send a Range header (hq-interop has none; ngtcp2's example client sends none). Loss cases go through \`segue-lab impair\`: transferloss 2 % and handshakeloss 30 % (five connections, one after the other) of the packets lost each way, at most 3 in a row, as in the quic-interop-runner's simulator; they pass only if packets were lost. In handshakeloss every endpoint runs with a 120 s idle and handshake timeout and each client run may take 150 s (a lost Finished can take 40 s and more to get through: see \`idle_opts\` in run.sh)."
 } | tee "$OUT"
 exit $failed

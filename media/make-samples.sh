@@ -9,7 +9,7 @@
 #   long.mp4        60 s, for prefix/suffix and bench runs
 #   hd.mp4          8 s of 1280x720 at ~3 Mbit/s: a realistic bitrate for egress benchmarks
 #
-# Not committed (large), made on demand by `segue lab run` and `segue bench|soak --samples`
+# Not committed (large), made on demand by `segue-lab run` and `segue-lab bench|soak --samples`
 # when a scenario names them, or by `media/make-samples.sh hd3 hd8 [DIR]`:
 #   hd3.mp4         20 s of 1280x720 at 3.3 Mbit/s CBR (HD as users stream it)
 #   hd8.mp4         20 s of 1920x1080 at 8 Mbit/s CBR (higher-bitrate HD)

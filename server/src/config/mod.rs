@@ -140,6 +140,46 @@ pub fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
+/// `argv` (a command line of `cmd`) with the config file's settings for its subcommand
+/// spliced in.
+pub fn argv_with_config(
+    cmd: &clap::Command,
+    argv: Vec<OsString>,
+) -> Result<Vec<OsString>, ConfigError> {
+    let Some(path) = config_path(&argv) else {
+        return Ok(argv);
+    };
+    let text = read(&path)?;
+    let found = argv.iter().enumerate().skip(1).find_map(|(i, a)| {
+        let sub = cmd.find_subcommand(a.to_str()?)?;
+        Some((i, sub))
+    });
+    let Some((at, sub)) = found else {
+        return Ok(argv);
+    };
+    let known = |c: &clap::Command| -> Vec<(String, bool)> {
+        c.get_arguments()
+            .filter(|a| a.get_id() != "config")
+            .filter_map(|a| Some((a.get_long()?.to_owned(), !a.get_action().takes_values())))
+            .collect()
+    };
+    // A nested command (`edge status`, `media list`) takes what it knows from its parent's
+    // section (`media` from `[origin]`).
+    let nested = argv
+        .get(at + 1)
+        .and_then(|a| sub.find_subcommand(a.to_str()?));
+    if let Some(n) = nested {
+        let section = match sub.get_name() {
+            "media" => "origin",
+            other => other,
+        };
+        let args = section_args_for(&path, &text, section, &known(n), false)?;
+        return Ok(splice(argv, at + 1, args));
+    }
+    let args = section_args(&path, &text, sub.get_name(), &known(sub))?;
+    Ok(splice(argv, at, args))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

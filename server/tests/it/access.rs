@@ -9,11 +9,8 @@ use std::sync::Arc;
 
 use segue_client::play::{PlayOptions, play};
 use segue_server::access::{self, Keys};
-use segue_server::edge::EdgeOptions;
-use segue_server::edge::store::Store;
 use segue_server::files::ObjectFiles;
 use segue_server::hq::{self, ClientOptions};
-use segue_server::node::NodeOptions;
 use segue_wire::SegueUrl;
 use segue_wire::segment::{Params, ResponseFrame, SegmentRequest, Status, decode_response_frame};
 
@@ -30,21 +27,15 @@ struct Setup {
 async fn setup() -> Setup {
     let origin = common::origin_with_sample("demo.mp4").await;
     let keys = Arc::new(Keys::new(&[OLD.to_vec(), NEW.to_vec()]).unwrap());
-    let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, 4_000_000).unwrap();
-    let up = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
-    let (edge, addr, serving) = segue_server::loopback::edge(
-        &origin.tls,
-        store,
-        up,
-        EdgeOptions::default(),
-        NodeOptions {
-            access: Some(keys.clone()),
-            ..NodeOptions::default()
-        },
-        origin.stop_rx(),
-    )
-    .unwrap();
-    tokio::spawn(serving);
+    let key_file = origin.dir.path().join("token-keys");
+    let mut lines = [OLD, NEW]
+        .map(|k| String::from_utf8(k.to_vec()).unwrap())
+        .join("\n");
+    lines.push('\n');
+    std::fs::write(&key_file, lines).unwrap();
+    let common::TestEdge { edge, addr, .. } = origin
+        .edge_with("edge", |c| c.tls.token_key_file = Some(key_file))
+        .await;
     let srv = hq::server_endpoint(
         "127.0.0.1:0".parse().unwrap(),
         &origin.tls.cert,

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::process::{free_port, media_with, origin_args, segue, tls_args};
 use segue_client::ConnectOptions;
+use segue_net::NodeTls;
 use segue_net::{Congestion, TransportSettings, transport::controller_of};
-use segue_server::loopback::NodeTls;
 use segue_wire::SegueUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

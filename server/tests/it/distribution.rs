@@ -14,8 +14,6 @@ use segue_server::distribute::Distributor;
 use segue_server::edge::EdgeOptions;
 use segue_server::edge::store::Store;
 use segue_server::edge::upstream::Upstream;
-use segue_server::loopback;
-use segue_server::node::NodeOptions;
 use segue_server::placement::hint::parse_json;
 use segue_server::push::{self, PushError};
 use segue_server::source::{LibrarySource, Offer, Source, SourceError};
@@ -33,20 +31,8 @@ async fn play_case(origin: &common::TestOrigin, edge: &common::TestEdge, object:
 }
 
 /// An edge with default options (no pushes), on its own cache directory: its URL.
-fn start_closed_edge(origin: &common::TestOrigin) -> SegueUrl {
-    let store = Store::open(&origin.dir.path().join("closed"), 1 << 30, 4_000_000).unwrap();
-    let url = SegueUrl::parse(&format!("segue://localhost:{}/", origin.addr.port())).unwrap();
-    let (_, addr, serving) = loopback::edge(
-        &origin.tls,
-        store,
-        url,
-        EdgeOptions::default(),
-        NodeOptions::default(),
-        origin.stop_rx(),
-    )
-    .unwrap();
-    tokio::spawn(serving);
-    SegueUrl::parse(&format!("segue://localhost:{}/", addr.port())).unwrap()
+async fn start_closed_edge(origin: &common::TestOrigin) -> SegueUrl {
+    origin.edge_with("closed", |_| {}).await.url
 }
 
 /// The status a refused push got (panics on any other outcome).
@@ -176,7 +162,7 @@ async fn the_receiver_checks_what_it_is_pushed() {
     let to_origin = push::offer(&oconn, &origin.source, &m, offer).await;
     assert_eq!(refused(to_origin).0, Status::Unauthorized);
     // Nor does an edge that was not told to.
-    let closed = start_closed_edge(&origin);
+    let closed = start_closed_edge(&origin).await;
     let cconn = node_conn(closed).await;
     let (status, reason) = refused(push::offer(&cconn, &origin.source, &m, offer).await);
     assert_eq!(status, Status::Unauthorized);
@@ -238,8 +224,8 @@ async fn a_hint_prepositions_the_prefix_before_its_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prefixes_grow_when_the_origin_link_worsens() {
-    use segue_server::lab::impair::LinkSpec;
-    use segue_server::lab::relay::{self, RelaySpec};
+    use segue_impair::impair::LinkSpec;
+    use segue_impair::relay::{self, RelaySpec};
     let origin = common::origin_with_sample("demo.mp4").await;
     // The origin link: fast, then from 3 s on 100 kbit/s (under half the sample's bitrate).
     let down = LinkSpec {
@@ -258,7 +244,7 @@ async fn prefixes_grow_when_the_origin_link_worsens() {
         down,
         seed: 1,
     };
-    let r = relay::udp(loopback::any_port(), origin.addr, spec)
+    let r = relay::udp("127.0.0.1:0".parse().unwrap(), origin.addr, spec)
         .await
         .unwrap();
     let store = Store::open(&origin.dir.path().join("edge"), 1 << 30, 4_000_000).unwrap();
@@ -267,16 +253,10 @@ async fn prefixes_grow_when_the_origin_link_worsens() {
         probe_after: Some(Duration::from_secs(2)),
         ..EdgeOptions::default()
     };
-    let (edge, _, serving) = loopback::edge(
-        &origin.tls,
-        store,
-        url,
-        opts,
-        NodeOptions::default(),
-        origin.stop_rx(),
-    )
-    .unwrap();
-    tokio::spawn(serving);
+    // The edge's source alone (no sessions here), with a short probe period.
+    let client = client_endpoint(&origin.tls, Default::default()).unwrap();
+    let up = Upstream::new(client, url, segue_server::edge::upstream::DEFAULT_TIMEOUT);
+    let edge = segue_server::edge::EdgeSource::new(store, up, opts);
     // The configured 4 s prefix (two segments), fetched over the fast link.
     assert_eq!(edge.warm(&demo()).await.unwrap(), 2);
     let before = edge.store().objects()[0].clone();

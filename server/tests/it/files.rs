@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use segue_net::NodeTls;
 use segue_server::files::ObjectFiles;
 use segue_server::hq::{self, ClientOptions};
-use segue_server::loopback::NodeTls;
 use segue_server::source::Source;
 
 const SAMPLE: &str = "hd.mp4";

@@ -5,9 +5,9 @@ use segue_server::admission::{ConnectionLimits, RetryPolicy};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use segue_net::NodeTls;
 use segue_server::files::DirFiles;
 use segue_server::hq::{self, ClientOptions, ServerStats};
-use segue_server::loopback::NodeTls;
 
 struct Server {
     _dir: tempfile::TempDir,
@@ -580,8 +580,8 @@ async fn idle_timeouts_are_the_ones_asked_for() {
 /// than taking it for hq-interop.
 #[tokio::test]
 async fn a_client_hello_spread_over_packets_is_served_by_its_protocol() {
-    use segue_server::lab::impair::LinkSpec;
-    use segue_server::lab::relay::{self, Counters, RelaySpec};
+    use segue_impair::impair::LinkSpec;
+    use segue_impair::relay::{self, Counters, RelaySpec};
     let s = server(false);
     // The relay loses the client's second datagram: the rest of its ClientHello.
     let spec = RelaySpec {

@@ -262,7 +262,7 @@ async fn sessions_per_connection() {
 /// timeout: then the connection is closed and its place freed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_client_is_dropped_at_the_idle_timeout() {
-    use segue_server::lab::relay::{RelaySpec, udp};
+    use segue_impair::relay::{RelaySpec, udp};
     let origin = common::origin_with_sample("demo.mp4").await;
     let addr = node(
         &origin,

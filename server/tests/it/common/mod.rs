@@ -8,10 +8,10 @@ pub mod process;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use segue_net::NodeTls;
 use segue_server::config::{EdgeConfig, OriginConfig};
 use segue_server::edge::EdgeSource;
 use segue_server::edge::node::Edge;
-use segue_server::loopback::NodeTls;
 use segue_server::origin::Origin;
 use segue_server::source::LibrarySource;
 use segue_wire::SegueUrl;
@@ -59,13 +59,23 @@ impl TestOrigin {
     /// `<dir>/edge` with a `prefix_us` prefix, taking pushes, serving on loopback until the
     /// origin stops.
     pub async fn edge(&self, prefix_us: u64) -> TestEdge {
+        self.edge_with("edge", |c| {
+            c.prefix_secs = prefix_us.div_ceil(1_000_000);
+            c.accept_pushes = true;
+        })
+        .await
+    }
+
+    /// An edge of this origin with `segue edge`'s defaults (4 s prefix) changed by `set`,
+    /// caching in `<dir>/<cache>`, serving on loopback until the origin stops.
+    pub async fn edge_with(&self, cache: &str, set: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
         let url = SegueUrl::parse(&format!("segue://localhost:{}/", self.addr.port())).unwrap();
         let mut c = EdgeConfig::new(&url).unwrap();
         on_loopback(&self.tls, &mut c.tls.cert, &mut c.ca, &mut c.listen);
-        c.cache_dir = self.dir.path().join("edge");
+        c.cache_dir = self.dir.path().join(cache);
         c.cache_size = 1 << 30;
-        c.prefix_secs = prefix_us.div_ceil(1_000_000);
-        c.accept_pushes = true;
+        c.prefix_secs = 4;
+        set(&mut c);
         let edge = Edge::start(c, self.stop_rx()).await.unwrap();
         let (source, addr) = (edge.source().clone(), edge.addr());
         tokio::spawn(edge.wait());
@@ -121,16 +131,6 @@ pub fn empty_advert(sender: &str) -> segue_wire::advert::Advert {
         period_ms: 1000,
         holdings: vec![],
     }
-}
-
-/// Whether network namespaces work here (root); CI sets SEGUE_REQUIRE_NETNS, which turns a
-/// missing one into a failure instead of a skip.
-pub fn netns_available() -> bool {
-    available_or_required(
-        segue_server::lab::netns::available(),
-        "SEGUE_REQUIRE_NETNS",
-        "network namespaces",
-    )
 }
 
 /// A test's precondition: true when met; when not, a skip (false), or a failure when CI set

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use segue_server::loopback::NodeTls;
+use segue_net::NodeTls;
 
 /// A child process killed (SIGKILL) when dropped.
 pub struct Kid(pub Child);
@@ -23,8 +23,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The node binary: `segue` for the server's tests, `segue-lab` (whose hidden `origin` and
+/// `edge` commands are `segue`'s, `segue_server::cli`) for the lab's, which share this file.
+pub fn segue_bin() -> &'static str {
+    option_env!("CARGO_BIN_EXE_segue")
+        .or(option_env!("CARGO_BIN_EXE_segue-lab"))
+        .expect("a test of segue-server or segue-lab")
+}
+
 pub fn segue(args: &[String], log: &Path) -> Kid {
-    Kid(Command::new(env!("CARGO_BIN_EXE_segue"))
+    Kid(Command::new(segue_bin())
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())

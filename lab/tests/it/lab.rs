@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use segue_server::lab::run::{LabOptions, System, run};
-use segue_server::lab::scenario::Scenario;
-use segue_server::lab::summary::{summarize, write};
+use segue_lab::run::{LabOptions, System, run};
+use segue_lab::scenario::Scenario;
+use segue_lab::summary::{summarize, write};
 
 use crate::common;
 
@@ -136,9 +136,9 @@ async fn short_scenario_runs_end_to_end() {
 async fn a_play_that_fails_in_a_stall_reports_the_stall() {
     use std::time::Duration;
 
-    use segue_server::lab::impair::LinkSpec;
-    use segue_server::lab::relay::{self, RelaySpec};
-    use segue_server::loopback;
+    use segue_lab::impair::LinkSpec;
+    use segue_lab::loopback;
+    use segue_lab::relay::{self, RelaySpec};
 
     let origin = common::origin_with_sample("long.mp4").await;
     // Up for the first 1.5 s, then down (for 1000 s).
@@ -261,7 +261,7 @@ async fn short_scenario_on_nginx_hls() {
 /// SEGUE_REQUIRE_NETNS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_scenario_on_the_packet_level_network() {
-    if !common::netns_available() {
+    if !crate::support::netns_available() {
         return;
     }
     let s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
@@ -274,7 +274,7 @@ async fn short_scenario_on_the_packet_level_network() {
             progress: false,
             system,
             netns: true,
-            segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue"))),
+            segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue-lab"))),
         };
         let o = run(&s, &opts).await.unwrap();
         assert!(
@@ -327,7 +327,7 @@ async fn short_scenario_on_the_packet_level_network() {
 /// byte-exact. Then the same edges not cooperating: no helper bytes at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helpers_on_the_packet_level_network() {
-    if !common::netns_available() {
+    if !crate::support::netns_available() {
         return;
     }
     let text = r#"
@@ -378,7 +378,7 @@ sampled = 0
         progress: false,
         system,
         netns: true,
-        segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue"))),
+        segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue-lab"))),
     };
     let o = run(&s, &opts(System::Segue)).await.unwrap();
     assert_eq!(o.plays.len(), 6);
@@ -418,8 +418,8 @@ sampled = 0
 /// and ffmpeg; CI has them): every play byte-exact, the table and the heatmaps written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_few_matrix_cells_end_to_end() {
-    use segue_server::lab::matrix::{self, Hop, Loss, MatrixSpec};
-    if !common::netns_available() {
+    use segue_lab::matrix::{self, Hop, Loss, MatrixSpec};
+    if !crate::support::netns_available() {
         return;
     }
     if !nginx_available().await {
@@ -443,7 +443,7 @@ async fn a_few_matrix_cells_end_to_end() {
     let rs = matrix::run(
         &spec,
         &repo().join("media/samples"),
-        Some(PathBuf::from(env!("CARGO_BIN_EXE_segue"))),
+        Some(PathBuf::from(env!("CARGO_BIN_EXE_segue-lab"))),
         out.path(),
         false,
     )

@@ -1,7 +1,7 @@
-//! Trace-driven placement simulator (`segue lab sim`): one edge cache, a seeded request
+//! Trace-driven placement simulator (`segue-lab sim`): one edge cache, a seeded request
 //! trace (Zipf popularity, early quits), and four policies measured on the same trace:
 //!
-//! - **segue**: the edge's policy, built from `crate::placement` (the same code, not a copy):
+//! - **segue**: the edge's policy, built from `segue_server::placement` (the same code, not a copy):
 //!   decayed request counts, a watch model learned from finished plays, the link's required
 //!   prefix; every segment a play pulls through is admitted if it is worth more than the
 //!   least valuable cached tail segment, which is evicted.
@@ -20,10 +20,10 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 
-use crate::placement::link::{LinkEstimate, required_prefix_s};
-use crate::placement::popularity::Popularity;
-use crate::placement::value::{density, plan};
-use crate::placement::watch::WatchModel;
+use segue_server::placement::link::{LinkEstimate, required_prefix_s};
+use segue_server::placement::popularity::Popularity;
+use segue_server::placement::value::{density, plan};
+use segue_server::placement::watch::WatchModel;
 
 /// What to simulate.
 #[derive(Debug, Clone)]

@@ -21,11 +21,11 @@ use tokio::time::Instant;
 use super::population::{Planned, plan};
 use super::relay::{self, Counters, Relay, RelaySpec, RelayStats};
 use super::scenario::Scenario;
-use crate::edge::store::Store;
-use crate::edge::{EdgeOptions, EdgeSource};
-use crate::library::{Library, LibraryOptions};
 use crate::loopback::{self, NodeTls};
-use crate::node::NodeOptions;
+use segue_server::edge::store::Store;
+use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_server::library::{Library, LibraryOptions};
+use segue_server::node::NodeOptions;
 
 /// Which system carries the plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
@@ -119,7 +119,10 @@ pub struct EdgeCounters {
 
 impl EdgeCounters {
     /// An edge's own counters on top of its link's (`base`).
-    pub(crate) fn from_snapshot(st: &crate::edge::StatsSnapshot, base: EdgeCounters) -> Self {
+    pub(crate) fn from_snapshot(
+        st: &segue_server::edge::StatsSnapshot,
+        base: EdgeCounters,
+    ) -> Self {
         EdgeCounters {
             full_hits: st.full_hits,
             prefix_hits: st.prefix_hits,
@@ -419,7 +422,7 @@ pub(crate) async fn ingest(
         media_root: w.join("media"),
         data_dir: data.to_owned(),
         target_segment_us: s.media.segment_ms.saturating_mul(1000),
-        scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
+        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
     };
     let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
     if !lib.failures.is_empty() {
@@ -598,17 +601,17 @@ async fn run_segue(
                         },
                     )
                     .await?;
-                    peers.push(crate::helper::PeerConf {
+                    peers.push(segue_server::helper::PeerConf {
                         name: other.name.clone(),
                         url: SegueUrl::parse(&format!("segue://localhost:{}/", r.local.port()))?,
                         scope: Some(scope),
                     });
                     peer_relays.push(r);
                 }
-                let mut opts = crate::helper::HelperOptions::new(&e.name, peers);
-                opts.periods =
-                    crate::helper::scope::Periods::parse(&h.periods).map_err(anyhow::Error::msg)?;
-                opts.collective = crate::helper::scope::Scope::parse(&h.collective)
+                let mut opts = segue_server::helper::HelperOptions::new(&e.name, peers);
+                opts.periods = segue_server::helper::scope::Periods::parse(&h.periods)
+                    .map_err(anyhow::Error::msg)?;
+                opts.collective = segue_server::helper::scope::Scope::parse(&h.collective)
                     .map_err(anyhow::Error::msg)?;
                 Some(opts)
             }

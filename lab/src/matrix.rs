@@ -1,4 +1,4 @@
-//! `segue lab matrix`: the continuity matrix. A grid of short seeded scenarios over RTT ×
+//! `segue-lab matrix`: the continuity matrix. A grid of short seeded scenarios over RTT ×
 //! loss × impaired hop × bitrate, each run for every system on the packet-level network
 //! (`--netns`: real kernel TCP for nginx-HLS, the real node binaries for Segue), then one
 //! table (`matrix.md`, `matrix.csv`, `matrix.json`) and heatmaps (PNG and SVG) of rebuffer

@@ -1,4 +1,4 @@
-//! `segue soak`: many paced players against one edge for a bounded time, printing what a
+//! `segue-lab soak`: many paced players against one edge for a bounded time, printing what a
 //! long run shows and a short test does not: stalls and failures under load, every play's
 //! bytes checked against the manifest, and the edge's memory and CPU over time (a leak shows
 //! as a rising RSS). Origin and edge run as child processes on loopback (so their memory and
@@ -91,7 +91,7 @@ async fn player(
         let mut o = PlayOptions::new(urls[n % urls.len()].clone(), ca.clone());
         o.connect.transport = TransportSettings::with(congestion);
         // Each player from its own address, as viewers are (the edge's per-client limit).
-        o.connect.bind = Some(crate::lab::run::loopback_viewer(k));
+        o.connect.bind = Some(crate::run::loopback_viewer(k));
         o.give_up_at = Some(end);
         o.stall_timeout = Duration::from_secs(20);
         n += 1;
@@ -127,7 +127,7 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
     let (dir, media) = (&stage.dir, &stage.media);
     let ca = stage.ca.clone();
     for stem in &o.objects {
-        crate::lab::run::ensure_sample(&o.samples, stem)?;
+        crate::run::ensure_sample(&o.samples, stem)?;
         let f = format!("{stem}.mp4");
         std::fs::copy(o.samples.join(&f), media.join(&f))
             .with_context(|| format!("samples: {f}"))?;
@@ -207,15 +207,15 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         .collect::<Result<_, _>>()?;
     // Each object played once unpaced first (the edge's cache holds it from then on); its
     // bitrate from the manifest.
-    let lib_opts = crate::library::LibraryOptions {
+    let lib_opts = segue_server::library::LibraryOptions {
         media_root: media.to_owned(),
         data_dir: dir.join("describe"),
         target_segment_us: 2_000_000,
-        scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
+        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
     };
     // Ingest reads the files: off the runtime the players share.
-    let lib =
-        tokio::task::spawn_blocking(move || crate::library::Library::open(&lib_opts)).await??;
+    let lib = tokio::task::spawn_blocking(move || segue_server::library::Library::open(&lib_opts))
+        .await??;
     let mut described = Vec::new();
     for (u, name) in urls.iter().zip(&o.objects) {
         let mut p = PlayOptions::new(u.clone(), ca.clone());

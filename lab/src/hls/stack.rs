@@ -11,12 +11,12 @@ use tokio::time::Instant;
 use super::nginx::{self, Nginx};
 use super::player::{self, HlsPlayOptions};
 use super::prepare::{self, HlsObject};
-use crate::lab::relay::{self, RelaySpec};
-use crate::lab::run::{
+use crate::loopback::{self, NodeTls};
+use crate::relay::{self, RelaySpec};
+use crate::run::{
     EdgeLinks, LabOptions, Outcome, PlaySpec, System, drive, ingest, link_counters, outcome,
 };
-use crate::lab::scenario::Scenario;
-use crate::loopback::{self, NodeTls};
+use crate::scenario::Scenario;
 
 struct EdgeNode {
     links: EdgeLinks,
@@ -112,7 +112,7 @@ pub async fn run(
             &client_tls,
             &objects[spec.object],
             Some(&spec),
-            Some(crate::lab::run::loopback_viewer(spec.id)),
+            Some(crate::run::loopback_viewer(spec.id)),
         );
         opts.startup_buffer = spec.startup_buffer;
         async move { player::play(&opts).await }
@@ -124,7 +124,7 @@ pub async fn run(
         .iter()
         .map(|e| {
             let c = e.nginx.cache_counts();
-            crate::lab::run::EdgeCounters {
+            crate::run::EdgeCounters {
                 segments_from_origin: c.misses,
                 origin_payload_bytes: c.upstream_bytes,
                 http_cache_hits: c.hits,

@@ -5,23 +5,21 @@
 //! loss, as the old TCP relay did, fails this. The TCP sender uses CUBIC, Linux's default
 //! (this kernel's default may be BBR, which random loss slows far less).
 
-use crate::common;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use segue_server::lab::bulk;
-use segue_server::lab::fabric::{Fabric, Running};
-use segue_server::lab::impair::LinkSpec;
-use segue_server::lab::relay::{Counters, RelayStats};
+use segue_lab::bulk;
+use segue_lab::fabric::{Fabric, Running};
+use segue_lab::impair::LinkSpec;
+use segue_lab::relay::{Counters, RelayStats};
 use std::sync::Arc;
 
 const BYTES: u64 = 1_000_000;
 
 fn segue() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_segue"))
+    PathBuf::from(env!("CARGO_BIN_EXE_segue-lab"))
 }
 
 /// One way: 40 ms delay and `loss`.
@@ -72,7 +70,7 @@ impl Net {
 }
 
 async fn spawn_in(ns: &str, args: &[String]) -> tokio::process::Child {
-    segue_server::lab::netns::Topology::command(ns, &segue())
+    segue_lab::netns::Topology::command(ns, &segue())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -89,7 +87,6 @@ async fn tcp_secs(loss: f64) -> (f64, (u64, u64)) {
     let _src = spawn_in(
         &net.ns,
         &[
-            "lab".into(),
             "bulk".into(),
             "--listen".into(),
             to.to_string(),
@@ -180,7 +177,7 @@ async fn quic_secs(loss: f64, dir: &Path) -> (f64, (u64, u64)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loss_slows_kernel_tcp_and_quic_alike() {
-    if !common::netns_available() {
+    if !crate::support::netns_available() {
         return;
     }
     let (clean, (lost_clean, carried)) = tcp_secs(0.0).await;

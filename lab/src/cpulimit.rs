@@ -1,5 +1,5 @@
 //! A CPU bandwidth limit for one child process, through Linux cgroups (the v1 `cpu`
-//! controller, or v2's `cpu.max`): how `segue soak --edge-cpu` measures sessions per edge core
+//! controller, or v2's `cpu.max`): how `segue-lab soak --edge-cpu` measures sessions per edge core
 //! when the players, on the one other core of a small machine, cannot load a whole edge core.
 //! The edge gets `share` of a core in every 10 ms period and is throttled for the rest, so it
 //! runs in bursts: harder on its pacing and timers than a core of that size would be, never

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::impair::{Fate, Link, LinkSpec, SharedRate};
+use crate::impair::{Fate, Link, LinkSpec, SharedRate};
 
 /// Most UDP flows (client addresses) one relay keeps; later ones are refused.
 pub const MAX_FLOWS: usize = 4096;
@@ -47,7 +47,7 @@ impl Counters {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
-    pub(crate) fn add(c: &AtomicU64, v: u64) {
+    pub fn add(c: &AtomicU64, v: u64) {
         c.fetch_add(v, Ordering::Relaxed);
     }
 }

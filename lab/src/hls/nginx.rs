@@ -175,7 +175,7 @@ impl Nginx {
         let path = dir.join("nginx.conf");
         std::fs::write(&path, conf)?;
         let mut cmd = match &place.ns {
-            Some(ns) => crate::lab::netns::Topology::command(ns, nginx),
+            Some(ns) => crate::netns::Topology::command(ns, nginx),
             None => tokio::process::Command::new(nginx),
         };
         let child = cmd

@@ -6,11 +6,11 @@ use crate::common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use segue_lab::loopback::{self, NodeTls};
 use segue_server::edge::store::Store;
 use segue_server::edge::{EdgeOptions, EdgeSource};
 use segue_server::helper::scope::{Periods, RttLimits, Scope};
 use segue_server::helper::{HelperOptions, PeerConf};
-use segue_server::loopback::{self, NodeTls};
 use segue_server::node::NodeOptions;
 use segue_server::source::Source;
 use segue_wire::{ObjectName, SegueUrl};

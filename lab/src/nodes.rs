@@ -1,4 +1,4 @@
-//! A scenario on the packet-level network (`segue lab run --netns`, root only): the origin
+//! A scenario on the packet-level network (`segue-lab run --netns`, root only): the origin
 //! and every edge run as processes in their own network namespaces, each behind one TUN
 //! device of the [`fabric`](super::fabric), and the players (one source address each) live on
 //! the runner's own device. Every packet between them, Segue's QUIC or nginx's kernel TCP,
@@ -26,8 +26,8 @@ use super::run::{
     Viewers, drive, drive_segue, ingest, link_counters, outcome,
 };
 use super::scenario::Scenario;
-use crate::edge::StatsFile;
 use crate::loopback::NodeTls;
+use segue_server::edge::StatsFile;
 
 const ORIGIN_PORT: u16 = 8554;
 const EDGE_PORT: u16 = 8555;
@@ -241,12 +241,7 @@ pub async fn run(
                 "bulk",
                 &net.edges[*i].0,
                 &bin,
-                &[
-                    "lab".into(),
-                    "bulk".into(),
-                    "--listen".into(),
-                    addr.to_string(),
-                ],
+                &["bulk".into(), "--listen".into(), addr.to_string()],
                 &logs,
             )?)
         }

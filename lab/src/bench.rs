@@ -1,4 +1,4 @@
-//! `segue bench`: figures, not pass/fail. Origin and edge run as child processes (so the
+//! `segue-lab bench`: figures, not pass/fail. Origin and edge run as child processes (so the
 //! edge's memory can be read); players run in this process.
 
 use std::path::{Path, PathBuf};
@@ -306,7 +306,7 @@ async fn egress(
         .map(|k| {
             let (url, ca) = (url.clone(), ca.to_path_buf());
             // Each client from its own address, as viewers are (the edge's per-client limit).
-            let from = crate::lab::run::loopback_viewer(k);
+            let from = crate::run::loopback_viewer(k);
             tokio::spawn(async move {
                 let mut bytes = 0u64;
                 if sink {
@@ -501,7 +501,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
                 tokio::spawn(async move {
                     if let Ok(url) = url {
                         let mut p = PlayOptions::new(url, ca);
-                        p.connect.bind = Some(crate::lab::run::loopback_viewer(k));
+                        p.connect.bind = Some(crate::run::loopback_viewer(k));
                         p.connect.transport = TransportSettings::with(cc);
                         p.stall_timeout = Duration::from_secs(30);
                         play(&p).await;
@@ -573,7 +573,7 @@ async fn idle_connections(
     let mut endpoints = Vec::new();
     // 50 handshakes at a time, each 50 from an address of their own.
     for (k, chunk) in (0..n).collect::<Vec<_>>().chunks(50).enumerate() {
-        let from = std::net::SocketAddr::new(crate::lab::run::loopback_viewer(10_000 + k), 0);
+        let from = std::net::SocketAddr::new(crate::run::loopback_viewer(10_000 + k), 0);
         let mut ep = quinn::Endpoint::client(from)?;
         ep.set_default_client_config(quinn::ClientConfig::new(quic.clone()));
         let mut set = tokio::task::JoinSet::new();

@@ -1,6 +1,6 @@
 //! A bulk TCP flow for the lab: a source that sends bytes to whoever connects, and a sink
 //! that reads them and measures the rate. The competing flow of a shared-bottleneck scenario
-//! and the kernel-TCP half of the fabric's tests (`segue lab bulk` runs the source inside a
+//! and the kernel-TCP half of the fabric's tests (`segue-lab bulk` runs the source inside a
 //! node's namespace).
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,4 +1,4 @@
-//! In-process nodes on loopback, as `segue demo` and the lab run them: dev credentials, an
+//! In-process nodes on loopback, as `segue-lab demo` and the lab run them: dev credentials, an
 //! origin serving a library and edges in front of it, all real QUIC servers stopped by one
 //! shared signal. Each returns its address and the future that serves; the caller spawns it
 //! (a `JoinSet` aborts what it holds when dropped, which the lab relies on for Ctrl-C).
@@ -9,14 +9,14 @@ use std::sync::Arc;
 use segue_wire::SegueUrl;
 use tokio::sync::watch;
 
-use crate::edge::store::Store;
-use crate::edge::upstream::{self, Upstream};
-use crate::edge::{EdgeOptions, EdgeSource};
-use crate::library::Library;
-use crate::node::{NodeOptions, serve};
-use crate::source::LibrarySource;
 pub use segue_net::NodeTls;
 use segue_net::{TransportLimits, client_endpoint, server_endpoint};
+use segue_server::edge::store::Store;
+use segue_server::edge::upstream::{self, Upstream};
+use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_server::library::Library;
+use segue_server::node::{NodeOptions, serve};
+use segue_server::source::LibrarySource;
 
 /// 127.0.0.1 with a port the system picks.
 pub fn any_port() -> SocketAddr {
@@ -82,7 +82,7 @@ pub fn helper(
     origin: SegueUrl,
     opts: EdgeOptions,
     node: NodeOptions,
-    helpers: Option<crate::helper::HelperOptions>,
+    helpers: Option<segue_server::helper::HelperOptions>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(
     EdgeSource,
@@ -91,7 +91,7 @@ pub fn helper(
 )> {
     let client = client_endpoint(tls, Default::default())?;
     let helpers = helpers.map(|h| {
-        Arc::new(crate::helper::Helpers::new(
+        Arc::new(segue_server::helper::Helpers::new(
             h,
             &client,
             upstream::DEFAULT_TIMEOUT,
