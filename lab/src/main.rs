@@ -571,28 +571,13 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    use clap::{CommandFactory as _, FromArgMatches as _};
-    let argv =
-        segue_server::config::argv_with_config(&Cli::command(), std::env::args_os().collect())?;
-    // A flag given twice (config file, then command line) takes its last value.
-    let matches = Cli::command()
-        .args_override_self(true)
-        .mut_subcommands(|s| s.args_override_self(true))
-        .get_matches_from(argv);
-    let cli = Cli::from_arg_matches(&matches)?;
+    let cli: Cli = segue_server::cli::parse_args()?;
     // The demo, the bench and the runner print tables and only log problems; nodes log
     // what they do.
-    let default = match cli.command {
+    segue_server::cli::init_logging(match cli.command {
         Command::Demo(_) | Command::Bench(_) | Command::Lab(LabCommand::Run(_)) => "warn",
         _ => "info",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    });
     match cli.command {
         Command::Demo(a) => run_demo(a).await,
         Command::Soak(a) => {

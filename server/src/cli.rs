@@ -15,6 +15,29 @@ use crate::config::{EdgeConfig, OriginConfig};
 use crate::edge::node::Edge;
 use crate::origin::Origin;
 
+/// The command line of `C` with the `--config` file's settings for its subcommand spliced
+/// in (docs/CONFIG.md); a flag given twice (config file, then command line) takes its last
+/// value. Exits with clap's message on a bad command line.
+pub fn parse_args<C: clap::Parser>() -> anyhow::Result<C> {
+    let argv = crate::config::argv_with_config(&C::command(), std::env::args_os().collect())?;
+    let matches = C::command()
+        .args_override_self(true)
+        .mut_subcommands(|s| s.args_override_self(true))
+        .get_matches_from(argv);
+    Ok(C::from_arg_matches(&matches)?)
+}
+
+/// Logs to stderr at the levels `RUST_LOG` names, `default` without it.
+pub fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// `segue origin`: serves until SIGTERM or Ctrl-C; SIGHUP rescans the media root.
 pub async fn run_origin(c: OriginConfig) -> anyhow::Result<()> {
     let origin = Origin::start(c, shutdown_signal()).await?;

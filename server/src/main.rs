@@ -17,8 +17,8 @@ use segue_server::ingest::segmenter::SegmentScheme;
     about = "Segue: stored media over QUIC, origin to edge to player"
 )]
 struct Cli {
-    /// Settings file: a TOML section per command ([origin], [edge], [demo], [bench]) whose
-    /// keys are that command's flags; flags on the command line win. See docs/CONFIG.md.
+    /// Settings file: a TOML section per command ([origin], [edge]) whose keys are that
+    /// command's flags; flags on the command line win. See docs/CONFIG.md.
     #[arg(long, global = true, value_name = "FILE", env = "SEGUE_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -180,24 +180,9 @@ async fn media(c: MediaCommand) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    use clap::{CommandFactory as _, FromArgMatches as _};
-    let argv =
-        segue_server::config::argv_with_config(&Cli::command(), std::env::args_os().collect())?;
-    // A flag given twice (config file, then command line) takes its last value.
-    let matches = Cli::command()
-        .args_override_self(true)
-        .mut_subcommands(|s| s.args_override_self(true))
-        .get_matches_from(argv);
-    let cli = Cli::from_arg_matches(&matches)?;
+    let cli: Cli = segue_server::cli::parse_args()?;
     // Servers log what they do.
-    let default = "info";
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    segue_server::cli::init_logging("info");
     match cli.command {
         Command::Origin(c) => segue_server::cli::run_origin(*c).await,
         Command::Edge(EdgeCmd {
