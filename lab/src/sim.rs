@@ -22,7 +22,7 @@ use rand::{Rng as _, SeedableRng as _};
 
 use segue_server::placement::link::{LinkEstimate, required_prefix_s};
 use segue_server::placement::popularity::Popularity;
-use segue_server::placement::value::{density, plan};
+use segue_server::placement::value::{plan, segment_value};
 use segue_server::placement::watch::WatchModel;
 
 /// What to simulate.
@@ -240,14 +240,14 @@ impl Segue<'_> {
     fn value(&self, i: usize, k: usize) -> f64 {
         let o = &self.objs[i];
         let start = k as f64 * self.c.segment_s;
-        // An immediate start is worth `start_bonus` segments, shared by the required prefix.
-        let d = density(
-            1.0,
-            self.watch.survival(start / o.length_s),
+        segment_value(
+            self.pop.score(&i),
+            &self.watch,
+            start / o.length_s,
             k < o.required,
-            self.c.start_bonus / o.required as f64,
-        );
-        self.pop.score(&i) + d.log2()
+            self.c.start_bonus,
+            o.required,
+        )
     }
 
     fn set_tail(&mut self, i: usize) {

@@ -24,7 +24,7 @@ use crate::clock::unix_now;
 use crate::library::object_dir;
 use crate::placement::link::{LinkEstimate, required_prefix_s, share};
 use crate::placement::popularity::Popularity;
-use crate::placement::value::density;
+use crate::placement::value::segment_value;
 use crate::placement::watch::WatchModel;
 use crate::source::checksum_ok;
 
@@ -728,20 +728,15 @@ impl Store {
             for (j, h) in e.have.iter().enumerate() {
                 if *h && !(name == keep && j == keep_i) {
                     let seg = &m.segments[j];
-                    let d = density(
-                        1.0,
-                        st.watch
-                            .survival(seg.start_us as f64 / m.duration_us.max(1) as f64),
+                    let v = segment_value(
+                        score,
+                        &st.watch,
+                        seg.start_us as f64 / m.duration_us.max(1) as f64,
                         Self::in_prefix(prefix_us, m, j),
-                        START_BONUS / prefix_n as f64,
+                        START_BONUS,
+                        prefix_n,
                     );
-                    order.push((
-                        score + d.log2(),
-                        e.last_used,
-                        name.clone(),
-                        usize::MAX - j,
-                        seg.size,
-                    ));
+                    order.push((v, e.last_used, name.clone(), usize::MAX - j, seg.size));
                 }
             }
         }

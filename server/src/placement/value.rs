@@ -9,6 +9,29 @@
 //! valuable segments of an object always form a prefix, and evicting the least valuable
 //! segment first takes suffix segments of cold objects first and prefixes of hot ones last.
 
+/// The eviction value of a held segment, log2, on the popularity's common scale (comparable
+/// across objects at any time): the object's popularity `score` (log2 of its decayed request
+/// rate) plus log2 of the segment's [`density`] at rate 1. The segment starts at `position`
+/// (a share of the object's length); an immediate start is worth `start_bonus` segments,
+/// shared by the `prefix_segments` of the required prefix. The edge's eviction and the
+/// placement simulator both rank segments by this, so the simulator measures the edge's rule.
+pub fn segment_value(
+    score: f64,
+    watch: &super::watch::WatchModel,
+    position: f64,
+    in_required_prefix: bool,
+    start_bonus: f64,
+    prefix_segments: usize,
+) -> f64 {
+    let d = density(
+        1.0,
+        watch.survival(position),
+        in_required_prefix,
+        start_bonus / prefix_segments.max(1) as f64,
+    );
+    score + d.log2()
+}
+
 /// Value per byte per second of keeping a segment.
 pub fn density(rate: f64, survival: f64, in_required_prefix: bool, start_bonus: f64) -> f64 {
     let bonus = if in_required_prefix { start_bonus } else { 0.0 };
