@@ -68,8 +68,10 @@ pub struct PlayOptions {
     pub connect: ConnectOptions,
 }
 
-/// The error of a play stopped by [`PlayOptions::give_up_at`].
-pub const GAVE_UP: &str = "stopped at the run's time bound";
+/// The error of a play stopped by [`PlayOptions::give_up_at`] ([`Report::gave_up`]).
+#[derive(Debug, thiserror::Error)]
+#[error("stopped at the run's time bound")]
+pub struct GaveUp;
 
 impl PlayOptions {
     pub fn new(url: SegueUrl, ca: PathBuf) -> Self {
@@ -802,7 +804,7 @@ async fn play_inner(opts: &PlayOptions, report: &mut Report, t_req: Instant) -> 
             .give_up_at
             .is_some_and(|t| tokio::time::Instant::now() >= t)
         {
-            bail!("{GAVE_UP}");
+            return Err(GaveUp.into());
         }
         // Before playback, every track waits for its numbering (the PLAY response); after a
         // failover, a track plays what was carried over meanwhile.

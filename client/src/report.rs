@@ -56,6 +56,10 @@ pub struct Report {
     pub tracks: Vec<TrackReport>,
     /// Why playback ended early, if it did.
     pub error: Option<String>,
+    /// It ended early because the caller's time bound came (`PlayOptions::give_up_at`): a
+    /// lab or soak run cut it, with what it measured until then.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gave_up: bool,
     /// Set when the viewer stopped on purpose (`--watch`): media seconds played.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watched_until_s: Option<f64>,
@@ -71,6 +75,7 @@ impl Report {
     /// Closes a play begun at `started`: its error if it failed, wall time and mean bitrate.
     pub fn finish(&mut self, started: std::time::Instant, result: anyhow::Result<()>) {
         if let Err(e) = result {
+            self.gave_up = e.downcast_ref::<crate::play::GaveUp>().is_some();
             self.error = Some(format!("{e:#}"));
         }
         self.wall_s = started.elapsed().as_secs_f64();

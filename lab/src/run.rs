@@ -927,7 +927,7 @@ where
             active.fetch_sub(1, Ordering::Relaxed);
             done.fetch_add(1, Ordering::Relaxed);
             // A play that gave up at the bound is cut, with what it measured until then.
-            let cut = report.error.as_deref() == Some(segue_client::play::GAVE_UP);
+            let cut = report.gave_up;
             records.lock().await.push(PlayRecord {
                 id,
                 edge: edge_name,

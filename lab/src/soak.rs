@@ -104,7 +104,7 @@ async fn player(
         t.late.fetch_add(r.late_frames, Ordering::Relaxed);
         t.frames.fetch_add(r.frames_received, Ordering::Relaxed);
         t.bytes.fetch_add(r.bytes, Ordering::Relaxed);
-        if r.error.as_deref() == Some(segue_client::play::GAVE_UP) {
+        if r.gave_up {
             t.cut.fetch_add(1, Ordering::Relaxed);
             continue;
         }
