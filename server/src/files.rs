@@ -324,7 +324,7 @@ impl<S: Source> Body for ObjectBody<S> {
                 // The rest of the object is fetched ahead while this download runs.
                 let i = self.segment_of(first);
                 let case = self.source.will_play(&self.manifest, i);
-                tracing::debug!(object = %self.manifest.object, first, last, case, "file download");
+                tracing::debug!(object = %self.manifest.object, first, last, case = case.map(|c| c.as_str()), "file download");
                 self.reached = i;
                 self.at = Some(first);
                 first

@@ -85,7 +85,7 @@ struct Playing {
 struct Session {
     url: SegueUrl,
     /// How the edge served this session (`full-hit`, `prefix-hit`, `miss`), if an edge.
-    cache_case: Option<&'static str>,
+    cache_case: Option<crate::source::CacheCase>,
     manifest: Arc<Manifest>,
     desc: Description,
     flows: Vec<Option<u64>>,

@@ -91,6 +91,34 @@ pub struct Requester {
     pub deadline_ms: Option<u64>,
 }
 
+/// How an edge serves a session's request (GET_PARAMETER `cache`, logs, counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheCase {
+    /// Every segment from the start point on is cached.
+    FullHit,
+    /// The segment it starts at is cached, not all that follow.
+    PrefixHit,
+    /// Not even the first segment is cached.
+    Miss,
+}
+
+impl CacheCase {
+    /// Its name on the wire (PROTOCOL.md, GET_PARAMETER `cache`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FullHit => "full-hit",
+            Self::PrefixHit => "prefix-hit",
+            Self::Miss => "miss",
+        }
+    }
+}
+
+impl std::fmt::Display for CacheCase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A provider of objects.
 pub trait Source: Send + Sync + 'static {
     fn manifest(
@@ -121,8 +149,8 @@ pub trait Source: Send + Sync + 'static {
     }
 
     /// A session will play from segment `first`: a source may start fetching ahead. Returns
-    /// how the request was served, for edges: `full-hit`, `prefix-hit` or `miss`.
-    fn will_play(&self, _manifest: &Arc<Manifest>, _first: usize) -> Option<&'static str> {
+    /// how the request was served, for edges.
+    fn will_play(&self, _manifest: &Arc<Manifest>, _first: usize) -> Option<CacheCase> {
         None
     }
 
@@ -257,7 +285,7 @@ impl Source for LibrarySource {
         Ok(payload)
     }
 
-    fn will_play(&self, _manifest: &Arc<Manifest>, _first: usize) -> Option<&'static str> {
+    fn will_play(&self, _manifest: &Arc<Manifest>, _first: usize) -> Option<CacheCase> {
         self.stats.sessions.fetch_add(1, Ordering::Relaxed);
         None
     }

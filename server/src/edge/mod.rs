@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::helper::Helpers;
 use crate::helper::choose::SourceId;
 use crate::lru::SegmentLru;
-use crate::source::{Offer, Requester, Source, SourceError, checksum_ok};
+use crate::source::{CacheCase, Offer, Requester, Source, SourceError, checksum_ok};
 use schedule::{Scheduler, Ticket};
 use segue_wire::segment::Status;
 use store::Store;
@@ -796,27 +796,27 @@ impl Source for EdgeSource {
         }
     }
 
-    fn will_play(&self, m: &Arc<Manifest>, first: usize) -> Option<&'static str> {
+    fn will_play(&self, m: &Arc<Manifest>, first: usize) -> Option<CacheCase> {
         let n = m.segments.len();
         let cached = self.0.store.count_from(m, first);
         let case = if cached >= n.saturating_sub(first) {
             self.0.stats.full_hits.fetch_add(1, Ordering::Relaxed);
-            "full-hit"
+            CacheCase::FullHit
         } else if self.0.store.has(m, first) {
             self.0.stats.prefix_hits.fetch_add(1, Ordering::Relaxed);
-            "prefix-hit"
+            CacheCase::PrefixHit
         } else {
             self.0.stats.misses.fetch_add(1, Ordering::Relaxed);
-            "miss"
+            CacheCase::Miss
         };
-        tracing::info!(object = %m.object, case, "session");
+        tracing::info!(object = %m.object, case = case.as_str(), "session");
         self.0.store.requested(&m.object);
         let fetching = {
             let mut playing = lock(&self.0.playing);
             *playing.entry(m.object.clone()).or_default() += 1;
             self.objects_fetching(&playing)
         };
-        if case != "full-hit" {
+        if case != CacheCase::FullHit {
             // How many objects share the origin link as this one starts (prefix lengths).
             self.0.store.fetching_concurrently(fetching, 0.2);
             self.prefetch(m.clone(), first);
