@@ -1,19 +1,15 @@
-//! In-process nodes on loopback, as `segue-lab demo` and the lab run them: dev credentials, an
-//! origin serving a library and edges in front of it, all real QUIC servers stopped by one
-//! shared signal. Each returns its address and the future that serves; the caller spawns it
-//! (a `JoinSet` aborts what it holds when dropped, which the lab relies on for Ctrl-C).
+//! What the lab's loopback runs need besides `Edge::start_on`: an origin serving a library it
+//! ingested itself (returned with the future that serves; the caller spawns it: a `JoinSet`
+//! aborts what it holds when dropped, which the lab relies on for Ctrl-C), endpoints bound
+//! before their edges start (helpers need each other's addresses), free loopback ports.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use segue_wire::SegueUrl;
 use tokio::sync::watch;
 
 pub use segue_net::NodeTls;
-use segue_net::{TransportLimits, client_endpoint, server_endpoint};
-use segue_server::edge::store::Store;
-use segue_server::edge::upstream::{self, Upstream};
-use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_net::{TransportLimits, server_endpoint};
 use segue_server::library::Library;
 use segue_server::node::{NodeOptions, serve};
 use segue_server::source::LibrarySource;
@@ -45,23 +41,6 @@ pub fn origin_with(
     Ok((addr, serve(ep, Arc::new(source), opts, stop)))
 }
 
-/// An edge over `store`, fetching from `origin`, serving until `stop`.
-pub fn edge(
-    tls: &NodeTls,
-    store: Store,
-    origin: SegueUrl,
-    opts: EdgeOptions,
-    node: NodeOptions,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<(
-    EdgeSource,
-    SocketAddr,
-    impl Future<Output = ()> + Send + 'static,
-)> {
-    let ep = endpoint(tls)?;
-    helper(tls, ep, store, origin, opts, node, None, stop)
-}
-
 /// A server endpoint on loopback with the dev certificate (bind first, serve later: helpers
 /// need each other's addresses before they start).
 pub fn endpoint(tls: &NodeTls) -> anyhow::Result<quinn::Endpoint> {
@@ -70,36 +49,4 @@ pub fn endpoint(tls: &NodeTls) -> anyhow::Result<quinn::Endpoint> {
         tls,
         TransportLimits::default(),
     )?)
-}
-
-/// An edge serving on `ep`, cooperating with the peers of `helpers` (if any). The caller
-/// spawns its `upkeep` and `advertise` tasks.
-#[allow(clippy::too_many_arguments)]
-pub fn helper(
-    tls: &NodeTls,
-    ep: quinn::Endpoint,
-    store: Store,
-    origin: SegueUrl,
-    opts: EdgeOptions,
-    node: NodeOptions,
-    helpers: Option<segue_server::helper::HelperOptions>,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<(
-    EdgeSource,
-    SocketAddr,
-    impl Future<Output = ()> + Send + 'static,
-)> {
-    let client = client_endpoint(tls, Default::default())?;
-    let helpers = helpers.map(|h| {
-        Arc::new(segue_server::helper::Helpers::new(
-            h,
-            &client,
-            upstream::DEFAULT_TIMEOUT,
-        ))
-    });
-    let up = Upstream::new(client, origin, upstream::DEFAULT_TIMEOUT);
-    let source = EdgeSource::with_helpers(store, up, opts, helpers);
-    let addr = ep.local_addr()?;
-    let serving = serve(ep, Arc::new(source.clone()), node, stop);
-    Ok((source, addr, serving))
 }

@@ -22,8 +22,9 @@ use super::population::{Planned, plan};
 use super::relay::{self, Counters, Relay, RelaySpec, RelayStats};
 use super::scenario::Scenario;
 use crate::loopback::{self, NodeTls};
-use segue_server::edge::store::Store;
-use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_server::config::EdgeConfig;
+use segue_server::edge::EdgeSource;
+use segue_server::edge::node::Edge;
 use segue_server::library::{Library, LibraryOptions};
 use segue_server::node::NodeOptions;
 
@@ -571,65 +572,55 @@ async fn run_segue(
             RelaySpec { up, down, seed },
         )
         .await?;
-        let store = Store::open(
-            &w.join(format!("edge-{i}")),
-            e.cache_mb.saturating_mul(1 << 20),
-            e.prefix_s.saturating_mul(1_000_000),
-        )?;
         let origin_url =
             SegueUrl::parse(&format!("segue://localhost:{}/", origin_relay.local.port()))?;
-        let edge_opts = EdgeOptions {
-            parallel: e.parallel,
-            ..EdgeOptions::default()
-        };
-        let mut node_opts = NodeOptions::default();
-        node_opts.sessions.send_ahead = Duration::from_millis(e.send_ahead_ms);
-        let helper_opts = match helpers_conf {
-            None => None,
-            Some(h) => {
-                let mut peers = Vec::new();
-                for (j, other) in s.edges.iter().enumerate().filter(|(j, _)| *j != i) {
-                    let scope = s.scope_between(i, j);
-                    let (up, down) = h.link(scope).resolve(bitrate_kbps);
-                    let r = relay::udp(
-                        loopback::any_port(),
-                        addrs[j],
-                        RelaySpec {
-                            up,
-                            down,
-                            seed: seed + 10 + j as u64,
-                        },
-                    )
-                    .await?;
-                    peers.push(segue_server::helper::PeerConf {
-                        name: other.name.clone(),
-                        url: SegueUrl::parse(&format!("segue://localhost:{}/", r.local.port()))?,
-                        scope: Some(scope),
-                    });
-                    peer_relays.push(r);
-                }
-                let mut opts = segue_server::helper::HelperOptions::new(&e.name, peers);
-                opts.periods = segue_server::helper::scope::Periods::parse(&h.periods)
-                    .map_err(anyhow::Error::msg)?;
-                opts.collective = segue_server::helper::scope::Scope::parse(&h.collective)
-                    .map_err(anyhow::Error::msg)?;
-                Some(opts)
+        // The edge `segue edge` runs (upkeep, adverts), on the endpoint bound above.
+        let mut c = EdgeConfig::new(&origin_url)?;
+        c.name = e.name.clone();
+        c.cache_dir = w.join(format!("edge-{i}"));
+        c.cache_size = e.cache_mb.saturating_mul(1 << 20);
+        c.prefix_secs = e.prefix_s;
+        c.parallel = e.parallel;
+        c.send_ahead_ms = e.send_ahead_ms;
+        c.tls.cert.cert = edge_tls[i].cert.clone();
+        c.tls.cert.key = edge_tls[i].key.clone();
+        c.ca = edge_tls[i].ca.clone();
+        // The scenario's transport, as the packet-level network's edges get it by flags.
+        c.limits.congestion = s.transport.congestion;
+        c.limits.loss_packet_threshold = s.transport.packet_threshold;
+        c.limits.loss_time_threshold = s.transport.time_threshold;
+        if let Some(n) = s.transport.initial_window {
+            c.limits.initial_window = n;
+        }
+        if let Some(h) = helpers_conf {
+            for (j, other) in s.edges.iter().enumerate().filter(|(j, _)| *j != i) {
+                let scope = s.scope_between(i, j);
+                let (up, down) = h.link(scope).resolve(bitrate_kbps);
+                let r = relay::udp(
+                    loopback::any_port(),
+                    addrs[j],
+                    RelaySpec {
+                        up,
+                        down,
+                        seed: seed + 10 + j as u64,
+                    },
+                )
+                .await?;
+                c.peers.push(segue_server::helper::PeerConf {
+                    name: other.name.clone(),
+                    url: SegueUrl::parse(&format!("segue://localhost:{}/", r.local.port()))?,
+                    scope: Some(scope),
+                });
+                peer_relays.push(r);
             }
-        };
-        let stop = edge_stops[i].subscribe();
-        let (source, edge_addr, serving) = loopback::helper(
-            &edge_tls[i],
-            ep,
-            store,
-            origin_url,
-            edge_opts,
-            node_opts,
-            helper_opts,
-            stop.clone(),
-        )?;
-        servers.spawn(serving);
-        servers.spawn(source.clone().upkeep(stop.clone()));
-        servers.spawn(source.clone().advertise(stop));
+            c.advert_periods = segue_server::helper::scope::Periods::parse(&h.periods)
+                .map_err(anyhow::Error::msg)?;
+            c.collective_scope = segue_server::helper::scope::Scope::parse(&h.collective)
+                .map_err(anyhow::Error::msg)?;
+        }
+        let node = Edge::start_on(c, ep, edge_stops[i].subscribe()).await?;
+        let (source, edge_addr) = (node.source().clone(), node.addr());
+        servers.spawn(node.wait());
         let (up, down) = e.player_link.resolve(bitrate_kbps);
         let player_relay = relay::udp(
             loopback::any_port(),

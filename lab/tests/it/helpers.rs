@@ -6,12 +6,13 @@ use crate::common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use segue_lab::loopback::{self, NodeTls};
-use segue_server::edge::store::Store;
-use segue_server::edge::{EdgeOptions, EdgeSource};
+use segue_lab::loopback;
+use segue_net::NodeTls;
+use segue_server::config::EdgeConfig;
+use segue_server::edge::EdgeSource;
+use segue_server::edge::node::Edge;
+use segue_server::helper::PeerConf;
 use segue_server::helper::scope::{Periods, RttLimits, Scope};
-use segue_server::helper::{HelperOptions, PeerConf};
-use segue_server::node::NodeOptions;
 use segue_server::source::Source;
 use segue_wire::{ObjectName, SegueUrl};
 
@@ -65,26 +66,22 @@ async fn helpers_with(scope: Option<Scope>) -> Net {
                 scope,
             })
             .collect();
-        let mut h = HelperOptions::new(NAMES[k], peers);
-        h.periods = Periods::parse("0.2,1,5,20").unwrap();
+        let mut c = EdgeConfig::new(&origin_url).unwrap();
+        c.name = NAMES[k].into();
+        c.peers = peers;
+        c.advert_periods = Periods::parse("0.2,1,5,20").unwrap();
         // Loopback in a debug build on a busy 2-core box measures up to ~5 ms.
-        h.rtt_limits = RttLimits::parse("50,100,200").unwrap();
-        let store = Store::open(&origin.dir.path().join(NAMES[k]), 1 << 30, 2_000_000).unwrap();
-        let mut node = NodeOptions::default();
-        node.sessions.send_ahead = Duration::from_secs(3600);
-        let (edge, _, serving) = loopback::helper(
-            &tls[k],
-            ep,
-            store,
-            origin_url.clone(),
-            EdgeOptions::default(),
-            node,
-            Some(h),
-            stop_rx.clone(),
-        )
-        .unwrap();
-        tokio::spawn(serving);
-        tokio::spawn(edge.clone().advertise(stop_rx));
+        c.scope_rtt_ms = RttLimits::parse("50,100,200").unwrap();
+        c.cache_dir = origin.dir.path().join(NAMES[k]);
+        c.cache_size = 1 << 30;
+        c.prefix_secs = 2;
+        c.send_ahead_ms = 3_600_000;
+        c.tls.cert.cert = tls[k].cert.clone();
+        c.tls.cert.key = tls[k].key.clone();
+        c.ca = tls[k].ca.clone();
+        let node = Edge::start_on(c, ep, stop_rx).await.unwrap();
+        let edge = node.source().clone();
+        tokio::spawn(node.wait());
         helpers.push(edge);
         stops.push(stop);
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use segue_net::{TransportSettings, client_endpoint, server_endpoint};
+use segue_net::{TransportSettings, client_endpoint, server_config, server_endpoint};
 use segue_wire::ObjectName;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -41,13 +41,28 @@ impl std::fmt::Debug for Edge {
 }
 
 impl Edge {
-    /// Opens the cache, warms what `--warm` names (in the background), and serves segue/1
-    /// (and what `config` adds: helpers, files, admin API, hints, a stats file) with its
-    /// upkeep and adverts running, until `stop` turns true.
+    /// Binds `--listen`, opens the cache, warms what `--warm` names (in the background), and
+    /// serves segue/1 (and what `config` adds: helpers, files, admin API, hints, a stats
+    /// file) with its upkeep and adverts running, until `stop` turns true.
     pub async fn start(c: EdgeConfig, stop: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let transport = c.limits.transport(TransportSettings::default())?;
+        let endpoint = server_endpoint(c.listen, &c.tls.node(&c.ca), transport)?;
+        Self::start_on(c, endpoint, stop).await
+    }
+
+    /// [`Edge::start`] serving on `endpoint`, bound already (instead of `--listen`): helpers
+    /// on loopback need each other's addresses before any of them starts.
+    pub async fn start_on(
+        c: EdgeConfig,
+        endpoint: quinn::Endpoint,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
         let origin = c.origin.clone().context("--origin is required")?;
         // One for the connections it accepts and opens.
         let transport = c.limits.transport(TransportSettings::default())?;
+        let tls = c.tls.node(&c.ca);
+        // Whatever `endpoint` was bound with, it accepts with this edge's TLS and transport.
+        endpoint.set_server_config(Some(server_config(&tls, transport)?));
         let store = Store::open(
             &c.cache_dir,
             c.cache_size,
@@ -55,7 +70,6 @@ impl Edge {
         )
         .with_context(|| format!("cannot open cache {}", c.cache_dir.display()))?;
         tracing::info!(cache = %c.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
-        let tls = c.tls.node(&c.ca);
         let client = client_endpoint(&tls, transport.transport)?;
         let upstream = Upstream::new(client.clone(), origin.clone(), upstream::DEFAULT_TIMEOUT);
         let helpers = if c.peers.is_empty() {
@@ -150,7 +164,6 @@ impl Edge {
             transport.transport,
             &stop,
         )?;
-        let endpoint = server_endpoint(c.listen, &tls, transport)?;
         let addr = endpoint.local_addr()?;
         tracing::info!(listen = %addr, origin = %origin, "edge serving segue/1");
         let opts = node_options(
