@@ -22,11 +22,11 @@ use super::population::{Planned, plan};
 use super::relay::{self, Counters, Relay, RelaySpec, RelayStats};
 use super::scenario::Scenario;
 use crate::loopback::{self, NodeTls};
-use segue_server::config::EdgeConfig;
+use segue_server::config::{EdgeConfig, OriginConfig};
 use segue_server::edge::EdgeSource;
 use segue_server::edge::node::Edge;
 use segue_server::library::{Library, LibraryOptions};
-use segue_server::node::NodeOptions;
+use segue_server::origin::Origin;
 
 /// Which system carries the plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
@@ -518,6 +518,17 @@ pub(crate) fn segue_play(
     }
 }
 
+/// The scenario's transport settings on a node's limits, as the packet-level network's
+/// nodes get them by flags (`nodes`).
+fn scenario_transport(s: &Scenario, l: &mut segue_server::config::node::LimitArgs) {
+    l.congestion = s.transport.congestion;
+    l.loss_packet_threshold = s.transport.packet_threshold;
+    l.loss_time_threshold = s.transport.time_threshold;
+    if let Some(n) = s.transport.initial_window {
+        l.initial_window = n;
+    }
+}
+
 async fn run_segue(
     s: &Scenario,
     o: &LabOptions,
@@ -530,13 +541,22 @@ async fn run_segue(
     let mut names: Vec<segue_wire::ObjectName> = lib.names();
     names.sort();
     let bitrate_kbps = catalog.bitrate_kbps;
-    let lib = Arc::new(lib);
+    drop(lib);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
-    let (origin_addr, serving) =
-        loopback::origin(tls, lib.clone(), NodeOptions::default(), stop_rx.clone())?;
-    servers.spawn(serving);
+    // The origin `segue origin` runs, over the media the run just ingested (reused as is).
+    let mut oc = OriginConfig::new(w.join("media"))?;
+    oc.data = w.join("origin");
+    oc.listen = loopback::any_port();
+    oc.segment_ms = s.media.segment_ms;
+    oc.tls.cert.cert = tls.cert.clone();
+    oc.tls.cert.key = tls.key.clone();
+    oc.ca = tls.ca.clone();
+    scenario_transport(s, &mut oc.limits);
+    let origin = Origin::start(oc, stop_rx.clone()).await?;
+    let origin_addr = origin.addr();
+    servers.spawn(origin.wait());
 
     let helpers_conf = s.helpers.as_ref().filter(|_| cooperate);
     // Helpers present a certificate for their name (mTLS binds adverts to it).
@@ -585,13 +605,7 @@ async fn run_segue(
         c.tls.cert.cert = edge_tls[i].cert.clone();
         c.tls.cert.key = edge_tls[i].key.clone();
         c.ca = edge_tls[i].ca.clone();
-        // The scenario's transport, as the packet-level network's edges get it by flags.
-        c.limits.congestion = s.transport.congestion;
-        c.limits.loss_packet_threshold = s.transport.packet_threshold;
-        c.limits.loss_time_threshold = s.transport.time_threshold;
-        if let Some(n) = s.transport.initial_window {
-            c.limits.initial_window = n;
-        }
+        scenario_transport(s, &mut c.limits);
         if let Some(h) = helpers_conf {
             for (j, other) in s.edges.iter().enumerate().filter(|(j, _)| *j != i) {
                 let scope = s.scope_between(i, j);
