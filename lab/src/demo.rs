@@ -64,9 +64,7 @@ pub async fn run(workdir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<DemoR
     oc.data = workdir.join("origin-data");
     oc.listen = loopback;
     oc.response_delay_ms = u64::try_from(opts.origin_delay.as_millis()).unwrap_or(u64::MAX);
-    oc.tls.cert.cert = tls.cert.clone();
-    oc.tls.cert.key = tls.key.clone();
-    oc.ca = tls.ca.clone();
+    oc.set_tls(&tls);
     let origin = Origin::start(oc, stop_rx.clone()).await?;
     let failures = &origin.source().library().failures;
     anyhow::ensure!(
@@ -80,9 +78,7 @@ pub async fn run(workdir: &Path, opts: &DemoOptions) -> anyhow::Result<Vec<DemoR
     ec.prefix_secs = opts.prefix_secs;
     ec.parallel = opts.parallel;
     ec.listen = loopback;
-    ec.tls.cert.cert = tls.cert.clone();
-    ec.tls.cert.key = tls.key.clone();
-    ec.ca = tls.ca.clone();
+    ec.set_tls(&tls);
     let edge_node = Edge::start(ec, stop_rx).await?;
     let edge = edge_node.source().clone();
     let edge_port = edge_node.addr().port();

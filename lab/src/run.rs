@@ -550,9 +550,7 @@ async fn run_segue(
     oc.data = w.join("origin");
     oc.listen = loopback::any_port();
     oc.segment_ms = s.media.segment_ms;
-    oc.tls.cert.cert = tls.cert.clone();
-    oc.tls.cert.key = tls.key.clone();
-    oc.ca = tls.ca.clone();
+    oc.set_tls(tls);
     scenario_transport(s, &mut oc.limits);
     let origin = Origin::start(oc, stop_rx.clone()).await?;
     let origin_addr = origin.addr();
@@ -602,9 +600,7 @@ async fn run_segue(
         c.prefix_secs = e.prefix_s;
         c.parallel = e.parallel;
         c.send_ahead_ms = e.send_ahead_ms;
-        c.tls.cert.cert = edge_tls[i].cert.clone();
-        c.tls.cert.key = edge_tls[i].key.clone();
-        c.ca = edge_tls[i].ca.clone();
+        c.set_tls(&edge_tls[i]);
         scenario_transport(s, &mut c.limits);
         if let Some(h) = helpers_conf {
             for (j, other) in s.edges.iter().enumerate().filter(|(j, _)| *j != i) {

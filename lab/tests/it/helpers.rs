@@ -76,9 +76,7 @@ async fn helpers_with(scope: Option<Scope>) -> Net {
         c.cache_size = 1 << 30;
         c.prefix_secs = 2;
         c.send_ahead_ms = 3_600_000;
-        c.tls.cert.cert = tls[k].cert.clone();
-        c.tls.cert.key = tls[k].key.clone();
-        c.ca = tls[k].ca.clone();
+        c.set_tls(&tls[k]);
         let node = Edge::start_on(c, ep, stop_rx).await.unwrap();
         let edge = node.source().clone();
         tokio::spawn(node.wait());

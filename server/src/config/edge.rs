@@ -107,4 +107,11 @@ impl EdgeConfig {
         let origin = origin.to_string();
         <Flags as clap::Parser>::try_parse_from(["edge", "--origin", origin.as_str()]).map(|f| f.c)
     }
+
+    /// Presents `tls`' certificate and key, and trusts its node CA.
+    pub fn set_tls(&mut self, tls: &segue_net::NodeTls) {
+        self.tls.cert.cert = tls.cert.clone();
+        self.tls.cert.key = tls.key.clone();
+        self.ca = tls.ca.clone();
+    }
 }

@@ -72,4 +72,11 @@ impl OriginConfig {
         ])
         .map(|f| f.c)
     }
+
+    /// Presents `tls`' certificate and key, and trusts its node CA.
+    pub fn set_tls(&mut self, tls: &segue_net::NodeTls) {
+        self.tls.cert.cert = tls.cert.clone();
+        self.tls.cert.key = tls.key.clone();
+        self.ca = tls.ca.clone();
+    }
 }

@@ -35,20 +35,6 @@ pub struct TestOrigin {
     pub source: LibrarySource,
 }
 
-/// `config`'s certificate, key and node CA set to `tls`', its address to a free loopback
-/// port.
-fn on_loopback(
-    tls: &NodeTls,
-    cert: &mut segue_server::config::node::CertArgs,
-    ca: &mut std::path::PathBuf,
-    listen: &mut SocketAddr,
-) {
-    cert.cert = tls.cert.clone();
-    cert.key = tls.key.clone();
-    *ca = tls.ca.clone();
-    *listen = SocketAddr::from(([127, 0, 0, 1], 0));
-}
-
 impl TestOrigin {
     /// A receiver of the stop signal, for other nodes of the test.
     pub fn stop_rx(&self) -> watch::Receiver<bool> {
@@ -71,7 +57,8 @@ impl TestOrigin {
     pub async fn edge_with(&self, cache: &str, set: impl FnOnce(&mut EdgeConfig)) -> TestEdge {
         let url = SegueUrl::parse(&format!("segue://localhost:{}/", self.addr.port())).unwrap();
         let mut c = EdgeConfig::new(&url).unwrap();
-        on_loopback(&self.tls, &mut c.tls.cert, &mut c.ca, &mut c.listen);
+        c.set_tls(&self.tls);
+        c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         c.cache_dir = self.dir.path().join(cache);
         c.cache_size = 1 << 30;
         c.prefix_secs = 4;
@@ -104,7 +91,8 @@ pub async fn origin_with_sample(file: &str) -> TestOrigin {
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples");
     std::fs::copy(samples.join(file), media.join(file)).unwrap();
     let mut c = OriginConfig::new(&media).unwrap();
-    on_loopback(&tls, &mut c.tls.cert, &mut c.ca, &mut c.listen);
+    c.set_tls(&tls);
+    c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     c.data = dir.path().join("origin");
     let (stop, stop_rx) = watch::channel(false);
     let origin = Origin::start(c, stop_rx).await.unwrap();
