@@ -353,26 +353,24 @@ impl HoldingSocket {
         n: usize,
     ) -> usize {
         hold.expire(now);
-        let idle = hold.is_idle();
         // Fast path: nothing in a handshake and no long header in the batch.
-        let any_long = (0..n).any(|i| {
-            let m = &meta[i];
-            let stride = m.stride.max(1);
-            (0..m.len)
-                .step_by(stride)
-                .any(|at| bufs[i].get(at).is_some_and(|b| b & 0x80 != 0))
-        });
-        if idle && !any_long {
+        let any_long = || {
+            (0..n).any(|i| {
+                let m = &meta[i];
+                (0..m.len)
+                    .step_by(m.stride.max(1))
+                    .any(|at| bufs[i].get(at).is_some_and(|b| b & 0x80 != 0))
+            })
+        };
+        if hold.is_idle() && !any_long() {
             return n;
         }
-        // Slow path (handshakes in progress): segment by segment, keeping what goes on.
-        let mut kept: Vec<(RecvMeta, Vec<u8>)> = Vec::with_capacity(n);
-        let mut removed = false;
+        // Slow path (handshakes in progress): every segment through the hold; what it
+        // keeps is copied there, nothing else is copied.
+        let mut taken: Vec<(usize, usize)> = Vec::new();
         for i in 0..n {
             let m = meta[i];
             let stride = m.stride.max(1);
-            // Kept segments stay `stride` long but for the last: still a valid batch.
-            let mut data = Vec::with_capacity(m.len);
             for at in (0..m.len).step_by(stride) {
                 let seg = &bufs[i][at..(at + stride).min(m.len)];
                 let pass = hold.on_datagram(now, seg, m.addr, || Datagram {
@@ -381,12 +379,25 @@ impl HoldingSocket {
                     dst_ip: m.dst_ip,
                     data: seg.to_vec(),
                 });
-                if pass {
-                    data.extend_from_slice(seg);
-                } else {
-                    removed = true;
+                if !pass {
+                    taken.push((i, at));
                 }
             }
+        }
+        if taken.is_empty() {
+            return n;
+        }
+        // Some were held (rare: a reordered handshake): the rest, entry by entry, closes up.
+        // Kept segments stay `stride` long but for the last: still a valid batch.
+        let mut kept: Vec<(RecvMeta, Vec<u8>)> = Vec::with_capacity(n);
+        for i in 0..n {
+            let m = meta[i];
+            let stride = m.stride.max(1);
+            let data: Vec<u8> = (0..m.len)
+                .step_by(stride)
+                .filter(|at| !taken.contains(&(i, *at)))
+                .flat_map(|at| bufs[i][at..(at + stride).min(m.len)].iter().copied())
+                .collect();
             if !data.is_empty() {
                 kept.push((
                     RecvMeta {
@@ -396,9 +407,6 @@ impl HoldingSocket {
                     data,
                 ));
             }
-        }
-        if !removed {
-            return n;
         }
         let mut out = 0;
         for (m, data) in kept {
