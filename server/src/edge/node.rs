@@ -45,9 +45,11 @@ impl Edge {
     /// serves segue/1 (and what `config` adds: helpers, files, admin API, hints, a stats
     /// file) with its upkeep and adverts running, until `stop` turns true.
     pub async fn start(c: EdgeConfig, stop: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        // One for the connections it accepts and opens.
         let transport = c.limits.transport(TransportSettings::default())?;
-        let endpoint = server_endpoint(c.listen, &c.tls.node(&c.ca), transport)?;
-        Self::start_on(c, endpoint, stop).await
+        let tls = c.tls.node(&c.ca);
+        let endpoint = server_endpoint(c.listen, &tls, transport)?;
+        Self::serve_on(c, endpoint, transport, tls, stop).await
     }
 
     /// [`Edge::start`] serving on `endpoint`, bound already (instead of `--listen`): helpers
@@ -57,12 +59,22 @@ impl Edge {
         endpoint: quinn::Endpoint,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
-        let origin = c.origin.clone().context("--origin is required")?;
-        // One for the connections it accepts and opens.
         let transport = c.limits.transport(TransportSettings::default())?;
         let tls = c.tls.node(&c.ca);
         // Whatever `endpoint` was bound with, it accepts with this edge's TLS and transport.
         endpoint.set_server_config(Some(server_config(&tls, transport)?));
+        Self::serve_on(c, endpoint, transport, tls, stop).await
+    }
+
+    /// The edge of `c` on `endpoint`, which accepts with `tls` and `transport`.
+    async fn serve_on(
+        c: EdgeConfig,
+        endpoint: quinn::Endpoint,
+        transport: segue_net::TransportLimits,
+        tls: segue_net::NodeTls,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let origin = c.origin.clone().context("--origin is required")?;
         let store = Store::open(
             &c.cache_dir,
             c.cache_size,
