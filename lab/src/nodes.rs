@@ -214,7 +214,7 @@ pub async fn run(
     tls: &NodeTls,
 ) -> anyhow::Result<Outcome> {
     // The catalog (the origin process ingests the same files into its own data dir).
-    let (_, catalog) = ingest(s, w, &w.join("catalog")).await?;
+    let catalog = ingest(s, w, &w.join("catalog")).await?;
     let mut f = Fabric::new()?;
     let net = build(s, catalog.bitrate_kbps, &mut f)?;
     let stats = |l: &[LinkId]| -> Vec<Arc<RelayStats>> { l.iter().map(|l| f.stats(*l)).collect() };

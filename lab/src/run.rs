@@ -412,13 +412,8 @@ impl NetworkInfo {
     }
 }
 
-/// Ingests the run's media (into `data`) and describes the catalog: names sorted, their
-/// durations, the highest bitrate. Every system builds its catalog here, so all agree.
-pub(crate) async fn ingest(
-    s: &Scenario,
-    w: &Path,
-    data: &Path,
-) -> anyhow::Result<(Library, Catalog)> {
+/// Ingests the run's media (into `data`) and describes the catalog ([`catalog`]).
+pub(crate) async fn ingest(s: &Scenario, w: &Path, data: &Path) -> anyhow::Result<Catalog> {
     let lib_opts = LibraryOptions {
         media_root: w.join("media"),
         data_dir: data.to_owned(),
@@ -426,6 +421,13 @@ pub(crate) async fn ingest(
         scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
     };
     let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
+    catalog(&lib)
+}
+
+/// The catalog of a run's library: names sorted, their durations, the highest bitrate; an
+/// error if an object failed to ingest or there is none. Every system builds its catalog
+/// here, so all agree.
+pub(crate) fn catalog(lib: &Library) -> anyhow::Result<Catalog> {
     if !lib.failures.is_empty() {
         bail!("media failed to ingest: {:?}", lib.failures);
     }
@@ -442,12 +444,11 @@ pub(crate) async fn ingest(
             .max(m.total_size() as f64 * 8.0 / (m.duration_us.max(1) as f64 / 1e6) / 1000.0);
         durations.push(m.duration_us as f64 / 1e6);
     }
-    let catalog = Catalog {
+    Ok(Catalog {
         names: names.iter().map(ToString::to_string).collect(),
         durations,
         bitrate_kbps,
-    };
-    Ok((lib, catalog))
+    })
 }
 
 /// A viewer's own loopback address, `127.1.x.y` by play id: players come from distinct
@@ -537,15 +538,9 @@ async fn run_segue(
     tls: &NodeTls,
     cooperate: bool,
 ) -> anyhow::Result<Outcome> {
-    let (lib, catalog) = ingest(s, w, &w.join("origin")).await?;
-    let mut names: Vec<segue_wire::ObjectName> = lib.names();
-    names.sort();
-    let bitrate_kbps = catalog.bitrate_kbps;
-    drop(lib);
-
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
-    // The origin `segue origin` runs, over the media the run just ingested (reused as is).
+    // The origin `segue origin` runs; it ingests the run's media.
     let mut oc = OriginConfig::new(w.join("media"))?;
     oc.data = w.join("origin");
     oc.listen = loopback::any_port();
@@ -554,7 +549,12 @@ async fn run_segue(
     scenario_transport(s, &mut oc.limits);
     let origin = Origin::start(oc, stop_rx.clone()).await?;
     let origin_addr = origin.addr();
+    let lib = origin.source().library();
     servers.spawn(origin.wait());
+    let catalog = catalog(&lib)?;
+    let mut names: Vec<segue_wire::ObjectName> = lib.names();
+    names.sort();
+    let bitrate_kbps = catalog.bitrate_kbps;
 
     let helpers_conf = s.helpers.as_ref().filter(|_| cooperate);
     // Helpers present a certificate for their name (mTLS binds adverts to it).

@@ -34,7 +34,7 @@ pub async fn run(
 ) -> anyhow::Result<Outcome> {
     let bin = nginx::binary().await?;
     // The catalog as Segue sees it (names, durations, bitrate), so both runs are alike.
-    let (_, catalog) = ingest(s, w, &w.join("ingest")).await?;
+    let catalog = ingest(s, w, &w.join("ingest")).await?;
     let bitrate_kbps = catalog.bitrate_kbps;
     let hls_root = w.join("hls");
     let mut objects = Vec::new();
