@@ -374,18 +374,8 @@ async fn segue(
     let (ocert, okey) = segue_certs::pki::leaf_paths(&certs, &net.origin.to_string());
     let origin_addr = SocketAddr::from((net.origin, ORIGIN_PORT));
     let p = |p: &Path| p.display().to_string();
-    let congestion = s.transport.congestion.to_string();
     // Both nodes' transport flags.
-    let mut transport = vec!["--congestion".to_string(), congestion];
-    if let Some(n) = s.transport.packet_threshold {
-        transport.extend(["--loss-packet-threshold".into(), n.to_string()]);
-    }
-    if let Some(x) = s.transport.time_threshold {
-        transport.extend(["--loss-time-threshold".into(), x.to_string()]);
-    }
-    if let Some(n) = s.transport.initial_window {
-        transport.extend(["--initial-window".into(), n.to_string()]);
-    }
+    let transport = s.transport.node_flags();
     let mut origin = Node::spawn(
         "origin",
         &net.origin_ns,

@@ -519,17 +519,6 @@ pub(crate) fn segue_play(
     }
 }
 
-/// The scenario's transport settings on a node's limits, as the packet-level network's
-/// nodes get them by flags (`nodes`).
-fn scenario_transport(s: &Scenario, l: &mut segue_server::config::node::LimitArgs) {
-    l.congestion = s.transport.congestion;
-    l.loss_packet_threshold = s.transport.packet_threshold;
-    l.loss_time_threshold = s.transport.time_threshold;
-    if let Some(n) = s.transport.initial_window {
-        l.initial_window = n;
-    }
-}
-
 async fn run_segue(
     s: &Scenario,
     o: &LabOptions,
@@ -541,12 +530,11 @@ async fn run_segue(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     // The origin `segue origin` runs; it ingests the run's media.
-    let mut oc = OriginConfig::new(w.join("media"))?;
+    let mut oc = OriginConfig::with_flags(w.join("media"), s.transport.node_flags())?;
     oc.data = w.join("origin");
     oc.listen = loopback::any_port();
     oc.segment_ms = s.media.segment_ms;
     oc.set_tls(tls);
-    scenario_transport(s, &mut oc.limits);
     let origin = Origin::start(oc, stop_rx.clone()).await?;
     let origin_addr = origin.addr();
     let lib = origin.source().library();
@@ -593,7 +581,7 @@ async fn run_segue(
         let origin_url =
             SegueUrl::parse(&format!("segue://localhost:{}/", origin_relay.local.port()))?;
         // The edge `segue edge` runs (upkeep, adverts), on the endpoint bound above.
-        let mut c = EdgeConfig::new(&origin_url)?;
+        let mut c = EdgeConfig::with_flags(&origin_url, s.transport.node_flags())?;
         c.name = e.name.clone();
         c.cache_dir = w.join(format!("edge-{i}"));
         c.cache_size = e.cache_mb.saturating_mul(1 << 20);
@@ -601,7 +589,6 @@ async fn run_segue(
         c.parallel = e.parallel;
         c.send_ahead_ms = e.send_ahead_ms;
         c.set_tls(&edge_tls[i]);
-        scenario_transport(s, &mut c.limits);
         if let Some(h) = helpers_conf {
             for (j, other) in s.edges.iter().enumerate().filter(|(j, _)| *j != i) {
                 let scope = s.scope_between(i, j);

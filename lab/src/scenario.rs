@@ -311,6 +311,22 @@ pub struct TransportConf {
 }
 
 impl TransportConf {
+    /// The flags of `segue origin` / `segue edge` that give a node these settings (both
+    /// nodes take the same; a threshold not given is the node role's default).
+    pub fn node_flags(&self) -> Vec<String> {
+        let mut f = vec!["--congestion".to_string(), self.congestion.to_string()];
+        if let Some(n) = self.packet_threshold {
+            f.extend(["--loss-packet-threshold".into(), n.to_string()]);
+        }
+        if let Some(x) = self.time_threshold {
+            f.extend(["--loss-time-threshold".into(), x.to_string()]);
+        }
+        if let Some(n) = self.initial_window {
+            f.extend(["--initial-window".into(), n.to_string()]);
+        }
+        f
+    }
+
     /// "bbr", with the loss-detection thresholds and initial window when not the defaults.
     pub fn describe(&self) -> String {
         let s = self.settings();
@@ -477,6 +493,33 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_flags_give_a_node_the_scenario_settings() {
+        let t = TransportConf {
+            congestion: segue_net::Congestion::Cubic,
+            packet_threshold: Some(7),
+            time_threshold: Some(1.75),
+            initial_window: Some(20),
+            ..TransportConf::default()
+        };
+        let url = segue_wire::SegueUrl::parse("segue://localhost:9/").unwrap();
+        let e = segue_server::config::EdgeConfig::with_flags(&url, t.node_flags()).unwrap();
+        let o = segue_server::config::OriginConfig::with_flags("m", t.node_flags()).unwrap();
+        for l in [&e.limits, &o.limits] {
+            assert_eq!(l.congestion, segue_net::Congestion::Cubic);
+            assert_eq!(l.loss_packet_threshold, Some(7));
+            assert_eq!(l.loss_time_threshold, Some(1.75));
+            assert_eq!(l.initial_window, 20);
+        }
+        // Unset thresholds stay the node role's default.
+        let d = segue_server::config::EdgeConfig::with_flags(
+            &url,
+            TransportConf::default().node_flags(),
+        )
+        .unwrap();
+        assert_eq!(d.limits.loss_packet_threshold, None);
+    }
 
     const GOOD: &str = r#"
 name = "t"

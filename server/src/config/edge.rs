@@ -99,13 +99,27 @@ impl EdgeConfig {
     /// `segue edge --origin ORIGIN` with every other flag at its default (clap's defaults
     /// are the only ones); set fields to change them.
     pub fn new(origin: &SegueUrl) -> Result<Self, clap::Error> {
+        Self::with_flags(origin, std::iter::empty::<String>())
+    }
+
+    /// `segue edge --origin ORIGIN FLAGS…`, parsed as the command line is.
+    pub fn with_flags(
+        origin: &SegueUrl,
+        flags: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
+    ) -> Result<Self, clap::Error> {
         #[derive(clap::Parser)]
         struct Flags {
             #[command(flatten)]
             c: EdgeConfig,
         }
-        let origin = origin.to_string();
-        <Flags as clap::Parser>::try_parse_from(["edge", "--origin", origin.as_str()]).map(|f| f.c)
+        let argv = [
+            std::ffi::OsString::from("edge"),
+            "--origin".into(),
+            origin.to_string().into(),
+        ]
+        .into_iter()
+        .chain(flags.into_iter().map(Into::into));
+        <Flags as clap::Parser>::try_parse_from(argv).map(|f| f.c)
     }
 
     /// Presents `tls`' certificate and key, and trusts its node CA.

@@ -59,18 +59,28 @@ impl OriginConfig {
     /// `segue origin --media MEDIA` with every other flag at its default (clap's defaults are
     /// the only ones); set fields to change them.
     pub fn new(media: impl Into<PathBuf>) -> Result<Self, clap::Error> {
+        Self::with_flags(media, std::iter::empty::<String>())
+    }
+
+    /// `segue origin --media MEDIA FLAGS…`, parsed as the command line is.
+    pub fn with_flags(
+        media: impl Into<PathBuf>,
+        flags: impl IntoIterator<Item = impl Into<std::ffi::OsString>>,
+    ) -> Result<Self, clap::Error> {
         #[derive(clap::Parser)]
         struct Flags {
             #[command(flatten)]
             c: OriginConfig,
         }
         let media: PathBuf = media.into();
-        <Flags as clap::Parser>::try_parse_from([
+        let argv = [
             std::ffi::OsString::from("origin"),
             "--media".into(),
             media.into_os_string(),
-        ])
-        .map(|f| f.c)
+        ]
+        .into_iter()
+        .chain(flags.into_iter().map(Into::into));
+        <Flags as clap::Parser>::try_parse_from(argv).map(|f| f.c)
     }
 
     /// Presents `tls`' certificate and key, and trusts its node CA.
