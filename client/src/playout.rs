@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// Media position and stall accounting of one play, from playback start.
 #[derive(Debug, Clone)]

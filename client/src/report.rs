@@ -75,7 +75,10 @@ impl Report {
     /// Closes a play begun at `started`: its error if it failed, wall time and mean bitrate.
     pub fn finish(&mut self, started: std::time::Instant, result: anyhow::Result<()>) {
         if let Err(e) = result {
-            self.gave_up = e.downcast_ref::<crate::play::GaveUp>().is_some();
+            self.gave_up = matches!(
+                e.downcast_ref::<crate::PlayError>(),
+                Some(crate::PlayError::GaveUp)
+            );
             self.error = Some(format!("{e:#}"));
         }
         self.wall_s = started.elapsed().as_secs_f64();

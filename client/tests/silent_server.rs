@@ -164,7 +164,7 @@ async fn a_play_stops_at_its_time_bound() {
     assert!(r.gave_up, "{r:?}");
     assert_eq!(
         r.error.as_deref(),
-        Some(segue_client::play::GaveUp.to_string().as_str())
+        Some(segue_client::PlayError::GaveUp.to_string().as_str())
     );
     assert!(r.connect_ms.is_some(), "the partial report is kept");
     let took = started.elapsed();

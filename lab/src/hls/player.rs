@@ -23,8 +23,8 @@ use hyper_util::rt::TokioIo;
 use ring::digest::{Context, SHA256};
 use segue_client::Report;
 use segue_client::playout::PlayoutClock;
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::ClientConfig;
 use tokio_rustls::rustls::pki_types::ServerName;
@@ -262,7 +262,7 @@ pub async fn play(opts: &HlsPlayOptions) -> Report {
     };
     let t_req = Instant::now();
     let r = play_inner(opts, &mut report, t_req).await;
-    report.finish(t_req.into_std(), r);
+    report.finish(t_req, r);
     report
 }
 
