@@ -140,17 +140,17 @@ async fn admin_api() {
     assert!(body.contains("segue_edge_misses_total 0"));
     assert!(!body.contains("segue_edge_served_bytes_total 0\n"));
     // `segue edge status` reads the same API.
-    let status = segue_server::status::edge_status(admin, Some("s3cret"))
+    let status = segue_server::cli::status::edge_status(admin, Some("s3cret"))
         .await
         .unwrap();
     assert!(status.contains("misses 0"), "{status}");
     assert!(status.lines().any(|l| l.starts_with("demo ")), "{status}");
-    let status = segue_server::status::edge_status(admin, None)
+    let status = segue_server::cli::status::edge_status(admin, None)
         .await
         .unwrap();
     assert!(status.contains("give --admin-token"), "{status}");
     assert!(
-        segue_server::status::edge_status(admin, Some("wrong"))
+        segue_server::cli::status::edge_status(admin, Some("wrong"))
             .await
             .is_err()
     );

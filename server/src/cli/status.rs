@@ -12,7 +12,33 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 
+use clap::{Args, Subcommand};
+
+use crate::config::EdgeConfig;
 use crate::edge::store::ObjectStatus;
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct EdgeCmd {
+    #[command(subcommand)]
+    pub command: Option<EdgeCommand>,
+    #[command(flatten)]
+    pub run: Box<EdgeConfig>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EdgeCommand {
+    /// Print a running edge's state from its admin API: sessions by case, bytes, origin
+    /// link, cache, and (with the token) every cached object's prefix.
+    Status {
+        /// The edge's admin API address.
+        #[arg(long, default_value = "127.0.0.1:9555")]
+        admin: SocketAddr,
+        /// Admin token (objects are listed only with it).
+        #[arg(long, env = "SEGUE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
+}
 
 /// Largest admin answer read.
 const MAX_ANSWER: usize = 16 << 20;

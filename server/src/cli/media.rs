@@ -7,11 +7,84 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+
+use crate::ingest::segmenter::SegmentScheme;
 use segue_wire::{Limits, ObjectName};
 
 use crate::library::{
     EXTENSIONS, Library, LibraryOptions, ingested_dir, source_dir_and_stem, sources_of,
 };
+
+#[derive(Args, Debug, Clone)]
+pub struct MediaDirs {
+    /// The origin's media root.
+    #[arg(long)]
+    media: PathBuf,
+    /// The origin's data dir (ingested objects).
+    #[arg(long, default_value = "segue-data/origin")]
+    data: PathBuf,
+    /// Target segment duration in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    segment_ms: u64,
+    /// Segment durations: uniform (every segment about --segment-ms), or exponential
+    /// (segment i about --segment-ms × 2^i, at most 16×; docs/PLACEMENT.md).
+    #[arg(long, default_value = "uniform")]
+    segment_scheme: SegmentScheme,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MediaCommand {
+    /// Check a media file, copy it into the media root and ingest it.
+    Ingest {
+        /// The file (MP4, fragmented MP4, MPEG-TS with H.264/AAC).
+        file: PathBuf,
+        /// Object name (default: the file name without extension), e.g. films/trailer.
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        /// Replace an existing object of that name.
+        #[arg(long)]
+        replace: bool,
+        #[command(flatten)]
+        dirs: MediaDirs,
+    },
+    /// List the objects (ingesting what changed) and the files that failed.
+    List {
+        #[command(flatten)]
+        dirs: MediaDirs,
+    },
+    /// Show one object: tracks, duration, every segment.
+    Info {
+        object: String,
+        #[command(flatten)]
+        dirs: MediaDirs,
+    },
+    /// Remove an object: its source files and its ingested form.
+    Rm {
+        object: String,
+        #[command(flatten)]
+        dirs: MediaDirs,
+    },
+}
+
+/// Runs a `segue media` command.
+pub async fn run(c: MediaCommand) -> anyhow::Result<()> {
+    let o = |d: MediaDirs| options(d.media, d.data, d.segment_ms, d.segment_scheme);
+    let out = tokio::task::spawn_blocking(move || match c {
+        MediaCommand::Ingest {
+            file,
+            as_name,
+            replace,
+            dirs,
+        } => ingest(&o(dirs), &file, as_name.as_deref(), replace),
+        MediaCommand::List { dirs } => list(&o(dirs)),
+        MediaCommand::Info { object, dirs } => info(&o(dirs), &object),
+        MediaCommand::Rm { object, dirs } => rm(&o(dirs), &object),
+    })
+    .await??;
+    print!("{out}");
+    Ok(())
+}
 
 fn name(s: &str) -> anyhow::Result<ObjectName> {
     ObjectName::new(s, Limits::default().max_object_name)
