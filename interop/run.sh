@@ -219,7 +219,7 @@ cell() {
       resumption)
         # the second connection resumed: aioquic says so, as client or as server; our
         # server found the client's ticket; our client's second handshake had no
-        # certificate to verify (see server/src/resumption.rs)
+        # certificate to verify (see server/src/node/resumption.rs)
         case $client in
           aioquic-*) grep -q 'resumed True' "$WORK/client.log" || ok=0 ;;
           ours-*) logged "$WORK/client.log" 'TLS session resumed=true' || ok=0 ;;

@@ -25,8 +25,8 @@ use crate::loopback::{self, NodeTls};
 use segue_server::config::{EdgeConfig, OriginConfig};
 use segue_server::edge::EdgeSource;
 use segue_server::edge::node::Edge;
-use segue_server::library::{Library, LibraryOptions};
 use segue_server::origin::Origin;
+use segue_server::origin::library::{Library, LibraryOptions};
 
 /// Which system carries the plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
@@ -418,7 +418,7 @@ pub(crate) async fn ingest(s: &Scenario, w: &Path, data: &Path) -> anyhow::Resul
         media_root: w.join("media"),
         data_dir: data.to_owned(),
         target_segment_us: s.media.segment_ms.saturating_mul(1000),
-        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
+        scheme: segue_server::origin::ingest::segmenter::SegmentScheme::Uniform,
     };
     let lib = tokio::task::spawn_blocking(move || Library::open(&lib_opts)).await??;
     catalog(&lib)
@@ -603,16 +603,16 @@ async fn run_segue(
                     },
                 )
                 .await?;
-                c.peers.push(segue_server::helper::PeerConf {
+                c.peers.push(segue_server::cooperation::PeerConf {
                     name: other.name.clone(),
                     url: SegueUrl::parse(&format!("segue://localhost:{}/", r.local.port()))?,
                     scope: Some(scope),
                 });
                 peer_relays.push(r);
             }
-            c.advert_periods = segue_server::helper::scope::Periods::parse(&h.periods)
+            c.advert_periods = segue_server::cooperation::scope::Periods::parse(&h.periods)
                 .map_err(anyhow::Error::msg)?;
-            c.collective_scope = segue_server::helper::scope::Scope::parse(&h.collective)
+            c.collective_scope = segue_server::cooperation::scope::Scope::parse(&h.collective)
                 .map_err(anyhow::Error::msg)?;
         }
         let node = Edge::start_on(c, ep, edge_stops[i].subscribe()).await?;

@@ -134,8 +134,8 @@ pub struct HelpersConf {
 
 impl HelpersConf {
     /// The link between two helpers `scope` apart (global peers get the national link).
-    pub fn link(&self, scope: segue_server::helper::scope::Scope) -> &LinkConf {
-        use segue_server::helper::scope::Scope;
+    pub fn link(&self, scope: segue_server::cooperation::scope::Scope) -> &LinkConf {
+        use segue_server::cooperation::scope::Scope;
         match scope {
             Scope::Local => &self.local,
             Scope::Regional => &self.regional,
@@ -168,8 +168,8 @@ impl Scenario {
     }
 
     /// How far edges `a` and `b` are from each other.
-    pub fn scope_between(&self, a: usize, b: usize) -> segue_server::helper::scope::Scope {
-        use segue_server::helper::scope::Scope;
+    pub fn scope_between(&self, a: usize, b: usize) -> segue_server::cooperation::scope::Scope {
+        use segue_server::cooperation::scope::Scope;
         let (x, y) = (&self.edges[a], &self.edges[b]);
         let same = |p: &Option<String>, q: &Option<String>| p.is_some() && p == q;
         if same(&x.site, &y.site) {
@@ -439,7 +439,7 @@ impl Scenario {
                 .validate(&format!("edge {}.origin_link", e.name))?;
             e.player_link
                 .validate(&format!("edge {}.player_link", e.name))?;
-            segue_server::helper::check_name(&e.name).map_err(|x| format!("edge: {x}"))?;
+            segue_server::cooperation::check_name(&e.name).map_err(|x| format!("edge: {x}"))?;
         }
         p.last_mile.validate("players.last_mile")?;
         if let Some(t) = &self.transport.tcp_congestion
@@ -466,9 +466,9 @@ impl Scenario {
             }
         }
         if let Some(h) = &self.helpers {
-            segue_server::helper::scope::Periods::parse(&h.periods)
+            segue_server::cooperation::scope::Periods::parse(&h.periods)
                 .map_err(|e| format!("helpers.periods: {e}"))?;
-            segue_server::helper::scope::Scope::parse(&h.collective)
+            segue_server::cooperation::scope::Scope::parse(&h.collective)
                 .map_err(|e| format!("helpers.collective: {e}"))?;
             for (what, l) in [
                 ("local", &h.local),
@@ -551,7 +551,7 @@ watch = { early_quit = 0.6, within = 0.2 }
 
     #[test]
     fn helper_scopes_follow_sites_and_regions() {
-        use segue_server::helper::scope::Scope;
+        use segue_server::cooperation::scope::Scope;
         let s = Scenario::load(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/scenarios/helpers6.toml"),
         )

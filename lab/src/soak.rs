@@ -207,15 +207,17 @@ pub async fn run(exe: &Path, o: &SoakOptions) -> anyhow::Result<String> {
         .collect::<Result<_, _>>()?;
     // Each object played once unpaced first (the edge's cache holds it from then on); its
     // bitrate from the manifest.
-    let lib_opts = segue_server::library::LibraryOptions {
+    let lib_opts = segue_server::origin::library::LibraryOptions {
         media_root: media.to_owned(),
         data_dir: dir.join("describe"),
         target_segment_us: 2_000_000,
-        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
+        scheme: segue_server::origin::ingest::segmenter::SegmentScheme::Uniform,
     };
     // Ingest reads the files: off the runtime the players share.
-    let lib = tokio::task::spawn_blocking(move || segue_server::library::Library::open(&lib_opts))
-        .await??;
+    let lib = tokio::task::spawn_blocking(move || {
+        segue_server::origin::library::Library::open(&lib_opts)
+    })
+    .await??;
     let mut described = Vec::new();
     for (u, name) in urls.iter().zip(&o.objects) {
         let mut p = PlayOptions::new(u.clone(), ca.clone());

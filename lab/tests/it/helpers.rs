@@ -9,11 +9,11 @@ use std::time::Duration;
 use segue_lab::loopback;
 use segue_net::NodeTls;
 use segue_server::config::EdgeConfig;
+use segue_server::cooperation::PeerConf;
+use segue_server::cooperation::scope::{Periods, RttLimits, Scope};
 use segue_server::edge::EdgeSource;
 use segue_server::edge::node::Edge;
-use segue_server::helper::PeerConf;
-use segue_server::helper::scope::{Periods, RttLimits, Scope};
-use segue_server::source::Source;
+use segue_server::node::source::Source;
 use segue_wire::{ObjectName, SegueUrl};
 
 const NAMES: [&str; 3] = ["h1", "h2", "h3"];

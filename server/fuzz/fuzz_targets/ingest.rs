@@ -2,7 +2,7 @@
 //! demuxed and segmented as the origin's library does, and whatever is accepted must make a
 //! manifest that survives its own encoding.
 
-use segue_server::ingest::{self, segmenter};
+use segue_server::origin::ingest::{self, segmenter};
 use segue_wire::ObjectName;
 use segue_wire::segment::Manifest;
 

@@ -79,7 +79,7 @@ pub enum HqCommand {
 
 /// Runs `segue hq serve` or `segue hq get`.
 pub async fn run_hq(command: HqCommand) -> anyhow::Result<()> {
-    use crate::hq;
+    use crate::files::hq;
     match command {
         HqCommand::Serve {
             www,
@@ -97,7 +97,7 @@ pub async fn run_hq(command: HqCommand) -> anyhow::Result<()> {
             tracing::info!(listen = %ep.endpoint.local_addr()?, www = %www.display(), retry, "serving hq-interop");
             let files = crate::files::DirFiles::new(&www)
                 .with_context(|| format!("cannot serve {}", www.display()))?;
-            use crate::admission::{ConnectionLimits, RetryPolicy};
+            use crate::node::admission::{ConnectionLimits, RetryPolicy};
             let policy = if retry {
                 RetryPolicy::Always
             } else {

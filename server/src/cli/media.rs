@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 
-use crate::ingest::segmenter::SegmentScheme;
+use crate::origin::ingest::segmenter::SegmentScheme;
 use segue_wire::{Limits, ObjectName};
 
-use crate::library::{
+use crate::origin::library::{
     EXTENSIONS, Library, LibraryOptions, ingested_dir, source_dir_and_stem, sources_of,
 };
 
@@ -122,13 +122,13 @@ pub fn ingest(
         .with_context(|| format!("{}: no usable file name", file.display()))?;
     let obj = name(as_name.unwrap_or(stem))?;
     // Check the file before it goes anywhere.
-    let d = crate::ingest::demux(file)?;
-    crate::ingest::segmenter::segment(
+    let d = crate::origin::ingest::demux(file)?;
+    crate::origin::ingest::segmenter::segment(
         &d,
         &obj,
         vec![ext.clone()],
         0,
-        crate::ingest::segmenter::Cut {
+        crate::origin::ingest::segmenter::Cut {
             target_us: opts.target_segment_us,
             scheme: opts.scheme,
         },
@@ -179,7 +179,7 @@ pub fn ingest(
 /// The library as a table (ingesting what changed), with files that failed.
 pub fn list(opts: &LibraryOptions) -> anyhow::Result<String> {
     let lib = Library::open(opts)?;
-    let objects = crate::admin::library_objects(&lib);
+    let objects = crate::node::admin::library_objects(&lib);
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -303,7 +303,7 @@ pub fn options(
     media: PathBuf,
     data: PathBuf,
     segment_ms: u64,
-    scheme: crate::ingest::segmenter::SegmentScheme,
+    scheme: crate::origin::ingest::segmenter::SegmentScheme,
 ) -> LibraryOptions {
     LibraryOptions {
         media_root: media,

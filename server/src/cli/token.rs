@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::access;
+use crate::node::access;
 
 #[derive(Args, Debug)]
 pub struct TokenArgs {

@@ -66,17 +66,17 @@ pub struct EdgeConfig {
     /// local, regional, national or global; without it, derived from the measured RTT and
     /// how often the peer advertises). The peer must list this edge under --name too.
     #[arg(long = "peer", value_name = "NAME=URL[,SCOPE]")]
-    pub peers: Vec<crate::helper::PeerConf>,
+    pub peers: Vec<crate::cooperation::PeerConf>,
     /// Advert periods per scope, seconds: local,regional,national,global.
     #[arg(long, default_value = "1,5,30,120", value_parser = parse_periods)]
-    pub advert_periods: crate::helper::scope::Periods,
+    pub advert_periods: crate::cooperation::scope::Periods,
     /// Round trips (ms) below which a peer with no configured scope is local, regional,
     /// national (above: global).
     #[arg(long, default_value = "5,30,100", value_parser = parse_rtt_limits)]
-    pub scope_rtt_ms: crate::helper::scope::RttLimits,
+    pub scope_rtt_ms: crate::cooperation::scope::RttLimits,
     /// Segments are spread over the helpers of this scope and nearer (collective storage).
-    #[arg(long, default_value = "local", value_parser = crate::helper::scope::Scope::parse)]
-    pub collective_scope: crate::helper::scope::Scope,
+    #[arg(long, default_value = "local", value_parser = crate::cooperation::scope::Scope::parse)]
+    pub collective_scope: crate::cooperation::scope::Scope,
     /// An object's prefix is kept at every helper that saw at least this many requests for
     /// it (decayed); below, only the helpers owning its segments keep them.
     #[arg(long, default_value_t = 1.0)]
@@ -87,12 +87,12 @@ pub struct EdgeConfig {
     pub admin: AdminArgs,
 }
 
-pub fn parse_rtt_limits(s: &str) -> Result<crate::helper::scope::RttLimits, String> {
-    crate::helper::scope::RttLimits::parse(s)
+pub fn parse_rtt_limits(s: &str) -> Result<crate::cooperation::scope::RttLimits, String> {
+    crate::cooperation::scope::RttLimits::parse(s)
 }
 
-pub fn parse_periods(s: &str) -> Result<crate::helper::scope::Periods, String> {
-    crate::helper::scope::Periods::parse(s)
+pub fn parse_periods(s: &str) -> Result<crate::cooperation::scope::Periods, String> {
+    crate::cooperation::scope::Periods::parse(s)
 }
 
 impl EdgeConfig {

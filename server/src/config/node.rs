@@ -11,10 +11,10 @@ use anyhow::Context as _;
 use clap::Args;
 use segue_net::{Congestion, NodeTls, TransportLimits, TransportSettings};
 
-use crate::admission::Admission;
 use crate::clock::unix_now;
 use crate::node::NodeOptions;
-use crate::session::SessionOptions;
+use crate::node::admission::Admission;
+use crate::node::session::SessionOptions;
 
 /// The certificate a server presents.
 #[derive(Args, Debug, Clone)]
@@ -77,8 +77,8 @@ pub struct LimitArgs {
     pub packet_cache_size: u64,
     /// Validate client addresses with a QUIC Retry first: always, never, or public (clients
     /// from public addresses; not loopback, private or link-local ones).
-    #[arg(long, default_value = "public", value_parser = crate::admission::RetryPolicy::parse)]
-    pub retry: crate::admission::RetryPolicy,
+    #[arg(long, default_value = "public", value_parser = crate::node::admission::RetryPolicy::parse)]
+    pub retry: crate::node::admission::RetryPolicy,
     /// Congestion controller of this node's connections, those it accepts (it sends the
     /// media or segments on them) and those it opens: model (Segue's own), bbr, cubic or
     /// newreno (docs/TRANSPORT.md).
@@ -128,8 +128,8 @@ impl LimitArgs {
         })
     }
 
-    pub fn connections(&self) -> crate::admission::ConnectionLimits {
-        crate::admission::ConnectionLimits {
+    pub fn connections(&self) -> crate::node::admission::ConnectionLimits {
+        crate::node::admission::ConnectionLimits {
             max_connections: self.max_connections,
             max_per_client: self.max_connections_per_client,
             retry: self.retry,
@@ -178,25 +178,25 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 impl TlsArgs {
     /// With `--token-key-file`: the keys signed URLs are checked with.
-    pub fn access(&self) -> anyhow::Result<Option<Arc<crate::access::Keys>>> {
+    pub fn access(&self) -> anyhow::Result<Option<Arc<crate::node::access::Keys>>> {
         let Some(f) = &self.token_key_file else {
             return Ok(None);
         };
-        let keys = crate::access::Keys::from_file(f)?;
+        let keys = crate::node::access::Keys::from_file(f)?;
         tracing::info!(keys = ?keys, "signed URLs required");
         Ok(Some(Arc::new(keys)))
     }
 
     /// With `--files-listen`: the node's file objects over HTTP/3 and hq-interop until `stop`.
-    pub fn serve_files<S: crate::source::Source + Clone>(
+    pub fn serve_files<S: crate::node::source::Source + Clone>(
         &self,
         source: &S,
-        access: Option<Arc<crate::access::Keys>>,
-        limits: crate::admission::ConnectionLimits,
+        access: Option<Arc<crate::node::access::Keys>>,
+        limits: crate::node::admission::ConnectionLimits,
         transport: TransportSettings,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        use crate::{files::ObjectFiles, hq};
+        use crate::files::{ObjectFiles, hq};
         let Some(listen) = self.files_listen else {
             return Ok(());
         };
@@ -227,7 +227,7 @@ pub fn node_options(
     tls: &NodeTls,
     limits: &LimitArgs,
     transport: TransportLimits,
-    access: Option<Arc<crate::access::Keys>>,
+    access: Option<Arc<crate::node::access::Keys>>,
     admission: Arc<Admission>,
 ) -> anyhow::Result<NodeOptions> {
     let size = |v: u64, flag: &str| {
@@ -254,7 +254,7 @@ pub fn node_options(
 }
 
 /// Reads `--hints FILE` (if given) into the node's schedule.
-pub fn add_hint_file(a: &HintArgs, node: &crate::admin::Node) -> anyhow::Result<()> {
+pub fn add_hint_file(a: &HintArgs, node: &crate::node::admin::Node) -> anyhow::Result<()> {
     let Some(file) = &a.hints else { return Ok(()) };
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read hints {}", file.display()))?;
@@ -269,7 +269,7 @@ pub fn add_hint_file(a: &HintArgs, node: &crate::admin::Node) -> anyhow::Result<
 /// Starts the admin API if `--admin` is given.
 pub async fn serve_admin(
     a: &AdminArgs,
-    node: crate::admin::Node,
+    node: crate::node::admin::Node,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let Some(addr) = a.admin else { return Ok(()) };
@@ -282,6 +282,6 @@ pub async fn serve_admin(
         .await
         .with_context(|| format!("admin API: cannot listen on {addr}"))?;
     tracing::info!(admin = %listener.local_addr()?, "admin API (HTTP)");
-    tokio::spawn(crate::admin::serve(listener, node, token, stop));
+    tokio::spawn(crate::node::admin::serve(listener, node, token, stop));
     Ok(())
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use segue_wire::SegueUrl;
 
 use super::node::{AdminArgs, HintArgs, LimitArgs, TlsArgs};
-use crate::ingest::segmenter::SegmentScheme;
+use crate::origin::ingest::segmenter::SegmentScheme;
 
 #[derive(Args, Debug)]
 pub struct OriginConfig {

@@ -27,10 +27,10 @@ use segue_wire::segment::Manifest;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::helper::Helpers;
-use crate::helper::choose::SourceId;
+use crate::cooperation::Helpers;
+use crate::cooperation::choose::SourceId;
 use crate::lru::SegmentLru;
-use crate::source::{CacheCase, Offer, Requester, Source, SourceError, checksum_ok};
+use crate::node::source::{CacheCase, Offer, Requester, Source, SourceError, checksum_ok};
 use schedule::{Scheduler, Ticket};
 use segue_wire::segment::Status;
 use store::Store;
@@ -137,7 +137,7 @@ pub struct StatsFile {
     #[serde(default)]
     pub mean_prefix_s: f64,
     #[serde(default)]
-    pub helpers: Option<crate::helper::HelperSnapshot>,
+    pub helpers: Option<crate::cooperation::HelperSnapshot>,
 }
 
 type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
@@ -256,11 +256,11 @@ impl EdgeSource {
             return;
         };
         let me = self.clone();
-        let sink = crate::helper::LiveSink {
+        let sink = crate::cooperation::LiveSink {
             helpers: h,
             holdings: move || me.0.store.holdings(),
         };
-        crate::helper::advertise::run(Arc::new(sink), stop).await;
+        crate::cooperation::advertise::run(Arc::new(sink), stop).await;
     }
 
     pub fn stats(&self) -> &EdgeStats {
@@ -433,7 +433,7 @@ impl EdgeSource {
                 p.deadline.saturating_duration_since(Instant::now())
             })
         };
-        crate::helper::failover::fetch_any(
+        crate::cooperation::failover::fetch_any(
             |tried| {
                 h.choose(
                     m,

@@ -17,10 +17,10 @@ use tokio::task::JoinHandle;
 use super::store::Store;
 use super::upstream::{self, Upstream};
 use super::{EdgeOptions, EdgeSource};
-use crate::admission::Admission;
-use crate::anticipate::Schedule;
 use crate::config::EdgeConfig;
 use crate::config::node::{add_hint_file, node_options, serve_admin};
+use crate::node::admission::Admission;
+use crate::node::hints::HintSchedule;
 
 /// A running edge.
 pub struct Edge {
@@ -87,17 +87,17 @@ impl Edge {
         let helpers = if c.peers.is_empty() {
             None
         } else {
-            crate::helper::check_name(&c.name).map_err(anyhow::Error::msg)?;
+            crate::cooperation::check_name(&c.name).map_err(anyhow::Error::msg)?;
             if c.peers.iter().any(|p| p.name == c.name) {
                 anyhow::bail!("--peer {}: that is this edge's own --name", c.name);
             }
-            let mut opts = crate::helper::HelperOptions::new(&c.name, c.peers.clone());
+            let mut opts = crate::cooperation::HelperOptions::new(&c.name, c.peers.clone());
             opts.periods = c.advert_periods;
             opts.rtt_limits = c.scope_rtt_ms;
             opts.collective = c.collective_scope;
             opts.popular_requests = c.popular_requests;
             tracing::info!(name = %c.name, peers = c.peers.len(), "cooperating with helpers");
-            Some(Arc::new(crate::helper::Helpers::new(
+            Some(Arc::new(crate::cooperation::Helpers::new(
                 opts,
                 &client,
                 upstream::DEFAULT_TIMEOUT,
@@ -147,9 +147,9 @@ impl Edge {
         }
         let upkeep = tokio::spawn(edge.clone().upkeep(stop.clone()));
         tokio::spawn(edge.clone().advertise(stop.clone()));
-        let hints = Schedule::new(Duration::from_secs(c.hints.hint_lead_secs));
+        let hints = HintSchedule::new(Duration::from_secs(c.hints.hint_lead_secs));
         let admission = Admission::new(c.limits.connections());
-        let node = crate::admin::Node::Edge {
+        let node = crate::node::admin::Node::Edge {
             edge: edge.clone(),
             admission: admission.clone(),
             hints: hints.clone(),

@@ -21,12 +21,12 @@ use segue_wire::segment::Manifest;
 use segue_wire::{Limits, ObjectName};
 
 use crate::clock::unix_now;
-use crate::library::object_dir;
+use crate::node::source::checksum_ok;
+use crate::origin::library::object_dir;
 use crate::placement::link::{LinkEstimate, required_prefix_s, share};
 use crate::placement::popularity::Popularity;
 use crate::placement::value::segment_value;
 use crate::placement::watch::WatchModel;
-use crate::source::checksum_ok;
 
 /// Half-life of request counts.
 const POPULARITY_HALF_LIFE_S: f64 = 3600.0;
@@ -492,7 +492,7 @@ impl Store {
     }
 
     /// Every segment held, per object: what a helper advertises.
-    pub fn holdings(&self) -> crate::helper::advertise::Holdings {
+    pub fn holdings(&self) -> crate::cooperation::advertise::Holdings {
         let st = self.lock();
         st.objects
             .iter()

@@ -15,7 +15,7 @@ use segue_wire::{Limits, ObjectName, SegueUrl};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::source::{SourceError, checksum_ok};
+use crate::node::source::{SourceError, checksum_ok};
 use segue_net::Dialer;
 
 /// How long the edge waits for the origin to answer (connect, or bytes on an exchange).

@@ -8,9 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use segue_client::play::{PlayOptions, play};
-use segue_server::access::{self, Keys};
 use segue_server::files::ObjectFiles;
-use segue_server::hq::{self, ClientOptions};
+use segue_server::files::hq::{self, ClientOptions};
+use segue_server::node::access::{self, Keys};
 use segue_wire::SegueUrl;
 use segue_wire::segment::{Params, ResponseFrame, SegmentRequest, Status, decode_response_frame};
 
@@ -47,7 +47,7 @@ async fn setup() -> Setup {
     tokio::spawn(hq::serve(
         srv,
         Arc::new(files),
-        segue_server::admission::ConnectionLimits::default(),
+        segue_server::node::admission::ConnectionLimits::default(),
         origin.stop_rx(),
     ));
     Setup {

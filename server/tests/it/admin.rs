@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use segue_server::admission::{Admission, ConnectionLimits};
+use segue_server::node::admission::{Admission, ConnectionLimits};
 
 use crate::common;
 use segue_wire::SegueUrl;
@@ -61,14 +61,14 @@ async fn admin_api() {
     let admission = Admission::new(ConnectionLimits::default());
     admission.retries.fetch_add(3, Ordering::Relaxed);
     admission.refused.fetch_add(2, Ordering::Relaxed);
-    let node = segue_server::admin::Node::Edge {
+    let node = segue_server::node::admin::Node::Edge {
         edge: edge.clone(),
         admission,
-        hints: segue_server::anticipate::Schedule::new(Duration::from_secs(0)),
+        hints: segue_server::node::hints::HintSchedule::new(Duration::from_secs(0)),
         name: "edge".into(),
         region: None,
     };
-    tokio::spawn(segue_server::admin::serve(
+    tokio::spawn(segue_server::node::admin::serve(
         listener,
         node,
         "s3cret".into(),
@@ -199,7 +199,7 @@ async fn origin_admin_api_pushes_to_an_edge() {
     let common::TestEdge {
         edge, addr: eaddr, ..
     } = origin.edge(4_000_000).await;
-    let dist = segue_server::distribute::Distributor::new(
+    let dist = segue_server::origin::distribute::Distributor::new(
         origin.source.clone(),
         segue_net::client_endpoint(&origin.tls, Default::default()).map_err(|e| e.to_string()),
         4_000_000,
@@ -207,12 +207,12 @@ async fn origin_admin_api_pushes_to_an_edge() {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
-    let node = segue_server::admin::Node::Origin {
+    let node = segue_server::node::admin::Node::Origin {
         dist,
         admission: Admission::new(ConnectionLimits::default()),
-        hints: segue_server::anticipate::Schedule::new(Duration::from_secs(0)),
+        hints: segue_server::node::hints::HintSchedule::new(Duration::from_secs(0)),
     };
-    tokio::spawn(segue_server::admin::serve(
+    tokio::spawn(segue_server::node::admin::serve(
         listener,
         node,
         "t".into(),

@@ -135,10 +135,13 @@ async fn the_file_endpoint_runs_the_transport_it_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
     for cc in Congestion::ALL {
-        let srv =
-            segue_server::hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key)
-                .unwrap()
-                .with_transport(TransportSettings::with(cc));
+        let srv = segue_server::files::hq::server_endpoint(
+            "127.0.0.1:0".parse().unwrap(),
+            &tls.cert,
+            &tls.key,
+        )
+        .unwrap()
+        .with_transport(TransportSettings::with(cc));
         let addr = srv.endpoint.local_addr().unwrap();
         let client_tls = segue_certs::tls::client_config(&tls.ca, &[b"hq-interop"]).unwrap();
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap();
@@ -164,9 +167,12 @@ async fn the_file_endpoint_runs_the_transport_it_is_given() {
 async fn the_hq_client_runs_the_transport_it_is_given() {
     let dir = tempfile::tempdir().unwrap();
     let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
-    let srv =
-        segue_server::hq::server_endpoint("127.0.0.1:0".parse().unwrap(), &tls.cert, &tls.key)
-            .unwrap();
+    let srv = segue_server::files::hq::server_endpoint(
+        "127.0.0.1:0".parse().unwrap(),
+        &tls.cert,
+        &tls.key,
+    )
+    .unwrap();
     let addr = srv.endpoint.local_addr().unwrap();
     tokio::spawn(async move {
         // Accept and hold the connections until the test ends.
@@ -178,11 +184,11 @@ async fn the_hq_client_runs_the_transport_it_is_given() {
         }
     });
     for cc in Congestion::ALL {
-        let opts = segue_server::hq::ClientOptions {
+        let opts = segue_server::files::hq::ClientOptions {
             transport: Some(TransportSettings::with(cc)),
             ..Default::default()
         };
-        let client = segue_server::hq::client_endpoint(&tls.ca, &opts).unwrap();
+        let client = segue_server::files::hq::client_endpoint(&tls.ca, &opts).unwrap();
         let conn = client.connect(addr, "localhost", &opts).await.unwrap();
         assert_eq!(controller_of(&conn), Some(cc), "an hq client given {cc}");
     }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use segue_client::ControlClient;
 use segue_net::{NodeTls, TransportLimits, server_endpoint};
-use segue_server::library::{Library, LibraryOptions};
+use segue_server::node::source::LibrarySource;
 use segue_server::node::{NodeOptions, serve};
-use segue_server::source::LibrarySource;
+use segue_server::origin::library::{Library, LibraryOptions};
 use segue_wire::control::{
     Message, Method, NptRange, PARAMETERS_CONTENT_TYPE, Request, Response, SessionHeader, Transport,
 };
@@ -45,7 +45,7 @@ async fn node_serving(file: &str, segment_us: u64, opts: NodeOptions) -> Node {
         media_root: media,
         data_dir: dir.path().join("data"),
         target_segment_us: segment_us,
-        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
+        scheme: segue_server::origin::ingest::segmenter::SegmentScheme::Uniform,
     })
     .unwrap();
     let ep = server_endpoint(

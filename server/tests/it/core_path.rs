@@ -12,9 +12,9 @@ use segue_net::{NodeTls, TransportLimits, client_endpoint, server_endpoint};
 use segue_server::edge::store::Store;
 use segue_server::edge::upstream::Upstream;
 use segue_server::edge::{EdgeOptions, EdgeSource};
-use segue_server::library::{Library, LibraryOptions};
+use segue_server::node::source::{LibrarySource, Source, SourceError};
 use segue_server::node::{NodeOptions, serve};
-use segue_server::source::{LibrarySource, Source, SourceError};
+use segue_server::origin::library::{Library, LibraryOptions};
 use segue_wire::segment::Manifest;
 use segue_wire::{ObjectName, SegueUrl};
 use tokio::sync::watch;
@@ -139,7 +139,7 @@ async fn lab(o: LabOptions) -> (Lab, Library) {
         media_root: media,
         data_dir: dir.path().join("origin"),
         target_segment_us: 2_000_000,
-        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
+        scheme: segue_server::origin::ingest::segmenter::SegmentScheme::Uniform,
     };
     let lib = Library::open(&opts).unwrap();
     let tls = NodeTls::named(&certs, "localhost");

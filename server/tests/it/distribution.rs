@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use segue_net::client_endpoint;
-use segue_server::anticipate::{HintState, Schedule};
 use segue_server::clock::unix_now;
-use segue_server::distribute::Distributor;
 use segue_server::edge::EdgeOptions;
 use segue_server::edge::store::Store;
 use segue_server::edge::upstream::Upstream;
+use segue_server::node::hints::{HintSchedule, HintState};
+use segue_server::node::push::{self, PushError};
+use segue_server::node::source::{LibrarySource, Offer, Source, SourceError};
+use segue_server::origin::distribute::Distributor;
 use segue_server::placement::hint::parse_json;
-use segue_server::push::{self, PushError};
-use segue_server::source::{LibrarySource, Offer, Source, SourceError};
 use segue_wire::segment::{Manifest, Status};
 use segue_wire::{ObjectName, SegueUrl};
 
@@ -175,7 +175,7 @@ async fn a_hint_prepositions_the_prefix_before_its_time() {
     let origin = common::origin_with_sample("demo.mp4").await;
     let e = origin.edge(4_000_000).await;
     // Viewers expected in 3 s; positioning starts 2 s before.
-    let hints = Schedule::new(Duration::from_secs(2));
+    let hints = HintSchedule::new(Duration::from_secs(2));
     let at = unix_now() + 3.0;
     let mut h = parse_json(br#"{"object": "demo", "in_s": 3, "viewers": 40}"#, at - 3.0).unwrap();
     assert!(h[0].applies_to("edge", None));
@@ -310,7 +310,7 @@ async fn a_corrupted_cached_segment_is_refetched_not_served() {
     // The file is whole again.
     let m = origin.source.manifest(&demo()).await.unwrap();
     let fixed = std::fs::read(&seg).unwrap();
-    assert!(segue_server::source::checksum_ok(&m, 0, &fixed));
+    assert!(segue_server::node::source::checksum_ok(&m, 0, &fixed));
     origin.shutdown().await;
 }
 

@@ -33,12 +33,14 @@ async fn a_full_or_unwritable_disk_passes_through_and_says_so() {
     )
     .unwrap();
     let d = origin.dir.path();
-    let lib = segue_server::library::Library::open(&segue_server::library::LibraryOptions {
-        media_root: d.join("media"),
-        data_dir: d.join("origin"),
-        target_segment_us: 2_000_000,
-        scheme: segue_server::ingest::segmenter::SegmentScheme::Uniform,
-    })
+    let lib = segue_server::origin::library::Library::open(
+        &segue_server::origin::library::LibraryOptions {
+            media_root: d.join("media"),
+            data_dir: d.join("origin"),
+            target_segment_us: 2_000_000,
+            scheme: segue_server::origin::ingest::segmenter::SegmentScheme::Uniform,
+        },
+    )
     .unwrap();
     origin.source.reload(std::sync::Arc::new(lib));
     let cache = origin.dir.path().join("edge");
@@ -60,8 +62,8 @@ async fn a_full_or_unwritable_disk_passes_through_and_says_so() {
     assert!(store.write_errors() >= 2);
     // Nothing reached the disk: the players were served from memory and the origin.
     assert_eq!(store.used(), 0);
-    let admission = segue_server::admission::Admission::new(Default::default());
-    let metrics = segue_server::admin::metrics(&edge.edge, &admission);
+    let admission = segue_server::node::admission::Admission::new(Default::default());
+    let metrics = segue_server::node::admin::metrics(&edge.edge, &admission);
     assert!(
         metrics.contains("segue_edge_cache_write_failing 1"),
         "{metrics}"

@@ -4,15 +4,15 @@
 
 use crate::common;
 
-use segue_server::admission::ConnectionLimits;
+use segue_server::node::admission::ConnectionLimits;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use segue_net::NodeTls;
 use segue_server::files::ObjectFiles;
-use segue_server::hq::{self, ClientOptions};
-use segue_server::source::Source;
+use segue_server::files::hq::{self, ClientOptions};
+use segue_server::node::source::Source;
 
 const SAMPLE: &str = "hd.mp4";
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use segue_net::{NodeTls, TransportLimits, server_endpoint};
-use segue_server::control::{OptionsOnly, serve_control};
+use segue_server::node::control::{OptionsOnly, serve_control};
 use segue_wire::control::{Message, Method, Request};
 use segue_wire::{Limits, SegueUrl};
 

@@ -1,13 +1,14 @@
 //! HTTP/0.9 over QUIC (hq-interop) between our own client and server on loopback: the cases
 //! of the interop matrix our stack supports, each checked on its outcome.
 
-use segue_server::admission::{ConnectionLimits, RetryPolicy};
+use segue_server::node::admission::{ConnectionLimits, RetryPolicy};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use segue_net::NodeTls;
 use segue_server::files::DirFiles;
-use segue_server::hq::{self, ClientOptions, ServerStats};
+use segue_server::files::hq::{self, ClientOptions};
+use segue_server::files::stats::ServerStats;
 
 struct Server {
     _dir: tempfile::TempDir,
@@ -75,7 +76,7 @@ async fn fetch(
     s: &Server,
     opts: ClientOptions,
     paths: &[String],
-) -> anyhow::Result<Vec<hq::Download>> {
+) -> anyhow::Result<Vec<segue_server::files::download::Download>> {
     let ep = hq::client_endpoint(&s.tls.ca, &opts).unwrap();
     let out = tempfile::tempdir().unwrap();
     let urls: Vec<url::Url> = paths.iter().map(|p| url(s, p)).collect();
@@ -615,7 +616,7 @@ async fn a_client_hello_spread_over_packets_is_served_by_its_protocol() {
     assert_eq!(hq::alpn(&conn).as_deref(), Some(&b"h3"[..]));
     assert_eq!(Counters::get(&relay.stats.up.lost), 1, "no packet was lost");
     let out = tempfile::tempdir().unwrap();
-    let got = segue_server::http3::get(conn, &[url(&s, "f0003")], out.path(), None)
+    let got = segue_server::files::http3::get(conn, &[url(&s, "f0003")], out.path(), None)
         .await
         .expect("an HTTP/3 request on an h3 connection is answered");
     same_files(

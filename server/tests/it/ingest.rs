@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use segue_server::ingest::{IngestError, demux, segmenter};
+use segue_server::origin::ingest::{IngestError, demux, segmenter};
 use segue_wire::segment::FrameReader;
 use segue_wire::{Limits, ObjectName};
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicClientConfig;
 use segue_net::{TransportLimits, server_endpoint};
-use segue_server::admission::{Admission, ConnectionLimits, RetryPolicy};
+use segue_server::node::admission::{Admission, ConnectionLimits, RetryPolicy};
 use segue_server::node::{NodeOptions, serve};
 use segue_wire::segment::{ResponseFrame, Status, decode_response_frame};
 

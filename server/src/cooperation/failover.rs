@@ -41,7 +41,7 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::helper::choose::{Candidate, Estimate, Role, choose};
+    use crate::cooperation::choose::{Candidate, Estimate, Role, choose};
 
     /// Fake sources: what each does when asked.
     #[derive(Clone, Copy)]

@@ -236,8 +236,8 @@ mod tests {
     use tokio::time::Instant;
 
     use super::*;
-    use crate::helper::scope::{Periods, Scope};
-    use crate::helper::view::View;
+    use crate::cooperation::scope::{Periods, Scope};
+    use crate::cooperation::view::View;
 
     /// Four peers, one per scope; records every send and delivers it to a view per peer.
     struct Fake {
@@ -265,7 +265,7 @@ mod tests {
             self.sent.lock().unwrap().push((p, t, a.is_snapshot()));
             let n = a.encode().len();
             let st = match self.views.lock().unwrap()[p].apply(&a, Instant::now()) {
-                crate::helper::view::Applied::NeedSnapshot => Status::StaleRevision,
+                crate::cooperation::view::Applied::NeedSnapshot => Status::StaleRevision,
                 _ => Status::Ok,
             };
             Ok((st, n))
@@ -357,7 +357,10 @@ mod tests {
         loop {
             let a = st.next("me", 1, p, &h);
             sizes.push((a.is_snapshot(), a.holdings.len()));
-            assert_eq!(view.apply(&a, t), crate::helper::view::Applied::Applied);
+            assert_eq!(
+                view.apply(&a, t),
+                crate::cooperation::view::Applied::Applied
+            );
             st.answered(&a, Status::Ok);
             if !st.more() {
                 break;
@@ -468,14 +471,17 @@ mod tests {
         let a4 = st.next("me", 1, p, &h);
         assert_eq!(a4.base, 2, "still on the acknowledged version");
         let status = match view.apply(&a4, t) {
-            crate::helper::view::Applied::NeedSnapshot => Status::StaleRevision,
+            crate::cooperation::view::Applied::NeedSnapshot => Status::StaleRevision,
             _ => Status::Ok,
         };
         assert_eq!(status, Status::StaleRevision);
         st.answered(&a4, status);
         let a5 = st.next("me", 1, p, &h);
         assert!(a5.is_snapshot());
-        assert_eq!(view.apply(&a5, t), crate::helper::view::Applied::Applied);
+        assert_eq!(
+            view.apply(&a5, t),
+            crate::cooperation::view::Applied::Applied
+        );
         assert_eq!(view.holders(&name("b"), 2, 5, t), vec!["me"]);
         assert!(view.holders(&name("a"), 1, 0, t).is_empty());
     }

@@ -19,10 +19,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::control::{ControlHandler, ControlOut, options_response};
-use crate::ingest::rescale;
-use crate::packets::{Cursor, PacketCache, SegmentPackets};
-use crate::source::{Source, SourceError};
+use crate::node::control::{ControlHandler, ControlOut, options_response};
+use crate::node::packets::{Cursor, PacketCache, SegmentPackets};
+use crate::node::source::{Source, SourceError};
+use crate::origin::ingest::rescale;
 
 /// Methods a node serves to players: all of segue/1's but PLAY_NOTIFY, which servers send.
 fn public_methods() -> Vec<Method> {
@@ -85,7 +85,7 @@ struct Playing {
 struct Session {
     url: SegueUrl,
     /// How the edge served this session (`full-hit`, `prefix-hit`, `miss`), if an edge.
-    cache_case: Option<crate::source::CacheCase>,
+    cache_case: Option<crate::node::source::CacheCase>,
     manifest: Arc<Manifest>,
     desc: Description,
     flows: Vec<Option<u64>>,
@@ -117,7 +117,7 @@ pub struct Sessions<S: Source> {
     rng: SystemRandom,
     packets: Arc<PacketCache>,
     /// Signed URLs required (docs/SECURITY.md).
-    access: Option<Arc<crate::access::Keys>>,
+    access: Option<Arc<crate::node::access::Keys>>,
 }
 
 fn err(status: u16, req: &Request, reason: impl Into<String>) -> Response {
@@ -159,7 +159,7 @@ impl<S: Source> Sessions<S> {
     }
 
     /// Requires signed URLs of DESCRIBE and of the SETUP that creates a session.
-    pub fn with_access(mut self, access: Option<Arc<crate::access::Keys>>) -> Self {
+    pub fn with_access(mut self, access: Option<Arc<crate::node::access::Keys>>) -> Self {
         self.access = access;
         self
     }
@@ -169,12 +169,13 @@ impl<S: Source> Sessions<S> {
         let Some(keys) = &self.access else {
             return Ok(());
         };
-        let grant = crate::access::grant_of(url.query.as_deref(), req.headers.token.as_deref());
+        let grant =
+            crate::node::access::grant_of(url.query.as_deref(), req.headers.token.as_deref());
         keys.check(
             name.as_str(),
             grant,
             self.conn.remote_address().ip(),
-            crate::access::now(),
+            crate::node::access::now(),
         )
         .map_err(|d| (d.status(), d.to_string()))
     }

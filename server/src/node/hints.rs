@@ -38,13 +38,13 @@ pub struct Planned {
 
 /// A node's hint schedule.
 #[derive(Debug)]
-pub struct Schedule {
+pub struct HintSchedule {
     lead_s: f64,
     planned: Mutex<Vec<Planned>>,
     changed: Notify,
 }
 
-impl Schedule {
+impl HintSchedule {
     /// Positioning starts `lead` before each hint's time.
     pub fn new(lead: Duration) -> Arc<Self> {
         Arc::new(Self {
@@ -161,7 +161,7 @@ mod tests {
 
     #[tokio::test]
     async fn due_hints_are_positioned_and_later_ones_wait() {
-        let s = Schedule::new(Duration::from_secs(60));
+        let s = HintSchedule::new(Duration::from_secs(60));
         let now = unix_now();
         // Due at once (its time is within the lead), and far in the future.
         let mut h = parse_json(

@@ -11,9 +11,9 @@ use segue_wire::{ObjectName, SegueUrl};
 
 use crate::clock::unix_now;
 use crate::edge::upstream::Upstream;
+use crate::node::push::{self, PushError, Pushed};
+use crate::node::source::{LibrarySource, Offer, Source};
 use crate::placement::hint::Hint;
-use crate::push::{self, PushError, Pushed};
-use crate::source::{LibrarySource, Offer, Source};
 
 /// How long connecting to an edge may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -16,7 +16,7 @@ use segue_wire::segment::{
 };
 use segue_wire::{AppError, Limits};
 
-use crate::source::{Offer, Source, SourceError};
+use crate::node::source::{Offer, Source, SourceError};
 
 /// How long either side waits for the other's next bytes.
 const IDLE: Duration = Duration::from_secs(30);

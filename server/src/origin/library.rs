@@ -20,7 +20,7 @@ use bytes::Bytes;
 use segue_wire::segment::Manifest;
 use segue_wire::{Limits, ObjectName};
 
-use crate::ingest::{self, segmenter};
+use crate::origin::ingest::{self, segmenter};
 
 /// Bumped when the ingested form changes, so old data dirs are re-ingested.
 const INGEST_VERSION: u32 = 2;
@@ -491,7 +491,7 @@ mod tests {
             media_root: media,
             data_dir: dir.join("data"),
             target_segment_us: 2_000_000,
-            scheme: crate::ingest::segmenter::SegmentScheme::Uniform,
+            scheme: crate::origin::ingest::segmenter::SegmentScheme::Uniform,
         }
     }
 

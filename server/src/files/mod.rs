@@ -4,6 +4,11 @@
 //! the node's [`Source`]: on an edge the cached prefix from disk, the rest from upstream,
 //! every segment checksum-verified before a byte of it is sent.
 
+pub mod download;
+pub mod hq;
+pub mod http3;
+pub mod stats;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +20,7 @@ use segue_wire::ObjectName;
 use segue_wire::segment::Manifest;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-use crate::source::{Source, SourceError};
+use crate::node::source::{Source, SourceError};
 
 /// Read size for files on disk.
 const CHUNK: usize = 64 * 1024;
@@ -85,7 +90,7 @@ pub trait Files: Send + Sync + 'static {
         _query: Option<&str>,
         _header: Option<&str>,
         _peer: std::net::IpAddr,
-    ) -> Result<(), crate::access::Denied> {
+    ) -> Result<(), crate::node::access::Denied> {
         Ok(())
     }
 
@@ -210,7 +215,7 @@ impl Body for DiskBody {
 #[derive(Debug)]
 pub struct ObjectFiles<S> {
     source: Arc<S>,
-    access: Option<Arc<crate::access::Keys>>,
+    access: Option<Arc<crate::node::access::Keys>>,
 }
 
 impl<S> ObjectFiles<S> {
@@ -222,7 +227,7 @@ impl<S> ObjectFiles<S> {
     }
 
     /// Requires signed URLs (docs/SECURITY.md) when `access` is given.
-    pub fn with_access(mut self, access: Option<Arc<crate::access::Keys>>) -> Self {
+    pub fn with_access(mut self, access: Option<Arc<crate::node::access::Keys>>) -> Self {
         self.access = access;
         self
     }
@@ -258,18 +263,18 @@ impl<S: Source> Files for ObjectFiles<S> {
         query: Option<&str>,
         header: Option<&str>,
         peer: std::net::IpAddr,
-    ) -> Result<(), crate::access::Denied> {
+    ) -> Result<(), crate::node::access::Denied> {
         let Some(keys) = &self.access else {
             return Ok(());
         };
         // A bad path is refused like a bad grant; `open` says 404 to the authorized.
-        let name =
-            object_of(path).map_err(|_| crate::access::Denied::Refused("not an object path"))?;
+        let name = object_of(path)
+            .map_err(|_| crate::node::access::Denied::Refused("not an object path"))?;
         keys.check(
             name.as_str(),
-            crate::access::grant_of(query, header),
+            crate::node::access::grant_of(query, header),
             peer,
-            crate::access::now(),
+            crate::node::access::now(),
         )
     }
 

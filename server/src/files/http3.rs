@@ -11,9 +11,10 @@ use anyhow::{Context as _, bail};
 use bytes::{Buf as _, Bytes};
 use http::{Request, Response, StatusCode, header};
 
+use crate::files::download::{Download, Target, collect};
+use crate::files::stats::{ServerStats, note_0rtt};
 use crate::files::{Body as _, FileError, Files};
-use crate::hq::{Download, ServerStats, Target, collect, note_0rtt};
-use crate::resumption::Handshake;
+use crate::node::resumption::Handshake;
 
 /// ALPN of HTTP/3.
 pub const ALPN: &[u8] = b"h3";

@@ -1,5 +1,5 @@
 //! Serves the segment protocol (PROTOCOL.md §8) on one bidirectional stream: manifest and
-//! segment requests here, push offers in [`crate::push`].
+//! segment requests here, push offers in [`crate::node::push`].
 
 use std::sync::Arc;
 
@@ -10,8 +10,8 @@ use segue_wire::segment::{
 };
 use segue_wire::{AppError, Limits};
 
-use crate::peer::Peer;
-use crate::source::{Offer, Requester, Source};
+use crate::node::remote::Remote;
+use crate::node::source::{Offer, Requester, Source};
 
 /// Stream priority for an exchange whose segments are due `deadline_ms` after now: earliest
 /// *absolute* due time first (a DEADLINE is relative to when the request arrived, so two
@@ -33,9 +33,9 @@ pub struct Exchange<'a> {
     pub delay: std::time::Duration,
     /// The request must arrive whole within this long of the stream's opening (slowloris).
     pub request_timeout: std::time::Duration,
-    pub peer: &'a Peer,
+    pub peer: &'a Remote,
     /// Signed URLs required of players (`None`: open access).
-    pub access: Option<&'a crate::access::Keys>,
+    pub access: Option<&'a crate::node::access::Keys>,
 }
 
 /// Reads one request and answers it. Errors are reported to the peer; the result says only
@@ -114,7 +114,7 @@ pub async fn serve_exchange<S: Source>(
             object.as_str(),
             req.params().token.map(Ok),
             peer.addr.ip(),
-            crate::access::now(),
+            crate::node::access::now(),
         )
     {
         return refuse(send, Status::Unauthorized, d.to_string()).await;
@@ -144,8 +144,10 @@ pub async fn serve_exchange<S: Source>(
                 deadline_ms: params.deadline_ms,
             };
             let rest = bytes::BytesMut::from(&buf[used..]);
-            return crate::push::receive(&*source, &manifest, offer, send, recv, rest, &limits)
-                .await;
+            return crate::node::push::receive(
+                &*source, &manifest, offer, send, recv, rest, &limits,
+            )
+            .await;
         }
         SegmentRequest::Manifest { .. } => {
             send.write_all(&ResponseHeader::ok().encode()).await?;
@@ -203,7 +205,7 @@ pub async fn serve_exchange<S: Source>(
 
 /// What only nodes may ask (docs/SECURITY.md, mTLS): segments and push offers need a
 /// certificate of the node CA. Anyone may ask for a manifest (players verify with it).
-fn node_only(req: &SegmentRequest, peer: &Peer) -> Result<(), String> {
+fn node_only(req: &SegmentRequest, peer: &Remote) -> Result<(), String> {
     if matches!(req, SegmentRequest::Manifest { .. }) || peer.is_node() {
         Ok(())
     } else {

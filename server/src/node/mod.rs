@@ -1,18 +1,31 @@
 //! Accepts connections and routes their streams: the first client bidirectional stream to the
 //! control handler (player sessions), every other one to the segment protocol.
 
+pub mod access;
+pub mod admin;
+pub mod admission;
+pub mod control;
+pub mod hints;
+pub mod packets;
+pub mod push;
+pub mod remote;
+pub mod resumption;
+pub mod segserve;
+pub mod session;
+pub mod source;
+
 use std::sync::Arc;
 
 use segue_wire::{AppError, Limits};
 use tokio::sync::watch;
 
-use crate::admission::{Admission, ConnectionLimits};
-use crate::control::serve_control;
-use crate::packets::PacketCache;
-use crate::peer::Peer;
-use crate::segserve::{Exchange, serve_exchange};
-use crate::session::{SessionOptions, Sessions};
-use crate::source::Source;
+use crate::node::admission::{Admission, ConnectionLimits};
+use crate::node::control::serve_control;
+use crate::node::packets::PacketCache;
+use crate::node::remote::Remote;
+use crate::node::segserve::{Exchange, serve_exchange};
+use crate::node::session::{SessionOptions, Sessions};
+use crate::node::source::Source;
 
 /// How a node serves.
 #[derive(Debug, Clone)]
@@ -22,7 +35,7 @@ pub struct NodeOptions {
     /// Delay before answering each segment request (lab and demo aid; zero in production).
     pub response_delay: std::time::Duration,
     /// Signed URLs required of players (docs/SECURITY.md); `None`: open access.
-    pub access: Option<Arc<crate::access::Keys>>,
+    pub access: Option<Arc<crate::node::access::Keys>>,
     /// A qlog trace per connection (`$QLOGDIR`).
     pub qlog: Option<segue_net::NodeQlog>,
     /// Connections held at once, in total and per client, Retry policy, and their counters
@@ -111,7 +124,7 @@ async fn connection<S: Source>(
     packets: Arc<PacketCache>,
 ) {
     let limits = opts.limits;
-    let who = Arc::new(Peer::of(&conn));
+    let who = Arc::new(Remote::of(&conn));
     let peer = who.addr;
     tracing::debug!(peer = %who, "connection");
     loop {

@@ -13,7 +13,7 @@ use segue_wire::sdp::{Description, Track};
 use segue_wire::segment::{Frame, Hash, Manifest, SegmentEntry, TrackEntry};
 
 use super::{Demuxed, rescale};
-use crate::ingest::IngestError;
+use crate::origin::ingest::IngestError;
 
 /// Default target segment duration.
 pub const DEFAULT_TARGET_US: u64 = 2_000_000;

@@ -2,6 +2,10 @@
 //! tests all start an origin with [`Origin::start`] from an [`OriginConfig`] (the flags and
 //! config keys of `segue origin`), so that what they run is what users run.
 
+pub mod distribute;
+pub mod ingest;
+pub mod library;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +15,12 @@ use segue_net::{TransportSettings, client_endpoint, server_endpoint};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admission::Admission;
-use crate::anticipate::Schedule;
 use crate::config::OriginConfig;
 use crate::config::node::{add_hint_file, node_options, serve_admin};
-use crate::library::{Library, LibraryOptions};
-use crate::source::LibrarySource;
+use crate::node::admission::Admission;
+use crate::node::hints::HintSchedule;
+use crate::node::source::LibrarySource;
+use crate::origin::library::{Library, LibraryOptions};
 
 /// A running origin.
 #[derive(Debug)]
@@ -46,15 +50,15 @@ impl Origin {
         let endpoint = server_endpoint(c.listen, &tls, transport)
             .context("the origin's endpoint (--cert, --key, and --ca: the edges' CA)")?;
         let client = client_endpoint(&tls, transport.transport).map_err(|e| format!("{e:#}"));
-        let dist = crate::distribute::Distributor::new(
+        let dist = crate::origin::distribute::Distributor::new(
             source.clone(),
             client,
             c.push_prefix_secs.saturating_mul(1_000_000),
             c.push_edges.clone(),
         );
-        let hints = Schedule::new(Duration::from_secs(c.hints.hint_lead_secs));
+        let hints = HintSchedule::new(Duration::from_secs(c.hints.hint_lead_secs));
         let admission = Admission::new(c.limits.connections());
-        let node = crate::admin::Node::Origin {
+        let node = crate::node::admin::Node::Origin {
             dist: dist.clone(),
             admission: admission.clone(),
             hints: hints.clone(),

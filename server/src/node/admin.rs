@@ -28,14 +28,14 @@ use segue_wire::ObjectName;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admission::Admission;
-use crate::anticipate::Schedule;
 use crate::clock::unix_now;
-use crate::distribute::Distributor;
 use crate::edge::EdgeSource;
 use crate::edge::store::ObjectStatus;
+use crate::node::admission::Admission;
+use crate::node::hints::HintSchedule;
+use crate::node::source::Source as _;
+use crate::origin::distribute::Distributor;
 use crate::placement::hint::{Hint, parse_json};
-use crate::source::Source as _;
 
 /// Largest request body read (POST /hints).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -47,7 +47,7 @@ pub enum Node {
         edge: EdgeSource,
         /// The segue/1 port's connection admission (its counters go to /metrics).
         admission: Arc<Admission>,
-        hints: Arc<Schedule>,
+        hints: Arc<HintSchedule>,
         /// This edge's name and region, matched against hints.
         name: String,
         region: Option<String>,
@@ -55,7 +55,7 @@ pub enum Node {
     Origin {
         dist: Arc<Distributor>,
         admission: Arc<Admission>,
-        hints: Arc<Schedule>,
+        hints: Arc<HintSchedule>,
     },
 }
 
@@ -75,7 +75,7 @@ impl Node {
         n
     }
 
-    fn hints(&self) -> &Arc<Schedule> {
+    fn hints(&self) -> &Arc<HintSchedule> {
         match self {
             Node::Edge { hints, .. } | Node::Origin { hints, .. } => hints,
         }
@@ -147,7 +147,7 @@ pub struct LibraryObject {
 }
 
 /// Every object of a library.
-pub fn library_objects(lib: &crate::library::Library) -> Vec<LibraryObject> {
+pub fn library_objects(lib: &crate::origin::library::Library) -> Vec<LibraryObject> {
     lib.names()
         .iter()
         .filter_map(|n| lib.get(n))
@@ -341,7 +341,7 @@ pub fn metrics(edge: &EdgeSource, admission: &Admission) -> String {
     if let Some(h) = edge.helpers() {
         use std::sync::atomic::Ordering::Relaxed;
         let sent = Family::<Vec<(String, String)>, Counter>::default();
-        for scope in crate::helper::scope::Scope::ALL {
+        for scope in crate::cooperation::scope::Scope::ALL {
             sent.get_or_create(&vec![("scope".into(), scope.name().into())])
                 .inc_by(h.stats.advert_bytes_sent[scope as usize].load(Relaxed));
         }
@@ -430,7 +430,7 @@ fn json<T: serde::Serialize>(v: &T) -> Resp {
     }
 }
 
-fn source_error(e: &crate::source::SourceError) -> Resp {
+fn source_error(e: &crate::node::source::SourceError) -> Resp {
     plain(
         StatusCode::from_u16(e.rtsp_status()).unwrap_or(StatusCode::BAD_GATEWAY),
         &e.to_string(),

@@ -2,22 +2,23 @@
 //! a client opens one bidirectional stream per file, sends `GET /path\r\n` and FIN; the
 //! server answers the file's bytes and FIN (nothing for a missing file: the stream is reset).
 //! For interop tests with other QUIC stacks (interop/), not for media delivery. The same
-//! endpoints speak HTTP/3 ([`crate::http3`]) when the peer picks ALPN `h3`.
+//! endpoints speak HTTP/3 ([`crate::files::http3`]) when the peer picks ALPN `h3`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 
-use crate::admission::{Admission, ConnectionLimits};
+use crate::files::download::{Download, Target, collect};
+use crate::files::stats::{ServerStats, note_0rtt};
 use crate::files::{Body as _, FileError, Files};
-use crate::resumption::{CountingSessions, CountingVerifier, Handshake};
+use crate::node::admission::{Admission, ConnectionLimits};
+use crate::node::resumption::{CountingSessions, CountingVerifier, Handshake};
 
 /// ALPN of HTTP/0.9 over QUIC in the interop runner.
 pub const ALPN: &[u8] = b"hq-interop";
@@ -25,23 +26,6 @@ pub const ALPN: &[u8] = b"hq-interop";
 const MAX_REQUEST: usize = 8192;
 /// Streams a client may have open at once on a server connection.
 const MAX_STREAMS: u32 = 1000;
-
-/// What the server did (tests, logs).
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    pub connections: AtomicU64,
-    /// Connection attempts answered with a Retry (address validation).
-    pub retries: AtomicU64,
-    pub files: AtomicU64,
-    pub bytes: AtomicU64,
-    pub refused: AtomicU64,
-    /// Connection attempts refused by the connection limits.
-    pub refused_connections: AtomicU64,
-    /// TLS sessions resumed (a client's ticket found).
-    pub resumed_sessions: Arc<AtomicU64>,
-    /// Connections whose requests came as 0-RTT data.
-    pub zero_rtt_connections: AtomicU64,
-}
 
 /// How long a connection may stay silent before it is given up (also the longest a client
 /// waits for a handshake), unless told otherwise.
@@ -117,7 +101,7 @@ impl Server {
 
 /// A server endpoint on `listen` offering `hq-interop` and `h3` with `cert`/`key`.
 pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::Result<Server> {
-    let mut tls = segue_certs::tls::server_config(cert, key, &[ALPN, crate::http3::ALPN])?;
+    let mut tls = segue_certs::tls::server_config(cert, key, &[ALPN, crate::files::http3::ALPN])?;
     // 0-RTT for resumed clients (QUIC takes all or nothing). Files only: GET is idempotent,
     // so a replayed request costs bytes, not correctness. Never on the media path.
     tls.max_early_data_size = u32::MAX;
@@ -228,10 +212,15 @@ pub async fn serve<F: Files>(
                         alpn(&conn)
                     }
                 };
-                if protocol.as_deref() == Some(crate::http3::ALPN) {
+                if protocol.as_deref() == Some(crate::files::http3::ALPN) {
                     let conn = conn.clone();
-                    return crate::http3::serve_connection(conn, &handshake, files, stats.clone())
-                        .await;
+                    return crate::files::http3::serve_connection(
+                        conn,
+                        &handshake,
+                        files,
+                        stats.clone(),
+                    )
+                    .await;
                 }
                 let peer = conn.remote_address().ip();
                 while let Ok((send, recv)) = conn.accept_bi().await {
@@ -250,27 +239,12 @@ pub async fn serve<F: Files>(
     endpoint.close(0u32.into(), b"shutting down");
 }
 
-/// Called as a connection starts and as each request is taken: a connection whose requests
-/// came as 0-RTT data is counted (once) and logged.
-pub(crate) fn note_0rtt(conn: &quinn::Connection, handshake: &Handshake, stats: &ServerStats) {
-    if handshake.first_sight_of_0rtt(conn) {
-        stats.zero_rtt_connections.fetch_add(1, Ordering::Relaxed);
-        let peer = conn.remote_address();
-        tracing::info!(%peer, "0-RTT: requests received before the handshake completed");
-    }
-}
-
 /// The protocol a connection negotiated.
 pub fn alpn(conn: &quinn::Connection) -> Option<Vec<u8>> {
     conn.handshake_data()?
         .downcast::<quinn::crypto::rustls::HandshakeData>()
         .ok()?
         .protocol
-}
-
-/// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 async fn answer<F: Files>(
@@ -362,15 +336,6 @@ impl ClientOptions {
     }
 }
 
-/// One downloaded file.
-#[derive(Debug, Clone)]
-pub struct Download {
-    pub path: String,
-    pub bytes: u64,
-    /// SHA-256, hex.
-    pub sha256: String,
-}
-
 /// A client endpoint and its configuration (each connection gets it, with its own qlog trace
 /// when `$QLOGDIR` is set; clones share the TLS session store, so resumption works).
 pub struct Client {
@@ -419,7 +384,11 @@ pub fn client_endpoint(ca: &Path, opts: &ClientOptions) -> anyhow::Result<Client
             .cipher_suites
             .retain(|s| s.suite() == rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
     }
-    let alpn = if opts.http3 { crate::http3::ALPN } else { ALPN };
+    let alpn = if opts.http3 {
+        crate::files::http3::ALPN
+    } else {
+        ALPN
+    };
     let provider = Arc::new(provider);
     let mut tls = segue_certs::tls::client_config_with(provider.clone(), ca, &[alpn])?;
     tls.enable_early_data = opts.zero_rtt;
@@ -555,7 +524,7 @@ async fn fetch_over(
         conn.force_key_update();
     }
     if opts.http3 {
-        return crate::http3::get(conn, urls, downloads, opts.range.as_deref()).await;
+        return crate::files::http3::get(conn, urls, downloads, opts.range.as_deref()).await;
     }
     let mut tasks = tokio::task::JoinSet::new();
     for u in urls {
@@ -576,77 +545,4 @@ async fn fetch_over(
     let out = collect(tasks).await;
     conn.close(0u32.into(), b"done");
     out
-}
-
-/// Where one URL's file goes: `downloads/<last path component>`.
-pub(crate) struct Target {
-    pub path: String,
-    /// What an HTTP/0.9 request asks for: the path and the query (a signed URL's grant).
-    request: String,
-    out: PathBuf,
-}
-
-/// A file being downloaded: written and hashed as it arrives.
-pub(crate) struct Sink {
-    path: String,
-    file: tokio::fs::File,
-    ctx: ring::digest::Context,
-    bytes: u64,
-}
-
-impl Target {
-    pub(crate) fn of(url: &url::Url, downloads: &Path) -> anyhow::Result<Self> {
-        let path = url.path().to_owned();
-        let name = Path::new(&path)
-            .file_name()
-            .with_context(|| format!("{url}: no file name"))?;
-        let request = match url.query() {
-            Some(q) => format!("{path}?{q}"),
-            None => path.clone(),
-        };
-        Ok(Self {
-            out: downloads.join(name),
-            path,
-            request,
-        })
-    }
-
-    pub(crate) async fn create(self) -> anyhow::Result<Sink> {
-        Ok(Sink {
-            file: tokio::fs::File::create(&self.out).await?,
-            path: self.path,
-            ctx: ring::digest::Context::new(&ring::digest::SHA256),
-            bytes: 0,
-        })
-    }
-}
-
-impl Sink {
-    pub(crate) async fn write(&mut self, b: &[u8]) -> anyhow::Result<()> {
-        self.ctx.update(b);
-        self.file.write_all(b).await?;
-        self.bytes += b.len() as u64;
-        Ok(())
-    }
-
-    pub(crate) async fn finish(mut self) -> anyhow::Result<Download> {
-        self.file.flush().await?;
-        Ok(Download {
-            path: self.path,
-            bytes: self.bytes,
-            sha256: hex(self.ctx.finish().as_ref()),
-        })
-    }
-}
-
-/// Every download task's result, by path; the first failure fails all.
-pub(crate) async fn collect(
-    mut tasks: tokio::task::JoinSet<anyhow::Result<Download>>,
-) -> anyhow::Result<Vec<Download>> {
-    let mut out = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        out.push(r.context("download task")??);
-    }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
 }

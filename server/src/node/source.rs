@@ -10,7 +10,7 @@ use ring::digest::{SHA256, digest};
 use segue_wire::ObjectName;
 use segue_wire::segment::{Manifest, Status};
 
-use crate::library::Library;
+use crate::origin::library::Library;
 
 /// Why a source could not deliver.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -9,13 +9,13 @@ use rustls::pki_types::CertificateDer;
 
 /// The remote end of one connection.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub struct Remote {
     pub addr: SocketAddr,
     /// The verified end-entity certificate of a node; `None`: not a node.
     cert: Option<Arc<CertificateDer<'static>>>,
 }
 
-impl Peer {
+impl Remote {
     /// The peer of `conn`, as its handshake authenticated it.
     pub fn of(conn: &quinn::Connection) -> Self {
         let cert = conn
@@ -48,7 +48,7 @@ impl Peer {
     }
 }
 
-impl std::fmt::Display for Peer {
+impl std::fmt::Display for Remote {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.is_node() {
             true => write!(f, "node at {}", self.addr),
