@@ -1,0 +1,301 @@
+//! The media sender of one PLAY: turns the session's segments into RTP on RoQ streams,
+//! paced to real time plus the send-ahead (PROTOCOL.md §7), and ends the stream with
+//! PLAY_NOTIFY.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use segue_wire::control::{Method, NptRange, Request, RtpInfo, SessionHeader};
+use segue_wire::sdp::Description;
+use segue_wire::segment::Manifest;
+use segue_wire::{AppError, Resource, SegueUrl, roq};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Progress, SEND_AHEAD_RTTS};
+use crate::node::control::ControlOut;
+use crate::node::packets::{Cursor, PacketCache, SegmentPackets};
+use crate::node::source::{Source, SourceError};
+use crate::origin::ingest::rescale;
+
+/// Bytes of frames due that a sender writes at most before writing every track's stream
+/// up to where it is due: far under a player's stream window (quinn's 1.25 MB), so no
+/// track waits behind another's, and few writes per segment.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Per-track RTP state of a playing session.
+#[derive(Debug, Clone)]
+pub(super) struct TrackSend {
+    pub(super) index: u32,
+    pub(super) flow: u64,
+    pub(super) clock: u32,
+    pub(super) ssrc: u32,
+    /// Next sequence number.
+    pub(super) seq: u16,
+    pub(super) ts_offset: u32,
+}
+
+/// The media sender of one PLAY.
+pub(super) struct Sender<S: Source> {
+    pub(super) source: Arc<S>,
+    pub(super) conn: quinn::Connection,
+    pub(super) out: ControlOut,
+    pub(super) manifest: Arc<Manifest>,
+    pub(super) url: SegueUrl,
+    pub(super) session: String,
+    pub(super) tracks: Vec<TrackSend>,
+    pub(super) first: usize,
+    pub(super) start_us: u64,
+    pub(super) pacing: bool,
+    pub(super) send_ahead: Duration,
+    pub(super) packets: Arc<PacketCache>,
+    pub(super) desc: Description,
+    pub(super) cancel: watch::Receiver<bool>,
+    pub(super) progress: Arc<Progress>,
+}
+
+enum Stop {
+    Cancelled,
+    Failed(String),
+}
+
+impl<S: Source> Sender<S> {
+    /// How far ahead of real time media is sent: the configured send-ahead, and at least
+    /// [`SEND_AHEAD_RTTS`] round trips of this connection's path, so the buffer it builds in
+    /// the player covers a few loss recoveries on a long path too (docs/TRANSPORT.md).
+    /// The path's RTT is the least seen, not the smoothed one: that includes the queue the
+    /// send-ahead itself builds, so sizing by it grew the send-ahead with its own queue
+    /// (seen: 0.3 s path, 0.9 s smoothed RTT on a slow last mile, 7 s sent ahead, and a
+    /// loss there recovered after 2 s).
+    fn send_ahead(&self) -> Duration {
+        self.send_ahead.max(self.conn.min_rtt() * SEND_AHEAD_RTTS)
+    }
+
+    pub(super) async fn run(mut self) {
+        let result = self.send_all().await;
+        self.source.stopped(
+            &self.manifest,
+            self.progress.next_segment.load(Ordering::Relaxed),
+        );
+        match result {
+            Ok(()) => {
+                let mut n = Request::new(Method::PlayNotify, Some(self.url.clone()), 0);
+                n.headers.notify_reason = Some("end-of-stream".into());
+                n.headers.session = Some(SessionHeader {
+                    id: self.session.clone(),
+                    timeout: None,
+                });
+                n.headers.range = Some(NptRange {
+                    start: self.start_us,
+                    end: Some(self.manifest.duration_us),
+                });
+                n.headers.rtp_info = self
+                    .tracks
+                    .iter()
+                    .map(|t| RtpInfo {
+                        url: self
+                            .url
+                            .with_resource(Resource::Track(self.manifest.object.clone(), t.index)),
+                        ssrc: t.ssrc,
+                        seq: t.seq.wrapping_sub(1),
+                        rtptime: (rescale(self.manifest.duration_us, 1_000_000, t.clock) as u32)
+                            .wrapping_add(t.ts_offset),
+                    })
+                    .collect();
+                self.out.request(n).await;
+            }
+            Err(Stop::Cancelled) => {}
+            Err(Stop::Failed(reason)) => {
+                tracing::warn!(session = %self.session, object = %self.manifest.object, "{reason}");
+                let mut t = Request::new(Method::Teardown, Some(self.url.clone()), 0);
+                t.headers.session = Some(SessionHeader {
+                    id: self.session.clone(),
+                    timeout: None,
+                });
+                t.headers.terminate_reason = Some("Internal-Error".into());
+                t.headers.error = Some(segue_wire::control::message_text(&reason));
+                self.out.request(t).await;
+            }
+        }
+    }
+
+    async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+        while !*cancel.borrow() {
+            if cancel.changed().await.is_err() {
+                // The session is gone: behave as cancelled.
+                return;
+            }
+        }
+    }
+
+    async fn send_all(&mut self) -> Result<(), Stop> {
+        tokio::select! {
+            r = self.source.ready(&self.manifest, self.first) => r.map_err(|e| Stop::Failed(e.to_string()))?,
+            _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+        }
+        let t0 = Instant::now();
+        for i in self.first..self.manifest.segments.len() {
+            let payload = tokio::select! {
+                r = self.source.segment(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
+                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+            };
+            let packets = self
+                .packets
+                .get(&self.manifest, &self.desc, i, &payload)
+                .map_err(|e| Stop::Failed(format!("segment {i}: {e}")))?;
+            let mut streams: Vec<Option<quinn::SendStream>> =
+                (0..self.tracks.len()).map(|_| None).collect();
+            let r = self.send_segment(i, &packets, t0, &mut streams).await;
+            match r {
+                Ok(()) => {
+                    for s in streams.iter_mut().flatten() {
+                        let _ = s.finish();
+                    }
+                    self.progress.next_segment.store(i + 1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    let code = match e {
+                        Stop::Cancelled => AppError::Cancelled,
+                        Stop::Failed(_) => AppError::InternalError,
+                    };
+                    for s in streams.iter_mut().flatten() {
+                        let _ =
+                            s.reset(code.code().try_into().unwrap_or(quinn::VarInt::from_u32(2)));
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes track `ti`'s bytes up to stream position `end`, opening its stream first.
+    async fn write_until(
+        &mut self,
+        index: usize,
+        ti: usize,
+        end: usize,
+        cursors: &mut [Cursor],
+        streams: &mut [Option<quinn::SendStream>],
+    ) -> Result<(), Stop> {
+        if cursors[ti].pos() >= end {
+            return Ok(());
+        }
+        let mut chunks = Vec::new();
+        if streams[ti].is_none() {
+            let s = tokio::select! {
+                r = self.conn.open_uni() => r.map_err(|e| Stop::Failed(format!("cannot open a media stream: {e}")))?,
+                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+            };
+            // Earlier segments first.
+            let _ = s.set_priority(-(index.min(i32::MAX as usize) as i32));
+            let mut header = Vec::with_capacity(8);
+            roq::put_stream_header(&mut header, self.tracks[ti].flow);
+            chunks.push(Bytes::from(header));
+            streams[ti] = Some(s);
+        }
+        let from = cursors[ti].pos();
+        cursors[ti].take_until(end, &mut chunks);
+        let sent = cursors[ti].pos() - from;
+        let Some(stream) = streams[ti].as_mut() else {
+            return Ok(());
+        };
+        tokio::select! {
+            r = stream.write_all_chunks(&mut chunks) => r.map_err(|e| Stop::Failed(format!("media stream: {e}")))?,
+            _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+        }
+        self.progress
+            .bytes
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        self.source.sent(sent as u64);
+        Ok(())
+    }
+
+    /// Writes every track's stream up to `due_end`.
+    async fn write_due(
+        &mut self,
+        index: usize,
+        due_end: &[usize],
+        cursors: &mut [Cursor],
+        streams: &mut [Option<quinn::SendStream>],
+    ) -> Result<(), Stop> {
+        for (ti, &end) in due_end.iter().enumerate() {
+            self.write_until(index, ti, end, cursors, streams).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends one segment: one stream per track, frames released at their due time when
+    /// pacing (everything written before each wait), all at once otherwise.
+    async fn send_segment(
+        &mut self,
+        index: usize,
+        packets: &SegmentPackets,
+        t0: Instant,
+        streams: &mut [Option<quinn::SendStream>],
+    ) -> Result<(), Stop> {
+        let mut cursors = Vec::with_capacity(self.tracks.len());
+        for t in &mut self.tracks {
+            let Some(tp) = packets.tracks.get(t.index as usize) else {
+                cursors.push(Cursor::default());
+                continue;
+            };
+            cursors.push(Cursor::new(tp.stamp(t.seq, t.ts_offset, t.ssrc)));
+            t.seq = t.seq.wrapping_add(tp.packets as u16);
+        }
+        // Frames are written in record (decoding) order across tracks, every track up to
+        // where it is due, at least every [`WRITE_BATCH`] bytes: written a whole track
+        // after another, the first segment's video (2 MB at 8 Mbit/s, more than quinn's
+        // 1.25 MB stream window) held the audio back until most of it was delivered, and
+        // playback, which waits for every track's startup buffer, started ~300 ms late on
+        // the matrix's 8 Mbit/s cells. (A write per frame instead cost unpaced egress
+        // 44 % on the `long` sample.)
+        let ahead = self.send_ahead();
+        // Where each track's stream is due up to, and the bytes due but not yet written.
+        let mut due_end = vec![0usize; self.tracks.len()];
+        let mut unwritten = 0usize;
+        for step in &packets.steps {
+            let Some(ti) = self
+                .tracks
+                .iter()
+                .position(|t| t.index as usize == step.track)
+            else {
+                continue;
+            };
+            if self.pacing {
+                let due = t0
+                    + Duration::from_micros(step.dts_us.saturating_sub(self.start_us))
+                        .saturating_sub(ahead);
+                if due > Instant::now() {
+                    self.write_due(index, &due_end, &mut cursors, streams)
+                        .await?;
+                    unwritten = 0;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(due) => {}
+                        _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+                    }
+                }
+            }
+            unwritten += step.end.saturating_sub(due_end[ti]);
+            due_end[ti] = step.end;
+            self.progress
+                .packets
+                .fetch_add(u64::from(step.packets), Ordering::Relaxed);
+            self.progress
+                .position_us
+                .store(step.pts_us, Ordering::Relaxed);
+            if unwritten >= WRITE_BATCH {
+                self.write_due(index, &due_end, &mut cursors, streams)
+                    .await?;
+                unwritten = 0;
+            }
+        }
+        for ti in 0..self.tracks.len() {
+            self.write_until(index, ti, usize::MAX, &mut cursors, streams)
+                .await?;
+        }
+        Ok(())
+    }
+}
