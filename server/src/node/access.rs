@@ -82,17 +82,33 @@ pub fn grant_of(query: Option<&str>, header: Option<&str>) -> Option<Result<Gran
         .map(|r| r.map_err(|_| ()))
 }
 
+/// Why a key file or a set of secrets is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read token keys {}: {error}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("1 to {MAX_KEYS} keys, got {0}")]
+    Count(usize),
+    #[error("a key of {0} bytes: at least {MIN_KEY} are needed")]
+    Short(usize),
+    #[error("token keys {}: {error}", path.display())]
+    In {
+        path: std::path::PathBuf,
+        error: Box<KeyError>,
+    },
+}
+
 impl Keys {
     /// Keys from secrets (1 or 2, each at least [`MIN_KEY`] bytes).
-    pub fn new(secrets: &[Vec<u8>]) -> Result<Self, String> {
+    pub fn new(secrets: &[Vec<u8>]) -> Result<Self, KeyError> {
         if secrets.is_empty() || secrets.len() > MAX_KEYS {
-            return Err(format!("1 to {MAX_KEYS} keys, got {}", secrets.len()));
+            return Err(KeyError::Count(secrets.len()));
         }
         if let Some(s) = secrets.iter().find(|s| s.len() < MIN_KEY) {
-            return Err(format!(
-                "a key of {} bytes: at least {MIN_KEY} are needed",
-                s.len()
-            ));
+            return Err(KeyError::Short(s.len()));
         }
         Ok(Self {
             keys: secrets
@@ -103,9 +119,11 @@ impl Keys {
     }
 
     /// Keys from a file (see [`secrets_from_file`]).
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        Self::new(&secrets_from_file(path)?)
-            .map_err(|e| anyhow::anyhow!("token keys {}: {e}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Self, KeyError> {
+        Self::new(&secrets_from_file(path)?).map_err(|e| KeyError::In {
+            path: path.to_owned(),
+            error: Box::new(e),
+        })
     }
 
     /// Whether `grant` (`None`: the request has none; `Err`: a malformed one) lets `peer`
@@ -145,10 +163,11 @@ impl Keys {
 /// The secrets of a key file: one per line (its bytes as written, at least [`MIN_KEY`]), `#`
 /// comments and blank lines skipped, at most [`MAX_KEYS`]. The first one signs
 /// (`segue token`); all verify.
-pub fn secrets_from_file(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
-    use anyhow::Context as _;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read token keys {}", path.display()))?;
+pub fn secrets_from_file(path: &Path) -> Result<Vec<Vec<u8>>, KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|error| KeyError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
     Ok(text
         .lines()
         .map(str::trim)

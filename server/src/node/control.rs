@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use quinn::{RecvStream, SendStream};
+use segue_net::{StreamError, app_code};
 use segue_wire::control::{ControlDecoder, Message, Method, Request, Response, status};
 use segue_wire::{AppError, Limits};
 use tokio::sync::mpsc;
@@ -93,7 +94,7 @@ pub async fn serve_control<H: ControlHandler>(
     limits: Limits,
     request_timeout: std::time::Duration,
     handler: &mut H,
-) -> anyhow::Result<()> {
+) -> Result<(), StreamError> {
     let (tx, rx) = mpsc::channel(OUT_QUEUE);
     let out = ControlOut {
         tx,
@@ -112,7 +113,7 @@ async fn read_loop<H: ControlHandler>(
     request_timeout: std::time::Duration,
     handler: &mut H,
     out: &ControlOut,
-) -> anyhow::Result<()> {
+) -> Result<(), StreamError> {
     let mut dec = ControlDecoder::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
     // When the first byte of the message being read arrived.
@@ -141,8 +142,11 @@ async fn read_loop<H: ControlHandler>(
                             segue_wire::DecodeError::TooLarge { .. } => AppError::LimitExceeded,
                             _ => AppError::ProtocolViolation,
                         };
-                        recv.stop(code.code().try_into()?).ok();
-                        anyhow::bail!("control stream closed: {}", e.error);
+                        recv.stop(app_code(code)).ok();
+                        return Err(StreamError::violation(format!(
+                            "control stream closed: {}",
+                            e.error
+                        )));
                     }
                 }
             }
@@ -163,8 +167,10 @@ async fn read_loop<H: ControlHandler>(
             );
             out.respond(&Response::error(status::REQUEST_TIMEOUT, 0, why.clone()))
                 .await;
-            recv.stop(AppError::LimitExceeded.code().try_into()?).ok();
-            anyhow::bail!("control stream closed: {why}");
+            recv.stop(app_code(AppError::LimitExceeded)).ok();
+            return Err(StreamError::violation(format!(
+                "control stream closed: {why}"
+            )));
         }
         // quinn's read is cancel-safe: a tick never loses data.
         let read = tokio::select! {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
+use segue_net::{StreamError, app_code};
 use segue_wire::segment::{
     Params, ResponseFrame, ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request,
     decode_response_frame,
@@ -22,11 +23,17 @@ use crate::node::source::{Offer, Source, SourceError};
 const IDLE: Duration = Duration::from_secs(30);
 
 /// Reads more of `recv` into `buf` (at most `max` bytes buffered); false at FIN.
-async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut, max: usize) -> anyhow::Result<bool> {
-    anyhow::ensure!(buf.len() < max, "peer sent more than {max} bytes unasked");
+async fn read_more(
+    recv: &mut RecvStream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<bool, StreamError> {
+    if buf.len() >= max {
+        return Err(StreamError::Unasked(max));
+    }
     let want = (max - buf.len()).min(64 * 1024);
     match tokio::time::timeout(IDLE, recv.read_chunk(want, true)).await {
-        Err(_) => anyhow::bail!("peer silent for {} s", IDLE.as_secs()),
+        Err(_) => Err(StreamError::Silent(IDLE)),
         Ok(r) => match r? {
             Some(c) => {
                 buf.extend_from_slice(&c.bytes);
@@ -37,7 +44,7 @@ async fn read_more(recv: &mut RecvStream, buf: &mut BytesMut, max: usize) -> any
     }
 }
 
-async fn answer(send: &mut SendStream, h: ResponseHeader) -> anyhow::Result<()> {
+async fn answer(send: &mut SendStream, h: ResponseHeader) -> Result<(), StreamError> {
     send.write_all(&h.encode()).await?;
     send.finish()?;
     Ok(())
@@ -53,7 +60,7 @@ pub async fn receive<S: Source>(
     mut recv: RecvStream,
     mut buf: BytesMut,
     limits: &Limits,
-) -> anyhow::Result<()> {
+) -> Result<(), StreamError> {
     let n = manifest.segments.len();
     if offer.first >= n || offer.count > n - offer.first {
         let h = ResponseHeader::error(
@@ -97,7 +104,7 @@ pub async fn receive<S: Source>(
             match decode_response_frame(&buf, limits) {
                 Ok(Some((ResponseFrame::Segment(h), used))) => break (h, used),
                 Ok(Some(_)) | Err(_) => {
-                    let _ = recv.stop(AppError::ProtocolViolation.code().try_into()?);
+                    let _ = recv.stop(app_code(AppError::ProtocolViolation));
                     return answer(
                         &mut send,
                         ResponseHeader::error(Status::BadRequest, "expected a SEGMENT frame"),
@@ -106,14 +113,16 @@ pub async fn receive<S: Source>(
                 }
                 Ok(None) => {
                     if !read_more(&mut recv, &mut buf, header_max).await? {
-                        anyhow::bail!("pusher ended after {stored} of {count} segments");
+                        return Err(StreamError::violation(format!(
+                            "pusher ended after {stored} of {count} segments"
+                        )));
                     }
                 }
             }
         };
         let entry = &manifest.segments[i];
         if h.index != i as u64 || h.size != entry.size || h.checksum != entry.checksum {
-            let _ = recv.stop(AppError::ProtocolViolation.code().try_into()?);
+            let _ = recv.stop(app_code(AppError::ProtocolViolation));
             let why = format!("segment {} is not segment {i} of the manifest", h.index);
             return answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
         }
@@ -121,12 +130,14 @@ pub async fn receive<S: Source>(
         let size = h.size as usize;
         while buf.len() < size {
             if !read_more(&mut recv, &mut buf, size).await? {
-                anyhow::bail!("pusher ended inside segment {i}");
+                return Err(StreamError::violation(format!(
+                    "pusher ended inside segment {i}"
+                )));
             }
         }
         let payload = buf.split_to(size).freeze();
         if let Err(e) = source.pushed(manifest, i, payload).await {
-            let _ = recv.stop(AppError::ProtocolViolation.code().try_into()?);
+            let _ = recv.stop(app_code(AppError::ProtocolViolation));
             return answer(
                 &mut send,
                 ResponseHeader::error(e.segment_status(), e.to_string()),
@@ -138,7 +149,9 @@ pub async fn receive<S: Source>(
     // Only FIN may follow.
     let mut rest = BytesMut::new();
     if !buf.is_empty() || read_more(&mut recv, &mut rest, 1).await? {
-        anyhow::bail!("pusher sent more than it was asked for");
+        return Err(StreamError::violation(
+            "pusher sent more than it was asked for",
+        ));
     }
     answer(
         &mut send,
@@ -164,13 +177,10 @@ pub enum PushError {
     #[error("cannot read what to push: {0}")]
     Source(#[from] SourceError),
     #[error("push failed: {0}")]
-    Transport(String),
-}
-
-impl From<anyhow::Error> for PushError {
-    fn from(e: anyhow::Error) -> Self {
-        PushError::Transport(format!("{e:#}"))
-    }
+    Transport(#[from] StreamError),
+    /// The pusher has no endpoint to dial from (it could not be made at start).
+    #[error("cannot push: {0}")]
+    NoEndpoint(String),
 }
 
 /// Reads the next RESPONSE frame (then whatever follows stays in `buf`).
@@ -178,17 +188,23 @@ async fn read_response(
     recv: &mut RecvStream,
     buf: &mut BytesMut,
     limits: &Limits,
-) -> anyhow::Result<ResponseHeader> {
+) -> Result<ResponseHeader, StreamError> {
     loop {
         match decode_response_frame(buf, limits)? {
             Some((ResponseFrame::Response(h), used)) => {
                 let _ = buf.split_to(used);
                 return Ok(h);
             }
-            Some(_) => anyhow::bail!("receiver sent a frame other than RESPONSE"),
+            Some(_) => {
+                return Err(StreamError::violation(
+                    "receiver sent a frame other than RESPONSE",
+                ));
+            }
             None => {
                 if !read_more(recv, buf, limits.max_frame_header + 16).await? {
-                    anyhow::bail!("receiver ended the stream without a response");
+                    return Err(StreamError::violation(
+                        "receiver ended the stream without a response",
+                    ));
                 }
             }
         }
@@ -205,15 +221,13 @@ pub async fn offer<S: Source>(
     offer: Offer,
 ) -> Result<Pushed, PushError> {
     let limits = Limits::default();
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| PushError::Transport(e.to_string()))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(StreamError::from)?;
     if send.id().index() == 0 {
         // Stream 0 is control (PROTOCOL.md §4): the connection must have claimed it.
-        return Err(PushError::Transport(
-            "stream 0 is the control stream; open it before pushing".into(),
-        ));
+        return Err(StreamError::violation(
+            "stream 0 is the control stream; open it before pushing",
+        )
+        .into());
     }
     let req = SegmentRequest::PushOffer {
         object: manifest.object.clone(),
@@ -228,7 +242,7 @@ pub async fn offer<S: Source>(
     };
     send.write_all(&req.encode())
         .await
-        .map_err(|e| PushError::Transport(e.to_string()))?;
+        .map_err(StreamError::from)?;
     let mut buf = BytesMut::new();
     let h = read_response(&mut recv, &mut buf, &limits).await?;
     match h.status {
@@ -248,7 +262,7 @@ pub async fn offer<S: Source>(
         }
     }
     let (first, count) = loop {
-        match decode_request(&buf, &limits).map_err(|e| PushError::Transport(e.to_string()))? {
+        match decode_request(&buf, &limits).map_err(StreamError::from)? {
             Some((
                 SegmentRequest::Segments {
                     object,
@@ -262,24 +276,24 @@ pub async fn offer<S: Source>(
                 break (first as usize, count as usize);
             }
             Some(_) => {
-                return Err(PushError::Transport(
-                    "receiver asked for something else".into(),
-                ));
+                return Err(StreamError::violation("receiver asked for something else").into());
             }
             None => {
                 if !read_more(&mut recv, &mut buf, limits.max_frame_header + 16).await? {
-                    return Err(PushError::Transport(
-                        "receiver ended before saying what it wants".into(),
-                    ));
+                    return Err(StreamError::violation(
+                        "receiver ended before saying what it wants",
+                    )
+                    .into());
                 }
             }
         }
     };
     let end = offer.first + offer.count;
     if first < offer.first || first.saturating_add(count) > end {
-        return Err(PushError::Transport(format!(
+        return Err(StreamError::violation(format!(
             "receiver asked for {first}+{count}, outside the offer"
-        )));
+        ))
+        .into());
     }
     for i in first..first + count {
         let payload: Bytes = source.segment(manifest, i).await?;
@@ -290,13 +304,10 @@ pub async fn offer<S: Source>(
         };
         send.write_all(&h.encode())
             .await
-            .map_err(|e| PushError::Transport(e.to_string()))?;
-        send.write_all(&payload)
-            .await
-            .map_err(|e| PushError::Transport(e.to_string()))?;
+            .map_err(StreamError::from)?;
+        send.write_all(&payload).await.map_err(StreamError::from)?;
     }
-    send.finish()
-        .map_err(|e| PushError::Transport(e.to_string()))?;
+    send.finish().map_err(StreamError::from)?;
     let done = read_response(&mut recv, &mut buf, &limits).await?;
     if done.status != Status::Ok {
         return Err(PushError::Refused {

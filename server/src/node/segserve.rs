@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use quinn::{RecvStream, SendStream};
+use segue_net::{StreamError, app_code};
 use segue_wire::segment::{
     ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request, encode_manifest_frame,
     frame_type,
@@ -45,7 +46,7 @@ pub async fn serve_exchange<S: Source>(
     mut send: SendStream,
     mut recv: RecvStream,
     x: Exchange<'_>,
-) -> anyhow::Result<()> {
+) -> Result<(), StreamError> {
     let Exchange {
         limits,
         delay,
@@ -82,7 +83,7 @@ pub async fn serve_exchange<S: Source>(
         let mut chunk = [0u8; 4096];
         let read = tokio::time::timeout_at(deadline, recv.read(&mut chunk));
         let Ok(read) = read.await else {
-            recv.stop(AppError::LimitExceeded.code().try_into()?)?;
+            recv.stop(app_code(AppError::LimitExceeded))?;
             let why = format!(
                 "request not complete within {} s",
                 request_timeout.as_secs_f64()
@@ -92,10 +93,14 @@ pub async fn serve_exchange<S: Source>(
         match read? {
             Some(n) if buf.len() + n <= max => buf.extend_from_slice(&chunk[..n]),
             Some(_) => {
-                recv.stop(AppError::LimitExceeded.code().try_into()?)?;
-                anyhow::bail!("segment request too large");
+                recv.stop(app_code(AppError::LimitExceeded))?;
+                return Err(StreamError::violation("segment request too large"));
             }
-            None => anyhow::bail!("stream ended before a complete request"),
+            None => {
+                return Err(StreamError::violation(
+                    "stream ended before a complete request",
+                ));
+            }
         }
     };
     // Lab/demo aid: an artificial upstream latency before answering.
@@ -192,7 +197,7 @@ pub async fn serve_exchange<S: Source>(
                     }
                     Err(e) => {
                         tracing::warn!(object = %object, segment = i, "cannot serve: {e}");
-                        send.reset(AppError::UpstreamFailed.code().try_into()?)?;
+                        send.reset(app_code(AppError::UpstreamFailed))?;
                         return Ok(());
                     }
                 }
@@ -205,11 +210,11 @@ pub async fn serve_exchange<S: Source>(
 
 /// What only nodes may ask (docs/SECURITY.md, mTLS): segments and push offers need a
 /// certificate of the node CA. Anyone may ask for a manifest (players verify with it).
-fn node_only(req: &SegmentRequest, peer: &Remote) -> Result<(), String> {
+fn node_only(req: &SegmentRequest, peer: &Remote) -> Result<(), &'static str> {
     if matches!(req, SegmentRequest::Manifest { .. }) || peer.is_node() {
         Ok(())
     } else {
-        Err("segment and push requests need a node certificate (mTLS)".into())
+        Err("segment and push requests need a node certificate (mTLS)")
     }
 }
 
@@ -218,7 +223,7 @@ async fn refuse(
     mut send: SendStream,
     status: Status,
     why: impl Into<String>,
-) -> anyhow::Result<()> {
+) -> Result<(), StreamError> {
     send.write_all(&ResponseHeader::error(status, why.into()).encode())
         .await?;
     send.finish()?;
@@ -251,7 +256,7 @@ async fn answer_advert<S: Source>(
     source: &S,
     a: &segue_wire::advert::Advert,
     mut send: SendStream,
-) -> anyhow::Result<()> {
+) -> Result<(), StreamError> {
     let h = match source.advertised(a) {
         Ok(Status::Ok) => ResponseHeader::ok(),
         Ok(Status::StaleRevision) => {

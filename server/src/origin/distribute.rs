@@ -76,7 +76,7 @@ impl Distributor {
         let endpoint = self
             .endpoint
             .as_ref()
-            .map_err(|e| PushError::Transport(format!("cannot push: {e}")))?;
+            .map_err(|e| PushError::NoEndpoint(e.clone()))?;
         let key = format!("{}:{}", edge.host, edge.port);
         Ok(self
             .links

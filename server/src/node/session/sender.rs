@@ -161,8 +161,7 @@ impl<S: Source> Sender<S> {
                         Stop::Failed(_) => AppError::InternalError,
                     };
                     for s in streams.iter_mut().flatten() {
-                        let _ =
-                            s.reset(code.code().try_into().unwrap_or(quinn::VarInt::from_u32(2)));
+                        let _ = s.reset(segue_net::app_code(code));
                     }
                     return Err(e);
                 }
