@@ -2,12 +2,12 @@
 //! certificate and CA, limits and transport, hints, admin API; and how they become the
 //! node's serving options.
 
+use crate::node::start::StartError;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
 use segue_net::{Congestion, NodeTls, TransportLimits, TransportSettings};
 
@@ -102,15 +102,15 @@ pub struct LimitArgs {
 impl LimitArgs {
     /// The limits and transport settings; `defaults` are the node's (its role's) for what
     /// was not given.
-    pub fn transport(&self, defaults: TransportSettings) -> anyhow::Result<TransportLimits> {
-        anyhow::ensure!(
-            self.max_streams_per_connection >= 1,
-            "--max-streams-per-connection must be at least 1 (the control stream)"
-        );
-        anyhow::ensure!(
-            self.idle_timeout_secs >= 1,
-            "--idle-timeout-secs must be at least 1"
-        );
+    pub fn transport(&self, defaults: TransportSettings) -> Result<TransportLimits, StartError> {
+        if self.max_streams_per_connection < 1 {
+            return Err(StartError::flag(
+                "--max-streams-per-connection must be at least 1 (the control stream)",
+            ));
+        }
+        if self.idle_timeout_secs < 1 {
+            return Err(StartError::flag("--idle-timeout-secs must be at least 1"));
+        }
         let transport = TransportSettings {
             congestion: self.congestion,
             packet_threshold: self
@@ -120,7 +120,7 @@ impl LimitArgs {
             initial_window: self.initial_window,
             tolerate_reordering: defaults.tolerate_reordering,
         };
-        transport.check().map_err(anyhow::Error::msg)?;
+        transport.check().map_err(StartError::Flag)?;
         Ok(TransportLimits {
             max_bidi_streams: self.max_streams_per_connection,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
@@ -178,7 +178,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 impl TlsArgs {
     /// With `--token-key-file`: the keys signed URLs are checked with.
-    pub fn access(&self) -> anyhow::Result<Option<Arc<crate::node::access::Keys>>> {
+    pub fn access(&self) -> Result<Option<Arc<crate::node::access::Keys>>, StartError> {
         let Some(f) = &self.token_key_file else {
             return Ok(None);
         };
@@ -195,15 +195,23 @@ impl TlsArgs {
         limits: crate::node::admission::ConnectionLimits,
         transport: TransportSettings,
         stop: &tokio::sync::watch::Receiver<bool>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), StartError> {
         use crate::files::{ObjectFiles, hq};
         let Some(listen) = self.files_listen else {
             return Ok(());
         };
         // The node's congestion control and loss detection, as on its segue/1 endpoint.
-        let ep =
-            hq::server_endpoint(listen, &self.cert.cert, &self.cert.key)?.with_transport(transport);
-        tracing::info!(files = %ep.endpoint.local_addr()?, "serving files over HTTP/3 and hq-interop");
+        let ep = hq::server_endpoint(listen, &self.cert.cert, &self.cert.key)
+            .map_err(|error| StartError::Endpoint {
+                what: "--files-listen".into(),
+                error,
+            })?
+            .with_transport(transport);
+        let addr = ep
+            .endpoint
+            .local_addr()
+            .map_err(|e| StartError::io("--files-listen", e))?;
+        tracing::info!(files = %addr, "serving files over HTTP/3 and hq-interop");
         let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())).with_access(access));
         tokio::spawn(hq::serve(ep, files, limits, stop.clone()));
         Ok(())
@@ -229,9 +237,10 @@ pub fn node_options(
     transport: TransportLimits,
     access: Option<Arc<crate::node::access::Keys>>,
     admission: Arc<Admission>,
-) -> anyhow::Result<NodeOptions> {
+) -> Result<NodeOptions, StartError> {
     let size = |v: u64, flag: &str| {
-        usize::try_from(v).with_context(|| format!("{flag} {v} does not fit this machine"))
+        usize::try_from(v)
+            .map_err(|_| StartError::Flag(format!("{flag} {v} does not fit this machine")))
     };
     Ok(NodeOptions {
         sessions: SessionOptions {
@@ -254,12 +263,12 @@ pub fn node_options(
 }
 
 /// Reads `--hints FILE` (if given) into the node's schedule.
-pub fn add_hint_file(a: &HintArgs, node: &crate::node::admin::Node) -> anyhow::Result<()> {
+pub fn add_hint_file(a: &HintArgs, node: &crate::node::admin::Node) -> Result<(), StartError> {
     let Some(file) = &a.hints else { return Ok(()) };
     let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read hints {}", file.display()))?;
+        .map_err(|e| StartError::io(format!("cannot read hints {}", file.display()), e))?;
     let hints = crate::placement::hint::parse_schedule(&text, unix_now())
-        .map_err(|e| anyhow::anyhow!("hints {}: {e}", file.display()))?;
+        .map_err(|e| StartError::Flag(format!("hints {}: {e}", file.display())))?;
     let total = hints.len();
     let taken = node.add_hints(hints);
     tracing::info!(file = %file.display(), total, for_this_node = taken, "hint schedule loaded");
@@ -271,17 +280,20 @@ pub async fn serve_admin(
     a: &AdminArgs,
     node: crate::node::admin::Node,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     let Some(addr) = a.admin else { return Ok(()) };
     let token = a
         .admin_token
         .clone()
         .filter(|t| !t.is_empty())
-        .context("--admin needs --admin-token (or SEGUE_ADMIN_TOKEN)")?;
+        .ok_or_else(|| StartError::flag("--admin needs --admin-token (or SEGUE_ADMIN_TOKEN)"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("admin API: cannot listen on {addr}"))?;
-    tracing::info!(admin = %listener.local_addr()?, "admin API (HTTP)");
+        .map_err(|e| StartError::io(format!("admin API: cannot listen on {addr}"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartError::io("admin API", e))?;
+    tracing::info!(admin = %bound, "admin API (HTTP)");
     tokio::spawn(crate::node::admin::serve(listener, node, token, stop));
     Ok(())
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use segue_net::{TransportSettings, client_endpoint, server_config, server_endpoint};
 use segue_wire::ObjectName;
 use tokio::sync::watch;
@@ -18,9 +17,8 @@ use super::store::Store;
 use super::upstream::{self, Upstream};
 use super::{EdgeOptions, EdgeSource};
 use crate::config::EdgeConfig;
-use crate::config::node::{add_hint_file, node_options, serve_admin};
 use crate::node::admission::Admission;
-use crate::node::hints::HintSchedule;
+use crate::node::start::{Common, StartError, hint_schedule, serve};
 
 /// A running edge.
 pub struct Edge {
@@ -44,7 +42,7 @@ impl Edge {
     /// Binds `--listen`, opens the cache, warms what `--warm` names (in the background), and
     /// serves segue/1 (and what `config` adds: helpers, files, admin API, hints, a stats
     /// file) with its upkeep and adverts running, until `stop` turns true.
-    pub async fn start(c: EdgeConfig, stop: watch::Receiver<bool>) -> anyhow::Result<Self> {
+    pub async fn start(c: EdgeConfig, stop: watch::Receiver<bool>) -> Result<Self, StartError> {
         // One for the connections it accepts and opens.
         let transport = c.limits.transport(TransportSettings::default())?;
         let tls = c.tls.node(&c.ca);
@@ -58,7 +56,7 @@ impl Edge {
         c: EdgeConfig,
         endpoint: quinn::Endpoint,
         stop: watch::Receiver<bool>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartError> {
         let transport = c.limits.transport(TransportSettings::default())?;
         let tls = c.tls.node(&c.ca);
         // Whatever `endpoint` was bound with, it accepts with this edge's TLS and transport.
@@ -73,23 +71,29 @@ impl Edge {
         transport: segue_net::TransportLimits,
         tls: segue_net::NodeTls,
         stop: watch::Receiver<bool>,
-    ) -> anyhow::Result<Self> {
-        let origin = c.origin.clone().context("--origin is required")?;
+    ) -> Result<Self, StartError> {
+        let origin = c
+            .origin
+            .clone()
+            .ok_or_else(|| StartError::flag("--origin is required"))?;
         let store = Store::open(
             &c.cache_dir,
             c.cache_size,
             c.prefix_secs.saturating_mul(1_000_000),
         )
-        .with_context(|| format!("cannot open cache {}", c.cache_dir.display()))?;
+        .map_err(|e| StartError::io(format!("cannot open cache {}", c.cache_dir.display()), e))?;
         tracing::info!(cache = %c.cache_dir.display(), used = store.used(), capacity = store.capacity(), "cache ready");
         let client = client_endpoint(&tls, transport.transport)?;
         let upstream = Upstream::new(client.clone(), origin.clone(), upstream::DEFAULT_TIMEOUT);
         let helpers = if c.peers.is_empty() {
             None
         } else {
-            crate::cooperation::check_name(&c.name).map_err(anyhow::Error::msg)?;
+            crate::cooperation::check_name(&c.name).map_err(StartError::Flag)?;
             if c.peers.iter().any(|p| p.name == c.name) {
-                anyhow::bail!("--peer {}: that is this edge's own --name", c.name);
+                return Err(StartError::Flag(format!(
+                    "--peer {}: that is this edge's own --name",
+                    c.name
+                )));
             }
             let mut opts = crate::cooperation::HelperOptions::new(&c.name, c.peers.clone());
             opts.periods = c.advert_periods;
@@ -116,7 +120,8 @@ impl Edge {
         );
         let mut warming = tokio::task::JoinSet::new();
         for name in &c.warm {
-            let obj = ObjectName::new(name, 1024)?;
+            let obj = ObjectName::new(name, 1024)
+                .map_err(|e| StartError::Flag(format!("--warm {name}: {e}")))?;
             let e = edge.clone();
             warming.spawn(async move {
                 match e.warm(&obj).await {
@@ -147,7 +152,7 @@ impl Edge {
         }
         let upkeep = tokio::spawn(edge.clone().upkeep(stop.clone()));
         tokio::spawn(edge.clone().advertise(stop.clone()));
-        let hints = HintSchedule::new(Duration::from_secs(c.hints.hint_lead_secs));
+        let hints = hint_schedule(&c.hints);
         let admission = Admission::new(c.limits.connections());
         let node = crate::node::admin::Node::Edge {
             edge: edge.clone(),
@@ -156,43 +161,35 @@ impl Edge {
             name: c.name.clone(),
             region: c.region.clone(),
         };
-        add_hint_file(&c.hints, &node)?;
-        {
-            let e = edge.clone();
-            tokio::spawn(hints.run(
-                move |h| {
-                    let e = e.clone();
-                    async move { e.anticipate(&h).await }
-                },
-                stop.clone(),
-            ));
-        }
-        serve_admin(&c.admin, node, stop.clone()).await?;
-        let access = c.tls.access()?;
-        c.tls.serve_files(
-            &edge,
-            access.clone(),
-            c.limits.connections(),
-            transport.transport,
-            &stop,
-        )?;
-        let addr = endpoint.local_addr()?;
-        tracing::info!(listen = %addr, origin = %origin, "edge serving segue/1");
-        let opts = node_options(
-            c.send_ahead_ms,
-            0,
-            &tls,
-            &c.limits,
+        let common = Common {
+            tls: &c.tls,
+            limits: &c.limits,
+            hints: &c.hints,
+            admin: &c.admin,
+            send_ahead_ms: c.send_ahead_ms,
+            response_delay_ms: 0,
+            node_tls: &tls,
             transport,
-            access,
+            access: c.tls.access()?,
             admission,
-        )?;
-        let serving = tokio::spawn(crate::node::serve(
+        };
+        let e = edge.clone();
+        let position = move |h| {
+            let e = e.clone();
+            async move { e.anticipate(&h).await }
+        };
+        tracing::info!(origin = %origin, "edge upstream");
+        let (addr, serving) = serve(
+            common,
+            node,
+            hints,
+            position,
+            edge.clone(),
             endpoint,
-            Arc::new(edge.clone()),
-            opts,
+            "edge",
             stop,
-        ));
+        )
+        .await?;
         Ok(Self {
             addr,
             source: edge,

@@ -100,7 +100,11 @@ impl Server {
 }
 
 /// A server endpoint on `listen` offering `hq-interop` and `h3` with `cert`/`key`.
-pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::Result<Server> {
+pub fn server_endpoint(
+    listen: SocketAddr,
+    cert: &Path,
+    key: &Path,
+) -> Result<Server, segue_net::Error> {
     let mut tls = segue_certs::tls::server_config(cert, key, &[ALPN, crate::files::http3::ALPN])?;
     // 0-RTT for resumed clients (QUIC takes all or nothing). Files only: GET is idempotent,
     // so a replayed request costs bytes, not correctness. Never on the media path.
@@ -110,11 +114,16 @@ pub fn server_endpoint(listen: SocketAddr, cert: &Path, key: &Path) -> anyhow::R
         tls.session_storage.clone(),
         stats.resumed_sessions.clone(),
     ));
-    let quic = QuicServerConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+    let quic = QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport(MAX_STREAMS, IDLE_TIMEOUT, None)));
-    let endpoint = segue_net::handshake_hold::server_endpoint(config.clone(), listen)
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let endpoint =
+        segue_net::handshake_hold::server_endpoint(config.clone(), listen).map_err(|source| {
+            segue_net::Error::Listen {
+                addr: listen,
+                source,
+            }
+        })?;
     Ok(Server {
         endpoint,
         config,

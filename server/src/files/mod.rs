@@ -12,7 +12,6 @@ pub mod stats;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -122,14 +121,14 @@ pub fn object_of(path: &str) -> Result<ObjectName, FileError> {
 
 /// The file a request path names under `root`, which it may not leave (`..`, absolute
 /// paths, symbolic links pointing out).
-fn resolve(root: &Path, path: &str) -> anyhow::Result<PathBuf> {
+fn resolve(root: &Path, path: &str) -> Result<PathBuf, FileError> {
     let name = object_of(path)?;
     let full = root
         .join(name.as_str())
         .canonicalize()
-        .with_context(|| format!("no file {path}"))?;
+        .map_err(|e| FileError::NotFound(format!("no file {path}: {e}")))?;
     if !full.starts_with(root) || !full.is_file() {
-        bail!("no file {path}");
+        return Err(FileError::NotFound(format!("no file {path}")));
     }
     Ok(full)
 }
@@ -163,7 +162,7 @@ impl Files for DirFiles {
     type Body = DiskBody;
 
     async fn open(&self, path: &str) -> Result<Opened<DiskBody>, FileError> {
-        let full = resolve(&self.root, path).map_err(|e| FileError::NotFound(format!("{e:#}")))?;
+        let full = resolve(&self.root, path)?;
         let file = tokio::fs::File::open(&full).await?;
         let md = file.metadata().await?;
         let etag = md

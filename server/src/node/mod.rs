@@ -13,6 +13,7 @@ pub mod resumption;
 pub mod segserve;
 pub mod session;
 pub mod source;
+pub mod start;
 
 use std::sync::Arc;
 

@@ -339,17 +339,37 @@ fn file_manifest(
     Ok(Arc::new(m))
 }
 
+/// Why the library cannot be opened (a per-object failure is not one: see
+/// [`Library::failures`]).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot read media root {}: {error}", path.display())]
+    MediaRoot {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot create data dir {}: {error}", path.display())]
+    DataDir {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+}
+
 impl Library {
     /// Scans the media root and ingests what changed. Per-object failures are recorded in
     /// [`Library::failures`]; only an unreadable media root or data dir is an error.
-    pub fn open(opts: &LibraryOptions) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
+    pub fn open(opts: &LibraryOptions) -> Result<Self, OpenError> {
         let mut lib = Library::default();
-        let groups = scan(&opts.media_root, &mut lib.failures)
-            .with_context(|| format!("cannot read media root {}", opts.media_root.display()))?;
+        let groups =
+            scan(&opts.media_root, &mut lib.failures).map_err(|error| OpenError::MediaRoot {
+                path: opts.media_root.clone(),
+                error,
+            })?;
         let objects_dir = opts.data_dir.join("objects");
-        fs::create_dir_all(&objects_dir)
-            .with_context(|| format!("cannot create data dir {}", objects_dir.display()))?;
+        fs::create_dir_all(&objects_dir).map_err(|error| OpenError::DataDir {
+            path: objects_dir.clone(),
+            error,
+        })?;
         for (name, sources) in groups {
             // `<data>/objects/a/.segue`, so object `a` never clobbers object `a/b`'s files.
             let dir = object_dir(&objects_dir, &name);

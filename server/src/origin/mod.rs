@@ -6,20 +6,16 @@ pub mod distribute;
 pub mod ingest;
 pub mod library;
 
+use segue_net::{TransportSettings, client_endpoint, server_endpoint};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-
-use anyhow::Context as _;
-use segue_net::{TransportSettings, client_endpoint, server_endpoint};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::OriginConfig;
-use crate::config::node::{add_hint_file, node_options, serve_admin};
 use crate::node::admission::Admission;
-use crate::node::hints::HintSchedule;
 use crate::node::source::LibrarySource;
+use crate::node::start::{Common, StartError, hint_schedule, serve};
 use crate::origin::library::{Library, LibraryOptions};
 
 /// A running origin.
@@ -34,7 +30,7 @@ pub struct Origin {
 impl Origin {
     /// Ingests the media root, then serves segue/1 (and what `config` adds: files, admin
     /// API, hints, pushes) until `stop` turns true.
-    pub async fn start(c: OriginConfig, stop: watch::Receiver<bool>) -> anyhow::Result<Self> {
+    pub async fn start(c: OriginConfig, stop: watch::Receiver<bool>) -> Result<Self, StartError> {
         // Checked before the library is ingested; one for the connections it accepts and opens.
         let transport = c.limits.transport(TransportSettings::origin_default())?;
         let tls = c.tls.node(&c.ca);
@@ -47,8 +43,11 @@ impl Origin {
         };
         let lib = open_library(library.clone()).await?;
         let source = LibrarySource::new(Arc::new(lib));
-        let endpoint = server_endpoint(c.listen, &tls, transport)
-            .context("the origin's endpoint (--cert, --key, and --ca: the edges' CA)")?;
+        let endpoint =
+            server_endpoint(c.listen, &tls, transport).map_err(|error| StartError::Endpoint {
+                what: "the origin's endpoint (--cert, --key, and --ca: the edges' CA)".into(),
+                error,
+            })?;
         let client = client_endpoint(&tls, transport.transport).map_err(|e| format!("{e:#}"));
         let dist = crate::origin::distribute::Distributor::new(
             source.clone(),
@@ -56,46 +55,40 @@ impl Origin {
             c.push_prefix_secs.saturating_mul(1_000_000),
             c.push_edges.clone(),
         );
-        let hints = HintSchedule::new(Duration::from_secs(c.hints.hint_lead_secs));
+        let hints = hint_schedule(&c.hints);
         let admission = Admission::new(c.limits.connections());
         let node = crate::node::admin::Node::Origin {
             dist: dist.clone(),
             admission: admission.clone(),
             hints: hints.clone(),
         };
-        add_hint_file(&c.hints, &node)?;
-        tokio::spawn(hints.run(
-            move |h| {
-                let d = dist.clone();
-                async move { d.position(h).await }
-            },
-            stop.clone(),
-        ));
-        serve_admin(&c.admin, node, stop.clone()).await?;
-        c.tls.serve_files(
-            &source,
-            access.clone(),
-            c.limits.connections(),
-            transport.transport,
-            &stop,
-        )?;
-        let addr = endpoint.local_addr()?;
-        tracing::info!(listen = %addr, "origin serving segue/1");
-        let opts = node_options(
-            c.send_ahead_ms,
-            c.response_delay_ms,
-            &tls,
-            &c.limits,
+        let common = Common {
+            tls: &c.tls,
+            limits: &c.limits,
+            hints: &c.hints,
+            admin: &c.admin,
+            send_ahead_ms: c.send_ahead_ms,
+            response_delay_ms: c.response_delay_ms,
+            node_tls: &tls,
             transport,
             access,
             admission,
-        )?;
-        let serving = tokio::spawn(crate::node::serve(
+        };
+        let position = move |h| {
+            let d = dist.clone();
+            async move { d.position(h).await }
+        };
+        let (addr, serving) = serve(
+            common,
+            node,
+            hints,
+            position,
+            source.clone(),
             endpoint,
-            Arc::new(source.clone()),
-            opts,
+            "origin",
             stop,
-        ));
+        )
+        .await?;
         Ok(Self {
             addr,
             source,
@@ -142,8 +135,10 @@ impl Origin {
 }
 
 /// Ingests what changed under the media root (in a blocking task) and logs what failed.
-pub async fn open_library(opts: LibraryOptions) -> anyhow::Result<Library> {
-    let lib = tokio::task::spawn_blocking(move || Library::open(&opts)).await??;
+pub async fn open_library(opts: LibraryOptions) -> Result<Library, StartError> {
+    let lib = tokio::task::spawn_blocking(move || Library::open(&opts))
+        .await
+        .map_err(|e| StartError::Internal(format!("ingest task: {e}")))??;
     for (name, why) in &lib.failures {
         tracing::error!(object = %name, "not served: {why}");
     }
