@@ -11,6 +11,7 @@ pub mod config;
 pub mod cooperation;
 pub mod edge;
 pub mod files;
+pub mod layout;
 pub mod lru;
 pub mod node;
 pub mod origin;

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use segue_wire::segment::Manifest;
 use segue_wire::{Limits, ObjectName};
 
+use crate::layout::object_dir;
 use crate::origin::ingest::{self, segmenter};
 
 /// Bumped when the ingested form changes, so old data dirs are re-ingested.
@@ -121,14 +122,6 @@ fn revision_of(stamp: &str) -> u64 {
     stamp.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     }) & segue_wire::varint::MAX
-}
-
-/// Where an object's files live under `root`: its name's components, then `.segue` (a name no
-/// object component can have), so object `a`'s files never collide with object `a/b`'s directory.
-pub fn object_dir(root: &Path, name: &ObjectName) -> PathBuf {
-    name.components()
-        .fold(root.to_path_buf(), |d, c| d.join(c))
-        .join(".segue")
 }
 
 /// Media file extensions the library ingests.
