@@ -220,7 +220,7 @@ async fn adverts_from_strangers_are_refused() {
         let tls = NodeTls::dev_node(certs, cert).unwrap();
         let ep = segue_net::client_endpoint(&tls, Default::default()).unwrap();
         let link =
-            segue_server::edge::upstream::Upstream::new(ep, h1_url.clone(), Duration::from_secs(5));
+            segue_server::node::upstream::Upstream::new(ep, h1_url.clone(), Duration::from_secs(5));
         link.advert(&common::empty_advert(sender)).await.unwrap().0
     };
     let h1 = net.helpers[0].helpers().unwrap();

@@ -27,7 +27,7 @@ use segue_wire::advert::Advert;
 use segue_wire::segment::{Status, helper_id};
 use tokio::time::Instant;
 
-use crate::edge::upstream::Upstream;
+use crate::node::upstream::Upstream;
 use choose::{Candidate, Estimate, Role, SourceId};
 use scope::{Periods, RttLimits, Scope};
 use view::{Applied, View};

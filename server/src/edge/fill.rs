@@ -114,9 +114,10 @@ impl EdgeSource {
         let peer = &h.peers[p];
         from.store(peer.id, Ordering::Relaxed);
         let origin_time = self.0.upstream.rtt().unwrap_or(Duration::from_millis(50)) * 2;
-        let allow = left
-            .saturating_sub(origin_time)
-            .clamp(Duration::from_millis(300), upstream::DEFAULT_TIMEOUT);
+        let allow = left.saturating_sub(origin_time).clamp(
+            Duration::from_millis(300),
+            crate::node::upstream::DEFAULT_TIMEOUT,
+        );
         let due_ms = Some(left.as_millis() as u64);
         let hop = Some((via.hops.saturating_sub(1), h.id));
         match tokio::time::timeout(allow, peer.link.segment(m, i, due_ms, hop)).await {

@@ -18,7 +18,6 @@ pub mod schedule;
 mod stats;
 pub mod store;
 mod upkeep;
-pub mod upstream;
 
 use fill::{Pending, Via};
 pub use stats::{EdgeStats, StatsFile, StatsSnapshot};
@@ -38,10 +37,10 @@ use crate::cooperation::Helpers;
 use crate::cooperation::choose::SourceId;
 use crate::lru::SegmentLru;
 use crate::node::source::{CacheCase, Offer, Requester, Source, SourceError, checksum_ok};
+use crate::node::upstream::Upstream;
 use schedule::{Scheduler, Ticket};
 use segue_wire::segment::Status;
 use store::Store;
-use upstream::Upstream;
 
 /// Edge behaviour.
 #[derive(Debug, Clone)]

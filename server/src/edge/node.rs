@@ -14,11 +14,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::store::Store;
-use super::upstream::{self, Upstream};
 use super::{EdgeOptions, EdgeSource};
 use crate::config::EdgeConfig;
 use crate::node::admission::Admission;
 use crate::node::start::{Common, StartError, hint_schedule, serve};
+use crate::node::upstream::{self, Upstream};
 
 /// A running edge.
 pub struct Edge {

@@ -14,6 +14,7 @@ pub mod segserve;
 pub mod session;
 pub mod source;
 pub mod start;
+pub mod upstream;
 
 use std::sync::Arc;
 

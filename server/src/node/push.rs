@@ -213,7 +213,7 @@ async fn read_response(
 
 /// Offers `offer.first..offer.first + offer.count` of `manifest` to the node at the other
 /// end of `conn` and sends the segments it asks for, read from `source`. `conn` must already
-/// have opened its control stream (as [`crate::edge::upstream::Upstream`] connections do).
+/// have opened its control stream (as [`crate::node::upstream::Upstream`] connections do).
 pub async fn offer<S: Source>(
     conn: &quinn::Connection,
     source: &S,

@@ -10,9 +10,9 @@ use std::time::Duration;
 use segue_wire::{ObjectName, SegueUrl};
 
 use crate::clock::unix_now;
-use crate::edge::upstream::Upstream;
 use crate::node::push::{self, PushError, Pushed};
 use crate::node::source::{LibrarySource, Offer, Source};
+use crate::node::upstream::Upstream;
 use crate::placement::hint::Hint;
 
 /// How long connecting to an edge may take.

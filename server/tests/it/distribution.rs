@@ -11,10 +11,10 @@ use segue_net::client_endpoint;
 use segue_server::clock::unix_now;
 use segue_server::edge::EdgeOptions;
 use segue_server::edge::store::Store;
-use segue_server::edge::upstream::Upstream;
 use segue_server::node::hints::{HintSchedule, HintState};
 use segue_server::node::push::{self, PushError};
 use segue_server::node::source::{LibrarySource, Offer, Source, SourceError};
+use segue_server::node::upstream::Upstream;
 use segue_server::origin::distribute::Distributor;
 use segue_server::placement::hint::parse_json;
 use segue_wire::segment::{Manifest, Status};
@@ -255,7 +255,7 @@ async fn prefixes_grow_when_the_origin_link_worsens() {
     };
     // The edge's source alone (no sessions here), with a short probe period.
     let client = client_endpoint(&origin.tls, Default::default()).unwrap();
-    let up = Upstream::new(client, url, segue_server::edge::upstream::DEFAULT_TIMEOUT);
+    let up = Upstream::new(client, url, segue_server::node::upstream::DEFAULT_TIMEOUT);
     let edge = segue_server::edge::EdgeSource::new(store, up, opts);
     // The configured 4 s prefix (two segments), fetched over the fast link.
     assert_eq!(edge.warm(&demo()).await.unwrap(), 2);

@@ -1,4 +1,5 @@
-//! The edge's link to its origin: one pooled QUIC connection, reconnected with backoff, one
+//! A node's link to another node (an edge to its origin or a helper, the origin to an edge
+//! it pushes to): one pooled QUIC connection, reconnected with backoff, one
 //! bidirectional stream per segment-protocol exchange, and estimates of the link's RTT and
 //! throughput.
 
