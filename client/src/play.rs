@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
 use segue_wire::control::{Method, Request};
 use segue_wire::sdp::Description;
 use segue_wire::segment::{Manifest, ResponseFrame, SegmentRequest, Status, decode_response_frame};
@@ -17,11 +16,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::player::{Action, Player, PlayerConfig};
+use crate::player::{Action, PlayError, Player, PlayerConfig};
 use crate::record::Recorder;
 use crate::report::Report;
-use crate::session::{ConnectOptions, ControlClient, StartCseqs, connect_with};
+use crate::session::{ConnectError, ConnectOptions, ControlClient, StartCseqs, connect_with};
 use crate::stream::{MediaStream, ReceivedFrame};
+use segue_net::StreamError;
 
 /// How to play.
 #[derive(Debug, Clone)]
@@ -101,6 +101,30 @@ impl PlayOptions {
     }
 }
 
+/// Why a node's connection, its manifest or one of its media streams failed (what the
+/// state machine is told, as its reason).
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("play the object URL, not a track URL")]
+    TrackUrl,
+    #[error("{0} names no object")]
+    NoObject(SegueUrl),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error(transparent)]
+    Media(#[from] crate::stream::StreamError),
+    #[error("media stream: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("reading the manifest: {0}")]
+    ReadManifest(#[from] quinn::ReadToEndError),
+    #[error("manifest: {0:?} {1}")]
+    ManifestRefused(Status, String),
+    #[error("{0}")]
+    Other(&'static str),
+}
+
 enum Event {
     Frame(ReceivedFrame),
     StreamFailed(String),
@@ -121,21 +145,18 @@ async fn read_stream_inner(
     recv: &mut quinn::RecvStream,
     tx: &mpsc::Sender<Event>,
     desc_rx: &mut watch::Receiver<Option<Arc<Description>>>,
-) -> anyhow::Result<()> {
+) -> Result<(), LinkError> {
     let desc = desc_rx
         .wait_for(Option::is_some)
         .await
-        .map_err(|_| anyhow!("session ended"))?
+        .map_err(|_| LinkError::Other("session ended"))?
         .clone()
-        .ok_or_else(|| anyhow!("no description"))?;
+        .ok_or(LinkError::Other("no description"))?;
     let mut stream = MediaStream::new(desc, &Limits::default());
     let mut frames = Vec::new();
     loop {
         // Quinn's own buffers, not a copy into ours.
-        let chunk = recv
-            .read_chunk(64 * 1024, true)
-            .await
-            .context("media stream")?;
+        let chunk = recv.read_chunk(64 * 1024, true).await?;
         let Some(chunk) = chunk else {
             stream.finish()?;
             return Ok(());
@@ -150,13 +171,13 @@ async fn read_stream_inner(
 }
 
 /// Fetches the manifest on its own segment-protocol stream.
-async fn fetch_manifest(conn: quinn::Connection, url: SegueUrl) -> anyhow::Result<Manifest> {
+async fn fetch_manifest(conn: quinn::Connection, url: SegueUrl) -> Result<Manifest, LinkError> {
     let object = url
         .resource
         .object()
         .cloned()
-        .ok_or_else(|| anyhow!("URL names no object"))?;
-    let (mut send, mut recv) = conn.open_bi().await?;
+        .ok_or(LinkError::Other("URL names no object"))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(StreamError::from)?;
     // A signed URL's grant goes with the request (TOKEN), as with the control requests.
     let token = url
         .query
@@ -170,23 +191,27 @@ async fn fetch_manifest(conn: quinn::Connection, url: SegueUrl) -> anyhow::Resul
             ..Default::default()
         },
     };
-    send.write_all(&req.encode()).await?;
-    send.finish()?;
-    let limits = Limits::default();
-    let data = recv
-        .read_to_end(limits.max_manifest + 4096)
+    send.write_all(&req.encode())
         .await
-        .context("reading the manifest")?;
+        .map_err(StreamError::from)?;
+    send.finish().map_err(StreamError::from)?;
+    let limits = Limits::default();
+    let data = recv.read_to_end(limits.max_manifest + 4096).await?;
     let mut rest = &data[..];
     loop {
-        let (frame, used) = decode_response_frame(rest, &limits)?
-            .ok_or_else(|| anyhow!("manifest response cut short"))?;
+        let (frame, used) = decode_response_frame(rest, &limits)
+            .map_err(StreamError::from)?
+            .ok_or(LinkError::Other("manifest response cut short"))?;
         rest = &rest[used..];
         match frame {
             ResponseFrame::Response(h) if h.status == Status::Ok => {}
-            ResponseFrame::Response(h) => bail!("manifest: {:?} {}", h.status, h.reason),
+            ResponseFrame::Response(h) => {
+                return Err(LinkError::ManifestRefused(h.status, h.reason));
+            }
             ResponseFrame::Manifest(m) => return Ok(m),
-            ResponseFrame::Segment(_) => bail!("unexpected segment in manifest response"),
+            ResponseFrame::Segment(_) => {
+                return Err(LinkError::Other("unexpected segment in manifest response"));
+            }
         }
     }
 }
@@ -203,6 +228,7 @@ pub async fn play(opts: &PlayOptions) -> Report {
     );
     let r = drive(opts, &mut player).await;
     let mut report = player.into_report();
+    report.gave_up = matches!(r, Err(PlayError::GaveUp));
     report.finish(started.into_std(), r);
     report
 }
@@ -216,16 +242,16 @@ struct Link {
     cseq: StartCseqs,
     events: mpsc::Receiver<Event>,
     desc_tx: watch::Sender<Option<Arc<Description>>>,
-    manifest: oneshot::Receiver<anyhow::Result<Manifest>>,
+    manifest: oneshot::Receiver<Result<Manifest, LinkError>>,
 }
 
 /// Connects to `url` and sends the pipelined start (DESCRIBE, SETUP, PLAY from `start_us`);
 /// media streams and the manifest are read as they come.
-async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> anyhow::Result<Link> {
+async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> Result<Link, LinkError> {
     match url.resource {
         Resource::Object(_) => {}
-        Resource::Track(..) => bail!("play the object URL, not a track URL"),
-        Resource::Server => bail!("{url} names no object"),
+        Resource::Track(..) => return Err(LinkError::TrackUrl),
+        Resource::Server => return Err(LinkError::NoObject(url.clone())),
     }
     let (ep, conn, mut control) =
         connect_with(url, &opts.ca, opts.connect_timeout, &opts.connect).await?;
@@ -261,13 +287,13 @@ async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> anyhow:
 
 /// Runs the state machine until the play ends: carries out its actions, feeds it what the
 /// connections bring and wakes it when it asks; then verifies and tears down.
-async fn drive(opts: &PlayOptions, player: &mut Player) -> anyhow::Result<()> {
+async fn drive(opts: &PlayOptions, player: &mut Player) -> Result<(), PlayError> {
     // The node played from, and whether its control and media streams are still read.
     let mut link: Option<Link> = None;
     let (mut control_open, mut events_open) = (false, false);
     // A connection being made (the first, or a failover's: the play goes on from the buffer
     // meanwhile).
-    let mut joining: Option<JoinHandle<anyhow::Result<Link>>> = None;
+    let mut joining: Option<JoinHandle<Result<Link, LinkError>>> = None;
     let mut recorder: Option<Recorder> = None;
     let tty = opts.progress && std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
@@ -291,7 +317,12 @@ async fn drive(opts: &PlayOptions, player: &mut Player) -> anyhow::Result<()> {
                     if recorder.is_none()
                         && let Some(path) = &opts.record
                     {
-                        recorder = Some(Recorder::open(path, &desc)?);
+                        let r =
+                            Recorder::open(path, &desc).map_err(|error| PlayError::RecordOpen {
+                                path: path.clone(),
+                                error,
+                            })?;
+                        recorder = Some(r);
                     }
                     if let Some(l) = &link {
                         let _ = l.desc_tx.send(Some(desc));
@@ -299,13 +330,13 @@ async fn drive(opts: &PlayOptions, player: &mut Player) -> anyhow::Result<()> {
                 }
                 Action::Played { track, data } => {
                     if let Some(r) = recorder.as_mut() {
-                        r.write(track, &data).context("recording")?;
+                        r.write(track, &data).map_err(PlayError::Record)?;
                     }
                 }
             }
         }
         if let Some(r) = player.take_result() {
-            break r.map_err(anyhow::Error::from);
+            break r;
         }
         if tty && last_progress.elapsed() > Duration::from_millis(250) {
             last_progress = Instant::now();
@@ -372,7 +403,7 @@ async fn drive(opts: &PlayOptions, player: &mut Player) -> anyhow::Result<()> {
                     None => std::future::pending().await,
                 }
             }, if wake.is_some() => player.handle_timeout(Instant::now().into_std()),
-            else => bail!("the player has nothing left to wait for"),
+            else => break Err(PlayError::Stuck),
         }
     };
     if let Some(h) = joining.take() {
@@ -383,14 +414,15 @@ async fn drive(opts: &PlayOptions, player: &mut Player) -> anyhow::Result<()> {
     }
     result?;
     let Some(link) = link else {
-        bail!("no node was connected");
+        return Err(PlayError::NoNode);
     };
 
     // Verify against the manifest.
     let manifest = tokio::time::timeout(opts.connect_timeout, link.manifest)
         .await
-        .context("manifest did not arrive")?
-        .context("manifest task ended")??;
+        .map_err(|_| PlayError::ManifestLate)?
+        .map_err(|_| PlayError::Manifest("manifest task ended".into()))?
+        .map_err(|e| PlayError::Manifest(e.to_string()))?;
     player.verify(&manifest);
     player.report_mut().rtt_ms = Some(link.conn.rtt().as_secs_f64() * 1000.0);
     // Orderly end.

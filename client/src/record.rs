@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::Context as _;
 use segue_wire::sdp::{Codec, Description};
 
 /// The files one play records into.
@@ -16,9 +15,8 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    pub fn open(path: &Path, desc: &Description) -> anyhow::Result<Self> {
-        let mut video = std::fs::File::create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
+    pub fn open(path: &Path, desc: &Description) -> std::io::Result<Self> {
+        let mut video = std::fs::File::create(path)?;
         for t in &desc.tracks {
             if let Codec::H264 { parameter_sets, .. } = &t.codec {
                 for p in parameter_sets {

@@ -73,12 +73,12 @@ pub struct Report {
 
 impl Report {
     /// Closes a play begun at `started`: its error if it failed, wall time and mean bitrate.
-    pub fn finish(&mut self, started: std::time::Instant, result: anyhow::Result<()>) {
+    pub fn finish<E: std::fmt::Display>(
+        &mut self,
+        started: std::time::Instant,
+        result: Result<(), E>,
+    ) {
         if let Err(e) = result {
-            self.gave_up = matches!(
-                e.downcast_ref::<crate::PlayError>(),
-                Some(crate::PlayError::GaveUp)
-            );
             self.error = Some(format!("{e:#}"));
         }
         self.wall_s = started.elapsed().as_secs_f64();

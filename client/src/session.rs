@@ -5,14 +5,46 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
 use quinn::crypto::rustls::QuicClientConfig;
 use segue_wire::control::{
     ControlDecoder, Message, Method, NptRange, Request, Response, Transport,
 };
 use segue_wire::{Limits, SegueUrl};
 
+use segue_net::StreamError;
 use segue_net::transport::TransportSettings;
+
+/// Why a connection to a node could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] segue_certs::Error),
+    #[error("TLS config unusable for QUIC")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("cannot resolve {host}: {error}")]
+    Resolve { host: String, error: std::io::Error },
+    #[error("{0} has no address")]
+    NoAddress(String),
+    #[error("cannot bind a UDP socket to {addr}: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("cannot connect to {addr}: {error}")]
+    Connect {
+        addr: SocketAddr,
+        error: quinn::ConnectError,
+    },
+    #[error("no answer from {addr} within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("QUIC/TLS handshake with {addr} failed: {error}")]
+    Handshake {
+        addr: SocketAddr,
+        error: quinn::ConnectionError,
+    },
+    #[error("cannot open the control stream: {0}")]
+    ControlStream(quinn::ConnectionError),
+}
 
 /// Where and how a player's connection is made, beyond the URL.
 #[derive(Debug, Clone, Default)]
@@ -28,7 +60,7 @@ pub async fn connect(
     url: &SegueUrl,
     ca: &Path,
     timeout: Duration,
-) -> anyhow::Result<(quinn::Endpoint, quinn::Connection, ControlClient)> {
+) -> Result<(quinn::Endpoint, quinn::Connection, ControlClient), ConnectError> {
     connect_with(url, ca, timeout, &ConnectOptions::default()).await
 }
 
@@ -38,36 +70,39 @@ pub async fn connect_with(
     ca: &Path,
     timeout: Duration,
     opts: &ConnectOptions,
-) -> anyhow::Result<(quinn::Endpoint, quinn::Connection, ControlClient)> {
+) -> Result<(quinn::Endpoint, quinn::Connection, ControlClient), ConnectError> {
     let tls = segue_certs::tls::client_config(ca, &[segue_wire::ALPN])?;
-    let quic = QuicClientConfig::try_from(tls).context("TLS config unusable for QUIC")?;
+    let quic = QuicClientConfig::try_from(tls)?;
     let host = url.host.trim_start_matches('[').trim_end_matches(']');
     let addr: SocketAddr = tokio::net::lookup_host((host, url.port))
         .await
-        .with_context(|| format!("cannot resolve {host}"))?
+        .map_err(|error| ConnectError::Resolve {
+            host: host.to_owned(),
+            error,
+        })?
         .next()
-        .with_context(|| format!("{host} has no address"))?;
-    let bind: SocketAddr = match opts.bind {
+        .ok_or_else(|| ConnectError::NoAddress(host.to_owned()))?;
+    let bind = match opts.bind {
         Some(ip) => SocketAddr::new(ip, 0),
-        None if addr.is_ipv6() => "[::]:0".parse()?,
-        None => "0.0.0.0:0".parse()?,
+        None if addr.is_ipv6() => SocketAddr::new(IpAddr::from([0u16; 8]), 0),
+        None => SocketAddr::new(IpAddr::from([0u8; 4]), 0),
     };
-    let mut ep = quinn::Endpoint::client(bind)
-        .with_context(|| format!("cannot bind a UDP socket to {bind}"))?;
+    let mut ep =
+        quinn::Endpoint::client(bind).map_err(|error| ConnectError::Bind { addr: bind, error })?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(Arc::new(opts.transport.config()));
     if let Some(q) = segue_net::qlog::Qlog::from_env() {
         cfg = q.client_config(&cfg, opts.transport.config(), addr);
     }
     ep.set_default_client_config(cfg);
-    let conn = tokio::time::timeout(timeout, ep.connect(addr, host)?)
+    let connecting = ep
+        .connect(addr, host)
+        .map_err(|error| ConnectError::Connect { addr, error })?;
+    let conn = tokio::time::timeout(timeout, connecting)
         .await
-        .with_context(|| format!("no answer from {addr} within {timeout:?}"))?
-        .with_context(|| format!("QUIC/TLS handshake with {addr} failed"))?;
-    let (send, recv) = conn
-        .open_bi()
-        .await
-        .context("cannot open the control stream")?;
+        .map_err(|_| ConnectError::Timeout { addr, timeout })?
+        .map_err(|error| ConnectError::Handshake { addr, error })?;
+    let (send, recv) = conn.open_bi().await.map_err(ConnectError::ControlStream)?;
     Ok((ep, conn, ControlClient::new(send, recv)))
 }
 
@@ -105,7 +140,7 @@ impl ControlClient {
     }
 
     /// Writes requests without waiting (pipelining).
-    pub async fn send(&mut self, req: &Request) -> anyhow::Result<()> {
+    pub async fn send(&mut self, req: &Request) -> Result<(), StreamError> {
         self.send.write_all(&req.encode()).await?;
         Ok(())
     }
@@ -117,7 +152,7 @@ impl ControlClient {
         object: &SegueUrl,
         start_us: u64,
         unpaced: bool,
-    ) -> anyhow::Result<StartCseqs> {
+    ) -> Result<StartCseqs, StreamError> {
         let describe = Request::new(Method::Describe, Some(object.clone()), self.next_cseq());
         let mut setup = Request::new(Method::Setup, Some(object.clone()), self.next_cseq());
         setup.headers.transport = Some(Transport { flow_id: 0 });
@@ -141,29 +176,35 @@ impl ControlClient {
     }
 
     /// Writes bytes as they are (tests and tools that craft their own messages).
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), StreamError> {
         self.send.write_all(bytes).await?;
         Ok(())
     }
 
     /// The next message from the server.
-    pub async fn recv(&mut self) -> anyhow::Result<Message> {
+    pub async fn recv(&mut self) -> Result<Message, StreamError> {
         let mut buf = [0u8; 8192];
         loop {
             match self.dec.next_message() {
                 Ok(Some(m)) => return Ok(m),
                 Ok(None) => {}
-                Err(e) => bail!("bad message from server: {e}"),
+                Err(e) => {
+                    return Err(StreamError::violation(format!(
+                        "bad message from server: {e}"
+                    )));
+                }
             }
             match self.recv.read(&mut buf).await? {
                 Some(n) => self.dec.push(&buf[..n]),
-                None => bail!("server closed the control stream"),
+                None => {
+                    return Err(StreamError::violation("server closed the control stream"));
+                }
             }
         }
     }
 
     /// Sends one request and waits for its response (matched by CSeq).
-    pub async fn request(&mut self, req: &Request) -> anyhow::Result<Response> {
+    pub async fn request(&mut self, req: &Request) -> Result<Response, StreamError> {
         self.send(req).await?;
         loop {
             if let Message::Response(r) = self.recv().await?

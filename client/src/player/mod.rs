@@ -61,6 +61,21 @@ pub enum PlayError {
     DescribedDifferently(SegueUrl),
     #[error("PLAY response lacks RTP-Info for every track")]
     NoRtpInfo,
+    #[error("cannot create {}: {error}", path.display())]
+    RecordOpen {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
+    #[error("recording: {0}")]
+    Record(std::io::Error),
+    #[error("manifest did not arrive")]
+    ManifestLate,
+    #[error("{0}")]
+    Manifest(String),
+    #[error("no node was connected")]
+    NoNode,
+    #[error("the player has nothing left to wait for")]
+    Stuck,
 }
 
 /// What the driver is to do.
