@@ -16,3 +16,12 @@ pub fn monotonic_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
+
+/// A time `v` in a clock of `from` Hz in one of `to` Hz (`v * to / from`), floored, without
+/// overflow: media timestamps between a track's clock and microseconds.
+pub fn rescale(v: u64, from: u32, to: u32) -> u64 {
+    if from == to || from == 0 {
+        return v;
+    }
+    (u128::from(v) * u128::from(to) / u128::from(from)) as u64
+}

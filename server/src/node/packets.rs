@@ -13,8 +13,8 @@ use segue_wire::rtp::{FrameInfo, RtpPacket};
 use segue_wire::sdp::{Codec, Description};
 use segue_wire::segment::{FrameReader, Manifest};
 
+use crate::clock::rescale;
 use crate::lru::SegmentLru;
-use crate::origin::ingest::rescale;
 
 /// Payloads at least this large are referenced, not copied; smaller packets are copied and
 /// coalesced (many tiny chunks cost quinn more than the copy).

@@ -11,8 +11,9 @@ use segue_wire::{ObjectName, SegueUrl};
 
 use crate::clock::unix_now;
 use crate::node::push::{self, PushError, Pushed};
-use crate::node::source::{LibrarySource, Offer, Source};
+use crate::node::source::{Offer, Source};
 use crate::node::upstream::Upstream;
+use crate::origin::source::LibrarySource;
 use crate::placement::hint::Hint;
 
 /// How long connecting to an edge may take.

@@ -5,6 +5,7 @@
 pub mod distribute;
 pub mod ingest;
 pub mod library;
+pub mod source;
 
 use segue_net::{TransportSettings, client_endpoint, server_endpoint};
 use std::net::SocketAddr;
@@ -14,9 +15,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::OriginConfig;
 use crate::node::admission::Admission;
-use crate::node::source::LibrarySource;
 use crate::node::start::{Common, StartError, hint_schedule, serve};
 use crate::origin::library::{Library, LibraryOptions};
+use crate::origin::source::LibrarySource;
 
 /// A running origin.
 #[derive(Debug)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use segue_client::ControlClient;
 use segue_net::{NodeTls, TransportLimits, server_endpoint};
-use segue_server::node::source::LibrarySource;
 use segue_server::node::{NodeOptions, serve};
 use segue_server::origin::library::{Library, LibraryOptions};
+use segue_server::origin::source::LibrarySource;
 use segue_wire::control::{
     Message, Method, NptRange, PARAMETERS_CONTENT_TYPE, Request, Response, SessionHeader, Transport,
 };

@@ -25,7 +25,7 @@ use crate::node::source::Source;
 mod sender;
 pub mod table;
 
-use crate::origin::ingest::rescale;
+use crate::clock::rescale;
 use sender::{Sender, TrackSend};
 pub use table::{Refusal, SessionTable};
 

@@ -15,10 +15,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Progress, SEND_AHEAD_RTTS};
+use crate::clock::rescale;
 use crate::node::control::ControlOut;
 use crate::node::packets::{Cursor, PacketCache, SegmentPackets};
 use crate::node::source::{Source, SourceError};
-use crate::origin::ingest::rescale;
 
 /// Bytes of frames due that a sender writes at most before writing every track's stream
 /// up to where it is due: far under a player's stream window (quinn's 1.25 MB), so no

@@ -125,13 +125,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
     Ok(d)
 }
 
-/// `v * to / from`, floored, without overflow.
-pub fn rescale(v: u64, from: u32, to: u32) -> u64 {
-    if from == to || from == 0 {
-        return v;
-    }
-    (u128::from(v) * u128::from(to) / u128::from(from)) as u64
-}
+pub use crate::clock::rescale;
 
 /// AAC sampling frequencies by index (ISO 14496-3 Table 1.18).
 pub const AAC_RATES: [u32; 13] = [

@@ -12,8 +12,8 @@ use segue_net::NodeTls;
 use segue_server::config::{EdgeConfig, OriginConfig};
 use segue_server::edge::EdgeSource;
 use segue_server::edge::node::Edge;
-use segue_server::node::source::LibrarySource;
 use segue_server::origin::Origin;
+use segue_server::origin::source::LibrarySource;
 use segue_wire::SegueUrl;
 use tokio::sync::watch;
 
