@@ -40,7 +40,8 @@ if [ -z "$SEGUE" ]; then
   (cd "$ROOT" && cargo build -q --locked -p segue-server --bin segue) || exit 1
   SEGUE="$ROOT/target/debug/segue"
 fi
-# The impairment relay of the loss cases is the lab's (`segue-lab impair`).
+# The interop client (`segue-lab hq get`) and the impairment relay of the loss cases
+# (`segue-lab impair`) are the lab's.
 SEGUE_LAB=${SEGUE_LAB:-}
 if [ -z "$SEGUE_LAB" ]; then
   (cd "$ROOT" && cargo build -q --locked -p segue-lab --bin segue-lab) || exit 1
@@ -142,7 +143,7 @@ run_client() {
     ours-hq|ours-h3)
       [ "$case" = chacha20 ] && chacha=(--chacha20)
       local h3=(); [ "$who" = ours-h3 ] && h3=(--http3)
-      RUST_LOG=info timeout "$limit" "$SEGUE" hq get --ca "$CA" --downloads "$dl" "${h3[@]}" "${chacha[@]}" "${idle[@]}" "${urls[@]}" >/dev/null 2>"$WORK/client.log"
+      RUST_LOG=info timeout "$limit" "$SEGUE_LAB" hq get --ca "$CA" --downloads "$dl" "${h3[@]}" "${chacha[@]}" "${idle[@]}" "${urls[@]}" >/dev/null 2>"$WORK/client.log"
       ;;
     aioquic-hq|aioquic-h3)
       [ "$case" = chacha20 ] && chacha=(--chacha20)
@@ -335,7 +336,7 @@ edge_get() {
   local who=$1 dl=$2 range=${3:-} urls=("https://localhost:$FPORT/hd.mp4" "https://localhost:$FPORT/tsdemo.ts")
   mkdir -p "$dl"
   case $who in
-    ours-h3) timeout 60 "$SEGUE" hq get --ca "$CA" --downloads "$dl" --http3 ${range:+--range "$range"} "${urls[@]}" ;;
+    ours-h3) timeout 60 "$SEGUE_LAB" hq get --ca "$CA" --downloads "$dl" --http3 ${range:+--range "$range"} "${urls[@]}" ;;
     aioquic-hq) timeout 60 "$PY" "$AIOQUIC" client --ca "$CA" --downloads "$dl" "${urls[@]}" ;;
     aioquic-h3) timeout 60 "$PY" "$AIOQUIC" client --ca "$CA" --downloads "$dl" --h3 ${range:+--range "$range"} "${urls[@]}" ;;
     ngtcp2) timeout 60 gtlsclient --quiet --exit-on-all-streams-close --download "$dl" localhost "$FPORT" "${urls[@]}" ;;
@@ -467,7 +468,7 @@ capture_row() {
       fi
       local spid=$!; sleep 0.5
       local ckeys=/dev/null; [ "$what" = hq ] && ckeys=$keys
-      capture "$port" "$pcap" env SSLKEYLOGFILE="$ckeys" "$SEGUE" hq get --ca "$CA" --downloads "$WORK/dl-capture-$what" "${h3[@]}" "https://localhost:$port/small.bin" >/dev/null 2>"$WORK/client.log"
+      capture "$port" "$pcap" env SSLKEYLOGFILE="$ckeys" "$SEGUE_LAB" hq get --ca "$CA" --downloads "$WORK/dl-capture-$what" "${h3[@]}" "https://localhost:$port/small.bin" >/dev/null 2>"$WORK/client.log"
       kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
       if [ "$what" = hq ]; then
         stream_has "$pcap" "$keys" 'GET /small.bin' && decrypted "$pcap" "$keys" quic.stream_data && r=pass
@@ -500,8 +501,8 @@ for what in hq h3 segue1; do
   r=$(capture_row "$what")
   [ "$r" = fail ] && failed=1
   case $what in
-    hq) row="| hq-interop: \`segue hq get\` → \`segue hq serve\` | the client | $r |" ;;
-    h3) row="| HTTP/3: \`segue hq get --http3\` → \`segue hq serve\` | the server | $r |" ;;
+    hq) row="| hq-interop: \`segue-lab hq get\` → \`segue hq serve\` | the client | $r |" ;;
+    h3) row="| HTTP/3: \`segue-lab hq get --http3\` → \`segue hq serve\` | the server | $r |" ;;
     segue1) row="| segue/1: segue_player.py → \`segue edge\` | the edge | $r |" ;;
   esac
   echo "$row" >>"$WORK/table"

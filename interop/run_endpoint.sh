@@ -5,7 +5,8 @@
 # binary reads itself; exit 127 for a test case we do not support.
 #
 # Paths default to the runner's and can be moved for a run outside its containers:
-#   WWW=/www DOWNLOADS=/downloads CERTS=/certs PORT=443 SEGUE=segue
+#   WWW=/www DOWNLOADS=/downloads CERTS=/certs PORT=443 SEGUE=segue SEGUE_LAB=segue-lab
+#   (the server is `segue hq serve`, the client `segue-lab hq get`)
 #   (server: $CERTS/cert.pem and $CERTS/priv.key; client: trusts $CERTS/ca.pem)
 set -euo pipefail
 
@@ -16,6 +17,7 @@ DOWNLOADS=${DOWNLOADS:-/downloads}
 CERTS=${CERTS:-/certs}
 PORT=${PORT:-443}
 SEGUE=${SEGUE:-segue}
+SEGUE_LAB=${SEGUE_LAB:-segue-lab}
 
 # Cases this endpoint supports, and the flag each needs.
 flags=()
@@ -40,7 +42,7 @@ case "$ROLE" in
     ;;
   client)
     # shellcheck disable=SC2086 # REQUESTS is a space-separated list of URLs
-    exec "$SEGUE" hq get --ca "$CERTS/ca.pem" --downloads "$DOWNLOADS" "${flags[@]}" ${REQUESTS:?REQUESTS must list URLs}
+    exec "$SEGUE_LAB" hq get --ca "$CERTS/ca.pem" --downloads "$DOWNLOADS" "${flags[@]}" ${REQUESTS:?REQUESTS must list URLs}
     ;;
   *) echo "unknown ROLE $ROLE" >&2; exit 1 ;;
 esac

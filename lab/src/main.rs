@@ -48,12 +48,19 @@ enum Command {
     /// `segue edge`, for the nodes the lab, the bench and the soak start.
     #[command(hide = true)]
     Edge(Box<EdgeConfig>),
-    /// `segue hq`, for the file transfers of the packet-level network's tests.
-    #[command(hide = true)]
+    /// The interop endpoints: `hq serve` (as `segue hq serve`) and `hq get`, the interop
+    /// client (hq-interop and HTTP/3 downloads; interop/run.sh).
     Hq {
         #[command(subcommand)]
-        command: segue_server::cli::HqCommand,
+        command: HqCommand,
     },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum HqCommand {
+    #[command(flatten)]
+    Serve(segue_server::cli::HqCommand),
+    Get(segue_interop::cli::GetArgs),
 }
 
 #[derive(Args, Debug)]
@@ -614,6 +621,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Lab(command) => lab(command).await,
         Command::Origin(c) => segue_server::cli::run_origin(*c).await,
         Command::Edge(c) => segue_server::cli::run_edge(*c).await,
-        Command::Hq { command } => segue_server::cli::run_hq(command).await,
+        Command::Hq {
+            command: HqCommand::Serve(c),
+        } => segue_server::cli::run_hq(c).await,
+        Command::Hq {
+            command: HqCommand::Get(a),
+        } => segue_interop::cli::run_get(a).await,
     }
 }

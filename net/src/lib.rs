@@ -5,6 +5,7 @@
 //! and the typed errors of a stream's exchange (`stream`).
 //! No segue/1 message is parsed here: that is `segue-wire`'s.
 
+pub mod alpn;
 pub mod endpoint;
 pub mod handshake_hold;
 pub mod qlog;

@@ -143,7 +143,7 @@ async fn quic_secs(loss: f64, dir: &Path) -> (f64, (u64, u64)) {
         ],
     )
     .await;
-    let opts = segue_server::files::hq::ClientOptions {
+    let opts = segue_interop::ClientOptions {
         chacha20: false,
         http3: false,
         range: None,
@@ -161,10 +161,9 @@ async fn quic_secs(loss: f64, dir: &Path) -> (f64, (u64, u64)) {
     let t0 = std::time::Instant::now();
     let mut ok = false;
     for _ in 0..5 {
-        let client = segue_server::files::hq::client_endpoint(&ca, &opts).unwrap();
+        let client = segue_interop::client_endpoint(&ca, &opts).unwrap();
         if let Ok(got) =
-            segue_server::files::hq::get(&client, std::slice::from_ref(&url), &downloads, &opts)
-                .await
+            segue_interop::get(&client, std::slice::from_ref(&url), &downloads, &opts).await
         {
             assert_eq!(got[0].bytes, BYTES);
             ok = true;

@@ -10,4 +10,5 @@ mod support;
 mod bench;
 mod fabric;
 mod helpers;
+mod interop;
 mod lab;

@@ -35,49 +35,9 @@ pub enum HqCommand {
         #[arg(long)]
         congestion: Option<Congestion>,
     },
-    /// Download URLs (https://HOST:PORT/path, one server) over one connection.
-    Get {
-        /// CA that signed the server's certificate.
-        #[arg(long, default_value = "certs/dev/ca.pem")]
-        ca: PathBuf,
-        /// Where the files go (the interop runner's /downloads).
-        #[arg(long, default_value = "downloads")]
-        downloads: PathBuf,
-        /// Offer only the ChaCha20-Poly1305 cipher suite.
-        #[arg(long)]
-        chacha20: bool,
-        /// Speak HTTP/3 (ALPN h3) instead of HTTP/0.9 (hq-interop).
-        #[arg(long)]
-        http3: bool,
-        /// Fetch the first URL on one connection, the rest on a second one resuming its TLS
-        /// session.
-        #[arg(long)]
-        resumption: bool,
-        /// Update the 1-RTT keys before the requests.
-        #[arg(long)]
-        key_update: bool,
-        /// Like --resumption, the second connection's requests sent as 0-RTT data (logged at
-        /// info: whether the server accepted them).
-        #[arg(long)]
-        zero_rtt: bool,
-        /// HTTP/3: send this Range header with every request (e.g. bytes=0-1023).
-        #[arg(long, requires = "http3")]
-        range: Option<String>,
-        /// A connection without any packet for this long is given up, in seconds; so is a
-        /// handshake not done by then.
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-        idle_timeout_secs: u64,
-        /// Congestion controller (model, bbr, cubic, newreno; default: quinn's, CUBIC, as
-        /// other QUIC clients run).
-        #[arg(long)]
-        congestion: Option<Congestion>,
-        /// URLs to fetch.
-        #[arg(required = true)]
-        urls: Vec<url::Url>,
-    },
 }
 
-/// Runs `segue hq serve` or `segue hq get`.
+/// Runs `segue hq serve` (the client, `segue-lab hq get`, is `segue-interop`'s).
 pub async fn run_hq(command: HqCommand) -> anyhow::Result<()> {
     use crate::files::hq;
     match command {
@@ -105,37 +65,6 @@ pub async fn run_hq(command: HqCommand) -> anyhow::Result<()> {
             };
             let limits = ConnectionLimits::with_retry(policy);
             hq::serve(ep, Arc::new(files), limits, shutdown_signal()).await;
-            Ok(())
-        }
-        HqCommand::Get {
-            ca,
-            downloads,
-            chacha20,
-            http3,
-            resumption,
-            key_update,
-            zero_rtt,
-            range,
-            idle_timeout_secs,
-            congestion,
-            urls,
-        } => {
-            let opts = hq::ClientOptions {
-                chacha20,
-                http3,
-                range,
-                resumption,
-                key_update,
-                zero_rtt,
-                idle_timeout: Some(Duration::from_secs(idle_timeout_secs)),
-                transport: congestion.map(TransportSettings::with),
-            };
-            let client = hq::client_endpoint(&ca, &opts)?;
-            let got = hq::get(&client, &urls, &downloads, &opts).await?;
-            for d in &got {
-                println!("{}  {:>10}  {}", d.sha256, d.bytes, d.path);
-            }
-            client.endpoint.wait_idle().await;
             Ok(())
         }
     }

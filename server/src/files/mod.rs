@@ -4,7 +4,6 @@
 //! the node's [`Source`]: on an edge the cached prefix from disk, the rest from upstream,
 //! every segment checksum-verified before a byte of it is sent.
 
-pub mod download;
 pub mod hq;
 pub mod http3;
 pub mod stats;
@@ -35,6 +34,23 @@ pub enum FileError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+}
+
+/// Why a file request was not answered to its end (logged; the peer sees a reset stream or
+/// an error status).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The request itself is unusable.
+    #[error("{0}")]
+    Request(&'static str),
+    #[error(transparent)]
+    Stream(#[from] segue_net::StreamError),
+    #[error("HTTP/3: {0}")]
+    H3(#[from] h3::error::StreamError),
+    #[error("HTTP: {0}")]
+    Http(#[from] http::Error),
 }
 
 impl From<SourceError> for FileError {

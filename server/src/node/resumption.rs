@@ -5,9 +5,8 @@
 //! - Server, resumption: a session store that counts the sessions it hands back. In TLS 1.3
 //!   a client resumes by naming a ticket the server issued; found means resumed (the
 //!   handshake then still has to complete for the connection to be used).
-//! - Client, resumption: a certificate verifier that counts its calls. A resumed TLS 1.3
-//!   handshake carries no server certificate, so a handshake that completed without one
-//!   resumed. The verifier is webpki's over the same roots; it only counts.
+//! - Client, resumption: the interop client's (`segue-interop`) certificate verifier counts
+//!   its calls: a resumed TLS 1.3 handshake carries no server certificate.
 //! - Server, 0-RTT: STREAM frames received while the handshake is still under way came in
 //!   0-RTT packets, since a server decrypts no 1-RTT packet before the handshake completes
 //!   ([`Handshake`]).
@@ -18,10 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use futures_util::FutureExt as _;
 use futures_util::future::Shared;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::StoresServerSessions;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 /// A server's session store that counts (and logs) the sessions clients resume.
 #[derive(Debug)]
@@ -57,73 +53,6 @@ impl StoresServerSessions for CountingSessions {
 
     fn can_cache(&self) -> bool {
         self.inner.can_cache()
-    }
-}
-
-/// A client's certificate verifier that delegates to `inner` and counts the certificates
-/// it was asked to verify.
-#[derive(Debug)]
-pub struct CountingVerifier {
-    inner: Arc<dyn ServerCertVerifier>,
-    calls: AtomicU64,
-}
-
-impl CountingVerifier {
-    pub fn new(inner: Arc<dyn ServerCertVerifier>) -> Self {
-        Self {
-            inner,
-            calls: AtomicU64::new(0),
-        }
-    }
-
-    /// Server certificates verified so far (one per full handshake).
-    pub fn verified(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
-    }
-}
-
-impl ServerCertVerifier for CountingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.inner.requires_raw_public_keys()
-    }
-
-    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
-        self.inner.root_hint_subjects()
     }
 }
 

@@ -8,8 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use segue_client::play::{PlayOptions, play};
+use segue_interop::ClientOptions;
 use segue_server::files::ObjectFiles;
-use segue_server::files::hq::{self, ClientOptions};
+use segue_server::files::hq;
 use segue_server::node::access::{self, Keys};
 use segue_wire::SegueUrl;
 use segue_wire::segment::{Params, ResponseFrame, SegmentRequest, Status, decode_response_frame};
@@ -317,13 +318,13 @@ async fn download(s: &Setup, query: &str, http3: bool) -> anyhow::Result<Vec<u8>
         http3,
         ..ClientOptions::default()
     };
-    let c = hq::client_endpoint(&s.origin.tls.ca, &opts)?;
+    let c = segue_interop::client_endpoint(&s.origin.tls.ca, &opts)?;
     let out = tempfile::tempdir()?;
     let u = url::Url::parse(&format!(
         "https://localhost:{}/demo.mp4{query}",
         s.files_port
     ))?;
-    hq::get(&c, &[u], out.path(), &opts).await?;
+    segue_interop::get(&c, &[u], out.path(), &opts).await?;
     Ok(std::fs::read(out.path().join("demo.mp4"))?)
 }
 

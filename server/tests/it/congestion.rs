@@ -161,7 +161,7 @@ async fn the_file_endpoint_runs_the_transport_it_is_given() {
     }
 }
 
-/// `segue hq get --congestion` (the interop client) dials with the transport it is given,
+/// `segue-lab hq get --congestion` (the interop client) dials with the transport it is given,
 /// read back from its own connection.
 #[tokio::test]
 async fn the_hq_client_runs_the_transport_it_is_given() {
@@ -184,11 +184,11 @@ async fn the_hq_client_runs_the_transport_it_is_given() {
         }
     });
     for cc in Congestion::ALL {
-        let opts = segue_server::files::hq::ClientOptions {
+        let opts = segue_interop::ClientOptions {
             transport: Some(TransportSettings::with(cc)),
             ..Default::default()
         };
-        let client = segue_server::files::hq::client_endpoint(&tls.ca, &opts).unwrap();
+        let client = segue_interop::client_endpoint(&tls.ca, &opts).unwrap();
         let conn = client.connect(addr, "localhost", &opts).await.unwrap();
         assert_eq!(controller_of(&conn), Some(cc), "an hq client given {cc}");
     }

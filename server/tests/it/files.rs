@@ -9,9 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use segue_interop::ClientOptions;
 use segue_net::NodeTls;
 use segue_server::files::ObjectFiles;
-use segue_server::files::hq::{self, ClientOptions};
+use segue_server::files::hq;
 use segue_server::node::source::Source;
 
 const SAMPLE: &str = "hd.mp4";
@@ -51,10 +52,10 @@ async fn get(
         range: range.map(str::to_owned),
         ..ClientOptions::default()
     };
-    let ep = hq::client_endpoint(&tls.ca, &opts)?;
+    let ep = segue_interop::client_endpoint(&tls.ca, &opts)?;
     let out = tempfile::tempdir()?;
     let url = url::Url::parse(&format!("https://localhost:{port}/{path}"))?;
-    let got = hq::get(&ep, &[url], out.path(), &opts).await?;
+    let got = segue_interop::get(&ep, &[url], out.path(), &opts).await?;
     let name = Path::new(path).file_name().unwrap();
     let bytes = std::fs::read(out.path().join(name))?;
     assert_eq!(got[0].bytes, bytes.len() as u64);

@@ -5,9 +5,10 @@ use segue_server::node::admission::{ConnectionLimits, RetryPolicy};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use segue_interop::ClientOptions;
 use segue_net::NodeTls;
 use segue_server::files::DirFiles;
-use segue_server::files::hq::{self, ClientOptions};
+use segue_server::files::hq;
 use segue_server::files::stats::ServerStats;
 
 struct Server {
@@ -76,11 +77,11 @@ async fn fetch(
     s: &Server,
     opts: ClientOptions,
     paths: &[String],
-) -> anyhow::Result<Vec<segue_server::files::download::Download>> {
-    let ep = hq::client_endpoint(&s.tls.ca, &opts).unwrap();
+) -> anyhow::Result<Vec<segue_interop::Download>> {
+    let ep = segue_interop::client_endpoint(&s.tls.ca, &opts).unwrap();
     let out = tempfile::tempdir().unwrap();
     let urls: Vec<url::Url> = paths.iter().map(|p| url(s, p)).collect();
-    let got = hq::get(&ep, &urls, out.path(), &opts).await?;
+    let got = segue_interop::get(&ep, &urls, out.path(), &opts).await?;
     // What was written is what was hashed, and what the server holds.
     for d in &got {
         let name = d.path.trim_start_matches('/');
@@ -157,97 +158,6 @@ async fn paths_outside_www_are_refused() {
     assert_eq!(s.stats.refused.load(Ordering::Relaxed), 2);
 }
 
-/// `interop/run_endpoint.sh` as the interop runner drives it: real processes.
-#[test]
-fn run_endpoint_sh_serves_downloads_and_refuses_what_it_lacks() {
-    use std::process::{Command, Stdio};
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/run_endpoint.sh");
-    let segue = env!("CARGO_BIN_EXE_segue");
-    let dir = tempfile::tempdir().unwrap();
-    let tls = NodeTls::dev(&dir.path().join("dev")).unwrap();
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(&tls.cert, certs.join("cert.pem")).unwrap();
-    std::fs::copy(&tls.key, certs.join("priv.key")).unwrap();
-    std::fs::copy(&tls.ca, certs.join("ca.pem")).unwrap();
-    let www = dir.path().join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let body: Vec<u8> = (0..2_000_000u32).map(|i| (i % 251) as u8).collect();
-    std::fs::write(www.join("a.bin"), &body).unwrap();
-    std::fs::write(www.join("b.txt"), b"hello\n").unwrap();
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let env = |c: &mut Command, role: &str, case: &str| {
-        c.env("ROLE", role)
-            .env("TESTCASE", case)
-            .env("WWW", &www)
-            .env("DOWNLOADS", dir.path().join("downloads"))
-            .env("CERTS", &certs)
-            .env("PORT", port.to_string())
-            .env("SEGUE", segue)
-            .env("QLOGDIR", dir.path().join("qlog"))
-            .env(
-                "REQUESTS",
-                format!("https://localhost:{port}/a.bin https://localhost:{port}/b.txt"),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-    };
-    for role in ["server", "client"] {
-        let mut c = Command::new(&script);
-        env(&mut c, role, "connectionmigration");
-        assert_eq!(
-            c.status().unwrap().code(),
-            Some(127),
-            "{role}: unsupported case"
-        );
-    }
-    let mut server = Command::new(&script);
-    env(&mut server, "server", "retry");
-    let mut server = server.spawn().unwrap();
-    let got = dir.path().join("downloads");
-    for case in ["transfer", "http3", "resumption"] {
-        let _ = std::fs::remove_dir_all(&got);
-        let mut ok = false;
-        for _ in 0..50 {
-            let mut client = Command::new(&script);
-            env(&mut client, "client", case);
-            if client.status().unwrap().success() {
-                ok = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        assert!(ok, "{case}: the client never downloaded");
-        assert_eq!(std::fs::read(got.join("a.bin")).unwrap(), body, "{case}");
-        assert_eq!(std::fs::read(got.join("b.txt")).unwrap(), b"hello\n");
-    }
-    let _ = server.kill();
-    let _ = server.wait();
-    // QLOGDIR: a JSON-SEQ qlog trace per connection, client and server side.
-    let traces: Vec<_> = std::fs::read_dir(dir.path().join("qlog"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    for role in ["client", "server"] {
-        let mine: Vec<_> = traces
-            .iter()
-            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(role))
-            .collect();
-        // transfer, http3, and resumption's two connections (Retry answers are no connection)
-        assert!(mine.len() >= 4, "{role}: {} traces", mine.len());
-        let text = std::fs::read_to_string(mine[0]).unwrap();
-        let first = text.split('\u{1e}').find(|r| !r.trim().is_empty()).unwrap();
-        let header: serde_json::Value = serde_json::from_str(first.trim()).unwrap();
-        assert!(header["qlog_version"].is_string(), "{first}");
-        assert!(text.contains("packet_sent") && text.contains("packet_received"));
-    }
-}
-
 fn h3() -> ClientOptions {
     ClientOptions {
         http3: true,
@@ -272,13 +182,13 @@ async fn http3_transfer_and_multiplexing() {
 #[tokio::test]
 async fn http3_ranges_and_missing_files() {
     let s = server(false);
-    let ep = hq::client_endpoint(&s.tls.ca, &h3()).unwrap();
+    let ep = segue_interop::client_endpoint(&s.tls.ca, &h3()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let opts = ClientOptions {
         range: Some("bytes=1000000-1000099".into()),
         ..h3()
     };
-    let got = hq::get(&ep, &[url(&s, "big.bin")], out.path(), &opts)
+    let got = segue_interop::get(&ep, &[url(&s, "big.bin")], out.path(), &opts)
         .await
         .unwrap();
     assert_eq!(got[0].bytes, 100);
@@ -287,7 +197,7 @@ async fn http3_ranges_and_missing_files() {
         std::fs::read(out.path().join("big.bin")).unwrap(),
         &full[1_000_000..1_000_100]
     );
-    let e = hq::get(&ep, &[url(&s, "nope")], out.path(), &h3())
+    let e = segue_interop::get(&ep, &[url(&s, "nope")], out.path(), &h3())
         .await
         .unwrap_err();
     assert!(e.to_string().contains("404"), "{e}");
@@ -295,7 +205,7 @@ async fn http3_ranges_and_missing_files() {
         range: Some("bytes=5000000-".into()),
         ..h3()
     };
-    let e = hq::get(&ep, &[url(&s, "f0001")], out.path(), &unsat)
+    let e = segue_interop::get(&ep, &[url(&s, "f0001")], out.path(), &unsat)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("416"), "{e}");
@@ -362,10 +272,12 @@ async fn resumption_and_0rtt_seen_by_both_sides() {
             ..Default::default()
         };
         // A new client endpoint: its first connection has no session to resume.
-        let ep = hq::client_endpoint(&s.tls.ca, &opts).unwrap();
+        let ep = segue_interop::client_endpoint(&s.tls.ca, &opts).unwrap();
         let out = tempfile::tempdir().unwrap();
         let urls: Vec<url::Url> = paths.iter().map(|p| url(&s, p)).collect();
-        let got = hq::get(&ep, &urls, out.path(), &opts).await.unwrap();
+        let got = segue_interop::get(&ep, &urls, out.path(), &opts)
+            .await
+            .unwrap();
         assert_eq!(got.len(), 3, "{what}");
         same_files(&s, out.path(), &paths, &what);
         assert_eq!(
@@ -386,9 +298,9 @@ async fn resumption_and_0rtt_seen_by_both_sides() {
         );
     }
     // One connection resumes nothing.
-    let ep = hq::client_endpoint(&s.tls.ca, &ClientOptions::default()).unwrap();
+    let ep = segue_interop::client_endpoint(&s.tls.ca, &ClientOptions::default()).unwrap();
     let out = tempfile::tempdir().unwrap();
-    hq::get(
+    segue_interop::get(
         &ep,
         &[url(&s, "f0004")],
         out.path(),
@@ -495,7 +407,7 @@ async fn our_client_downloads_from_the_ngtcp2_server() {
             chacha20: case == "chacha20",
             ..h3()
         };
-        let ep = hq::client_endpoint(&s.tls.ca, &opts).unwrap();
+        let ep = segue_interop::client_endpoint(&s.tls.ca, &opts).unwrap();
         let out = tempfile::tempdir().unwrap();
         let urls: Vec<url::Url> = ["big.bin", "f0007"]
             .iter()
@@ -503,7 +415,7 @@ async fn our_client_downloads_from_the_ngtcp2_server() {
             .collect();
         let mut got = None;
         for _ in 0..30 {
-            match hq::get(&ep, &urls, out.path(), &opts).await {
+            match segue_interop::get(&ep, &urls, out.path(), &opts).await {
                 Ok(g) => {
                     got = Some(g);
                     break;
@@ -568,10 +480,12 @@ async fn idle_timeouts_are_the_ones_asked_for() {
         idle_timeout: Some(Duration::from_secs(1)),
         ..ClientOptions::default()
     };
-    let ep = hq::client_endpoint(&tls.ca, &opts).unwrap();
+    let ep = segue_interop::client_endpoint(&tls.ca, &opts).unwrap();
     let url = url::Url::parse(&format!("https://localhost:{port}/x")).unwrap();
     let t = Instant::now();
-    let err = hq::get(&ep, &[url], dir.path(), &opts).await.unwrap_err();
+    let err = segue_interop::get(&ep, &[url], dir.path(), &opts)
+        .await
+        .unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert!(format!("{err:#}").contains("timed out"), "{err:#}");
 }
@@ -616,7 +530,7 @@ async fn a_client_hello_spread_over_packets_is_served_by_its_protocol() {
     assert_eq!(hq::alpn(&conn).as_deref(), Some(&b"h3"[..]));
     assert_eq!(Counters::get(&relay.stats.up.lost), 1, "no packet was lost");
     let out = tempfile::tempdir().unwrap();
-    let got = segue_server::files::http3::get(conn, &[url(&s, "f0003")], out.path(), None)
+    let got = segue_interop::get_h3(conn, &[url(&s, "f0003")], out.path(), None)
         .await
         .expect("an HTTP/3 request on an h3 connection is answered");
     same_files(
