@@ -109,6 +109,17 @@ impl Default for TransportSettings {
     }
 }
 
+/// A transport setting out of its range ([`TransportSettings::check`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingError {
+    #[error("the loss packet threshold must be {RFC9002_PACKET_THRESHOLD} to 10000, not {0}")]
+    PacketThreshold(u32),
+    #[error("the initial window must be 2 to 1000 datagrams, not {0}")]
+    InitialWindow(u32),
+    #[error("the loss time threshold must be {RFC9002_TIME_THRESHOLD} to 100 RTTs, not {0}")]
+    TimeThreshold(f32),
+}
+
 impl TransportSettings {
     /// The origin's defaults: RFC 9002's loss thresholds (3 packets, 9/8 RTT). Its
     /// connections carry segments to edges over server-to-server paths, where reordering is
@@ -134,24 +145,15 @@ impl TransportSettings {
     }
 
     /// Checks the thresholds' ranges (RFC 9002's values are the least).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingError> {
         if !(RFC9002_PACKET_THRESHOLD..=10_000).contains(&self.packet_threshold) {
-            return Err(format!(
-                "the loss packet threshold must be {RFC9002_PACKET_THRESHOLD} to 10000, not {}",
-                self.packet_threshold
-            ));
+            return Err(SettingError::PacketThreshold(self.packet_threshold));
         }
         if !(2..=1000).contains(&self.initial_window) {
-            return Err(format!(
-                "the initial window must be 2 to 1000 datagrams, not {}",
-                self.initial_window
-            ));
+            return Err(SettingError::InitialWindow(self.initial_window));
         }
         if !(RFC9002_TIME_THRESHOLD..=100.0).contains(&self.time_threshold) {
-            return Err(format!(
-                "the loss time threshold must be {RFC9002_TIME_THRESHOLD} to 100 RTTs, not {}",
-                self.time_threshold
-            ));
+            return Err(SettingError::TimeThreshold(self.time_threshold));
         }
         Ok(())
     }

@@ -120,7 +120,9 @@ impl LimitArgs {
             initial_window: self.initial_window,
             tolerate_reordering: defaults.tolerate_reordering,
         };
-        transport.check().map_err(StartError::Flag)?;
+        transport
+            .check()
+            .map_err(|e| StartError::Flag(e.to_string()))?;
         Ok(TransportLimits {
             max_bidi_streams: self.max_streams_per_connection,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),

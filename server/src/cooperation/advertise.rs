@@ -9,6 +9,8 @@ use std::time::Duration;
 use segue_wire::ObjectName;
 use segue_wire::advert::{Advert, Holding, Ranges};
 use segue_wire::segment::Status;
+
+use crate::node::source::SourceError;
 use tokio::sync::watch;
 
 /// What a helper holds: object → (revision, segments).
@@ -32,7 +34,7 @@ pub trait AdvertSink: Send + Sync + 'static {
         &self,
         p: usize,
         a: Advert,
-    ) -> impl Future<Output = Result<(Status, usize), String>> + Send;
+    ) -> impl Future<Output = Result<(Status, usize), SourceError>> + Send;
 }
 
 /// How big one advert may be: what every receiver takes (PROTOCOL.md §8.8: a body of at
@@ -260,7 +262,7 @@ mod tests {
         fn holdings(&self) -> Holdings {
             self.holdings.lock().unwrap().clone()
         }
-        async fn send(&self, p: usize, a: Advert) -> Result<(Status, usize), String> {
+        async fn send(&self, p: usize, a: Advert) -> Result<(Status, usize), SourceError> {
             let t = self.t0.elapsed().as_secs_f64();
             self.sent.lock().unwrap().push((p, t, a.is_snapshot()));
             let n = a.encode().len();

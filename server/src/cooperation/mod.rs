@@ -27,6 +27,7 @@ use segue_wire::advert::Advert;
 use segue_wire::segment::{Status, helper_id};
 use tokio::time::Instant;
 
+use crate::node::source::SourceError;
 use crate::node::upstream::Upstream;
 use choose::{Candidate, Estimate, Role, SourceId};
 use scope::{Periods, RttLimits, Scope};
@@ -52,7 +53,7 @@ impl std::str::FromStr for PeerConf {
             Some((u, sc)) => (u, Some(Scope::parse(sc.trim())?)),
             None => (rest, None),
         };
-        check_name(name)?;
+        check_name(name).map_err(|e| e.to_string())?;
         let url =
             segue_wire::SegueUrl::parse(url.trim()).map_err(|e| format!("peer {name}: {e}"))?;
         Ok(PeerConf {
@@ -63,17 +64,20 @@ impl std::str::FromStr for PeerConf {
     }
 }
 
+/// A helper name that is not one ([`check_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("helper name {0:?}: 1 to 64 letters, digits, '-', '_' or '.'")]
+pub struct BadName(pub String);
+
 /// A helper name: 1 to 64 bytes of letters, digits, `-`, `_`, `.`.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), BadName> {
     if name.is_empty()
         || name.len() > segue_wire::advert::MAX_SENDER as usize
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(format!(
-            "helper name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
-        ));
+        return Err(BadName(name.to_owned()));
     }
     Ok(())
 }
@@ -316,10 +320,13 @@ impl Helpers {
     }
 
     /// An advert arrived: applied to the view if it comes from a configured peer.
-    pub fn received(&self, a: &Advert) -> Result<Status, String> {
+    pub fn received(&self, a: &Advert) -> Result<Status, SourceError> {
         if !self.peers.iter().any(|p| p.conf.name == a.sender) {
             self.stats.adverts_refused.fetch_add(1, Ordering::Relaxed);
-            return Err(format!("{:?} is not a configured peer", a.sender));
+            return Err(SourceError::Refused(format!(
+                "{:?} is not a configured peer",
+                a.sender
+            )));
         }
         self.stats.adverts_received.fetch_add(1, Ordering::Relaxed);
         Ok(match lock(&self.view).apply(a, Instant::now()) {
@@ -412,11 +419,11 @@ where
         (self.holdings)()
     }
 
-    async fn send(&self, p: usize, a: Advert) -> Result<(Status, usize), String> {
+    async fn send(&self, p: usize, a: Advert) -> Result<(Status, usize), SourceError> {
         let h = &self.helpers;
         let peer = &h.peers[p];
         let scope = h.scope_of(p);
-        let (status, n) = peer.link.advert(&a).await.map_err(|e| e.to_string())?;
+        let (status, n) = peer.link.advert(&a).await?;
         peer.stats.adverts_sent.fetch_add(1, Ordering::Relaxed);
         peer.stats
             .advert_bytes

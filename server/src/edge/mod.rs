@@ -253,7 +253,7 @@ impl Source for EdgeSource {
             None => Err(SourceError::Refused(
                 "this edge has no peers (segue edge --peer)".into(),
             )),
-            Some(h) => h.received(a).map_err(SourceError::Refused),
+            Some(h) => h.received(a),
         }
     }
 

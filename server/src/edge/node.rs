@@ -88,7 +88,7 @@ impl Edge {
         let helpers = if c.peers.is_empty() {
             None
         } else {
-            crate::cooperation::check_name(&c.name).map_err(StartError::Flag)?;
+            crate::cooperation::check_name(&c.name).map_err(|e| StartError::Flag(e.to_string()))?;
             if c.peers.iter().any(|p| p.name == c.name) {
                 return Err(StartError::Flag(format!(
                     "--peer {}: that is this edge's own --name",

@@ -139,6 +139,16 @@ impl TrackBuilder {
     }
 }
 
+/// Why a segment could not be packetized.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PacketizeError {
+    /// Its frame records do not decode.
+    #[error(transparent)]
+    Record(segue_wire::DecodeError),
+    #[error("cannot packetize: {0}")]
+    Payload(segue_wire::DecodeError),
+}
+
 /// Packetizes a segment's frame records for the tracks of `desc`. Frames of tracks the SDP
 /// does not list are skipped.
 pub fn packetize(
@@ -146,11 +156,11 @@ pub fn packetize(
     payload: &Bytes,
     max_payload: usize,
     max_frame: u64,
-) -> Result<SegmentPackets, String> {
+) -> Result<SegmentPackets, PacketizeError> {
     let mut builders: Vec<TrackBuilder> = desc.tracks.iter().map(|_| Default::default()).collect();
     let mut steps = Vec::new();
     for frame in FrameReader::new(payload, max_frame) {
-        let frame = frame.map_err(|e| e.to_string())?;
+        let frame = frame.map_err(PacketizeError::Record)?;
         let ti = frame.track as usize;
         let (Some(t), Some(b)) = (desc.tracks.get(ti), builders.get_mut(ti)) else {
             continue;
@@ -159,7 +169,7 @@ pub fn packetize(
             Codec::H264 { .. } => h264::packetize(&frame.data, max_payload),
             Codec::Aac { .. } => aac::packetize(&frame.data, max_payload),
         }
-        .map_err(|e| format!("cannot packetize: {e}"))?;
+        .map_err(PacketizeError::Payload)?;
         let count = payloads.len() as u32;
         for (k, (p, marker)) in payloads.into_iter().enumerate() {
             let pkt = RtpPacket {
@@ -256,7 +266,7 @@ impl PacketCache {
         desc: &Description,
         i: usize,
         payload: &Bytes,
-    ) -> Result<Arc<SegmentPackets>, String> {
+    ) -> Result<Arc<SegmentPackets>, PacketizeError> {
         if let Some(p) = self.lru.get(m, i) {
             return Ok(p);
         }

@@ -38,7 +38,7 @@ pub struct PushReport {
 pub struct Distributor {
     source: LibrarySource,
     /// The client endpoint, or why there is none (pushes then fail with that reason).
-    endpoint: Result<segue_net::Dialer, String>,
+    endpoint: Result<segue_net::Dialer, Arc<segue_net::Error>>,
     prefix_us: u64,
     /// Edges to push to when a hint names none.
     edges: Vec<SegueUrl>,
@@ -51,7 +51,7 @@ impl Distributor {
     /// `prefix_us` of media is offered.
     pub fn new(
         source: LibrarySource,
-        endpoint: Result<segue_net::Dialer, String>,
+        endpoint: Result<segue_net::Dialer, Arc<segue_net::Error>>,
         prefix_us: u64,
         edges: Vec<SegueUrl>,
     ) -> Arc<Self> {
@@ -77,7 +77,7 @@ impl Distributor {
         let endpoint = self
             .endpoint
             .as_ref()
-            .map_err(|e| PushError::NoEndpoint(e.clone()))?;
+            .map_err(|e| PushError::NoEndpoint(e.to_string()))?;
         let key = format!("{}:{}", edge.host, edge.port);
         Ok(self
             .links

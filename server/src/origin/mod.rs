@@ -49,7 +49,7 @@ impl Origin {
                 what: "the origin's endpoint (--cert, --key, and --ca: the edges' CA)".into(),
                 error,
             })?;
-        let client = client_endpoint(&tls, transport.transport).map_err(|e| format!("{e:#}"));
+        let client = client_endpoint(&tls, transport.transport).map_err(Arc::new);
         let dist = crate::origin::distribute::Distributor::new(
             source.clone(),
             client,

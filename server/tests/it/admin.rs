@@ -201,7 +201,7 @@ async fn origin_admin_api_pushes_to_an_edge() {
     } = origin.edge(4_000_000).await;
     let dist = segue_server::origin::distribute::Distributor::new(
         origin.source.clone(),
-        segue_net::client_endpoint(&origin.tls, Default::default()).map_err(|e| e.to_string()),
+        segue_net::client_endpoint(&origin.tls, Default::default()).map_err(std::sync::Arc::new),
         4_000_000,
         vec![],
     );

@@ -54,7 +54,7 @@ async fn origin_push_positions_a_prefix_and_the_first_play_is_a_prefix_hit() {
     let e = origin.edge(4_000_000).await;
     let dist = Distributor::new(
         origin.source.clone(),
-        client_endpoint(&origin.tls, Default::default()).map_err(|e| e.to_string()),
+        client_endpoint(&origin.tls, Default::default()).map_err(std::sync::Arc::new),
         4_000_000,
         vec![],
     );
