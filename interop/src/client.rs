@@ -20,28 +20,13 @@ use crate::verifier::CountingVerifier;
 /// waits for a handshake), unless told otherwise.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A client's transport: no streams from the server (HTTP/3's control and QPACK streams
-/// aside), and a keep-alive, because quinn's probe timeouts resend the oldest packet's
-/// control frames rather than a lost request: when the request went in a 1-RTT packet the
-/// server could not yet decrypt (it drops them until the handshake's Finished arrives), only
-/// an acknowledgement of a later packet gets the request declared lost and sent again. A ping
-/// a second produces those acknowledgements; with probe timeouts backing off exponentially
-/// under heavy loss, a request could otherwise wait until the idle timeout.
 fn client_transport(
     idle: Duration,
     settings: Option<&segue_net::TransportSettings>,
 ) -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    if let Some(s) = settings {
-        s.apply(&mut t);
-    }
-    t.max_concurrent_bidi_streams(0u32.into())
-        .max_concurrent_uni_streams(16u32.into())
-        // Within QUIC's 2^62 ms; beyond that, no idle timeout at all is not what was asked.
-        .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(idle).unwrap_or(quinn::VarInt::MAX.into()),
-        ))
-        .keep_alive_interval(Some(Duration::from_secs(1)));
+    // A client takes no request streams from the server.
+    let mut t = segue_net::alpn::file_transport(0, idle, settings);
+    t.keep_alive_interval(Some(Duration::from_secs(1)));
     t
 }
 

@@ -30,25 +30,6 @@ const MAX_STREAMS: u32 = 1000;
 /// waits for a handshake), unless told otherwise.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn transport(
-    streams: u32,
-    idle: Duration,
-    settings: Option<&segue_net::TransportSettings>,
-) -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    if let Some(s) = settings {
-        s.apply(&mut t);
-    }
-    t.max_concurrent_bidi_streams(streams.into())
-        // HTTP/3's control and QPACK streams (HTTP/0.9 opens none).
-        .max_concurrent_uni_streams(16u32.into())
-        // Within QUIC's 2^62 ms; beyond that, no idle timeout at all is not what was asked.
-        .max_idle_timeout(Some(
-            quinn::IdleTimeout::try_from(idle).unwrap_or(quinn::VarInt::MAX.into()),
-        ));
-    t
-}
-
 /// A bound server endpoint offering `hq-interop` and `h3`, and its configuration (which each
 /// connection gets, with its own qlog trace when `$QLOGDIR` is set).
 pub struct Server {
@@ -75,7 +56,7 @@ impl Server {
     }
 
     fn reconfigure(mut self) -> Self {
-        let t = transport(MAX_STREAMS, self.idle, self.settings.as_ref());
+        let t = segue_net::alpn::file_transport(MAX_STREAMS, self.idle, self.settings.as_ref());
         self.config.transport_config(Arc::new(t));
         self.endpoint.set_server_config(Some(self.config.clone()));
         self
@@ -99,7 +80,11 @@ pub fn server_endpoint(
     ));
     let quic = QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(transport(MAX_STREAMS, IDLE_TIMEOUT, None)));
+    config.transport_config(Arc::new(segue_net::alpn::file_transport(
+        MAX_STREAMS,
+        IDLE_TIMEOUT,
+        None,
+    )));
     let endpoint =
         segue_net::handshake_hold::server_endpoint(config.clone(), listen).map_err(|source| {
             segue_net::Error::Listen {
@@ -159,7 +144,7 @@ pub async fn serve<F: Files>(
                 let peer = incoming.remote_address();
                 incoming.accept_with(q.server_config(
                     &config,
-                    transport(MAX_STREAMS, idle, settings.as_ref()),
+                    segue_net::alpn::file_transport(MAX_STREAMS, idle, settings.as_ref()),
                     peer,
                 ))
             }
