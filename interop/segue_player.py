@@ -117,16 +117,17 @@ def parse_manifest_exchange(data: bytes) -> dict:
     if ftype != 0x11:
         raise ValueError(f"expected MANIFEST, got frame type {ftype:#x}")
     m = Reader(r.take(length))
-    if m.varint() != 1:
+    if m.varint() != 2:
         raise ValueError("unknown manifest version")
-    out = {"object": m.string().decode(), "revision": m.varint(), "duration_us": m.varint()}
+    out = {"object": m.string().decode(), "revision": m.varint(), "duration_us": m.varint(),
+           "chunk_size": m.varint()}
     out["formats"] = [m.string().decode() for _ in range(m.varint())]
     out["sdp"] = m.string().decode()
     out["tracks"] = [{"frames": m.varint(), "hash": m.take(32)} for _ in range(m.varint())]
     segs = []
     for _ in range(m.varint()):
         segs.append({"start": m.varint(), "duration": m.varint(), "size": m.varint(),
-                     "frames": m.varint(), "checksum": m.take(32)})
+                     "frames": m.varint(), "checksum": m.take(32), "chunk_root": m.take(32)})
     out["segments"] = segs
     if not m.done():
         raise ValueError("bytes after the last segment")

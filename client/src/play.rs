@@ -209,7 +209,7 @@ async fn fetch_manifest(conn: quinn::Connection, url: SegueUrl) -> Result<Manife
                 return Err(LinkError::ManifestRefused(h.status, h.reason));
             }
             ResponseFrame::Manifest(m) => return Ok(m),
-            ResponseFrame::Segment(_) => {
+            ResponseFrame::Segment(_) | ResponseFrame::ChunkHashes(_) => {
                 return Err(LinkError::Other("unexpected segment in manifest response"));
             }
         }

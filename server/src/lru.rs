@@ -105,6 +105,7 @@ mod tests {
             object: ObjectName::new(name, 64).unwrap(),
             revision: 1,
             duration_us: 0,
+            chunk_size: 16_384,
             formats: vec![],
             sdp: String::new(),
             tracks: vec![],

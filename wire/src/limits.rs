@@ -43,7 +43,7 @@ impl Default for Limits {
             max_header_count: 32,
             max_object_name: 1024,
             max_rtp_packet: 65_535,
-            max_manifest: 4 * 1024 * 1024,
+            max_manifest: 8 * 1024 * 1024,
             max_segments: 65_536,
             max_tracks: 8,
             max_segment_size: 64 * 1024 * 1024,

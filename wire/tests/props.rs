@@ -13,8 +13,8 @@ use segue_wire::roq::{self, RoqDecoder, RoqItem};
 use segue_wire::rtp::{FrameInfo, MAX_CTO, RtpPacket};
 use segue_wire::sdp::{Codec, Description, Track};
 use segue_wire::segment::{
-    self, Frame, FrameReader, Manifest, Params, ResponseFrame, ResponseHeader, SegmentEntry,
-    SegmentHeader, SegmentRequest, Status, TrackEntry,
+    self, ChunkVerifier, Frame, FrameReader, Manifest, Params, ResponseFrame, ResponseHeader,
+    SegmentEntry, SegmentHeader, SegmentRequest, Status, TrackEntry, chunk,
 };
 use segue_wire::{Limits, ObjectName, Resource, SegueUrl, varint};
 
@@ -246,22 +246,33 @@ fn manifest() -> impl Strategy<Value = Manifest> {
             0..8,
         ),
         proptest::collection::vec(
-            (1u64..10_000_000, 1u64..64 << 20, 0u64..10_000, hash()),
+            (
+                1u64..10_000_000,
+                1u64..64 << 20,
+                0u64..10_000,
+                hash(),
+                hash(),
+            ),
             0..50,
         ),
+        10u32..=20,
     )
         .prop_map(
-            |(object, revision, duration_us, formats, sdp, tracks, segs)| {
+            |(object, revision, duration_us, formats, sdp, tracks, segs, chunk_bits)| {
+                let chunk_size = 1u64 << chunk_bits;
                 let mut start = 0;
                 let segments = segs
                     .into_iter()
-                    .map(|(duration_us, size, frames, checksum)| {
+                    .map(|(duration_us, size, frames, checksum, chunk_root)| {
+                        // At most 4096 chunks per segment.
+                        let size = size.min(chunk_size * 4096);
                         let s = SegmentEntry {
                             start_us: start,
                             duration_us,
                             size,
                             frames,
                             checksum,
+                            chunk_root,
                         };
                         start += duration_us;
                         s
@@ -271,6 +282,7 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                     object,
                     revision,
                     duration_us,
+                    chunk_size,
                     formats,
                     sdp,
                     tracks,
@@ -288,15 +300,17 @@ fn params() -> impl Strategy<Value = Params> {
         proptest::option::of(0..=varint::MAX),
         proptest::option::of(0..=varint::MAX),
         proptest::option::of((0..=varint::MAX, any::<[u8; 32]>())),
+        any::<bool>(),
     )
         .prop_map(
-            |(hop_limit, revision, deadline_ms, viewers, sender, token)| Params {
+            |(hop_limit, revision, deadline_ms, viewers, sender, token, chunks)| Params {
                 hop_limit,
                 revision,
                 deadline_ms,
                 viewers,
                 sender,
                 token: token.map(|(expires, tag)| segue_wire::token::Grant { expires, tag }),
+                chunks,
             },
         )
 }
@@ -541,6 +555,66 @@ proptest! {
         let s = SegmentHeader { index, size, checksum };
         let enc = s.encode();
         prop_assert_eq!(segment::decode_response_frame(&enc, &l).unwrap(), Some((ResponseFrame::Segment(s), enc.len())));
+    }
+
+    #[test]
+    fn chunk_verifier_releases_exactly_the_payload(
+        payload in proptest::collection::vec(any::<u8>(), 1..12_000),
+        chunk_bits in 10u32..13,
+        cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        flip in proptest::option::of((any::<prop::sample::Index>(), 1u8..=255)),
+    ) {
+        let c = 1u64 << chunk_bits;
+        let hashes = chunk::chunk_hashes(&payload, c);
+        let entry = SegmentEntry {
+            start_us: 0,
+            duration_us: 1,
+            size: payload.len() as u64,
+            frames: 1,
+            checksum: [0; 32],
+            chunk_root: chunk::chunk_root(&hashes),
+        };
+        let mut received = payload.clone();
+        let bad = flip.map(|(at, x)| {
+            let at = at.index(received.len());
+            received[at] ^= x;
+            at
+        });
+        let mut v = ChunkVerifier::new(&entry, c, hashes).unwrap();
+        let mut points: Vec<usize> = cuts.iter().map(|i| i.index(received.len())).collect();
+        points.push(received.len());
+        points.sort_unstable();
+        let (mut from, mut out, mut failed) = (0, Vec::new(), false);
+        for to in points {
+            if v.push(&received[from..to], &mut out).is_err() {
+                failed = true;
+                break;
+            }
+            from = to;
+        }
+        let released: Vec<u8> = out.concat();
+        match bad {
+            None => {
+                prop_assert!(!failed);
+                prop_assert!(v.finish().is_ok());
+                prop_assert_eq!(released, payload);
+            }
+            Some(at) => {
+                // Everything before the corrupted chunk, nothing from it on.
+                prop_assert!(failed);
+                let chunk_start = at / c as usize * c as usize;
+                prop_assert_eq!(&released[..], &payload[..chunk_start]);
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_hash_frames_round_trip(hashes in proptest::collection::vec(hash(), 1..300)) {
+        let f = segment::encode_chunk_hashes(&hashes);
+        prop_assert_eq!(
+            segment::decode_response_frame(&f, &Limits::default()).unwrap(),
+            Some((ResponseFrame::ChunkHashes(hashes), f.len()))
+        );
     }
 
     #[test]

@@ -216,6 +216,7 @@ fn manifest(frames: u32) -> Manifest {
         object: ObjectName::new("clip", 255).unwrap(),
         revision: 1,
         duration_us: u64::from(frames) * 40_000,
+        chunk_size: 16_384,
         formats: vec!["mp4".into()],
         sdp: description().to_sdp(),
         tracks: vec![TrackEntry {
@@ -228,6 +229,7 @@ fn manifest(frames: u32) -> Manifest {
             size: 0,
             frames: u64::from(frames),
             checksum: [0; 32],
+            chunk_root: [0; 32],
         }],
     }
 }

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use segue_wire::segment::Manifest;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::*;
+use crate::node::source::{Body, Filling};
 
-/// A segment fetch in flight: its result, and its place in the scheduler.
+/// A segment fetch in flight: what it has verified so far, and its place in the scheduler.
 pub(super) struct Pending {
-    pub(super) rx: Fill<Bytes>,
+    pub(super) body: Arc<Filling>,
     pub(super) ticket: u64,
     pub(super) deadline: Instant,
     /// Woken when the deadline moves up: the exchange in flight carries the old DEADLINE
@@ -57,13 +57,14 @@ impl EdgeSource {
         ticket: Ticket,
         via: Via,
         from: &AtomicU64,
+        filling: &Filling,
     ) -> Result<Bytes, SourceError> {
         let _slot = ticket
             .slot()
             .await
             .ok_or_else(|| SourceError::Internal("edge shutting down".into()))?;
         let Some(h) = self.0.helpers.as_deref() else {
-            return self.fetch_from_origin(m, i).await;
+            return self.fetch_from_origin(m, i, filling).await;
         };
         let key = (m.object.clone(), m.revision, i);
         let left = || {
@@ -88,9 +89,12 @@ impl EdgeSource {
                 match source {
                     SourceId::Origin => {
                         from.store(0, Ordering::Relaxed);
-                        self.fetch_from_origin(m, i).await
+                        self.fetch_from_origin(m, i, filling).await
                     }
-                    SourceId::Peer(p) => self.fetch_from_peer(h, p, m, i, via, left(), from).await,
+                    SourceId::Peer(p) => {
+                        self.fetch_from_peer(h, p, m, i, via, left(), from, filling)
+                            .await
+                    }
                 }
             },
             SourceError::Unavailable("no source left".into()),
@@ -110,6 +114,7 @@ impl EdgeSource {
         via: Via,
         left: Duration,
         from: &AtomicU64,
+        filling: &Filling,
     ) -> Result<Bytes, SourceError> {
         let peer = &h.peers[p];
         from.store(peer.id, Ordering::Relaxed);
@@ -120,7 +125,8 @@ impl EdgeSource {
         );
         let due_ms = Some(left.as_millis() as u64);
         let hop = Some((via.hops.saturating_sub(1), h.id));
-        match tokio::time::timeout(allow, peer.link.segment(m, i, due_ms, hop)).await {
+        match tokio::time::timeout(allow, peer.link.segment(m, i, due_ms, hop, Some(filling))).await
+        {
             Ok(Ok(b)) => {
                 let n = b.len() as u64;
                 peer.stats.segments_from.fetch_add(1, Ordering::Relaxed);
@@ -154,6 +160,7 @@ impl EdgeSource {
         &self,
         m: &Manifest,
         i: usize,
+        filling: &Filling,
     ) -> Result<Bytes, SourceError> {
         let inner = &self.0;
         let deadline = Instant::now() + inner.opts.retry_for;
@@ -166,7 +173,7 @@ impl EdgeSource {
                     .saturating_duration_since(Instant::now())
                     .as_millis() as u64
             });
-            let fetch = inner.upstream.segment(m, i, due, None);
+            let fetch = inner.upstream.segment(m, i, due, None, Some(filling));
             let r = match &promoted {
                 Some(p) => tokio::select! {
                     r = fetch => r,
@@ -220,82 +227,104 @@ impl EdgeSource {
     ) -> impl std::future::Future<Output = Result<Bytes, SourceError>> + Send + 'static {
         let this = self.clone();
         async move {
-            if let Some(b) = this.0.hot.get(&m, i) {
-                return Ok(b);
+            match this.body(m, i, deadline, via).await? {
+                Body::Whole(b) => Ok(b),
+                Body::Growing(g) => g.whole().await,
             }
-            if let Some(b) = this.0.store.read(&m, i).await {
-                this.0.hot.put(&m, i, b.clone(), b.len() as u64);
-                return Ok(b);
-            }
-            let key = (m.object.clone(), m.revision, i);
-            let rx = {
-                let mut fills = lock(&this.0.fills);
-                match fills.get_mut(&key) {
-                    Some(p) => {
-                        // The helper asking is the one we are fetching this from: a loop.
-                        if via
-                            .exclude
-                            .is_some_and(|x| x == p.from.load(Ordering::Relaxed))
-                        {
-                            if let Some(h) = &this.0.helpers {
-                                h.stats.loops_refused.fetch_add(1, Ordering::Relaxed);
-                            }
-                            return Err(SourceError::Busy(format!(
-                                "segment {i} of {} is being fetched from you",
-                                m.object
-                            )));
-                        }
-                        this.0.stats.collapsed.fetch_add(1, Ordering::Relaxed);
-                        if deadline < p.deadline {
-                            // A background fetch a session now waits on: the exchange in
-                            // flight is re-requested with the new DEADLINE.
-                            if p.deadline > Instant::now() + PROMOTE_REISSUE {
-                                p.promoted.notify_one();
-                            }
-                            p.deadline = deadline;
-                            this.0.sched.promote(p.ticket, deadline);
-                        }
-                        p.rx.clone()
-                    }
-                    None => {
-                        let (tx, rx) = watch::channel(None);
-                        let ticket = this.0.sched.enqueue(deadline);
-                        let from = Arc::new(AtomicU64::new(0));
-                        fills.insert(
-                            key.clone(),
-                            Pending {
-                                rx: rx.clone(),
-                                ticket: ticket.id,
-                                deadline,
-                                promoted: Arc::default(),
-                                from: from.clone(),
-                            },
-                        );
-                        let me = this.clone();
-                        tokio::spawn(async move {
-                            let r = me.fetch(&m, i, ticket, via, &from).await;
-                            if let Err(SourceError::Stale(_)) = &r {
-                                // The origin re-ingested the object: our manifest is old. Drop it
-                                // so the next request fetches the new one; this session ends.
-                                tracing::warn!(object = %m.object, "object changed at the origin; dropping the cached copy");
-                                me.0.store.drop_object(&m.object);
-                            }
-                            if let Ok(b) = &r {
-                                me.0.hot.put(&m, i, b.clone(), b.len() as u64);
-                                if via.keep || me.keeps(&m, i) {
-                                    me.0.store.put(&m, i, b).await;
-                                } else {
-                                    me.0.stats.not_kept.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            lock(&me.0.fills).remove(&key);
-                            let _ = tx.send(Some(r));
-                        });
-                        rx
-                    }
-                }
-            };
-            wait(rx).await
         }
+    }
+
+    /// Segment `i` whole from the memory tier or disk, else the fill that fetches it (joined,
+    /// or started): its verified chunks as they arrive.
+    pub(super) async fn body(
+        &self,
+        m: Arc<Manifest>,
+        i: usize,
+        deadline: Instant,
+        via: Via,
+    ) -> Result<Body, SourceError> {
+        if let Some(b) = self.0.hot.get(&m, i) {
+            return Ok(Body::Whole(b));
+        }
+        if let Some(b) = self.0.store.read(&m, i).await {
+            self.0.hot.put(&m, i, b.clone(), b.len() as u64);
+            return Ok(Body::Whole(b));
+        }
+        self.join(m, i, deadline, via)
+            .map(|f| Body::Growing(f.reader()))
+    }
+
+    /// The fill of segment `i`: the one in flight (moved up to `deadline` if that is
+    /// earlier) or a new one.
+    fn join(
+        &self,
+        m: Arc<Manifest>,
+        i: usize,
+        deadline: Instant,
+        via: Via,
+    ) -> Result<Arc<Filling>, SourceError> {
+        let key = (m.object.clone(), m.revision, i);
+        let mut fills = lock(&self.0.fills);
+        if let Some(p) = fills.get_mut(&key) {
+            // The helper asking is the one we are fetching this from: a loop.
+            if via
+                .exclude
+                .is_some_and(|x| x == p.from.load(Ordering::Relaxed))
+            {
+                if let Some(h) = &self.0.helpers {
+                    h.stats.loops_refused.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(SourceError::Busy(format!(
+                    "segment {i} of {} is being fetched from you",
+                    m.object
+                )));
+            }
+            self.0.stats.collapsed.fetch_add(1, Ordering::Relaxed);
+            if deadline < p.deadline {
+                // A background fetch a session now waits on: the exchange in flight is
+                // re-requested with the new DEADLINE.
+                if p.deadline > Instant::now() + PROMOTE_REISSUE {
+                    p.promoted.notify_one();
+                }
+                p.deadline = deadline;
+                self.0.sched.promote(p.ticket, deadline);
+            }
+            return Ok(p.body.clone());
+        }
+        let body = Filling::new();
+        let ticket = self.0.sched.enqueue(deadline);
+        let from = Arc::new(AtomicU64::new(0));
+        fills.insert(
+            key.clone(),
+            Pending {
+                body: body.clone(),
+                ticket: ticket.id,
+                deadline,
+                promoted: Arc::default(),
+                from: from.clone(),
+            },
+        );
+        let me = self.clone();
+        let filling = body.clone();
+        tokio::spawn(async move {
+            let r = me.fetch(&m, i, ticket, via, &from, &filling).await;
+            if let Err(SourceError::Stale(_)) = &r {
+                // The origin re-ingested the object: our manifest is old. Drop it so the
+                // next request fetches the new one; this session ends.
+                tracing::warn!(object = %m.object, "object changed at the origin; dropping the cached copy");
+                me.0.store.drop_object(&m.object);
+            }
+            if let Ok(b) = &r {
+                me.0.hot.put(&m, i, b.clone(), b.len() as u64);
+                if via.keep || me.keeps(&m, i) {
+                    me.0.store.put(&m, i, b).await;
+                } else {
+                    me.0.stats.not_kept.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lock(&me.0.fills).remove(&key);
+            filling.finish(r);
+        });
+        Ok(body)
     }
 }

@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use crate::cooperation::Helpers;
 use crate::cooperation::choose::SourceId;
 use crate::lru::SegmentLru;
-use crate::node::source::{CacheCase, Offer, Requester, Source, SourceError, checksum_ok};
+use crate::node::source::{Body, CacheCase, Offer, Requester, Source, SourceError, checksum_ok};
 use crate::node::upstream::Upstream;
 use schedule::{Scheduler, Ticket};
 use segue_wire::segment::Status;
@@ -215,6 +215,10 @@ impl Source for EdgeSource {
         self.fill(m.clone(), index, Instant::now()).await
     }
 
+    async fn segment_body(&self, m: &Arc<Manifest>, index: usize) -> Result<Body, SourceError> {
+        self.body(m.clone(), index, Instant::now(), Via::OWN).await
+    }
+
     async fn segment_for(
         &self,
         m: &Arc<Manifest>,
@@ -351,8 +355,13 @@ impl Source for EdgeSource {
         if self.0.store.has(m, first) {
             return Ok(()); // a hit: the prefix covers the fetch of the rest
         }
-        // A miss: wait for the first segment, then for the sufficient portion.
-        self.fill(m.clone(), first, Instant::now()).await?;
+        // A miss: start once what is verified (cached, or chunks of the fill in flight) plus
+        // what the link delivers by each deadline suffices; the session then streams the
+        // first segment chunk by chunk as it is verified (cut-through). With no measure of
+        // the link yet, the first segment's arrival is the measure: wait for all of it.
+        if self.0.upstream.stats.throughput(self.0.opts.parallel) == 0 {
+            self.fill(m.clone(), first, Instant::now()).await?;
+        }
         let remaining: u64 = m.segments[first..].iter().map(|s| s.size).sum();
         let duration_s = (m.duration_us.saturating_sub(m.segments[first].start_us)) as f64 / 1e6;
         let rate = remaining as f64 / duration_s.max(0.001); // object bytes per second

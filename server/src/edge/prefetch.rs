@@ -88,7 +88,12 @@ impl EdgeSource {
         let mut bytes = 0;
         for i in first..m.segments.len() {
             if !self.0.store.has(m, i) {
-                return (bytes, false);
+                // And what the fill in flight has verified of the next one.
+                let key = (m.object.clone(), m.revision, i);
+                let partial = lock(&self.0.fills)
+                    .get(&key)
+                    .map_or(0, |p| p.body.verified());
+                return (bytes + partial, false);
             }
             bytes += m.segments[i].size;
         }

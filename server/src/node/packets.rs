@@ -277,6 +277,20 @@ impl PacketCache {
         Ok(p)
     }
 
+    /// Packetizes part of a segment still arriving (whole frame records, not cached).
+    pub fn packetize_part(
+        &self,
+        desc: &Description,
+        records: &Bytes,
+    ) -> Result<SegmentPackets, PacketizeError> {
+        packetize(desc, records, self.max_payload, self.max_frame)
+    }
+
+    /// Bytes of whole frame records at the start of `buf` (a segment still arriving).
+    pub fn whole_records(&self, buf: &[u8]) -> Result<usize, PacketizeError> {
+        segue_wire::segment::complete_records(buf, self.max_frame).map_err(PacketizeError::Record)
+    }
+
     /// Bytes held.
     pub fn weight(&self) -> u64 {
         self.lru.weight()

@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
 use segue_net::{StreamError, app_code};
 use segue_wire::segment::{
-    Params, ResponseFrame, ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request,
-    decode_response_frame,
+    Params, ResponseFrame, ResponseHeader, SegmentHeader, SegmentReceiver, SegmentRequest, Status,
+    chunk, decode_request, decode_response_frame, encode_chunk_hashes,
 };
 use segue_wire::{AppError, Limits};
 
@@ -92,6 +92,7 @@ pub async fn receive<S: Source>(
         count: count as u64,
         params: Params {
             revision: Some(manifest.revision),
+            chunks: true,
             ..Params::default()
         },
     };
@@ -99,43 +100,42 @@ pub async fn receive<S: Source>(
     send.write_all(&want.encode()).await?;
     let mut stored = 0usize;
     for i in first..first + count {
-        let header_max = limits.max_frame_header + 16;
-        let (h, used) = loop {
-            match decode_response_frame(&buf, limits) {
-                Ok(Some((ResponseFrame::Segment(h), used))) => break (h, used),
-                Ok(Some(_)) | Err(_) => {
-                    let _ = recv.stop(app_code(AppError::ProtocolViolation));
-                    return answer(
-                        &mut send,
-                        ResponseHeader::error(Status::BadRequest, "expected a SEGMENT frame"),
-                    )
-                    .await;
+        // Checked against our manifest as it arrives: the chunk hashes against its chunk
+        // root, each chunk against its hash, the whole against its checksum (§8.6.1).
+        let Some(mut rx) = SegmentReceiver::new(manifest, i, true, *limits) else {
+            return Err(StreamError::violation(format!("no segment {i}")));
+        };
+        let mut verified = Vec::new();
+        loop {
+            match rx.push(&buf, &mut verified) {
+                Ok(used) => {
+                    let _ = buf.split_to(used);
                 }
-                Ok(None) => {
-                    if !read_more(&mut recv, &mut buf, header_max).await? {
-                        return Err(StreamError::violation(format!(
-                            "pusher ended after {stored} of {count} segments"
-                        )));
-                    }
+                Err(e) => {
+                    let _ = recv.stop(app_code(AppError::ProtocolViolation));
+                    let why = format!("segment {i}: {e}");
+                    return answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
                 }
             }
-        };
-        let entry = &manifest.segments[i];
-        if h.index != i as u64 || h.size != entry.size || h.checksum != entry.checksum {
-            let _ = recv.stop(app_code(AppError::ProtocolViolation));
-            let why = format!("segment {} is not segment {i} of the manifest", h.index);
-            return answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
-        }
-        let _ = buf.split_to(used);
-        let size = h.size as usize;
-        while buf.len() < size {
-            if !read_more(&mut recv, &mut buf, size).await? {
+            verified.clear();
+            if rx.is_done() {
+                break;
+            }
+            let room = (rx.received() as usize).max(limits.max_frame_header) + 64 * 1024;
+            if !read_more(&mut recv, &mut buf, room).await? {
                 return Err(StreamError::violation(format!(
-                    "pusher ended inside segment {i}"
+                    "pusher ended after {stored} of {count} segments"
                 )));
             }
         }
-        let payload = buf.split_to(size).freeze();
+        let payload = match rx.into_payload() {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = recv.stop(app_code(AppError::ProtocolViolation));
+                let why = format!("segment {i}: {e}");
+                return answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
+            }
+        };
         if let Err(e) = source.pushed(manifest, i, payload).await {
             let _ = recv.stop(app_code(AppError::ProtocolViolation));
             return answer(
@@ -261,19 +261,19 @@ pub async fn offer<S: Source>(
             });
         }
     }
-    let (first, count) = loop {
+    let (first, count, chunks) = loop {
         match decode_request(&buf, &limits).map_err(StreamError::from)? {
             Some((
                 SegmentRequest::Segments {
                     object,
                     first,
                     count,
-                    ..
+                    params,
                 },
                 used,
             )) if object == manifest.object => {
                 let _ = buf.split_to(used);
-                break (first as usize, count as usize);
+                break (first as usize, count as usize, params.chunks);
             }
             Some(_) => {
                 return Err(StreamError::violation("receiver asked for something else").into());
@@ -305,6 +305,12 @@ pub async fn offer<S: Source>(
         send.write_all(&h.encode())
             .await
             .map_err(StreamError::from)?;
+        if chunks {
+            let c = chunk::chunk_hashes(&payload, manifest.chunk_size);
+            send.write_all(&encode_chunk_hashes(&c))
+                .await
+                .map_err(StreamError::from)?;
+        }
         send.write_all(&payload).await.map_err(StreamError::from)?;
     }
     send.finish().map_err(StreamError::from)?;

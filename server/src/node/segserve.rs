@@ -6,8 +6,8 @@ use std::sync::Arc;
 use quinn::{RecvStream, SendStream};
 use segue_net::{StreamError, app_code};
 use segue_wire::segment::{
-    ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request, encode_manifest_frame,
-    frame_type,
+    ResponseHeader, SegmentHeader, SegmentRequest, Status, chunk, decode_request,
+    encode_chunk_hashes, encode_manifest_frame, frame_type,
 };
 use segue_wire::{AppError, Limits};
 
@@ -193,6 +193,10 @@ pub async fn serve_exchange<S: Source>(
                             checksum: manifest.segments[i].checksum,
                         };
                         send.write_all(&h.encode()).await?;
+                        if p.chunks {
+                            let c = chunk::chunk_hashes(&payload, manifest.chunk_size);
+                            send.write_all(&encode_chunk_hashes(&c)).await?;
+                        }
                         send.write_all(&payload).await?;
                     }
                     Err(e) => {

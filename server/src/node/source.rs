@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ring::digest::{SHA256, digest};
 use segue_wire::ObjectName;
 use segue_wire::segment::{Manifest, Status};
+use tokio::sync::watch;
 
 /// Why a source could not deliver.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -117,6 +118,124 @@ impl std::fmt::Display for CacheCase {
     }
 }
 
+/// A segment arriving at a node: the chunks verified so far (PROTOCOL.md §8.6.1), then the
+/// whole payload or why it failed. Written by the one fetch of the segment, read by every
+/// session waiting for it ([`Growing`]), so a crowd streams from one fill as it lands.
+#[derive(Debug)]
+pub struct Filling {
+    tx: watch::Sender<FillState>,
+}
+
+#[derive(Debug, Default)]
+struct FillState {
+    /// Verified chunks, in order.
+    chunks: Vec<Bytes>,
+    /// Bytes in `chunks`.
+    verified: u64,
+    end: Option<Result<Bytes, SourceError>>,
+}
+
+impl Filling {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            tx: watch::Sender::new(FillState::default()),
+        })
+    }
+
+    /// Verified chunk `k` of the segment. An attempt after a failed one delivers the chunks
+    /// again from 0: those already held are skipped, so readers see one clean sequence.
+    pub fn chunk(&self, k: usize, data: &Bytes) {
+        self.tx.send_if_modified(|s| {
+            if s.end.is_some() || k != s.chunks.len() {
+                return false;
+            }
+            s.verified += data.len() as u64;
+            s.chunks.push(data.clone());
+            true
+        });
+    }
+
+    /// The fetch ended: the whole verified payload, or the error every reader gets.
+    pub fn finish(&self, r: Result<Bytes, SourceError>) {
+        self.tx.send_modify(|s| s.end = Some(r));
+    }
+
+    /// Bytes verified so far.
+    pub fn verified(&self) -> u64 {
+        self.tx.borrow().verified
+    }
+
+    /// A reader from the first byte.
+    pub fn reader(&self) -> Growing {
+        Growing {
+            rx: self.tx.subscribe(),
+            next: 0,
+            offset: 0,
+        }
+    }
+}
+
+/// One session's read of a [`Filling`]: the segment's bytes in order, verified, as they come.
+#[derive(Debug)]
+pub struct Growing {
+    rx: watch::Receiver<FillState>,
+    /// Next chunk to hand out.
+    next: usize,
+    /// Bytes handed out.
+    offset: usize,
+}
+
+impl Growing {
+    /// Waits for the whole payload.
+    pub async fn whole(mut self) -> Result<Bytes, SourceError> {
+        match self.rx.wait_for(|s| s.end.is_some()).await {
+            Ok(s) => s
+                .end
+                .clone()
+                .unwrap_or_else(|| Err(SourceError::Internal("fill vanished".into()))),
+            Err(_) => Err(SourceError::Internal("fill abandoned".into())),
+        }
+    }
+
+    /// The next verified bytes; `None` at the end of the segment.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, SourceError> {
+        loop {
+            {
+                let s = self.rx.borrow_and_update();
+                if let Some(c) = s.chunks.get(self.next) {
+                    self.next += 1;
+                    self.offset += c.len();
+                    return Ok(Some(c.clone()));
+                }
+                match &s.end {
+                    // A fetch that delivered no chunks (e.g. read from disk meanwhile): the
+                    // rest of the whole payload.
+                    Some(Ok(p)) if self.offset < p.len() => {
+                        let rest = p.slice(self.offset..);
+                        self.offset = p.len();
+                        return Ok(Some(rest));
+                    }
+                    Some(Ok(_)) => return Ok(None),
+                    Some(Err(e)) => return Err(e.clone()),
+                    None => {}
+                }
+            }
+            if self.rx.changed().await.is_err() {
+                return Err(SourceError::Internal("fill abandoned".into()));
+            }
+        }
+    }
+}
+
+/// A segment as a session gets it.
+#[derive(Debug)]
+pub enum Body {
+    /// Held and verified: all of it.
+    Whole(Bytes),
+    /// Being fetched: verified chunks as they arrive (cut-through).
+    Growing(Growing),
+}
+
 /// A provider of objects.
 pub trait Source: Send + Sync + 'static {
     fn manifest(
@@ -130,6 +249,16 @@ pub trait Source: Send + Sync + 'static {
         manifest: &Arc<Manifest>,
         index: usize,
     ) -> impl Future<Output = Result<Bytes, SourceError>> + Send;
+
+    /// Segment `index` for a session: whole when held, else as it arrives, chunk by
+    /// verified chunk, so the session starts sending before the segment is in.
+    fn segment_body(
+        &self,
+        manifest: &Arc<Manifest>,
+        index: usize,
+    ) -> impl Future<Output = Result<Body, SourceError>> + Send {
+        async move { self.segment(manifest, index).await.map(Body::Whole) }
+    }
 
     /// Segment `index` for a segment-protocol request from `from` (another edge or helper).
     fn segment_for(

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use segue_wire::segment::{
-    Manifest, Params, ResponseFrame, SegmentRequest, Status, decode_response_frame,
+    Manifest, Params, ResponseFrame, ResponseHeader, SegmentReceiver, SegmentRequest, Status,
+    decode_response_frame,
 };
 use segue_wire::{Limits, ObjectName, SegueUrl};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::node::source::{SourceError, checksum_ok};
+use crate::node::source::{Filling, SourceError};
 use segue_net::Dialer;
 
 /// How long the edge waits for the origin to answer (connect, or bytes on an exchange).
@@ -339,8 +340,31 @@ impl Upstream {
         }
     }
 
-    /// One exchange: sends `req`, returns the frames and payload bytes of the answer.
+    /// One exchange: sends `req`, returns the frames and payload bytes of the answer (at
+    /// most `max`).
     async fn exchange(&self, req: &[u8], max: usize) -> Result<Bytes, SourceError> {
+        let mut buf = BytesMut::new();
+        let label = self.label;
+        self.exchange_with(req, |data| {
+            if buf.len() + data.len() > max {
+                return Err(SourceError::Internal(format!(
+                    "{label} answer exceeds limits"
+                )));
+            }
+            buf.extend_from_slice(data);
+            Ok(())
+        })
+        .await?;
+        Ok(buf.freeze())
+    }
+
+    /// One exchange: sends `req`, hands each piece of the answer to `on_data` as it arrives.
+    /// An error from `on_data` ends the exchange (STOP_SENDING) and is returned.
+    async fn exchange_with(
+        &self,
+        req: &[u8],
+        mut on_data: impl FnMut(&[u8]) -> Result<(), SourceError>,
+    ) -> Result<(), SourceError> {
         let conn = self.connection().await?;
         let lost = |e: &dyn std::fmt::Display| {
             SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
@@ -349,8 +373,8 @@ impl Upstream {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
         send.write_all(req).await.map_err(|e| lost(&e))?;
         send.finish().map_err(|e| lost(&e))?;
-        let mut buf = BytesMut::new();
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
         // Liveness is the connection's: an exchange may wait while the origin sends others
         // with earlier deadlines first, as long as the connection keeps receiving.
         let mut seen = conn.stats().udp_rx.bytes;
@@ -373,22 +397,36 @@ impl Upstream {
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(n))) => {
                     idle = Duration::ZERO;
-                    if buf.len() + n > max {
-                        return Err(SourceError::Internal(format!(
-                            "{} answer exceeds limits",
-                            self.label
-                        )));
+                    total += n as u64;
+                    if let Err(e) = on_data(&chunk[..n]) {
+                        let _ =
+                            recv.stop(segue_net::app_code(segue_wire::AppError::ProtocolViolation));
+                        return Err(e);
                     }
-                    buf.extend_from_slice(&chunk[..n]);
                 }
             }
         }
         self.note_rtt(&conn);
         self.stats.exchange_done(conn.stats().udp_rx.bytes);
-        self.stats
-            .bytes
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        Ok(buf.freeze())
+        self.stats.bytes.fetch_add(total, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The error a non-OK RESPONSE stands for.
+    fn refusal(&self, h: &ResponseHeader) -> Option<SourceError> {
+        Some(match h.status {
+            Status::Ok => return None,
+            Status::NotFound => {
+                // The origin's reason already says "no object ..." (SourceError's wording).
+                let what = h.reason.strip_prefix("no object ").unwrap_or(&h.reason);
+                SourceError::NotFound(what.to_owned())
+            }
+            Status::StaleRevision => SourceError::Stale(h.reason.clone()),
+            Status::UpstreamUnavailable => SourceError::Unavailable(h.reason.clone()),
+            Status::Busy => SourceError::Busy(h.reason.clone()),
+            Status::HopLimitExceeded => SourceError::HopLimit(h.reason.clone()),
+            s => SourceError::Internal(format!("{} answered {s:?}: {}", self.label, h.reason)),
+        })
     }
 
     fn expect_ok(
@@ -400,27 +438,10 @@ impl Upstream {
         let (frame, used) = decode_response_frame(data, limits)
             .map_err(|e| bad(e.to_string()))?
             .ok_or_else(|| bad("cut short".into()))?;
-        if let ResponseFrame::Response(h) = &frame {
-            match h.status {
-                Status::Ok => {}
-                Status::NotFound => {
-                    // The origin's reason already says "no object ..." (SourceError's wording).
-                    let what = h.reason.strip_prefix("no object ").unwrap_or(&h.reason);
-                    return Err(SourceError::NotFound(what.to_owned()));
-                }
-                Status::StaleRevision => return Err(SourceError::Stale(h.reason.clone())),
-                Status::UpstreamUnavailable => {
-                    return Err(SourceError::Unavailable(h.reason.clone()));
-                }
-                Status::Busy => return Err(SourceError::Busy(h.reason.clone())),
-                Status::HopLimitExceeded => return Err(SourceError::HopLimit(h.reason.clone())),
-                s => {
-                    return Err(SourceError::Internal(format!(
-                        "{} answered {s:?}: {}",
-                        self.label, h.reason
-                    )));
-                }
-            }
+        if let ResponseFrame::Response(h) = &frame
+            && let Some(e) = self.refusal(h)
+        {
+            return Err(e);
         }
         Ok((frame, used))
     }
@@ -447,13 +468,15 @@ impl Upstream {
 
     /// Fetches segment `index`, verified against the manifest; a player needs it within
     /// `deadline_ms` (the origin sends earlier deadlines first). `hop`: a request between
-    /// helpers, with the hops it may still be forwarded and our helper id.
+    /// helpers, with the hops it may still be forwarded and our helper id. Each chunk is
+    /// handed to `filling` as soon as it is verified (PROTOCOL.md §8.6.1).
     pub async fn segment(
         &self,
         m: &Manifest,
         index: usize,
         deadline_ms: Option<u64>,
         hop: Option<(u8, u64)>,
+        filling: Option<&Filling>,
     ) -> Result<Bytes, SourceError> {
         let limits = Limits::default();
         let entry = m
@@ -471,42 +494,67 @@ impl Upstream {
                 viewers: None,
                 sender: hop.map(|h| h.1),
                 token: None,
+                chunks: true,
             },
         };
+        let mut rx = SegmentReceiver::new(m, index, true, limits)
+            .ok_or_else(|| SourceError::Internal(format!("no segment {index}")))?;
         let started = Instant::now();
         self.stats.queued.fetch_add(entry.size, Ordering::Relaxed);
-        let data = self
-            .exchange(&req.encode(), entry.size as usize + 8192)
+        let label = self.label;
+        let bad = |what: String| {
+            SourceError::Internal(format!(
+                "segment {index} of {} from {label}: {what}",
+                m.object
+            ))
+        };
+        // The RESPONSE first (buffered until whole), then the segment.
+        let mut head: Option<Vec<u8>> = Some(Vec::new());
+        let (mut out, mut k) = (Vec::new(), 0usize);
+        let r = self
+            .exchange_with(&req.encode(), |data| {
+                let rest: std::borrow::Cow<'_, [u8]> = match head.as_mut() {
+                    None => data.into(),
+                    Some(h) => {
+                        h.extend_from_slice(data);
+                        match decode_response_frame(h, &limits) {
+                            Ok(None) => return Ok(()),
+                            Err(e) => return Err(bad(e.to_string())),
+                            Ok(Some((ResponseFrame::Response(resp), used))) => {
+                                if let Some(e) = self.refusal(&resp) {
+                                    return Err(match e {
+                                        SourceError::Stale(_) => {
+                                            SourceError::Stale(m.object.to_string())
+                                        }
+                                        e => e,
+                                    });
+                                }
+                                let rest = h.split_off(used);
+                                head = None;
+                                rest.into()
+                            }
+                            Ok(Some(_)) => return Err(bad("no RESPONSE first".into())),
+                        }
+                    }
+                };
+                let used = rx.push(&rest, &mut out).map_err(|e| bad(e.to_string()))?;
+                if used < rest.len() {
+                    return Err(bad("more than the segment".into()));
+                }
+                if let Some(f) = filling {
+                    for c in out.drain(..) {
+                        f.chunk(k, &c);
+                        k += 1;
+                    }
+                } else {
+                    out.clear();
+                }
+                Ok(())
+            })
             .await;
         self.stats.queued.fetch_sub(entry.size, Ordering::Relaxed);
-        let data = data?;
-        let (_, used) = self.expect_ok(&data, &limits).map_err(|e| match e {
-            SourceError::Stale(_) => SourceError::Stale(m.object.to_string()),
-            e => e,
-        })?;
-        let rest = data.slice(used..);
-        let (frame, hlen) = decode_response_frame(&rest, &limits)
-            .ok()
-            .flatten()
-            .ok_or_else(|| {
-                SourceError::Internal(format!("{} sent no segment header", self.label))
-            })?;
-        let ResponseFrame::Segment(h) = frame else {
-            return Err(SourceError::Internal(format!(
-                "{} sent no segment header",
-                self.label
-            )));
-        };
-        let payload = rest.slice(hlen..);
-        if h.index != index as u64
-            || payload.len() as u64 != h.size
-            || !checksum_ok(m, index, &payload)
-        {
-            return Err(SourceError::Internal(format!(
-                "segment {index} of {} from {} fails its checksum",
-                m.object, self.label
-            )));
-        }
+        r?;
+        let payload = rx.into_payload().map_err(|e| bad(e.to_string()))?;
         let secs = started.elapsed().as_secs_f64().max(1e-6);
         let rate = (payload.len() as f64 / secs) as u64;
         let old = self.stats.stream_rate.load(Ordering::Relaxed);

@@ -293,6 +293,7 @@ fn file_manifest(
     }
     let mut f = fs::File::open(src)?;
     let mut buf = vec![0u8; chunk as usize];
+    let chunk_size = segue_wire::segment::chunk::chunk_size_for(chunk);
     let mut segments = Vec::new();
     let mut offset = 0u64;
     // Segment times are the file's byte positions scaled to the media duration: a
@@ -311,6 +312,7 @@ fn file_manifest(
                 .as_ref()
                 .try_into()
                 .map_err(|_| std::io::Error::other("SHA-256 is 32 bytes"))?,
+            chunk_root: segue_wire::segment::chunk::payload_root(&buf[..n], chunk_size),
         });
         offset += n as u64;
     }
@@ -323,6 +325,7 @@ fn file_manifest(
         object: name.clone(),
         revision: revision_of(&stamp),
         duration_us: media.duration_us,
+        chunk_size,
         formats: vec![ext],
         sdp: String::new(),
         tracks: Vec::new(),

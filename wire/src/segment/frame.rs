@@ -2,7 +2,7 @@
 
 use bytes::BufMut;
 
-use super::{Hash, Manifest, frame_type as ft, param_type as pt};
+use super::{HASH_LEN, Hash, Manifest, frame_type as ft, param_type as pt};
 use crate::address::ObjectName;
 use crate::error::DecodeError;
 use crate::limits::Limits;
@@ -26,6 +26,9 @@ pub struct Params {
     pub sender: Option<u64>,
     /// A player's signed-URL grant, for nodes that require one (docs/SECURITY.md).
     pub token: Option<crate::token::Grant>,
+    /// CHUNKS: the client wants each SEGMENT followed by its CHUNK_HASHES (§8.6.1), to
+    /// verify and forward the payload chunk by chunk.
+    pub chunks: bool,
 }
 
 /// A request on a segment stream.
@@ -129,9 +132,13 @@ pub enum ResponseFrame {
     Response(ResponseHeader),
     Manifest(Manifest),
     Segment(SegmentHeader),
+    /// The chunk hashes of the segment whose header precedes it (§8.6.1).
+    ChunkHashes(Vec<Hash>),
 }
 
 pub const MAX_REASON: u64 = 256;
+/// Largest CHUNK_HASHES body: [`super::chunk::MAX_CHUNKS`] hashes.
+pub const MAX_CHUNK_HASHES_BODY: usize = super::chunk::MAX_CHUNKS as usize * HASH_LEN;
 
 fn put_frame(out: &mut Vec<u8>, ty: u64, body: &[u8]) {
     varint::put(out, ty);
@@ -199,6 +206,10 @@ impl SegmentRequest {
             varint::put(&mut body, (varint::size(g.expires) + 32) as u64);
             varint::put(&mut body, g.expires);
             body.put_slice(&g.tag);
+        }
+        if params.chunks {
+            varint::put(&mut body, pt::CHUNKS);
+            varint::put(&mut body, 0);
         }
         let mut out = Vec::with_capacity(body.len() + 4);
         put_frame(&mut out, ty, &body);
@@ -318,6 +329,11 @@ fn read_params(r: &mut Reader<'_>) -> Result<Params, DecodeError> {
             let tag = v.array()?;
             v.finish("token parameter")?;
             p.token = Some(crate::token::Grant { expires, tag });
+        } else if ty == pt::CHUNKS {
+            if !value.is_empty() {
+                return Err(DecodeError::Malformed("the chunks parameter has no value"));
+            }
+            p.chunks = true;
         }
     }
     Ok(p)
@@ -392,6 +408,7 @@ pub fn decode_response_frame(
     let Some((ty, body, used)) = split_frame(buf, |ty| match ty {
         ft::RESPONSE | ft::SEGMENT => Some(limits.max_frame_header),
         ft::MANIFEST => Some(limits.max_manifest),
+        ft::CHUNK_HASHES => Some(MAX_CHUNK_HASHES_BODY),
         _ => None,
     })?
     else {
@@ -406,6 +423,22 @@ pub fn decode_response_frame(
             ResponseFrame::Response(ResponseHeader { status, reason })
         }
         ft::MANIFEST => ResponseFrame::Manifest(Manifest::decode(body, limits)?),
+        ft::CHUNK_HASHES => {
+            if body.is_empty() || body.len() % HASH_LEN != 0 {
+                return Err(DecodeError::Malformed(
+                    "chunk hashes must be a whole, non-zero number of 32-byte hashes",
+                ));
+            }
+            ResponseFrame::ChunkHashes(
+                body.chunks_exact(HASH_LEN)
+                    .map(|h| {
+                        let mut a = [0u8; HASH_LEN];
+                        a.copy_from_slice(h);
+                        a
+                    })
+                    .collect(),
+            )
+        }
         _ => {
             let index = r.varint()?;
             let size = r.varint()?;
@@ -426,6 +459,17 @@ pub fn decode_response_frame(
         }
     };
     Ok(Some((frame, used)))
+}
+
+/// The CHUNK_HASHES frame carrying `hashes` (at most [`super::chunk::MAX_CHUNKS`]).
+pub fn encode_chunk_hashes(hashes: &[Hash]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(hashes.len() * HASH_LEN + 8);
+    varint::put(&mut out, ft::CHUNK_HASHES);
+    varint::put(&mut out, (hashes.len() * HASH_LEN) as u64);
+    for h in hashes {
+        out.put_slice(h);
+    }
+    out
 }
 
 /// The MANIFEST frame carrying `m`.

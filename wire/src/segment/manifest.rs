@@ -2,15 +2,16 @@
 
 use bytes::BufMut;
 
-use super::Hash;
+use super::{Hash, chunk};
 use crate::address::ObjectName;
 use crate::error::DecodeError;
 use crate::limits::Limits;
 use crate::sdp::{Description, MAX_SDP};
 use crate::varint::{self, Reader};
 
-/// Manifest encoding version.
-pub const MANIFEST_VERSION: u64 = 1;
+/// Manifest encoding version. Version 2 added the chunk size and each segment's chunk root
+/// (§8.6.1); a version-1 manifest is refused (nodes re-ingest or re-fetch it).
+pub const MANIFEST_VERSION: u64 = 2;
 
 /// Per-track totals, so a player can verify what it received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct SegmentEntry {
     pub frames: u64,
     /// SHA-256 of the segment payload.
     pub checksum: Hash,
+    /// SHA-256 over the SHA-256 of each of the payload's chunks ([`super::chunk`]).
+    pub chunk_root: Hash,
 }
 
 /// Everything a node needs to serve an object, apart from the segment payloads.
@@ -40,6 +43,8 @@ pub struct Manifest {
     /// Changes whenever the origin re-ingests the object from a changed file.
     pub revision: u64,
     pub duration_us: u64,
+    /// Bytes per chunk of every segment ([`super::chunk`]): a power of two, 1 KiB to 1 MiB.
+    pub chunk_size: u64,
     /// Source formats the origin holds the object in (`"mp4"`, `"ts"`, ...).
     pub formats: Vec<String>,
     /// SDP text, as DESCRIBE returns it.
@@ -77,11 +82,12 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + self.sdp.len() + self.segments.len() * 48);
+        let mut out = Vec::with_capacity(128 + self.sdp.len() + self.segments.len() * 80);
         varint::put(&mut out, MANIFEST_VERSION);
         varint::put_str(&mut out, self.object.as_str());
         varint::put(&mut out, self.revision);
         varint::put(&mut out, self.duration_us);
+        varint::put(&mut out, self.chunk_size);
         varint::put(&mut out, self.formats.len() as u64);
         for f in &self.formats {
             varint::put_str(&mut out, f);
@@ -99,6 +105,7 @@ impl Manifest {
             varint::put(&mut out, s.size);
             varint::put(&mut out, s.frames);
             out.put_slice(&s.checksum);
+            out.put_slice(&s.chunk_root);
         }
         out
     }
@@ -125,6 +132,12 @@ impl Manifest {
         )?;
         let revision = r.varint()?;
         let duration_us = r.varint()?;
+        let chunk_size = r.varint()?;
+        if !chunk::valid_chunk_size(chunk_size) {
+            return Err(DecodeError::Malformed(
+                "chunk size must be a power of two from 1 KiB to 1 MiB",
+            ));
+        }
         let nformats = r.varint_bounded(8, "format count")?;
         let formats = (0..nformats)
             .map(|_| {
@@ -146,9 +159,9 @@ impl Manifest {
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;
         let nsegs = r.varint_bounded(limits.max_segments as u64, "segment count")?;
-        // Each entry takes at least 36 bytes: refuse counts the buffer cannot hold before
+        // Each entry takes at least 68 bytes: refuse counts the buffer cannot hold before
         // allocating for them.
-        if nsegs > r.remaining() / 36 {
+        if nsegs > r.remaining() / 68 {
             return Err(DecodeError::Truncated);
         }
         let mut segments = Vec::with_capacity(nsegs);
@@ -160,6 +173,7 @@ impl Manifest {
                 size: r.varint()?,
                 frames: r.varint()?,
                 checksum: r.array()?,
+                chunk_root: r.array()?,
             };
             if s.start_us < prev_start {
                 return Err(DecodeError::Malformed("segment start times go backwards"));
@@ -171,6 +185,11 @@ impl Manifest {
                     limit: limits.max_segment_size,
                 });
             }
+            if chunk::chunk_count(s.size, chunk_size) > chunk::MAX_CHUNKS {
+                return Err(DecodeError::Malformed(
+                    "a segment has more than 4096 chunks: the chunk size is too small",
+                ));
+            }
             prev_start = s.start_us;
             segments.push(s);
         }
@@ -179,6 +198,7 @@ impl Manifest {
             object,
             revision,
             duration_us,
+            chunk_size,
             formats,
             sdp,
             tracks,

@@ -12,16 +12,20 @@
 //! a SEGMENTS_REQUEST for the range it wants; the pusher sends those SEGMENT frames and
 //! FIN; the receiver ends with a second RESPONSE (what it stored) and FIN.
 
+pub mod chunk;
 mod frame;
 mod manifest;
+mod receive;
 mod record;
 
+pub use chunk::{ChunkError, ChunkVerifier};
 pub use frame::{
     Params, ResponseFrame, ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request,
-    decode_response_frame, encode_manifest_frame,
+    decode_response_frame, encode_chunk_hashes, encode_manifest_frame,
 };
 pub use manifest::{Manifest, SegmentEntry, TrackEntry};
-pub use record::{Frame, FrameReader};
+pub use receive::{ReceiveError, SegmentReceiver};
+pub use record::{Frame, FrameReader, complete_records};
 
 /// Size of every checksum and content hash (SHA-256).
 pub const HASH_LEN: usize = 32;
@@ -51,6 +55,8 @@ pub mod frame_type {
     pub const RESPONSE: u64 = 0x10;
     pub const MANIFEST: u64 = 0x11;
     pub const SEGMENT: u64 = 0x12;
+    /// The chunk hashes of the segment just announced (§8.6.1), on request.
+    pub const CHUNK_HASHES: u64 = 0x13;
 }
 
 /// Request parameter types.
@@ -62,6 +68,8 @@ pub mod param_type {
     pub const SENDER: u64 = 0x05;
     /// Signed-URL grant of a player's request: Expires (i) + HMAC tag (32 bytes).
     pub const TOKEN: u64 = 0x06;
+    /// No value: send each segment's CHUNK_HASHES (§8.6.1).
+    pub const CHUNKS: u64 = 0x07;
 }
 
 #[cfg(test)]
@@ -100,6 +108,7 @@ mod tests {
                 viewers: None,
                 sender: None,
                 token: None,
+                chunks: false,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -128,6 +137,7 @@ mod tests {
                 viewers: None,
                 sender: None,
                 token: None,
+                chunks: false,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -159,6 +169,7 @@ mod tests {
                 viewers: None,
                 sender: None,
                 token: None,
+                chunks: false,
             },
         };
         assert_eq!(req.encode(), bytes);
@@ -322,6 +333,7 @@ mod tests {
             object: name("movies/demo"),
             revision: 7,
             duration_us: 4_000_000,
+            chunk_size: 1024,
             formats: vec!["mp4".into(), "ts".into()],
             sdp: "v=0\r\n".into(),
             tracks: vec![TrackEntry {
@@ -335,6 +347,7 @@ mod tests {
                     size: 5000,
                     frames: 50,
                     checksum: [2; 32],
+                    chunk_root: [4; 32],
                 },
                 SegmentEntry {
                     start_us: 2_000_000,
@@ -342,6 +355,7 @@ mod tests {
                     size: 4000,
                     frames: 50,
                     checksum: [3; 32],
+                    chunk_root: [5; 32],
                 },
             ],
         }
@@ -370,5 +384,125 @@ mod tests {
         backwards.segments[1].start_us = 1;
         backwards.segments[0].start_us = 2;
         assert!(Manifest::decode(&backwards.encode(), &l).is_err());
+        let mut odd = m.clone();
+        odd.chunk_size = 1000;
+        assert!(
+            Manifest::decode(&odd.encode(), &l).is_err(),
+            "not a power of two"
+        );
+        let mut tiny = m.clone();
+        tiny.segments[0].size = 4097 * 1024;
+        assert!(Manifest::decode(&tiny.encode(), &l).is_err(), "4097 chunks");
+    }
+
+    #[test]
+    fn whole_records_of_a_payload_still_arriving() {
+        // Two copies of §8.6's example record (11 bytes each).
+        let one = [
+            0x00, 0x01, 0x4b, 0xb8, 0x00, 0x05, 0x00, 0x00, 0x00, 0x01, 0x65,
+        ];
+        let two: Vec<u8> = one.iter().chain(one.iter()).copied().collect();
+        for cut in 0..=two.len() {
+            let want = if cut == 22 {
+                22
+            } else if cut >= 11 {
+                11
+            } else {
+                0
+            };
+            assert_eq!(
+                complete_records(&two[..cut], 1 << 20),
+                Ok(want),
+                "cut {cut}"
+            );
+        }
+        // A record that cannot be valid is an error, not "wait for more".
+        assert!(complete_records(&[0x00, 0x02], 1 << 20).is_err());
+        assert!(complete_records(&[0x00, 0x01, 0x4b, 0xb8, 0x00, 0x05], 4).is_err());
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    // The examples of docs/PROTOCOL.md §8.6.1: a segment of 2500 bytes of 0x61 in 1024-byte
+    // chunks; its manifest, the request asking for chunk hashes, and the CHUNK_HASHES frame.
+    const CHECKSUM: &str = "40a8d9b953c2402cdebec4888b4c3ca2f4f577f9cfd8675ac2a57852879e0db2";
+    const ROOT: &str = "349b2324d13ffeba004b0aeeb5f60e94cb93738c5e5d6583e3ecaabe59e58494";
+    const H0: &str = "2edc986847e209b4016e141a6dc8716d3207350f416969382d431539bf292e4a";
+    const H2: &str = "1a5f1e3257e0a76d098a6099a52a63211186ba68834b5db3bf5dc484831aa470";
+
+    #[test]
+    fn chunked_manifest_example() {
+        let payload = vec![0x61u8; 2500];
+        let hash = |s: &str| -> Hash { hex(s).try_into().unwrap() };
+        let m = Manifest {
+            object: name("a"),
+            revision: 1,
+            duration_us: 1_000_000,
+            chunk_size: 1024,
+            formats: vec![],
+            sdp: String::new(),
+            tracks: vec![],
+            segments: vec![SegmentEntry {
+                start_us: 0,
+                duration_us: 1_000_000,
+                size: 2500,
+                frames: 0,
+                checksum: hash(CHECKSUM),
+                chunk_root: hash(ROOT),
+            }],
+        };
+        assert_eq!(
+            m.segments[0].chunk_root,
+            chunk::payload_root(&payload, 1024)
+        );
+        let bytes = hex(&format!(
+            "02 01 61 01 80 0f 42 40 44 00 00 00 00 01 00 80 0f 42 40 49 c4 00 {CHECKSUM} {ROOT}"
+        ));
+        assert_eq!(m.encode(), bytes);
+        assert_eq!(Manifest::decode(&bytes, &Limits::default()).unwrap(), m);
+        // A version-1 manifest is refused.
+        let mut v1 = bytes.clone();
+        v1[0] = 1;
+        assert!(Manifest::decode(&v1, &Limits::default()).is_err());
+
+        // SEGMENTS_REQUEST for `a`, first 0, count 1, CHUNKS.
+        let req = SegmentRequest::Segments {
+            object: name("a"),
+            first: 0,
+            count: 1,
+            params: Params {
+                chunks: true,
+                ..Params::default()
+            },
+        };
+        let req_bytes = hex("02 06 01 61 00 01 07 00");
+        assert_eq!(req.encode(), req_bytes);
+        assert_eq!(
+            decode_request(&req_bytes, &Limits::default()).unwrap(),
+            Some((req, req_bytes.len()))
+        );
+
+        // CHUNK_HASHES: 3 hashes, 96 bytes.
+        let hashes = chunk::chunk_hashes(&payload, 1024);
+        assert_eq!(hashes[0], hash(H0));
+        assert_eq!(hashes[2], hash(H2));
+        let frame = encode_chunk_hashes(&hashes);
+        assert_eq!(frame, hex(&format!("13 40 60 {H0} {H0} {H2}")));
+        assert_eq!(
+            decode_response_frame(&frame, &Limits::default()).unwrap(),
+            Some((ResponseFrame::ChunkHashes(hashes), frame.len()))
+        );
+        for bad in ["13 00", "13 01 00", "13 80 02 00 01"] {
+            assert!(
+                decode_response_frame(&hex(bad), &Limits::default()).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

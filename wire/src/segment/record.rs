@@ -59,6 +59,55 @@ impl Frame {
     }
 }
 
+/// Bytes of whole frame records at the start of `buf`, the beginning of a segment payload
+/// still arriving (chunk by chunk): what a sender can packetize now. A record that does not
+/// decode (other than being cut short) is an error.
+pub fn complete_records(buf: &[u8], max_frame: u64) -> Result<usize, DecodeError> {
+    let mut r = Reader::new(buf);
+    let mut end = 0;
+    loop {
+        if r.is_empty() {
+            return Ok(end);
+        }
+        match read_head(&mut r, max_frame).and_then(|h| r.bytes(h.size).map(|_| ())) {
+            Ok(()) => end = r.position(),
+            Err(DecodeError::Truncated) => return Ok(end),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A record's fields before `Data`.
+struct Head {
+    track: u32,
+    keyframe: bool,
+    pts: u64,
+    cto: u32,
+    size: usize,
+}
+
+fn read_head(r: &mut Reader<'_>, max_frame: u64) -> Result<Head, DecodeError> {
+    let track =
+        u32::try_from(r.varint()?).map_err(|_| DecodeError::Malformed("track number too large"))?;
+    let flags = r.u8()?;
+    if flags & !FLAG_KEYFRAME != 0 {
+        return Err(DecodeError::Malformed("reserved frame flags set"));
+    }
+    let pts = r.varint()?;
+    let cto = r.varint_bounded(u64::from(MAX_CTO), "composition offset")? as u32;
+    if u64::from(cto) > pts {
+        return Err(DecodeError::Malformed("composition offset exceeds pts"));
+    }
+    let size = r.varint_bounded(max_frame, "frame")?;
+    Ok(Head {
+        track,
+        keyframe: flags & FLAG_KEYFRAME != 0,
+        pts,
+        cto,
+        size,
+    })
+}
+
 /// Iterates over the frame records of a complete segment payload.
 #[derive(Debug)]
 pub struct FrameReader<'a> {
@@ -79,28 +128,15 @@ impl<'a> FrameReader<'a> {
     }
 
     fn read(&mut self) -> Result<Frame, DecodeError> {
-        let track = u32::try_from(self.r.varint()?)
-            .map_err(|_| DecodeError::Malformed("track number too large"))?;
-        let flags = self.r.u8()?;
-        if flags & !FLAG_KEYFRAME != 0 {
-            return Err(DecodeError::Malformed("reserved frame flags set"));
-        }
-        let pts = self.r.varint()?;
-        let cto = self
-            .r
-            .varint_bounded(u64::from(MAX_CTO), "composition offset")? as u32;
-        if u64::from(cto) > pts {
-            return Err(DecodeError::Malformed("composition offset exceeds pts"));
-        }
-        let size = self.r.varint_bounded(self.max_frame, "frame")?;
+        let h = read_head(&mut self.r, self.max_frame)?;
         let start = self.r.position();
-        self.r.bytes(size)?;
+        self.r.bytes(h.size)?;
         Ok(Frame {
-            track,
-            keyframe: flags & FLAG_KEYFRAME != 0,
-            pts,
-            cto,
-            data: self.src.slice(start..start + size),
+            track: h.track,
+            keyframe: h.keyframe,
+            pts: h.pts,
+            cto: h.cto,
+            data: self.src.slice(start..start + h.size),
         })
     }
 }

@@ -15,12 +15,14 @@ fn manifest(name: &str, sizes: &[u64]) -> Arc<Manifest> {
             size,
             frames: 1,
             checksum: [0; 32],
+            chunk_root: [0; 32],
         })
         .collect();
     Arc::new(Manifest {
         object: ObjectName::new(name, 64).unwrap(),
         revision: 1,
         duration_us: sizes.len() as u64 * 2_000_000,
+        chunk_size: 16_384,
         formats: vec![],
         sdp: String::new(),
         tracks: vec![],

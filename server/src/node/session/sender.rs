@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use segue_wire::control::{Method, NptRange, Request, RtpInfo, SessionHeader};
 use segue_wire::sdp::Description;
 use segue_wire::segment::Manifest;
@@ -18,7 +18,7 @@ use super::{Progress, SEND_AHEAD_RTTS};
 use crate::clock::rescale;
 use crate::node::control::ControlOut;
 use crate::node::packets::{Cursor, PacketCache, SegmentPackets};
-use crate::node::source::{Source, SourceError};
+use crate::node::source::{Body, Growing, Source, SourceError};
 
 /// Bytes of frames due that a sender writes at most before writing every track's stream
 /// up to where it is due: far under a player's stream window (quinn's 1.25 MB), so no
@@ -137,17 +137,21 @@ impl<S: Source> Sender<S> {
         }
         let t0 = Instant::now();
         for i in self.first..self.manifest.segments.len() {
-            let payload = tokio::select! {
-                r = self.source.segment(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
+            let body = tokio::select! {
+                r = self.source.segment_body(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
                 _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
             };
-            let packets = self
-                .packets
-                .get(&self.manifest, &self.desc, i, &payload)
-                .map_err(|e| Stop::Failed(format!("segment {i}: {e}")))?;
             let mut streams: Vec<Option<quinn::SendStream>> =
                 (0..self.tracks.len()).map(|_| None).collect();
-            let r = self.send_segment(i, &packets, t0, &mut streams).await;
+            let r = match body {
+                Body::Whole(payload) => {
+                    match self.packets.get(&self.manifest, &self.desc, i, &payload) {
+                        Ok(packets) => self.send_segment(i, &packets, t0, &mut streams).await,
+                        Err(e) => Err(Stop::Failed(format!("segment {i}: {e}"))),
+                    }
+                }
+                Body::Growing(g) => self.send_growing(i, g, t0, &mut streams).await,
+            };
             match r {
                 Ok(()) => {
                     for s in streams.iter_mut().flatten() {
@@ -168,6 +172,46 @@ impl<S: Source> Sender<S> {
             }
         }
         Ok(())
+    }
+
+    /// Sends a segment still arriving (cut-through): each run of whole frame records the
+    /// verified chunks complete is packetized and sent as [`Self::send_segment`] sends a
+    /// whole one, on the same streams, numbering on from the run before.
+    async fn send_growing(
+        &mut self,
+        index: usize,
+        mut body: Growing,
+        t0: Instant,
+        streams: &mut [Option<quinn::SendStream>],
+    ) -> Result<(), Stop> {
+        let failed = |e: &dyn std::fmt::Display| Stop::Failed(format!("segment {index}: {e}"));
+        let mut pending = BytesMut::new();
+        loop {
+            let next = tokio::select! {
+                r = body.next() => r.map_err(|e| failed(&e))?,
+                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+            };
+            let Some(chunk) = next else {
+                if !pending.is_empty() {
+                    return Err(failed(&"the segment ends inside a frame record"));
+                }
+                return Ok(());
+            };
+            pending.extend_from_slice(&chunk);
+            let whole = self
+                .packets
+                .whole_records(&pending)
+                .map_err(|e| failed(&e))?;
+            if whole == 0 {
+                continue;
+            }
+            let records = pending.split_to(whole).freeze();
+            let packets = self
+                .packets
+                .packetize_part(&self.desc, &records)
+                .map_err(|e| failed(&e))?;
+            self.send_segment(index, &packets, t0, streams).await?;
+        }
     }
 
     /// Writes track `ti`'s bytes up to stream position `end`, opening its stream first.

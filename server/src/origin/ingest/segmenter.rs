@@ -10,7 +10,7 @@ use ring::digest::{Context, SHA256, digest};
 use segue_wire::ObjectName;
 use segue_wire::rtp::MAX_CTO;
 use segue_wire::sdp::{Description, Track};
-use segue_wire::segment::{Frame, Hash, Manifest, SegmentEntry, TrackEntry};
+use segue_wire::segment::{Frame, Hash, Manifest, SegmentEntry, TrackEntry, chunk};
 
 use super::{Demuxed, rescale};
 use crate::origin::ingest::IngestError;
@@ -113,6 +113,8 @@ pub fn segment(
 ) -> Result<Segmented, IngestError> {
     let cut = cut.into();
     let limits = segue_wire::Limits::default();
+    // Every segment fits the limit, so one chunk size (16 KiB) serves them all.
+    let chunk_size = chunk::chunk_size_for(limits.max_segment_size);
     if d.tracks.len() > limits.max_tracks {
         return Err(IngestError::unsupported(
             file,
@@ -238,6 +240,7 @@ pub fn segment(
             size: payload.len() as u64,
             frames: frames.len() as u64,
             checksum: sha256(&payload),
+            chunk_root: chunk::payload_root(&payload, chunk_size),
         });
         payloads.push(Bytes::from(payload));
     }
@@ -277,6 +280,7 @@ pub fn segment(
             object: object.clone(),
             revision,
             duration_us: end_us,
+            chunk_size,
             formats,
             sdp: description.to_sdp(),
             tracks,
