@@ -391,7 +391,9 @@ async fn drive(opts: &PlayOptions, player: &mut Player) -> Result<(), PlayError>
                         let cseq = l.cseq;
                         link = Some(l);
                         (control_open, events_open) = (true, true);
-                        player.handle_connected(now, cseq);
+                        // Each connection builds its TLS config afresh, with no ticket from an
+                        // earlier one: never resumed (yet: issue 19's 0-RTT).
+                        player.handle_connected(now, cseq, false);
                     }
                     Ok(Err(e)) => player.handle_connect_failed(now, format!("{e:#}")),
                     Err(e) => player.handle_connect_failed(now, e.to_string()),

@@ -35,6 +35,13 @@ pub struct Report {
     pub rtt_ms: Option<f64>,
     /// Request sent (after the handshake) → first complete frame received, milliseconds.
     pub ttff_ms: Option<f64>,
+    /// Click to first frame: the play asked for (before the connection) → first complete
+    /// frame received, milliseconds: handshake, request and TTFF, what a viewer waits.
+    #[serde(default)]
+    pub click_ms: Option<f64>,
+    /// The first node's connection resumed a TLS session (no certificate sent).
+    #[serde(default)]
+    pub resumed: Option<bool>,
     /// Request sent → playback start (startup buffer filled), milliseconds.
     pub startup_ms: Option<f64>,
     /// The start-up buffer playback waited for (the larger of the configured one and the
@@ -105,6 +112,15 @@ impl Report {
         s.push_str(&format!("{}\n", self.url));
         s.push_str(&format!("  handshake            {}\n", ms(self.connect_ms)));
         s.push_str(&format!("  time to first frame  {}\n", ms(self.ttff_ms)));
+        let resumed = match self.resumed {
+            Some(true) => " (resumed session)",
+            Some(false) => " (full handshake)",
+            None => "",
+        };
+        s.push_str(&format!(
+            "  click to first frame {}{resumed}\n",
+            ms(self.click_ms)
+        ));
         s.push_str(&format!("  playback start       {}", ms(self.startup_ms)));
         if let Some(b) = self.startup_buffer_ms {
             s.push_str(&format!(" (after {b:.0} ms of media buffered)"));

@@ -20,6 +20,14 @@ pub struct Summary {
     pub ttff_p50_ms: Option<f64>,
     pub ttff_p95_ms: Option<f64>,
     pub ttff_p99_ms: Option<f64>,
+    /// Click to first frame (handshake included), median and 95th percentile.
+    #[serde(default)]
+    pub click_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub click_p95_ms: Option<f64>,
+    /// Plays whose connection resumed a TLS session.
+    #[serde(default)]
+    pub resumed: usize,
     /// Playback start (startup buffer filled), median.
     pub startup_p50_ms: Option<f64>,
     pub startup_p95_ms: Option<f64>,
@@ -140,6 +148,8 @@ pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
     let plays = &o.plays;
     let mut ttff: Vec<f64> = plays.iter().filter_map(|p| p.report.ttff_ms).collect();
     ttff.sort_by(f64::total_cmp);
+    let mut click: Vec<f64> = plays.iter().filter_map(|p| p.report.click_ms).collect();
+    click.sort_by(f64::total_cmp);
     let mut startup: Vec<f64> = plays.iter().filter_map(|p| p.report.startup_ms).collect();
     startup.sort_by(f64::total_cmp);
     let started: Vec<_> = plays
@@ -181,6 +191,12 @@ pub fn summarize(o: &Outcome, immediate_ms: f64) -> Summary {
         ttff_p50_ms: percentile(&ttff, 50.0),
         ttff_p95_ms: percentile(&ttff, 95.0),
         ttff_p99_ms: percentile(&ttff, 99.0),
+        click_p50_ms: percentile(&click, 50.0),
+        click_p95_ms: percentile(&click, 95.0),
+        resumed: plays
+            .iter()
+            .filter(|p| p.report.resumed == Some(true))
+            .count(),
         startup_p50_ms: percentile(&startup, 50.0),
         startup_p95_ms: percentile(&startup, 95.0),
         immediate_starts: if plays.is_empty() {
@@ -268,6 +284,9 @@ pub fn render(o: &Outcome, s: &Summary) -> String {
         ("TTFF p50", ms(s.ttff_p50_ms)),
         ("TTFF p95", ms(s.ttff_p95_ms)),
         ("TTFF p99", ms(s.ttff_p99_ms)),
+        ("click to first frame p50", ms(s.click_p50_ms)),
+        ("click to first frame p95", ms(s.click_p95_ms)),
+        ("resumed sessions", s.resumed.to_string()),
         ("playback start p50", ms(s.startup_p50_ms)),
         ("playback start p95", ms(s.startup_p95_ms)),
         (
@@ -534,6 +553,9 @@ mod tests {
             ttff_p50_ms: Some(2.0),
             ttff_p95_ms: Some(50.0),
             ttff_p99_ms: Some(80.0),
+            click_p50_ms: None,
+            click_p95_ms: None,
+            resumed: 0,
             startup_p50_ms: Some(3.0),
             startup_p95_ms: Some(4.0),
             immediate_starts: 1.0,

@@ -139,6 +139,8 @@ pub struct Player {
     /// The instant failovers and, once connected, TTFF and playback start count from: the
     /// start, then the request (after the handshake).
     t_req: Instant,
+    /// When the play was asked for (click-to-first-frame counts from here).
+    t_click: Instant,
     tracks: Vec<Track>,
     /// Frames that came before the PLAY response (the numbering).
     early: Vec<ReceivedFrame>,
@@ -182,6 +184,7 @@ impl Player {
             node: None,
             report,
             t_req: now,
+            t_click: now,
             tracks: Vec::new(),
             early: Vec::new(),
             start_us: None,
@@ -203,13 +206,15 @@ impl Player {
 
     /// The connection asked for by the last [`Action::Connect`] is up and its pipelined start
     /// was sent with these CSeqs.
-    pub fn handle_connected(&mut self, now: Instant, cseq: StartCseqs) {
+    /// `resumed`: the connection resumed a TLS session.
+    pub fn handle_connected(&mut self, now: Instant, cseq: StartCseqs, resumed: bool) {
         self.input(now);
         let Some(url) = self.connecting.take() else {
             return;
         };
         if self.phase == Phase::Connecting {
             self.report.connect_ms = Some(ms(now - self.t_req));
+            self.report.resumed = Some(resumed);
             // TTFF and playback start count from here: the request, not the handshake.
             self.t_req = now;
             self.phase = Phase::Playing;
@@ -300,6 +305,7 @@ impl Player {
         self.report.bytes += f.wire_bytes;
         if self.report.ttff_ms.is_none() {
             self.report.ttff_ms = Some(ms(now - self.t_req));
+            self.report.click_ms = Some(ms(now - self.t_click));
         }
         let left = match self.tracks.get_mut(f.track as usize) {
             Some(t) => t.receive(f),

@@ -129,7 +129,7 @@ impl Play {
     /// and PLAY from `start_us` with `n`'s numbering.
     fn start(&mut self, ms: u64, start_us: u64, n: Numbering) {
         let now = self.at(ms);
-        self.p.handle_connected(now, CSEQ);
+        self.p.handle_connected(now, CSEQ, false);
         let mut d = Response::new(200, CSEQ.describe);
         d.headers.content_type = Some(SDP_CONTENT_TYPE.into());
         d.body = Bytes::from(description().to_sdp());
@@ -257,6 +257,9 @@ fn reordered_frames_play_in_order_each_at_its_time() {
     p.frames(30, A, [5]);
     assert_eq!(p.p.report().startup_ms, Some(20.0));
     assert_eq!(p.p.report().ttff_ms, Some(10.0));
+    // Click to first frame: the 10 ms handshake, then the 10 ms from the request.
+    assert_eq!(p.p.report().click_ms, Some(20.0));
+    assert_eq!(p.p.report().resumed, Some(false));
     assert_eq!(p.played, [0], "the first frame plays at once");
     // The next one is due 40 ms later, and the machine asks to be woken then.
     assert_eq!(p.p.poll_timeout(), Some(p.at(70)));
@@ -381,7 +384,7 @@ fn a_node_failing_without_a_fallback_ends_the_play_with_why() {
     assert_eq!(p.played.len(), 8);
     // A failed PLAY is said as such.
     let mut p = Play::new(config(), &[]);
-    p.p.handle_connected(p.at(0), CSEQ);
+    p.p.handle_connected(p.at(0), CSEQ, false);
     let r = Response::error(404, CSEQ.play, "no such object");
     p.p.handle_control(p.at(5), Message::Response(r));
     let Some(Err(PlayError::Failed(why))) = p.p.take_result() else {

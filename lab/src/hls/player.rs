@@ -269,8 +269,12 @@ pub async fn play(opts: &HlsPlayOptions) -> Report {
 async fn play_inner(
     opts: &HlsPlayOptions,
     report: &mut Report,
-    t_req: Instant,
+    t_click: Instant,
 ) -> anyhow::Result<()> {
+    // TTFF and playback start count from the request after the handshake, as segue-play's
+    // do (the first playlist request follows the TLS handshake at once); click to first
+    // frame from the start.
+    let mut t_req = t_click;
     // Events are bounded: the downloader's chunks wait for the playout loop (64 KiB each at
     // most with hyper's default buffer), so memory per play stays small.
     let (tx, mut rx) = mpsc::channel(256);
@@ -291,7 +295,13 @@ async fn play_inner(
     loop {
         tokio::select! {
             ev = rx.recv(), if !all_in => match ev {
-                Some(Ev::Connected(ms)) => report.connect_ms = Some(ms),
+                Some(Ev::Connected(ms)) => {
+                    if report.connect_ms.is_none() {
+                        t_req = Instant::now();
+                        report.resumed = Some(false);
+                    }
+                    report.connect_ms.get_or_insert(ms);
+                }
                 Some(Ev::Playlist(segs)) => {
                     duration_us = Some(segs.iter().map(|(_, d)| (d * 1e6) as u64).sum());
                 }
@@ -316,6 +326,7 @@ async fn play_inner(
         }
         if report.ttff_ms.is_none() && ts.frames() > 0 {
             report.ttff_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
+            report.click_ms = Some(t_click.elapsed().as_secs_f64() * 1000.0);
         }
         let now = Instant::now();
         let buffered = ts.buffered_us().unwrap_or(0);
@@ -323,7 +334,7 @@ async fn play_inner(
             if ts.frames() > 0 && (all_in || buffered >= startup_us) {
                 clock = Some(PlayoutClock::start(now));
                 report.startup_ms = Some(t_req.elapsed().as_secs_f64() * 1000.0);
-            } else if t_req.elapsed() > opts.stall_timeout + opts.connect_timeout
+            } else if t_click.elapsed() > opts.stall_timeout + opts.connect_timeout
                 && ts.frames() == 0
             {
                 bail!("no playable media within {:?}", opts.stall_timeout);

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::node::source::{Body, Filling};
+use crate::node::upstream::SegmentExchange;
 
 /// A segment fetch in flight: what it has verified so far, and its place in the scheduler.
 pub(super) struct Pending {
@@ -24,6 +25,14 @@ pub(super) struct Pending {
     /// The helper it is being fetched from now (its id; 0: the origin or none yet): a
     /// request from that helper for this segment would loop.
     pub(super) from: Arc<AtomicU64>,
+}
+
+/// A play's segment 0 request sent along with the manifest's ([`EdgeSource::pipeline_first`]).
+pub(super) enum Early {
+    /// Being sent.
+    Opening,
+    /// Sent; waiting for the manifest to be checked against.
+    Open(SegmentExchange),
 }
 
 /// How a fetch may go, from who asked for it.
@@ -250,18 +259,71 @@ impl EdgeSource {
             self.0.hot.put(&m, i, b.clone(), b.len() as u64);
             return Ok(Body::Whole(b));
         }
-        self.join(m, i, deadline, via)
+        self.join(m, i, deadline, via, None)
             .map(|f| Body::Growing(f.reader()))
+    }
+
+    /// A play's first request for an object whose manifest is not held: segment 0 is asked
+    /// for now, with the manifest (one origin round trip for both), and becomes that
+    /// segment's fill once the manifest is in to check it against ([`Self::adopt_early`]).
+    /// One per object however many players ask; a play from a later point wastes it.
+    pub(super) fn pipeline_first(&self, name: &ObjectName) {
+        match lock(&self.0.early).entry(name.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => return,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Early::Opening);
+            }
+        }
+        let me = self.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let params = segue_wire::segment::Params {
+                deadline_ms: Some(0),
+                ..Default::default()
+            };
+            let opened = me.0.upstream.open_segment(&name, 0, params).await.ok();
+            if let (Some(x), Some(e)) = (opened, lock(&me.0.early).get_mut(&name)) {
+                *e = Early::Open(x);
+            }
+            // The manifest fetch adopts it if it is open by then; else it is adopted here.
+            if let Ok(m) = me.manifest(&name).await
+                && let Some(Early::Open(x)) = lock(&me.0.early).remove(&name)
+                && !m.segments.is_empty()
+                && !m.is_file()
+            {
+                let _ = me.join(m, 0, Instant::now(), Via::OWN, Some(x));
+            }
+            lock(&me.0.early).remove(&name);
+        });
+    }
+
+    /// Makes the segment 0 request sent with `m`'s fetch that segment's fill, if it is
+    /// open (else [`Self::pipeline_first`] does once it is).
+    pub(super) fn adopt_early(&self, m: &Arc<Manifest>) {
+        let mut early = lock(&self.0.early);
+        if !matches!(early.get(&m.object), Some(Early::Open(_))) {
+            return;
+        }
+        let Some(Early::Open(x)) = early.remove(&m.object) else {
+            return;
+        };
+        drop(early);
+        if m.segments.is_empty() || m.is_file() {
+            return;
+        }
+        let _ = self.join(m.clone(), 0, Instant::now(), Via::OWN, Some(x));
     }
 
     /// The fill of segment `i`: the one in flight (moved up to `deadline` if that is
     /// earlier) or a new one.
-    fn join(
+    /// `early`: the segment's request already sent (read first; on failure fetched anew).
+    pub(super) fn join(
         &self,
         m: Arc<Manifest>,
         i: usize,
         deadline: Instant,
         via: Via,
+        early: Option<SegmentExchange>,
     ) -> Result<Arc<Filling>, SourceError> {
         let key = (m.object.clone(), m.revision, i);
         let mut fills = lock(&self.0.fills);
@@ -307,7 +369,27 @@ impl EdgeSource {
         let me = self.clone();
         let filling = body.clone();
         tokio::spawn(async move {
-            let r = me.fetch(&m, i, ticket, via, &from, &filling).await;
+            let mut r = Err(SourceError::Internal("not fetched".into()));
+            if let Some(x) = early {
+                r =
+                    me.0.upstream
+                        .receive_segment(x, &m, i, Some(&filling))
+                        .await;
+                match &r {
+                    Ok(_) => {
+                        me.0.stats
+                            .segments_from_origin
+                            .fetch_add(1, Ordering::Relaxed);
+                        me.0.stats.pipelined.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::debug!(object = %m.object, "pipelined segment 0 failed, fetching it: {e}")
+                    }
+                }
+            }
+            if r.is_err() {
+                r = me.fetch(&m, i, ticket, via, &from, &filling).await;
+            }
             if let Err(SourceError::Stale(_)) = &r {
                 // The origin re-ingested the object: our manifest is old. Drop it so the
                 // next request fetches the new one; this session ends.

@@ -19,7 +19,7 @@ mod stats;
 pub mod store;
 mod upkeep;
 
-use fill::{Pending, Via};
+use fill::{Early, Pending, Via};
 pub use stats::{EdgeStats, StatsFile, StatsSnapshot};
 
 use std::collections::HashMap;
@@ -79,6 +79,9 @@ impl Default for EdgeOptions {
 
 type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
 
+/// How long after its first request a play that found nothing still counts as a miss (a
+/// request that never became a play is forgotten after it).
+const COLD_PLAY_WINDOW: Duration = Duration::from_secs(30);
 /// How long pre-positioning may take: far behind anything a session waits for.
 const BACKGROUND: Duration = Duration::from_secs(3600);
 /// A fetch in flight that was due later than this from now (background: warming, refills,
@@ -97,6 +100,12 @@ struct Inner {
     /// Sessions playing each object; the prefetcher only fetches for objects someone plays.
     playing: Mutex<HashMap<ObjectName, usize>>,
     manifests: Mutex<HashMap<ObjectName, Fill<Arc<Manifest>>>>,
+    /// Segment 0 requests sent along with a play's manifest fetch, waiting for the manifest
+    /// to be checked against (one per object).
+    early: Mutex<HashMap<ObjectName, Early>>,
+    /// When plays asked for objects whose manifest was not held: each is a miss when it
+    /// starts (within [`COLD_PLAY_WINDOW`]).
+    cold_plays: Mutex<HashMap<ObjectName, Vec<Instant>>>,
     helpers: Option<Arc<Helpers>>,
 }
 
@@ -139,6 +148,8 @@ impl EdgeSource {
             sched,
             fills: Mutex::default(),
             manifests: Mutex::default(),
+            early: Mutex::default(),
+            cold_plays: Mutex::default(),
             playing: Mutex::default(),
             helpers,
         }))
@@ -199,6 +210,9 @@ impl Source for EdgeSource {
                             if let Err(e) = me.0.store.put_manifest(m) {
                                 tracing::debug!(object = %name, "manifest kept in memory only: {e}");
                             }
+                            // Before the sessions waiting for the manifest go on to ask for
+                            // segment 0: the request sent along with this one becomes its fill.
+                            me.adopt_early(m);
                         }
                         lock(&me.0.manifests).remove(&name);
                         let _ = tx.send(Some(r));
@@ -208,6 +222,18 @@ impl Source for EdgeSource {
             }
         };
         wait(rx).await
+    }
+
+    async fn manifest_for_play(&self, name: &ObjectName) -> Result<Arc<Manifest>, SourceError> {
+        if let Some(m) = self.0.store.manifest(name) {
+            return Ok(m);
+        }
+        lock(&self.0.cold_plays)
+            .entry(name.clone())
+            .or_default()
+            .push(Instant::now());
+        self.pipeline_first(name);
+        self.manifest(name).await
     }
 
     async fn segment(&self, m: &Arc<Manifest>, index: usize) -> Result<Bytes, SourceError> {
@@ -264,7 +290,23 @@ impl Source for EdgeSource {
     fn will_play(&self, m: &Arc<Manifest>, first: usize) -> Option<CacheCase> {
         let n = m.segments.len();
         let cached = self.0.store.count_from(m, first);
-        let case = if cached >= n.saturating_sub(first) {
+        // A play that found nothing when it asked (its DESCRIBE waited for the manifest,
+        // and for segment 0 with it) is a miss, whatever has landed since.
+        let cold = {
+            let mut c = lock(&self.0.cold_plays);
+            let waited = c.get_mut(&m.object).and_then(|v| {
+                v.retain(|t| t.elapsed() < COLD_PLAY_WINDOW);
+                v.pop()
+            });
+            if c.get(&m.object).is_some_and(Vec::is_empty) {
+                c.remove(&m.object);
+            }
+            waited.is_some()
+        };
+        let case = if cold {
+            self.0.stats.misses.fetch_add(1, Ordering::Relaxed);
+            CacheCase::Miss
+        } else if cached >= n.saturating_sub(first) {
             self.0.stats.full_hits.fetch_add(1, Ordering::Relaxed);
             CacheCase::FullHit
         } else if self.0.store.has(m, first) {
@@ -358,16 +400,30 @@ impl Source for EdgeSource {
         // A miss: start once what is verified (cached, or chunks of the fill in flight) plus
         // what the link delivers by each deadline suffices; the session then streams the
         // first segment chunk by chunk as it is verified (cut-through). With no measure of
-        // the link yet, the first segment's arrival is the measure: wait for all of it.
-        if self.0.upstream.stats.throughput(self.0.opts.parallel) == 0 {
-            self.fill(m.clone(), first, Instant::now()).await?;
-        }
+        // the link yet, the first segment's arrival is the measure: the rate its fill
+        // verifies chunks at, counted from the request (so a long first byte slows it).
+        let unmeasured = self.0.upstream.stats.throughput(self.0.opts.parallel) == 0;
+        let fill = if unmeasured && self.0.hot.get(m, first).is_none() {
+            Some(self.join(m.clone(), first, Instant::now(), Via::OWN, None)?)
+        } else {
+            None
+        };
         let remaining: u64 = m.segments[first..].iter().map(|s| s.size).sum();
         let duration_s = (m.duration_us.saturating_sub(m.segments[first].start_us)) as f64 / 1e6;
         let rate = remaining as f64 / duration_s.max(0.001); // object bytes per second
         let deadline = Instant::now() + self.0.opts.retry_for;
         loop {
-            let link = self.0.upstream.stats.throughput(self.0.opts.parallel) as f64;
+            let mut link = self.0.upstream.stats.throughput(self.0.opts.parallel) as f64;
+            if link <= 0.0
+                && let Some(f) = &fill
+            {
+                link = match f.rate() {
+                    Some(r) => r,
+                    // Nothing verified yet: wait for the first chunks, or the end.
+                    None if !f.is_done() => f64::MIN_POSITIVE,
+                    None => 0.0,
+                };
+            }
             let need = if link <= 0.0 || link >= rate {
                 0.0
             } else {

@@ -26,6 +26,8 @@ pub struct EdgeStats {
     pub segments_to_peers: AtomicU64,
     /// Fetched segments not stored on disk here (collective storage: another helper owns them).
     pub not_kept: AtomicU64,
+    /// Segments 0 fetched in the same round trip as their manifest (a play's miss).
+    pub pipelined: AtomicU64,
 }
 
 /// A point-in-time copy of an edge's counters (status files, the lab).
@@ -56,6 +58,9 @@ pub struct StatsSnapshot {
     /// Fetched segments left to the helper that owns them (memory tier only here).
     #[serde(default)]
     pub segments_not_kept: u64,
+    /// Segments 0 fetched along with their manifest, in one origin round trip.
+    #[serde(default)]
+    pub segments_pipelined: u64,
 }
 
 /// What `segue edge --stats FILE` writes (every second and at shutdown): the counters,
@@ -96,6 +101,7 @@ impl EdgeSource {
             peer_bytes: get(&s.peer_bytes),
             segments_to_peers: get(&s.segments_to_peers),
             segments_not_kept: get(&s.not_kept),
+            segments_pipelined: get(&s.pipelined),
         }
     }
 

@@ -124,6 +124,7 @@ impl std::fmt::Display for CacheCase {
 #[derive(Debug)]
 pub struct Filling {
     tx: watch::Sender<FillState>,
+    started: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +140,7 @@ impl Filling {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             tx: watch::Sender::new(FillState::default()),
+            started: std::time::Instant::now(),
         })
     }
 
@@ -163,6 +165,19 @@ impl Filling {
     /// Bytes verified so far.
     pub fn verified(&self) -> u64 {
         self.tx.borrow().verified
+    }
+
+    /// Bytes per second verified since the fill began (request included); `None` before
+    /// the first chunk.
+    pub fn rate(&self) -> Option<f64> {
+        let v = self.verified();
+        let secs = self.started.elapsed().as_secs_f64();
+        (v > 0 && secs > 0.0).then(|| v as f64 / secs)
+    }
+
+    /// The fetch ended (either way).
+    pub fn is_done(&self) -> bool {
+        self.tx.borrow().end.is_some()
     }
 
     /// A reader from the first byte.
@@ -242,6 +257,15 @@ pub trait Source: Send + Sync + 'static {
         &self,
         name: &ObjectName,
     ) -> impl Future<Output = Result<Arc<Manifest>, SourceError>> + Send;
+
+    /// The manifest for a player's request (DESCRIBE, SETUP): a source may start fetching
+    /// what a play needs first along with it.
+    fn manifest_for_play(
+        &self,
+        name: &ObjectName,
+    ) -> impl Future<Output = Result<Arc<Manifest>, SourceError>> + Send {
+        self.manifest(name)
+    }
 
     /// Segment `index` of the object `manifest` describes, checksum verified.
     fn segment(

@@ -99,9 +99,9 @@ const MIN_SAMPLE: Duration = Duration::from_millis(100);
 
 /// Counts an exchange in flight for as long as it lives; when the last one ends, the
 /// measurement span closes.
-struct InFlight<'a>(&'a LinkStats);
+struct InFlight(Arc<LinkStats>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             *self.0.mark() = None;
@@ -115,13 +115,13 @@ impl LinkStats {
     }
 
     /// An exchange starts on a connection that has received `rx` bytes so far.
-    fn exchange_started(&self, rx: u64) -> InFlight<'_> {
+    fn exchange_started(self: &Arc<Self>, rx: u64) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut m = self.mark();
         if m.is_none() {
             *m = Some((Instant::now(), rx));
         }
-        InFlight(self)
+        InFlight(self.clone())
     }
 
     /// An exchange completed; the connection has received `rx` bytes so far. Bytes over time
@@ -363,16 +363,46 @@ impl Upstream {
     async fn exchange_with(
         &self,
         req: &[u8],
-        mut on_data: impl FnMut(&[u8]) -> Result<(), SourceError>,
+        on_data: impl FnMut(&[u8]) -> Result<(), SourceError>,
     ) -> Result<(), SourceError> {
+        // Small answers (manifests, adverts): their time is round trips and the peer's
+        // think time, not throughput, so they are not link samples.
+        let opened = self.open(req, false).await?;
+        self.read(opened, on_data).await
+    }
+
+    /// Opens an exchange: its stream, with `req` sent and FIN. `measured`: its transfer is
+    /// a sample of the link's throughput (segment exchanges).
+    async fn open(&self, req: &[u8], measured: bool) -> Result<Opened, SourceError> {
         let conn = self.connection().await?;
         let lost = |e: &dyn std::fmt::Display| {
             SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
         };
-        let _in_flight = self.stats.exchange_started(conn.stats().udp_rx.bytes);
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
+        let in_flight = measured.then(|| self.stats.exchange_started(conn.stats().udp_rx.bytes));
+        let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
         send.write_all(req).await.map_err(|e| lost(&e))?;
         send.finish().map_err(|e| lost(&e))?;
+        Ok(Opened {
+            conn,
+            recv,
+            _in_flight: in_flight,
+        })
+    }
+
+    /// Reads an opened exchange's answer to the end, handing each piece to `on_data`.
+    async fn read(
+        &self,
+        opened: Opened,
+        mut on_data: impl FnMut(&[u8]) -> Result<(), SourceError>,
+    ) -> Result<(), SourceError> {
+        let Opened {
+            conn,
+            mut recv,
+            _in_flight: in_flight,
+        } = opened;
+        let lost = |e: &dyn std::fmt::Display| {
+            SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
+        };
         let mut chunk = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         // Liveness is the connection's: an exchange may wait while the origin sends others
@@ -407,7 +437,10 @@ impl Upstream {
             }
         }
         self.note_rtt(&conn);
-        self.stats.exchange_done(conn.stats().udp_rx.bytes);
+        if in_flight.is_some() {
+            self.stats.exchange_done(conn.stats().udp_rx.bytes);
+        }
+        drop(in_flight);
         self.stats.bytes.fetch_add(total, Ordering::Relaxed);
         Ok(())
     }
@@ -478,29 +511,52 @@ impl Upstream {
         hop: Option<(u8, u64)>,
         filling: Option<&Filling>,
     ) -> Result<Bytes, SourceError> {
-        let limits = Limits::default();
-        let entry = m
-            .segments
-            .get(index)
-            .ok_or_else(|| SourceError::Internal(format!("no segment {index}")))?;
+        let params = Params {
+            hop_limit: hop.map(|h| h.0),
+            revision: Some(m.revision),
+            deadline_ms,
+            sender: hop.map(|h| h.1),
+            ..Params::default()
+        };
+        let opened = self.open_segment(&m.object, index, params).await?;
+        self.receive_segment(opened, m, index, filling).await
+    }
+
+    /// Sends a request for segment `index` of `object` (with CHUNKS) before the manifest it
+    /// will be checked against is known: a miss asks for the manifest and its first segment
+    /// at once (one origin round trip for both); [`Self::receive_segment`] reads it.
+    pub async fn open_segment(
+        &self,
+        object: &ObjectName,
+        index: usize,
+        params: Params,
+    ) -> Result<SegmentExchange, SourceError> {
         let req = SegmentRequest::Segments {
-            object: m.object.clone(),
+            object: object.clone(),
             first: index as u64,
             count: 1,
             params: Params {
-                hop_limit: hop.map(|h| h.0),
-                revision: Some(m.revision),
-                deadline_ms,
-                viewers: None,
-                sender: hop.map(|h| h.1),
-                token: None,
                 chunks: true,
+                ..params
             },
         };
+        Ok(SegmentExchange(self.open(&req.encode(), true).await?))
+    }
+
+    /// Reads the segment an [`Self::open_segment`] asked for, verified against `m`.
+    pub async fn receive_segment(
+        &self,
+        exchange: SegmentExchange,
+        m: &Manifest,
+        index: usize,
+        filling: Option<&Filling>,
+    ) -> Result<Bytes, SourceError> {
+        let limits = Limits::default();
         let mut rx = SegmentReceiver::new(m, index, true, limits)
             .ok_or_else(|| SourceError::Internal(format!("no segment {index}")))?;
+        let size = m.segments[index].size;
         let started = Instant::now();
-        self.stats.queued.fetch_add(entry.size, Ordering::Relaxed);
+        self.stats.queued.fetch_add(size, Ordering::Relaxed);
         let label = self.label;
         let bad = |what: String| {
             SourceError::Internal(format!(
@@ -512,7 +568,7 @@ impl Upstream {
         let mut head: Option<Vec<u8>> = Some(Vec::new());
         let (mut out, mut k) = (Vec::new(), 0usize);
         let r = self
-            .exchange_with(&req.encode(), |data| {
+            .read(exchange.0, |data| {
                 let rest: std::borrow::Cow<'_, [u8]> = match head.as_mut() {
                     None => data.into(),
                     Some(h) => {
@@ -552,7 +608,7 @@ impl Upstream {
                 Ok(())
             })
             .await;
-        self.stats.queued.fetch_sub(entry.size, Ordering::Relaxed);
+        self.stats.queued.fetch_sub(size, Ordering::Relaxed);
         r?;
         let payload = rx.into_payload().map_err(|e| bad(e.to_string()))?;
         let secs = started.elapsed().as_secs_f64().max(1e-6);
@@ -567,6 +623,17 @@ impl Upstream {
         Ok(payload)
     }
 }
+
+/// An exchange whose request is sent, its answer not read yet.
+struct Opened {
+    conn: quinn::Connection,
+    recv: quinn::RecvStream,
+    _in_flight: Option<InFlight>,
+}
+
+/// A segment request sent ([`Upstream::open_segment`]), its answer to be read
+/// ([`Upstream::receive_segment`]). Dropped unread, the stream is stopped.
+pub struct SegmentExchange(Opened);
 
 impl Upstream {
     /// Sends an advertisement; the receiver's status (OK, or STALE_REVISION: it needs a
@@ -601,7 +668,7 @@ mod tests {
 
     #[test]
     fn link_throughput_is_bytes_over_busy_time() {
-        let s = LinkStats::default();
+        let s = Arc::new(LinkStats::default());
         assert_eq!(s.throughput(4), 0);
         // Only busy-time samples here (no per-exchange rate yet): they are the estimate.
         {

@@ -359,6 +359,28 @@ async fn twenty_players_one_origin_fetch_per_segment() {
     );
 }
 
+/// A miss on a cold edge asks for the manifest and segment 0 together: one origin round
+/// trip (the origin answers each request after 300 ms), not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_costs_one_origin_round_trip() {
+    let delay = Duration::from_millis(300);
+    let (lab, _lib) = lab(LabOptions {
+        origin_delay: delay,
+        ..LabOptions::default()
+    })
+    .await;
+    let r = lab.play("demo", false).await;
+    assert!(r.ok(), "{}", r.render());
+    let ttff = r.ttff_ms.unwrap();
+    // Two round trips would be 600 ms and more; one is 300 ms plus loopback transfer.
+    assert!(ttff < 450.0, "TTFF {ttff:.0} ms with a 300 ms origin");
+    let s = lab.edge.snapshot();
+    assert_eq!((s.misses, s.manifests_from_origin), (1, 1), "{s:?}");
+    assert_eq!(s.segments_pipelined, 1, "{s:?}");
+    let reads = lab.origin_reads.lock().unwrap().clone();
+    assert_eq!(reads.get(&("demo".to_owned(), 0)), Some(&1), "{reads:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_killed_mid_suffix() {
     let (mut lab, _lib) = lab(LabOptions {

@@ -10,6 +10,7 @@ mod config;
 mod congestion;
 mod control;
 mod core_path;
+mod cut_through;
 mod distribution;
 mod faults;
 mod files;

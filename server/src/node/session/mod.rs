@@ -216,7 +216,7 @@ impl<S: Source> Sessions<S> {
         if let Err(r) = self.authorize(req, url, name) {
             return refuse(req, r);
         }
-        match self.source.manifest(name).await {
+        match self.source.manifest_for_play(name).await {
             Ok(m) if m.is_file() => not_media(req, name),
             Ok(m) => {
                 let mut r = Response::new(status::OK, req.headers.cseq);
@@ -282,7 +282,7 @@ impl<S: Source> Sessions<S> {
                 {
                     return refuse(req, r);
                 }
-                let manifest = match self.source.manifest(&name).await {
+                let manifest = match self.source.manifest_for_play(&name).await {
                     Ok(m) if m.is_file() => return not_media(req, &name),
                     Ok(m) => m,
                     Err(e) => return err(e.rtsp_status(), req, e.to_string()),
