@@ -141,6 +141,14 @@ async fn edge_of(origin: &TestOrigin, upstream: SocketAddr, cache: &str) -> (Edg
     (edge, url)
 }
 
+/// An origin serving the demo sample, and its manifest.
+async fn demo_origin() -> (TestOrigin, Arc<segue_wire::segment::Manifest>) {
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let name = ObjectName::new("demo", 64).unwrap();
+    let m = origin.source.manifest(&name).await.unwrap();
+    (origin, m)
+}
+
 fn options(origin: &TestOrigin, url: &SegueUrl) -> segue_client::PlayOptions {
     let mut o = segue_client::PlayOptions::new(url.clone(), origin.tls.ca.clone());
     o.pace = false;
@@ -149,12 +157,7 @@ fn options(origin: &TestOrigin, url: &SegueUrl) -> segue_client::PlayOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_corrupted_in_flight_is_never_forwarded_and_the_play_stays_byte_exact() {
-    let origin = common::origin_with_sample("demo.mp4").await;
-    let m = origin
-        .source
-        .manifest(&ObjectName::new("demo", 64).unwrap())
-        .await
-        .unwrap();
+    let (origin, m) = demo_origin().await;
     let chunks = chunk::chunk_count(m.segments[0].size, m.chunk_size) as usize;
     assert!(chunks >= 3, "segment 0 has {chunks} chunks");
     // Chunks 0 and 1 arrive (and are forwarded) before chunk 2, which is corrupted.
@@ -182,12 +185,7 @@ async fn a_chunk_corrupted_in_flight_is_never_forwarded_and_the_play_stays_byte_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crowd_streams_from_one_fill_as_it_arrives() {
-    let origin = common::origin_with_sample("demo.mp4").await;
-    let m = origin
-        .source
-        .manifest(&ObjectName::new("demo", 64).unwrap())
-        .await
-        .unwrap();
+    let (origin, m) = demo_origin().await;
     // Where the first frame of segment 0 ends, in chunks.
     let payload = origin.source.segment(&m, 0).await.unwrap();
     let first_end = {
