@@ -71,6 +71,11 @@ struct Cli {
     /// Send from this local address (e.g. one of several on a test host).
     #[arg(long, value_name = "ADDR")]
     bind: Option<std::net::IpAddr>,
+    /// Never resume a TLS session nor send 0-RTT data. (Tickets live in memory: within one
+    /// process, e.g. a failover back to a node already played from, a connection resumes
+    /// and sends DESCRIBE, SETUP and PLAY before its handshake completes.)
+    #[arg(long)]
+    no_resume: bool,
 }
 
 #[tokio::main]
@@ -93,6 +98,7 @@ async fn main() -> ExitCode {
     opts.fallbacks = cli.fallback;
     opts.failover_after = Duration::from_millis(cli.failover_after_ms);
     opts.connect.bind = cli.bind;
+    opts.connect.no_resume = cli.no_resume;
     opts.connect.transport = segue_net::TransportSettings::with(cli.congestion);
     if let Some(w) = cli.watch {
         match Duration::try_from_secs_f64(w) {

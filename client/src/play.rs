@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use crate::player::{Action, PlayError, Player, PlayerConfig};
 use crate::record::Recorder;
 use crate::report::Report;
-use crate::session::{ConnectError, ConnectOptions, ControlClient, StartCseqs, connect_with};
+use crate::session::{ConnectError, ConnectOptions, ControlClient, StartCseqs, connect_early};
 use crate::stream::{MediaStream, ReceivedFrame};
 use segue_net::StreamError;
 
@@ -240,9 +240,26 @@ struct Link {
     conn: quinn::Connection,
     control: ControlClient,
     cseq: StartCseqs,
+    /// When the pipelined start was sent.
+    sent: std::time::Instant,
+    /// The connection resumed a TLS session and its first requests went as 0-RTT data.
+    resumed: bool,
     events: mpsc::Receiver<Event>,
     desc_tx: watch::Sender<Option<Arc<Description>>>,
     manifest: oneshot::Receiver<Result<Manifest, LinkError>>,
+}
+
+/// Asks `conn`'s node for the manifest of `url`'s object on a stream of its own.
+fn spawn_manifest(
+    conn: &quinn::Connection,
+    url: &SegueUrl,
+) -> oneshot::Receiver<Result<Manifest, LinkError>> {
+    let (tx, rx) = oneshot::channel();
+    let (conn, url) = (conn.clone(), url.clone());
+    tokio::spawn(async move {
+        let _ = tx.send(fetch_manifest(conn, url).await);
+    });
+    rx
 }
 
 /// Connects to `url` and sends the pipelined start (DESCRIBE, SETUP, PLAY from `start_us`);
@@ -253,16 +270,34 @@ async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> Result<
         Resource::Track(..) => return Err(LinkError::TrackUrl),
         Resource::Server => return Err(LinkError::NoObject(url.clone())),
     }
-    let (ep, conn, mut control) =
-        connect_with(url, &opts.ca, opts.connect_timeout, &opts.connect).await?;
-    let cseq = control.start(url, start_us, !opts.pace).await?;
-    let (man_tx, manifest) = oneshot::channel();
-    {
-        let conn = conn.clone();
-        let url = url.clone();
-        tokio::spawn(async move {
-            let _ = man_tx.send(fetch_manifest(conn, url).await);
-        });
+    let early = connect_early(url, &opts.ca, opts.connect_timeout, &opts.connect, true).await?;
+    let (mut ep, mut conn, mut control) = (early.endpoint, early.conn, early.control);
+    // On a resumed connection these go as 0-RTT data, before the handshake completes.
+    let mut cseq = control.start(url, start_us, !opts.pace).await?;
+    let mut sent = std::time::Instant::now();
+    let mut manifest = spawn_manifest(&conn, url);
+    let mut resumed = false;
+    if let Some(accepted) = early.zero_rtt {
+        let addr = conn.remote_address();
+        let timeout = opts.connect_timeout;
+        resumed = tokio::time::timeout(timeout, accepted)
+            .await
+            .map_err(|_| ConnectError::Timeout { addr, timeout })?;
+        if let Some(error) = conn.close_reason() {
+            return Err(ConnectError::Handshake { addr, error }.into());
+        }
+        if !resumed {
+            // The node refused the 0-RTT data (e.g. a ticket of another node of that name):
+            // the streams it was sent on are gone. Start again on a new connection with a
+            // completed handshake (rare, and then no stream of the refused flight lingers).
+            conn.close(0u32.into(), b"0-RTT refused");
+            let again =
+                connect_early(url, &opts.ca, opts.connect_timeout, &opts.connect, false).await?;
+            (ep, conn, control) = (again.endpoint, again.conn, again.control);
+            cseq = control.start(url, start_us, !opts.pace).await?;
+            sent = std::time::Instant::now();
+            manifest = spawn_manifest(&conn, url);
+        }
     }
     let (desc_tx, desc_rx) = watch::channel::<Option<Arc<Description>>>(None);
     let (ev_tx, events) = mpsc::channel::<Event>(1024);
@@ -279,6 +314,8 @@ async fn open_link(url: &SegueUrl, opts: &PlayOptions, start_us: u64) -> Result<
         conn,
         control,
         cseq,
+        sent,
+        resumed,
         events,
         desc_tx,
         manifest,
@@ -389,11 +426,10 @@ async fn drive(opts: &PlayOptions, player: &mut Player) -> Result<(), PlayError>
                     Ok(Ok(l)) => {
                         player.handle_rtt(l.conn.rtt());
                         let cseq = l.cseq;
+                        let (resumed, sent) = (l.resumed, l.sent);
                         link = Some(l);
                         (control_open, events_open) = (true, true);
-                        // Each connection builds its TLS config afresh, with no ticket from an
-                        // earlier one: never resumed (yet: issue 19's 0-RTT).
-                        player.handle_connected(now, cseq, false);
+                        player.handle_connected(now, cseq, sent, resumed);
                     }
                     Ok(Err(e)) => player.handle_connect_failed(now, format!("{e:#}")),
                     Err(e) => player.handle_connect_failed(now, e.to_string()),

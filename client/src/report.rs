@@ -29,17 +29,19 @@ pub struct Failover {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     pub url: String,
-    /// QUIC + TLS handshake, milliseconds.
+    /// Connect start → the pipelined start sent: the QUIC + TLS handshake, about nothing on a
+    /// resumed connection (the requests go as 0-RTT data), milliseconds.
     pub connect_ms: Option<f64>,
     /// QUIC's smoothed round-trip time at the end, milliseconds.
     pub rtt_ms: Option<f64>,
-    /// Request sent (after the handshake) → first complete frame received, milliseconds.
+    /// Request sent (after the handshake, or as 0-RTT data) → first complete frame received,
+    /// milliseconds.
     pub ttff_ms: Option<f64>,
     /// Click to first frame: the play asked for (before the connection) → first complete
     /// frame received, milliseconds: handshake, request and TTFF, what a viewer waits.
     #[serde(default)]
     pub click_ms: Option<f64>,
-    /// The first node's connection resumed a TLS session (no certificate sent).
+    /// The first node's connection resumed a TLS session and the node accepted its 0-RTT data.
     #[serde(default)]
     pub resumed: Option<bool>,
     /// Request sent → playback start (startup buffer filled), milliseconds.

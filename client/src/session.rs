@@ -52,6 +52,57 @@ pub struct ConnectOptions {
     /// The local address to send from (a lab player's own address); any by default.
     pub bind: Option<IpAddr>,
     pub transport: TransportSettings,
+    /// Never resume a TLS session (no ticket kept or offered, no 0-RTT).
+    pub no_resume: bool,
+}
+
+/// The TLS session tickets of this process, by server name: a later connection to the same
+/// node resumes and sends its first requests as 0-RTT data. In memory only: rustls offers
+/// no way to write a client ticket to disk (rustls/rustls#2287), so a new `segue-play`
+/// process starts with a full handshake.
+fn tickets() -> Arc<dyn rustls::client::ClientSessionStore> {
+    static STORE: std::sync::OnceLock<Arc<rustls::client::ClientSessionMemoryCache>> =
+        std::sync::OnceLock::new();
+    STORE
+        .get_or_init(|| Arc::new(rustls::client::ClientSessionMemoryCache::new(64)))
+        .clone()
+}
+
+/// The TLS config of connections verified against `ca`. Resuming ones share one config per
+/// CA for the process: rustls resumes a session only under the verifier it was made with.
+fn tls_config(ca: &Path, resume: bool) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+    let build = |resumption| -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+        let mut tls = segue_certs::tls::client_config(ca, &[segue_wire::ALPN])?;
+        tls.resumption = resumption;
+        // Offered only with a ticket; whether requests go early is the caller's choice
+        // (`connect_early`).
+        tls.enable_early_data = true;
+        Ok(Arc::new(tls))
+    };
+    if !resume {
+        return build(rustls::client::Resumption::disabled());
+    }
+    static CONFIGS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<rustls::ClientConfig>>>,
+    > = std::sync::OnceLock::new();
+    let configs = CONFIGS.get_or_init(Default::default);
+    let mut configs = configs.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = configs.get(ca) {
+        return Ok(c.clone());
+    }
+    let c = build(rustls::client::Resumption::store(tickets()))?;
+    configs.insert(ca.to_path_buf(), c.clone());
+    Ok(c)
+}
+
+/// A connection as [`connect_early`] makes it: the control client, and, when the first
+/// requests may go as 0-RTT data, whether the node accepted them (resolves with the
+/// handshake).
+pub struct Early {
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    pub control: ControlClient,
+    pub zero_rtt: Option<quinn::ZeroRttAccepted>,
 }
 
 /// Connects to the node `url` names, verifying its certificate against `ca`, and returns the
@@ -71,8 +122,22 @@ pub async fn connect_with(
     timeout: Duration,
     opts: &ConnectOptions,
 ) -> Result<(quinn::Endpoint, quinn::Connection, ControlClient), ConnectError> {
-    let tls = segue_certs::tls::client_config(ca, &[segue_wire::ALPN])?;
-    let quic = QuicClientConfig::try_from(tls)?;
+    let e = connect_early(url, ca, timeout, opts, false).await?;
+    Ok((e.endpoint, e.conn, e.control))
+}
+
+/// [`connect_with`], returning before the handshake completes when a ticket allows 0-RTT
+/// (`early`) and `opts` does not forbid resumption. The caller sends its requests at once;
+/// if the node then rejects the 0-RTT data ([`Early::zero_rtt`] resolves `false`) the
+/// streams opened so far are gone and must be opened and written again.
+pub async fn connect_early(
+    url: &SegueUrl,
+    ca: &Path,
+    timeout: Duration,
+    opts: &ConnectOptions,
+    early: bool,
+) -> Result<Early, ConnectError> {
+    let quic = QuicClientConfig::try_from(tls_config(ca, !opts.no_resume)?)?;
     let host = url.host.trim_start_matches('[').trim_end_matches(']');
     let addr: SocketAddr = tokio::net::lookup_host((host, url.port))
         .await
@@ -98,12 +163,33 @@ pub async fn connect_with(
     let connecting = ep
         .connect(addr, host)
         .map_err(|error| ConnectError::Connect { addr, error })?;
-    let conn = tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| ConnectError::Timeout { addr, timeout })?
-        .map_err(|error| ConnectError::Handshake { addr, error })?;
+    let (conn, zero_rtt) = match connecting.into_0rtt() {
+        Ok((conn, accepted)) if early => (conn, Some(accepted)),
+        Ok((conn, accepted)) => {
+            // Resumable, but the caller wants the handshake done first.
+            let _ = tokio::time::timeout(timeout, accepted)
+                .await
+                .map_err(|_| ConnectError::Timeout { addr, timeout })?;
+            if let Some(error) = conn.close_reason() {
+                return Err(ConnectError::Handshake { addr, error });
+            }
+            (conn, None)
+        }
+        Err(connecting) => {
+            let conn = tokio::time::timeout(timeout, connecting)
+                .await
+                .map_err(|_| ConnectError::Timeout { addr, timeout })?
+                .map_err(|error| ConnectError::Handshake { addr, error })?;
+            (conn, None)
+        }
+    };
     let (send, recv) = conn.open_bi().await.map_err(ConnectError::ControlStream)?;
-    Ok((ep, conn, ControlClient::new(send, recv)))
+    Ok(Early {
+        endpoint: ep,
+        conn,
+        control: ControlClient::new(send, recv),
+        zero_rtt,
+    })
 }
 
 /// CSeqs of the pipelined start's requests.

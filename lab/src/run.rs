@@ -493,9 +493,11 @@ pub(crate) fn segue_play(
             .then(|| url(next))
             .transpose(),
     );
+    // Each lab player is a viewer of its own, with no ticket from another's session.
     let connect = ConnectOptions {
         bind: Some(viewers.source(spec.id)),
         transport: viewers.transport,
+        no_resume: true,
     };
     async move {
         let (url, fallback) = match (url, fallback) {

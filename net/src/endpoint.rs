@@ -189,12 +189,17 @@ impl Dialer {
 /// A server configuration for `tls`, ALPN `segue/1`, with segue/1's transport limits and
 /// optional client certificates (see [`server_endpoint`]).
 pub fn server_config(tls: &NodeTls, limits: TransportLimits) -> Result<quinn::ServerConfig, Error> {
-    let rustls = segue_certs::tls::server_config_with_client_ca(
+    let mut rustls = segue_certs::tls::server_config_with_client_ca(
         &tls.cert,
         &tls.key,
         &tls.ca,
         &[segue_wire::ALPN],
     )?;
+    // 0-RTT for resumed players (QUIC takes all or nothing): a node answers only a play's
+    // start early (`server::node::control::answered_early`); tickets are single-use and held
+    // by this process alone (rustls' default server store), so a replayed flight cannot
+    // resume here or anywhere else (PROTOCOL.md §2).
+    rustls.max_early_data_size = u32::MAX;
     let quic = QuicServerConfig::try_from(rustls)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
     cfg.transport_config(Arc::new(transport(limits)?));

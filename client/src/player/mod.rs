@@ -205,18 +205,27 @@ impl Player {
     // ---- inputs ----
 
     /// The connection asked for by the last [`Action::Connect`] is up and its pipelined start
-    /// was sent with these CSeqs.
-    /// `resumed`: the connection resumed a TLS session.
-    pub fn handle_connected(&mut self, now: Instant, cseq: StartCseqs, resumed: bool) {
+    /// was sent with these CSeqs at `sent` (before `now` when it went as 0-RTT data on a
+    /// resumed connection: `resumed`).
+    pub fn handle_connected(
+        &mut self,
+        now: Instant,
+        cseq: StartCseqs,
+        sent: Instant,
+        resumed: bool,
+    ) {
         self.input(now);
         let Some(url) = self.connecting.take() else {
             return;
         };
         if self.phase == Phase::Connecting {
-            self.report.connect_ms = Some(ms(now - self.t_req));
+            // Between the connect start and now, whatever the caller's clocks say.
+            let sent = sent.min(now).max(self.t_req);
+            // Connect start to the request sent: the handshake (about nothing with 0-RTT).
+            self.report.connect_ms = Some(ms(sent.saturating_duration_since(self.t_req)));
             self.report.resumed = Some(resumed);
-            // TTFF and playback start count from here: the request, not the handshake.
-            self.t_req = now;
+            // TTFF and playback start count from the request, not the handshake.
+            self.t_req = sent;
             self.phase = Phase::Playing;
         }
         self.node = Some(Node {

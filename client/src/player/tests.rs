@@ -129,7 +129,7 @@ impl Play {
     /// and PLAY from `start_us` with `n`'s numbering.
     fn start(&mut self, ms: u64, start_us: u64, n: Numbering) {
         let now = self.at(ms);
-        self.p.handle_connected(now, CSEQ, false);
+        self.p.handle_connected(now, CSEQ, now, false);
         let mut d = Response::new(200, CSEQ.describe);
         d.headers.content_type = Some(SDP_CONTENT_TYPE.into());
         d.body = Bytes::from(description().to_sdp());
@@ -384,7 +384,7 @@ fn a_node_failing_without_a_fallback_ends_the_play_with_why() {
     assert_eq!(p.played.len(), 8);
     // A failed PLAY is said as such.
     let mut p = Play::new(config(), &[]);
-    p.p.handle_connected(p.at(0), CSEQ, false);
+    p.p.handle_connected(p.at(0), CSEQ, p.at(0), false);
     let r = Response::error(404, CSEQ.play, "no such object");
     p.p.handle_control(p.at(5), Message::Response(r));
     let Some(Err(PlayError::Failed(why))) = p.p.take_result() else {

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::node::resumption::Handshake;
 use quinn::{RecvStream, SendStream};
 use segue_net::{StreamError, app_code};
 use segue_wire::control::{ControlDecoder, Message, Method, Request, Response, status};
@@ -68,6 +69,15 @@ impl ControlHandler for OptionsOnly {
     }
 }
 
+/// Requests a node answers before the handshake completes (as 0-RTT data): the pipelined
+/// start of a play, which reads and changes nothing but the new connection's own sessions.
+pub fn answered_early(m: Method) -> bool {
+    matches!(
+        m,
+        Method::Options | Method::Describe | Method::Setup | Method::Play
+    )
+}
+
 /// The OPTIONS answer listing `methods`.
 pub fn options_response(cseq: u32, methods: &[Method]) -> Response {
     let mut r = Response::new(status::OK, cseq);
@@ -93,6 +103,7 @@ pub async fn serve_control<H: ControlHandler>(
     mut recv: RecvStream,
     limits: Limits,
     request_timeout: std::time::Duration,
+    early: Option<&Handshake>,
     handler: &mut H,
 ) -> Result<(), StreamError> {
     let (tx, rx) = mpsc::channel(OUT_QUEUE);
@@ -101,7 +112,7 @@ pub async fn serve_control<H: ControlHandler>(
         next_cseq: Arc::new(AtomicU32::new(1)),
     };
     let writer = tokio::spawn(writer(send, rx));
-    let result = read_loop(&mut recv, limits, request_timeout, handler, &out).await;
+    let result = read_loop(&mut recv, limits, request_timeout, early, handler, &out).await;
     drop(out);
     let _ = writer.await;
     result
@@ -111,6 +122,7 @@ async fn read_loop<H: ControlHandler>(
     recv: &mut RecvStream,
     limits: Limits,
     request_timeout: std::time::Duration,
+    early: Option<&Handshake>,
     handler: &mut H,
     out: &ControlOut,
 ) -> Result<(), StreamError> {
@@ -128,6 +140,15 @@ async fn read_loop<H: ControlHandler>(
             match next {
                 Ok(None) => break,
                 Ok(Some(Message::Request(req))) => {
+                    // Before the handshake completes a request may be 0-RTT data, which an
+                    // attacker can replay: only the play's start (OPTIONS, DESCRIBE, SETUP,
+                    // PLAY) is answered early; anything else waits for the handshake
+                    // (PROTOCOL.md §2).
+                    if let Some(h) = early
+                        && !answered_early(req.method)
+                    {
+                        h.completed().await;
+                    }
                     let resp = handler.handle(req, out).await;
                     out.respond(&resp).await;
                 }
@@ -183,6 +204,31 @@ async fn read_loop<H: ControlHandler>(
         match read {
             Some(n) => dec.push(&buf[..n]),
             None => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plays_start_is_answered_before_the_handshake() {
+        for m in [
+            Method::Options,
+            Method::Describe,
+            Method::Setup,
+            Method::Play,
+        ] {
+            assert!(answered_early(m), "{m}");
+        }
+        for m in [
+            Method::Pause,
+            Method::Teardown,
+            Method::GetParameter,
+            Method::PlayNotify,
+        ] {
+            assert!(!answered_early(m), "{m}");
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::node::admission::{Admission, ConnectionLimits};
 use crate::node::control::serve_control;
 use crate::node::packets::PacketCache;
 use crate::node::remote::Remote;
+use crate::node::resumption::Handshake;
 use crate::node::segserve::{Exchange, serve_exchange};
 use crate::node::session::{SessionOptions, Sessions};
 use crate::node::source::Source;
@@ -93,14 +94,18 @@ pub async fn serve<S: Source>(
                 tokio::spawn(async move {
                     // The connection's place, held until it ends.
                     let _ticket = ticket;
-                    let conn = match connecting {
-                        Ok(c) => c.await,
-                        Err(e) => Err(e),
+                    // Usable before the handshake completes when the client sent 0-RTT data:
+                    // a resumed player's DESCRIBE, SETUP and PLAY are answered at once
+                    // (PROTOCOL.md §2: what is served early, and why a replay gains little).
+                    let (conn, early) = match connecting.map(quinn::Connecting::into_0rtt) {
+                        Ok(Ok((conn, accepted))) => (Ok(conn), Some(Handshake::new(accepted))),
+                        Ok(Err(connecting)) => (connecting.await, None),
+                        Err(e) => (Err(e), None),
                     };
                     match conn {
                         Ok(conn) => {
                             admission.established(&conn);
-                            connection(conn, source, opts, packets).await
+                            connection(conn, source, opts, packets, early).await
                         }
                         Err(e) => tracing::debug!("handshake failed: {e}"),
                     }
@@ -124,8 +129,11 @@ async fn connection<S: Source>(
     source: Arc<S>,
     opts: NodeOptions,
     packets: Arc<PacketCache>,
+    early: Option<Handshake>,
 ) {
     let limits = opts.limits;
+    // Who the peer is (a node's certificate) is known once the handshake is: on a
+    // connection that began in 0-RTT, segment exchanges (only nodes may run them) wait for it.
     let who = Arc::new(Remote::of(&conn));
     let peer = who.addr;
     tracing::debug!(peer = %who, "connection");
@@ -147,8 +155,16 @@ async fn connection<S: Source>(
                 packets.clone(),
             )
             .with_access(opts.access.clone());
+            let early = early.clone();
             tokio::spawn(async move {
-                let r = serve_control(send, recv, limits, request_timeout, &mut sessions);
+                let r = serve_control(
+                    send,
+                    recv,
+                    limits,
+                    request_timeout,
+                    early.as_ref(),
+                    &mut sessions,
+                );
                 if let Err(e) = r.await {
                     tracing::debug!(%peer, "control: {e}");
                 }
@@ -158,8 +174,15 @@ async fn connection<S: Source>(
             let source = source.clone();
             let (delay, request_timeout) = (opts.response_delay, opts.request_timeout);
             let access = opts.access.clone();
-            let who = who.clone();
+            let (who, early, conn) = (who.clone(), early.clone(), conn.clone());
             tokio::spawn(async move {
+                let who = match early {
+                    Some(h) => {
+                        h.completed().await;
+                        Arc::new(Remote::of(&conn))
+                    }
+                    None => who,
+                };
                 let x = Exchange {
                     limits,
                     delay,

@@ -232,3 +232,42 @@ async fn a_crowd_streams_from_one_fill_as_it_arrives() {
     assert_eq!(s.segments_pipelined, 1, "{s:?}");
     let _ = origin.stop.send(true);
 }
+
+/// A second play from the same process resumes its TLS session and sends DESCRIBE, SETUP
+/// and PLAY as 0-RTT data (the node answers them before the handshake completes); the play
+/// is as byte-exact as the first, and `no_resume` turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_play_resumes_and_starts_in_0rtt() {
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let e = origin.edge(4_000_000).await;
+    let url = SegueUrl::parse(&format!("{}demo", e.url)).unwrap();
+    let first = segue_client::play(&options(&origin, &url)).await;
+    assert!(first.ok(), "{}", first.render());
+    assert_eq!(first.resumed, Some(false), "no ticket yet");
+    let second = segue_client::play(&options(&origin, &url)).await;
+    assert!(second.ok(), "{}", second.render());
+    assert_eq!(second.resumed, Some(true), "resumed with 0-RTT accepted");
+    let mut o = options(&origin, &url);
+    o.connect.no_resume = true;
+    let third = segue_client::play(&o).await;
+    assert!(third.ok(), "{}", third.render());
+    assert_eq!(third.resumed, Some(false));
+    let _ = origin.stop.send(true);
+}
+
+/// A ticket from one node offered to another of the same name (edges behind one DNS name):
+/// the other cannot resume it and rejects the 0-RTT data; the player sends its start again
+/// in 1-RTT and plays as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_0rtt_is_sent_again() {
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let a = origin.edge_with("a", |_| {}).await;
+    let b = origin.edge_with("b", |_| {}).await;
+    let on = |e: &common::TestEdge| SegueUrl::parse(&format!("{}demo", e.url)).unwrap();
+    let first = segue_client::play(&options(&origin, &on(&a))).await;
+    assert!(first.ok(), "{}", first.render());
+    let other = segue_client::play(&options(&origin, &on(&b))).await;
+    assert!(other.ok(), "{}", other.render());
+    assert_eq!(other.resumed, Some(false), "b knows nothing of a's ticket");
+    let _ = origin.stop.send(true);
+}

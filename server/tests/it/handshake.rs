@@ -35,6 +35,7 @@ fn start_server(dir: &Path) -> (quinn::Endpoint, SocketAddr) {
                         recv,
                         Limits::default(),
                         Duration::from_secs(10),
+                        None,
                         &mut OptionsOnly,
                     )
                     .await;
@@ -359,7 +360,8 @@ async fn requests_that_overtake_the_finished_are_not_lost() {
             tokio::spawn(async move {
                 let Ok(conn) = inc.await else { return };
                 while let Ok((send, recv)) = conn.accept_bi().await {
-                    let _ = serve_control(send, recv, Limits::default(), T, &mut OptionsOnly).await;
+                    let _ = serve_control(send, recv, Limits::default(), T, None, &mut OptionsOnly)
+                        .await;
                 }
             });
         }
