@@ -484,7 +484,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     let click_p50 = rows[1].3;
     let resumed_p50 = rows[3].3;
     out.push_str(&format!(
-        "  target: prefix hit click to first frame <= 2 RTT + 5 ms (full handshake): {:.2} ms <= {:.2} ms: {}\n\n",
+        "  target: prefix hit click to first frame <= 2 RTT + 5 ms (full handshake): {:.2} ms <= {:.2} ms: {}\n",
         click_p50,
         2.0 * rt + 5.0,
         if click_p50 <= 2.0 * rt + 5.0 {
