@@ -82,6 +82,8 @@ type Fill<T> = watch::Receiver<Option<Result<T, SourceError>>>;
 /// How long after its first request a play that found nothing still counts as a miss (a
 /// request that never became a play is forgotten after it).
 const COLD_PLAY_WINDOW: Duration = Duration::from_secs(30);
+/// Objects (and plays per object) [`Inner::cold_plays`] holds marks for at most.
+const MAX_COLD_OBJECTS: usize = 4096;
 /// How long pre-positioning may take: far behind anything a session waits for.
 const BACKGROUND: Duration = Duration::from_secs(3600);
 /// A fetch in flight that was due later than this from now (background: warming, refills,
@@ -228,12 +230,26 @@ impl Source for EdgeSource {
         if let Some(m) = self.0.store.manifest(name) {
             return Ok(m);
         }
-        lock(&self.0.cold_plays)
-            .entry(name.clone())
-            .or_default()
-            .push(Instant::now());
+        {
+            let mut cold = lock(&self.0.cold_plays);
+            // Bounded whatever names strangers ask for: the oldest marks go first.
+            if cold.len() >= MAX_COLD_OBJECTS {
+                cold.retain(|_, v| v.iter().any(|t| t.elapsed() < COLD_PLAY_WINDOW));
+            }
+            if cold.len() < MAX_COLD_OBJECTS {
+                let v = cold.entry(name.clone()).or_default();
+                if v.len() < MAX_COLD_OBJECTS {
+                    v.push(Instant::now());
+                }
+            }
+        }
         self.pipeline_first(name);
-        self.manifest(name).await
+        let m = self.manifest(name).await;
+        if m.is_err() {
+            // No play follows a failed DESCRIBE: forget its mark.
+            lock(&self.0.cold_plays).remove(name);
+        }
+        m
     }
 
     async fn segment(&self, m: &Arc<Manifest>, index: usize) -> Result<Bytes, SourceError> {
