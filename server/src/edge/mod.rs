@@ -180,6 +180,12 @@ impl EdgeSource {
         self.0.opts.parallel
     }
 
+    /// Plays that found nothing and have not started yet (marks that make their PLAY a
+    /// miss), over all objects.
+    pub fn cold_marks(&self) -> usize {
+        lock(&self.0.cold_plays).values().map(Vec::len).sum()
+    }
+
     pub fn store(&self) -> &Store {
         &self.0.store
     }

@@ -11,7 +11,7 @@ use segue_client::{PlayOptions, Report, play};
 use segue_net::{NodeTls, TransportLimits, client_endpoint, server_endpoint};
 use segue_server::edge::store::Store;
 use segue_server::edge::{EdgeOptions, EdgeSource};
-use segue_server::node::source::{Source, SourceError};
+use segue_server::node::source::{CacheCase, Source, SourceError};
 use segue_server::node::upstream::Upstream;
 use segue_server::node::{NodeOptions, serve};
 use segue_server::origin::library::{Library, LibraryOptions};
@@ -614,6 +614,28 @@ async fn unknown_object_through_the_edge_is_a_clean_404() {
         e.contains("404 no object nothing-here") && !e.contains("no object no object"),
         "{e}"
     );
+}
+
+/// Asking for names that do not exist leaves nothing behind; a play that found nothing is
+/// counted a miss once, when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plays_that_found_nothing_leave_no_marks() {
+    let (lab, _lib) = lab(LabOptions {
+        origin_delay: Duration::ZERO,
+        ..LabOptions::default()
+    })
+    .await;
+    for i in 0..50 {
+        let name = ObjectName::new(&format!("nothing-{i}"), 64).unwrap();
+        assert!(lab.edge.manifest_for_play(&name).await.is_err());
+    }
+    assert_eq!(lab.edge.cold_marks(), 0);
+    let demo = ObjectName::new("demo", 64).unwrap();
+    let m = lab.edge.manifest_for_play(&demo).await.unwrap();
+    assert_eq!(lab.edge.cold_marks(), 1);
+    assert_eq!(lab.edge.will_play(&m, 0), Some(CacheCase::Miss));
+    assert_eq!(lab.edge.cold_marks(), 0);
+    lab.edge.stopped(&m, 0);
 }
 
 /// The file behind an object changes at the origin while the edge holds the old manifest: the
