@@ -286,12 +286,8 @@ impl EdgeSource {
                 *e = Early::Open(x);
             }
             // The manifest fetch adopts it if it is open by then; else it is adopted here.
-            if let Ok(m) = me.manifest(&name).await
-                && let Some(Early::Open(x)) = lock(&me.0.early).remove(&name)
-                && !m.segments.is_empty()
-                && !m.is_file()
-            {
-                let _ = me.join(m, 0, Instant::now(), Via::OWN, Some(x));
+            if let Ok(m) = me.manifest(&name).await {
+                me.adopt_early(&m);
             }
             lock(&me.0.early).remove(&name);
         });
@@ -300,14 +296,16 @@ impl EdgeSource {
     /// Makes the segment 0 request sent with `m`'s fetch that segment's fill, if it is
     /// open (else [`Self::pipeline_first`] does once it is).
     pub(super) fn adopt_early(&self, m: &Arc<Manifest>) {
-        let mut early = lock(&self.0.early);
-        if !matches!(early.get(&m.object), Some(Early::Open(_))) {
-            return;
-        }
-        let Some(Early::Open(x)) = early.remove(&m.object) else {
-            return;
+        let x = {
+            let mut early = lock(&self.0.early);
+            if !matches!(early.get(&m.object), Some(Early::Open(_))) {
+                return;
+            }
+            match early.remove(&m.object) {
+                Some(Early::Open(x)) => x,
+                _ => return,
+            }
         };
-        drop(early);
         if m.segments.is_empty() || m.is_file() {
             return;
         }

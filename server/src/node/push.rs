@@ -12,8 +12,8 @@ use bytes::{Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
 use segue_net::{StreamError, app_code};
 use segue_wire::segment::{
-    Params, ResponseFrame, ResponseHeader, SegmentHeader, SegmentReceiver, SegmentRequest, Status,
-    chunk, decode_request, decode_response_frame, encode_chunk_hashes,
+    Params, ResponseFrame, ResponseHeader, SegmentReceiver, SegmentRequest, Status, decode_request,
+    decode_response_frame, encode_segment_head,
 };
 use segue_wire::{AppError, Limits};
 
@@ -121,8 +121,8 @@ pub async fn receive<S: Source>(
             if rx.is_done() {
                 break;
             }
-            let room = (rx.received() as usize).max(limits.max_frame_header) + 64 * 1024;
-            if !read_more(&mut recv, &mut buf, room).await? {
+            // `rx` took all of `buf`: read up to one more 64 KiB piece.
+            if !read_more(&mut recv, &mut buf, 64 * 1024).await? {
                 return Err(StreamError::violation(format!(
                     "pusher ended after {stored} of {count} segments"
                 )));
@@ -297,20 +297,13 @@ pub async fn offer<S: Source>(
     }
     for i in first..first + count {
         let payload: Bytes = source.segment(manifest, i).await?;
-        let h = SegmentHeader {
-            index: i as u64,
-            size: payload.len() as u64,
-            checksum: manifest.segments[i].checksum,
-        };
-        send.write_all(&h.encode())
-            .await
-            .map_err(StreamError::from)?;
-        if chunks {
-            let c = chunk::chunk_hashes(&payload, manifest.chunk_size);
-            send.write_all(&encode_chunk_hashes(&c))
-                .await
-                .map_err(StreamError::from)?;
-        }
+        let head = encode_segment_head(
+            i as u64,
+            &payload,
+            manifest.segments[i].checksum,
+            chunks.then_some(manifest.chunk_size),
+        );
+        send.write_all(&head).await.map_err(StreamError::from)?;
         send.write_all(&payload).await.map_err(StreamError::from)?;
     }
     send.finish().map_err(StreamError::from)?;

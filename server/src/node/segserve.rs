@@ -6,8 +6,8 @@ use std::sync::Arc;
 use quinn::{RecvStream, SendStream};
 use segue_net::{StreamError, app_code};
 use segue_wire::segment::{
-    ResponseHeader, SegmentHeader, SegmentRequest, Status, chunk, decode_request,
-    encode_chunk_hashes, encode_manifest_frame, frame_type,
+    ResponseHeader, SegmentRequest, Status, decode_request, encode_manifest_frame,
+    encode_segment_head, frame_type,
 };
 use segue_wire::{AppError, Limits};
 
@@ -187,16 +187,13 @@ pub async fn serve_exchange<S: Source>(
                 };
                 match r {
                     Ok(payload) => {
-                        let h = SegmentHeader {
-                            index: i as u64,
-                            size: payload.len() as u64,
-                            checksum: manifest.segments[i].checksum,
-                        };
-                        send.write_all(&h.encode()).await?;
-                        if p.chunks {
-                            let c = chunk::chunk_hashes(&payload, manifest.chunk_size);
-                            send.write_all(&encode_chunk_hashes(&c)).await?;
-                        }
+                        let head = encode_segment_head(
+                            i as u64,
+                            &payload,
+                            manifest.segments[i].checksum,
+                            p.chunks.then_some(manifest.chunk_size),
+                        );
+                        send.write_all(&head).await?;
                         send.write_all(&payload).await?;
                     }
                     Err(e) => {

@@ -343,9 +343,12 @@ impl Upstream {
     /// One exchange: sends `req`, returns the frames and payload bytes of the answer (at
     /// most `max`).
     async fn exchange(&self, req: &[u8], max: usize) -> Result<Bytes, SourceError> {
+        // Small answers (manifests, adverts): their time is round trips and the peer's
+        // think time, not throughput, so they are not link samples.
+        let opened = self.open(req, false).await?;
         let mut buf = BytesMut::new();
         let label = self.label;
-        self.exchange_with(req, |data| {
+        self.read(opened, |data| {
             if buf.len() + data.len() > max {
                 return Err(SourceError::Internal(format!(
                     "{label} answer exceeds limits"
@@ -358,26 +361,16 @@ impl Upstream {
         Ok(buf.freeze())
     }
 
-    /// One exchange: sends `req`, hands each piece of the answer to `on_data` as it arrives.
-    /// An error from `on_data` ends the exchange (STOP_SENDING) and is returned.
-    async fn exchange_with(
-        &self,
-        req: &[u8],
-        on_data: impl FnMut(&[u8]) -> Result<(), SourceError>,
-    ) -> Result<(), SourceError> {
-        // Small answers (manifests, adverts): their time is round trips and the peer's
-        // think time, not throughput, so they are not link samples.
-        let opened = self.open(req, false).await?;
-        self.read(opened, on_data).await
+    /// The link broke under an exchange.
+    fn lost(&self, e: &dyn std::fmt::Display) -> SourceError {
+        SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
     }
 
     /// Opens an exchange: its stream, with `req` sent and FIN. `measured`: its transfer is
     /// a sample of the link's throughput (segment exchanges).
     async fn open(&self, req: &[u8], measured: bool) -> Result<Opened, SourceError> {
         let conn = self.connection().await?;
-        let lost = |e: &dyn std::fmt::Display| {
-            SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
-        };
+        let lost = |e: &dyn std::fmt::Display| self.lost(e);
         let in_flight = measured.then(|| self.stats.exchange_started(conn.stats().udp_rx.bytes));
         let (mut send, recv) = conn.open_bi().await.map_err(|e| lost(&e))?;
         send.write_all(req).await.map_err(|e| lost(&e))?;
@@ -389,7 +382,8 @@ impl Upstream {
         })
     }
 
-    /// Reads an opened exchange's answer to the end, handing each piece to `on_data`.
+    /// Reads an opened exchange's answer to the end, handing each piece to `on_data`. An
+    /// error from `on_data` ends the exchange (STOP_SENDING) and is returned.
     async fn read(
         &self,
         opened: Opened,
@@ -400,9 +394,6 @@ impl Upstream {
             mut recv,
             _in_flight: in_flight,
         } = opened;
-        let lost = |e: &dyn std::fmt::Display| {
-            SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
-        };
         let mut chunk = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         // Liveness is the connection's: an exchange may wait while the origin sends others
@@ -423,7 +414,7 @@ impl Upstream {
                         self.label, self.url, self.timeout
                     )));
                 }
-                Ok(Err(e)) => return Err(lost(&e)),
+                Ok(Err(e)) => return Err(self.lost(&e)),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(n))) => {
                     idle = Duration::ZERO;

@@ -472,6 +472,26 @@ pub fn encode_chunk_hashes(hashes: &[Hash]) -> Vec<u8> {
     out
 }
 
+/// What precedes a segment's payload in an answer or a push: its SEGMENT header and, when
+/// the request carried CHUNKS (`chunk_size`: the manifest's), its CHUNK_HASHES (§8.6.1).
+pub fn encode_segment_head(
+    index: u64,
+    payload: &[u8],
+    checksum: Hash,
+    chunk_size: Option<u64>,
+) -> Vec<u8> {
+    let mut out = SegmentHeader {
+        index,
+        size: payload.len() as u64,
+        checksum,
+    }
+    .encode();
+    if let Some(c) = chunk_size {
+        out.extend(encode_chunk_hashes(&super::chunk::chunk_hashes(payload, c)));
+    }
+    out
+}
+
 /// The MANIFEST frame carrying `m`.
 pub fn encode_manifest_frame(m: &Manifest) -> Vec<u8> {
     let body = m.encode();

@@ -21,7 +21,7 @@ mod record;
 pub use chunk::{ChunkError, ChunkVerifier};
 pub use frame::{
     Params, ResponseFrame, ResponseHeader, SegmentHeader, SegmentRequest, Status, decode_request,
-    decode_response_frame, encode_chunk_hashes, encode_manifest_frame,
+    decode_response_frame, encode_chunk_hashes, encode_manifest_frame, encode_segment_head,
 };
 pub use manifest::{Manifest, SegmentEntry, TrackEntry};
 pub use receive::{ReceiveError, SegmentReceiver};

@@ -74,11 +74,6 @@ impl SegmentReceiver {
         matches!(self.state, State::Done)
     }
 
-    /// Payload bytes received so far.
-    pub fn received(&self) -> u64 {
-        self.payload.len() as u64
-    }
-
     /// Takes bytes of the stream; returns how many belong to this segment (what follows is
     /// the next frame). With CHUNKS, each chunk they complete is appended to `out`, verified.
     pub fn push(&mut self, data: &[u8], out: &mut Vec<Bytes>) -> Result<usize, ReceiveError> {
