@@ -163,25 +163,20 @@ pub async fn connect_early(
     let connecting = ep
         .connect(addr, host)
         .map_err(|error| ConnectError::Connect { addr, error })?;
-    let (conn, zero_rtt) = match connecting.into_0rtt() {
-        Ok((conn, accepted)) if early => (conn, Some(accepted)),
-        Ok((conn, accepted)) => {
-            // Resumable, but the caller wants the handshake done first.
-            let _ = tokio::time::timeout(timeout, accepted)
-                .await
-                .map_err(|_| ConnectError::Timeout { addr, timeout })?;
-            if let Some(error) = conn.close_reason() {
-                return Err(ConnectError::Handshake { addr, error });
-            }
-            (conn, None)
+    let handshake = |connecting: quinn::Connecting| async move {
+        tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| ConnectError::Timeout { addr, timeout })?
+            .map_err(|error| ConnectError::Handshake { addr, error })
+    };
+    // Only with a ticket can requests go before the handshake completes.
+    let (conn, zero_rtt) = if early {
+        match connecting.into_0rtt() {
+            Ok((conn, accepted)) => (conn, Some(accepted)),
+            Err(connecting) => (handshake(connecting).await?, None),
         }
-        Err(connecting) => {
-            let conn = tokio::time::timeout(timeout, connecting)
-                .await
-                .map_err(|_| ConnectError::Timeout { addr, timeout })?
-                .map_err(|error| ConnectError::Handshake { addr, error })?;
-            (conn, None)
-        }
+    } else {
+        (handshake(connecting).await?, None)
     };
     let (send, recv) = conn.open_bi().await.map_err(ConnectError::ControlStream)?;
     Ok(Early {
