@@ -16,6 +16,10 @@ pub(crate) struct Track {
     pub offset: Option<u32>,
     /// Extended sequence number of the next frame's first packet.
     pub next_seq: Option<i64>,
+    /// Extended sequence number of the newest frame received (its first packet): what a
+    /// new number is extended against, so a buffer deeper than half the 16-bit space
+    /// (32 768 packets: 30 s at about 10 Mbit/s) still numbers in order.
+    pub newest_seq: Option<i64>,
     /// Extended sequence number of the last packet (from PLAY_NOTIFY end-of-stream).
     pub last_seq: Option<i64>,
     /// Frames received and not played, by the extended sequence number of their first packet.
@@ -43,6 +47,7 @@ impl Track {
             codec,
             offset: None,
             next_seq: None,
+            newest_seq: None,
             last_seq: None,
             pending: BTreeMap::new(),
             last_pts: None,
@@ -56,9 +61,11 @@ impl Track {
         }
     }
 
-    /// A 16-bit sequence number extended against the next one expected (the nearer wrap).
+    /// A 16-bit sequence number extended against the newest received, or else the next one
+    /// expected (the nearer wrap): numbers arrive nearly in order, while the next to play
+    /// may be a whole buffer behind them.
     pub fn extend(&self, seq: u16) -> i64 {
-        let base = self.next_seq.unwrap_or(i64::from(seq));
+        let base = self.newest_seq.or(self.next_seq).unwrap_or(i64::from(seq));
         base + i64::from(seq.wrapping_sub(base as u16) as i16)
     }
 
@@ -69,6 +76,7 @@ impl Track {
             return Some(f);
         }
         let k = self.extend(f.first_seq);
+        self.newest_seq = Some(self.newest_seq.map_or(k, |n| n.max(k)));
         self.pending.insert(k, f);
         None
     }
@@ -82,10 +90,10 @@ impl Track {
             (Some((a, _)), Some((b, _))) => Some((*a as u32, *b as u32)),
             _ => None,
         };
-        while let Some(f) = seq.and_then(|k| self.pending.get(&k)) {
+        while let Some((k, f)) = seq.and_then(|k| self.pending.get(&k).map(|f| (k, f))) {
             let ts = f.timestamp.wrapping_sub(off);
             span = Some(span.map_or((ts, ts), |(a, _)| (a, ts)));
-            seq = Some(self.extend(f.last_seq) + 1);
+            seq = Some(after(k, f));
         }
         span.map_or(0, |(a, b): (u32, u32)| {
             u64::from(b.wrapping_sub(a)) * 1_000_000 / u64::from(self.clock.max(1))
@@ -97,8 +105,11 @@ impl Track {
     /// waits for the new node's numbering.
     pub fn carry_over(&mut self) {
         let mut prev = self.carry.back().map(|(p, _)| *p).or(self.last_pts);
-        while let Some(f) = self.next_seq.and_then(|k| self.pending.remove(&k)) {
-            self.next_seq = Some(self.extend(f.last_seq) + 1);
+        while let Some((k, f)) = self
+            .next_seq
+            .and_then(|k| self.pending.remove(&k).map(|f| (k, f)))
+        {
+            self.next_seq = Some(after(k, &f));
             let pts = unwrap_pts(f.timestamp.wrapping_sub(self.offset.unwrap_or(0)), prev);
             prev = Some(pts);
             // Sent again after an earlier failover and had already been played or carried.
@@ -119,6 +130,7 @@ impl Track {
         self.pending.clear();
         self.offset = None;
         self.next_seq = None;
+        self.newest_seq = None;
         self.last_seq = None;
     }
 
@@ -131,6 +143,11 @@ impl Track {
     pub fn pts_of(&self, ts: u32) -> u64 {
         unwrap_pts(ts.wrapping_sub(self.offset.unwrap_or(0)), self.last_pts)
     }
+}
+
+/// The extended sequence number after frame `f`, whose first packet is numbered `key`.
+pub(crate) fn after(key: i64, f: &ReceivedFrame) -> i64 {
+    key + i64::from(f.last_seq.wrapping_sub(f.first_seq)) + 1
 }
 
 /// A 32-bit pts widened to 64 bits against the pts before it (the nearer of the wraps).
@@ -206,6 +223,33 @@ mod tests {
         assert_eq!(t.buffered_us(), 100_000);
         t.receive(frame(12, 200));
         assert_eq!(t.buffered_us(), 300_000);
+    }
+
+    #[test]
+    fn a_buffer_deeper_than_half_the_sequence_space_stays_in_order() {
+        // 30 s of 20 Mbit/s video is ~60 000 packets: more than 32 768, so numbers extended
+        // against the next frame to play would fold back behind it.
+        let mut t = track();
+        t.next_seq = Some(65_000);
+        t.offset = Some(0);
+        let frames = 20_000u32;
+        for i in 0..frames {
+            // Three packets a frame, 1 ms of media each.
+            let first = (65_000 + 3 * i) as u16;
+            let mut f = frame(first, i);
+            f.last_seq = first.wrapping_add(2);
+            assert!(t.receive(f).is_none());
+        }
+        assert_eq!(t.pending.len(), frames as usize);
+        assert_eq!(
+            t.pending.keys().last().copied(),
+            Some(65_000 + 3 * i64::from(frames - 1)),
+            "numbered in arrival order across several wraps"
+        );
+        assert_eq!(t.buffered_us(), u64::from(frames - 1) * 1000);
+        // Playing from the front walks every frame by its own number.
+        t.carry_over();
+        assert_eq!(t.carry.len(), frames as usize);
     }
 
     #[test]

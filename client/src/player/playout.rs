@@ -7,7 +7,7 @@ use segue_wire::segment::Frame;
 
 use super::{Action, Phase, PlayError, Player, least_buffered_us, ms, soonest};
 use crate::playout::PlayoutClock;
-use crate::track::{Track, dts_us};
+use crate::track::{Track, after, dts_us};
 
 impl Player {
     /// One pass of playout at `now`: start, play what is due, account stalls, decide whether
@@ -170,7 +170,7 @@ impl Player {
                     // Sent again by the node failed over to, and played already.
                     if t.played_through_us.is_some_and(|p| dts <= p) {
                         t.last_pts = Some(pts);
-                        t.next_seq = Some(t.extend(f.last_seq) + 1);
+                        t.next_seq = t.next_seq.map(|k| after(k, &f));
                         continue;
                     }
                     (f, pts, dts, false)
@@ -199,7 +199,7 @@ impl Player {
                 }
                 t.last_dts_us = Some(dts);
                 if !from_carry {
-                    t.next_seq = Some(t.extend(f.last_seq) + 1);
+                    t.next_seq = t.next_seq.map(|k| after(k, &f));
                 }
                 let rec = Frame {
                     track: f.track,
