@@ -438,6 +438,8 @@ async fn segue(
             p(&stats),
             "--send-ahead-ms".into(),
             e.send_ahead_ms.to_string(),
+            "--send-ahead-max-ms".into(),
+            e.send_ahead_max_ms().to_string(),
         ];
         args.extend(transport.iter().cloned());
         if let Some(h) = helpers {

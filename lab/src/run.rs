@@ -590,6 +590,7 @@ async fn run_segue(
         c.prefix_secs = e.prefix_s;
         c.parallel = e.parallel;
         c.send_ahead_ms = e.send_ahead_ms;
+        c.limits.send_ahead_max_ms = e.send_ahead_max_ms();
         c.set_tls(&edge_tls[i]);
         if let Some(h) = helpers_conf {
             for (j, other) in s.edges.iter().enumerate().filter(|(j, _)| *j != i) {

@@ -103,12 +103,23 @@ pub struct EdgeConf {
     /// Media the edge sends ahead of real time (the player's buffer), milliseconds.
     #[serde(default = "default_send_ahead_ms")]
     pub send_ahead_ms: u64,
+    /// The send-ahead grows up to this while the path is clear, milliseconds (default:
+    /// `send_ahead_ms`, no growth; the nodes' `--send-ahead-max-ms`).
+    #[serde(default)]
+    pub send_ahead_max_ms: Option<u64>,
     /// Helpers (with a `[helpers]` table): edges of one site are local peers, of one region
     /// regional, the rest national.
     #[serde(default)]
     pub site: Option<String>,
     #[serde(default)]
     pub region: Option<String>,
+}
+
+impl EdgeConf {
+    /// The edge's `--send-ahead-max-ms`.
+    pub fn send_ahead_max_ms(&self) -> u64 {
+        self.send_ahead_max_ms.unwrap_or(self.send_ahead_ms)
+    }
 }
 
 /// The helper network: every edge is a peer of every other, over links by scope.

@@ -72,6 +72,13 @@ pub struct LimitArgs {
     /// Largest control message body, e.g. 64K.
     #[arg(long, default_value = "64K", value_parser = parse_size)]
     pub max_control_body: u64,
+    /// Media a paced session sends ahead of real time at most, in milliseconds: above
+    /// --send-ahead-ms, the send-ahead grows by a second per second of play while the
+    /// player's path holds no queue, up to this (a deeper buffer, as an HLS player's 30 s).
+    /// Default: no growth; it helps outages and hurts slow, bloated, lossy links
+    /// (docs/TRANSPORT.md, "Growing the send-ahead").
+    #[arg(long, default_value_t = 2000)]
+    pub send_ahead_max_ms: u64,
     /// Packetized segments kept in memory for all sessions, e.g. 64M.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     pub packet_cache_size: u64,
@@ -247,6 +254,7 @@ pub fn node_options(
     Ok(NodeOptions {
         sessions: SessionOptions {
             send_ahead: Duration::from_millis(send_ahead_ms),
+            send_ahead_max: Duration::from_millis(limits.send_ahead_max_ms),
             max_sessions: limits.max_sessions_per_connection,
             packet_cache_bytes: limits.packet_cache_size,
             ..SessionOptions::default()

@@ -22,6 +22,7 @@ use crate::node::control::{ControlHandler, ControlOut, options_response};
 use crate::node::packets::PacketCache;
 use crate::node::source::Source;
 
+mod ahead;
 mod sender;
 pub mod table;
 
@@ -37,8 +38,7 @@ fn public_methods() -> Vec<Method> {
         .collect()
 }
 
-/// Round trips of the path a paced session sends ahead at least (see `Sender::send_ahead`).
-pub const SEND_AHEAD_RTTS: u32 = 8;
+pub use ahead::{SEND_AHEAD_GROWTH, SEND_AHEAD_RTTS};
 
 /// Session behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +46,10 @@ pub struct SessionOptions {
     /// Media sent ahead of real time (fills the player's buffer at start); at least
     /// [`SEND_AHEAD_RTTS`] round trips of the session's path.
     pub send_ahead: Duration,
+    /// The send-ahead grows by [`SEND_AHEAD_GROWTH`] per second of play while the path
+    /// holds no queue, up to this: the deepest buffer a player is given (`ahead::SendAhead`;
+    /// equal to `send_ahead` by default: no growth).
+    pub send_ahead_max: Duration,
     /// Largest RTP payload.
     pub max_payload: usize,
     /// Announced session timeout, seconds.
@@ -60,6 +64,7 @@ impl Default for SessionOptions {
     fn default() -> Self {
         Self {
             send_ahead: Duration::from_secs(2),
+            send_ahead_max: Duration::from_secs(2),
             max_payload: segue_wire::payload::DEFAULT_MAX_PAYLOAD,
             timeout_s: segue_wire::control::DEFAULT_SESSION_TIMEOUT,
             max_sessions: 4,
@@ -412,6 +417,7 @@ impl<S: Source> Sessions<S> {
             start_us,
             pacing: !req.headers.unpaced,
             send_ahead: self.opts.send_ahead,
+            send_ahead_max: self.opts.send_ahead_max,
             packets: self.packets.clone(),
             desc: s.desc.clone(),
             cancel: cancel_rx,

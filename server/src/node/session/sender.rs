@@ -14,7 +14,8 @@ use segue_wire::{AppError, Resource, SegueUrl, roq};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Progress, SEND_AHEAD_RTTS};
+use super::Progress;
+use super::ahead::{SEND_AHEAD_RTTS, SendAhead};
 use crate::clock::rescale;
 use crate::node::control::ControlOut;
 use crate::node::packets::{Cursor, PacketCache, SegmentPackets};
@@ -24,6 +25,10 @@ use crate::node::source::{Body, Growing, Source, SourceError};
 /// up to where it is due: far under a player's stream window (quinn's 1.25 MB), so no
 /// track waits behind another's, and few writes per segment.
 const WRITE_BATCH: usize = 64 * 1024;
+
+/// How often a paced sender waiting for media to fall due reads its path's RTTs again
+/// (the send-ahead may have grown meanwhile).
+const AHEAD_CHECK: Duration = Duration::from_millis(100);
 
 /// Per-track RTP state of a playing session.
 #[derive(Debug, Clone)]
@@ -50,6 +55,7 @@ pub(super) struct Sender<S: Source> {
     pub(super) start_us: u64,
     pub(super) pacing: bool,
     pub(super) send_ahead: Duration,
+    pub(super) send_ahead_max: Duration,
     pub(super) packets: Arc<PacketCache>,
     pub(super) desc: Description,
     pub(super) cancel: watch::Receiver<bool>,
@@ -62,7 +68,7 @@ enum Stop {
 }
 
 impl<S: Source> Sender<S> {
-    /// How far ahead of real time media is sent: the configured send-ahead, and at least
+    /// How far ahead of real time media is sent at first: the configured send-ahead, and at least
     /// [`SEND_AHEAD_RTTS`] round trips of this connection's path, so the buffer it builds in
     /// the player covers a few loss recoveries on a long path too (docs/TRANSPORT.md).
     /// The path's RTT is the least seen, not the smoothed one: that includes the queue the
@@ -71,6 +77,17 @@ impl<S: Source> Sender<S> {
     /// loss there recovered after 2 s).
     fn send_ahead(&self) -> Duration {
         self.send_ahead.max(self.conn.min_rtt() * SEND_AHEAD_RTTS)
+    }
+
+    /// The send-ahead now: the first one, grown while the path was clear
+    /// ([`SendAhead`]).
+    fn ahead_now(&self, ahead: &mut SendAhead, base: Duration) -> Duration {
+        ahead.at(
+            Instant::now().into_std(),
+            base,
+            self.conn.rtt(),
+            self.conn.min_rtt(),
+        )
     }
 
     pub(super) async fn run(mut self) {
@@ -136,6 +153,7 @@ impl<S: Source> Sender<S> {
             _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
         }
         let t0 = Instant::now();
+        let mut ahead = SendAhead::new(t0.into_std(), self.send_ahead_max);
         for i in self.first..self.manifest.segments.len() {
             let body = tokio::select! {
                 r = self.source.segment_body(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
@@ -146,11 +164,14 @@ impl<S: Source> Sender<S> {
             let r = match body {
                 Body::Whole(payload) => {
                     match self.packets.get(&self.manifest, &self.desc, i, &payload) {
-                        Ok(packets) => self.send_segment(i, &packets, t0, &mut streams).await,
+                        Ok(packets) => {
+                            self.send_segment(i, &packets, t0, &mut ahead, &mut streams)
+                                .await
+                        }
                         Err(e) => Err(Stop::Failed(format!("segment {i}: {e}"))),
                     }
                 }
-                Body::Growing(g) => self.send_growing(i, g, t0, &mut streams).await,
+                Body::Growing(g) => self.send_growing(i, g, t0, &mut ahead, &mut streams).await,
             };
             match r {
                 Ok(()) => {
@@ -182,6 +203,7 @@ impl<S: Source> Sender<S> {
         index: usize,
         mut body: Growing,
         t0: Instant,
+        ahead: &mut SendAhead,
         streams: &mut [Option<quinn::SendStream>],
     ) -> Result<(), Stop> {
         let failed = |e: &dyn std::fmt::Display| Stop::Failed(format!("segment {index}: {e}"));
@@ -210,7 +232,8 @@ impl<S: Source> Sender<S> {
                 .packets
                 .packetize_part(&self.desc, &records)
                 .map_err(|e| failed(&e))?;
-            self.send_segment(index, &packets, t0, streams).await?;
+            self.send_segment(index, &packets, t0, ahead, streams)
+                .await?;
         }
     }
 
@@ -277,6 +300,7 @@ impl<S: Source> Sender<S> {
         index: usize,
         packets: &SegmentPackets,
         t0: Instant,
+        ahead: &mut SendAhead,
         streams: &mut [Option<quinn::SendStream>],
     ) -> Result<(), Stop> {
         let mut cursors = Vec::with_capacity(self.tracks.len());
@@ -295,7 +319,8 @@ impl<S: Source> Sender<S> {
         // playback, which waits for every track's startup buffer, started ~300 ms late on
         // the matrix's 8 Mbit/s cells. (A write per frame instead cost unpaced egress
         // 44 % on the `long` sample.)
-        let ahead = self.send_ahead();
+        let base = self.send_ahead();
+        let mut current = self.ahead_now(ahead, base);
         // Where each track's stream is due up to, and the bytes due but not yet written.
         let mut due_end = vec![0usize; self.tracks.len()];
         let mut unwritten = 0usize;
@@ -308,16 +333,34 @@ impl<S: Source> Sender<S> {
                 continue;
             };
             if self.pacing {
-                let due = t0
-                    + Duration::from_micros(step.dts_us.saturating_sub(self.start_us))
-                        .saturating_sub(ahead);
-                if due > Instant::now() {
+                let media = t0 + Duration::from_micros(step.dts_us.saturating_sub(self.start_us));
+                if media
+                    .checked_sub(current)
+                    .is_some_and(|due| due > Instant::now())
+                {
                     self.write_due(index, &due_end, &mut cursors, streams)
                         .await?;
                     unwritten = 0;
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(due) => {}
-                        _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+                    // Wait until it is due; a send-ahead that can grow is read again every
+                    // AHEAD_CHECK meanwhile (one that cannot costs no connection lock).
+                    loop {
+                        let now = Instant::now();
+                        let grows = ahead.grows(base);
+                        if grows && ahead.stale(now.into_std(), AHEAD_CHECK) {
+                            current = self.ahead_now(ahead, base);
+                        }
+                        let Some(due) = media.checked_sub(current).filter(|d| *d > now) else {
+                            break;
+                        };
+                        let wake = if grows {
+                            due.min(now + AHEAD_CHECK)
+                        } else {
+                            due
+                        };
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(wake) => {}
+                            _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+                        }
                     }
                 }
             }
