@@ -207,6 +207,10 @@ struct MatrixArgs {
     /// Segue's initial congestion window, datagrams (default: the nodes' default).
     #[arg(long)]
     initial_window: Option<u32>,
+    /// Let the edge's send-ahead grow to this, ms (its `--send-ahead-max-ms`; default: no
+    /// growth).
+    #[arg(long)]
+    send_ahead_max_ms: Option<u64>,
     /// Where `media.samples` are found (and made).
     #[arg(long, default_value = "media/samples")]
     samples: PathBuf,
@@ -476,6 +480,7 @@ async fn lab(command: LabCommand) -> anyhow::Result<()> {
                 congestion: a.congestion,
                 tcp_congestion: a.tcp_congestion.clone(),
                 initial_window: a.initial_window,
+                send_ahead_max_ms: a.send_ahead_max_ms,
             };
             matrix::validate(&spec)?;
             segue_lab::netns::available()

@@ -109,6 +109,9 @@ pub struct MatrixSpec {
     /// Segue's initial window, datagrams (None: the nodes' default).
     #[serde(default)]
     pub initial_window: Option<u32>,
+    /// The edge's `--send-ahead-max-ms` (None: no growth, the nodes' default).
+    #[serde(default)]
+    pub send_ahead_max_ms: Option<u64>,
 }
 
 /// One cell of the grid (the same for every system).
@@ -188,11 +191,15 @@ impl MatrixSpec {
                 .initial_window
                 .map(|n| format!("initial_window = {n}\n"))
                 .unwrap_or_default();
+        let grow = self
+            .send_ahead_max_ms
+            .map(|ms| format!("send_ahead_max_ms = {ms}\n"))
+            .unwrap_or_default();
         let text = format!(
             "name = \"{name}\"\ndescription = \"matrix cell: {hop} impaired, RTT {rtt} ms, loss {loss}, {br} Mbit/s\"\n\
              seed = {seed}\nmax_duration_s = 150\n\n\
              [media]\nsamples = [\"{stem}\"]\ncopies = {copies}\n\n\
-             [[edge]]\nname = \"edge-1\"\nprefix_s = 4\norigin_link = {origin}\n\n\
+             [[edge]]\nname = \"edge-1\"\nprefix_s = 4\n{grow}origin_link = {origin}\n\n\
              [players]\ncount = {players}\narrival_window_s = 4\nstall_timeout_s = 20\nlast_mile = {last_mile}\n\n\
              [transport]\ncongestion = \"{cc}\"\n{tcp}",
             name = c.name(),
@@ -343,7 +350,11 @@ pub fn render(spec: &MatrixSpec, rs: &[CellResult]) -> String {
         spec.congestion,
         spec.initial_window
             .map(|n| format!(" (initial window {n})"))
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            + &spec
+                .send_ahead_max_ms
+                .map(|ms| format!(", send-ahead growing to {ms} ms"))
+                .unwrap_or_default(),
         spec.tcp_congestion
             .as_deref()
             .unwrap_or("the host's default"),
@@ -497,6 +508,7 @@ mod tests {
             congestion: segue_net::Congestion::Model,
             tcp_congestion: Some("cubic".into()),
             initial_window: None,
+            send_ahead_max_ms: None,
         }
     }
 
@@ -527,6 +539,16 @@ mod tests {
         let sc = s.scenario(&c).unwrap();
         assert_eq!(sc.players.last_mile.resolve(8000.0).1.rate_kbps, 16_000);
         assert_eq!(sc.edges[0].origin_link.resolve(8000.0).1.delay_ms, 1.0);
+        // The send-ahead: no growth unless asked for.
+        assert_eq!(sc.edges[0].send_ahead_max_ms(), sc.edges[0].send_ahead_ms);
+        let grown = MatrixSpec {
+            send_ahead_max_ms: Some(30_000),
+            ..s.clone()
+        };
+        assert_eq!(
+            grown.scenario(&c).unwrap().edges[0].send_ahead_max_ms(),
+            30_000
+        );
     }
 
     #[test]
