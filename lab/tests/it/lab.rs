@@ -441,6 +441,7 @@ async fn a_few_matrix_cells_end_to_end() {
         congestion: segue_net::Congestion::default(),
         tcp_congestion: Some("cubic".into()),
         initial_window: None,
+        send_ahead_max_ms: None,
     };
     matrix::validate(&spec).unwrap();
     let out = tempfile::tempdir().unwrap();
