@@ -211,6 +211,9 @@ async fn read_response(
     }
 }
 
+/// How long an offer whose request write failed waits for the receiver's answer.
+const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Offers `offer.first..offer.first + offer.count` of `manifest` to the node at the other
 /// end of `conn` and sends the segments it asks for, read from `source`. `conn` must already
 /// have opened its control stream (as [`crate::node::upstream::Upstream`] connections do).
@@ -240,11 +243,21 @@ pub async fn offer<S: Source>(
             ..Params::default()
         },
     };
-    send.write_all(&req.encode())
-        .await
-        .map_err(StreamError::from)?;
+    let wrote = send.write_all(&req.encode()).await;
     let mut buf = BytesMut::new();
-    let h = read_response(&mut recv, &mut buf, &limits).await?;
+    let h = match wrote {
+        Ok(()) => read_response(&mut recv, &mut buf, &limits).await?,
+        // A receiver that refuses may stop the stream as it answers, and the write can see
+        // the stop before the answer is read: the answer, if it comes, says more.
+        Err(e) => {
+            match tokio::time::timeout(REFUSAL_WAIT, read_response(&mut recv, &mut buf, &limits))
+                .await
+            {
+                Ok(Ok(h)) => h,
+                _ => return Err(StreamError::from(e).into()),
+            }
+        }
+    };
     match h.status {
         Status::Ok => {}
         Status::NotNeeded => {
