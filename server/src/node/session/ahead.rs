@@ -7,7 +7,8 @@
 //! seconds. It grows only while the path holds no standing queue (smoothed RTT within
 //! [`QUEUE_FACTOR`] × the least, plus [`QUEUE_SLACK`]): on a slow link with a deep queue,
 //! sending faster than real time only fills the queue, raises the RTT and with it the probe
-//! timeout, and a loss behind the queue then costs seconds (docs/TRANSPORT.md, "Start-up").
+//! timeout, and a loss behind the queue then costs seconds (docs/TRANSPORT.md, "Growing the
+//! send-ahead"). Off unless the bound is above the first send-ahead.
 
 use std::time::{Duration, Instant};
 
@@ -57,15 +58,17 @@ impl SendAhead {
         if !queued(srtt, min_rtt) {
             self.grown = self.grown.saturating_add(dt.mul_f64(SEND_AHEAD_GROWTH));
         }
-        let max = self.max.max(base);
-        self.grown = self.grown.min(max - base);
+        self.current(base)
+    }
+
+    /// The send-ahead over `base` as last grown, without reading the path.
+    pub fn current(&mut self, base: Duration) -> Duration {
+        self.grown = self.grown.min(self.max.max(base) - base);
         base + self.grown
     }
-}
 
-impl SendAhead {
     /// Whether the send-ahead over `base` can still grow: a sender that cannot need not
-    /// read the path's RTTs while it waits.
+    /// read the path's RTTs.
     pub fn grows(&self, base: Duration) -> bool {
         self.max > base + self.grown
     }

@@ -79,15 +79,16 @@ impl<S: Source> Sender<S> {
         self.send_ahead.max(self.conn.min_rtt() * SEND_AHEAD_RTTS)
     }
 
-    /// The send-ahead now: the first one, grown while the path was clear
-    /// ([`SendAhead`]).
+    /// The send-ahead now over `base`, grown while the path was clear ([`SendAhead`]): the
+    /// path's RTTs are read (a connection lock each) only for a send-ahead that can still
+    /// grow, and at most every [`AHEAD_CHECK`].
     fn ahead_now(&self, ahead: &mut SendAhead, base: Duration) -> Duration {
-        ahead.at(
-            Instant::now().into_std(),
-            base,
-            self.conn.rtt(),
-            self.conn.min_rtt(),
-        )
+        let now = std::time::Instant::now();
+        if ahead.grows(base) && ahead.stale(now, AHEAD_CHECK) {
+            ahead.at(now, base, self.conn.rtt(), self.conn.min_rtt())
+        } else {
+            ahead.current(base)
+        }
     }
 
     pub(super) async fn run(mut self) {
@@ -342,13 +343,11 @@ impl<S: Source> Sender<S> {
                         .await?;
                     unwritten = 0;
                     // Wait until it is due; a send-ahead that can grow is read again every
-                    // AHEAD_CHECK meanwhile (one that cannot costs no connection lock).
+                    // AHEAD_CHECK meanwhile.
                     loop {
+                        current = self.ahead_now(ahead, base);
                         let now = Instant::now();
                         let grows = ahead.grows(base);
-                        if grows && ahead.stale(now.into_std(), AHEAD_CHECK) {
-                            current = self.ahead_now(ahead, base);
-                        }
                         let Some(due) = media.checked_sub(current).filter(|d| *d > now) else {
                             break;
                         };
