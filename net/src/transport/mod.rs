@@ -185,6 +185,16 @@ impl TransportSettings {
     }
 }
 
+/// The media-rate handle of a connection's controller ([`model::Demand`]), if it runs
+/// `model` (the other controllers take no such hint).
+pub fn media_demand(conn: &quinn::Connection) -> Option<model::Demand> {
+    conn.congestion_state()
+        .into_any()
+        .downcast::<model::Model>()
+        .ok()
+        .map(|m| m.demand())
+}
+
 /// The controller a connection actually runs, read back from quinn (None: another one).
 pub fn controller_of(conn: &quinn::Connection) -> Option<Congestion> {
     let any = conn.congestion_state().into_any();

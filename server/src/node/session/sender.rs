@@ -30,6 +30,19 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// (the send-ahead may have grown meanwhile).
 const AHEAD_CHECK: Duration = Duration::from_millis(100);
 
+/// What a paced play puts on the wire over its segments' bytes: RTP and RoQ headers and
+/// QUIC's packet and frame overhead (~50 bytes of a 1200-byte datagram), and the frame
+/// records' own headers: the media rate the connection's controller is told.
+const WIRE_OVERHEAD: f64 = 1.1;
+
+/// The media rate of an object on the wire, bytes per second ([`WIRE_OVERHEAD`]): its
+/// segments' bytes over its duration (None for an object without either).
+fn media_rate(manifest: &Manifest) -> Option<u64> {
+    let bytes: u64 = manifest.segments.iter().map(|s| s.size).sum();
+    (manifest.duration_us > 0 && bytes > 0)
+        .then(|| (bytes as f64 * 1e6 / manifest.duration_us as f64 * WIRE_OVERHEAD) as u64)
+}
+
 /// Per-track RTP state of a playing session.
 #[derive(Debug, Clone)]
 pub(super) struct TrackSend {
@@ -153,6 +166,13 @@ impl<S: Source> Sender<S> {
             r = self.source.ready(&self.manifest, self.first) => r.map_err(|e| Stop::Failed(e.to_string()))?,
             _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
         }
+        // A paced play tells the connection's controller the media's rate, which it keeps
+        // carrying beside a flow that ignores loss (docs/TRANSPORT.md, "Fairness").
+        let _demand = self
+            .pacing
+            .then(|| segue_net::transport::media_demand(&self.conn).zip(media_rate(&self.manifest)))
+            .flatten()
+            .map(|(demand, rate)| demand.add(rate));
         let t0 = Instant::now();
         let mut ahead = SendAhead::new(t0.into_std(), self.send_ahead_max);
         for i in self.first..self.manifest.segments.len() {
