@@ -902,13 +902,11 @@ impl Core {
         self.round_reordered = 0;
         if let Some(least) = self.round_min_rtt {
             self.floor_rtt = least;
-        }
-        if let Some(least) = self.round_min_rtt
-            && self.round_rtt_samples >= JITTER_MIN_SAMPLES
-        {
-            let mean = self.round_rtt_sum / self.round_rtt_samples;
-            let spread = mean.saturating_sub(least);
-            self.jitter.update(self.round, spread.as_nanos() as u64);
+            if self.round_rtt_samples >= JITTER_MIN_SAMPLES {
+                let mean = self.round_rtt_sum / self.round_rtt_samples;
+                let spread = mean.saturating_sub(least);
+                self.jitter.update(self.round, spread.as_nanos() as u64);
+            }
         }
         let congested = self.round_congested();
         let bw = self.bw();
@@ -1376,11 +1374,6 @@ mod tests {
         assert!(o.window > 4 * MSS, "{o:?}");
     }
 
-    /// `bulk-shared`: HD media (3.3 Mbit/s) and a bulk download by Linux's BBRv1 share a
-    /// 40 Mbit/s, 40 ms last mile with a 200 kB queue. The bulk flow keeps the queue full
-    /// and loses into it without slowing; its ProbeRTT every 10 s shows the media flow the
-    /// path's 40 ms, while packets take 80. The media needs less than its fair share (20
-    /// Mbit/s) and must get it.
     #[test]
     fn a_demand_is_the_sum_of_its_live_shares_and_clones_share_it() {
         let cc = Core::new(12_000, MSS);
@@ -1407,6 +1400,11 @@ mod tests {
         assert_eq!(cc.demand().get(), 400_000);
     }
 
+    /// `bulk-shared`: HD media (3.3 Mbit/s) and a bulk download by Linux's BBRv1 share a
+    /// 40 Mbit/s, 40 ms last mile with a 200 kB queue. The bulk flow keeps the queue full
+    /// and loses into it without slowing; its ProbeRTT every 10 s shows the media flow the
+    /// path's 40 ms, while packets take 80. The media needs less than its fair share (20
+    /// Mbit/s) and must get it.
     #[test]
     fn media_keeps_its_rate_beside_a_loss_blind_bulk_flow() {
         for demand in [false, true] {
