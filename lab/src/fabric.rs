@@ -16,17 +16,24 @@
 //!
 //! The forwarder runs on a thread of its own (a current-thread tokio runtime), so the
 //! players' work does not delay its timers; it has 1 ms timer resolution.
+//!
+//! Links' schedules (`change_at_s`, blackhole windows) count from the moment the plays start
+//! ([`ScenarioClock::begin`]), not from the fabric's start: the systems compared take
+//! different times to set up (processes, warming, packaging), and a schedule counted from
+//! the fabric's start met each system's plays at a different phase (a blackhole every 7 s
+//! hit one system's first plays and missed the other's). Until then every link forwards as
+//! its first phase does, without blackholes.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tun::Tun;
 
@@ -229,7 +236,8 @@ impl Fabric {
         set()
     }
 
-    /// Starts forwarding; links' times (`change_at_s`, blackholes) count from now.
+    /// Starts forwarding; links' schedules (`change_at_s`, blackholes) are held until the
+    /// clock of the returned fabric ([`Running::clock`]) begins, and count from then.
     pub fn start(self) -> anyhow::Result<Running> {
         let Fabric {
             topo,
@@ -242,16 +250,24 @@ impl Fabric {
         } = self;
         let stats = Arc::new(FabricStats::default());
         let (stop_tx, stop_rx) = watch::channel(false);
+        let clock = ScenarioClock::default();
+        let held = |spec: &LinkSpec, seed: u64| {
+            let mut l = Link::new(spec.clone(), seed);
+            l.hold_schedule();
+            l
+        };
         let state = Forwarder {
             links: links
                 .iter()
                 .map(|l| {
                     [
-                        Link::new(l.up.clone(), l.seed),
-                        Link::new(l.down.clone(), l.seed.wrapping_add(0x9e37_79b9)),
+                        held(&l.up, l.seed),
+                        held(&l.down, l.seed.wrapping_add(0x9e37_79b9)),
                     ]
                 })
                 .collect(),
+            clock: clock.clone(),
+            clock_applied: false,
             link_stats: links.iter().map(|l| l.stats.clone()).collect(),
             tuns: devices.iter().map(|d| d.tun.clone()).collect(),
             owner,
@@ -267,6 +283,7 @@ impl Fabric {
             stop: stop_tx,
             thread: Some(thread),
             stats,
+            clock,
         })
     }
 }
@@ -316,6 +333,41 @@ fn ip_batch(batch: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The scenario's clock: the moment the plays start, from which links' schedules, the bulk
+/// flow's start and a scheduled kill count. Cheap to clone; set once.
+#[derive(Clone, Default)]
+pub struct ScenarioClock {
+    at: Arc<OnceLock<Instant>>,
+    set: Arc<Notify>,
+}
+
+impl ScenarioClock {
+    /// The plays start now (a second call changes nothing).
+    pub fn begin(&self) {
+        if self.at.set(Instant::now()).is_ok() {
+            self.set.notify_waiters();
+        }
+    }
+
+    /// When the plays started, if they have.
+    pub fn started(&self) -> Option<Instant> {
+        self.at.get().copied()
+    }
+
+    /// Waits for the plays to start; returns when they did.
+    pub async fn wait(&self) -> Instant {
+        loop {
+            let notified = self.set.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(t) = self.started() {
+                return t;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// A forwarding fabric; dropping it stops the forwarder and removes the namespaces.
 pub struct Running {
     // Dropped last: the namespaces (and the devices in them) go after the forwarder stops.
@@ -323,6 +375,14 @@ pub struct Running {
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
     pub stats: Arc<FabricStats>,
+    clock: ScenarioClock,
+}
+
+impl Running {
+    /// The clock the links' schedules count from: begin it when the plays start.
+    pub fn clock(&self) -> ScenarioClock {
+        self.clock.clone()
+    }
 }
 
 impl Drop for Running {
@@ -380,6 +440,9 @@ struct Forwarder {
     owner: HashMap<Ipv4Addr, usize>,
     routes: HashMap<(Ipv4Addr, Ipv4Addr), Arc<[Hop]>>,
     stats: Arc<FabricStats>,
+    clock: ScenarioClock,
+    /// The links' schedules count from the clock's start.
+    clock_applied: bool,
 }
 
 /// Source and destination of an IPv4 packet.
@@ -429,6 +492,7 @@ impl Forwarder {
                 biased;
                 _ = stop.changed() => break,
                 Some(packet) = rx.recv() => {
+                    self.apply_clock(start);
                     let now = start.elapsed();
                     self.arrive(packet, now, &mut heap, &mut seq);
                     // Take what else is waiting without going back to the timer.
@@ -437,6 +501,7 @@ impl Forwarder {
                     }
                 }
                 _ = tokio::time::sleep_until(next.unwrap_or(start)), if next.is_some() => {
+                    self.apply_clock(start);
                     let now = start.elapsed();
                     while heap.peek().is_some_and(|Reverse(p)| p.at <= now) {
                         let Some(Reverse(p)) = heap.pop() else { break };
@@ -446,6 +511,20 @@ impl Forwarder {
             }
         }
         readers.shutdown().await;
+    }
+
+    /// Once the scenario's clock has begun, the links' schedules count from it.
+    fn apply_clock(&mut self, start: Instant) {
+        if self.clock_applied {
+            return;
+        }
+        if let Some(t) = self.clock.started() {
+            let at = t.saturating_duration_since(start);
+            for l in self.links.iter_mut().flatten() {
+                l.schedule_from(at);
+            }
+            self.clock_applied = true;
+        }
     }
 
     fn arrive(

@@ -17,7 +17,7 @@ use anyhow::{Context as _, bail};
 use segue_wire::SegueUrl;
 use tokio::time::Instant;
 
-use super::fabric::{Fabric, LinkId};
+use super::fabric::{Fabric, LinkId, ScenarioClock};
 use super::hls::{nginx, player, prepare, stack};
 use super::netns::Topology;
 use super::relay::{Counters, RelayStats};
@@ -247,11 +247,15 @@ pub async fn run(
         }
         None => None,
     };
+    let clock = running.clock();
     let bulk_task = bulk.as_ref().map(|(b, i)| {
         let to = SocketAddr::from((net.edges[*i].1, BULK_PORT));
         let (sink, stats, b) = (net.bulk_sink, player_stats[*i].clone(), b.clone());
+        let clock = clock.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs_f64(b.start_s)).await;
+            // `start_s` after the plays start, whatever the system's set-up took.
+            let plays = clock.wait().await;
+            tokio::time::sleep_until(plays + Duration::from_secs_f64(b.start_s)).await;
             let before = Counters::get(&stats.down.bytes_out);
             let t = Instant::now();
             let r = super::bulk::fetch(
@@ -294,6 +298,7 @@ pub async fn run(
         net: &net,
         links: &links,
         helper_links: &helper_stats,
+        clock: &clock,
     };
     let result = match o.system {
         System::Segue => segue(&run, catalog, &logs, true).await,
@@ -304,7 +309,8 @@ pub async fn run(
     if let Some((mut t, b)) = bulk_task.zip(s.bulk.as_ref()) {
         // Plays that end before the bulk flow must not lose its figures: it ends by itself
         // at its duration (bounded here too).
-        let left = Duration::from_secs_f64(b.start_s + b.duration_s).saturating_sub(t0.elapsed());
+        let since_plays = clock.started().map_or(Duration::ZERO, |t| t.elapsed());
+        let left = Duration::from_secs_f64(b.start_s + b.duration_s).saturating_sub(since_plays);
         out.bulk = match tokio::time::timeout(left + Duration::from_secs(10), &mut t).await {
             Ok(r) => r.ok(),
             Err(_) => {
@@ -340,6 +346,8 @@ struct Run<'a> {
     links: &'a [EdgeLinks],
     /// Counters of [`Net::helper_links`], in that order.
     helper_links: &'a [Arc<RelayStats>],
+    /// Begun when the plays start: links' schedules, the bulk flow and a kill count from it.
+    clock: &'a ScenarioClock,
 }
 
 /// Segue on the fabric: `segue origin` and one `segue edge` per scenario edge, with
@@ -359,6 +367,7 @@ async fn segue(
         net,
         links,
         helper_links,
+        ..
     } = *r;
     let bin = segue_bin(o)?;
     let helpers = s.helpers.as_ref().filter(|_| cooperate);
@@ -515,8 +524,10 @@ async fn segue(
     let kill = s.helper_kill().and_then(|(i, k)| {
         let pid = nodes[i].0.child.id()?;
         let (at, name) = (Duration::from_secs_f64(k.at_s), k.edge.clone());
+        let clock = r.clock.clone();
         let task = tokio::spawn(async move {
-            tokio::time::sleep(at).await;
+            let plays = clock.wait().await;
+            tokio::time::sleep_until(plays + at).await;
             tracing::warn!(edge = %name, "killing the helper (scenario): SIGKILL");
             let _ = tokio::process::Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
@@ -536,6 +547,7 @@ async fn segue(
         addresses: net.viewers.iter().map(|a| IpAddr::V4(*a)).collect(),
         transport: s.transport.settings(),
     };
+    r.clock.begin();
     let (plays, traffic) = drive_segue(s, o, t0, &catalog, &refs, &viewers, &tls.ca).await;
     let wire_after = wire(helper_links);
     if let Some((_, _, t)) = &kill {
@@ -670,6 +682,7 @@ async fn hls(r: &Run<'_>, catalog: super::run::Catalog) -> anyhow::Result<Outcom
     let refs: Vec<&EdgeLinks> = links.iter().collect();
     let addrs: Vec<SocketAddr> = edges.iter().map(|e| e.addr).collect();
     let viewers = &net.viewers;
+    r.clock.begin();
     let (plays, traffic) = drive(s, o, t0, &catalog, &refs, |spec: PlaySpec| {
         let mut opts = stack::play_options(
             addrs[spec.edge],

@@ -175,6 +175,21 @@ pub struct Link {
     busy_until: SharedRate,
     /// Latest departure so far (FIFO).
     last_out: f64,
+    /// Where the schedule (`change_at_s`, blackhole windows) counts from.
+    clock: ScheduleClock,
+}
+
+/// Where a link's schedule counts from: its own start, or a moment given later (a lab
+/// run's plays), so that every system compared meets the same windows at the same moment of
+/// its plays, however long its set-up took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ScheduleClock {
+    /// From the link's start (time 0).
+    FromStart,
+    /// Not yet: the link stays as at time 0 (first phase, no blackhole).
+    Held,
+    /// From this time since the link's start, seconds.
+    From(f64),
 }
 
 impl Link {
@@ -192,6 +207,7 @@ impl Link {
             admitted: 0,
             busy_until: rate,
             last_out: 0.0,
+            clock: ScheduleClock::FromStart,
         }
     }
 
@@ -199,7 +215,27 @@ impl Link {
         &self.spec
     }
 
-    /// Whether the link is inside a blackhole window at `t` seconds.
+    /// Holds the schedule (`change_at_s`, blackhole windows) at time 0 until
+    /// [`Link::schedule_from`]: the link forwards as its first phase does, never blackholed.
+    pub fn hold_schedule(&mut self) {
+        self.clock = ScheduleClock::Held;
+    }
+
+    /// The schedule counts from `at` (since the link's start) on.
+    pub fn schedule_from(&mut self, at: Duration) {
+        self.clock = ScheduleClock::From(at.as_secs_f64());
+    }
+
+    /// The time on the schedule at `t` seconds since the link's start.
+    fn schedule_time(&self, t: f64) -> f64 {
+        match self.clock {
+            ScheduleClock::FromStart => t,
+            ScheduleClock::Held => 0.0,
+            ScheduleClock::From(at) => (t - at).max(0.0),
+        }
+    }
+
+    /// Whether the link is inside a blackhole window at `t` seconds of its schedule.
     pub fn down_at(&self, t: f64) -> bool {
         let s = &self.spec;
         s.blackhole_s > 0.0
@@ -271,12 +307,13 @@ impl Link {
     /// The fate of a packet of `len` bytes arriving at `now` (since the link's start).
     pub fn admit(&mut self, now: Duration, len: usize) -> Fate {
         let t = now.as_secs_f64();
-        self.advance(t);
+        let on_schedule = self.schedule_time(t);
+        self.advance(on_schedule);
         self.admitted += 1;
         if self.admitted == self.spec.drop_nth {
             return Fate::Lost;
         }
-        if self.down_at(t) {
+        if self.down_at(on_schedule) {
             return Fate::Blackholed;
         }
         if self.lost() {
@@ -290,8 +327,9 @@ impl Link {
     /// the bytes (never `Lost`: a stream retransmits) and how many of their packets were lost.
     pub fn admit_stream(&mut self, now: Duration, len: usize, mss: usize) -> (Fate, usize) {
         let t = now.as_secs_f64();
-        self.advance(t);
-        if self.down_at(t) {
+        let on_schedule = self.schedule_time(t);
+        self.advance(on_schedule);
+        if self.down_at(on_schedule) {
             return (Fate::Blackholed, 0);
         }
         let packets = len.div_ceil(mss.max(1)).max(1);
@@ -606,6 +644,41 @@ mod tests {
         let f = run(l.spec(), 0, 1400, Duration::from_millis(10), 100);
         let holed = f.iter().filter(|f| **f == Fate::Blackholed).count();
         assert_eq!(holed, 400); // 5..7 s and 12..14 s
+    }
+
+    #[test]
+    fn a_held_schedule_counts_from_the_moment_it_is_given() {
+        let spec = LinkSpec {
+            blackhole_s: 2.0,
+            blackhole_every_s: 7.0,
+            change_at_s: 3.0,
+            then: Some(Box::new(LinkSpec {
+                loss: 1.0,
+                blackhole_s: 2.0,
+                blackhole_every_s: 7.0,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let mut l = Link::new(spec, 0);
+        l.hold_schedule();
+        // Held: neither the blackhole at 5 s nor the change at 3 s happens.
+        assert!(matches!(
+            l.admit(Duration::from_secs(6), 100),
+            Fate::Deliver(..)
+        ));
+        assert!(matches!(
+            l.admit(Duration::from_secs(20), 100),
+            Fate::Deliver(..)
+        ));
+        // From 20 s on: the window is 25..27 s and the change comes at 23 s.
+        l.schedule_from(Duration::from_secs(20));
+        assert!(matches!(
+            l.admit(Duration::from_secs(22), 100),
+            Fate::Deliver(..)
+        ));
+        assert_eq!(l.admit(Duration::from_millis(23_500), 100), Fate::Lost);
+        assert_eq!(l.admit(Duration::from_secs(26), 100), Fate::Blackholed);
     }
 
     #[test]

@@ -211,3 +211,58 @@ async fn loss_slows_kernel_tcp_and_quic_alike() {
         "loss did not slow QUIC: clean {clean:.2} s, lossy {lossy:.2} s"
     );
 }
+
+/// Datagrams sent every 20 ms for `secs` from the client to the server through the link,
+/// and how many of them the link blackholed.
+async fn blackholed_while_sending(net: &Net, secs: f64) -> u64 {
+    let sock = tokio::net::UdpSocket::bind(SocketAddr::from((net.client, 0)))
+        .await
+        .unwrap();
+    let to = SocketAddr::from((net.server, 9));
+    let before = Counters::get(&net.stats.up.blackholed);
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(secs);
+    while tokio::time::Instant::now() < end {
+        sock.send_to(&[0u8; 100], to).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Counters::get(&net.stats.up.blackholed) - before
+}
+
+/// A link's blackhole windows count from the moment the plays start (the scenario clock),
+/// not from the fabric's start: until then the link is never down, whatever the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_schedules_wait_for_the_scenario_clock() {
+    if !crate::support::netns_available() {
+        return;
+    }
+    // Down 1 s in every 2 s: the first window from 1 s to 2 s on the schedule.
+    let spec = LinkSpec {
+        blackhole_s: 1.0,
+        blackhole_every_s: 2.0,
+        ..LinkSpec::default()
+    };
+    let mut f = Fabric::new().unwrap();
+    let (ns, server) = f.node("s").unwrap();
+    let client = f.local(1).unwrap()[0];
+    let l = f.link(spec.clone(), spec, 3);
+    f.route(client, server, &[l]);
+    let stats = f.stats(l);
+    let running = f.start().unwrap();
+    let clock = running.clock();
+    let net = Net {
+        _running: running,
+        ns,
+        server,
+        client,
+        stats,
+    };
+    let held = blackholed_while_sending(&net, 2.5).await;
+    assert_eq!(held, 0, "a window opened before the clock began");
+    clock.begin();
+    let begun = blackholed_while_sending(&net, 2.5).await;
+    // About 1 s of the 2.5 s in windows: ~50 datagrams of ~125.
+    assert!(
+        begun >= 25,
+        "only {begun} datagrams blackholed after the clock began"
+    );
+}
