@@ -368,3 +368,40 @@ async fn requests_that_overtake_the_finished_are_not_lost() {
     });
     assert!(options_with_finished_late(dir.path(), plain_addr).await >= 1);
 }
+
+/// The server's first flight lost: the handshake recovers at the first probe timeout, which
+/// counts from [`segue_net::transport::INITIAL_RTT`] (no RTT sample yet). With RFC 9002's
+/// suggested 333 ms that probe comes after about 1 s, and a play behind a queue a bulk flow
+/// keeps full waited seconds to connect (docs/TRANSPORT.md, "The handshake under loss").
+#[tokio::test]
+async fn a_lost_server_flight_costs_a_short_probe_timeout() {
+    use segue_impair::impair::LinkSpec;
+    use segue_impair::relay::{self, Counters, RelaySpec};
+    let dir = tempfile::tempdir().unwrap();
+    segue_certs::init(dir.path(), &[]).unwrap();
+    let (_server, addr) = start_server(dir.path());
+    // The relay loses the server's first datagram (its Initial: the ServerHello).
+    let spec = RelaySpec {
+        down: LinkSpec {
+            drop_nth: 1,
+            ..LinkSpec::default()
+        },
+        ..RelaySpec::default()
+    };
+    let relay = relay::udp("127.0.0.1:0".parse().unwrap(), addr, spec)
+        .await
+        .unwrap();
+    let t = std::time::Instant::now();
+    let (_ep, conn, _control) =
+        segue_client::connect(&url(relay.local), &dir.path().join("ca.pem"), T)
+            .await
+            .unwrap();
+    let took = t.elapsed();
+    assert_eq!(Counters::get(&relay.stats.down.lost), 1, "nothing was lost");
+    // One probe at 3 × 100 ms, and loopback: well under RFC 9002's 1 s first probe.
+    assert!(
+        took < Duration::from_millis(800),
+        "the handshake took {took:?} after losing the server's first flight"
+    );
+    drop(conn);
+}
