@@ -548,7 +548,7 @@ async fn segue(
         transport: s.transport.settings(),
     };
     r.clock.begin();
-    let (plays, traffic) = drive_segue(s, o, t0, &catalog, &refs, &viewers, &tls.ca).await;
+    let (plays, traffic) = drive_segue(s, o, &catalog, &refs, &viewers, &tls.ca).await;
     let wire_after = wire(helper_links);
     if let Some((_, _, t)) = &kill {
         t.abort();
@@ -683,7 +683,7 @@ async fn hls(r: &Run<'_>, catalog: super::run::Catalog) -> anyhow::Result<Outcom
     let addrs: Vec<SocketAddr> = edges.iter().map(|e| e.addr).collect();
     let viewers = &net.viewers;
     r.clock.begin();
-    let (plays, traffic) = drive(s, o, t0, &catalog, &refs, |spec: PlaySpec| {
+    let (plays, traffic) = drive(s, o, &catalog, &refs, |spec: PlaySpec| {
         let mut opts = stack::play_options(
             addrs[spec.edge],
             &catalog.names[spec.object],

@@ -1,7 +1,7 @@
 //! The scenario runner: builds the origin, the edges and a relay on every link (all real
 //! QUIC servers in this process, on loopback), drives the planned plays with the real player,
-//! samples traffic and counters, and stops everything, even when a play misbehaves: the whole
-//! run is bounded by `max_duration_s`.
+//! samples traffic and counters, and stops everything, even when a play misbehaves: the plays
+//! are bounded by `max_duration_s` from their start (set-up has timeouts of its own).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -703,7 +703,7 @@ async fn run_segue(
         addresses: Vec::new(),
         transport: s.transport.settings(),
     };
-    let (plays, traffic) = drive_segue(s, o, t0, &catalog, &links, &viewers, &tls.ca).await;
+    let (plays, traffic) = drive_segue(s, o, &catalog, &links, &viewers, &tls.ca).await;
     drop(links);
 
     let mut edge_counters: Vec<EdgeCounters> = edges
@@ -836,13 +836,12 @@ pub(crate) fn outcome(
 pub(crate) async fn drive_segue(
     s: &Scenario,
     o: &LabOptions,
-    t0: Instant,
     catalog: &Catalog,
     edges: &[&EdgeLinks],
     viewers: &Viewers,
     ca: &Path,
 ) -> (Vec<PlayRecord>, Vec<TrafficSample>) {
-    drive(s, o, t0, catalog, edges, |spec: PlaySpec| {
+    drive(s, o, catalog, edges, |spec: PlaySpec| {
         let object = &catalog.names[spec.object];
         segue_play(spec, viewers, s.players.fallback, object, ca.to_owned())
     })
@@ -855,7 +854,6 @@ pub(crate) async fn drive_segue(
 pub(crate) async fn drive<F, Fut>(
     s: &Scenario,
     o: &LabOptions,
-    t0: Instant,
     catalog: &Catalog,
     edges: &[&EdgeLinks],
     play: F,
@@ -874,8 +872,10 @@ where
     let planned = plan(&s.players, catalog.names.len(), edges.len(), s.seed);
     // Media seconds a planned viewer watches before quitting; None: to the end.
     let planned_watch_s = |p: &Planned| p.watch.map(|f| f * catalog.durations[p.object]);
-    let deadline = t0 + Duration::from_secs(s.max_duration_s);
+    // The bound counts from the plays' start, as the links' schedules do: a system that takes
+    // longer to set up (nginx's packaging, Segue's warming) does not get less time to play.
     let start = Instant::now();
+    let deadline = start + Duration::from_secs(s.max_duration_s);
     let active = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let records = Arc::new(Mutex::new(Vec::with_capacity(planned.len())));

@@ -105,7 +105,7 @@ pub async fn run(
 
     let links: Vec<&EdgeLinks> = edges.iter().map(|e| &e.links).collect();
     let addrs: Vec<_> = edges.iter().map(|e| e.player_addr).collect();
-    let (plays, traffic) = drive(s, o, t0, &catalog, &links, |spec: PlaySpec| {
+    let (plays, traffic) = drive(s, o, &catalog, &links, |spec: PlaySpec| {
         let mut opts = play_options(
             addrs[spec.edge],
             &catalog.names[spec.object],
