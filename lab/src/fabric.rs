@@ -27,13 +27,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{SetOnce, mpsc, watch};
 use tokio::time::Instant;
 use tokio_tun::Tun;
 
@@ -336,35 +336,22 @@ fn ip_batch(batch: &str) -> anyhow::Result<()> {
 /// The scenario's clock: the moment the plays start, from which links' schedules, the bulk
 /// flow's start and a scheduled kill count. Cheap to clone; set once.
 #[derive(Clone, Default)]
-pub struct ScenarioClock {
-    at: Arc<OnceLock<Instant>>,
-    set: Arc<Notify>,
-}
+pub struct ScenarioClock(Arc<SetOnce<Instant>>);
 
 impl ScenarioClock {
     /// The plays start now (a second call changes nothing).
     pub fn begin(&self) {
-        if self.at.set(Instant::now()).is_ok() {
-            self.set.notify_waiters();
-        }
+        let _ = self.0.set(Instant::now());
     }
 
     /// When the plays started, if they have.
     pub fn started(&self) -> Option<Instant> {
-        self.at.get().copied()
+        self.0.get().copied()
     }
 
     /// Waits for the plays to start; returns when they did.
     pub async fn wait(&self) -> Instant {
-        loop {
-            let notified = self.set.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(t) = self.started() {
-                return t;
-            }
-            notified.await;
-        }
+        *self.0.wait().await
     }
 }
 
