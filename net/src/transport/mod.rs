@@ -102,10 +102,11 @@ pub const RFC9002_TIME_THRESHOLD: f32 = 9.0 / 8.0;
 /// counts from (3 × this, doubling per probe). RFC 9002 suggests 333 ms (a 1 s first probe,
 /// as TCP's SYN); a lost handshake flight then cost 1 s, 3 s, 7 s … and behind a queue a
 /// bulk flow keeps full (bulk-shared: 30-45 % of packets dropped, the 1200-byte handshake
-/// packets more often than TCP's 60-byte SYN-ACK) one play in 18 waited 1.2 s, one 5.2 s and
-/// one never connected within the player's 10 s. 100 ms (Chromium's value) probes at 0.3 s,
-/// 0.9 s, 2.1 s, 4.5 s, 9.3 s; on a path longer than 300 ms the cost is one spurious
-/// Initial (1200 bytes) and a server flight resent once, within anti-amplification.
+/// packets more often than TCP's 60-byte SYN-ACK) 5 of 18 handshakes took 1.4-5.7 s or never
+/// completed within the player's 10 s; 0 of 18 with 100 ms (docs/TRANSPORT.md, "Start-up").
+/// 100 ms (Chromium's value) probes at 0.3 s, 0.9 s, 2.1 s, 4.5 s, 9.3 s; on a path longer
+/// than 300 ms the cost is one spurious Initial (1200 bytes) and a server flight resent
+/// once, within anti-amplification.
 pub const INITIAL_RTT: Duration = Duration::from_millis(100);
 
 impl Default for TransportSettings {

@@ -372,7 +372,8 @@ async fn requests_that_overtake_the_finished_are_not_lost() {
 /// The server's first flight lost: the handshake recovers at the first probe timeout, which
 /// counts from [`segue_net::transport::INITIAL_RTT`] (no RTT sample yet). With RFC 9002's
 /// suggested 333 ms that probe comes after about 1 s, and a play behind a queue a bulk flow
-/// keeps full waited seconds to connect (docs/TRANSPORT.md, "The handshake under loss").
+/// keeps full waited seconds to connect (docs/TRANSPORT.md, "Start-up": the handshake under
+/// loss).
 #[tokio::test]
 async fn a_lost_server_flight_costs_a_short_probe_timeout() {
     use segue_impair::impair::LinkSpec;
