@@ -115,6 +115,16 @@ const FULL_BW_ROUNDS: u32 = 3;
 const AGGREGATION_MAX: Duration = Duration::from_millis(100);
 /// RTT samples a round needs before its RTT can end start-up (RFC 9406's N_RTT_SAMPLE).
 const HYSTART_MIN_SAMPLES: u32 = 8;
+/// Start-up also ends on a queue built *within* a round (the last [`HYSTART_MIN_SAMPLES`]
+/// samples all over the minimum by HyStart++'s margin) while its window is at most this
+/// many initial windows: a path whose product is under the initial window. There a round
+/// trip *is* the queue start-up builds, so the round's least RTT shows it a round late: the
+/// window grew from 12 to 31 kB on a 0.5 Mbit/s, 20 ms last mile (a 1.25 kB product) before
+/// start-up ended, and a lost start-up packet's retransmission waited ~0.4 s behind it
+/// (session 26). On every path (session 26's trial) it ended HD start-ups early on clean
+/// 80-300 ms last miles (playback start +170-370 ms): a window of 2 initial windows paced
+/// over such an RTT is below their rate and builds no queue.
+const EARLY_EXIT_WINDOWS: u64 = 2;
 /// RTT samples a round needs to measure the jitter (a window of 4 datagrams has 3 or 4).
 const JITTER_MIN_SAMPLES: u32 = 2;
 /// Send records kept at most (packets in flight on any sane path are fewer).
@@ -410,6 +420,8 @@ pub struct Core {
     /// The previous RTT sample, and the mean change from one sample to the next
     /// (nanoseconds, each sample weighing 1/16): how rough the RTT is ([`Core::rough`]).
     last_sample: Option<Duration>,
+    /// The last [`HYSTART_MIN_SAMPLES`] RTT samples, oldest first ([`EARLY_EXIT_WINDOWS`]).
+    recent_samples: VecDeque<Duration>,
     roughness: f64,
     /// ACK aggregation (BBR's extra_acked, draft-ietf-ccwg-bbr §5.5.9): since when ACKs
     /// have come at least at the model's rate, and what they acknowledged since then; the
@@ -471,6 +483,7 @@ impl Core {
             recent_reordered: 0.0,
             tolerant: true,
             last_sample: None,
+            recent_samples: VecDeque::with_capacity(HYSTART_MIN_SAMPLES as usize + 1),
             roughness: 0.0,
             agg_start: None,
             agg_acked: 0,
@@ -687,7 +700,13 @@ impl Core {
             // HyStart++ (RFC 9406 §4.2), checked on every ACK of the round: its least RTT
             // grew by more than an eighth of the path's (4 to 16 ms): a queue is building;
             // leave start-up before it overflows.
-            if self.phase == Phase::Startup && self.round_queued_over(min_rtt) {
+            if self.recent_samples.len() == HYSTART_MIN_SAMPLES as usize {
+                self.recent_samples.pop_front();
+            }
+            self.recent_samples.push_back(sample);
+            if self.phase == Phase::Startup
+                && (self.round_queued_over(min_rtt) || self.queue_within_first_windows(min_rtt))
+            {
                 self.leave_startup(false);
             }
             self.first_sent_time = Some(sent);
@@ -858,10 +877,23 @@ impl Core {
     fn round_queued_over(&self, min_rtt: Duration) -> bool {
         self.round_rtt_samples >= HYSTART_MIN_SAMPLES
             && !min_rtt.is_zero()
-            && self.round_min_rtt.is_some_and(|r| {
-                let eta = (min_rtt / 8).clamp(Duration::from_millis(4), Duration::from_millis(16));
-                r > min_rtt + eta
-            })
+            && self
+                .round_min_rtt
+                .is_some_and(|r| r > min_rtt + hystart_eta(min_rtt))
+    }
+
+    /// [`EARLY_EXIT_WINDOWS`]: the window is still at most that many initial windows, the
+    /// path shows no reordering (late packets are not a queue), and each of the last
+    /// [`HYSTART_MIN_SAMPLES`] samples exceeds `min_rtt` by HyStart++'s margin.
+    fn queue_within_first_windows(&self, min_rtt: Duration) -> bool {
+        self.cwnd <= EARLY_EXIT_WINDOWS * self.initial_window
+            && !self.reordering()
+            && self.recent_samples.len() == HYSTART_MIN_SAMPLES as usize
+            && !min_rtt.is_zero()
+            && self
+                .recent_samples
+                .iter()
+                .all(|&r| r > min_rtt + hystart_eta(min_rtt))
     }
 
     /// The least the loss bound goes to after a congested round: 1.25 × the product, so
@@ -979,6 +1011,11 @@ impl Core {
     }
 }
 
+/// HyStart++'s margin over the minimum RTT (RFC 9406 §4.2): an eighth of it, 4 to 16 ms.
+fn hystart_eta(min_rtt: Duration) -> Duration {
+    (min_rtt / 8).clamp(Duration::from_millis(4), Duration::from_millis(16))
+}
+
 #[cfg(test)]
 mod tests {
     //! The model against a simulated path: one bottleneck (rate, FIFO queue of bytes,
@@ -1044,6 +1081,8 @@ mod tests {
         bw: u64,
         window: u64,
         phase: Option<Phase>,
+        /// The largest window start-up asked for.
+        startup_peak: u64,
         /// Bytes the competing bulk flow got through.
         bulk_delivered_bytes: u64,
     }
@@ -1212,6 +1251,9 @@ mod tests {
                     }
                 }
             }
+            if cc.phase() == Phase::Startup {
+                o.startup_peak = o.startup_peak.max(cc.window());
+            }
             now += step;
         }
         o.bw = cc.bw();
@@ -1272,6 +1314,40 @@ mod tests {
         let got = mbps(o.delivered_bytes, 10.0);
         assert!(got > 8.5, "delivered {got} Mbit/s of 10");
         assert_eq!(o.phase, Some(Phase::Steady));
+    }
+
+    /// A link too slow for the initial window (0.5 Mbit/s, 20 ms: a 1.25 kB product; 64 KiB
+    /// of queue, a second of it): start-up ends on the queue its first windows build, not
+    /// with 31 kB in flight (half a second of queue) as when the round's least RTT alone
+    /// could end it; and the link is still carried.
+    #[test]
+    fn start_up_on_a_slow_link_ends_on_the_queue_it_builds() {
+        let path = Path::new(0.5e6, Duration::from_millis(10), 65_536, 0.0);
+        let o = simulate(&path, 1.0, None, 1);
+        assert_ne!(o.phase, Some(Phase::Startup), "{o:?}");
+        assert!(
+            o.startup_peak <= 24_000,
+            "start-up's window {} ({o:?})",
+            o.startup_peak
+        );
+        let o = simulate(&path, 10.0, None, 1);
+        assert!(mbps(o.delivered_bytes, 10.0) > 0.45, "{o:?}");
+    }
+
+    /// Paths whose product is many initial windows (6.6 Mbit/s at 80 and 300 ms, a deep
+    /// queue): the early exit leaves them alone, start-up grows the window to the product.
+    #[test]
+    fn start_up_on_a_long_fast_path_reaches_its_product() {
+        for rtt_ms in [80u64, 300] {
+            let path = Path::new(6.6e6, Duration::from_millis(rtt_ms / 2), 1 << 22, 0.0);
+            let o = simulate(&path, 4.0, None, 1);
+            let product = (6.6e6 / 8.0 * rtt_ms as f64 / 1000.0) as u64;
+            assert!(
+                o.startup_peak >= product,
+                "{rtt_ms} ms: start-up's window {} < product {product} ({o:?})",
+                o.startup_peak
+            );
+        }
     }
 
     #[test]
