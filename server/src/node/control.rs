@@ -3,35 +3,77 @@
 //! requests (PLAY_NOTIFY, TEARDOWN) go through the same ordered writer, [`ControlOut`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::node::resumption::Handshake;
 use quinn::{RecvStream, SendStream};
 use segue_net::{StreamError, app_code};
 use segue_wire::control::{ControlDecoder, Message, Method, Request, Response, status};
 use segue_wire::{AppError, Limits};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Messages queued for the control stream before the writer blocks senders.
 const OUT_QUEUE: usize = 64;
 
+/// The control stream's send priority: above every media stream (segment *i*'s streams
+/// have −*i*, PROTOCOL.md §7.2), so what is written to it goes out before media already
+/// queued (a PLAY_NOTIFY, the answer to a PAUSE or a second PLAY).
+pub const CONTROL_PRIORITY: i32 = 1;
+
 /// Writes messages to the control stream, in order. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ControlOut {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Outgoing>,
     next_cseq: Arc<AtomicU32>,
+    /// Responses queued so far (only the read loop queues them, one per request, in order).
+    responses: Arc<AtomicU64>,
+    /// Responses the writer has handed to quinn so far.
+    written: watch::Receiver<u64>,
+}
+
+/// A message for the writer, and whether it is a response.
+#[derive(Debug)]
+struct Outgoing {
+    bytes: Vec<u8>,
+    response: bool,
 }
 
 impl ControlOut {
     /// Queues a response.
     pub async fn respond(&self, r: &Response) {
-        let _ = self.tx.send(r.encode()).await;
+        self.responses.fetch_add(1, Ordering::Relaxed);
+        let out = Outgoing {
+            bytes: r.encode(),
+            response: true,
+        };
+        let _ = self.tx.send(out).await;
     }
 
     /// Sends a server request with the next server CSeq.
     pub async fn request(&self, mut r: Request) {
         r.headers.cseq = self.next_cseq.fetch_add(1, Ordering::Relaxed);
-        let _ = self.tx.send(r.encode()).await;
+        let out = Outgoing {
+            bytes: r.encode(),
+            response: false,
+        };
+        let _ = self.tx.send(out).await;
+    }
+
+    /// The number the response to the request being handled will have: called from
+    /// [`ControlHandler::handle`], it names that request's own response, which the read
+    /// loop queues next.
+    pub fn this_response(&self) -> u64 {
+        self.responses.load(Ordering::Relaxed) + 1
+    }
+
+    /// Waits until response `n` (and every one before it) is in quinn's send buffer, or the
+    /// control stream is gone. A PLAY's media waits for its response: media written first
+    /// went out in the initial window ahead of the DESCRIBE and PLAY responses, which the
+    /// player needs to read it, and its first frame came ~115-160 ms later on a
+    /// 0.5 Mbit/s last mile (7 packets of media queued ahead; session 27).
+    pub async fn response_written(&self, n: u64) {
+        let mut written = self.written.clone();
+        let _ = written.wait_for(|w| *w >= n).await;
     }
 }
 
@@ -85,10 +127,17 @@ pub fn options_response(cseq: u32, methods: &[Method]) -> Response {
     r
 }
 
-async fn writer(mut send: SendStream, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(bytes) = rx.recv().await {
-        if send.write_all(&bytes).await.is_err() {
+async fn writer(
+    mut send: SendStream,
+    mut rx: mpsc::Receiver<Outgoing>,
+    written: watch::Sender<u64>,
+) {
+    while let Some(out) = rx.recv().await {
+        if send.write_all(&out.bytes).await.is_err() {
             return;
+        }
+        if out.response {
+            written.send_modify(|n| *n += 1);
         }
     }
     let _ = send.finish();
@@ -106,12 +155,16 @@ pub async fn serve_control<H: ControlHandler>(
     early: Option<&Handshake>,
     handler: &mut H,
 ) -> Result<(), StreamError> {
+    let _ = send.set_priority(CONTROL_PRIORITY);
     let (tx, rx) = mpsc::channel(OUT_QUEUE);
+    let (written_tx, written) = watch::channel(0);
     let out = ControlOut {
         tx,
         next_cseq: Arc::new(AtomicU32::new(1)),
+        responses: Arc::new(AtomicU64::new(0)),
+        written,
     };
-    let writer = tokio::spawn(writer(send, rx));
+    let writer = tokio::spawn(writer(send, rx, written_tx));
     let result = read_loop(&mut recv, limits, request_timeout, early, handler, &out).await;
     drop(out);
     let _ = writer.await;

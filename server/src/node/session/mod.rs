@@ -409,6 +409,7 @@ impl<S: Source> Sessions<S> {
             source: self.source.clone(),
             conn: self.conn.clone(),
             out: out.clone(),
+            answered: out.this_response(),
             manifest: s.manifest.clone(),
             url: s.url.clone(),
             session: id.clone(),

@@ -60,6 +60,8 @@ pub(super) struct Sender<S: Source> {
     pub(super) source: Arc<S>,
     pub(super) conn: quinn::Connection,
     pub(super) out: ControlOut,
+    /// The PLAY's response ([`ControlOut::this_response`]): no media before it is written.
+    pub(super) answered: u64,
     pub(super) manifest: Arc<Manifest>,
     pub(super) url: SegueUrl,
     pub(super) session: String,
@@ -162,6 +164,10 @@ impl<S: Source> Sender<S> {
     }
 
     async fn send_all(&mut self) -> Result<(), Stop> {
+        tokio::select! {
+            _ = self.out.response_written(self.answered) => {}
+            _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+        }
         tokio::select! {
             r = self.source.ready(&self.manifest, self.first) => r.map_err(|e| Stop::Failed(e.to_string()))?,
             _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
