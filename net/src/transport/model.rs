@@ -926,10 +926,7 @@ impl Core {
     /// by more than an eighth of it, 4 to 16 ms (HyStart++'s margin, RFC 9406 §4.2).
     fn round_queued_over(&self, min_rtt: Duration) -> bool {
         self.round_rtt_samples >= HYSTART_MIN_SAMPLES
-            && !min_rtt.is_zero()
-            && self
-                .round_min_rtt
-                .is_some_and(|r| r > min_rtt + hystart_eta(min_rtt))
+            && self.round_min_rtt.is_some_and(|r| queued_over(r, min_rtt))
     }
 
     /// [`EARLY_EXIT_WINDOWS`]: the window is still at most that many initial windows, the
@@ -939,11 +936,7 @@ impl Core {
         self.cwnd <= EARLY_EXIT_WINDOWS * self.initial_window
             && !self.reordering()
             && self.recent_samples.len() == HYSTART_MIN_SAMPLES as usize
-            && !min_rtt.is_zero()
-            && self
-                .recent_samples
-                .iter()
-                .all(|&r| r > min_rtt + hystart_eta(min_rtt))
+            && self.recent_samples.iter().all(|&r| queued_over(r, min_rtt))
     }
 
     /// The least the loss bound goes to after a congested round: 1.25 × the product, so
@@ -1061,9 +1054,11 @@ impl Core {
     }
 }
 
-/// HyStart++'s margin over the minimum RTT (RFC 9406 §4.2): an eighth of it, 4 to 16 ms.
-fn hystart_eta(min_rtt: Duration) -> Duration {
-    (min_rtt / 8).clamp(Duration::from_millis(4), Duration::from_millis(16))
+/// An RTT sample `rtt` exceeds `min_rtt` (known) by HyStart++'s margin (RFC 9406 §4.2): an
+/// eighth of it, 4 to 16 ms.
+fn queued_over(rtt: Duration, min_rtt: Duration) -> bool {
+    let eta = (min_rtt / 8).clamp(Duration::from_millis(4), Duration::from_millis(16));
+    !min_rtt.is_zero() && rtt > min_rtt + eta
 }
 
 #[cfg(test)]
@@ -1526,11 +1521,6 @@ mod tests {
         assert_eq!(cc.demand().get(), 400_000);
     }
 
-    /// `bulk-shared`: HD media (3.3 Mbit/s) and a bulk download by Linux's BBRv1 share a
-    /// 40 Mbit/s, 40 ms last mile with a 200 kB queue. The bulk flow keeps the queue full
-    /// and loses into it without slowing; its ProbeRTT every 10 s shows the media flow the
-    /// path's 40 ms, while packets take 80. The media needs less than its fair share (20
-    /// Mbit/s) and must get it.
     /// The media floor covers a queue up to [`FLOOR_MAX_MIN_RTTS`] minimum RTTs, not one it
     /// would build itself: 40 ms minimum, a round at 400 ms (a slow link's queue).
     #[test]
@@ -1604,6 +1594,11 @@ mod tests {
         drop(share);
     }
 
+    /// `bulk-shared`: HD media (3.3 Mbit/s) and a bulk download by Linux's BBRv1 share a
+    /// 40 Mbit/s, 40 ms last mile with a 200 kB queue. The bulk flow keeps the queue full
+    /// and loses into it without slowing; its ProbeRTT every 10 s shows the media flow the
+    /// path's 40 ms, while packets take 80. The media needs less than its fair share (20
+    /// Mbit/s) and must get it.
     #[test]
     fn media_keeps_its_rate_beside_a_loss_blind_bulk_flow() {
         for demand in [false, true] {

@@ -164,12 +164,13 @@ impl<S: Source> Sender<S> {
     }
 
     async fn send_all(&mut self) -> Result<(), Stop> {
+        // No media before the PLAY's response is written (`ControlOut::response_written`).
+        let ready = async {
+            self.out.response_written(self.answered).await;
+            self.source.ready(&self.manifest, self.first).await
+        };
         tokio::select! {
-            _ = self.out.response_written(self.answered) => {}
-            _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
-        }
-        tokio::select! {
-            r = self.source.ready(&self.manifest, self.first) => r.map_err(|e| Stop::Failed(e.to_string()))?,
+            r = ready => r.map_err(|e| Stop::Failed(e.to_string()))?,
             _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
         }
         // A paced play tells the connection's controller the media's rate, which it keeps
