@@ -1027,6 +1027,24 @@ impl Core {
         self.round_rtt_samples = 0;
         self.round_rtt_sum = Duration::ZERO;
         self.update_window();
+        // The model's state per round trip (`RUST_LOG=segue_net::transport::model=trace`):
+        // how session 28 read a slow last mile's window (docs/TRANSPORT.md).
+        tracing::trace!(
+            round = self.round,
+            phase = ?self.phase,
+            bw = self.bw(),
+            min_rtt_us = self.min_rtt.as_micros() as u64,
+            floor_rtt_us = self.floor_rtt.as_micros() as u64,
+            jitter_us = self.jitter().as_micros() as u64,
+            rough = self.rough(),
+            reordering = self.reordering(),
+            extra_acked = self.extra_acked(),
+            inflight_hi = ?self.inflight_hi,
+            media_floor = self.media_floor(),
+            loss = self.recent_loss(),
+            cwnd = self.cwnd,
+            "round ended"
+        );
     }
 
     /// The window the model asks for now.
