@@ -68,6 +68,17 @@ fn tickets() -> Arc<dyn rustls::client::ClientSessionStore> {
         .clone()
 }
 
+/// The QUIC address-validation tokens of this process (NEW_TOKEN frames, RFC 9000 §8.1.3),
+/// by server name: a later connection to the same node presents one, so the node may send
+/// more than three times what it received before the handshake completes (a resumed play's
+/// first keyframe in its first flight). In memory, as the tickets.
+fn tokens() -> Arc<dyn quinn::TokenStore> {
+    static STORE: std::sync::OnceLock<Arc<quinn::TokenMemoryCache>> = std::sync::OnceLock::new();
+    STORE
+        .get_or_init(|| Arc::new(quinn::TokenMemoryCache::default()))
+        .clone()
+}
+
 /// The TLS config of connections verified against `ca`. Resuming ones share one config per
 /// CA for the process: rustls resumes a session only under the verifier it was made with.
 fn tls_config(ca: &Path, resume: bool) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
@@ -156,6 +167,9 @@ pub async fn connect_early(
         quinn::Endpoint::client(bind).map_err(|error| ConnectError::Bind { addr: bind, error })?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(Arc::new(opts.transport.config()));
+    if !opts.no_resume {
+        cfg.token_store(tokens());
+    }
     if let Some(q) = segue_net::qlog::Qlog::from_env() {
         cfg = q.client_config(&cfg, opts.transport.config(), addr);
     }

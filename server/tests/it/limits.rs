@@ -12,6 +12,7 @@ use quinn::crypto::rustls::QuicClientConfig;
 use segue_net::{TransportLimits, server_endpoint};
 use segue_server::node::admission::{Admission, ConnectionLimits, RetryPolicy};
 use segue_server::node::{NodeOptions, serve};
+use segue_wire::SegueUrl;
 use segue_wire::segment::{ResponseFrame, Status, decode_response_frame};
 
 /// A node over the test origin's library with `opts` and `transport`; its address.
@@ -132,6 +133,38 @@ async fn a_retry_first_then_served() {
     let (_e, c) = player(&origin, addr).await.unwrap();
     assert!(served(&c).await);
     assert_eq!(admission.retries.load(Ordering::Relaxed), 1);
+    origin.shutdown().await;
+}
+
+/// A returning player presents the address-validation token its previous connection got
+/// (NEW_TOKEN, PROTOCOL.md §2): however often the node asks new clients to prove their
+/// address, it pays the Retry's round trip once. With `--no-resume` it keeps no token: a
+/// Retry every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_player_skips_the_retry() {
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let admission = Admission::new(ConnectionLimits::with_retry(RetryPolicy::Always));
+    let addr = node(
+        &origin,
+        NodeOptions {
+            admission: admission.clone(),
+            ..NodeOptions::default()
+        },
+        TransportLimits::default(),
+    );
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/demo", addr.port())).unwrap();
+    let play = |no_resume: bool| {
+        let mut o = segue_client::PlayOptions::new(url.clone(), origin.tls.ca.clone());
+        o.pace = false;
+        o.connect.no_resume = no_resume;
+        o
+    };
+    let retries = || admission.retries.load(Ordering::Relaxed);
+    for (no_resume, after) in [(true, 1), (true, 2), (false, 3), (false, 3), (false, 3)] {
+        let r = segue_client::play(&play(no_resume)).await;
+        assert!(r.ok(), "{}", r.render());
+        assert_eq!(retries(), after, "no_resume {no_resume}");
+    }
     origin.shutdown().await;
 }
 
