@@ -71,9 +71,10 @@ struct Cli {
     /// Send from this local address (e.g. one of several on a test host).
     #[arg(long, value_name = "ADDR")]
     bind: Option<std::net::IpAddr>,
-    /// Never resume a TLS session nor send 0-RTT data. (Tickets live in memory: within one
-    /// process, e.g. a failover back to a node already played from, a connection resumes
-    /// and sends DESCRIBE, SETUP and PLAY before its handshake completes.)
+    /// Never resume a TLS session nor send 0-RTT data, and keep no address-validation
+    /// tokens. (Tickets and tokens live in memory: within one process, e.g. a failover back
+    /// to a node already played from, a connection resumes and sends DESCRIBE, SETUP and
+    /// PLAY before its handshake completes.)
     #[arg(long)]
     no_resume: bool,
 }

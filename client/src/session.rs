@@ -52,7 +52,8 @@ pub struct ConnectOptions {
     /// The local address to send from (a lab player's own address); any by default.
     pub bind: Option<IpAddr>,
     pub transport: TransportSettings,
-    /// Never resume a TLS session (no ticket kept or offered, no 0-RTT).
+    /// Never resume a TLS session (no ticket kept or offered, no 0-RTT) and keep no
+    /// address-validation tokens.
     pub no_resume: bool,
 }
 
