@@ -28,6 +28,18 @@ fn node(origin: &common::TestOrigin, opts: NodeOptions, transport: TransportLimi
     addr
 }
 
+/// A node with `admission` and otherwise default options and transport; its address.
+fn admitting(origin: &common::TestOrigin, admission: Arc<Admission>) -> SocketAddr {
+    node(
+        origin,
+        NodeOptions {
+            admission,
+            ..NodeOptions::default()
+        },
+        TransportLimits::default(),
+    )
+}
+
 /// A player's connection (no client certificate) from its own endpoint.
 async fn player(
     origin: &common::TestOrigin,
@@ -69,14 +81,7 @@ fn at_most(total: usize, per_client: usize) -> Arc<Admission> {
 async fn connections_per_client_and_in_total() {
     let origin = common::origin_with_sample("demo.mp4").await;
     let admission = at_most(100, 2);
-    let per_client = node(
-        &origin,
-        NodeOptions {
-            admission: admission.clone(),
-            ..NodeOptions::default()
-        },
-        TransportLimits::default(),
-    );
+    let per_client = admitting(&origin, admission.clone());
     let (_e1, c1) = player(&origin, per_client).await.unwrap();
     let (_e2, c2) = player(&origin, per_client).await.unwrap();
     assert!(served(&c1).await && served(&c2).await);
@@ -104,14 +109,7 @@ async fn connections_per_client_and_in_total() {
     assert!(served(&c3).await);
 
     // The total, whoever asks.
-    let total = node(
-        &origin,
-        NodeOptions {
-            admission: at_most(1, 10),
-            ..NodeOptions::default()
-        },
-        TransportLimits::default(),
-    );
+    let total = admitting(&origin, at_most(1, 10));
     let (_e4, c4) = player(&origin, total).await.unwrap();
     assert!(served(&c4).await);
     assert!(player(&origin, total).await.is_err());
@@ -122,14 +120,7 @@ async fn connections_per_client_and_in_total() {
 async fn a_retry_first_then_served() {
     let origin = common::origin_with_sample("demo.mp4").await;
     let admission = Admission::new(ConnectionLimits::with_retry(RetryPolicy::Always));
-    let addr = node(
-        &origin,
-        NodeOptions {
-            admission: admission.clone(),
-            ..NodeOptions::default()
-        },
-        TransportLimits::default(),
-    );
+    let addr = admitting(&origin, admission.clone());
     let (_e, c) = player(&origin, addr).await.unwrap();
     assert!(served(&c).await);
     assert_eq!(admission.retries.load(Ordering::Relaxed), 1);
@@ -144,14 +135,7 @@ async fn a_retry_first_then_served() {
 async fn a_returning_player_skips_the_retry() {
     let origin = common::origin_with_sample("demo.mp4").await;
     let admission = Admission::new(ConnectionLimits::with_retry(RetryPolicy::Always));
-    let addr = node(
-        &origin,
-        NodeOptions {
-            admission: admission.clone(),
-            ..NodeOptions::default()
-        },
-        TransportLimits::default(),
-    );
+    let addr = admitting(&origin, admission.clone());
     let url = SegueUrl::parse(&format!("segue://localhost:{}/demo", addr.port())).unwrap();
     let play = |no_resume: bool| {
         let mut o = segue_client::PlayOptions::new(url.clone(), origin.tls.ca.clone());
