@@ -30,6 +30,8 @@ pub struct BenchOptions {
     pub idle_connections: usize,
     /// The congestion controller of the nodes, the players and the raw-quinn baseline.
     pub congestion: Congestion,
+    /// Round trip a relay adds between the TTFF players and the edge, ms (0: none).
+    pub rtt_ms: u32,
 }
 
 pub(crate) struct Kid(pub(crate) Child);
@@ -357,6 +359,49 @@ async fn ttff(
     Ok(r)
 }
 
+/// Half of `rtt_ms` each way.
+fn relay_spec(rtt_ms: u32) -> segue_impair::relay::RelaySpec {
+    let half = segue_impair::impair::LinkSpec {
+        delay_ms: f64::from(rtt_ms) / 2.0,
+        ..Default::default()
+    };
+    segue_impair::relay::RelaySpec {
+        up: half.clone(),
+        down: half,
+        seed: 1,
+    }
+}
+
+/// The round trip a datagram takes through a relay of `rtt_ms` (the least of 10 echoes),
+/// ms: the path the TTFF players see, the relay's timer granularity included.
+async fn relay_rtt(rtt_ms: u32) -> anyhow::Result<f64> {
+    let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let echo_addr = echo.local_addr()?;
+    let relay =
+        segue_impair::relay::udp("127.0.0.1:0".parse()?, echo_addr, relay_spec(rtt_ms)).await?;
+    let echoing = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = echo.recv_from(&mut buf).await {
+            let _ = echo.send_to(&buf[..n], from).await;
+        }
+    });
+    let probe = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let mut least = f64::INFINITY;
+    let mut buf = [0u8; 64];
+    for i in 0..10u8 {
+        let t = std::time::Instant::now();
+        probe.send_to(&[i], relay.local).await?;
+        let got = tokio::time::timeout(Duration::from_secs(2), probe.recv_from(&mut buf)).await;
+        if matches!(got, Ok(Ok((1, _)))) && buf[0] == i {
+            least = least.min(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    echoing.abort();
+    relay.stop().await;
+    anyhow::ensure!(least.is_finite(), "no echo came back through the relay");
+    Ok(least)
+}
+
 /// Runs every measurement and returns the printed report.
 pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     let stage = Stage::new()?;
@@ -422,9 +467,20 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     ));
     let cc = o.congestion;
 
-    // TTFF per case.
+    // TTFF per case, through a relay adding `rtt_ms` if asked.
     ttff(&eurl("full")?, &ca, cc, false).await?; // fills the full-hit object
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let (relay, path_rtt) = if o.rtt_ms > 0 {
+        let edge_addr = std::net::SocketAddr::from(([127, 0, 0, 1], eport));
+        let relay =
+            segue_impair::relay::udp("127.0.0.1:0".parse()?, edge_addr, relay_spec(o.rtt_ms))
+                .await?;
+        (Some(relay), Some(relay_rtt(o.rtt_ms).await?))
+    } else {
+        (None, None)
+    };
+    let tport = relay.as_ref().map_or(eport, |r| r.local.port());
+    let turl = |obj: &str| SegueUrl::parse(&format!("segue://localhost:{tport}/{obj}"));
     let mut rows = Vec::new();
     let mut handshake = Vec::new();
     let mut rtt = Vec::new();
@@ -443,7 +499,7 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
             } else {
                 format!("{name}{i}")
             };
-            let r = ttff(&eurl(&obj)?, &ca, cc, resume).await?;
+            let r = ttff(&turl(&obj)?, &ca, cc, resume).await?;
             v.push(r.ttff_ms.unwrap_or(f64::NAN));
             click.push(r.click_ms.unwrap_or(f64::NAN));
             resumed += usize::from(r.resumed == Some(true));
@@ -462,10 +518,26 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
             resumed,
         ));
     }
+    if let Some(r) = relay {
+        r.stop().await;
+    }
     let hs = pct(&mut handshake, 0.5);
-    let rt = pct(&mut rtt, 0.5);
+    let conn_rt = pct(&mut rtt, 0.5);
+    let mut rt = conn_rt;
+    let through = match path_rtt {
+        Some(p) => {
+            // The relay's own timers add to its delay: the targets take the round trip a
+            // datagram takes through it, measured.
+            rt = p;
+            format!(
+                ", through a relay of {} ms nominal round trip, {p:.2} ms measured by UDP echo: the targets' RTT",
+                o.rtt_ms
+            )
+        }
+        None => String::new(),
+    };
     out.push_str(&format!(
-        "TTFF, request sent -> first complete frame, unpaced, {} plays each (handshake median {hs:.2} ms, RTT median {rt:.3} ms)\n",
+        "TTFF, request sent -> first complete frame, unpaced, {} plays each (handshake median {hs:.2} ms, connections' RTT median {conn_rt:.3} ms{through})\n",
         o.rounds
     ));
     for (case, p50, p95, c50, c95, resumed) in &rows {
@@ -642,4 +714,19 @@ async fn idle_connections(
         endpoints.push(ep);
     }
     Ok((endpoints, conns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The targets' RTT is what a datagram takes through the relay: at least its nominal
+    /// delay, and not far beyond it on an idle box.
+    #[tokio::test]
+    async fn the_relay_round_trip_is_measured_not_assumed() {
+        let rtt = relay_rtt(40).await.unwrap();
+        assert!((40.0..60.0).contains(&rtt), "{rtt} ms through a 40 ms relay");
+        let none = relay_rtt(1).await.unwrap();
+        assert!(none < 20.0, "{none} ms through a 1 ms relay");
+    }
 }

@@ -106,6 +106,11 @@ struct BenchArgs {
     /// baseline (docs/TRANSPORT.md).
     #[arg(long, value_enum, default_value_t)]
     congestion: Congestion,
+    /// Round trip added between the TTFF players and the edge, in milliseconds (a UDP relay
+    /// delaying each direction by half): what a 0-RTT play saves is a round trip, which
+    /// loopback does not have. 0: players talk to the edge directly.
+    #[arg(long, default_value_t = 0)]
+    rtt_ms: u32,
 }
 
 #[derive(Args, Debug)]
@@ -618,6 +623,7 @@ async fn main() -> anyhow::Result<()> {
                 sessions: a.sessions.max(1),
                 idle_connections: a.idle_connections,
                 congestion: a.congestion,
+                rtt_ms: a.rtt_ms,
             };
             let report = until_signal(segue_lab::bench::run(&exe, &opts), "bench").await?;
             print!("{report}");

@@ -309,7 +309,13 @@ async fn a_resumed_play_over_a_real_round_trip() {
     );
     assert_eq!((cold.resumed, resumed.resumed), (Some(false), Some(true)));
     let (c, w) = (cold.click_ms.unwrap(), resumed.click_ms.unwrap());
-    println!("click to first frame over a 40 ms RTT: full handshake {c:.1} ms, resumed {w:.1} ms");
+    println!(
+        "click to first frame over a 40 ms RTT: full handshake {c:.1} ms (connect {:.1}, \
+         smoothed RTT {:.1}), resumed {w:.1} ms (smoothed RTT {:.1})",
+        cold.connect_ms.unwrap_or(f64::NAN),
+        cold.rtt_ms.unwrap_or(f64::NAN),
+        resumed.rtt_ms.unwrap_or(f64::NAN),
+    );
     // A full handshake costs 1 RTT before the request, the request 1 more: 2 RTT. Resumed,
     // the request goes with the ClientHello and saves one of them, provided the node may
     // answer with more than three times what the client sent before its address is
