@@ -725,7 +725,10 @@ mod tests {
     #[tokio::test]
     async fn the_relay_round_trip_is_measured_not_assumed() {
         let rtt = relay_rtt(40).await.unwrap();
-        assert!((40.0..60.0).contains(&rtt), "{rtt} ms through a 40 ms relay");
+        assert!(
+            (40.0..60.0).contains(&rtt),
+            "{rtt} ms through a 40 ms relay"
+        );
         let none = relay_rtt(1).await.unwrap();
         assert!(none < 20.0, "{none} ms through a 1 ms relay");
     }
