@@ -82,11 +82,25 @@ struct Hop {
     up: bool,
 }
 
+/// The forwarder's runtime while the fabric is put together. A fabric dropped before it
+/// started (an error building it) drops it in the caller's async context, where a tokio
+/// runtime must not be dropped (it panicked there, hiding the error): it is shut down in
+/// the background instead.
+struct FabricRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for FabricRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 /// A network being put together: devices, addresses, links and routes. [`Fabric::start`]
 /// starts forwarding; namespaces are removed when the running fabric is dropped.
 pub struct Fabric {
     topo: Topology,
-    rt: tokio::runtime::Runtime,
+    rt: FabricRuntime,
     subnet: u8,
     devices: Vec<Device>,
     owner: HashMap<Ipv4Addr, usize>,
@@ -105,7 +119,7 @@ impl Fabric {
             .context("the fabric's runtime")?;
         Ok(Self {
             topo,
-            rt,
+            rt: FabricRuntime(Some(rt)),
             subnet: free_subnet(),
             devices: Vec::new(),
             owner: HashMap::new(),
@@ -119,7 +133,10 @@ impl Fabric {
     fn device(&mut self) -> anyhow::Result<usize> {
         let name = format!("sgt{}d{}", std::process::id() % 100_000, self.devices.len());
         // The device's fd is registered with the forwarder's runtime.
-        let _enter = self.rt.enter();
+        let Some(rt) = &self.rt.0 else {
+            anyhow::bail!("the fabric's runtime is gone");
+        };
+        let _enter = rt.enter();
         let tun = Tun::builder()
             .name(&name)
             .build()
@@ -274,6 +291,8 @@ impl Fabric {
             routes,
             stats: stats.clone(),
         };
+        let mut rt = rt;
+        let rt = rt.0.take().context("the fabric's runtime is gone")?;
         let thread = std::thread::Builder::new()
             .name("lab-fabric".into())
             .spawn(move || rt.block_on(state.run(stop_rx)))
@@ -602,6 +621,17 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fabric that fails while being built is dropped in the runner's async code: its
+    /// runtime must not panic there (it did, and hid the build error).
+    #[tokio::test]
+    async fn an_unstarted_fabrics_runtime_drops_in_async_code() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        drop(FabricRuntime(Some(rt)));
+    }
 
     #[test]
     fn addresses_of_ipv4_only() {
