@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use segue_client::{PlayOptions, Report, play};
+use segue_impair::relay::RelaySpec;
 use segue_net::{Congestion, TransportSettings};
 use segue_wire::SegueUrl;
 use tokio::time::Instant;
@@ -359,26 +360,17 @@ async fn ttff(
     Ok(r)
 }
 
-/// Half of `rtt_ms` each way.
-fn relay_spec(rtt_ms: u32) -> segue_impair::relay::RelaySpec {
-    let half = segue_impair::impair::LinkSpec {
-        delay_ms: f64::from(rtt_ms) / 2.0,
-        ..Default::default()
-    };
-    segue_impair::relay::RelaySpec {
-        up: half.clone(),
-        down: half,
-        seed: 1,
-    }
-}
-
 /// The round trip a datagram takes through a relay of `rtt_ms` (the least of 10 echoes),
 /// ms: the path the TTFF players see, the relay's timer granularity included.
 async fn relay_rtt(rtt_ms: u32) -> anyhow::Result<f64> {
     let echo = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
     let echo_addr = echo.local_addr()?;
-    let relay =
-        segue_impair::relay::udp("127.0.0.1:0".parse()?, echo_addr, relay_spec(rtt_ms)).await?;
+    let relay = segue_impair::relay::udp(
+        "127.0.0.1:0".parse()?,
+        echo_addr,
+        RelaySpec::round_trip(f64::from(rtt_ms), 1),
+    )
+    .await?;
     let echoing = tokio::spawn(async move {
         let mut buf = [0u8; 64];
         while let Ok((n, from)) = echo.recv_from(&mut buf).await {
@@ -472,9 +464,12 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (relay, path_rtt) = if o.rtt_ms > 0 {
         let edge_addr = std::net::SocketAddr::from(([127, 0, 0, 1], eport));
-        let relay =
-            segue_impair::relay::udp("127.0.0.1:0".parse()?, edge_addr, relay_spec(o.rtt_ms))
-                .await?;
+        let relay = segue_impair::relay::udp(
+            "127.0.0.1:0".parse()?,
+            edge_addr,
+            RelaySpec::round_trip(f64::from(o.rtt_ms), 1),
+        )
+        .await?;
         (Some(relay), Some(relay_rtt(o.rtt_ms).await?))
     } else {
         (None, None)
@@ -523,19 +518,15 @@ pub async fn run(exe: &Path, o: &BenchOptions) -> anyhow::Result<String> {
     }
     let hs = pct(&mut handshake, 0.5);
     let conn_rt = pct(&mut rtt, 0.5);
-    let mut rt = conn_rt;
-    let through = match path_rtt {
-        Some(p) => {
-            // The relay's own timers add to its delay: the targets take the round trip a
-            // datagram takes through it, measured.
-            rt = p;
-            format!(
-                ", through a relay of {} ms nominal round trip, {p:.2} ms measured by UDP echo: the targets' RTT",
-                o.rtt_ms
-            )
-        }
-        None => String::new(),
-    };
+    // The relay's own timers add to its delay: the targets take the round trip a datagram
+    // takes through it, measured.
+    let rt = path_rtt.unwrap_or(conn_rt);
+    let through = path_rtt.map_or(String::new(), |p| {
+        format!(
+            ", through a relay of {} ms nominal round trip, {p:.2} ms measured by UDP echo: the targets' RTT",
+            o.rtt_ms
+        )
+    });
     out.push_str(&format!(
         "TTFF, request sent -> first complete frame, unpaced, {} plays each (handshake median {hs:.2} ms, connections' RTT median {conn_rt:.3} ms{through})\n",
         o.rounds

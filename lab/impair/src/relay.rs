@@ -89,6 +89,21 @@ pub struct RelaySpec {
     pub seed: u64,
 }
 
+impl RelaySpec {
+    /// A plain delay of `rtt_ms` per round trip, half each way, nothing else impaired.
+    pub fn round_trip(rtt_ms: f64, seed: u64) -> Self {
+        let half = LinkSpec {
+            delay_ms: rtt_ms / 2.0,
+            ..LinkSpec::default()
+        };
+        Self {
+            up: half.clone(),
+            down: half,
+            seed,
+        }
+    }
+}
+
 fn flow_seed(seed: u64, flow: u64, dir: u64) -> u64 {
     // splitmix64 of the triple: distinct, well-spread seeds per flow and direction.
     let mut z =

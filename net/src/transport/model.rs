@@ -1679,32 +1679,38 @@ mod tests {
         feed(Core::new(12_000, MSS), lossy, reorder, spread)
     }
 
+    /// The path's RTT in [`feed`].
+    const FEED_RTT: Duration = Duration::from_millis(50);
+
     /// [`rounds`] through a given model.
     fn feed(mut cc: Core, lossy: bool, reorder: bool, spread: bool) -> (Core, f64) {
+        let start = Instant::now();
         feed_queued(
             &mut cc,
-            Instant::now(),
+            start,
+            0..40,
             lossy,
             reorder,
             spread,
             Duration::ZERO,
         );
-        let bdp = cc.bw() as f64 * 0.05;
+        let bdp = cc.bw() as f64 * FEED_RTT.as_secs_f64();
         (cc, bdp)
     }
 
-    /// [`feed`] from `t`, every packet after the tenth round also waiting `queue` in a
-    /// standing queue; returns when the next round would start.
+    /// [`feed`]'s `rounds` from `t`, every packet of a round after the tenth also waiting
+    /// `queue` in a standing queue; returns when the next round would start.
     fn feed_queued(
         cc: &mut Core,
         mut t: Instant,
+        rounds: std::ops::Range<u64>,
         lossy: bool,
         reorder: bool,
         spread: bool,
         queue: Duration,
     ) -> Instant {
-        let rtt = Duration::from_millis(50);
-        for round in 0..40u64 {
+        let rtt = FEED_RTT;
+        for round in rounds {
             let queue = if round > 10 { queue } else { Duration::ZERO };
             let sends: Vec<Instant> = (0..40u64)
                 .map(|i| t + Duration::from_micros(i * 1200))
@@ -1792,8 +1798,8 @@ mod tests {
         // the packets lost, playback starts 100-300 ms late.
         let queue = Duration::from_millis(20);
         let mut cc = Core::new(12_000, MSS);
-        let t = feed_queued(&mut cc, Instant::now(), true, true, false, queue);
-        let bdp = cc.bw() as f64 * 0.05;
+        let t = feed_queued(&mut cc, Instant::now(), 0..40, true, true, false, queue);
+        let bdp = cc.bw() as f64 * FEED_RTT.as_secs_f64();
         assert!(cc.reordering());
         let hi = cc
             .inflight_hi()
@@ -1806,22 +1812,7 @@ mod tests {
         );
         // The loss stops; the bound is probed up round by round (1, 2, 4 … datagrams),
         // not dropped at the next round's end because the path still reorders.
-        let mut t = t;
-        for _ in 0..2 {
-            let sends: Vec<Instant> = (0..40u64)
-                .map(|i| t + Duration::from_micros(i * 1200))
-                .collect();
-            for &s in &sends {
-                cc.on_sent(s, MSS);
-            }
-            for i in 0..40usize {
-                let sent = sends[i ^ 1];
-                let rtt = Duration::from_millis(50) + queue;
-                cc.on_ack(sent + rtt, sent, MSS, false, rtt);
-            }
-            cc.on_end_acks(0);
-            t += Duration::from_millis(70);
-        }
+        feed_queued(&mut cc, t, 40..42, false, true, false, queue);
         let after = cc
             .inflight_hi()
             .expect("the bound holds while the path reorders");

@@ -277,19 +277,10 @@ async fn rejected_0rtt_is_sent_again() {
 /// resuming saves is printed, not asserted: in most runs nothing yet — issue 19's note.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_play_over_a_real_round_trip() {
-    use segue_impair::impair::LinkSpec;
     use segue_impair::relay::{self, RelaySpec};
     let origin = common::origin_with_sample("demo.mp4").await;
     let e = origin.edge(4_000_000).await;
-    let half = LinkSpec {
-        delay_ms: 20.0,
-        ..LinkSpec::default()
-    };
-    let spec = RelaySpec {
-        up: half.clone(),
-        down: half,
-        seed: 1,
-    };
+    let spec = RelaySpec::round_trip(40.0, 1);
     let r = relay::udp("127.0.0.1:0".parse().unwrap(), e.addr, spec)
         .await
         .unwrap();
