@@ -1823,6 +1823,30 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_within_half_the_jitter_of_a_reordering_path_is_not_read_as_one() {
+        // A path that reorders with ~15 ms of jitter: a round's least RTT sits over the
+        // minimum without any queue (the minimum is the least of many rounds, a round has
+        // few samples), so loss counts as congestion only where the least RTT exceeds the
+        // minimum by HyStart++'s margin (6.25 ms at 50 ms) plus half the jitter. Every packet
+        // 10 ms late is within that; 20 ms late is a standing queue, and bounds the window (a
+        // margin of the whole jitter would have missed it).
+        for (queue_ms, bounded) in [(10, false), (20, true)] {
+            let queue = Duration::from_millis(queue_ms);
+            let mut cc = Core::new(12_000, MSS);
+            feed_queued(&mut cc, Instant::now(), 0..40, true, true, true, queue);
+            assert!(cc.reordering());
+            let jitter = cc.jitter().as_secs_f64();
+            assert!((0.012..=0.018).contains(&jitter), "jitter {jitter} s");
+            assert_eq!(
+                cc.inflight_hi().is_some(),
+                bounded,
+                "every packet {queue_ms} ms late: bound {:?}",
+                cc.inflight_hi()
+            );
+        }
+    }
+
+    #[test]
     fn the_window_covers_the_jitter_of_a_reordering_path_only() {
         // A reordering path whose RTTs spread by 15 ms on average: the window holds the rate
         // over the minimum RTT plus the jitter. The same spread on a path keeping order is a
