@@ -41,14 +41,16 @@ impl Player {
             }
             return;
         }
-        let waited_out = self.play_due(now);
-        if self
-            .tracks
-            .iter()
-            .all(|t| t.pending.is_empty() && t.carry.is_empty())
-            && waited_out
-            && since_media > st
-        {
+        let (waited_out, blocked) = self.play_due(now);
+        // Nothing arrived for the timeout and nothing can play: every track is drained, or
+        // one holds the clock with nothing to skip to (a track cut off while the others
+        // hold frames that can never be due: seen waiting 133 s in the lab).
+        let stuck = blocked
+            || self
+                .tracks
+                .iter()
+                .all(|t| t.pending.is_empty() && t.carry.is_empty());
+        if stuck && waited_out && since_media > st {
             let why = self
                 .stream_failure
                 .clone()
@@ -129,12 +131,13 @@ impl Player {
 
     /// Plays every frame due at `now` and accounts a stall; returns whether what is missing
     /// was waited for long enough (paced: a stall past the timeout; unpaced: no media for
-    /// it).
-    fn play_due(&mut self, now: Instant) -> bool {
+    /// it), and whether a track is past due with nothing to play or skip to.
+    fn play_due(&mut self, now: Instant) -> (bool, bool) {
         let pace = self.cfg.pace;
         let Some(clock) = self.clock.as_mut() else {
-            return false;
+            return (false, false);
         };
+        let mut blocked = false;
         let waited_out = clock.stalled_for(now) > self.cfg.stall_timeout
             || (!pace && now.saturating_duration_since(self.last_media) > self.cfg.stall_timeout);
         let mut missing = false;
@@ -151,11 +154,14 @@ impl Player {
                 } else {
                     let Some(next) = t.next_seq else {
                         // Waiting for the new node's numbering.
-                        missing |= past_due(t, clock, *m0, pace, now, &mut self.next_wake);
+                        let due = past_due(t, clock, *m0, pace, now, &mut self.next_wake);
+                        missing |= due;
+                        blocked |= due;
                         break;
                     };
                     let Some(f) = t.pending.remove(&next) else {
-                        missing |= past_due(t, clock, *m0, pace, now, &mut self.next_wake);
+                        let due = past_due(t, clock, *m0, pace, now, &mut self.next_wake);
+                        missing |= due;
                         // A gap that outlives the stall timeout: skip to what we have.
                         if let Some((&k, _)) = t.pending.iter().next()
                             && waited_out
@@ -163,6 +169,7 @@ impl Player {
                             t.next_seq = Some(k);
                             continue;
                         }
+                        blocked |= due && t.pending.is_empty();
                         break;
                     };
                     let pts = t.pts_of(f.timestamp);
@@ -227,7 +234,7 @@ impl Player {
         }
         // Kept current, so a play that ends in an error still reports the time it stalled.
         self.report.stall_ms = ms(clock.stall_time(now));
-        waited_out
+        (waited_out, blocked)
     }
 }
 

@@ -440,3 +440,70 @@ fn a_node_that_sends_nothing_is_refused_after_the_stall_timeout() {
     };
     assert_eq!(why, "no playable media within 2s: the server sent none");
 }
+
+#[test]
+fn a_track_cut_off_mid_play_ends_the_play_after_the_stall_timeout_whatever_the_others_hold() {
+    // Video and audio (each 25 frames/s on a 90 kHz clock, for simplicity). Video stops
+    // at frame 50 while audio is in to frame 99: the clock freezes at 2 s with audio
+    // frames pending but not due. Seen in the lab (0.25 Mbit/s last mile, 3 % bursty
+    // loss): a play missing its last 8 frames waited 133 s, to the run's time bound, its
+    // stall timeout of 10 s never firing because another track held frames.
+    let mut p = Play::new(config(), &[]);
+    let now = p.at(0);
+    p.p.handle_connected(now, CSEQ, now, false);
+    let mut d = description();
+    let mut audio = d.tracks[0].clone();
+    audio.index = 1;
+    audio.payload_type = 97;
+    audio.codec = Codec::Aac {
+        config: Bytes::from_static(&[0x11, 0x90]),
+        channels: 2,
+    };
+    d.tracks.push(audio);
+    let mut r = Response::new(200, CSEQ.describe);
+    r.headers.content_type = Some(SDP_CONTENT_TYPE.into());
+    r.body = Bytes::from(d.to_sdp());
+    p.p.handle_control(now, Message::Response(r));
+    let mut s = Response::new(200, CSEQ.setup);
+    s.headers.session = Some(SessionHeader {
+        id: "s1".into(),
+        timeout: None,
+    });
+    p.p.handle_control(now, Message::Response(s));
+    let mut r = Response::new(200, CSEQ.play);
+    r.headers.range = Some(NptRange {
+        start: 0,
+        end: None,
+    });
+    r.headers.rtp_info = (0..2)
+        .map(|t| RtpInfo {
+            url: SegueUrl::parse(&format!("segue://a.test/clip/track={t}")).unwrap(),
+            ssrc: t + 1,
+            seq: A.seq,
+            rtptime: A.rtptime,
+        })
+        .collect();
+    p.p.handle_control(now, Message::Response(r));
+    p.drain();
+    for i in 0..100 {
+        if i < 50 {
+            p.p.handle_frame(p.at(10), A.frame(i));
+        }
+        let mut f = A.frame(i);
+        f.track = 1;
+        p.p.handle_frame(p.at(10), f);
+    }
+    p.drain();
+    p.run_until(20_000);
+    let Some(Err(e)) = p.p.take_result() else {
+        panic!("the play is still waiting at 20 s");
+    };
+    assert!(e.to_string().contains("stalled for 2s"), "{e}");
+    let r = p.p.into_report();
+    assert_eq!(r.stalls, 1);
+    assert!(
+        (2000.0..2200.0).contains(&r.stall_ms),
+        "left within a wake-up of the timeout: {} ms stalled",
+        r.stall_ms
+    );
+}
