@@ -20,4 +20,4 @@ mod track;
 pub use play::{PlayOptions, play};
 pub use player::{PlayError, Player};
 pub use report::Report;
-pub use session::{ConnectOptions, ControlClient, StartCseqs, connect, connect_with};
+pub use session::{ConnectOptions, ControlClient, StartCseqs, Tickets, connect, connect_with};

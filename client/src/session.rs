@@ -55,6 +55,48 @@ pub struct ConnectOptions {
     /// Never resume a TLS session (no ticket kept or offered, no 0-RTT) and keep no
     /// address-validation tokens.
     pub no_resume: bool,
+    /// Keep tickets and tokens here instead of in the process's store: one viewer's own
+    /// (a lab's returning viewer resumes its own sessions, not another viewer's).
+    pub tickets: Option<Tickets>,
+}
+
+/// One viewer's TLS session tickets and address-validation tokens, in memory, with the TLS
+/// configs made for them (rustls resumes a session only under the config it was made with).
+/// Clones share them.
+#[derive(Clone, Default)]
+pub struct Tickets(Arc<TicketsInner>);
+
+#[derive(Default)]
+struct TicketsInner {
+    tokens: Arc<quinn::TokenMemoryCache>,
+    configs: std::sync::Mutex<Vec<(std::path::PathBuf, Arc<rustls::ClientConfig>)>>,
+}
+
+impl std::fmt::Debug for Tickets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tickets")
+    }
+}
+
+impl Tickets {
+    /// The TLS config for `ca` with this viewer's tickets, made by `build` the first time.
+    fn config(
+        &self,
+        ca: &Path,
+        build: impl FnOnce(
+            rustls::client::Resumption,
+        ) -> Result<Arc<rustls::ClientConfig>, ConnectError>,
+    ) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+        let mut configs = self.0.configs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, c)) = configs.iter().find(|(p, _)| p == ca) {
+            return Ok(c.clone());
+        }
+        // A viewer talks to few nodes: a handful of tickets each is plenty.
+        let store = Arc::new(rustls::client::ClientSessionMemoryCache::new(8));
+        let c = build(rustls::client::Resumption::store(store))?;
+        configs.push((ca.to_path_buf(), c.clone()));
+        Ok(c)
+    }
 }
 
 /// The TLS session tickets of this process, by server name: a later connection to the same
@@ -81,8 +123,9 @@ fn tokens() -> Arc<dyn quinn::TokenStore> {
 }
 
 /// The TLS config of connections verified against `ca`. Resuming ones share one config per
-/// CA for the process: rustls resumes a session only under the verifier it was made with.
-fn tls_config(ca: &Path, resume: bool) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+/// CA for the process (or for the viewer, with [`ConnectOptions::tickets`]): rustls resumes
+/// a session only under the verifier it was made with.
+fn tls_config(ca: &Path, opts: &ConnectOptions) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
     let build = |resumption| -> Result<Arc<rustls::ClientConfig>, ConnectError> {
         let mut tls = segue_certs::tls::client_config(ca, &[segue_wire::ALPN])?;
         tls.resumption = resumption;
@@ -91,8 +134,11 @@ fn tls_config(ca: &Path, resume: bool) -> Result<Arc<rustls::ClientConfig>, Conn
         tls.enable_early_data = true;
         Ok(Arc::new(tls))
     };
-    if !resume {
+    if opts.no_resume {
         return build(rustls::client::Resumption::disabled());
+    }
+    if let Some(t) = &opts.tickets {
+        return t.config(ca, build);
     }
     static CONFIGS: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<rustls::ClientConfig>>>,
@@ -149,7 +195,7 @@ pub async fn connect_early(
     opts: &ConnectOptions,
     early: bool,
 ) -> Result<Early, ConnectError> {
-    let quic = QuicClientConfig::try_from(tls_config(ca, !opts.no_resume)?)?;
+    let quic = QuicClientConfig::try_from(tls_config(ca, opts)?)?;
     let host = url.host.trim_start_matches('[').trim_end_matches(']');
     let addr: SocketAddr = tokio::net::lookup_host((host, url.port))
         .await
@@ -168,8 +214,14 @@ pub async fn connect_early(
         quinn::Endpoint::client(bind).map_err(|error| ConnectError::Bind { addr: bind, error })?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
     cfg.transport_config(Arc::new(opts.transport.config()));
-    if !opts.no_resume {
-        cfg.token_store(tokens());
+    match (&opts.tickets, opts.no_resume) {
+        (_, true) => {}
+        (Some(t), false) => {
+            cfg.token_store(t.0.tokens.clone());
+        }
+        (None, false) => {
+            cfg.token_store(tokens());
+        }
     }
     if let Some(q) = segue_net::qlog::Qlog::from_env() {
         cfg = q.client_config(&cfg, opts.transport.config(), addr);

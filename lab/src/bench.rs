@@ -233,6 +233,7 @@ async fn sink_until(
         bind: Some(from),
         transport: TransportSettings::with(congestion),
         no_resume: true,
+        tickets: None,
     };
     let (_ep, conn, mut control) =
         segue_client::connect_with(url, ca, Duration::from_secs(5), &connect).await?;

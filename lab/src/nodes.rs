@@ -538,15 +538,14 @@ async fn segue(
     });
 
     let refs: Vec<&EdgeLinks> = links.iter().collect();
-    let viewers = Viewers {
-        edges: net
-            .edges
+    let viewers = Viewers::new(
+        net.edges
             .iter()
             .map(|(_, a)| format!("{a}:{EDGE_PORT}"))
             .collect(),
-        addresses: net.viewers.iter().map(|a| IpAddr::V4(*a)).collect(),
-        transport: s.transport.settings(),
-    };
+        net.viewers.iter().map(|a| IpAddr::V4(*a)).collect(),
+        s.transport.settings(),
+    );
     r.clock.begin();
     let (plays, traffic) = drive_segue(s, o, &catalog, &refs, &viewers, &tls.ca).await;
     let wire_after = wire(helper_links);
@@ -636,8 +635,8 @@ async fn hls(r: &Run<'_>, catalog: super::run::Catalog) -> anyhow::Result<Outcom
             prepare::prepare(&src, &hls_root, n, s.media.segment_ms).await?,
         ));
     }
-    let client_tls =
-        Arc::new(segue_certs::tls::client_config(&tls.ca, &[b"http/1.1"]).context("client TLS")?);
+    let client_tls = stack::viewer_tls(&tls.ca, false)?;
+    let viewer_configs = stack::ViewerTls::new(&tls.ca, s)?;
     let origin_place = nginx::Place {
         ns: Some(net.origin_ns.clone()),
         addr: SocketAddr::from((net.origin, HTTPS_PORT)),
@@ -687,10 +686,10 @@ async fn hls(r: &Run<'_>, catalog: super::run::Catalog) -> anyhow::Result<Outcom
         let mut opts = stack::play_options(
             addrs[spec.edge],
             &catalog.names[spec.object],
-            &client_tls,
+            viewer_configs.of(spec.viewer),
             &objects[spec.object],
             Some(&spec),
-            Some(viewers[spec.id % viewers.len()].into()),
+            Some(viewers[spec.viewer % viewers.len()].into()),
         );
         opts.startup_buffer = spec.startup_buffer;
         async move { player::play(&opts).await }

@@ -7,10 +7,17 @@ use rand::{Rng, SeedableRng};
 
 use super::scenario::PlayersConf;
 
+/// A returning viewer's play comes at least this long after the play it returns from
+/// (whose handshake, and so its ticket, is done by then).
+pub const RETURN_AFTER_S: f64 = 1.0;
+
 /// One planned play.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
     pub id: usize,
+    /// Who plays: the id of the viewer's first play (its own id for a new viewer). A viewer
+    /// has one source address and last mile, and returns to the same edge.
+    pub viewer: usize,
     /// Seconds after the start.
     pub at_s: f64,
     /// Catalog index; 0 is the most popular.
@@ -49,7 +56,8 @@ impl Zipf {
     }
 }
 
-/// Plans `p.count` plays over a catalog of `objects` and `edges` edges.
+/// Plans `p.count` plays over a catalog of `objects` and `edges` edges; a fraction
+/// `p.returning` of them by viewers who played before.
 pub fn plan(p: &PlayersConf, objects: usize, edges: usize, seed: u64) -> Vec<Planned> {
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x005e_ed0f_91a7);
     let mut times: Vec<f64> = (0..p.count)
@@ -58,24 +66,34 @@ pub fn plan(p: &PlayersConf, objects: usize, edges: usize, seed: u64) -> Vec<Pla
     times.sort_by(f64::total_cmp);
     let zipf = Zipf::new(objects, p.zipf_alpha);
     let every = (p.count / p.sampled.max(1)).max(1);
-    times
-        .into_iter()
-        .enumerate()
-        .map(|(id, at_s)| {
-            let object = zipf.sample(&mut rng);
-            let watch = p.watch.as_ref().and_then(|w| {
-                (rng.random::<f64>() < w.early_quit).then(|| rng.random::<f64>() * w.within)
-            });
-            Planned {
-                id,
-                at_s,
-                object,
-                edge: id % edges.max(1),
-                watch,
-                sampled: p.sampled > 0 && id % every == 0 && id / every < p.sampled,
-            }
-        })
-        .collect()
+    let mut plays: Vec<Planned> = Vec::with_capacity(times.len());
+    for (id, at_s) in times.into_iter().enumerate() {
+        let object = zipf.sample(&mut rng);
+        let watch = p.watch.as_ref().and_then(|w| {
+            (rng.random::<f64>() < w.early_quit).then(|| rng.random::<f64>() * w.within)
+        });
+        // (Drawn only when asked for: scenarios without returning viewers plan as before.)
+        let back_from = (p.returning > 0.0 && rng.random::<f64>() < p.returning)
+            .then(|| {
+                let before = plays.partition_point(|x| x.at_s + RETURN_AFTER_S <= at_s);
+                (before > 0).then(|| rng.random_range(0..before))
+            })
+            .flatten();
+        let (viewer, edge) = match back_from {
+            Some(j) => (plays[j].viewer, plays[j].edge),
+            None => (id, id % edges.max(1)),
+        };
+        plays.push(Planned {
+            id,
+            viewer,
+            at_s,
+            object,
+            edge,
+            watch,
+            sampled: p.sampled > 0 && id % every == 0 && id / every < p.sampled,
+        });
+    }
+    plays
 }
 
 #[cfg(test)]
@@ -99,6 +117,7 @@ mod tests {
             stall_timeout_s: 10,
             fallback: false,
             last_mile: Default::default(),
+            returning: 0.0,
         }
     }
 
@@ -147,6 +166,43 @@ mod tests {
         assert_eq!(plan.iter().filter(|x| x.edge == 2).count(), 666);
         assert_eq!(plan.iter().filter(|x| x.sampled).count(), 5);
         assert!(plan.iter().all(|x| x.object < 50));
+    }
+
+    #[test]
+    fn returning_viewers_come_back_to_their_edge_later() {
+        let p = players(400);
+        let first = plan(&p, 50, 3, 7);
+        assert!(
+            first.iter().all(|x| x.viewer == x.id),
+            "none return unless asked"
+        );
+        let mut back = p.clone();
+        back.returning = 0.5;
+        let plan = plan(&back, 50, 3, 7);
+        let returning: Vec<&Planned> = plan.iter().filter(|x| x.viewer != x.id).collect();
+        let share = returning.len() as f64 / 400.0;
+        assert!((0.4..0.6).contains(&share), "{share}");
+        for r in returning {
+            let earlier = &plan[r.viewer];
+            assert_eq!(
+                earlier.viewer, earlier.id,
+                "a viewer is named by its first play"
+            );
+            assert_eq!(r.edge, earlier.edge);
+            assert!(
+                plan.iter()
+                    .any(|x| x.viewer == r.viewer && x.at_s + RETURN_AFTER_S <= r.at_s),
+                "play {} returns {} s after no play of viewer {}",
+                r.id,
+                RETURN_AFTER_S,
+                r.viewer
+            );
+        }
+        // The rest of the plan is drawn as before only where nothing returns.
+        assert_eq!(
+            plan.iter().map(|x| x.at_s).collect::<Vec<_>>(),
+            first.iter().map(|x| x.at_s).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct LabOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct PlayRecord {
     pub id: usize,
+    /// Its viewer: its own id, or an earlier play's for a returning viewer.
+    pub viewer: usize,
     pub edge: String,
     pub object: String,
     pub arrival_s: f64,
@@ -245,8 +247,12 @@ impl EdgeLinks {
 /// One play to make, whatever the system.
 #[derive(Debug, Clone)]
 pub(crate) struct PlaySpec {
-    /// The planned play's id (its viewer's own source address is chosen by it).
-    pub id: usize,
+    /// The play's viewer ([`Planned::viewer`](crate::population::Planned)): the source address
+    /// and last mile are the viewer's.
+    pub viewer: usize,
+    /// The viewer keeps its TLS tickets from play to play (the scenario has returning
+    /// viewers); otherwise no play resumes anything.
+    pub resume: bool,
     pub edge: usize,
     pub object: usize,
     pub startup_buffer: Duration,
@@ -465,9 +471,30 @@ pub(crate) struct Viewers {
     /// Addresses of the packet-level network, one per play; empty: [`loopback_viewer`].
     pub addresses: Vec<IpAddr>,
     pub transport: TransportSettings,
+    /// Each viewer's TLS tickets (made as first asked for).
+    pub tickets: std::sync::Mutex<std::collections::HashMap<usize, segue_client::Tickets>>,
 }
 
 impl Viewers {
+    pub(crate) fn new(
+        edges: Vec<String>,
+        addresses: Vec<IpAddr>,
+        transport: TransportSettings,
+    ) -> Self {
+        Self {
+            edges,
+            addresses,
+            transport,
+            tickets: Default::default(),
+        }
+    }
+
+    /// Viewer `viewer`'s tickets, shared by its plays.
+    pub(crate) fn tickets(&self, viewer: usize) -> segue_client::Tickets {
+        let mut t = self.tickets.lock().unwrap_or_else(|e| e.into_inner());
+        t.entry(viewer).or_default().clone()
+    }
+
     pub(crate) fn source(&self, id: usize) -> IpAddr {
         match self.addresses.is_empty() {
             true => loopback_viewer(id),
@@ -493,11 +520,12 @@ pub(crate) fn segue_play(
             .then(|| url(next))
             .transpose(),
     );
-    // Each lab player is a viewer of its own, with no ticket from another's session.
+    // A viewer resumes only its own sessions (a returning viewer's), never another's.
     let connect = ConnectOptions {
-        bind: Some(viewers.source(spec.id)),
+        bind: Some(viewers.source(spec.viewer)),
         transport: viewers.transport,
-        no_resume: true,
+        no_resume: !spec.resume,
+        tickets: spec.resume.then(|| viewers.tickets(spec.viewer)),
     };
     async move {
         let (url, fallback) = match (url, fallback) {
@@ -695,14 +723,14 @@ async fn run_segue(
         });
         (k.edge, k.at_s, i)
     });
-    let viewers = Viewers {
-        edges: edges
+    let viewers = Viewers::new(
+        edges
             .iter()
             .map(|e| format!("localhost:{}", e.player_port))
             .collect(),
-        addresses: Vec::new(),
-        transport: s.transport.settings(),
-    };
+        Vec::new(),
+        s.transport.settings(),
+    );
     let (plays, traffic) = drive_segue(s, o, &catalog, &links, &viewers, &tls.ca).await;
     drop(links);
 
@@ -894,7 +922,8 @@ where
     for p in planned.clone() {
         let planned_watch_s = planned_watch_s(&p);
         let fut = play(PlaySpec {
-            id: p.id,
+            viewer: p.viewer,
+            resume: s.players.returning > 0.0,
             edge: p.edge,
             object: p.object,
             startup_buffer: Duration::from_millis(s.players.startup_buffer_ms),
@@ -910,7 +939,9 @@ where
             edges[p.edge].name.to_owned(),
             catalog.names[p.object].clone(),
         );
-        let Planned { id, at_s, .. } = p;
+        let Planned {
+            id, viewer, at_s, ..
+        } = p;
         plays.spawn(async move {
             tokio::time::sleep_until(start + Duration::from_secs_f64(at_s)).await;
             active.fetch_add(1, Ordering::Relaxed);
@@ -921,6 +952,7 @@ where
             let cut = report.gave_up;
             records.lock().await.push(PlayRecord {
                 id,
+                viewer,
                 edge: edge_name,
                 object,
                 arrival_s: at_s,
@@ -971,6 +1003,7 @@ where
         if !records.iter().any(|r| r.id == p.id) {
             records.push(PlayRecord {
                 id: p.id,
+                viewer: p.viewer,
                 edge: edges[p.edge].name.to_owned(),
                 object: catalog.names[p.object].clone(),
                 arrival_s: p.at_s,

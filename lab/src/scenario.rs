@@ -253,6 +253,13 @@ pub struct PlayersConf {
     /// share). Packet-level network (`--netns`) only.
     #[serde(default)]
     pub last_mile: LinkConf,
+    /// Fraction of plays (0 to 1) by a viewer who played before in the run, at least
+    /// [`RETURN_AFTER_S`](crate::population::RETURN_AFTER_S) earlier: from the same
+    /// address and last mile, to the same edge, with the TLS tickets that play left (Segue
+    /// resumes and sends its start as 0-RTT data; nginx-HLS resumes TLS). 0 (the default):
+    /// every play is a new viewer and resumes nothing.
+    #[serde(default)]
+    pub returning: f64,
 }
 
 fn default_startup() -> u64 {
@@ -416,6 +423,9 @@ impl Scenario {
         let finite = |v: f64| v >= 0.0 && v.is_finite();
         if !finite(p.arrival_window_s) || !finite(p.zipf_alpha) {
             return Err("players.arrival_window_s and zipf_alpha must be non-negative".into());
+        }
+        if !(0.0..=1.0).contains(&p.returning) {
+            return Err("players.returning must be within 0..1".into());
         }
         if let Some(w) = &p.watch
             && !((0.0..=1.0).contains(&w.early_quit) && w.within > 0.0 && w.within <= 1.0)
@@ -608,6 +618,10 @@ watch = { early_quit = 0.6, within = 0.2 }
             (
                 GOOD.replace("name = \"e1\"", "name = \"e1\"\nparallel = 0"),
                 "parallel",
+            ),
+            (
+                GOOD.replace("count = 10", "count = 10\nreturning = 1.5"),
+                "returning",
             ),
         ] {
             let e = Scenario::parse(&bad, Path::new("/x")).unwrap_err();

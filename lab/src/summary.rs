@@ -486,14 +486,14 @@ pub fn write(dir: &Path, o: &Outcome, s: &Summary) -> anyhow::Result<()> {
     w("summary.json", serde_json::to_string_pretty(s)? + "\n")?;
     w("summary.txt", render(o, s))?;
     let mut csv = String::from(
-        "id,edge,object,arrival_s,planned_watch_s,ttff_ms,startup_ms,stalls,stall_ms,late_frames,lost_frames,frames_received,frames_expected,hash_ok,bytes,wall_s,watched_until_s,cut,error\n",
+        "id,edge,object,arrival_s,planned_watch_s,ttff_ms,startup_ms,stalls,stall_ms,late_frames,lost_frames,frames_received,frames_expected,hash_ok,bytes,wall_s,watched_until_s,cut,error,viewer,click_ms,resumed\n",
     );
     let opt = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
     for p in &o.plays {
         let r = &p.report;
         let _ = writeln!(
             csv,
-            "{},{},{},{:.3},{},{},{},{},{:.1},{},{},{},{},{},{},{:.3},{},{},{}",
+            "{},{},{},{:.3},{},{},{},{},{:.1},{},{},{},{},{},{},{:.3},{},{},{},{},{},{}",
             p.id,
             csv_field(&p.edge),
             csv_field(&p.object),
@@ -513,6 +513,9 @@ pub fn write(dir: &Path, o: &Outcome, s: &Summary) -> anyhow::Result<()> {
             opt(r.watched_until_s),
             p.cut,
             csv_field(r.error.as_deref().unwrap_or("")),
+            p.viewer,
+            opt(r.click_ms),
+            r.resumed.map_or(String::new(), |b| b.to_string()),
         );
     }
     w("plays.csv", csv)?;

@@ -73,7 +73,8 @@ impl HlsPlayOptions {
 }
 
 enum Ev {
-    Connected(f64),
+    /// Connected after this many ms; whether TLS resumed a session.
+    Connected(f64, bool),
     Playlist(Vec<(String, f64)>),
     Data(Bytes),
     /// Segment done; media before this time (µs) has arrived.
@@ -113,7 +114,8 @@ struct Http {
 }
 
 impl Http {
-    async fn connect(&mut self) -> anyhow::Result<f64> {
+    /// Connects; returns the time it took (ms) and whether TLS resumed a session.
+    async fn connect(&mut self) -> anyhow::Result<(f64, bool)> {
         let t = Instant::now();
         let o = &self.opts;
         let fut = async {
@@ -129,17 +131,19 @@ impl Http {
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(o.host.clone())?;
             let tls = TlsConnector::from(o.tls.clone()).connect(name, tcp).await?;
+            let resumed = tls.get_ref().1.handshake_kind()
+                == Some(tokio_rustls::rustls::HandshakeKind::Resumed);
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            anyhow::Ok(sender)
+            anyhow::Ok((sender, resumed))
         };
-        let sender = tokio::time::timeout(o.connect_timeout, fut)
+        let (sender, resumed) = tokio::time::timeout(o.connect_timeout, fut)
             .await
             .map_err(|_| anyhow!("no connection within {:?}", o.connect_timeout))??;
         self.sender = Some(sender);
-        Ok(t.elapsed().as_secs_f64() * 1000.0)
+        Ok((t.elapsed().as_secs_f64() * 1000.0, resumed))
     }
 
     /// GETs `path` from byte `*got` on, passing body chunks to `sink` and counting them in
@@ -211,8 +215,8 @@ async fn download(opts: HlsPlayOptions, tx: mpsc::Sender<Ev>, mut position: watc
             opts: opts.clone(),
             sender: None,
         };
-        let ms = http.connect().await?;
-        let _ = tx.send(Ev::Connected(ms)).await;
+        let (ms, resumed) = http.connect().await?;
+        let _ = tx.send(Ev::Connected(ms, resumed)).await;
         let base = format!("/{}/", opts.object);
         let mut text = Vec::new();
         http.get_all(
@@ -295,10 +299,10 @@ async fn play_inner(
     loop {
         tokio::select! {
             ev = rx.recv(), if !all_in => match ev {
-                Some(Ev::Connected(ms)) => {
+                Some(Ev::Connected(ms, resumed)) => {
                     if report.connect_ms.is_none() {
                         t_req = Instant::now();
-                        report.resumed = Some(false);
+                        report.resumed = Some(resumed);
                     }
                     report.connect_ms.get_or_insert(ms);
                 }

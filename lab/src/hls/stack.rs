@@ -44,8 +44,8 @@ pub async fn run(
             prepare::prepare(&src, &hls_root, n, s.media.segment_ms).await?,
         ));
     }
-    let client_tls =
-        Arc::new(segue_certs::tls::client_config(&tls.ca, &[b"http/1.1"]).context("client TLS")?);
+    let client_tls = viewer_tls(&tls.ca, false)?;
+    let viewer_configs = ViewerTls::new(&tls.ca, s)?;
 
     let origin = nginx::origin(
         &bin,
@@ -109,10 +109,10 @@ pub async fn run(
         let mut opts = play_options(
             addrs[spec.edge],
             &catalog.names[spec.object],
-            &client_tls,
+            viewer_configs.of(spec.viewer),
             &objects[spec.object],
             Some(&spec),
-            Some(crate::run::loopback_viewer(spec.id)),
+            Some(crate::run::loopback_viewer(spec.viewer)),
         );
         opts.startup_buffer = spec.startup_buffer;
         async move { player::play(&opts).await }
@@ -172,6 +172,48 @@ pub(crate) fn prefix_segments(o: &HlsObject, prefix_s: f64) -> usize {
         n += 1;
     }
     n
+}
+
+/// A TLS config for the lab's HLS players against `ca`: with `resume`, its own store of
+/// session tickets (one viewer's); without, it resumes nothing. (rustls's default keeps
+/// tickets in the config, so one config shared by every viewer let each resume another's
+/// session with the same edge: a smaller, certificate-less server flight no Segue viewer
+/// got, and reported as not resumed. Session 30.)
+pub(crate) fn viewer_tls(
+    ca: &Path,
+    resume: bool,
+) -> anyhow::Result<Arc<tokio_rustls::rustls::ClientConfig>> {
+    let mut c = segue_certs::tls::client_config(ca, &[b"http/1.1"]).context("client TLS")?;
+    c.resumption = if resume {
+        tokio_rustls::rustls::client::Resumption::in_memory_sessions(8)
+    } else {
+        tokio_rustls::rustls::client::Resumption::disabled()
+    };
+    Ok(Arc::new(c))
+}
+
+/// The HLS players' TLS configs by viewer, each with the viewer's own tickets: a new
+/// viewer resumes nothing (as Segue's), a reconnection within a play resumes its own
+/// session (as a browser's), and a returning viewer the session of its earlier play.
+pub(crate) struct ViewerTls {
+    none: Arc<tokio_rustls::rustls::ClientConfig>,
+    own: Vec<Arc<tokio_rustls::rustls::ClientConfig>>,
+}
+
+impl ViewerTls {
+    pub(crate) fn new(ca: &Path, s: &Scenario) -> anyhow::Result<Self> {
+        let own = (0..s.players.count)
+            .map(|_| viewer_tls(ca, true))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self {
+            none: viewer_tls(ca, false)?,
+            own,
+        })
+    }
+
+    pub(crate) fn of(&self, viewer: usize) -> &Arc<tokio_rustls::rustls::ClientConfig> {
+        self.own.get(viewer).unwrap_or(&self.none)
+    }
 }
 
 pub(crate) fn play_options(

@@ -513,3 +513,61 @@ async fn a_few_matrix_cells_end_to_end() {
         "a resumed matrix took another spec's cells"
     );
 }
+
+/// Returning viewers (issue 19): a play by a viewer who played before resumes that
+/// viewer's TLS session (Segue's start goes as 0-RTT data), and a new viewer resumes
+/// nothing, on both stacks: no viewer gets another's session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returning_viewers_resume_their_own_sessions_only() {
+    let mut s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
+    s.players.arrival_window_s = 6.0;
+    s.players.returning = 0.5;
+    // The plan has a returning viewer, and a new viewer arriving after an earlier play's
+    // session exists (which a store shared by viewers would resume).
+    let plan = segue_lab::population::plan(&s.players, 3, 1, s.seed);
+    let first = plan[0].at_s;
+    assert!(plan.iter().any(|p| p.viewer != p.id), "{plan:?}");
+    assert!(
+        plan.iter()
+            .any(|p| p.viewer == p.id && p.at_s > first + 1.5),
+        "{plan:?}"
+    );
+    for system in [System::Segue, System::NginxHls] {
+        if system == System::NginxHls && !nginx_available().await {
+            continue;
+        }
+        let opts = LabOptions {
+            samples_dir: repo().join("media/samples"),
+            progress: false,
+            system,
+            netns: false,
+            segue_bin: None,
+        };
+        let o = run(&s, &opts).await.unwrap();
+        assert_eq!(o.plays.len(), 6);
+        assert!(
+            o.plays.iter().any(|p| p.viewer != p.id),
+            "{system}: no returning viewer planned"
+        );
+        assert!(
+            o.plays.iter().any(|p| p.viewer == p.id),
+            "{system}: no new viewer"
+        );
+        for p in &o.plays {
+            let r = &p.report;
+            assert!(r.error.is_none(), "{system}: play {}: {:?}", p.id, r.error);
+            assert_eq!(
+                r.resumed,
+                Some(p.viewer != p.id),
+                "{system}: play {} of viewer {}",
+                p.id,
+                p.viewer
+            );
+        }
+        let sum = summarize(&o, s.players.immediate_ms);
+        assert_eq!(
+            sum.resumed,
+            o.plays.iter().filter(|p| p.viewer != p.id).count()
+        );
+    }
+}
