@@ -310,7 +310,13 @@ pub fn ensure_sample(dir: &Path, stem: &str) -> anyhow::Result<()> {
 fn sample_files(dir: &Path, stem: &str) -> anyhow::Result<Vec<PathBuf>> {
     ensure_sample(dir, stem)?;
     let mut v = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("samples dir {}", dir.display()))? {
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "samples dir {} (run from the repository's root, or give --samples DIR)",
+            dir.display()
+        )
+    })?;
+    for e in entries {
         let p = e?.path();
         if p.file_stem().and_then(|s| s.to_str()) == Some(stem)
             && p.extension()
