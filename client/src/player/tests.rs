@@ -128,11 +128,16 @@ impl Play {
     /// The node connected at `ms` answers the pipelined start: the description, a session,
     /// and PLAY from `start_us` with `n`'s numbering.
     fn start(&mut self, ms: u64, start_us: u64, n: Numbering) {
+        self.start_described(ms, start_us, &description(), n);
+    }
+
+    /// [`Play::start`] of the object `desc` describes, every track numbered as `n`.
+    fn start_described(&mut self, ms: u64, start_us: u64, desc: &Description, n: Numbering) {
         let now = self.at(ms);
         self.p.handle_connected(now, CSEQ, now, false);
         let mut d = Response::new(200, CSEQ.describe);
         d.headers.content_type = Some(SDP_CONTENT_TYPE.into());
-        d.body = Bytes::from(description().to_sdp());
+        d.body = Bytes::from(desc.to_sdp());
         self.p.handle_control(now, Message::Response(d));
         let mut s = Response::new(200, CSEQ.setup);
         s.headers.session = Some(SessionHeader {
@@ -145,13 +150,17 @@ impl Play {
             start: start_us,
             end: None,
         });
-        p.headers.rtp_info = vec![RtpInfo {
-            url: SegueUrl::parse("segue://a.test/clip/track=0").unwrap(),
-            ssrc: 1,
-            seq: n.seq,
-            // rtptime is the RTP time of `start_us`.
-            rtptime: n.rtptime,
-        }];
+        p.headers.rtp_info = desc
+            .tracks
+            .iter()
+            .map(|t| RtpInfo {
+                url: SegueUrl::parse(&format!("segue://a.test/clip/track={}", t.index)).unwrap(),
+                ssrc: t.index + 1,
+                seq: n.seq,
+                // rtptime is the RTP time of `start_us`.
+                rtptime: n.rtptime,
+            })
+            .collect();
         self.p.handle_control(now, Message::Response(p));
         self.drain();
     }
@@ -449,8 +458,6 @@ fn a_track_cut_off_mid_play_ends_the_play_after_the_stall_timeout_whatever_the_o
     // loss): a play missing its last 8 frames waited 133 s, to the run's time bound, its
     // stall timeout of 10 s never firing because another track held frames.
     let mut p = Play::new(config(), &[]);
-    let now = p.at(0);
-    p.p.handle_connected(now, CSEQ, now, false);
     let mut d = description();
     let mut audio = d.tracks[0].clone();
     audio.index = 1;
@@ -460,31 +467,7 @@ fn a_track_cut_off_mid_play_ends_the_play_after_the_stall_timeout_whatever_the_o
         channels: 2,
     };
     d.tracks.push(audio);
-    let mut r = Response::new(200, CSEQ.describe);
-    r.headers.content_type = Some(SDP_CONTENT_TYPE.into());
-    r.body = Bytes::from(d.to_sdp());
-    p.p.handle_control(now, Message::Response(r));
-    let mut s = Response::new(200, CSEQ.setup);
-    s.headers.session = Some(SessionHeader {
-        id: "s1".into(),
-        timeout: None,
-    });
-    p.p.handle_control(now, Message::Response(s));
-    let mut r = Response::new(200, CSEQ.play);
-    r.headers.range = Some(NptRange {
-        start: 0,
-        end: None,
-    });
-    r.headers.rtp_info = (0..2)
-        .map(|t| RtpInfo {
-            url: SegueUrl::parse(&format!("segue://a.test/clip/track={t}")).unwrap(),
-            ssrc: t + 1,
-            seq: A.seq,
-            rtptime: A.rtptime,
-        })
-        .collect();
-    p.p.handle_control(now, Message::Response(r));
-    p.drain();
+    p.start_described(0, 0, &d, A);
     for i in 0..100 {
         if i < 50 {
             p.p.handle_frame(p.at(10), A.frame(i));

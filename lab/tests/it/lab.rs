@@ -14,6 +14,26 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A run of `system` on loopback, with the repository's samples.
+fn on_loopback(system: System) -> LabOptions {
+    LabOptions {
+        samples_dir: repo().join("media/samples"),
+        progress: false,
+        system,
+        netns: false,
+        segue_bin: None,
+    }
+}
+
+/// A run of `system` on the packet-level network, the nodes this test's `segue-lab`.
+fn on_netns(system: System) -> LabOptions {
+    LabOptions {
+        netns: true,
+        segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue-lab"))),
+        ..on_loopback(system)
+    }
+}
+
 #[test]
 fn every_shipped_scenario_parses() {
     let dir = repo().join("lab/scenarios");
@@ -31,13 +51,7 @@ fn every_shipped_scenario_parses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_scenario_runs_end_to_end() {
     let s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
-    let opts = LabOptions {
-        samples_dir: repo().join("media/samples"),
-        progress: false,
-        system: System::Segue,
-        netns: false,
-        segue_bin: None,
-    };
+    let opts = on_loopback(System::Segue);
     let o = run(&s, &opts).await.unwrap();
     assert_eq!(o.plays.len(), 6);
     assert_eq!(o.catalog.len(), 3);
@@ -211,13 +225,7 @@ async fn short_scenario_on_nginx_hls() {
         return;
     }
     let s = Scenario::load(&repo().join("lab/scenarios/ci-short.toml")).unwrap();
-    let opts = LabOptions {
-        samples_dir: repo().join("media/samples"),
-        progress: false,
-        system: System::NginxHls,
-        netns: false,
-        segue_bin: None,
-    };
+    let opts = on_loopback(System::NginxHls);
     let o = run(&s, &opts).await.unwrap();
     assert_eq!(o.system, System::NginxHls);
     assert_eq!(o.plays.len(), 6);
@@ -269,13 +277,7 @@ async fn short_scenario_on_the_packet_level_network() {
         if system == System::NginxHls && !nginx_available().await {
             continue;
         }
-        let opts = LabOptions {
-            samples_dir: repo().join("media/samples"),
-            progress: false,
-            system,
-            netns: true,
-            segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue-lab"))),
-        };
+        let opts = on_netns(system);
         let o = run(&s, &opts).await.unwrap();
         assert!(
             o.network.kind.starts_with("packet-level"),
@@ -373,14 +375,7 @@ zipf_alpha = 0.8
 sampled = 0
 "#;
     let s = Scenario::parse(text, &repo()).unwrap();
-    let opts = |system| LabOptions {
-        samples_dir: repo().join("media/samples"),
-        progress: false,
-        system,
-        netns: true,
-        segue_bin: Some(PathBuf::from(env!("CARGO_BIN_EXE_segue-lab"))),
-    };
-    let o = run(&s, &opts(System::Segue)).await.unwrap();
+    let o = run(&s, &on_netns(System::Segue)).await.unwrap();
     assert_eq!(o.plays.len(), 6);
     for p in o.plays.iter().filter(|p| p.edge != "h-b1") {
         assert!(
@@ -408,7 +403,7 @@ sampled = 0
     let a2 = o.edges.iter().find(|e| e.name == "h-a2").unwrap();
     assert!(a2.full_hits + a2.prefix_hits + a2.misses > 0, "{a2:?}");
 
-    let o = run(&s, &opts(System::SegueIndependent)).await.unwrap();
+    let o = run(&s, &on_netns(System::SegueIndependent)).await.unwrap();
     assert_eq!(o.system, System::SegueIndependent);
     let h = o.helpers.as_ref().expect("helper figures");
     assert_eq!((h.peer_payload_bytes, h.advert_bytes), (0, [0; 4]), "{h:?}");
@@ -536,13 +531,7 @@ async fn returning_viewers_resume_their_own_sessions_only() {
         if system == System::NginxHls && !nginx_available().await {
             continue;
         }
-        let opts = LabOptions {
-            samples_dir: repo().join("media/samples"),
-            progress: false,
-            system,
-            netns: false,
-            segue_bin: None,
-        };
+        let opts = on_loopback(system);
         let o = run(&s, &opts).await.unwrap();
         assert_eq!(o.plays.len(), 6);
         assert!(
