@@ -635,7 +635,6 @@ async fn hls(r: &Run<'_>, catalog: super::run::Catalog) -> anyhow::Result<Outcom
             prepare::prepare(&src, &hls_root, n, s.media.segment_ms).await?,
         ));
     }
-    let client_tls = stack::viewer_tls(&tls.ca, false)?;
     let viewer_configs = stack::ViewerTls::new(&tls.ca, s)?;
     let origin_place = nginx::Place {
         ns: Some(net.origin_ns.clone()),
@@ -667,7 +666,7 @@ async fn hls(r: &Run<'_>, catalog: super::run::Catalog) -> anyhow::Result<Outcom
             let opts = stack::play_options(
                 ng.addr,
                 n,
-                &client_tls,
+                viewer_configs.fresh(),
                 &objects[k],
                 None,
                 Some(net.control.into()),

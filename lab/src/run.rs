@@ -478,7 +478,7 @@ pub(crate) struct Viewers {
     pub addresses: Vec<IpAddr>,
     pub transport: TransportSettings,
     /// Each viewer's TLS tickets (made as first asked for).
-    pub tickets: std::sync::Mutex<std::collections::HashMap<usize, segue_client::Tickets>>,
+    tickets: std::sync::Mutex<std::collections::HashMap<usize, segue_client::Tickets>>,
 }
 
 impl Viewers {

@@ -44,7 +44,6 @@ pub async fn run(
             prepare::prepare(&src, &hls_root, n, s.media.segment_ms).await?,
         ));
     }
-    let client_tls = viewer_tls(&tls.ca, false)?;
     let viewer_configs = ViewerTls::new(&tls.ca, s)?;
 
     let origin = nginx::origin(
@@ -91,7 +90,7 @@ pub async fn run(
                 continue;
             }
             let segs = prefix_segments(&objects[k], e.prefix_s as f64);
-            let opts = play_options(ng.addr, n, &client_tls, &objects[k], None, None);
+            let opts = play_options(ng.addr, n, viewer_configs.fresh(), &objects[k], None, None);
             player::warm(&opts, segs)
                 .await
                 .with_context(|| format!("edge {}: warming {n}", e.name))?;
@@ -179,10 +178,7 @@ pub(crate) fn prefix_segments(o: &HlsObject, prefix_s: f64) -> usize {
 /// tickets in the config, so one config shared by every viewer let each resume another's
 /// session with the same edge: a smaller, certificate-less server flight no Segue viewer
 /// got, and reported as not resumed. Session 30.)
-pub(crate) fn viewer_tls(
-    ca: &Path,
-    resume: bool,
-) -> anyhow::Result<Arc<tokio_rustls::rustls::ClientConfig>> {
+fn viewer_tls(ca: &Path, resume: bool) -> anyhow::Result<Arc<tokio_rustls::rustls::ClientConfig>> {
     let mut c = segue_certs::tls::client_config(ca, &[b"http/1.1"]).context("client TLS")?;
     c.resumption = if resume {
         tokio_rustls::rustls::client::Resumption::in_memory_sessions(8)
@@ -194,7 +190,8 @@ pub(crate) fn viewer_tls(
 
 /// The HLS players' TLS configs by viewer, each with the viewer's own tickets: a new
 /// viewer resumes nothing (as Segue's), a reconnection within a play resumes its own
-/// session (as a browser's), and a returning viewer the session of its earlier play.
+/// session (as a browser's), and a returning viewer the session of its earlier play. And
+/// one that resumes nothing, for the runner's own requests (warming).
 pub(crate) struct ViewerTls {
     none: Arc<tokio_rustls::rustls::ClientConfig>,
     own: Vec<Arc<tokio_rustls::rustls::ClientConfig>>,
@@ -211,8 +208,15 @@ impl ViewerTls {
         })
     }
 
+    /// Viewer `viewer`'s (one that resumes nothing past the scenario's count, which no
+    /// planned viewer is).
     pub(crate) fn of(&self, viewer: usize) -> &Arc<tokio_rustls::rustls::ClientConfig> {
         self.own.get(viewer).unwrap_or(&self.none)
+    }
+
+    /// The config that resumes nothing.
+    pub(crate) fn fresh(&self) -> &Arc<tokio_rustls::rustls::ClientConfig> {
+        &self.none
     }
 }
 
