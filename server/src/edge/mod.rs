@@ -7,7 +7,8 @@
 //!   with `parallel` exchanges in flight on the pooled origin connection.
 //! - **Cases**: a session is a *full hit* (everything cached), a *prefix hit* (its first
 //!   segment cached) or a *miss*. On a miss, playback starts once a *sufficient portion* is in:
-//!   enough that, at the measured origin rate, the rest arrives before it is due.
+//!   enough that, at the measured origin rate, the rest arrives before it is due. A paced
+//!   play's first picture goes out before that (`node::session::preview`).
 //! - **Memory tier**: recently served segments, already verified, in a [`SegmentLru`], so
 //!   popular objects are served without a disk read or a checksum per session.
 

@@ -23,6 +23,7 @@ use crate::node::packets::PacketCache;
 use crate::node::source::Source;
 
 mod ahead;
+mod preview;
 mod sender;
 pub mod table;
 

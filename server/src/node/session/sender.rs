@@ -2,6 +2,8 @@
 //! paced to real time plus the send-ahead (PROTOCOL.md §7), and ends the stream with
 //! PLAY_NOTIFY.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use tokio::time::Instant;
 
 use super::Progress;
 use super::ahead::{SEND_AHEAD_RTTS, SendAhead};
+use super::preview::Preview;
 use crate::clock::rescale;
 use crate::node::control::ControlOut;
 use crate::node::packets::{Cursor, PacketCache, SegmentPackets};
@@ -80,6 +83,18 @@ pub(super) struct Sender<S: Source> {
 enum Stop {
     Cancelled,
     Failed(String),
+}
+
+/// The source's readiness (`Source::ready`), awaited while the first picture goes out.
+type Ready = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
+
+/// A paced play's clock: media is due at `t0` plus its offset into the play, minus the
+/// send-ahead. Until the source is ready (`gate`) only the [`Preview`] goes out; the clock
+/// starts when it is.
+struct Pace {
+    t0: Instant,
+    ahead: SendAhead,
+    gate: Option<(Ready, Preview)>,
 }
 
 impl<S: Source> Sender<S> {
@@ -165,14 +180,26 @@ impl<S: Source> Sender<S> {
 
     async fn send_all(&mut self) -> Result<(), Stop> {
         // No media before the PLAY's response is written (`ControlOut::response_written`).
-        let ready = async {
-            self.out.response_written(self.answered).await;
-            self.source.ready(&self.manifest, self.first).await
-        };
         tokio::select! {
-            r = ready => r.map_err(|e| Stop::Failed(e.to_string()))?,
+            _ = self.out.response_written(self.answered) => {}
             _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
         }
+        let source = self.source.clone();
+        let manifest = self.manifest.clone();
+        let first = self.first;
+        let mut ready: Ready = Box::pin(async move { source.ready(&manifest, first).await });
+        // A paced play sends its first picture while a miss's sufficient portion comes in
+        // (`preview`); an unpaced one, whose player starts on its first frame, waits.
+        let gate = if self.pacing {
+            let video = self.desc.tracks.iter().any(|t| t.codec.is_video());
+            Some((ready, Preview::new(video)))
+        } else {
+            tokio::select! {
+                r = &mut ready => r.map_err(|e| Stop::Failed(e.to_string()))?,
+                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+            }
+            None
+        };
         // A paced play tells the connection's controller the media's rate, which it keeps
         // carrying beside a flow that ignores loss (docs/TRANSPORT.md, "Fairness").
         let _demand = self
@@ -181,7 +208,11 @@ impl<S: Source> Sender<S> {
             .flatten()
             .map(|(demand, rate)| demand.add(rate));
         let t0 = Instant::now();
-        let mut ahead = SendAhead::new(t0.into_std(), self.send_ahead_max);
+        let mut pace = Pace {
+            t0,
+            ahead: SendAhead::new(t0.into_std(), self.send_ahead_max),
+            gate,
+        };
         for i in self.first..self.manifest.segments.len() {
             let body = tokio::select! {
                 r = self.source.segment_body(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
@@ -193,13 +224,13 @@ impl<S: Source> Sender<S> {
                 Body::Whole(payload) => {
                     match self.packets.get(&self.manifest, &self.desc, i, &payload) {
                         Ok(packets) => {
-                            self.send_segment(i, &packets, t0, &mut ahead, &mut streams)
+                            self.send_segment(i, &packets, &mut pace, &mut streams)
                                 .await
                         }
                         Err(e) => Err(Stop::Failed(format!("segment {i}: {e}"))),
                     }
                 }
-                Body::Growing(g) => self.send_growing(i, g, t0, &mut ahead, &mut streams).await,
+                Body::Growing(g) => self.send_growing(i, g, &mut pace, &mut streams).await,
             };
             match r {
                 Ok(()) => {
@@ -230,8 +261,7 @@ impl<S: Source> Sender<S> {
         &mut self,
         index: usize,
         mut body: Growing,
-        t0: Instant,
-        ahead: &mut SendAhead,
+        pace: &mut Pace,
         streams: &mut [Option<quinn::SendStream>],
     ) -> Result<(), Stop> {
         let failed = |e: &dyn std::fmt::Display| Stop::Failed(format!("segment {index}: {e}"));
@@ -260,8 +290,7 @@ impl<S: Source> Sender<S> {
                 .packets
                 .packetize_part(&self.desc, &records)
                 .map_err(|e| failed(&e))?;
-            self.send_segment(index, &packets, t0, ahead, streams)
-                .await?;
+            self.send_segment(index, &packets, pace, streams).await?;
         }
     }
 
@@ -327,8 +356,7 @@ impl<S: Source> Sender<S> {
         &mut self,
         index: usize,
         packets: &SegmentPackets,
-        t0: Instant,
-        ahead: &mut SendAhead,
+        pace: &mut Pace,
         streams: &mut [Option<quinn::SendStream>],
     ) -> Result<(), Stop> {
         let mut cursors = Vec::with_capacity(self.tracks.len());
@@ -348,7 +376,7 @@ impl<S: Source> Sender<S> {
         // the matrix's 8 Mbit/s cells. (A write per frame instead cost unpaced egress
         // 44 % on the `long` sample.)
         let base = self.send_ahead();
-        let mut current = self.ahead_now(ahead, base);
+        let mut current = self.ahead_now(&mut pace.ahead, base);
         // Where each track's stream is due up to, and the bytes due but not yet written.
         let mut due_end = vec![0usize; self.tracks.len()];
         let mut unwritten = 0usize;
@@ -360,8 +388,31 @@ impl<S: Source> Sender<S> {
             else {
                 continue;
             };
+            if let Some((ready, preview)) = pace.gate.as_mut() {
+                let video = self
+                    .desc
+                    .tracks
+                    .get(step.track)
+                    .is_some_and(|t| t.codec.is_video());
+                if !preview.admits(video, step.dts_us) {
+                    // The picture is out: the rest when the source is ready, on a clock
+                    // that starts then.
+                    self.write_due(index, &due_end, &mut cursors, streams)
+                        .await?;
+                    unwritten = 0;
+                    tokio::select! {
+                        r = ready => r.map_err(|e| Stop::Failed(e.to_string()))?,
+                        _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+                    }
+                    pace.gate = None;
+                    pace.t0 = Instant::now();
+                    pace.ahead = SendAhead::new(pace.t0.into_std(), self.send_ahead_max);
+                    current = self.ahead_now(&mut pace.ahead, base);
+                }
+            }
             if self.pacing {
-                let media = t0 + Duration::from_micros(step.dts_us.saturating_sub(self.start_us));
+                let media =
+                    pace.t0 + Duration::from_micros(step.dts_us.saturating_sub(self.start_us));
                 if media
                     .checked_sub(current)
                     .is_some_and(|due| due > Instant::now())
@@ -372,9 +423,9 @@ impl<S: Source> Sender<S> {
                     // Wait until it is due; a send-ahead that can grow is read again every
                     // AHEAD_CHECK meanwhile.
                     loop {
-                        current = self.ahead_now(ahead, base);
+                        current = self.ahead_now(&mut pace.ahead, base);
                         let now = Instant::now();
-                        let grows = ahead.grows(base);
+                        let grows = pace.ahead.grows(base);
                         let Some(due) = media.checked_sub(current).filter(|d| *d > now) else {
                             break;
                         };

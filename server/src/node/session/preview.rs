@@ -1,0 +1,86 @@
+//! What a paced play sends on a miss before the sufficient portion is in: its first picture.
+//!
+//! An edge that misses starts playback only once what it holds plus what its origin link
+//! delivers by each deadline covers the object (`Source::ready`). Waiting for that before
+//! the first byte kept the first frame behind the whole estimate: on the matrix's 8 Mbit/s
+//! × 300 ms origin link the first picture (a 76 kB keyframe) was at the edge ~1.5 s before
+//! the sender let it go. So a paced sender sends the first picture at once — the first
+//! video frame in decoding order and whatever other tracks' frames decode no later — and
+//! holds the rest until the source is ready. A player waits for its start-up buffer (many
+//! frames) before playback starts, so a picture alone starts nothing; an unpaced play (whose
+//! player starts on its first frame) waits for the source as before (PROTOCOL.md §5.6).
+
+/// Which frames of a play's first segment go out before its source is ready, in decoding
+/// order: sans-IO, fed each frame's track kind and decode time.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// The object has a video track: the picture is its first video frame; otherwise the
+    /// first frame of any track is the preview.
+    has_video: bool,
+    /// Decode time of the picture, once it was admitted.
+    picture_dts: Option<u64>,
+    /// A frame was held back: every later one is too.
+    closed: bool,
+}
+
+impl Preview {
+    pub fn new(has_video: bool) -> Self {
+        Self {
+            has_video,
+            picture_dts: None,
+            closed: false,
+        }
+    }
+
+    /// Whether the next frame in decoding order (a video frame or not, decoding at `dts_us`)
+    /// may go out before the source is ready. Once this says no, every later frame waits too.
+    pub fn admits(&mut self, video: bool, dts_us: u64) -> bool {
+        let admitted = match self.picture_dts {
+            _ if self.closed => false,
+            None => {
+                if video || !self.has_video {
+                    self.picture_dts = Some(dts_us);
+                }
+                true
+            }
+            Some(p) => !video && self.has_video && dts_us <= p,
+        };
+        self.closed = !admitted;
+        admitted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_picture_and_the_sound_decoded_with_it_go_ahead_and_nothing_after() {
+        let mut p = Preview::new(true);
+        // Audio before the keyframe, the keyframe, audio up to its decode time.
+        assert!(p.admits(false, 0));
+        assert!(p.admits(false, 10_000));
+        assert!(p.admits(true, 20_000));
+        assert!(p.admits(false, 20_000));
+        // The next audio frame and the next picture wait.
+        assert!(!p.admits(false, 30_000));
+        assert!(!p.admits(true, 53_333));
+    }
+
+    #[test]
+    fn a_second_picture_waits_even_if_it_decodes_no_later() {
+        let mut p = Preview::new(true);
+        assert!(p.admits(true, 0));
+        assert!(!p.admits(true, 0));
+        // Held back once, held back for good (the sound of the held picture too).
+        assert!(!p.admits(false, 0));
+    }
+
+    #[test]
+    fn without_video_the_first_frame_is_the_preview() {
+        let mut p = Preview::new(false);
+        assert!(p.admits(false, 0));
+        assert!(!p.admits(false, 0));
+        assert!(!p.admits(false, 23_220));
+    }
+}
