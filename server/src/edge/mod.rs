@@ -92,6 +92,26 @@ const BACKGROUND: Duration = Duration::from_secs(3600);
 /// session's DEADLINE: the origin orders its sends by the one it was given and may starve it.
 /// Nearer fetches are left alone (re-requesting costs a second read at the origin).
 const PROMOTE_REISSUE: Duration = Duration::from_secs(60);
+/// Round trips of the origin link whose media a miss holds before playback starts, however
+/// fast the link: a lost packet among the next bytes costs about a probe timeout and its
+/// retransmission's trip. Without it a miss on a link faster than the media started on its
+/// first chunk, and a loss there held the next chunk past what the player had buffered
+/// (matrix, 0.25 Mbit/s × 300 ms × 1 % origin link: two plays stalled 171 ms).
+const RECOVERY_RTTS: f64 = 3.0;
+
+/// Bytes from the play's start a miss must hold (verified) before playback starts: what the
+/// link (`link` bytes/s, 0 unknown) falls behind the media (`rate` bytes/s) over the
+/// `remaining` bytes, times `margin`, and at least [`RECOVERY_RTTS`] round trips of media.
+fn portion_needed(remaining: u64, rate: f64, link: f64, rtt: Duration, margin: f64) -> f64 {
+    let behind = if link <= 0.0 || link >= rate {
+        0.0
+    } else {
+        remaining as f64 * (1.0 - link / rate) * margin
+    };
+    let recovery = rate * rtt.as_secs_f64() * RECOVERY_RTTS;
+    behind.max(recovery.min(remaining as f64))
+}
+
 struct Inner {
     store: Store,
     hot: SegmentLru<Bytes>,
@@ -447,11 +467,8 @@ impl Source for EdgeSource {
                     None => 0.0,
                 };
             }
-            let need = if link <= 0.0 || link >= rate {
-                0.0
-            } else {
-                remaining as f64 * (1.0 - link / rate) * self.0.opts.margin
-            };
+            let rtt = self.0.upstream.rtt().unwrap_or_default();
+            let need = portion_needed(remaining, rate, link, rtt, self.0.opts.margin);
             let (have, all) = self.contiguous(m, first);
             if all || have as f64 >= need || Instant::now() >= deadline {
                 tracing::debug!(object = %m.object, have, need, link, rate, "starting a miss");
@@ -459,5 +476,44 @@ impl Source for EdgeSource {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_link_slower_than_the_media_needs_what_it_falls_behind() {
+        // 1 MB left at 100 kB/s over a 50 kB/s link: half of it, times the margin.
+        let need = portion_needed(1_000_000, 100_000.0, 50_000.0, 20 * MS, 1.25);
+        assert_eq!(need, 625_000.0);
+    }
+
+    #[test]
+    fn a_fast_link_still_needs_a_loss_recovery_of_media() {
+        // 300 ms round trips: 3 of them, 0.9 s of media at 31 kB/s.
+        let need = portion_needed(330_000, 31_000.0, 125_000.0, 300 * MS, 1.25);
+        assert!((need - 27_900.0).abs() < 1.0, "{need}");
+        // Never more than what is left.
+        assert_eq!(
+            portion_needed(10_000, 31_000.0, 125_000.0, 300 * MS, 1.25),
+            10_000.0
+        );
+        // Unknown round trip: nothing beyond what the rate asks.
+        assert_eq!(
+            portion_needed(330_000, 31_000.0, 125_000.0, Duration::ZERO, 1.25),
+            0.0
+        );
+    }
+
+    #[test]
+    fn the_larger_of_the_two_needs_wins() {
+        let behind = portion_needed(1_000_000, 100_000.0, 90_000.0, Duration::ZERO, 1.0);
+        let both = portion_needed(1_000_000, 100_000.0, 90_000.0, 1000 * MS, 1.0);
+        assert!((behind - 100_000.0).abs() < 1.0, "{behind}");
+        assert!((both - 300_000.0).abs() < 1.0, "{both}");
     }
 }
