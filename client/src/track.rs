@@ -2,6 +2,7 @@
 //! presentation times, and what a failover carries over from the node left.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use ring::digest::{Context, SHA256};
 use segue_wire::sdp::Codec;
@@ -38,6 +39,8 @@ pub(crate) struct Track {
     /// After a failover: what the old node sent and was not played yet, in order, with its
     /// pts (the old node's RTP numbering is gone); played before the new node's frames.
     pub carry: VecDeque<(u64, ReceivedFrame)>,
+    /// When a frame of this track last arrived.
+    pub last_arrival: Option<Instant>,
 }
 
 impl Track {
@@ -58,6 +61,7 @@ impl Track {
             late: 0,
             played_through_us: None,
             carry: VecDeque::new(),
+            last_arrival: None,
         }
     }
 
@@ -67,6 +71,12 @@ impl Track {
     pub fn extend(&self, seq: u16) -> i64 {
         let base = self.newest_seq.or(self.next_seq).unwrap_or(i64::from(seq));
         base + i64::from(seq.wrapping_sub(base as u16) as i16)
+    }
+
+    /// Whether nothing of this track arrived for longer than `d` before `now`.
+    pub fn quiet_for(&self, now: Instant, d: Duration) -> bool {
+        self.last_arrival
+            .is_none_or(|a| now.saturating_duration_since(a) > d)
     }
 
     /// Takes a received frame: into the reorder buffer once the track's numbering is known;

@@ -317,7 +317,10 @@ impl Player {
             self.report.click_ms = Some(ms(now - self.t_click));
         }
         let left = match self.tracks.get_mut(f.track as usize) {
-            Some(t) => t.receive(f),
+            Some(t) => {
+                t.last_arrival = Some(now);
+                t.receive(f)
+            }
             None => Some(f),
         };
         self.early.extend(left);

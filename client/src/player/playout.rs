@@ -42,15 +42,15 @@ impl Player {
             return;
         }
         let (waited_out, blocked) = self.play_due(now);
-        // Nothing arrived for the timeout and nothing can play: every track is drained, or
-        // one holds the clock with nothing to skip to (a track cut off while the others
-        // hold frames that can never be due: seen waiting 133 s in the lab).
-        let stuck = blocked
-            || self
-                .tracks
-                .iter()
-                .all(|t| t.pending.is_empty() && t.carry.is_empty());
-        if stuck && waited_out && since_media > st {
+        // Nothing can play and nothing that would came for the timeout: every track is
+        // drained and no media arrives, or one holds the clock with nothing to skip to and
+        // nothing of its own arriving (a track cut off while the others hold frames that can
+        // never be due: seen waiting 133 s in the lab; or while the others keep arriving).
+        let drained = self
+            .tracks
+            .iter()
+            .all(|t| t.pending.is_empty() && t.carry.is_empty());
+        if waited_out && (blocked || (drained && since_media > st)) {
             let why = self
                 .stream_failure
                 .clone()
@@ -138,6 +138,7 @@ impl Player {
             return (false, false);
         };
         let mut blocked = false;
+        let quiet = self.cfg.stall_timeout;
         let waited_out = clock.stalled_for(now) > self.cfg.stall_timeout
             || (!pace && now.saturating_duration_since(self.last_media) > self.cfg.stall_timeout);
         let mut missing = false;
@@ -169,7 +170,7 @@ impl Player {
                             t.next_seq = Some(k);
                             continue;
                         }
-                        blocked |= due && t.pending.is_empty();
+                        blocked |= due && t.pending.is_empty() && t.quiet_for(now, quiet);
                         break;
                     };
                     let pts = t.pts_of(f.timestamp);
