@@ -183,7 +183,12 @@ async fn a_vanished_helper_is_replaced_by_the_other_sources() {
     let net = three_helpers().await;
     adverts_exchanged(&net).await;
     for k in [1, 2] {
-        assert!(play(&net, k).await.ok());
+        let r = play(&net, k).await;
+        assert!(r.ok(), "{r:?}");
+        // A helper's share lives in its memory tier, not on its disk: it counts towards the
+        // sufficient portion (it was not seen, and the plays waited out the edge's 10 s
+        // bound before starting).
+        assert!(r.startup_ms.is_some_and(|ms| ms < 5000.0), "{r:?}");
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     let m = net.helpers[0].manifest(&long()).await.unwrap();
@@ -196,6 +201,7 @@ async fn a_vanished_helper_is_replaced_by_the_other_sources() {
     net.stops[2].send(true).unwrap();
     let r = play(&net, 0).await;
     assert!(r.ok(), "{r:?}");
+    assert!(r.startup_ms.is_some_and(|ms| ms < 5000.0), "{r:?}");
     let report = h1.report();
     let h3 = report.iter().find(|p| p.name == "h3").unwrap();
     assert!(h3.failures >= 1, "h1 tried h3 and failed over: {h3:?}");

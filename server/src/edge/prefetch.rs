@@ -83,11 +83,12 @@ impl EdgeSource {
         });
     }
 
-    /// Contiguous bytes available from segment `first` on.
+    /// Contiguous bytes available from segment `first` on: held on disk or in the memory
+    /// tier (where a segment fetched and not kept, as a helper's share, lives), verified.
     pub(super) fn contiguous(&self, m: &Manifest, first: usize) -> (u64, bool) {
         let mut bytes = 0;
         for i in first..m.segments.len() {
-            if !self.0.store.has(m, i) {
+            if !self.0.store.has(m, i) && self.0.hot.get(m, i).is_none() {
                 // And what the fill in flight has verified of the next one.
                 let key = (m.object.clone(), m.revision, i);
                 let partial = lock(&self.0.fills)
