@@ -138,9 +138,9 @@ impl Player {
             return (false, false);
         };
         let mut blocked = false;
-        let quiet = self.cfg.stall_timeout;
-        let waited_out = clock.stalled_for(now) > self.cfg.stall_timeout
-            || (!pace && now.saturating_duration_since(self.last_media) > self.cfg.stall_timeout);
+        let st = self.cfg.stall_timeout;
+        let waited_out = clock.stalled_for(now) > st
+            || (!pace && now.saturating_duration_since(self.last_media) > st);
         let mut missing = false;
         let m0 = &mut self.m0;
         for t in self.tracks.iter_mut() {
@@ -170,7 +170,7 @@ impl Player {
                             t.next_seq = Some(k);
                             continue;
                         }
-                        blocked |= due && t.pending.is_empty() && t.quiet_for(now, quiet);
+                        blocked |= due && t.pending.is_empty() && t.quiet_for(now, st);
                         break;
                     };
                     let pts = t.pts_of(f.timestamp);

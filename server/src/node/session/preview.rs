@@ -11,9 +11,11 @@
 //! player starts on its first frame) waits for the source as before (PROTOCOL.md §5.6).
 
 /// Which frames of a play's first segment go out before its source is ready, in decoding
-/// order: sans-IO, fed each frame's track kind and decode time.
+/// order: sans-IO, fed each frame's track and decode time.
 #[derive(Debug, Clone)]
 pub struct Preview {
+    /// Whether each track (by SDP index) is video.
+    video: Vec<bool>,
     /// The object has a video track: the picture is its first video frame; otherwise the
     /// first frame of any track is the preview.
     has_video: bool,
@@ -24,17 +26,20 @@ pub struct Preview {
 }
 
 impl Preview {
-    pub fn new(has_video: bool) -> Self {
+    /// A preview of an object whose tracks (by SDP index) are video or not.
+    pub fn new(video: Vec<bool>) -> Self {
         Self {
-            has_video,
+            has_video: video.contains(&true),
+            video,
             picture_dts: None,
             closed: false,
         }
     }
 
-    /// Whether the next frame in decoding order (a video frame or not, decoding at `dts_us`)
-    /// may go out before the source is ready. Once this says no, every later frame waits too.
-    pub fn admits(&mut self, video: bool, dts_us: u64) -> bool {
+    /// Whether the next frame in decoding order (of `track`, decoding at `dts_us`) may go
+    /// out before the source is ready. Once this says no, every later frame waits too.
+    pub fn admits(&mut self, track: usize, dts_us: u64) -> bool {
+        let video = self.video.get(track).copied().unwrap_or(false);
         let admitted = match self.picture_dts {
             _ if self.closed => false,
             None => {
@@ -54,33 +59,36 @@ impl Preview {
 mod tests {
     use super::*;
 
+    const VIDEO: usize = 0;
+    const AUDIO: usize = 1;
+
     #[test]
     fn the_picture_and_the_sound_decoded_with_it_go_ahead_and_nothing_after() {
-        let mut p = Preview::new(true);
+        let mut p = Preview::new(vec![true, false]);
         // Audio before the keyframe, the keyframe, audio up to its decode time.
-        assert!(p.admits(false, 0));
-        assert!(p.admits(false, 10_000));
-        assert!(p.admits(true, 20_000));
-        assert!(p.admits(false, 20_000));
+        assert!(p.admits(AUDIO, 0));
+        assert!(p.admits(AUDIO, 10_000));
+        assert!(p.admits(VIDEO, 20_000));
+        assert!(p.admits(AUDIO, 20_000));
         // The next audio frame and the next picture wait.
-        assert!(!p.admits(false, 30_000));
-        assert!(!p.admits(true, 53_333));
+        assert!(!p.admits(AUDIO, 30_000));
+        assert!(!p.admits(VIDEO, 53_333));
     }
 
     #[test]
     fn a_second_picture_waits_even_if_it_decodes_no_later() {
-        let mut p = Preview::new(true);
-        assert!(p.admits(true, 0));
-        assert!(!p.admits(true, 0));
+        let mut p = Preview::new(vec![true, false]);
+        assert!(p.admits(VIDEO, 0));
+        assert!(!p.admits(VIDEO, 0));
         // Held back once, held back for good (the sound of the held picture too).
-        assert!(!p.admits(false, 0));
+        assert!(!p.admits(AUDIO, 0));
     }
 
     #[test]
     fn without_video_the_first_frame_is_the_preview() {
-        let mut p = Preview::new(false);
-        assert!(p.admits(false, 0));
-        assert!(!p.admits(false, 0));
-        assert!(!p.admits(false, 23_220));
+        let mut p = Preview::new(vec![false, false]);
+        assert!(p.admits(AUDIO, 0));
+        assert!(!p.admits(AUDIO, 0));
+        assert!(!p.admits(AUDIO, 23_220));
     }
 }

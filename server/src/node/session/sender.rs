@@ -97,6 +97,18 @@ struct Pace {
     gate: Option<(Ready, Preview)>,
 }
 
+impl Pace {
+    /// A clock starting now, with a send-ahead growing up to `max`.
+    fn new(max: Duration, gate: Option<(Ready, Preview)>) -> Self {
+        let t0 = Instant::now();
+        Self {
+            t0,
+            ahead: SendAhead::new(t0.into_std(), max),
+            gate,
+        }
+    }
+}
+
 impl<S: Source> Sender<S> {
     /// How far ahead of real time media is sent at first: the configured send-ahead, and at least
     /// [`SEND_AHEAD_RTTS`] round trips of this connection's path, so the buffer it builds in
@@ -169,6 +181,14 @@ impl<S: Source> Sender<S> {
         }
     }
 
+    /// Waits for the source to be ready (`Source::ready`), or for the session's end.
+    async fn until_ready(&mut self, ready: &mut Ready) -> Result<(), Stop> {
+        tokio::select! {
+            r = ready => r.map_err(|e| Stop::Failed(e.to_string())),
+            _ = Self::cancelled(&mut self.cancel) => Err(Stop::Cancelled),
+        }
+    }
+
     async fn cancelled(cancel: &mut watch::Receiver<bool>) {
         while !*cancel.borrow() {
             if cancel.changed().await.is_err() {
@@ -191,13 +211,15 @@ impl<S: Source> Sender<S> {
         // A paced play sends its first picture while a miss's sufficient portion comes in
         // (`preview`); an unpaced one, whose player starts on its first frame, waits.
         let gate = if self.pacing {
-            let video = self.desc.tracks.iter().any(|t| t.codec.is_video());
+            let video = self
+                .desc
+                .tracks
+                .iter()
+                .map(|t| t.codec.is_video())
+                .collect();
             Some((ready, Preview::new(video)))
         } else {
-            tokio::select! {
-                r = &mut ready => r.map_err(|e| Stop::Failed(e.to_string()))?,
-                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
-            }
+            self.until_ready(&mut ready).await?;
             None
         };
         // A paced play tells the connection's controller the media's rate, which it keeps
@@ -207,12 +229,7 @@ impl<S: Source> Sender<S> {
             .then(|| segue_net::transport::media_demand(&self.conn).zip(media_rate(&self.manifest)))
             .flatten()
             .map(|(demand, rate)| demand.add(rate));
-        let t0 = Instant::now();
-        let mut pace = Pace {
-            t0,
-            ahead: SendAhead::new(t0.into_std(), self.send_ahead_max),
-            gate,
-        };
+        let mut pace = Pace::new(self.send_ahead_max, gate);
         for i in self.first..self.manifest.segments.len() {
             let body = tokio::select! {
                 r = self.source.segment_body(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
@@ -388,27 +405,17 @@ impl<S: Source> Sender<S> {
             else {
                 continue;
             };
-            if let Some((ready, preview)) = pace.gate.as_mut() {
-                let video = self
-                    .desc
-                    .tracks
-                    .get(step.track)
-                    .is_some_and(|t| t.codec.is_video());
-                if !preview.admits(video, step.dts_us) {
-                    // The picture is out: the rest when the source is ready, on a clock
-                    // that starts then.
-                    self.write_due(index, &due_end, &mut cursors, streams)
-                        .await?;
-                    unwritten = 0;
-                    tokio::select! {
-                        r = ready => r.map_err(|e| Stop::Failed(e.to_string()))?,
-                        _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
-                    }
-                    pace.gate = None;
-                    pace.t0 = Instant::now();
-                    pace.ahead = SendAhead::new(pace.t0.into_std(), self.send_ahead_max);
-                    current = self.ahead_now(&mut pace.ahead, base);
-                }
+            if let Some((ready, preview)) = pace.gate.as_mut()
+                && !preview.admits(step.track, step.dts_us)
+            {
+                // The picture is out: the rest when the source is ready, on a clock that
+                // starts then.
+                self.write_due(index, &due_end, &mut cursors, streams)
+                    .await?;
+                unwritten = 0;
+                self.until_ready(ready).await?;
+                *pace = Pace::new(self.send_ahead_max, None);
+                current = self.ahead_now(&mut pace.ahead, base);
             }
             if self.pacing {
                 let media =
