@@ -173,19 +173,22 @@ pub(crate) fn prefix_segments(o: &HlsObject, prefix_s: f64) -> usize {
     n
 }
 
-/// A TLS config for the lab's HLS players against `ca`: with `resume`, its own store of
+/// `base` (the lab's HLS players' config) with, if `resume`, its own store of
 /// session tickets (one viewer's); without, it resumes nothing. (rustls's default keeps
 /// tickets in the config, so one config shared by every viewer let each resume another's
 /// session with the same edge: a smaller, certificate-less server flight no Segue viewer
 /// got, and reported as not resumed. Session 30.)
-fn viewer_tls(ca: &Path, resume: bool) -> anyhow::Result<Arc<tokio_rustls::rustls::ClientConfig>> {
-    let mut c = segue_certs::tls::client_config(ca, &[b"http/1.1"]).context("client TLS")?;
+fn viewer_tls(
+    base: &tokio_rustls::rustls::ClientConfig,
+    resume: bool,
+) -> Arc<tokio_rustls::rustls::ClientConfig> {
+    let mut c = base.clone();
     c.resumption = if resume {
         tokio_rustls::rustls::client::Resumption::in_memory_sessions(8)
     } else {
         tokio_rustls::rustls::client::Resumption::disabled()
     };
-    Ok(Arc::new(c))
+    Arc::new(c)
 }
 
 /// The HLS players' TLS configs by viewer, each with the viewer's own tickets: a new
@@ -199,12 +202,13 @@ pub(crate) struct ViewerTls {
 
 impl ViewerTls {
     pub(crate) fn new(ca: &Path, s: &Scenario) -> anyhow::Result<Self> {
-        let own = (0..s.players.count)
-            .map(|_| viewer_tls(ca, true))
-            .collect::<anyhow::Result<_>>()?;
+        // The CA read once; each viewer's config a copy with its own ticket store.
+        let base = segue_certs::tls::client_config(ca, &[b"http/1.1"]).context("client TLS")?;
         Ok(Self {
-            none: viewer_tls(ca, false)?,
-            own,
+            none: viewer_tls(&base, false),
+            own: (0..s.players.count)
+                .map(|_| viewer_tls(&base, true))
+                .collect(),
         })
     }
 
