@@ -531,7 +531,7 @@ mod tests {
             assert_eq!(l.congestion, segue_net::Congestion::Cubic);
             assert_eq!(l.loss_packet_threshold, Some(7));
             assert_eq!(l.loss_time_threshold, Some(1.75));
-            assert_eq!(l.initial_window, 20);
+            assert_eq!(l.initial_window, Some(20));
         }
         // Unset thresholds stay the node role's default.
         let d = segue_server::config::EdgeConfig::with_flags(
@@ -540,6 +540,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.limits.loss_packet_threshold, None);
+        assert_eq!(d.limits.initial_window, None);
+        // ... which for the initial window is 10 on the edge, 32 on the origin.
+        let od = segue_server::config::OriginConfig::with_flags(
+            "m",
+            TransportConf::default().node_flags(),
+        )
+        .unwrap();
+        let iw = |l: &segue_server::config::node::LimitArgs, role| {
+            l.transport(role).unwrap().transport.initial_window
+        };
+        use segue_net::TransportSettings as T;
+        assert_eq!(iw(&d.limits, T::default()), 10);
+        assert_eq!(iw(&od.limits, T::origin_default()), 32);
+        assert_eq!(iw(&o.limits, T::origin_default()), 20);
     }
 
     const GOOD: &str = r#"

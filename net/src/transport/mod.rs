@@ -109,6 +109,13 @@ pub const RFC9002_TIME_THRESHOLD: f32 = 9.0 / 8.0;
 /// once, within anti-amplification.
 pub const INITIAL_RTT: Duration = Duration::from_millis(100);
 
+/// The origin's initial window, datagrams: a miss's first segment crosses the origin link
+/// in start-up, and an HD keyframe (39-76 kB) takes 3 round trips from 10 datagrams, 2 from
+/// 32 (docs/TRANSPORT.md, "Start-up"). An edge waits for a sufficient portion and holds
+/// loss recoveries of media before a miss starts (its own buffer), where a viewer's slow
+/// last mile had only the player's.
+pub const ORIGIN_INITIAL_WINDOW: u32 = 32;
+
 impl Default for TransportSettings {
     fn default() -> Self {
         Self {
@@ -133,17 +140,18 @@ pub enum SettingError {
 }
 
 impl TransportSettings {
-    /// The origin's defaults: RFC 9002's loss thresholds (3 packets, 9/8 RTT). Its
-    /// connections carry segments to edges over server-to-server paths, where reordering is
-    /// rare and fast recovery after a loss burst matters: with the last mile's 1000 / 1.5
-    /// the matrix's lossy 8 Mbit/s origin-link cells stalled (78.8 stalls per play at 80 ms,
-    /// 3 % bursty; 0 with these). The edge, which sends over viewers' last miles, keeps
-    /// [`Default`]'s.
+    /// The origin's defaults: RFC 9002's loss thresholds (3 packets, 9/8 RTT) and an
+    /// initial window of [`ORIGIN_INITIAL_WINDOW`]. Its connections carry segments to edges
+    /// over server-to-server paths, where reordering is rare and fast recovery after a loss
+    /// burst matters: with the last mile's 1000 / 1.5 the matrix's lossy 8 Mbit/s
+    /// origin-link cells stalled (78.8 stalls per play at 80 ms, 3 % bursty; 0 with these).
+    /// The edge, which sends over viewers' last miles, keeps [`Default`]'s.
     pub fn origin_default() -> Self {
         Self {
             packet_threshold: RFC9002_PACKET_THRESHOLD,
             time_threshold: RFC9002_TIME_THRESHOLD,
             tolerate_reordering: false,
+            initial_window: ORIGIN_INITIAL_WINDOW,
             ..Self::default()
         }
     }

@@ -101,9 +101,11 @@ pub struct LimitArgs {
     /// 1.125.
     #[arg(long, help_heading = "Transport")]
     pub loss_time_threshold: Option<f32>,
-    /// Initial congestion window, in 1200-byte datagrams (RFC 9002's).
-    #[arg(long, default_value_t = TransportSettings::default().initial_window, help_heading = "Transport")]
-    pub initial_window: u32,
+    /// Initial congestion window, in 1200-byte datagrams. Default: an edge 10 (RFC 9002's:
+    /// viewers' last miles may be slow), an origin 32 (its connections carry segments to
+    /// edges; docs/TRANSPORT.md).
+    #[arg(long, help_heading = "Transport")]
+    pub initial_window: Option<u32>,
 }
 
 impl LimitArgs {
@@ -124,7 +126,7 @@ impl LimitArgs {
                 .loss_packet_threshold
                 .unwrap_or(defaults.packet_threshold),
             time_threshold: self.loss_time_threshold.unwrap_or(defaults.time_threshold),
-            initial_window: self.initial_window,
+            initial_window: self.initial_window.unwrap_or(defaults.initial_window),
             tolerate_reordering: defaults.tolerate_reordering,
         };
         transport

@@ -98,6 +98,9 @@ const PROMOTE_REISSUE: Duration = Duration::from_secs(60);
 /// first chunk, and a loss there held the next chunk past what the player had buffered
 /// (matrix, 0.25 Mbit/s × 300 ms × 1 % origin link: two plays stalled 171 ms).
 const RECOVERY_RTTS: f64 = 3.0;
+/// The least window a first fill's rate is measured over ([`crate::node::source::rate_over`]):
+/// chunks land in bursts, and on a short link a round trip holds few of them.
+const RATE_WINDOW_MIN: Duration = Duration::from_millis(250);
 
 /// Bytes from the play's start a miss must hold (verified) before playback starts: what the
 /// link (`link` bytes/s, 0 unknown) falls behind the media (`rate` bytes/s) over the
@@ -444,7 +447,8 @@ impl Source for EdgeSource {
         // what the link delivers by each deadline suffices; the session then streams the
         // first segment chunk by chunk as it is verified (cut-through). With no measure of
         // the link yet, the first segment's arrival is the measure: the rate its fill
-        // verifies chunks at, counted from the request (so a long first byte slows it).
+        // verifies chunks at, the lesser over its last two round trips (250 ms at least),
+        // counted from the request while the fill is younger (so a long first byte slows it).
         let unmeasured = self.0.upstream.stats.throughput(self.0.opts.parallel) == 0;
         let fill = if unmeasured && self.0.hot.get(m, first).is_none() {
             Some(self.join(m.clone(), first, Instant::now(), Via::OWN, None)?)
@@ -456,18 +460,20 @@ impl Source for EdgeSource {
         let rate = remaining as f64 / duration_s.max(0.001); // object bytes per second
         let deadline = Instant::now() + self.0.opts.retry_for;
         loop {
+            let rtt = self.0.upstream.rtt().unwrap_or_default();
             let mut link = self.0.upstream.stats.throughput(self.0.opts.parallel) as f64;
             if link <= 0.0
                 && let Some(f) = &fill
             {
-                link = match f.rate() {
+                link = match f.rate(rtt.max(RATE_WINDOW_MIN)) {
+                    // Nothing verified over the last round trip: the link is stalled.
+                    Some(r) if r <= 0.0 => f64::MIN_POSITIVE,
                     Some(r) => r,
                     // Nothing verified yet: wait for the first chunks, or the end.
                     None if !f.is_done() => f64::MIN_POSITIVE,
                     None => 0.0,
                 };
             }
-            let rtt = self.0.upstream.rtt().unwrap_or_default();
             let need = portion_needed(remaining, rate, link, rtt, self.0.opts.margin);
             let (have, all) = self.contiguous(m, first);
             if all || have as f64 >= need || Instant::now() >= deadline {

@@ -2,8 +2,10 @@
 //! (`origin::source::LibrarySource`), an edge from its cache and upstream
 //! (`edge::EdgeSource`). Sessions and the segment responder only see this trait.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ring::digest::{SHA256, digest};
@@ -124,7 +126,7 @@ impl std::fmt::Display for CacheCase {
 #[derive(Debug)]
 pub struct Filling {
     tx: watch::Sender<FillState>,
-    started: std::time::Instant,
+    started: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -133,14 +135,57 @@ struct FillState {
     chunks: Vec<Bytes>,
     /// Bytes in `chunks`.
     verified: u64,
+    /// When the last [`ARRIVALS_KEPT`] chunks were verified, and the bytes verified by then.
+    arrivals: VecDeque<(Instant, u64)>,
     end: Option<Result<Bytes, SourceError>>,
+}
+
+/// Chunk arrivals a [`Filling`] remembers for its rate ([`rate_over`]).
+const ARRIVALS_KEPT: usize = 256;
+
+/// Bytes per second a fill that began at `started` sustained at `now`, from its `arrivals`
+/// (when chunks were verified, and the bytes verified by then): the lesser of its rates over
+/// the last two `window`s, or over the whole fill (request included) while it is younger
+/// than two. `None` before the first chunk. A fill in its connection's start-up delivers
+/// more each round trip, so its rate since the request lags what the link carries now (a
+/// miss over an 8 Mbit/s × 300 ms origin link waited a round or two longer than its
+/// sufficient portion asked); the lesser of two windows keeps a burst after a silence (an
+/// origin that sends a segment at once after holding it) from reading as the link's rate.
+pub fn rate_over(
+    arrivals: &VecDeque<(Instant, u64)>,
+    started: Instant,
+    now: Instant,
+    window: Duration,
+) -> Option<f64> {
+    let &(_, verified) = arrivals.back()?;
+    let age = now.saturating_duration_since(started);
+    if age <= window * 2 || window.is_zero() {
+        return (!age.is_zero()).then(|| verified as f64 / age.as_secs_f64());
+    }
+    // Bytes verified by `t`: at the last arrival at or before it; nothing if none and no
+    // arrival was dropped; unknown if dropped ones may have been before it.
+    let at = |t: Instant| match arrivals.iter().rev().find(|(a, _)| *a <= t) {
+        Some(&(_, v)) => Some(v),
+        None if arrivals.len() < ARRIVALS_KEPT => Some(0),
+        None => None,
+    };
+    let secs = window.as_secs_f64();
+    match (at(now - window), at(now - window * 2)) {
+        (Some(mid), Some(old)) => Some(((verified - mid) as f64).min((mid - old) as f64) / secs),
+        // The arrivals kept span less than two windows: their own rate.
+        _ => {
+            let &(t, v) = arrivals.front()?;
+            let span = now.saturating_duration_since(t);
+            (!span.is_zero()).then(|| (verified - v) as f64 / span.as_secs_f64())
+        }
+    }
 }
 
 impl Filling {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             tx: watch::Sender::new(FillState::default()),
-            started: std::time::Instant::now(),
+            started: Instant::now(),
         })
     }
 
@@ -153,6 +198,10 @@ impl Filling {
             }
             s.verified += data.len() as u64;
             s.chunks.push(data.clone());
+            if s.arrivals.len() == ARRIVALS_KEPT {
+                s.arrivals.pop_front();
+            }
+            s.arrivals.push_back((Instant::now(), s.verified));
             true
         });
     }
@@ -167,12 +216,15 @@ impl Filling {
         self.tx.borrow().verified
     }
 
-    /// Bytes per second verified since the fill began (request included); `None` before
-    /// the first chunk.
-    pub fn rate(&self) -> Option<f64> {
-        let v = self.verified();
-        let secs = self.started.elapsed().as_secs_f64();
-        (v > 0 && secs > 0.0).then(|| v as f64 / secs)
+    /// Bytes per second verified over the last `window` ([`rate_over`]); `None` before the
+    /// first chunk.
+    pub fn rate(&self, window: Duration) -> Option<f64> {
+        rate_over(
+            &self.tx.borrow().arrivals,
+            self.started,
+            Instant::now(),
+            window,
+        )
     }
 
     /// The fetch ended (either way).
@@ -352,4 +404,76 @@ pub fn checksum_ok(manifest: &Manifest, index: usize, payload: &[u8]) -> bool {
     manifest.segments.get(index).is_some_and(|s| {
         s.size == payload.len() as u64 && digest(&SHA256, payload).as_ref() == s.checksum
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A fill in start-up: 12 kB in its first round trip (300 ms after a 300 ms first
+    /// byte), then 24, 48, 96 kB, chunk by chunk.
+    fn start_up(t0: Instant) -> VecDeque<(Instant, u64)> {
+        let mut a = VecDeque::new();
+        let mut verified = 0;
+        for (round, bytes) in [12_000u64, 24_000, 48_000, 96_000].into_iter().enumerate() {
+            let begin = t0 + 300 * MS * (round as u32 + 1);
+            for k in 0..4u32 {
+                verified += bytes / 4;
+                a.push_back((begin + 50 * MS * k, verified));
+            }
+        }
+        a
+    }
+
+    #[test]
+    fn the_rate_follows_the_last_windows_not_the_fill_since_its_request() {
+        let t0 = Instant::now();
+        let a = start_up(t0);
+        let now = t0 + 1350 * MS;
+        // 180 kB since the request: 133 kB/s; the last two round trips (750-1350 ms)
+        // brought the 48 and 96 kB rounds: the lesser, 160 kB/s.
+        let whole = rate_over(&a, t0, now, Duration::from_secs(10)).unwrap();
+        assert!((whole - 180_000.0 / 1.35).abs() < 1.0, "{whole}");
+        let recent = rate_over(&a, t0, now, 300 * MS).unwrap();
+        assert!((recent - 48_000.0 / 0.3).abs() < 1.0, "{recent}");
+    }
+
+    #[test]
+    fn a_burst_after_a_silence_is_not_the_links_rate() {
+        let t0 = Instant::now();
+        // A 55 kB segment held back 3 s, then sent at once.
+        let a: VecDeque<_> = (1..=4u32)
+            .map(|k| (t0 + 3000 * MS + k * MS, u64::from(k) * 13_750))
+            .collect();
+        assert_eq!(rate_over(&a, t0, t0 + 3100 * MS, 300 * MS), Some(0.0));
+    }
+
+    #[test]
+    fn a_young_fill_is_measured_from_its_request_and_a_silent_one_reads_zero() {
+        let t0 = Instant::now();
+        assert_eq!(
+            rate_over(&VecDeque::new(), t0, t0 + 500 * MS, 300 * MS),
+            None
+        );
+        let a = VecDeque::from([(t0 + 250 * MS, 10_000)]);
+        let r = rate_over(&a, t0, t0 + 500 * MS, 300 * MS).unwrap();
+        assert!((r - 20_000.0).abs() < 1.0, "{r}");
+        // Nothing since 250 ms: over the last 300 ms at 900 ms, nothing came.
+        assert_eq!(rate_over(&a, t0, t0 + 900 * MS, 300 * MS), Some(0.0));
+    }
+
+    #[test]
+    fn arrivals_beyond_those_kept_measure_from_the_oldest_kept() {
+        let t0 = Instant::now();
+        // 256 chunks of 1 kB, one per ms from 1 s (more came before): two 300 ms windows
+        // reach back before the oldest kept: measured from it, over the 255 ms since (1 MB/s).
+        let a: VecDeque<_> = (0..ARRIVALS_KEPT as u32)
+            .map(|k| (t0 + 1000 * MS + k * MS, 1_000_000 + u64::from(k + 1) * 1000))
+            .collect();
+        let now = t0 + 1000 * MS + (ARRIVALS_KEPT as u32 - 1) * MS;
+        let r = rate_over(&a, t0, now, 300 * MS).unwrap();
+        assert!((r - 1_000_000.0).abs() < 5_000.0, "{r}");
+    }
 }
