@@ -375,14 +375,6 @@ impl MaxFilter {
     }
 }
 
-/// An RTT sample, when its ACK came, and the bytes delivered by then.
-#[derive(Debug, Clone, Copy)]
-struct RecentSample {
-    rtt: Duration,
-    at: Instant,
-    delivered: u64,
-}
-
 /// The model, without quinn's types: what [`Model`] runs and tests drive.
 #[derive(Debug, Clone)]
 pub struct Core {
@@ -443,9 +435,8 @@ pub struct Core {
     /// The previous RTT sample, and the mean change from one sample to the next
     /// (nanoseconds, each sample weighing 1/16): how rough the RTT is ([`Core::rough`]).
     last_sample: Option<Duration>,
-    /// The last [`HYSTART_MIN_SAMPLES`] RTT samples, oldest first ([`EARLY_EXIT_WINDOWS`]),
-    /// each with when its ACK came and the bytes delivered then ([`Core::recent_ack_rate`]).
-    recent_samples: VecDeque<RecentSample>,
+    /// The last [`HYSTART_MIN_SAMPLES`] RTT samples, oldest first ([`EARLY_EXIT_WINDOWS`]).
+    recent_samples: VecDeque<Duration>,
     roughness: f64,
     /// ACK aggregation (BBR's extra_acked, draft-ietf-ccwg-bbr §5.5.9): since when ACKs
     /// have come at least at the model's rate, and what they acknowledged since then; the
@@ -765,24 +756,10 @@ impl Core {
             if self.recent_samples.len() == HYSTART_MIN_SAMPLES as usize {
                 self.recent_samples.pop_front();
             }
-            self.recent_samples.push_back(RecentSample {
-                rtt: sample,
-                at: now,
-                delivered: self.delivered,
-            });
+            self.recent_samples.push_back(sample);
             if self.phase == Phase::Startup
                 && (self.round_queued_over(min_rtt) || self.queue_within_first_windows(min_rtt))
             {
-                // A queue drains at the bottleneck's rate: its ACKs measure the link when no
-                // sample of a round trip has yet (start-up ended in its first rounds, with the
-                // handshake's rate: on a 0.5 Mbit/s, 300 ms last mile the window fell to a
-                // third of the product for a round). At least a quarter of a round trip of
-                // ACKs, so that a batch of them is not read as a rate.
-                if let Some(rate) = self.recent_ack_rate(min_rtt / 4)
-                    && rate > self.bw()
-                {
-                    self.bw.update(self.round, rate);
-                }
                 self.leave_startup(false);
             }
             self.first_sent_time = Some(sent);
@@ -931,15 +908,6 @@ impl Core {
     /// Start-up ends: drain what it queued; after loss, the window starts bounded at the
     /// floor ([`Core::loss_floor`]) and grows from there round by round.
     fn leave_startup(&mut self, after_loss: bool) {
-        tracing::trace!(
-            round = self.round,
-            after_loss,
-            cwnd = self.cwnd,
-            min_rtt_us = self.min_rtt.as_micros() as u64,
-            round_min_rtt_us = self.round_min_rtt.map(|r| r.as_micros() as u64),
-            recent_us = ?self.recent_samples.iter().map(|r| r.rtt.as_micros() as u64).collect::<Vec<_>>(),
-            "start-up ended"
-        );
         self.phase = Phase::Drain;
         if after_loss && let Some(floor) = self.loss_floor() {
             self.inflight_hi = Some(floor);
@@ -972,22 +940,7 @@ impl Core {
         self.cwnd <= EARLY_EXIT_WINDOWS * self.initial_window
             && !self.reordering()
             && self.recent_samples.len() == HYSTART_MIN_SAMPLES as usize
-            && self
-                .recent_samples
-                .iter()
-                .all(|r| queued_over(r.rtt, min_rtt))
-    }
-
-    /// The rate the last [`HYSTART_MIN_SAMPLES`] ACKs came at, bytes a second, if they span
-    /// at least `least`.
-    fn recent_ack_rate(&self, least: Duration) -> Option<u64> {
-        let (first, last) = (self.recent_samples.front()?, self.recent_samples.back()?);
-        let spread = last.at.saturating_duration_since(first.at);
-        if spread.is_zero() || spread < least {
-            return None;
-        }
-        let bytes = last.delivered - first.delivered;
-        Some((bytes as u128 * 1_000_000_000 / spread.as_nanos()) as u64)
+            && self.recent_samples.iter().all(|&r| queued_over(r, min_rtt))
     }
 
     /// The least the loss bound goes to after a congested round: 1.25 × the product, so
@@ -1136,8 +1089,7 @@ fn queued_over(rtt: Duration, min_rtt: Duration) -> bool {
 mod tests {
     //! The model against a simulated path: one bottleneck (rate, FIFO queue of bytes,
     //! random loss), a fixed propagation delay, an ACK per packet, and a sender that paces
-    //! as quinn does (a bucket of 10 datagrams at least, filled at 1.25 × window / RTT)
-    //! whenever the window allows.
+    //! as quinn does (1.25 × window / RTT) whenever the window allows.
     use super::*;
 
     const MSS: u64 = 1200;
@@ -1234,10 +1186,7 @@ mod tests {
         let mut lost_at: BTreeMap<(Instant, u64), Instant> = BTreeMap::new();
         let mut min_rtt = Duration::MAX;
         let mut srtt = Duration::ZERO;
-        // quinn's pacer: a token bucket of at least 10 datagrams (2 ms at the rate, up to
-        // 256), full at the start, filled at 1.25 × window / RTT.
-        let mut tokens = (10 * MSS) as f64;
-        let mut last_fill = t0;
+        let mut next_send = t0;
         let mut app_credit = 0.0f64;
         let mut o = Outcome::default();
         let mut now = t0;
@@ -1322,18 +1271,7 @@ mod tests {
             }
             // Send, paced at 1.25 × window / srtt.
             let have = app_rate_bps.is_none() || app_credit >= MSS as f64;
-            let rtt_now = if srtt.is_zero() {
-                path.one_way * 2
-            } else {
-                srtt
-            };
-            let rate = 1.25 * cc.window() as f64 / rtt_now.as_secs_f64();
-            let cap = (cc.window() as f64 * 0.002 / rtt_now.as_secs_f64())
-                .clamp((10 * MSS) as f64, (256 * MSS) as f64);
-            tokens = (tokens + rate * (now - last_fill).as_secs_f64()).min(cap);
-            last_fill = now;
-            if have && in_flight + MSS <= cc.window() && tokens >= MSS as f64 {
-                tokens -= MSS as f64;
+            if have && in_flight + MSS <= cc.window() && now >= next_send {
                 app_credit -= MSS as f64;
                 cc.on_sent(now, MSS);
                 in_flight += MSS;
@@ -1347,6 +1285,8 @@ mod tests {
                 let (one_way, rate_bps) = changed(now);
                 let serialize = Duration::from_secs_f64(MSS as f64 * 8.0 / rate_bps);
                 let rtt = if srtt.is_zero() { one_way * 2 } else { srtt };
+                let gap = rtt.as_secs_f64() * MSS as f64 / (1.25 * cc.window() as f64);
+                next_send = now + Duration::from_secs_f64(gap);
                 // The bottleneck: drop-tail queue, then random loss.
                 let start = link_free.max(now);
                 let queued = ((start - now).as_secs_f64() * rate_bps / 8.0) as u64;
@@ -1475,27 +1415,6 @@ mod tests {
                 o.startup_peak >= product,
                 "{rtt_ms} ms: start-up's window {} < product {product} ({o:?})",
                 o.startup_peak
-            );
-        }
-    }
-
-    /// The matrix's slow last miles: 0.5 Mbit/s at 20 and 300 ms (products of 1.25 and
-    /// 19 kB). quinn's pacer lets the 12 kB initial window out as one burst, 190 ms of
-    /// queue at that rate, so start-up ends in its first rounds, before any sample spans a
-    /// round trip: the model held the handshake's rate (4 kB/s in the lab, where a 300 ms
-    /// play's window fell to 12 kB for a round and its start came 150 ms after nginx-HLS's).
-    /// The queue's ACKs come at the link's rate: after a second the model knows it.
-    #[test]
-    fn start_up_ended_by_a_queue_knows_the_link_rate_from_its_acks() {
-        for rtt_ms in [20u64, 300] {
-            let path = Path::new(0.5e6, Duration::from_millis(rtt_ms / 2), 65_536, 0.0);
-            let o = simulate(&path, 1.0, None, 1);
-            let link = 0.5e6 / 8.0;
-            assert_ne!(o.phase, Some(Phase::Startup), "{rtt_ms} ms: {o:?}");
-            assert!(
-                (o.bw as f64 - link).abs() < link * 0.1,
-                "{rtt_ms} ms: the model's rate {} B/s, the link's {link} ({o:?})",
-                o.bw
             );
         }
     }
