@@ -466,7 +466,7 @@ impl Source for EdgeSource {
                 && let Some(f) = &fill
             {
                 link = match f.rate(rtt.max(RATE_WINDOW_MIN)) {
-                    // Nothing verified over the last round trip: the link is stalled.
+                    // Nothing verified in one of the last two windows: a stalled link.
                     Some(r) if r <= 0.0 => f64::MIN_POSITIVE,
                     Some(r) => r,
                     // Nothing verified yet: wait for the first chunks, or the end.

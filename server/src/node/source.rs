@@ -216,8 +216,8 @@ impl Filling {
         self.tx.borrow().verified
     }
 
-    /// Bytes per second verified over the last `window` ([`rate_over`]); `None` before the
-    /// first chunk.
+    /// Bytes per second sustained over the last two `window`s ([`rate_over`]); `None` before
+    /// the first chunk.
     pub fn rate(&self, window: Duration) -> Option<f64> {
         rate_over(
             &self.tx.borrow().arrivals,
