@@ -109,6 +109,15 @@ impl Pace {
     }
 }
 
+/// A task aborted when dropped (a session cancelled while its source gets ready).
+struct Aborting<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Aborting<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl<S: Source> Sender<S> {
     /// How far ahead of real time media is sent at first: the configured send-ahead, and at least
     /// [`SEND_AHEAD_RTTS`] round trips of this connection's path, so the buffer it builds in
@@ -207,7 +216,19 @@ impl<S: Source> Sender<S> {
         let source = self.source.clone();
         let manifest = self.manifest.clone();
         let first = self.first;
-        let mut ready: Ready = Box::pin(async move { source.ready(&manifest, first).await });
+        // Judged from now, not from when it is first awaited: a paced play awaits it only
+        // after its preview is out, and by then a miss's whole first segment may have
+        // landed and been taken for a hit (a flaky start before the sufficient portion).
+        let mut task = Aborting(tokio::spawn(
+            async move { source.ready(&manifest, first).await },
+        ));
+        let mut ready: Ready = Box::pin(async move {
+            (&mut task.0).await.unwrap_or_else(|e| {
+                Err(SourceError::Internal(format!(
+                    "waiting for the source failed: {e}"
+                )))
+            })
+        });
         // A paced play sends its first picture while a miss's sufficient portion comes in
         // (`preview`); an unpaced one, whose player starts on its first frame, waits.
         let gate = if self.pacing {
