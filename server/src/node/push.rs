@@ -112,9 +112,11 @@ pub async fn receive<S: Source>(
                     let _ = buf.split_to(used);
                 }
                 Err(e) => {
-                    let _ = recv.stop(app_code(AppError::ProtocolViolation));
                     let why = format!("segment {i}: {e}");
-                    return answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
+                    // Answer, then stop: the pusher can read why its writes were stopped.
+                    let r = answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
+                    let _ = recv.stop(app_code(AppError::ProtocolViolation));
+                    return r;
                 }
             }
             verified.clear();
@@ -131,18 +133,22 @@ pub async fn receive<S: Source>(
         let payload = match rx.into_payload() {
             Ok(p) => p,
             Err(e) => {
-                let _ = recv.stop(app_code(AppError::ProtocolViolation));
                 let why = format!("segment {i}: {e}");
-                return answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
+                // Answer, then stop: the pusher can read why its writes were stopped.
+                let r = answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
+                let _ = recv.stop(app_code(AppError::ProtocolViolation));
+                return r;
             }
         };
         if let Err(e) = source.pushed(manifest, i, payload).await {
-            let _ = recv.stop(app_code(AppError::ProtocolViolation));
-            return answer(
+            // Answer, then stop: the pusher can read why its writes were stopped.
+            let r = answer(
                 &mut send,
                 ResponseHeader::error(e.segment_status(), e.to_string()),
             )
             .await;
+            let _ = recv.stop(app_code(AppError::ProtocolViolation));
+            return r;
         }
         stored += 1;
     }
@@ -217,6 +223,24 @@ const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Offers `offer.first..offer.first + offer.count` of `manifest` to the node at the other
 /// end of `conn` and sends the segments it asks for, read from `source`. `conn` must already
 /// have opened its control stream (as [`crate::node::upstream::Upstream`] connections do).
+/// A write failed mid-push: a receiver that refused a segment stops the stream as it
+/// answers, and the write can see the stop before the answer is read. The refusal, if it
+/// comes, says more than the stop.
+async fn answer_or(
+    recv: &mut quinn::RecvStream,
+    buf: &mut BytesMut,
+    limits: &Limits,
+    e: quinn::WriteError,
+) -> PushError {
+    match tokio::time::timeout(REFUSAL_WAIT, read_response(recv, buf, limits)).await {
+        Ok(Ok(h)) if h.status != Status::Ok => PushError::Refused {
+            status: h.status,
+            reason: h.reason,
+        },
+        _ => StreamError::from(e).into(),
+    }
+}
+
 pub async fn offer<S: Source>(
     conn: &quinn::Connection,
     source: &S,
@@ -316,8 +340,13 @@ pub async fn offer<S: Source>(
             manifest.segments[i].checksum,
             chunks.then_some(manifest.chunk_size),
         );
-        send.write_all(&head).await.map_err(StreamError::from)?;
-        send.write_all(&payload).await.map_err(StreamError::from)?;
+        let mut wrote = send.write_all(&head).await;
+        if wrote.is_ok() {
+            wrote = send.write_all(&payload).await;
+        }
+        if let Err(e) = wrote {
+            return Err(answer_or(&mut recv, &mut buf, &limits, e).await);
+        }
     }
     send.finish().map_err(StreamError::from)?;
     let done = read_response(&mut recv, &mut buf, &limits).await?;
