@@ -26,6 +26,9 @@ pub enum DecodeError {
     Rtp(String),
     #[error("invalid URL or object name: {0}")]
     Url(String),
+    /// A `Transport` header that offers no `RTP/AVP/QUIC` transport (answered `461`).
+    #[error("no RTP/AVP/QUIC transport offered")]
+    UnsupportedTransport,
 }
 
 /// QUIC application error codes (used in CONNECTION_CLOSE, RESET_STREAM and STOP_SENDING).

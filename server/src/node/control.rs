@@ -36,7 +36,14 @@ pub struct ControlOut {
 struct Outgoing {
     bytes: Vec<u8>,
     response: bool,
+    /// The last message: the writer finishes the stream, waits for the peer to have it
+    /// (at most [`CLOSE_FLUSH`]), then closes the connection with this code.
+    close: Option<AppError>,
 }
+
+/// How long a connection closed for a protocol violation waits for its last response to
+/// be acknowledged: closing at once would discard it.
+const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ControlOut {
     /// Queues a response.
@@ -45,6 +52,19 @@ impl ControlOut {
         let out = Outgoing {
             bytes: r.encode(),
             response: true,
+            close: None,
+        };
+        let _ = self.tx.send(out).await;
+    }
+
+    /// Queues a last response, after which the connection is closed with `code` (PROTOCOL.md
+    /// §5.3: a limit exceeded or the framing lost).
+    async fn respond_and_close(&self, r: &Response, code: AppError) {
+        self.responses.fetch_add(1, Ordering::Relaxed);
+        let out = Outgoing {
+            bytes: r.encode(),
+            response: true,
+            close: Some(code),
         };
         let _ = self.tx.send(out).await;
     }
@@ -55,6 +75,7 @@ impl ControlOut {
         let out = Outgoing {
             bytes: r.encode(),
             response: false,
+            close: None,
         };
         let _ = self.tx.send(out).await;
     }
@@ -131,6 +152,7 @@ async fn writer(
     mut send: SendStream,
     mut rx: mpsc::Receiver<Outgoing>,
     written: watch::Sender<u64>,
+    conn: quinn::Connection,
 ) {
     while let Some(out) = rx.recv().await {
         if send.write_all(&out.bytes).await.is_err() {
@@ -138,6 +160,12 @@ async fn writer(
         }
         if out.response {
             written.send_modify(|n| *n += 1);
+        }
+        if let Some(code) = out.close {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(CLOSE_FLUSH, send.stopped()).await;
+            conn.close(app_code(code), code.to_string().as_bytes());
+            return;
         }
     }
     let _ = send.finish();
@@ -148,6 +176,7 @@ async fn writer(
 /// trickling a request keeps nothing open for long; the connection's keep-alives would
 /// never let the idle timeout fire).
 pub async fn serve_control<H: ControlHandler>(
+    conn: quinn::Connection,
     send: SendStream,
     mut recv: RecvStream,
     limits: Limits,
@@ -164,7 +193,7 @@ pub async fn serve_control<H: ControlHandler>(
         responses: Arc::new(AtomicU64::new(0)),
         written,
     };
-    let writer = tokio::spawn(writer(send, rx, written_tx));
+    let writer = tokio::spawn(writer(send, rx, written_tx, conn));
     let result = read_loop(&mut recv, limits, request_timeout, early, handler, &out).await;
     drop(out);
     let _ = writer.await;
@@ -209,13 +238,17 @@ async fn read_loop<H: ControlHandler>(
                     // Answers to PLAY_NOTIFY / TEARDOWN need no action.
                 }
                 Err(e) => {
+                    // A response whose request's CSeq could not be read carries `CSeq: 0`
+                    // (PROTOCOL.md §5.3).
                     let resp = Response::error(e.status, e.cseq.unwrap_or(0), e.error.to_string());
-                    out.respond(&resp).await;
-                    if e.fatal {
+                    if !e.fatal {
+                        out.respond(&resp).await;
+                    } else {
                         let code = match e.error {
                             segue_wire::DecodeError::TooLarge { .. } => AppError::LimitExceeded,
                             _ => AppError::ProtocolViolation,
                         };
+                        out.respond_and_close(&resp, code).await;
                         recv.stop(app_code(code)).ok();
                         return Err(StreamError::violation(format!(
                             "control stream closed: {}",

@@ -155,9 +155,10 @@ async fn connection<S: Source>(
                 packets.clone(),
             )
             .with_access(opts.access.clone());
-            let early = early.clone();
+            let (early, conn) = (early.clone(), conn.clone());
             tokio::spawn(async move {
                 let r = serve_control(
+                    conn,
                     send,
                     recv,
                     limits,

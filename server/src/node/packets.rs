@@ -82,6 +82,8 @@ pub struct Step {
     /// End of the frame's packets in the track's stream bytes.
     pub end: usize,
     pub packets: u32,
+    /// Bytes of the frame's RTP packets (headers and payloads, without RoQ framing).
+    pub rtp_bytes: u32,
 }
 
 /// A segment ready to send.
@@ -171,6 +173,7 @@ pub fn packetize(
         }
         .map_err(PacketizeError::Payload)?;
         let count = payloads.len() as u32;
+        let mut rtp_bytes = 0usize;
         for (k, (p, marker)) in payloads.into_iter().enumerate() {
             let pkt = RtpPacket {
                 marker,
@@ -184,6 +187,7 @@ pub fn packetize(
                 }),
                 payload: p,
             };
+            rtp_bytes += pkt.encoded_len();
             b.push(pkt, t.frame_info_ext);
         }
         steps.push(Step {
@@ -192,6 +196,7 @@ pub fn packetize(
             pts_us: rescale(frame.pts, t.clock_rate, 1_000_000),
             end: b.pos(),
             packets: count,
+            rtp_bytes: u32::try_from(rtp_bytes).unwrap_or(u32::MAX),
         });
     }
     Ok(SegmentPackets {

@@ -180,6 +180,7 @@ async fn media_waits_for_its_plays_response() {
         let (send, recv) = conn.accept_bi().await.unwrap();
         let mut h = AnswersLate { conn: conn.clone() };
         let _ = serve_control(
+            conn.clone(),
             send,
             recv,
             segue_wire::Limits::default(),
@@ -281,7 +282,14 @@ async fn session_lifecycle() {
     s.headers.transport = Some(Transport { flow_id: 12 });
     assert_eq!(n.ask(s).await.status, 404);
 
-    // PLAY: unknown session 454, track URL 405, then from 5 s: starts at the segment holding it.
+    // PLAY: none before SETUP 455, unknown session 454, track URL 405, then from 5 s: starts
+    // at the segment holding it.
+    assert_eq!(
+        n.ask(Request::new(Method::Play, Some(url.clone()), 0))
+            .await
+            .status,
+        455
+    );
     assert_eq!(
         n.ask(with_session(
             Request::new(Method::Play, Some(url.clone()), 0),
@@ -455,4 +463,162 @@ async fn idle_sessions_time_out_and_keep_alives_keep_them() {
     let mut s = Request::new(Method::Setup, Some(url.clone()), 0);
     s.headers.transport = Some(Transport { flow_id: 0 });
     assert_eq!(n.ask(s).await.status, 200);
+}
+
+/// Reads every media stream of `conn` to its end: (RTP packets, RTP bytes without the RoQ
+/// framing) per stream, sent on `tx` as each ends.
+fn drain_media(conn: quinn::Connection, tx: tokio::sync::mpsc::UnboundedSender<(u64, u64)>) {
+    tokio::spawn(async move {
+        while let Ok(mut s) = conn.accept_uni().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut dec = segue_wire::roq::RoqDecoder::new(64 * 1024);
+                let (mut packets, mut bytes) = (0u64, 0u64);
+                while let Ok(Some(chunk)) = s.read_chunk(64 * 1024, true).await {
+                    dec.push(&chunk.bytes);
+                    while let Ok(Some(item)) = dec.next_item() {
+                        if let segue_wire::roq::RoqItem::Packet(p) = item {
+                            packets += 1;
+                            bytes += p.len() as u64;
+                        }
+                    }
+                }
+                let _ = tx.send((packets, bytes));
+            });
+        }
+    });
+}
+
+/// `packets-sent` and `bytes-sent` of a session.
+async fn counters(n: &mut Node, id: &str) -> (u64, u64) {
+    let mut g = with_session(
+        Request::new(Method::GetParameter, Some(n.url.clone()), 0),
+        id,
+    );
+    g.headers.content_type = Some(PARAMETERS_CONTENT_TYPE.into());
+    g.body = Bytes::from_static(b"packets-sent\r\nbytes-sent\r\n");
+    let r = n.ask(g).await;
+    assert_eq!(r.status, 200);
+    let body = String::from_utf8(r.body.to_vec()).unwrap();
+    let get = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (get("packets-sent: "), get("bytes-sent: "))
+}
+
+/// PROTOCOL.md §5.7 and §7.3: a PLAY after PAUSE keeps the session's SSRCs and timestamp
+/// offsets and goes on with its numbering (segment `p` again, with the numbers it had);
+/// the counters of §5.9 count the whole session, in RTP bytes; a PLAY once everything was
+/// sent is refused (457) instead of sending the last segment again.
+#[tokio::test]
+async fn pause_and_play_go_on_with_the_sessions_numbering() {
+    let mut n = node().await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    drain_media(n.conn.clone(), tx);
+    let url = n.url.clone();
+    let mut s = Request::new(Method::Setup, Some(url.clone()), 0);
+    s.headers.transport = Some(Transport { flow_id: 0 });
+    let r = n.ask(s).await;
+    assert_eq!(r.status, 200);
+    let id = r.headers.session.unwrap().id;
+    let first = n
+        .ask(with_session(
+            Request::new(Method::Play, Some(url.clone()), 0),
+            &id,
+        ))
+        .await;
+    assert_eq!(first.status, 200);
+    // Paced: 2 s sent ahead at once, then real time; pause within the second segment.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let before = counters(&mut n, &id).await;
+    assert!(before.0 > 0 && before.1 > before.0 * 12, "{before:?}");
+    let r = n
+        .ask(with_session(
+            Request::new(Method::Pause, Some(url.clone()), 0),
+            &id,
+        ))
+        .await;
+    assert_eq!(r.status, 200);
+    let p = r.headers.range.unwrap().start;
+    assert!(p > 0, "a whole segment was sent before the pause");
+    let paused = counters(&mut n, &id).await;
+    let again = n
+        .ask(with_session(
+            Request::new(Method::Play, Some(url.clone()), 0),
+            &id,
+        ))
+        .await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.headers.range.unwrap().start, p);
+    let clocks = [90_000u64, 48_000];
+    for (i, (a, b)) in first
+        .headers
+        .rtp_info
+        .iter()
+        .zip(&again.headers.rtp_info)
+        .enumerate()
+    {
+        assert_eq!(a.ssrc, b.ssrc, "track {i}: one SSRC per session");
+        // The same offset: rtptime moves by the resume point in the track's clock.
+        let moved = (p * clocks[i] / 1_000_000) as u32;
+        assert_eq!(b.rtptime, a.rtptime.wrapping_add(moved), "track {i}");
+        // Numbering goes on: by the packets of the segments before `p`, no more than
+        // were sent, and not from a new random base.
+        let on = b.seq.wrapping_sub(a.seq) as u64;
+        assert!(
+            on > 0 && on <= paused.0,
+            "track {i}: {} -> {}",
+            a.seq,
+            b.seq
+        );
+    }
+    // The counters go on over the PLAYs.
+    let resumed = counters(&mut n, &id).await;
+    assert!(resumed.0 >= paused.0 && resumed.1 >= paused.1 && paused.0 >= before.0);
+
+    // A session played to its end: the counters are what its streams carried, in RTP
+    // bytes, and a PLAY after the end is refused.
+    let mut s = Request::new(Method::Setup, Some(url.clone()), 0);
+    s.headers.transport = Some(Transport { flow_id: 10 });
+    let r = n.ask(s).await;
+    let id2 = r.headers.session.unwrap().id;
+    // Everything before is stopped: its streams end, the drain reports them.
+    assert_eq!(
+        n.ask(with_session(
+            Request::new(Method::Teardown, Some(url.clone()), 0),
+            &id
+        ))
+        .await
+        .status,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while rx.try_recv().is_ok() {}
+    let mut play = with_session(Request::new(Method::Play, Some(url.clone()), 0), &id2);
+    play.headers.unpaced = true;
+    assert_eq!(n.ask(play).await.status, 200);
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    let mut sent = (1, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while (packets, bytes) != sent {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sent:?} vs {packets}/{bytes}"
+        );
+        while let Ok((p, b)) = rx.try_recv() {
+            packets += p;
+            bytes += b;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sent = counters(&mut n, &id2).await;
+    }
+    assert!(packets > 900, "the whole object: {packets}");
+    let mut play = with_session(Request::new(Method::Play, Some(url.clone()), 0), &id2);
+    play.headers.unpaced = true;
+    let r = n.ask(play).await;
+    assert_eq!(r.status, 457, "{:?}", r.headers.error);
 }

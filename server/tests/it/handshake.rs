@@ -11,7 +11,7 @@ use std::time::Duration;
 use segue_net::{NodeTls, TransportLimits, server_endpoint};
 use segue_server::node::control::{OptionsOnly, serve_control};
 use segue_wire::control::{Message, Method, Request};
-use segue_wire::{Limits, SegueUrl};
+use segue_wire::{AppError, Limits, SegueUrl};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -31,6 +31,7 @@ fn start_server(dir: &Path) -> (quinn::Endpoint, SocketAddr) {
                 let Ok(conn) = inc.await else { return };
                 while let Ok((send, recv)) = conn.accept_bi().await {
                     let _ = serve_control(
+                        conn.clone(),
                         send,
                         recv,
                         Limits::default(),
@@ -175,10 +176,9 @@ async fn oversized_control_message_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     segue_certs::init(dir.path(), &[]).unwrap();
     let (_server, addr) = start_server(dir.path());
-    let (_ep, _conn, mut control) =
-        segue_client::connect(&url(addr), &dir.path().join("ca.pem"), T)
-            .await
-            .unwrap();
+    let (_ep, conn, mut control) = segue_client::connect(&url(addr), &dir.path().join("ca.pem"), T)
+        .await
+        .unwrap();
     let huge = format!(
         "OPTIONS * RTSP/2.0\r\nCSeq: 9\r\nX-Pad: {}\r\n\r\n",
         "a".repeat(20_000)
@@ -193,6 +193,8 @@ async fn oversized_control_message_is_cut_off() {
         panic!("expected a response")
     };
     assert_eq!(r.status, 413);
+    // The CSeq came before the limit: the answer carries it (PROTOCOL.md §5.3).
+    assert_eq!(r.headers.cseq, 9);
     assert!(r.headers.error.unwrap().contains("limit"));
     // The server finished the stream: nothing more comes.
     assert!(
@@ -201,6 +203,13 @@ async fn oversized_control_message_is_cut_off() {
             .unwrap()
             .is_err()
     );
+    // And closed the connection with LIMIT_EXCEEDED, once the answer was delivered.
+    match tokio::time::timeout(T, conn.closed()).await.unwrap() {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(c.error_code, segue_net::app_code(AppError::LimitExceeded));
+        }
+        e => panic!("closed otherwise: {e}"),
+    }
 }
 
 #[test]
@@ -360,8 +369,16 @@ async fn requests_that_overtake_the_finished_are_not_lost() {
             tokio::spawn(async move {
                 let Ok(conn) = inc.await else { return };
                 while let Ok((send, recv)) = conn.accept_bi().await {
-                    let _ = serve_control(send, recv, Limits::default(), T, None, &mut OptionsOnly)
-                        .await;
+                    let _ = serve_control(
+                        conn.clone(),
+                        send,
+                        recv,
+                        Limits::default(),
+                        T,
+                        None,
+                        &mut OptionsOnly,
+                    )
+                    .await;
                 }
             });
         }

@@ -83,6 +83,11 @@ impl ControlDecoder {
         let window = &self.buf[..self.buf.len().min(lim.max_control_head)];
         let Some(end) = find(window, b"\r\n\r\n") else {
             if self.buf.len() >= lim.max_control_head {
+                // The CSeq of a head too long to end is read from its complete lines.
+                let lines = window
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(&window[..0], |i| &window[..=i]);
                 return Err(fatal(
                     DecodeError::TooLarge {
                         what: "control message head",
@@ -90,7 +95,7 @@ impl ControlDecoder {
                         limit: lim.max_control_head as u64,
                     },
                     status::REQUEST_ENTITY_TOO_LARGE,
-                    None,
+                    scan_cseq(lines),
                 ));
             }
             return Ok(None);

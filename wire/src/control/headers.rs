@@ -224,9 +224,7 @@ fn transport_from_rtsp(ts: &rh::transport::Transports) -> Result<Transport, Deco
         let flow_id = crate::varint::checked(flow_id)?;
         return Ok(Transport { flow_id });
     }
-    Err(DecodeError::Rtsp(
-        "no RTP/AVP/QUIC transport offered".into(),
-    ))
+    Err(DecodeError::UnsupportedTransport)
 }
 
 fn transport_to_rtsp(t: Transport) -> rh::transport::Transports {

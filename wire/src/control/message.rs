@@ -253,7 +253,13 @@ pub(crate) fn from_rtsp(
             version(req.version())?;
             let method =
                 Method::from_rtsp(req.method()).map_err(|e| (e, status::NOT_IMPLEMENTED))?;
-            let headers = Headers::from_rtsp(req.as_ref()).map_err(bad)?;
+            let headers = Headers::from_rtsp(req.as_ref()).map_err(|e| {
+                let status = match e {
+                    DecodeError::UnsupportedTransport => status::UNSUPPORTED_TRANSPORT,
+                    _ => status::BAD_REQUEST,
+                };
+                (e, status)
+            })?;
             let uri = match req.request_uri() {
                 None if method == Method::Options => None,
                 None => {

@@ -203,8 +203,9 @@ mod tests {
                 false,
             ),
             (
+                // Only other transports offered: 461, not a malformed message.
                 "SETUP segue://h/a RTSP/2.0\r\nCSeq: 4\r\nTransport: RTP/AVP;unicast\r\n\r\n",
-                400,
+                461,
                 false,
             ),
         ];
@@ -249,6 +250,8 @@ mod tests {
         );
         let e = decode_all(long.as_bytes()).remove(0).unwrap_err();
         assert!(e.fatal && e.status == 413);
+        // Its CSeq was readable before the limit: the answer carries it.
+        assert_eq!(e.cseq, Some(1));
         let many: String = (0..=l.max_header_count)
             .map(|i| format!("X-{i}: y\r\n"))
             .collect();
@@ -263,7 +266,16 @@ mod tests {
         d.push(&[b'a'; 8191]);
         assert_eq!(d.next_message(), Ok(None));
         d.push(b"a");
-        assert!(d.next_message().unwrap_err().fatal);
+        let e = d.next_message().unwrap_err();
+        assert!(e.fatal && e.cseq.is_none());
         assert_eq!(d.buffered(), 0);
+        // A CSeq line the limit cuts through is not read (it could be another number).
+        let mut d = ControlDecoder::new(l);
+        let frame = "OPTIONS * RTSP/2.0\r\nX: \r\nCSeq: 1".len();
+        let pad = "a".repeat(l.max_control_head - 1 - frame);
+        d.push(format!("OPTIONS * RTSP/2.0\r\nX: {pad}\r\nCSeq: 1").as_bytes());
+        assert_eq!(d.next_message(), Ok(None));
+        d.push(b"3");
+        assert_eq!(d.next_message().unwrap_err().cseq, None);
     }
 }

@@ -2,7 +2,7 @@
 //! the media sender that turns segments into RTP on RoQ streams (PROTOCOL.md §5, §7).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -78,9 +78,44 @@ impl Default for SessionOptions {
 struct Progress {
     /// First segment not completely sent.
     next_segment: AtomicUsize,
+    /// RTP bytes (headers and payloads, without RoQ framing) and packets handed to the
+    /// session's streams, over all its PLAYs (GET_PARAMETER, PROTOCOL.md §5.9).
     bytes: AtomicU64,
     packets: AtomicU64,
     position_us: AtomicU64,
+    /// Per track (SDP order): the sequence number segment `next_segment` starts at (the
+    /// one after the last packet once every segment is sent), and the next one not yet
+    /// given to a packet. A PLAY after PAUSE numbers from the first, a seek from the
+    /// second (PROTOCOL.md §5.7).
+    seq_at_segment: Vec<AtomicU32>,
+    seq_next: Vec<AtomicU32>,
+}
+
+impl Progress {
+    /// A PLAY's progress from `next_segment`, numbering each track from `seqs`, with the
+    /// counters of the PLAYs before it (`before`).
+    fn starting(next_segment: usize, seqs: &[u16], before: &Progress) -> Self {
+        let at = |v: &[u16]| v.iter().map(|&q| AtomicU32::new(u32::from(q))).collect();
+        Self {
+            next_segment: AtomicUsize::new(next_segment),
+            bytes: AtomicU64::new(before.bytes.load(Ordering::Relaxed)),
+            packets: AtomicU64::new(before.packets.load(Ordering::Relaxed)),
+            position_us: AtomicU64::new(0),
+            seq_at_segment: at(seqs),
+            seq_next: at(seqs),
+        }
+    }
+
+    /// Track `i`'s number at the start of segment `next_segment` (`resume`) or the next
+    /// unused one; None before the session's first PLAY.
+    fn seq(&self, i: usize, resume: bool) -> Option<u16> {
+        let v = if resume {
+            &self.seq_at_segment
+        } else {
+            &self.seq_next
+        };
+        v.get(i).map(|q| q.load(Ordering::Relaxed) as u16)
+    }
 }
 
 struct Playing {
@@ -95,6 +130,9 @@ struct Session {
     manifest: Arc<Manifest>,
     desc: Description,
     progress: Arc<Progress>,
+    /// Per track (SDP order): SSRC and timestamp offset, chosen at the first PLAY and kept
+    /// for the session's life (PROTOCOL.md §7.3).
+    stamps: Vec<(u32, u32)>,
     playing: Option<Playing>,
 }
 
@@ -311,6 +349,7 @@ impl<S: Source> Sessions<S> {
                     manifest,
                     desc,
                     progress: Arc::default(),
+                    stamps: Vec::new(),
                     playing: None,
                 };
                 self.sessions
@@ -340,7 +379,14 @@ impl<S: Source> Sessions<S> {
     async fn play(&mut self, req: &Request, out: &ControlOut) -> Response {
         let id = match self.sessions.resolve(req) {
             Ok(Some(id)) => id,
-            Ok(None) => return err(status::SESSION_NOT_FOUND, req, "PLAY needs a Session"),
+            Ok(None) => {
+                // No session named: the method comes before SETUP (PROTOCOL.md §5.3).
+                return err(
+                    status::METHOD_NOT_VALID_IN_THIS_STATE,
+                    req,
+                    "PLAY before SETUP: no Session",
+                );
+            }
             Err(r) => return refuse(req, r),
         };
         if matches!(
@@ -371,26 +417,44 @@ impl<S: Source> Sessions<S> {
         }
         s.stop().await;
         let n = s.manifest.segments.len();
+        let next = s.progress.next_segment.load(Ordering::Relaxed);
+        let resume = req.headers.range.is_none();
         let first = match req.headers.range {
             Some(r) => s.manifest.segment_at(r.start).unwrap_or(0),
-            None => s
-                .progress
-                .next_segment
-                .load(Ordering::Relaxed)
-                .min(n.saturating_sub(1)),
+            // Everything was sent: nothing to resume (a Range plays again).
+            None if next >= n && !s.stamps.is_empty() => {
+                return err(
+                    status::INVALID_RANGE,
+                    req,
+                    "the session is at the end; PLAY with a Range to play again",
+                );
+            }
+            None => next.min(n.saturating_sub(1)),
         };
         let start_us = s.manifest.segments.get(first).map_or(0, |e| e.start_us);
+        if s.stamps.is_empty() {
+            s.stamps = (0..s.desc.tracks.len())
+                .map(|i| (rand[i * 3], rand[i * 3 + 2]))
+                .collect();
+        }
+        // Numbering goes on from the PLAY before: a resume sends segment `next` again with
+        // the numbers it had, so what the client holds of it arrives as duplicates; a seek
+        // goes on after the last number given.
+        let seqs: Vec<u16> = (0..s.desc.tracks.len())
+            .map(|i| s.progress.seq(i, resume).unwrap_or(rand[i * 3 + 1] as u16))
+            .collect();
         let mut tracks = Vec::new();
         let mut rtp_info = Vec::new();
         for (i, t) in s.desc.tracks.iter().enumerate() {
             let Some(flow) = flows[i] else { continue };
+            let (ssrc, ts_offset) = s.stamps[i];
             let ts = TrackSend {
                 index: i as u32,
                 flow,
                 clock: t.clock_rate,
-                ssrc: rand[i * 3],
-                seq: rand[i * 3 + 1] as u16,
-                ts_offset: rand[i * 3 + 2],
+                ssrc,
+                seq: seqs[i],
+                ts_offset,
             };
             rtp_info.push(RtpInfo {
                 url: s
@@ -402,8 +466,7 @@ impl<S: Source> Sessions<S> {
             });
             tracks.push(ts);
         }
-        s.progress = Arc::default();
-        s.progress.next_segment.store(first, Ordering::Relaxed);
+        s.progress = Arc::new(Progress::starting(first, &seqs, &s.progress));
         let (cancel, cancel_rx) = watch::channel(false);
         s.cache_case = self.source.will_play(&s.manifest, first);
         let ctx = Sender {
@@ -441,7 +504,14 @@ impl<S: Source> Sessions<S> {
     async fn pause(&mut self, req: &Request) -> Response {
         let id = match self.sessions.resolve(req) {
             Ok(Some(id)) => id,
-            Ok(None) => return err(status::SESSION_NOT_FOUND, req, "PAUSE needs a Session"),
+            Ok(None) => {
+                // No session named: the method comes before SETUP (PROTOCOL.md §5.3).
+                return err(
+                    status::METHOD_NOT_VALID_IN_THIS_STATE,
+                    req,
+                    "PAUSE before SETUP: no Session",
+                );
+            }
             Err(r) => return refuse(req, r),
         };
         let Some(s) = self.sessions.get_mut(&id).map(|e| &mut e.data) else {
@@ -466,7 +536,14 @@ impl<S: Source> Sessions<S> {
     async fn teardown(&mut self, req: &Request) -> Response {
         let id = match self.sessions.resolve(req) {
             Ok(Some(id)) => id,
-            Ok(None) => return err(status::SESSION_NOT_FOUND, req, "TEARDOWN needs a Session"),
+            Ok(None) => {
+                // No session named: the method comes before SETUP (PROTOCOL.md §5.3).
+                return err(
+                    status::METHOD_NOT_VALID_IN_THIS_STATE,
+                    req,
+                    "TEARDOWN before SETUP: no Session",
+                );
+            }
             Err(r) => return refuse(req, r),
         };
         self.remove(&id).await;

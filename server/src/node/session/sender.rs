@@ -142,6 +142,16 @@ impl<S: Source> Sender<S> {
         }
     }
 
+    /// Each track's next number is where the segment about to be sent starts (what a PLAY
+    /// after PAUSE numbers from).
+    fn mark_segment_start(&self) {
+        for t in &self.tracks {
+            if let Some(q) = self.progress.seq_at_segment.get(t.index as usize) {
+                q.store(u32::from(t.seq), Ordering::Relaxed);
+            }
+        }
+    }
+
     pub(super) async fn run(mut self) {
         let result = self.send_all().await;
         self.source.stopped(
@@ -252,6 +262,7 @@ impl<S: Source> Sender<S> {
             .map(|(demand, rate)| demand.add(rate));
         let mut pace = Pace::new(self.send_ahead_max, gate);
         for i in self.first..self.manifest.segments.len() {
+            self.mark_segment_start();
             let body = tokio::select! {
                 r = self.source.segment_body(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
                 _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
@@ -276,6 +287,9 @@ impl<S: Source> Sender<S> {
                         let _ = s.finish();
                     }
                     self.progress.next_segment.store(i + 1, Ordering::Relaxed);
+                    if i + 1 == self.manifest.segments.len() {
+                        self.mark_segment_start(); // the end: after the last packet
+                    }
                 }
                 Err(e) => {
                     let code = match e {
@@ -367,9 +381,6 @@ impl<S: Source> Sender<S> {
             r = stream.write_all_chunks(&mut chunks) => r.map_err(|e| Stop::Failed(format!("media stream: {e}")))?,
             _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
         }
-        self.progress
-            .bytes
-            .fetch_add(sent as u64, Ordering::Relaxed);
         self.source.sent(sent as u64);
         Ok(())
     }
@@ -405,6 +416,9 @@ impl<S: Source> Sender<S> {
             };
             cursors.push(Cursor::new(tp.stamp(t.seq, t.ts_offset, t.ssrc)));
             t.seq = t.seq.wrapping_add(tp.packets as u16);
+            if let Some(q) = self.progress.seq_next.get(t.index as usize) {
+                q.store(u32::from(t.seq), Ordering::Relaxed);
+            }
         }
         // Frames are written in record (decoding) order across tracks, every track up to
         // where it is due, at least every [`WRITE_BATCH`] bytes: written a whole track
@@ -474,6 +488,9 @@ impl<S: Source> Sender<S> {
             self.progress
                 .packets
                 .fetch_add(u64::from(step.packets), Ordering::Relaxed);
+            self.progress
+                .bytes
+                .fetch_add(u64::from(step.rtp_bytes), Ordering::Relaxed);
             self.progress
                 .position_us
                 .store(step.pts_us, Ordering::Relaxed);
