@@ -58,10 +58,14 @@ impl Source for LibrarySource {
         let lib = self.library();
         match lib.get(name) {
             Some(o) => Ok(o.manifest.clone()),
+            // Why an object could not be ingested names files of the origin's disk: that
+            // goes to the origin's log (at ingest), the player gets the object and the class.
             None => Err(SourceError::NotFound(
-                match lib.failures.get(name.as_str()) {
-                    Some(why) => format!("{name} (cannot be ingested: {why})"),
-                    None => name.to_string(),
+                match lib.failures.contains_key(name.as_str()) {
+                    true => format!(
+                        "{name} (its source could not be ingested; the origin's log says why)"
+                    ),
+                    false => name.to_string(),
                 },
             )),
         }
