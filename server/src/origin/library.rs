@@ -418,6 +418,9 @@ impl Library {
         // Any format will do for streaming: the first that ingests wins.
         for src in sources {
             let result = ingest::demux(src).and_then(|d| {
+                for w in &d.warnings {
+                    tracing::warn!(object = %name, source = %src.display(), "{w}");
+                }
                 segmenter::segment(
                     &d,
                     name,

@@ -119,7 +119,36 @@ fn broken_files_get_clear_errors() {
     assert!(broken("empty.mp4", b"").contains("empty file"));
     assert!(broken("garbage.mp4", &[0x9c; 4000]).contains("not an MP4"));
     assert!(broken("cut.mp4", &mp4[..150_000]).contains("truncated"));
-    assert!(broken("cut-fast.mp4", &fast[..150_000]).contains("truncated"));
+    // A fast-start file cut in its media data: the frames it has, every track up to the
+    // same time, with a warning.
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut-fast.mp4");
+    std::fs::write(&cut, &fast[..150_000]).unwrap();
+    let d = demux(&cut).expect("a cut fast-start file serves what it has");
+    assert!(d.warnings[0].contains("cut short"), "{:?}", d.warnings);
+    let end = |t: usize| {
+        d.samples[t]
+            .last()
+            .map_or(0.0, |s| s.dts as f64 / f64::from(d.tracks[t].clock_rate))
+    };
+    let whole = demux(&sample("faststart.mp4")).unwrap();
+    assert!(!d.samples[0].is_empty() && d.samples[0].len() < whole.samples[0].len());
+    assert!(
+        (end(0) - end(1)).abs() < 0.2,
+        "tracks end together: {} {}",
+        end(0),
+        end(1)
+    );
+    let s = segmenter::segment(
+        &d,
+        &ObjectName::new("cut", 64).unwrap(),
+        vec![],
+        1,
+        2_000_000,
+        &cut,
+    )
+    .expect("it segments");
+    assert!(s.manifest.duration_us > 0);
     assert!(broken("garbage.ts", &[0x11; 4000]).contains("sync byte"));
     assert!(broken("cut.ts", &ts[..200_001]).contains("malformed"));
     assert!(broken("clip.avi", b"RIFF").contains("unsupported"));
@@ -169,4 +198,136 @@ fn exponential_segments_grow_from_the_start_and_hold_the_same_frames() {
     assert_eq!(exp.manifest.total_size(), uni.manifest.total_size());
     assert_eq!(exp.manifest.duration_us, uni.manifest.duration_us);
     assert_eq!(exp.manifest.tracks, uni.manifest.tracks);
+}
+
+/// Per track (frames, content hash in hex) from `interop/segue_ingest.py`, an MPEG-TS
+/// ingest written from PROTOCOL.md §8.6.0 alone.
+fn independent_ingest(ts: &Path) -> Vec<(u64, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../interop/segue_ingest.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(ts)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            // track <i> <codec> frames <n> hash <hex>
+            assert_eq!((w.len(), w[3], w[5]), (7, "frames", "hash"), "{l}");
+            (w[4].parse().unwrap(), w[6].to_string())
+        })
+        .collect()
+}
+
+fn hex(h: &[u8]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// PROTOCOL.md §8.6.0 is enough to reproduce an origin's content hashes: an independent
+/// ingest (Python, standard library) gets the frame counts and hashes of Segue's manifest
+/// for the shipped TS sample and, if ffmpeg is installed, for the HD sample remuxed to TS
+/// by ffmpeg (in-band parameter sets, access unit delimiters, 4-byte start codes).
+#[test]
+fn an_independent_ts_ingest_gets_the_same_hashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = vec![sample("demo.ts")];
+    let remuxed = dir.path().join("hd.ts");
+    let ffmpeg = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(sample("hd.mp4"))
+        .args(["-c", "copy", "-f", "mpegts"])
+        .arg(&remuxed)
+        .status();
+    match ffmpeg {
+        Ok(s) if s.success() => files.push(remuxed),
+        _ => {
+            assert!(
+                std::env::var_os("SEGUE_REQUIRE_FFPROBE").is_none(),
+                "ffmpeg is required but missing"
+            );
+            eprintln!("ffmpeg not installed: the remuxed HD sample is skipped");
+        }
+    }
+    for ts in files {
+        let ours = ingest(&ts).manifest;
+        let theirs = independent_ingest(&ts);
+        let ours: Vec<(u64, String)> = ours
+            .tracks
+            .iter()
+            .map(|t| (t.frames, hex(&t.content_hash)))
+            .collect();
+        assert_eq!(ours, theirs, "{}", ts.display());
+    }
+}
+
+/// The least presentation time of a stream's first packets, µs, as ffprobe reports them.
+fn ffprobe_first_pts_us(file: &Path, stream: &str) -> Option<f64> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream, "-show_entries"])
+        .args([
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+            "-read_intervals",
+            "%+#8",
+        ])
+        .arg(file)
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok())
+        .map(|s| s * 1e6)
+        .reduce(f64::min)
+}
+
+/// MP4 edit lists (PROTOCOL.md §8.6.0): `demo.mp4` delays its video by a B-frame (edit
+/// media time 1024 of 15360) and its audio by AAC priming (1024 of 48000). Audio and video
+/// keep the offset ffmpeg presents them at (video 21.3 ms after audio's first packet), where
+/// ignoring the edits put them 66.7 ms apart; a file without an edit list
+/// (`fragmented.mp4`) keeps its own timing.
+#[test]
+fn edit_lists_keep_audio_and_video_as_ffmpeg_presents_them() {
+    let first_pts_us = |path: &Path| {
+        let d = demux(path).unwrap();
+        let us = |t: usize, n: usize| {
+            d.samples[t]
+                .iter()
+                .take(n)
+                .map(|s| {
+                    (s.dts + u64::from(s.cto)) as f64 * 1e6 / f64::from(d.tracks[t].clock_rate)
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        (us(0, 8), us(1, 1))
+    };
+    let (video, audio) = first_pts_us(&sample("demo.mp4"));
+    // ffprobe: video from pts 0, audio from pts -1024/48000 s.
+    let want = 21_333.3;
+    assert!((video - audio - want).abs() < 50.0, "{video} - {audio}");
+    // Decode times start at 0: the object is moved as a whole, as little as needed.
+    let d = demux(&sample("demo.mp4")).unwrap();
+    assert_eq!(d.samples[0][0].dts, 0);
+    let (fv, fa) = first_pts_us(&sample("fragmented.mp4"));
+    assert!((fv - fa - 66_666.7).abs() < 50.0, "{fv} - {fa}");
+    // And as ffprobe says, where it is installed.
+    for (file, ours) in [("demo.mp4", video - audio), ("fragmented.mp4", fv - fa)] {
+        let path = sample(file);
+        match (
+            ffprobe_first_pts_us(&path, "v"),
+            ffprobe_first_pts_us(&path, "a"),
+        ) {
+            (Some(v), Some(a)) => assert!((v - a - ours).abs() < 50.0, "{file}: {v} - {a}"),
+            _ => assert!(
+                std::env::var_os("SEGUE_REQUIRE_FFPROBE").is_none(),
+                "ffprobe is required but missing"
+            ),
+        }
+    }
 }

@@ -98,6 +98,8 @@ pub struct Sample {
 pub struct Demuxed {
     pub tracks: Vec<TrackMedia>,
     pub samples: Vec<Vec<Sample>>,
+    /// What ingest left out and why (a file cut short), for the origin's log.
+    pub warnings: Vec<String>,
 }
 
 /// Source formats, by file extension.

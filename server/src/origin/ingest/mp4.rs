@@ -53,8 +53,11 @@ struct TopBox {
     size: u64,
 }
 
-/// Lists the top-level boxes, refusing sizes that run past the end of the file.
-fn top_boxes(f: &File, len: u64, path: &Path) -> Result<Vec<TopBox>, IngestError> {
+/// Lists the top-level boxes, refusing sizes that run past the end of the file, but for a
+/// last `mdat` (a file cut short in its media data): that one is taken as it is, and the
+/// second value says so.
+fn top_boxes(f: &File, len: u64, path: &Path) -> Result<(Vec<TopBox>, bool), IngestError> {
+    let mut cut = false;
     let mut boxes = Vec::new();
     let mut pos = 0u64;
     while pos < len {
@@ -87,6 +90,12 @@ fn top_boxes(f: &File, len: u64, path: &Path) -> Result<Vec<TopBox>, IngestError
                 "not an MP4 file (no box structure)",
             ));
         }
+        let size = if size > len - pos && &kind == b"mdat" {
+            cut = true;
+            len - pos
+        } else {
+            size
+        };
         if size < 8 || size > len - pos {
             return Err(IngestError::malformed(
                 path,
@@ -104,7 +113,7 @@ fn top_boxes(f: &File, len: u64, path: &Path) -> Result<Vec<TopBox>, IngestError
         });
         pos += size;
     }
-    Ok(boxes)
+    Ok((boxes, cut))
 }
 
 /// Containers whose children the demuxer reads, and the children it keeps. Every other child
@@ -113,7 +122,8 @@ fn top_boxes(f: &File, len: u64, path: &Path) -> Result<Vec<TopBox>, IngestError
 /// by the `ingest_mp4` fuzz target), and what is never used need not be decoded at all.
 const USED_BOXES: &[(&[u8; 4], &[&[u8; 4]])] = &[
     (b"moov", &[b"mvhd", b"trak", b"mvex"]),
-    (b"trak", &[b"tkhd", b"mdia"]),
+    (b"trak", &[b"tkhd", b"edts", b"mdia"]),
+    (b"edts", &[b"elst"]),
     (b"mdia", &[b"mdhd", b"hdlr", b"minf"]),
     (
         b"minf",
@@ -231,7 +241,50 @@ struct TrackPlan {
     timescale: u32,
     /// NAL length size of H.264 samples (1, 2 or 4).
     nal_length_size: Option<u8>,
+    /// Presentation offset from the edit list, in the media timescale ([`edit_offset`]).
+    edit: i64,
     raw: Vec<RawSample>,
+}
+
+/// Most an edit list may move a track: the longest object (`segmenter::MAX_MEDIA_US`).
+const MAX_EDIT_US: i128 = super::segmenter::MAX_MEDIA_US as i128;
+
+/// The presentation offset a track's edit list gives it, in its media timescale: the
+/// leading empty edits' duration (movie timescale) minus the media time the first media
+/// edit starts at (ISO/IEC 14496-12 §8.6.6), as ffmpeg applies it: a B-frame delay or AAC
+/// priming. Only that leading part is honoured; later edits (cuts, repeats, rates) are
+/// not (PROTOCOL.md §8.6.0).
+fn edit_offset(trak: &Trak, movie_timescale: u32, path: &Path) -> Result<i64, IngestError> {
+    let Some(elst) = trak.edts.as_ref().and_then(|e| e.elst.as_ref()) else {
+        return Ok(0);
+    };
+    let media_timescale = trak.mdia.mdhd.timescale;
+    let mut empty: u64 = 0;
+    for e in &elst.entries {
+        match e.media_time {
+            None => empty = empty.saturating_add(e.segment_duration),
+            Some(t) => {
+                let empty = rescale(empty, movie_timescale, media_timescale);
+                let off = i128::from(empty) - i128::from(t);
+                if off.abs() * 1_000_000 / i128::from(media_timescale.max(1)) > MAX_EDIT_US {
+                    return Err(IngestError::malformed(
+                        path,
+                        "edit list moves a track by more than 30 days",
+                    ));
+                }
+                return Ok(off as i64); // bounded just above
+            }
+        }
+    }
+    Ok(0) // only empty edits: nothing is presented, nothing is moved
+}
+
+/// `v × to / from`, rounded down (towards −∞).
+fn rescale_signed(v: i128, from: u32, to: u32) -> i128 {
+    if from == 0 || from == to {
+        return v;
+    }
+    (v * i128::from(to)).div_euclid(i128::from(from))
 }
 
 fn codec_of(trak: &Trak, path: &Path) -> Result<Option<(TrackMedia, Option<u8>)>, IngestError> {
@@ -538,7 +591,7 @@ fn normalize_avcc(data: Vec<u8>, n: u8, path: &Path) -> Result<Bytes, IngestErro
 /// Demuxes an MP4 or fragmented MP4 file.
 pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
     let (f, len) = super::open_media(path)?;
-    let boxes = top_boxes(&f, len, path)?;
+    let (boxes, cut) = top_boxes(&f, len, path)?;
     let moov_box = boxes.iter().find(|b| &b.kind == b"moov").ok_or_else(|| {
         IngestError::malformed(
             path,
@@ -566,6 +619,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
             media,
             timescale,
             nal_length_size,
+            edit: edit_offset(trak, moov.mvhd.timescale, path)?,
             raw: progressive_samples(trak, &mut budget, path)?,
         });
     }
@@ -581,8 +635,61 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
 
     // Video first, then audio: the track order of the SDP.
     plans.sort_by_key(|p| !p.media.codec.is_video());
+    // Edit lists move tracks against each other (presentation = media time + edit); the
+    // whole object then moves by the least amount (µs) that keeps every decode time at or
+    // above 0: A/V as ffmpeg presents them, decode times as frame records need them.
+    let lift_us = plans
+        .iter()
+        .map(|p| {
+            let first = p.raw.iter().map(|r| r.dts).min().unwrap_or(0);
+            let at = i128::from(first) + i128::from(p.edit);
+            -rescale_signed(at, p.timescale, 1_000_000)
+        })
+        .max()
+        .unwrap_or(0)
+        .max(0);
+    // A file cut short in its media data serves what it has: every track up to the earliest
+    // presentation time (µs, edits applied) at which any track's data is missing, so no
+    // track plays on alone (PROTOCOL.md §8.6.0).
+    let mut cut_us: Option<i128> = None;
+    for p in &plans {
+        if let Some(r) = p
+            .raw
+            .iter()
+            .find(|r| r.offset.saturating_add(u64::from(r.size)) > len)
+        {
+            if !cut {
+                return Err(IngestError::malformed(
+                    path,
+                    "sample data beyond the end of the file (truncated?)",
+                ));
+            }
+            let at = rescale_signed(
+                i128::from(r.dts) + i128::from(p.edit),
+                p.timescale,
+                1_000_000,
+            );
+            cut_us = Some(cut_us.map_or(at, |c| c.min(at)));
+        }
+    }
     let mut out = Demuxed::default();
-    for p in plans {
+    if let Some(c) = cut_us {
+        out.warnings.push(format!(
+            "the file is cut short in its media data: frames from {:.3} s on are left out",
+            c.max(0) as f64 / 1e6
+        ));
+    }
+    for mut p in plans {
+        if let Some(c) = cut_us {
+            let (ts, edit) = (p.timescale, p.edit);
+            p.raw.retain(|r| {
+                rescale_signed(i128::from(r.dts) + i128::from(edit), ts, 1_000_000) < c
+            });
+        }
+        let clock = p.media.clock_rate;
+        // The track's move, in its clock: its edit, and the object's lift.
+        let shift = rescale_signed(i128::from(p.edit), p.timescale, clock)
+            + rescale_signed(lift_us, 1_000_000, clock);
         let mut samples = Vec::with_capacity(p.raw.len());
         // Composition offsets may be negative (ctts v1); shift so that pts >= dts holds.
         let min_cto = p.raw.iter().map(|r| r.cto).min().unwrap_or(0).min(0);
@@ -611,7 +718,10 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
             };
             let cto = (r.cto - min_cto) as u64;
             let cto = rescale(cto, p.timescale, p.media.clock_rate);
-            let dts = rescale(r.dts, p.timescale, p.media.clock_rate);
+            let dts = i128::from(rescale(r.dts, p.timescale, clock)) + shift;
+            // Rounding can leave the earliest a tick below 0.
+            let dts = u64::try_from(dts.max(0))
+                .map_err(|_| IngestError::malformed(path, "decode time out of range"))?;
             samples.push(Sample {
                 dts,
                 cto: u32::try_from(cto)
