@@ -351,6 +351,7 @@ async fn drive(opts: &PlayOptions, player: &mut Player) -> Result<(), PlayError>
                     events_open &= play_out;
                 }
                 Action::Described(desc) => {
+                    player.report_mut().left_out = desc.left_out.clone();
                     if recorder.is_none()
                         && let Some(path) = &opts.record
                     {

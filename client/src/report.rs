@@ -63,6 +63,10 @@ pub struct Report {
     pub wall_s: f64,
     pub bitrate_kbps: f64,
     pub tracks: Vec<TrackReport>,
+    /// Tracks of the source the node does not carry, and why (the SDP's
+    /// `a=x-segue-left-out`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
     /// Why playback ended early, if it did.
     pub error: Option<String>,
     /// It ended early because the caller's time bound came (`PlayOptions::give_up_at`): a
@@ -165,6 +169,9 @@ impl Report {
                 t.lost_frames,
                 if t.hash_ok { "ok" } else { "MISMATCH" }
             ));
+        }
+        for l in &self.left_out {
+            s.push_str(&format!("  left out             {l}\n"));
         }
         for f in &self.failovers {
             s.push_str(&format!(

@@ -166,6 +166,7 @@ mod tests {
 
     fn desc() -> Arc<Description> {
         Arc::new(Description {
+            left_out: Vec::new(),
             name: "clip".into(),
             duration_us: 1_000_000,
             tracks: vec![

@@ -39,6 +39,7 @@ async fn silent_server(dir: &std::path::Path) -> u16 {
                         match req.method {
                             Method::Describe => {
                                 let d = Description {
+                                    left_out: Vec::new(),
                                     name: "x".into(),
                                     duration_us: 10_000_000,
                                     tracks: vec![Track {

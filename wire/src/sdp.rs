@@ -62,6 +62,28 @@ pub struct Description {
     /// Duration in microseconds.
     pub duration_us: u64,
     pub tracks: Vec<Track>,
+    /// Tracks of the source that are not carried, each with why (`a=x-segue-left-out`).
+    pub left_out: Vec<String>,
+}
+
+/// The session-level attribute naming a source track that is not carried, and why.
+pub const LEFT_OUT_ATTR: &str = "x-segue-left-out";
+/// Most `a=x-segue-left-out` lines kept, and the longest (bytes).
+pub const MAX_LEFT_OUT: usize = 16;
+pub const MAX_LEFT_OUT_LEN: usize = 200;
+
+/// `text` as an attribute value: printable ASCII, at most [`MAX_LEFT_OUT_LEN`] bytes.
+fn left_out_value(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(MAX_LEFT_OUT_LEN)
+        .collect()
 }
 
 fn attr(key: &str, value: impl Into<String>) -> Attribute {
@@ -137,6 +159,9 @@ impl Description {
             ],
             ..Default::default()
         };
+        for l in self.left_out.iter().take(MAX_LEFT_OUT) {
+            sd.attributes.push(attr(LEFT_OUT_ATTR, left_out_value(l)));
+        }
         for t in &self.tracks {
             let pt = t.payload_type.to_string();
             let (media, rtpmap, fmtp) = match &t.codec {
@@ -223,10 +248,19 @@ impl Description {
             .enumerate()
             .map(|(i, md)| parse_track(i as u32, md))
             .collect::<Result<Vec<_>, _>>()?;
+        let left_out = sd
+            .attributes
+            .iter()
+            .filter(|a| a.key == LEFT_OUT_ATTR)
+            .filter_map(|a| a.value.as_deref())
+            .take(MAX_LEFT_OUT)
+            .map(left_out_value)
+            .collect();
         Ok(Self {
             name: sd.session_name.clone(),
             duration_us,
             tracks,
+            left_out,
         })
     }
 }
@@ -341,6 +375,7 @@ pub(crate) mod tests {
 
     pub(crate) fn sample() -> Description {
         Description {
+            left_out: Vec::new(),
             name: "movies/demo".into(),
             duration_us: 30_000_000,
             tracks: vec![
@@ -385,6 +420,31 @@ pub(crate) mod tests {
             a=extmap:1 urn:x-segue:frame-info\r\n";
         assert_eq!(text, expected);
         assert_eq!(Description::from_sdp(&text, 8).unwrap(), sample());
+    }
+
+    /// Source tracks not carried: one session-level line each, printable ASCII, bounded.
+    #[test]
+    fn left_out_tracks_round_trip() {
+        let mut d = sample();
+        d.left_out = vec![
+            "audio track (MP4 track id 3): codec opus is not carried (H.264 and AAC only)".into(),
+            "video track (MP4 track id 4): codec hev1\u{e9}\r\nm=x".into(),
+        ];
+        let text = d.to_sdp();
+        assert!(text.contains(
+            "a=range:npt=0-30.000000\r\na=x-segue-left-out:audio track (MP4 track id 3): codec opus"
+        ));
+        let back = Description::from_sdp(&text, 8).unwrap();
+        // What could break a line or the text is replaced; the tracks are as they were.
+        assert_eq!(
+            back.left_out[1],
+            "video track (MP4 track id 4): codec hev1???m=x"
+        );
+        assert_eq!(back.tracks, d.tracks);
+        d.left_out = vec!["x".repeat(500); 40];
+        let back = Description::from_sdp(&d.to_sdp(), 8).unwrap();
+        assert_eq!(back.left_out.len(), MAX_LEFT_OUT);
+        assert!(back.left_out.iter().all(|l| l.len() == MAX_LEFT_OUT_LEN));
     }
 
     #[test]

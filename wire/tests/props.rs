@@ -209,6 +209,7 @@ fn description() -> impl Strategy<Value = Description> {
         proptest::collection::vec((codec, 96u8..128, 1u32..200_000, 1u8..15), 0..4),
     )
         .prop_map(|(name, duration_us, tracks)| Description {
+            left_out: Vec::new(),
             name,
             duration_us,
             tracks: tracks

@@ -23,6 +23,7 @@ fn url(host: &str) -> SegueUrl {
 
 fn description() -> Description {
     Description {
+        left_out: Vec::new(),
         name: "clip".into(),
         duration_us: 10_000_000,
         tracks: vec![SdpTrack {

@@ -257,6 +257,9 @@ pub fn info(opts: &LibraryOptions, object: &str) -> anyhow::Result<String> {
                 t.index, t.clock_rate, e.frames
             );
         }
+        for l in &d.left_out {
+            let _ = writeln!(out, "left out  {l}");
+        }
     }
     let _ = writeln!(
         out,

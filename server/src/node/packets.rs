@@ -310,6 +310,7 @@ mod tests {
 
     fn desc() -> Description {
         Description {
+            left_out: Vec::new(),
             name: "x".into(),
             duration_us: 0,
             tracks: vec![

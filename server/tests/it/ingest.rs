@@ -331,3 +331,73 @@ fn edit_lists_keep_audio_and_video_as_ffmpeg_presents_them() {
         }
     }
 }
+
+/// `ffmpeg ARGS… OUT` into `dir`; None (and a note) where ffmpeg is not installed, a
+/// failure where CI requires it.
+fn ffmpeg_made(dir: &Path, out: &str, args: &[&str]) -> Option<PathBuf> {
+    let path = dir.join(out);
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .arg(&path)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("SEGUE_REQUIRE_FFPROBE").is_none(),
+            "ffmpeg is required but missing or failed"
+        );
+        eprintln!("SKIPPED: ffmpeg not installed or without libopus");
+        return None;
+    }
+    Some(path)
+}
+
+/// An object with a track Segue cannot carry is served with the tracks it can, and its
+/// SDP (so DESCRIBE and the manifest) says which track was left out and why; with no
+/// track left to carry, the file is refused saying why.
+#[test]
+fn a_track_we_cannot_carry_is_left_out_not_the_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = sample("demo.mp4");
+    let demo = demo.to_str().unwrap();
+    let Some(with_opus) = ffmpeg_made(
+        dir.path(),
+        "opus.mp4",
+        &[
+            "-i", demo, "-map", "0:v", "-map", "0:a", "-map", "0:a", "-c:v", "copy", "-c:a:0",
+            "copy", "-c:a:1", "libopus",
+        ],
+    ) else {
+        return;
+    };
+    let s = ingest(&with_opus);
+    let m = &s.manifest;
+    assert_eq!(m.tracks.len(), 2);
+    assert_eq!((m.tracks[0].frames, m.tracks[1].frames), (360, 564));
+    let desc = m.description(&Limits::default()).unwrap();
+    assert_eq!(desc.left_out.len(), 1, "{:?}", desc.left_out);
+    let why = &desc.left_out[0];
+    assert!(
+        why.starts_with("audio track") && why.contains("opus"),
+        "{why}"
+    );
+    assert!(
+        m.sdp.contains("a=x-segue-left-out:audio track"),
+        "{}",
+        m.sdp
+    );
+
+    let Some(only_opus) = ffmpeg_made(
+        dir.path(),
+        "only-opus.mp4",
+        &["-i", demo, "-map", "0:a", "-c:a", "libopus"],
+    ) else {
+        return;
+    };
+    let e = demux(&only_opus).expect_err("nothing to carry").to_string();
+    assert!(
+        e.contains("no video or audio track Segue carries") && e.contains("opus"),
+        "{e}"
+    );
+}

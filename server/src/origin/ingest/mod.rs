@@ -100,6 +100,8 @@ pub struct Demuxed {
     pub samples: Vec<Vec<Sample>>,
     /// What ingest left out and why (a file cut short), for the origin's log.
     pub warnings: Vec<String>,
+    /// Source tracks not carried, each with why: the SDP says so (`a=x-segue-left-out`).
+    pub left_out: Vec<String>,
 }
 
 /// Source formats, by file extension.

@@ -287,18 +287,41 @@ fn rescale_signed(v: i128, from: u32, to: u32) -> i128 {
     (v * i128::from(to)).div_euclid(i128::from(from))
 }
 
-fn codec_of(trak: &Trak, path: &Path) -> Result<Option<(TrackMedia, Option<u8>)>, IngestError> {
+/// What ingest makes of an MP4 track.
+enum TrackKind {
+    /// Carried: its media and, for H.264, the NAL length size.
+    Media(TrackMedia, Option<u8>),
+    /// A video or audio track in a format Segue does not carry: why.
+    LeftOut(String),
+    /// Not video or audio (text, timecode, metadata): not media to stream.
+    Other,
+}
+
+/// A track left out, described for the SDP: which it was and why.
+fn left_out(trak: &Trak, kind: &str, why: String) -> TrackKind {
+    TrackKind::LeftOut(format!(
+        "{kind} track (MP4 track id {}): {why}",
+        trak.tkhd.track_id
+    ))
+}
+
+fn codec_of(trak: &Trak, path: &Path) -> Result<TrackKind, IngestError> {
     let handler = trak.mdia.hdlr.handler.as_ref().to_owned();
     if handler != *b"vide" && handler != *b"soun" {
-        return Ok(None); // text, timecode, metadata tracks are not media we stream
+        return Ok(TrackKind::Other); // text, timecode, metadata tracks are not media we stream
     }
+    let kind = if handler == *b"vide" {
+        "video"
+    } else {
+        "audio"
+    };
     let Some(codec) = trak.mdia.minf.stbl.stsd.codecs.first() else {
         return Err(IngestError::malformed(
             path,
             "track without sample description",
         ));
     };
-    Ok(Some(match codec {
+    Ok(match codec {
         Mp4Codec::Avc1(avc1) => {
             let c = &avc1.avcc;
             let mut sets: Vec<Bytes> = c
@@ -327,7 +350,7 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<Option<(TrackMedia, Option<u8>)>
                     format!("avcC length size {}", c.length_size),
                 ));
             }
-            (
+            TrackKind::Media(
                 TrackMedia {
                     codec: Codec::H264 {
                         profile_level_id,
@@ -341,10 +364,11 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<Option<(TrackMedia, Option<u8>)>
         Mp4Codec::Mp4a(mp4a) => {
             let dc = &mp4a.esds.es_desc.dec_config;
             if dc.object_type_indication != 0x40 {
-                return Err(IngestError::unsupported(
-                    path,
+                return Ok(left_out(
+                    trak,
+                    kind,
                     format!(
-                        "audio object type 0x{:02x} (only AAC)",
+                        "audio object type 0x{:02x} is not carried (AAC only)",
                         dc.object_type_indication
                     ),
                 ));
@@ -356,9 +380,14 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<Option<(TrackMedia, Option<u8>)>
                 .ok_or_else(|| {
                     IngestError::malformed(path, "AAC track without AudioSpecificConfig")
                 })?;
-            let (rate, channels) = super::aac_config_info(&config)
-                .ok_or_else(|| IngestError::unsupported(path, "AAC sampling frequency"))?;
-            (
+            let Some((rate, channels)) = super::aac_config_info(&config) else {
+                return Ok(left_out(
+                    trak,
+                    kind,
+                    "its AAC sampling frequency is not carried".into(),
+                ));
+            };
+            TrackKind::Media(
                 TrackMedia {
                     codec: Codec::Aac { config, channels },
                     clock_rate: rate,
@@ -368,13 +397,18 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<Option<(TrackMedia, Option<u8>)>
         }
         other => {
             let name = format!("{other:?}");
-            let name = name.split(['(', ' ', '{']).next().unwrap_or("?").to_owned();
-            return Err(IngestError::unsupported(
-                path,
-                format!("codec {name} (only H.264 and AAC)"),
-            ));
+            let name = name
+                .split(['(', ' ', '{'])
+                .next()
+                .unwrap_or("?")
+                .to_lowercase();
+            left_out(
+                trak,
+                kind,
+                format!("codec {name} is not carried (H.264 and AAC only)"),
+            )
         }
-    }))
+    })
 }
 
 /// Samples of a progressive track, from its sample tables.
@@ -606,9 +640,15 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
 
     let mut budget = SampleBudget::new(len);
     let mut plans = Vec::new();
+    let mut left_out_tracks = Vec::new();
     for trak in &moov.trak {
-        let Some((media, nal_length_size)) = codec_of(trak, path)? else {
-            continue;
+        let (media, nal_length_size) = match codec_of(trak, path)? {
+            TrackKind::Media(m, n) => (m, n),
+            TrackKind::LeftOut(why) => {
+                left_out_tracks.push(why);
+                continue;
+            }
+            TrackKind::Other => continue,
         };
         let timescale = trak.mdia.mdhd.timescale;
         if timescale == 0 {
@@ -624,7 +664,13 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
         });
     }
     if plans.is_empty() {
-        return Err(IngestError::unsupported(path, "no video or audio track"));
+        return Err(IngestError::unsupported(
+            path,
+            match left_out_tracks.first() {
+                Some(why) => format!("no video or audio track Segue carries: {why}"),
+                None => "no video or audio track".into(),
+            },
+        ));
     }
     let trex = moov
         .mvex
@@ -672,7 +718,10 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
             cut_us = Some(cut_us.map_or(at, |c| c.min(at)));
         }
     }
-    let mut out = Demuxed::default();
+    let mut out = Demuxed {
+        left_out: left_out_tracks,
+        ..Demuxed::default()
+    };
     if let Some(c) = cut_us {
         out.warnings.push(format!(
             "the file is cut short in its media data: frames from {:.3} s on are left out",

@@ -248,6 +248,7 @@ pub fn segment(
         return Err(IngestError::malformed(file, "no decodable frames"));
     }
     let description = Description {
+        left_out: d.left_out.clone(),
         name: object.as_str().to_owned(),
         duration_us: end_us,
         tracks: d
