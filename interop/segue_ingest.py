@@ -59,7 +59,7 @@ def psi_section(payload: bytes) -> bytes:
 
 
 def stream_types(data: bytes) -> dict:
-    """{pid: stream type} from the first PMT."""
+    """{pid: stream type} from the first PMT, in PMT order."""
     pmt_pid = None
     for pid, pusi, payload in ts_packets(data):
         if pid == 0 and pusi and pmt_pid is None:
@@ -143,11 +143,15 @@ AAC_RATES = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 1200
 
 def ingest(path: str):
     data = open(path, "rb").read()
-    types = stream_types(data)
-    if any(t not in (0x1B, 0x0F) for t in types.values()):
-        raise SystemExit("error: a stream type other than H.264 or AAC")
+    # The first H.264 (0x1b) and the first AAC (0x0f) stream are carried, the rest left out.
+    kept = {}
+    for pid, t in stream_types(data).items():
+        if t in (0x1B, 0x0F) and t not in kept.values():
+            kept[pid] = t
+    if not kept:
+        raise SystemExit("error: no H.264 or AAC stream")
     video, audio = [], []
-    for sid, pts, dts, payload in pes_packets(data, set(types)):
+    for sid, pts, dts, payload in pes_packets(data, set(kept)):
         if 0xE0 <= sid <= 0xEF:
             video.append((pts, dts, payload))
         elif 0xC0 <= sid <= 0xDF:

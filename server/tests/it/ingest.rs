@@ -254,6 +254,46 @@ fn an_independent_ts_ingest_gets_the_same_hashes() {
             eprintln!("ffmpeg not installed: the remuxed HD sample is skipped");
         }
     }
+    // With a stream Segue does not carry (MPEG audio, 0x03/0x04) and a second AAC one:
+    // both left out, by both ingests.
+    let demo = sample("demo.mp4");
+    if let Some(extra) = ffmpeg_made(
+        dir.path(),
+        "extra.ts",
+        &[
+            "-i",
+            demo.to_str().unwrap(),
+            "-map",
+            "0:v",
+            "-map",
+            "0:a",
+            "-map",
+            "0:a",
+            "-map",
+            "0:a",
+            "-c:v",
+            "copy",
+            "-c:a:0",
+            "copy",
+            "-c:a:1",
+            "mp2",
+            "-c:a:2",
+            "copy",
+            "-f",
+            "mpegts",
+        ],
+    ) {
+        let d = demux(&extra).unwrap();
+        assert_eq!(d.tracks.len(), 2);
+        assert_eq!(d.left_out.len(), 2, "{:?}", d.left_out);
+        assert!(
+            d.left_out
+                .iter()
+                .any(|l| l.contains("is not carried (H.264 0x1b"))
+        );
+        assert!(d.left_out.iter().any(|l| l.contains("a second AAC stream")));
+        files.push(extra);
+    }
     for ts in files {
         let ours = ingest(&ts).manifest;
         let theirs = independent_ingest(&ts);

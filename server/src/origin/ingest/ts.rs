@@ -1,4 +1,5 @@
-//! MPEG-TS demuxing with `mpeg2ts`: H.264 (stream type 0x1b) and AAC in ADTS (0x0f).
+//! MPEG-TS demuxing with `mpeg2ts`: the first H.264 (stream type 0x1b) and the first AAC in
+//! ADTS (0x0f) stream, by PID; other streams are left out and named (`Demuxed::left_out`).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -31,14 +32,18 @@ fn open(path: &Path) -> Result<BufReader<File>, IngestError> {
     Ok(BufReader::new(f))
 }
 
-/// Stream types announced in the first PMT.
-fn stream_types(path: &Path) -> Result<Vec<u8>, IngestError> {
+/// The elementary streams announced in the first PMT: (PID, stream type).
+fn streams(path: &Path) -> Result<Vec<(u16, u8)>, IngestError> {
     let mut r = TsPacketReader::new(open(path)?);
     loop {
         match r.read_ts_packet() {
             Ok(Some(p)) => {
                 if let Some(TsPayload::Pmt(pmt)) = p.payload {
-                    return Ok(pmt.es_info.iter().map(|e| e.stream_type as u8).collect());
+                    return Ok(pmt
+                        .es_info
+                        .iter()
+                        .map(|e| (e.elementary_pid.as_u16(), e.stream_type as u8))
+                        .collect());
                 }
             }
             Ok(None) => {
@@ -57,6 +62,27 @@ fn stream_types(path: &Path) -> Result<Vec<u8>, IngestError> {
     }
 }
 
+/// TS packets of the kept PIDs only: the PES reader never sees a stream left out.
+struct KeptPids<R> {
+    inner: R,
+    kept: Vec<u16>,
+}
+
+impl<R: ReadTsPacket> ReadTsPacket for KeptPids<R> {
+    fn read_ts_packet(&mut self) -> mpeg2ts::Result<Option<mpeg2ts::ts::TsPacket>> {
+        loop {
+            match self.inner.read_ts_packet()? {
+                Some(p)
+                    if matches!(
+                        p.payload,
+                        Some(TsPayload::PesStart(_) | TsPayload::PesContinuation(_))
+                    ) && !self.kept.contains(&p.header.pid.as_u16()) => {}
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
 struct Pes {
     pts: u64,
     dts: u64,
@@ -65,19 +91,40 @@ struct Pes {
 
 /// Demuxes an MPEG-TS file.
 pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
-    let types = stream_types(path)?;
-    if let Some(t) = types
-        .iter()
-        .find(|t| !matches!(**t, STREAM_H264 | STREAM_AAC))
-    {
+    // The first H.264 and the first AAC stream are carried; every other stream is left
+    // out, and said so (PROTOCOL.md §8.6.0).
+    let mut kept = Vec::new();
+    let mut types = Vec::new();
+    let mut left_out = Vec::new();
+    for (pid, t) in streams(path)? {
+        let carried = matches!(t, STREAM_H264 | STREAM_AAC) && !types.contains(&t);
+        if carried {
+            kept.push(pid);
+            types.push(t);
+        } else {
+            let kind = match t {
+                STREAM_H264 => "a second H.264 stream is not carried (one video track)".into(),
+                STREAM_AAC => "a second AAC stream is not carried (one audio track)".into(),
+                _ => format!("stream type 0x{t:02x} is not carried (H.264 0x1b and AAC 0x0f only)"),
+            };
+            left_out.push(format!("TS stream (PID {pid}): {kind}"));
+        }
+    }
+    if kept.is_empty() {
         return Err(IngestError::unsupported(
             path,
-            format!("TS stream type 0x{t:02x} (only H.264 0x1b and AAC 0x0f)"),
+            match left_out.first() {
+                Some(why) => format!("no stream Segue carries: {why}"),
+                None => "no elementary stream".into(),
+            },
         ));
     }
     let mut video = Vec::new();
     let mut audio = Vec::new();
-    let mut r = PesPacketReader::new(TsPacketReader::new(open(path)?));
+    let mut r = PesPacketReader::new(KeptPids {
+        inner: TsPacketReader::new(open(path)?),
+        kept,
+    });
     loop {
         let p = match r.read_pes_packet() {
             Ok(Some(p)) => p,
@@ -105,7 +152,10 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
             _ => {}
         }
     }
-    let mut out = Demuxed::default();
+    let mut out = Demuxed {
+        left_out,
+        ..Demuxed::default()
+    };
     if !video.is_empty() && types.contains(&STREAM_H264) {
         let (track, samples) = video_track(&video, path)?;
         out.tracks.push(track);
