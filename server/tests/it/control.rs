@@ -232,6 +232,15 @@ fn with_session(mut r: Request, id: &str) -> Request {
     r
 }
 
+impl Node {
+    /// `method` on the object URL, naming session `id`.
+    async fn ask_session(&mut self, method: Method, id: &str) -> Response {
+        let url = self.url.clone();
+        self.ask(with_session(Request::new(method, Some(url), 0), id))
+            .await
+    }
+}
+
 #[tokio::test]
 async fn session_lifecycle() {
     let mut n = node().await;
@@ -329,15 +338,7 @@ async fn session_lifecycle() {
     assert_eq!(n.ask(p).await.status, 457);
 
     // GET_PARAMETER: keep-alive, known parameters, unknown ones.
-    assert_eq!(
-        n.ask(with_session(
-            Request::new(Method::GetParameter, Some(url.clone()), 0),
-            &id
-        ))
-        .await
-        .status,
-        200
-    );
+    assert_eq!(n.ask_session(Method::GetParameter, &id).await.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut g = with_session(
         Request::new(Method::GetParameter, Some(url.clone()), 0),
@@ -367,32 +368,11 @@ async fn session_lifecycle() {
     assert_eq!(n.ask(g).await.status, 451);
 
     // PAUSE gives the resume point; TEARDOWN ends the session.
-    let r = n
-        .ask(with_session(
-            Request::new(Method::Pause, Some(url.clone()), 0),
-            &id,
-        ))
-        .await;
+    let r = n.ask_session(Method::Pause, &id).await;
     assert_eq!(r.status, 200);
     assert!(r.headers.range.unwrap().start >= 4_000_000);
-    assert_eq!(
-        n.ask(with_session(
-            Request::new(Method::Teardown, Some(url.clone()), 0),
-            &id
-        ))
-        .await
-        .status,
-        200
-    );
-    assert_eq!(
-        n.ask(with_session(
-            Request::new(Method::Play, Some(url.clone()), 0),
-            &id
-        ))
-        .await
-        .status,
-        454
-    );
+    assert_eq!(n.ask_session(Method::Teardown, &id).await.status, 200);
+    assert_eq!(n.ask_session(Method::Play, &id).await.status, 454);
 }
 
 #[tokio::test]
@@ -525,33 +505,18 @@ async fn pause_and_play_go_on_with_the_sessions_numbering() {
     let r = n.ask(s).await;
     assert_eq!(r.status, 200);
     let id = r.headers.session.unwrap().id;
-    let first = n
-        .ask(with_session(
-            Request::new(Method::Play, Some(url.clone()), 0),
-            &id,
-        ))
-        .await;
+    let first = n.ask_session(Method::Play, &id).await;
     assert_eq!(first.status, 200);
     // Paced: 2 s sent ahead at once, then real time; pause within the second segment.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let before = counters(&mut n, &id).await;
     assert!(before.0 > 0 && before.1 > before.0 * 12, "{before:?}");
-    let r = n
-        .ask(with_session(
-            Request::new(Method::Pause, Some(url.clone()), 0),
-            &id,
-        ))
-        .await;
+    let r = n.ask_session(Method::Pause, &id).await;
     assert_eq!(r.status, 200);
     let p = r.headers.range.unwrap().start;
     assert!(p > 0, "a whole segment was sent before the pause");
     let paused = counters(&mut n, &id).await;
-    let again = n
-        .ask(with_session(
-            Request::new(Method::Play, Some(url.clone()), 0),
-            &id,
-        ))
-        .await;
+    let again = n.ask_session(Method::Play, &id).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.headers.range.unwrap().start, p);
     let clocks = [90_000u64, 48_000];
@@ -587,15 +552,7 @@ async fn pause_and_play_go_on_with_the_sessions_numbering() {
     let r = n.ask(s).await;
     let id2 = r.headers.session.unwrap().id;
     // Everything before is stopped: its streams end, the drain reports them.
-    assert_eq!(
-        n.ask(with_session(
-            Request::new(Method::Teardown, Some(url.clone()), 0),
-            &id
-        ))
-        .await
-        .status,
-        200
-    );
+    assert_eq!(n.ask_session(Method::Teardown, &id).await.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     while rx.try_recv().is_ok() {}
     let mut play = with_session(Request::new(Method::Play, Some(url.clone()), 0), &id2);
