@@ -432,7 +432,7 @@ impl<S: Source> Sender<S> {
         // Where each track's stream is due up to, and the bytes due but not yet written.
         let mut due_end = vec![0usize; self.tracks.len()];
         let mut unwritten = 0usize;
-        for step in &packets.steps {
+        for (k, step) in packets.steps.iter().enumerate() {
             let Some(ti) = self
                 .tracks
                 .iter()
@@ -441,10 +441,26 @@ impl<S: Source> Sender<S> {
                 continue;
             };
             if let Some((ready, preview)) = pace.gate.as_mut()
-                && !preview.admits(step.track, step.dts_us)
+                && !preview.admits(step.track, step.dts_us, step.pts_us)
             {
-                // The picture is out: the rest when the source is ready, on a clock that
-                // starts then.
+                // The picture is out, with the sound that plays until it: that may decode
+                // after video frames held here (an edit list that starts the audio a
+                // B-frame delay in; held, it cost a miss's first frame a last-mile round
+                // trip, lab-results/lastmile-s33-check/), and goes on its own streams.
+                for later in &packets.steps[k..] {
+                    if preview.plays_with_picture(later.track, later.pts_us) {
+                        if let Some(tj) = self
+                            .tracks
+                            .iter()
+                            .position(|t| t.index as usize == later.track)
+                        {
+                            due_end[tj] = due_end[tj].max(later.end);
+                        }
+                    } else if !preview.is_video(later.track) {
+                        break;
+                    }
+                }
+                // The rest when the source is ready, on a clock that starts then.
                 self.write_due(index, &due_end, &mut cursors, streams)
                     .await?;
                 unwritten = 0;
@@ -484,7 +500,7 @@ impl<S: Source> Sender<S> {
                 }
             }
             unwritten += step.end.saturating_sub(due_end[ti]);
-            due_end[ti] = step.end;
+            due_end[ti] = due_end[ti].max(step.end);
             self.progress
                 .packets
                 .fetch_add(u64::from(step.packets), Ordering::Relaxed);
