@@ -48,23 +48,21 @@ const CLOSE_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 impl ControlOut {
     /// Queues a response.
     pub async fn respond(&self, r: &Response) {
-        self.responses.fetch_add(1, Ordering::Relaxed);
-        let out = Outgoing {
-            bytes: r.encode(),
-            response: true,
-            close: None,
-        };
-        let _ = self.tx.send(out).await;
+        self.queue_response(r, None).await;
     }
 
     /// Queues a last response, after which the connection is closed with `code` (PROTOCOL.md
     /// §5.3: a limit exceeded or the framing lost).
     async fn respond_and_close(&self, r: &Response, code: AppError) {
+        self.queue_response(r, Some(code)).await;
+    }
+
+    async fn queue_response(&self, r: &Response, close: Option<AppError>) {
         self.responses.fetch_add(1, Ordering::Relaxed);
         let out = Outgoing {
             bytes: r.encode(),
             response: true,
-            close: Some(code),
+            close,
         };
         let _ = self.tx.send(out).await;
     }

@@ -50,6 +50,18 @@ async fn answer(send: &mut SendStream, h: ResponseHeader) -> Result<(), StreamEr
     Ok(())
 }
 
+/// Refuses a push mid-stream: answers, then stops the pusher's stream, in that order so
+/// that the pusher can read why its writes were stopped.
+async fn refuse(
+    send: &mut SendStream,
+    recv: &mut quinn::RecvStream,
+    h: ResponseHeader,
+) -> Result<(), StreamError> {
+    let r = answer(send, h).await;
+    let _ = recv.stop(app_code(AppError::ProtocolViolation));
+    r
+}
+
 /// The receiver's side of a PUSH_OFFER whose object resolved to `manifest` (revision
 /// already checked). `buf` holds what followed the offer on the stream.
 pub async fn receive<S: Source>(
@@ -113,10 +125,8 @@ pub async fn receive<S: Source>(
                 }
                 Err(e) => {
                     let why = format!("segment {i}: {e}");
-                    // Answer, then stop: the pusher can read why its writes were stopped.
-                    let r = answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
-                    let _ = recv.stop(app_code(AppError::ProtocolViolation));
-                    return r;
+                    let refusal = ResponseHeader::error(Status::BadRequest, why);
+                    return refuse(&mut send, &mut recv, refusal).await;
                 }
             }
             verified.clear();
@@ -134,21 +144,13 @@ pub async fn receive<S: Source>(
             Ok(p) => p,
             Err(e) => {
                 let why = format!("segment {i}: {e}");
-                // Answer, then stop: the pusher can read why its writes were stopped.
-                let r = answer(&mut send, ResponseHeader::error(Status::BadRequest, why)).await;
-                let _ = recv.stop(app_code(AppError::ProtocolViolation));
-                return r;
+                let refusal = ResponseHeader::error(Status::BadRequest, why);
+                return refuse(&mut send, &mut recv, refusal).await;
             }
         };
         if let Err(e) = source.pushed(manifest, i, payload).await {
-            // Answer, then stop: the pusher can read why its writes were stopped.
-            let r = answer(
-                &mut send,
-                ResponseHeader::error(e.segment_status(), e.to_string()),
-            )
-            .await;
-            let _ = recv.stop(app_code(AppError::ProtocolViolation));
-            return r;
+            let refusal = ResponseHeader::error(e.segment_status(), e.to_string());
+            return refuse(&mut send, &mut recv, refusal).await;
         }
         stored += 1;
     }
@@ -220,9 +222,6 @@ async fn read_response(
 /// How long an offer whose request write failed waits for the receiver's answer.
 const REFUSAL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Offers `offer.first..offer.first + offer.count` of `manifest` to the node at the other
-/// end of `conn` and sends the segments it asks for, read from `source`. `conn` must already
-/// have opened its control stream (as [`crate::node::upstream::Upstream`] connections do).
 /// A write failed mid-push: a receiver that refused a segment stops the stream as it
 /// answers, and the write can see the stop before the answer is read. The refusal, if it
 /// comes, says more than the stop.
@@ -241,6 +240,9 @@ async fn answer_or(
     }
 }
 
+/// Offers `offer.first..offer.first + offer.count` of `manifest` to the node at the other
+/// end of `conn` and sends the segments it asks for, read from `source`. `conn` must already
+/// have opened its control stream (as [`crate::node::upstream::Upstream`] connections do).
 pub async fn offer<S: Source>(
     conn: &quinn::Connection,
     source: &S,

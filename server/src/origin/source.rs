@@ -61,11 +61,10 @@ impl Source for LibrarySource {
             // Why an object could not be ingested names files of the origin's disk: that
             // goes to the origin's log (at ingest), the player gets the object and the class.
             None => Err(SourceError::NotFound(
-                match lib.failures.contains_key(name.as_str()) {
-                    true => format!(
-                        "{name} (its source could not be ingested; the origin's log says why)"
-                    ),
-                    false => name.to_string(),
+                if lib.failures.contains_key(name.as_str()) {
+                    format!("{name} (its source could not be ingested; the origin's log says why)")
+                } else {
+                    name.to_string()
                 },
             )),
         }

@@ -175,6 +175,15 @@ fn not_media(req: &Request, name: &ObjectName) -> Response {
     )
 }
 
+/// 455 for a method that names no session: it comes before SETUP (PROTOCOL.md §5.3).
+fn before_setup(req: &Request) -> Response {
+    err(
+        status::METHOD_NOT_VALID_IN_THIS_STATE,
+        req,
+        format!("{} before SETUP: no Session", req.method),
+    )
+}
+
 fn refuse(req: &Request, r: Refusal) -> Response {
     err(r.status, req, r.reason)
 }
@@ -379,14 +388,7 @@ impl<S: Source> Sessions<S> {
     async fn play(&mut self, req: &Request, out: &ControlOut) -> Response {
         let id = match self.sessions.resolve(req) {
             Ok(Some(id)) => id,
-            Ok(None) => {
-                // No session named: the method comes before SETUP (PROTOCOL.md §5.3).
-                return err(
-                    status::METHOD_NOT_VALID_IN_THIS_STATE,
-                    req,
-                    "PLAY before SETUP: no Session",
-                );
-            }
+            Ok(None) => return before_setup(req),
             Err(r) => return refuse(req, r),
         };
         if matches!(
@@ -504,14 +506,7 @@ impl<S: Source> Sessions<S> {
     async fn pause(&mut self, req: &Request) -> Response {
         let id = match self.sessions.resolve(req) {
             Ok(Some(id)) => id,
-            Ok(None) => {
-                // No session named: the method comes before SETUP (PROTOCOL.md §5.3).
-                return err(
-                    status::METHOD_NOT_VALID_IN_THIS_STATE,
-                    req,
-                    "PAUSE before SETUP: no Session",
-                );
-            }
+            Ok(None) => return before_setup(req),
             Err(r) => return refuse(req, r),
         };
         let Some(s) = self.sessions.get_mut(&id).map(|e| &mut e.data) else {
@@ -536,14 +531,7 @@ impl<S: Source> Sessions<S> {
     async fn teardown(&mut self, req: &Request) -> Response {
         let id = match self.sessions.resolve(req) {
             Ok(Some(id)) => id,
-            Ok(None) => {
-                // No session named: the method comes before SETUP (PROTOCOL.md §5.3).
-                return err(
-                    status::METHOD_NOT_VALID_IN_THIS_STATE,
-                    req,
-                    "TEARDOWN before SETUP: no Session",
-                );
-            }
+            Ok(None) => return before_setup(req),
             Err(r) => return refuse(req, r),
         };
         self.remove(&id).await;

@@ -142,6 +142,11 @@ impl<S: Source> Sender<S> {
         }
     }
 
+    /// Where track `track` (SDP index) is among the tracks this PLAY sends, if it is.
+    fn slot(&self, track: usize) -> Option<usize> {
+        self.tracks.iter().position(|t| t.index as usize == track)
+    }
+
     /// Each track's next number is where the segment about to be sent starts (what a PLAY
     /// after PAUSE numbers from).
     fn mark_segment_start(&self) {
@@ -433,11 +438,7 @@ impl<S: Source> Sender<S> {
         let mut due_end = vec![0usize; self.tracks.len()];
         let mut unwritten = 0usize;
         for (k, step) in packets.steps.iter().enumerate() {
-            let Some(ti) = self
-                .tracks
-                .iter()
-                .position(|t| t.index as usize == step.track)
-            else {
+            let Some(ti) = self.slot(step.track) else {
                 continue;
             };
             if let Some((ready, preview)) = pace.gate.as_mut()
@@ -449,11 +450,7 @@ impl<S: Source> Sender<S> {
                 // trip, lab-results/lastmile-s33-check/), and goes on its own streams.
                 for later in &packets.steps[k..] {
                     if preview.plays_with_picture(later.track, later.pts_us) {
-                        if let Some(tj) = self
-                            .tracks
-                            .iter()
-                            .position(|t| t.index as usize == later.track)
-                        {
+                        if let Some(tj) = self.slot(later.track) {
                             due_end[tj] = due_end[tj].max(later.end);
                         }
                     } else if !preview.is_video(later.track) {

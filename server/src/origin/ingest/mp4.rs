@@ -246,6 +246,18 @@ struct TrackPlan {
     raw: Vec<RawSample>,
 }
 
+impl TrackPlan {
+    /// When a sample decoding at `dts` (media timescale) is presented by the edit list,
+    /// µs from the file's start, rounded down (negative before it).
+    fn edited_us(&self, dts: u64) -> i128 {
+        rescale_signed(
+            i128::from(dts) + i128::from(self.edit),
+            self.timescale,
+            1_000_000,
+        )
+    }
+}
+
 /// Most an edit list may move a track: the longest object (`segmenter::MAX_MEDIA_US`).
 const MAX_EDIT_US: i128 = super::segmenter::MAX_MEDIA_US as i128;
 
@@ -686,11 +698,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
     // above 0: A/V as ffmpeg presents them, decode times as frame records need them.
     let lift_us = plans
         .iter()
-        .map(|p| {
-            let first = p.raw.iter().map(|r| r.dts).min().unwrap_or(0);
-            let at = i128::from(first) + i128::from(p.edit);
-            -rescale_signed(at, p.timescale, 1_000_000)
-        })
+        .map(|p| -p.edited_us(p.raw.iter().map(|r| r.dts).min().unwrap_or(0)))
         .max()
         .unwrap_or(0)
         .max(0);
@@ -710,11 +718,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
                     "sample data beyond the end of the file (truncated?)",
                 ));
             }
-            let at = rescale_signed(
-                i128::from(r.dts) + i128::from(p.edit),
-                p.timescale,
-                1_000_000,
-            );
+            let at = p.edited_us(r.dts);
             cut_us = Some(cut_us.map_or(at, |c| c.min(at)));
         }
     }
@@ -730,10 +734,8 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
     }
     for mut p in plans {
         if let Some(c) = cut_us {
-            let (ts, edit) = (p.timescale, p.edit);
-            p.raw.retain(|r| {
-                rescale_signed(i128::from(r.dts) + i128::from(edit), ts, 1_000_000) < c
-            });
+            let raw = std::mem::take(&mut p.raw);
+            p.raw = raw.into_iter().filter(|r| p.edited_us(r.dts) < c).collect();
         }
         let clock = p.media.clock_rate;
         // The track's move, in its clock: its edit, and the object's lift.
