@@ -72,95 +72,110 @@ impl ControlDecoder {
     }
 
     fn decode(&mut self) -> Result<Option<Message>, ControlError> {
-        // Empty lines between messages are ignored (RFC 7826 §20.2.2 keep-alive practice).
-        while self.buf.starts_with(b"\r\n") {
-            self.buf.advance(2);
-        }
-        if self.buf.is_empty() {
-            return Ok(None);
-        }
-        let lim = &self.limits;
-        let window = &self.buf[..self.buf.len().min(lim.max_control_head)];
-        let Some(end) = find(window, b"\r\n\r\n") else {
-            if self.buf.len() >= lim.max_control_head {
-                // The CSeq of a head too long to end is read from its complete lines.
-                let lines = window
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(&window[..0], |i| &window[..=i]);
-                return Err(fatal(
-                    DecodeError::TooLarge {
-                        what: "control message head",
-                        size: self.buf.len() as u64,
-                        limit: lim.max_control_head as u64,
-                    },
-                    status::REQUEST_ENTITY_TOO_LARGE,
-                    scan_cseq(lines),
-                ));
-            }
+        let Some((frame, cseq)) = take_frame(&mut self.buf, &self.limits)? else {
             return Ok(None);
         };
-        let head_len = end + 4;
-        let head = &self.buf[..head_len];
-        let cseq = scan_cseq(head);
-        let lines = head[..end].split(|&b| b == b'\n').count();
-        let header_count = lines.saturating_sub(1);
-        if header_count > lim.max_header_count {
-            return Err(fatal(
-                DecodeError::TooLarge {
-                    what: "header count",
-                    size: header_count as u64,
-                    limit: lim.max_header_count as u64,
-                },
-                status::BAD_REQUEST,
-                cseq,
-            ));
-        }
-        let body_len = match scan_content_length(head) {
-            Ok(n) => n,
-            Err(e) => return Err(fatal(e, status::BAD_REQUEST, cseq)),
-        };
-        if body_len > lim.max_control_body as u64 {
-            return Err(fatal(
-                DecodeError::TooLarge {
-                    what: "control message body",
-                    size: body_len,
-                    limit: lim.max_control_body as u64,
-                },
-                status::REQUEST_ENTITY_TOO_LARGE,
-                cseq,
-            ));
-        }
-        // Bounded by the limits above, so this fits in usize.
-        let total = head_len + body_len as usize;
-        if self.buf.len() < total {
-            return Ok(None);
-        }
-        let frame = self.buf.split_to(total);
-        let parsed = match rtsp_types::Message::<&[u8]>::parse(&frame[..]) {
-            Ok((msg, used)) if used == total => msg,
-            Ok(_) | Err(rtsp_types::ParseError::Incomplete(_)) => {
-                return Err(fatal(
-                    DecodeError::Rtsp("message framing disagrees with Content-Length".into()),
-                    status::BAD_REQUEST,
-                    cseq,
-                ));
-            }
-            Err(rtsp_types::ParseError::Error) => {
-                return Err(skipped(
-                    DecodeError::Rtsp("unparseable message".into()),
-                    status::BAD_REQUEST,
-                    cseq,
-                ));
-            }
-        };
-        message::from_rtsp(parsed, lim.max_object_name)
+        let parsed = parse_frame(&frame, cseq)?;
+        message::from_rtsp(parsed, self.limits.max_object_name)
             .map(Some)
             .map_err(|(e, st)| skipped(e, st, cseq))
     }
 }
 
-fn fatal(error: DecodeError, status: u16, cseq: Option<u32>) -> ControlError {
+/// Takes the next whole message (head and body) off `buf`, with its CSeq if readable;
+/// `Ok(None)` while it is incomplete. Empty lines before it are dropped. Checks the
+/// limits on the head, the header count and the body before anything is parsed.
+pub(crate) fn take_frame(
+    buf: &mut BytesMut,
+    lim: &Limits,
+) -> Result<Option<(BytesMut, Option<u32>)>, ControlError> {
+    // Empty lines between messages are ignored (RFC 7826 §20.2.2 keep-alive practice).
+    while buf.starts_with(b"\r\n") {
+        buf.advance(2);
+    }
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let window = &buf[..buf.len().min(lim.max_control_head)];
+    let Some(end) = find(window, b"\r\n\r\n") else {
+        if buf.len() >= lim.max_control_head {
+            // The CSeq of a head too long to end is read from its complete lines.
+            let lines = window
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(&window[..0], |i| &window[..=i]);
+            return Err(fatal(
+                DecodeError::TooLarge {
+                    what: "control message head",
+                    size: buf.len() as u64,
+                    limit: lim.max_control_head as u64,
+                },
+                status::REQUEST_ENTITY_TOO_LARGE,
+                scan_cseq(lines),
+            ));
+        }
+        return Ok(None);
+    };
+    let head_len = end + 4;
+    let head = &buf[..head_len];
+    let cseq = scan_cseq(head);
+    let lines = head[..end].split(|&b| b == b'\n').count();
+    let header_count = lines.saturating_sub(1);
+    if header_count > lim.max_header_count {
+        return Err(fatal(
+            DecodeError::TooLarge {
+                what: "header count",
+                size: header_count as u64,
+                limit: lim.max_header_count as u64,
+            },
+            status::BAD_REQUEST,
+            cseq,
+        ));
+    }
+    let body_len = match scan_content_length(head) {
+        Ok(n) => n,
+        Err(e) => return Err(fatal(e, status::BAD_REQUEST, cseq)),
+    };
+    if body_len > lim.max_control_body as u64 {
+        return Err(fatal(
+            DecodeError::TooLarge {
+                what: "control message body",
+                size: body_len,
+                limit: lim.max_control_body as u64,
+            },
+            status::REQUEST_ENTITY_TOO_LARGE,
+            cseq,
+        ));
+    }
+    // Bounded by the limits above, so this fits in usize.
+    let total = head_len + body_len as usize;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some((buf.split_to(total), cseq)))
+}
+
+/// Parses a frame [`take_frame`] returned.
+pub(crate) fn parse_frame(
+    frame: &[u8],
+    cseq: Option<u32>,
+) -> Result<rtsp_types::Message<&[u8]>, ControlError> {
+    match rtsp_types::Message::<&[u8]>::parse(frame) {
+        Ok((msg, used)) if used == frame.len() => Ok(msg),
+        Ok(_) | Err(rtsp_types::ParseError::Incomplete(_)) => Err(fatal(
+            DecodeError::Rtsp("message framing disagrees with Content-Length".into()),
+            status::BAD_REQUEST,
+            cseq,
+        )),
+        Err(rtsp_types::ParseError::Error) => Err(skipped(
+            DecodeError::Rtsp("unparseable message".into()),
+            status::BAD_REQUEST,
+            cseq,
+        )),
+    }
+}
+
+pub(crate) fn fatal(error: DecodeError, status: u16, cseq: Option<u32>) -> ControlError {
     ControlError {
         error,
         status,
@@ -169,7 +184,7 @@ fn fatal(error: DecodeError, status: u16, cseq: Option<u32>) -> ControlError {
     }
 }
 
-fn skipped(error: DecodeError, status: u16, cseq: Option<u32>) -> ControlError {
+pub(crate) fn skipped(error: DecodeError, status: u16, cseq: Option<u32>) -> ControlError {
     ControlError {
         error,
         status,

@@ -2,9 +2,9 @@
 //! stream. Messages are framed and serialised by `rtsp-types`; this module adds segue/1's typed
 //! view (only the methods and headers the protocol uses), the limits, and an incremental decoder.
 
-mod decoder;
-mod headers;
-mod message;
+pub(crate) mod decoder;
+pub(crate) mod headers;
+pub(crate) mod message;
 
 pub use decoder::{ControlDecoder, ControlError};
 pub use headers::{Headers, Npt, NptRange, RtpInfo, SEGUE_TOKEN, SessionHeader, Transport};
