@@ -36,6 +36,15 @@ pub struct TlsArgs {
     /// (`https://HOST:PORT/movies/a.mp4`, with Range; docs/PROTOCOL.md §8.9). Off by default.
     #[arg(long, value_name = "ADDR")]
     pub files_listen: Option<SocketAddr>,
+    /// Also serve standard players (ffmpeg, VLC, GStreamer) over RTSP 1.0 and 2.0 on this TCP
+    /// address, RTP and RTCP interleaved (`rtsp://HOST:PORT/movies/a.mp4`; docs/PROTOCOL.md
+    /// §10), from the same sessions, cache, limits and signed URLs as segue/1. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub rtsp_listen: Option<SocketAddr>,
+    /// The same over TLS with this node's certificate (`rtsps://HOST:PORT/...`). Off by
+    /// default.
+    #[arg(long, value_name = "ADDR")]
+    pub rtsps_listen: Option<SocketAddr>,
     /// Require signed URLs of players and file downloads (docs/SECURITY.md): a file of 1 or 2
     /// secret keys, one per line (the first signs with `segue token`; both verify, for
     /// rotation). Nodes (mTLS) need none. Off by default.
@@ -226,6 +235,26 @@ impl TlsArgs {
         let files = Arc::new(ObjectFiles::new(Arc::new(source.clone())).with_access(access));
         tokio::spawn(hq::serve(ep, files, limits, stop.clone()));
         Ok(())
+    }
+
+    /// Binds `--rtsp-listen` and `--rtsps-listen`, those given.
+    pub async fn bind_rtsp(&self) -> Result<Vec<crate::node::rtsp::Listener>, StartError> {
+        let mut out = Vec::new();
+        if let Some(addr) = self.rtsp_listen {
+            let l = crate::node::rtsp::bind(addr, None)
+                .await
+                .map_err(|e| StartError::io(format!("--rtsp-listen {addr}"), e))?;
+            out.push(l);
+        }
+        if let Some(addr) = self.rtsps_listen {
+            let config = segue_certs::tls::server_config(&self.cert.cert, &self.cert.key, &[])
+                .map_err(|e| StartError::flag(format!("--rtsps-listen: {e}")))?;
+            let l = crate::node::rtsp::bind(addr, Some(Arc::new(config)))
+                .await
+                .map_err(|e| StartError::io(format!("--rtsps-listen {addr}"), e))?;
+            out.push(l);
+        }
+        Ok(out)
     }
 
     /// This node's credentials, with `ca` the CA of the other nodes.

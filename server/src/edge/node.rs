@@ -22,7 +22,7 @@ use crate::node::upstream::{self, Upstream};
 
 /// A running edge.
 pub struct Edge {
-    addr: SocketAddr,
+    addrs: crate::node::start::Addresses,
     source: EdgeSource,
     ready: Arc<AtomicBool>,
     stats: Option<PathBuf>,
@@ -33,7 +33,7 @@ pub struct Edge {
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Edge")
-            .field("addr", &self.addr)
+            .field("addr", &self.addrs.segue)
             .finish_non_exhaustive()
     }
 }
@@ -179,7 +179,7 @@ impl Edge {
             async move { e.anticipate(&h).await }
         };
         tracing::info!(origin = %origin, "edge upstream");
-        let (addr, serving) = serve(
+        let (addrs, serving) = serve(
             common,
             node,
             hints,
@@ -191,7 +191,7 @@ impl Edge {
         )
         .await?;
         Ok(Self {
-            addr,
+            addrs,
             source: edge,
             ready,
             stats: c.stats,
@@ -202,7 +202,12 @@ impl Edge {
 
     /// The segue/1 address it serves on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs.segue
+    }
+
+    /// Where it serves players: segue/1 and the RTSP face.
+    pub fn addresses(&self) -> crate::node::start::Addresses {
+        self.addrs
     }
 
     /// What it serves (cache, upstream, counters).

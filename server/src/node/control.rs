@@ -6,10 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::node::resumption::Handshake;
+use bytes::Bytes;
 use quinn::{RecvStream, SendStream};
 use segue_net::{StreamError, app_code};
 use segue_wire::control::{ControlDecoder, Message, Method, Request, Response, status};
+use segue_wire::rtsp::{Scheme, Version};
 use segue_wire::{AppError, Limits};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 /// Messages queued for the control stream before the writer blocks senders.
@@ -20,25 +23,58 @@ const OUT_QUEUE: usize = 64;
 /// queued (a PLAY_NOTIFY, the answer to a PAUSE or a second PLAY).
 pub const CONTROL_PRIORITY: i32 = 1;
 
-/// Writes messages to the control stream, in order. Cheap to clone.
+/// Writes messages to the control stream (segue/1) or the RTSP connection (the RTSP
+/// face, where interleaved media goes the same way), in order. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ControlOut {
     tx: mpsc::Sender<Outgoing>,
     next_cseq: Arc<AtomicU32>,
     /// Responses queued so far (only the read loop queues them, one per request, in order).
     responses: Arc<AtomicU64>,
-    /// Responses the writer has handed to quinn so far.
+    /// Responses the writer has handed to quinn (or the socket) so far.
     written: watch::Receiver<u64>,
+    /// On the RTSP face: the scheme, and the version of the client's last request, in
+    /// which server requests are written.
+    face: Option<Arc<Face>>,
+}
+
+/// The RTSP face's side of a [`ControlOut`].
+#[derive(Debug)]
+pub(crate) struct Face {
+    pub scheme: Scheme,
+    /// The client's last request was RTSP 2.0.
+    pub v2: std::sync::atomic::AtomicBool,
+}
+
+impl Face {
+    pub fn version(&self) -> Version {
+        if self.v2.load(Ordering::Relaxed) {
+            Version::V2
+        } else {
+            Version::V1
+        }
+    }
 }
 
 /// A message for the writer, and whether it is a response.
 #[derive(Debug)]
 struct Outgoing {
-    bytes: Vec<u8>,
+    chunks: Vec<Bytes>,
     response: bool,
     /// The last message: the writer finishes the stream, waits for the peer to have it
     /// (at most [`CLOSE_FLUSH`]), then closes the connection with this code.
     close: Option<AppError>,
+}
+
+/// Where a [`ControlOut`]'s writer writes.
+pub(crate) enum Sink {
+    /// segue/1's control stream, on its connection.
+    Quic {
+        send: SendStream,
+        conn: quinn::Connection,
+    },
+    /// The RTSP face's TCP (or TLS) connection.
+    Stream(Box<dyn AsyncWrite + Send + Unpin>),
 }
 
 /// How long a connection closed for a protocol violation waits for its last response to
@@ -58,24 +94,87 @@ impl ControlOut {
     }
 
     async fn queue_response(&self, r: &Response, close: Option<AppError>) {
+        self.queue_encoded(r.encode(), close).await;
+    }
+
+    /// Queues a response already written in the client's form (the RTSP face's).
+    pub(crate) async fn queue_encoded(&self, bytes: Vec<u8>, close: Option<AppError>) {
         self.responses.fetch_add(1, Ordering::Relaxed);
         let out = Outgoing {
-            bytes: r.encode(),
+            chunks: vec![Bytes::from(bytes)],
             response: true,
             close,
         };
         let _ = self.tx.send(out).await;
     }
 
-    /// Sends a server request with the next server CSeq.
+    /// Sends a server request with the next server CSeq. On the RTSP face it is written in
+    /// the client's version, and not at all to an RTSP 1.0 client (which has no server
+    /// PLAY_NOTIFY or TEARDOWN: the RTCP BYE ends its stream).
     pub async fn request(&self, mut r: Request) {
         r.headers.cseq = self.next_cseq.fetch_add(1, Ordering::Relaxed);
+        let bytes = match &self.face {
+            None => r.encode(),
+            Some(f) => match segue_wire::rtsp::encode_request(&r, f.version(), f.scheme) {
+                Some(b) => b,
+                None => return,
+            },
+        };
         let out = Outgoing {
-            bytes: r.encode(),
+            chunks: vec![Bytes::from(bytes)],
             response: false,
             close: None,
         };
         let _ = self.tx.send(out).await;
+    }
+
+    /// Queues interleaved media (the RTSP face); false once the connection is gone.
+    pub(crate) async fn media(&self, chunks: Vec<Bytes>) -> bool {
+        let out = Outgoing {
+            chunks,
+            response: false,
+            close: None,
+        };
+        self.tx.send(out).await.is_ok()
+    }
+
+    /// Closes the connection after what is queued (the RTSP face: a play that failed, for
+    /// a client that cannot be told).
+    pub(crate) async fn close(&self, code: AppError) {
+        let out = Outgoing {
+            chunks: Vec::new(),
+            response: false,
+            close: Some(code),
+        };
+        let _ = self.tx.send(out).await;
+    }
+
+    /// The RTSP face this writer serves, if it does.
+    pub(crate) fn face(&self) -> Option<&Face> {
+        self.face.as_deref()
+    }
+
+    /// A writer on `sink`, and its task; `face`: it serves the RTSP face with this scheme.
+    pub(crate) fn start(sink: Sink, face: Option<Scheme>) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(OUT_QUEUE);
+        let (written_tx, written) = watch::channel(0);
+        let out = ControlOut {
+            tx,
+            next_cseq: Arc::new(AtomicU32::new(1)),
+            responses: Arc::new(AtomicU64::new(0)),
+            written,
+            face: face.map(|scheme| {
+                Arc::new(Face {
+                    scheme,
+                    v2: std::sync::atomic::AtomicBool::new(false),
+                })
+            }),
+        };
+        let task = match sink {
+            Sink::Quic { send, conn } => tokio::spawn(writer(send, rx, written_tx, conn)),
+            Sink::Stream(w) => tokio::spawn(stream_writer(w, rx, written_tx)),
+        };
+        (out, task)
     }
 
     /// The number the response to the request being handled will have: called from
@@ -152,8 +251,8 @@ async fn writer(
     written: watch::Sender<u64>,
     conn: quinn::Connection,
 ) {
-    while let Some(out) = rx.recv().await {
-        if send.write_all(&out.bytes).await.is_err() {
+    while let Some(mut out) = rx.recv().await {
+        if send.write_all_chunks(&mut out.chunks).await.is_err() {
             return;
         }
         if out.response {
@@ -167,6 +266,34 @@ async fn writer(
         }
     }
     let _ = send.finish();
+}
+
+/// The RTSP face's writer: messages and interleaved media into one byte stream, buffered
+/// and flushed whenever nothing more is queued.
+async fn stream_writer(
+    w: Box<dyn AsyncWrite + Send + Unpin>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    written: watch::Sender<u64>,
+) {
+    let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, w);
+    while let Some(out) = rx.recv().await {
+        for c in &out.chunks {
+            if w.write_all(c).await.is_err() {
+                return;
+            }
+        }
+        if out.response {
+            written.send_modify(|n| *n += 1);
+        }
+        if out.close.is_some() {
+            let _ = tokio::time::timeout(CLOSE_FLUSH, w.shutdown()).await;
+            return;
+        }
+        if rx.is_empty() && w.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_FLUSH, w.shutdown()).await;
 }
 
 /// Runs the control loop until the peer finishes the stream or breaks the protocol. A
@@ -183,15 +310,7 @@ pub async fn serve_control<H: ControlHandler>(
     handler: &mut H,
 ) -> Result<(), StreamError> {
     let _ = send.set_priority(CONTROL_PRIORITY);
-    let (tx, rx) = mpsc::channel(OUT_QUEUE);
-    let (written_tx, written) = watch::channel(0);
-    let out = ControlOut {
-        tx,
-        next_cseq: Arc::new(AtomicU32::new(1)),
-        responses: Arc::new(AtomicU64::new(0)),
-        written,
-    };
-    let writer = tokio::spawn(writer(send, rx, written_tx, conn));
+    let (out, writer) = ControlOut::start(Sink::Quic { send, conn }, None);
     let result = read_loop(&mut recv, limits, request_timeout, early, handler, &out).await;
     drop(out);
     let _ = writer.await;

@@ -10,6 +10,7 @@ pub mod packets;
 pub mod push;
 pub mod remote;
 pub mod resumption;
+pub mod rtsp;
 pub mod segserve;
 pub mod session;
 pub mod source;
@@ -27,7 +28,7 @@ use crate::node::packets::PacketCache;
 use crate::node::remote::Remote;
 use crate::node::resumption::Handshake;
 use crate::node::segserve::{Exchange, serve_exchange};
-use crate::node::session::{SessionOptions, Sessions};
+use crate::node::session::{MediaPath, SessionOptions, Sessions};
 use crate::node::source::Source;
 
 /// How a node serves.
@@ -70,6 +71,17 @@ pub async fn serve<S: Source>(
     endpoint: quinn::Endpoint,
     source: Arc<S>,
     opts: NodeOptions,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve_with_faces(endpoint, Vec::new(), source, opts, shutdown).await;
+}
+
+/// [`serve`], and the RTSP `faces` (sharing its packet cache and limits).
+pub async fn serve_with_faces<S: Source>(
+    endpoint: quinn::Endpoint,
+    faces: Vec<rtsp::Listener>,
+    source: Arc<S>,
+    opts: NodeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let packets = Arc::new(PacketCache::new(
@@ -77,6 +89,18 @@ pub async fn serve<S: Source>(
         opts.sessions.max_payload,
         opts.limits.max_frame_size,
     ));
+    let faces: Vec<_> = faces
+        .into_iter()
+        .map(|l| {
+            tokio::spawn(rtsp::serve(
+                l,
+                source.clone(),
+                opts.clone(),
+                packets.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect();
     let admission = opts.admission.clone();
     loop {
         tokio::select! {
@@ -122,6 +146,9 @@ pub async fn serve<S: Source>(
         b"shutting down",
     );
     endpoint.wait_idle().await;
+    for f in faces {
+        let _ = f.await;
+    }
 }
 
 async fn connection<S: Source>(
@@ -149,7 +176,7 @@ async fn connection<S: Source>(
             let request_timeout = opts.request_timeout;
             let mut sessions = Sessions::new(
                 source.clone(),
-                conn.clone(),
+                MediaPath::Roq(conn.clone()),
                 opts.sessions,
                 limits,
                 packets.clone(),

@@ -84,6 +84,8 @@ pub struct Step {
     pub packets: u32,
     /// Bytes of the frame's RTP packets (headers and payloads, without RoQ framing).
     pub rtp_bytes: u32,
+    /// Bytes of their payloads (an RTCP sender report's octet count).
+    pub payload_bytes: u32,
 }
 
 /// A segment ready to send.
@@ -173,7 +175,7 @@ pub fn packetize(
         }
         .map_err(PacketizeError::Payload)?;
         let count = payloads.len() as u32;
-        let mut rtp_bytes = 0usize;
+        let (mut rtp_bytes, mut payload_bytes) = (0usize, 0usize);
         for (k, (p, marker)) in payloads.into_iter().enumerate() {
             let pkt = RtpPacket {
                 marker,
@@ -188,6 +190,7 @@ pub fn packetize(
                 payload: p,
             };
             rtp_bytes += pkt.encoded_len();
+            payload_bytes += pkt.payload.len();
             b.push(pkt, t.frame_info_ext);
         }
         steps.push(Step {
@@ -197,6 +200,7 @@ pub fn packetize(
             end: b.pos(),
             packets: count,
             rtp_bytes: u32::try_from(rtp_bytes).unwrap_or(u32::MAX),
+            payload_bytes: u32::try_from(payload_bytes).unwrap_or(u32::MAX),
         });
     }
     Ok(SegmentPackets {

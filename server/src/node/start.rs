@@ -76,9 +76,19 @@ pub(crate) fn hint_schedule(a: &HintArgs) -> Arc<HintSchedule> {
     HintSchedule::new(Duration::from_secs(a.hint_lead_secs))
 }
 
+/// Where a node serves players.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    /// segue/1 (UDP).
+    pub segue: SocketAddr,
+    /// The RTSP face over TCP (`--rtsp-listen`) and TLS (`--rtsps-listen`).
+    pub rtsp: Option<SocketAddr>,
+    pub rtsps: Option<SocketAddr>,
+}
+
 /// Runs what every node runs besides its own work, until `stop`: the hint schedule (each due
 /// hint handed to `position`), the admin API for `admin`, the file endpoint over `source`,
-/// and segue/1 on `endpoint`. Returns the segue/1 address and the serving task.
+/// and segue/1 on `endpoint` (and the RTSP face). Returns the addresses and the serving task.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve<S, P, Fut>(
     c: Common<'_>,
@@ -89,7 +99,7 @@ pub(crate) async fn serve<S, P, Fut>(
     endpoint: quinn::Endpoint,
     role: &'static str,
     stop: watch::Receiver<bool>,
-) -> Result<(SocketAddr, JoinHandle<()>), StartError>
+) -> Result<(Addresses, JoinHandle<()>), StartError>
 where
     S: Source + Clone,
     P: Fn(Hint) -> Fut + Send + Sync + 'static,
@@ -109,6 +119,22 @@ where
         .local_addr()
         .map_err(|e| StartError::io("the segue/1 socket", e))?;
     tracing::info!(listen = %addr, "{role} serving segue/1");
+    let faces = c.tls.bind_rtsp().await?;
+    let mut addrs = Addresses {
+        segue: addr,
+        rtsp: None,
+        rtsps: None,
+    };
+    for f in &faces {
+        let a = f
+            .local_addr()
+            .map_err(|e| StartError::io("the RTSP socket", e))?;
+        tracing::info!(listen = %a, "{role} serving {}", f.scheme().as_str());
+        match f.scheme() {
+            segue_wire::rtsp::Scheme::Rtsp => addrs.rtsp = Some(a),
+            segue_wire::rtsp::Scheme::Rtsps => addrs.rtsps = Some(a),
+        }
+    }
     let opts = node_options(
         c.send_ahead_ms,
         c.response_delay_ms,
@@ -118,6 +144,12 @@ where
         c.access,
         c.admission,
     )?;
-    let serving = tokio::spawn(crate::node::serve(endpoint, Arc::new(source), opts, stop));
-    Ok((addr, serving))
+    let serving = tokio::spawn(crate::node::serve_with_faces(
+        endpoint,
+        faces,
+        Arc::new(source),
+        opts,
+        stop,
+    ));
+    Ok((addrs, serving))
 }

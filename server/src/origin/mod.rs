@@ -22,7 +22,7 @@ use crate::origin::source::LibrarySource;
 /// A running origin.
 #[derive(Debug)]
 pub struct Origin {
-    addr: SocketAddr,
+    addrs: crate::node::start::Addresses,
     source: LibrarySource,
     library: LibraryOptions,
     serving: JoinHandle<()>,
@@ -79,7 +79,7 @@ impl Origin {
             let d = dist.clone();
             async move { d.position(h).await }
         };
-        let (addr, serving) = serve(
+        let (addrs, serving) = serve(
             common,
             node,
             hints,
@@ -91,7 +91,7 @@ impl Origin {
         )
         .await?;
         Ok(Self {
-            addr,
+            addrs,
             source,
             library,
             serving,
@@ -100,7 +100,12 @@ impl Origin {
 
     /// The segue/1 address it serves on.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs.segue
+    }
+
+    /// Where it serves players: segue/1 and the RTSP face.
+    pub fn addresses(&self) -> crate::node::start::Addresses {
+        self.addrs
     }
 
     /// What it serves (its counters, pushes).

@@ -101,6 +101,7 @@ pub mod status {
     pub const METHOD_NOT_VALID_IN_THIS_STATE: u16 = 455;
     pub const PARAMETER_NOT_UNDERSTOOD: u16 = 451;
     pub const INVALID_RANGE: u16 = 457;
+    pub const AGGREGATE_OPERATION_NOT_ALLOWED: u16 = 459;
     pub const UNSUPPORTED_TRANSPORT: u16 = 461;
     pub const INTERNAL_SERVER_ERROR: u16 = 500;
     pub const NOT_IMPLEMENTED: u16 = 501;

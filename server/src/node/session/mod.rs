@@ -23,11 +23,13 @@ use crate::node::packets::PacketCache;
 use crate::node::source::Source;
 
 mod ahead;
+mod path;
 mod preview;
 mod sender;
 pub mod table;
 
 use crate::clock::rescale;
+pub use path::MediaPath;
 use sender::{Sender, TrackSend};
 pub use table::{Refusal, SessionTable};
 
@@ -152,7 +154,7 @@ impl Session {
 /// One connection's control handler.
 pub struct Sessions<S: Source> {
     source: Arc<S>,
-    conn: quinn::Connection,
+    path: MediaPath,
     opts: SessionOptions,
     limits: Limits,
     sessions: SessionTable<Session>,
@@ -191,14 +193,14 @@ fn refuse(req: &Request, r: Refusal) -> Response {
 impl<S: Source> Sessions<S> {
     pub fn new(
         source: Arc<S>,
-        conn: quinn::Connection,
+        path: MediaPath,
         opts: SessionOptions,
         limits: Limits,
         packets: Arc<PacketCache>,
     ) -> Self {
         Self {
             source,
-            conn,
+            path,
             opts,
             limits,
             sessions: SessionTable::new(opts.max_sessions),
@@ -224,7 +226,7 @@ impl<S: Source> Sessions<S> {
         keys.check(
             name.as_str(),
             grant,
-            self.conn.remote_address().ip(),
+            self.path.remote_ip(),
             crate::node::access::now(),
         )
         .map_err(|d| Refusal::new(d.status(), d.to_string()))
@@ -473,7 +475,7 @@ impl<S: Source> Sessions<S> {
         s.cache_case = self.source.will_play(&s.manifest, first);
         let ctx = Sender {
             source: self.source.clone(),
-            conn: self.conn.clone(),
+            path: self.path.clone(),
             out: out.clone(),
             answered: out.this_response(),
             manifest: s.manifest.clone(),
@@ -489,6 +491,7 @@ impl<S: Source> Sessions<S> {
             desc: s.desc.clone(),
             cancel: cancel_rx,
             progress: s.progress.clone(),
+            interleaved: None,
         };
         let task = tokio::spawn(ctx.run());
         s.playing = Some(Playing { cancel, task });
@@ -582,6 +585,11 @@ impl<S: Source> Sessions<S> {
         r.headers.content_type = Some(PARAMETERS_CONTENT_TYPE.into());
         r.body = Bytes::from(body);
         r
+    }
+
+    /// Whether the connection holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
     }
 
     /// Stops every session (connection closing).

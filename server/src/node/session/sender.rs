@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::Progress;
 use super::ahead::{SEND_AHEAD_RTTS, SendAhead};
+use super::path::{InterleavedPlay, MediaPath};
 use super::preview::Preview;
 use crate::clock::rescale;
 use crate::node::control::ControlOut;
@@ -61,7 +62,7 @@ pub(super) struct TrackSend {
 /// The media sender of one PLAY.
 pub(super) struct Sender<S: Source> {
     pub(super) source: Arc<S>,
-    pub(super) conn: quinn::Connection,
+    pub(super) path: MediaPath,
     pub(super) out: ControlOut,
     /// The PLAY's response ([`ControlOut::this_response`]): no media before it is written.
     pub(super) answered: u64,
@@ -78,6 +79,8 @@ pub(super) struct Sender<S: Source> {
     pub(super) desc: Description,
     pub(super) cancel: watch::Receiver<bool>,
     pub(super) progress: Arc<Progress>,
+    /// On the RTSP face: the play's interleaving and RTCP (made when media starts).
+    pub(super) interleaved: Option<InterleavedPlay>,
 }
 
 enum Stop {
@@ -127,7 +130,9 @@ impl<S: Source> Sender<S> {
     /// (seen: 0.3 s path, 0.9 s smoothed RTT on a slow last mile, 7 s sent ahead, and a
     /// loss there recovered after 2 s).
     fn send_ahead(&self) -> Duration {
-        self.send_ahead.max(self.conn.min_rtt() * SEND_AHEAD_RTTS)
+        self.path.rtts().map_or(self.send_ahead, |(_, min)| {
+            self.send_ahead.max(min * SEND_AHEAD_RTTS)
+        })
     }
 
     /// The send-ahead now over `base`, grown while the path was clear ([`SendAhead`]): the
@@ -135,10 +140,11 @@ impl<S: Source> Sender<S> {
     /// grow, and at most every [`AHEAD_CHECK`].
     fn ahead_now(&self, ahead: &mut SendAhead, base: Duration) -> Duration {
         let now = std::time::Instant::now();
-        if ahead.grows(base) && ahead.stale(now, AHEAD_CHECK) {
-            ahead.at(now, base, self.conn.rtt(), self.conn.min_rtt())
-        } else {
-            ahead.current(base)
+        match self.path.rtts() {
+            Some((rtt, min)) if ahead.grows(base) && ahead.stale(now, AHEAD_CHECK) => {
+                ahead.at(now, base, rtt, min)
+            }
+            _ => ahead.current(base),
         }
     }
 
@@ -165,6 +171,9 @@ impl<S: Source> Sender<S> {
         );
         match result {
             Ok(()) => {
+                if let Some(il) = &self.interleaved {
+                    il.goodbye().await;
+                }
                 let mut n = Request::new(Method::PlayNotify, Some(self.url.clone()), 0);
                 n.headers.notify_reason = Some("end-of-stream".into());
                 n.headers.session = Some(SessionHeader {
@@ -193,6 +202,16 @@ impl<S: Source> Sender<S> {
             Err(Stop::Cancelled) => {}
             Err(Stop::Failed(reason)) => {
                 tracing::warn!(session = %self.session, object = %self.manifest.object, "{reason}");
+                // An RTSP 1.0 client cannot be sent a TEARDOWN: its connection is closed,
+                // so that it does not take the cut for the end.
+                if self
+                    .out
+                    .face()
+                    .is_some_and(|f| f.version() == segue_wire::rtsp::Version::V1)
+                {
+                    self.out.close(AppError::InternalError).await;
+                    return;
+                }
                 let mut t = Request::new(Method::Teardown, Some(self.url.clone()), 0);
                 t.headers.session = Some(SessionHeader {
                     id: self.session.clone(),
@@ -260,11 +279,20 @@ impl<S: Source> Sender<S> {
         };
         // A paced play tells the connection's controller the media's rate, which it keeps
         // carrying beside a flow that ignores loss (docs/TRANSPORT.md, "Fairness").
-        let _demand = self
-            .pacing
-            .then(|| segue_net::transport::media_demand(&self.conn).zip(media_rate(&self.manifest)))
-            .flatten()
-            .map(|(demand, rate)| demand.add(rate));
+        let _demand = match &self.path {
+            MediaPath::Roq(conn) if self.pacing => {
+                segue_net::transport::media_demand(conn).zip(media_rate(&self.manifest))
+            }
+            _ => None,
+        }
+        .map(|(demand, rate)| demand.add(rate));
+        if let MediaPath::Interleaved { out, .. } = &self.path {
+            self.interleaved = Some(InterleavedPlay::new(
+                out.clone(),
+                &self.tracks,
+                self.start_us,
+            ));
+        }
         let mut pace = Pace::new(self.send_ahead_max, gate);
         for i in self.first..self.manifest.segments.len() {
             self.mark_segment_start();
@@ -364,9 +392,26 @@ impl<S: Source> Sender<S> {
             return Ok(());
         }
         let mut chunks = Vec::new();
+        if let Some(il) = self.interleaved.as_mut() {
+            let from = cursors[ti].pos();
+            cursors[ti].take_until(end, &mut chunks);
+            let sent = cursors[ti].pos() - from;
+            let open = tokio::select! {
+                r = il.write(ti, chunks) => r.map_err(Stop::Failed)?,
+                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+            };
+            if !open {
+                return Err(Stop::Cancelled);
+            }
+            self.source.sent(sent as u64);
+            return Ok(());
+        }
+        let MediaPath::Roq(conn) = &self.path else {
+            return Err(Stop::Failed("no media path".into()));
+        };
         if streams[ti].is_none() {
             let s = tokio::select! {
-                r = self.conn.open_uni() => r.map_err(|e| Stop::Failed(format!("cannot open a media stream: {e}")))?,
+                r = conn.open_uni() => r.map_err(|e| Stop::Failed(format!("cannot open a media stream: {e}")))?,
                 _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
             };
             // Earlier segments first.
@@ -507,6 +552,9 @@ impl<S: Source> Sender<S> {
             self.progress
                 .position_us
                 .store(step.pts_us, Ordering::Relaxed);
+            if let Some(il) = self.interleaved.as_mut() {
+                il.note(ti, step);
+            }
             if unwritten >= WRITE_BATCH {
                 self.write_due(index, &due_end, &mut cursors, streams)
                     .await?;

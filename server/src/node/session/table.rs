@@ -96,6 +96,11 @@ impl<T> SessionTable<T> {
         }
     }
 
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
     /// Whether another session may be created.
     pub fn has_room(&self) -> Result<(), Refusal> {
         if self.sessions.len() >= self.max_sessions {
