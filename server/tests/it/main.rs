@@ -19,3 +19,4 @@ mod hq;
 mod ingest;
 mod limits;
 mod media;
+mod rtsp;

@@ -92,6 +92,12 @@ pub fn encode_response(r: &Response, a: &Answer<'_>) -> Vec<u8> {
         rt::Response::builder(a.version.rt(), rt::StatusCode::from(r.status)).build(&body[..]);
     headers.to_rtsp(resp.as_mut());
     resp.insert_header(rh::SERVER, SERVER);
+    if a.version == Version::V2 && a.method == Method::Setup && r.is_success() {
+        // RFC 7826 §18.29 and §18.5: what a client may do with the media (seek to any
+        // point, nothing changes while it plays) is said in every SETUP response.
+        resp.insert_header(rh::MEDIA_PROPERTIES, "Random-Access, Immutable, Unlimited");
+        resp.insert_header(rh::ACCEPT_RANGES, "npt");
+    }
     if let Some(t) = transport {
         let ch = t.flow_id;
         resp.insert_header(

@@ -22,6 +22,9 @@ pub struct TestEdge {
     pub edge: EdgeSource,
     pub addr: SocketAddr,
     pub url: SegueUrl,
+    /// Its RTSP face, where configured (`tls.rtsp_listen`, `tls.rtsps_listen`).
+    pub rtsp: Option<SocketAddr>,
+    pub rtsps: Option<SocketAddr>,
 }
 
 /// A running origin over a temporary directory (dev PKI, media, ingested objects).
@@ -64,13 +67,15 @@ impl TestOrigin {
         c.prefix_secs = 4;
         set(&mut c);
         let edge = Edge::start(c, self.stop_rx()).await.unwrap();
-        let (source, addr) = (edge.source().clone(), edge.addr());
+        let (source, addr, faces) = (edge.source().clone(), edge.addr(), edge.addresses());
         tokio::spawn(edge.wait());
         let url = SegueUrl::parse(&format!("segue://localhost:{}/", addr.port())).unwrap();
         TestEdge {
             edge: source,
             addr,
             url,
+            rtsp: faces.rtsp,
+            rtsps: faces.rtsps,
         }
     }
 
@@ -84,12 +89,19 @@ impl TestOrigin {
 /// Serves `media/samples/<file>` (2 s segments) from an origin on loopback, as `segue
 /// origin` runs it.
 pub async fn origin_with_sample(file: &str) -> TestOrigin {
+    origin_with_samples(&[file]).await
+}
+
+/// [`origin_with_sample`] with several samples.
+pub async fn origin_with_samples(files: &[&str]) -> TestOrigin {
     let dir = tempfile::tempdir().unwrap();
     let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples");
-    std::fs::copy(samples.join(file), media.join(file)).unwrap();
+    for file in files {
+        std::fs::copy(samples.join(file), media.join(file)).unwrap();
+    }
     let mut c = OriginConfig::new(&media).unwrap();
     c.set_tls(&tls);
     c.listen = SocketAddr::from(([127, 0, 0, 1], 0));
