@@ -38,7 +38,7 @@ pub struct TlsArgs {
     pub files_listen: Option<SocketAddr>,
     /// Also serve standard players (ffmpeg, VLC, GStreamer) over RTSP 1.0 and 2.0 on this TCP
     /// address, RTP and RTCP interleaved (`rtsp://HOST:PORT/movies/a.mp4`; docs/PROTOCOL.md
-    /// §10), from the same sessions, cache, limits and signed URLs as segue/1. Off by default.
+    /// §12), from the same sessions, cache, limits and signed URLs as segue/1. Off by default.
     #[arg(long, value_name = "ADDR")]
     pub rtsp_listen: Option<SocketAddr>,
     /// The same over TLS with this node's certificate (`rtsps://HOST:PORT/...`). Off by

@@ -2,7 +2,7 @@
 //! GStreamer) over RTSP 1.0 or 2.0 on TCP or TLS, with RTP and RTCP interleaved. Each
 //! connection is answered by the same session handler as segue/1 ([`Sessions`]), over the
 //! node's source, packet cache, signed URLs and connection limits; only the framing
-//! differs (`segue_wire::rtsp`, PROTOCOL.md §10).
+//! differs (`segue_wire::rtsp`, PROTOCOL.md §12).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

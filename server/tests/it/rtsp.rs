@@ -1,4 +1,4 @@
-//! The RTSP face (`--rtsp-listen`, `--rtsps-listen`; PROTOCOL.md §10) with the standard
+//! The RTSP face (`--rtsp-listen`, `--rtsps-listen`; PROTOCOL.md §12) with the standard
 //! clients from Debian: ffmpeg and GStreamer play from a real edge on loopback in all three
 //! cases, every frame byte for byte; seeks, TLS, signed URLs, and what a stranger can send.
 

@@ -3,7 +3,7 @@
 //! players (ffmpeg, VLC, GStreamer). Requests are read into segue/1's typed [`Request`], so
 //! a node answers them with the same session handler as segue/1; answers and server
 //! requests go out in the client's RTSP version and URL scheme ([`answer`]); media is
-//! re-framed from RoQ ([`interleave`]). docs/PROTOCOL.md §10.
+//! re-framed from RoQ ([`interleave`]). docs/PROTOCOL.md §12.
 
 pub mod answer;
 pub mod interleave;

@@ -1,5 +1,5 @@
 //! Where a session's media goes: RoQ streams on its QUIC connection (segue/1), or RTP and
-//! RTCP interleaved in the RTSP face's connection (PROTOCOL.md §10), with the sender reports
+//! RTCP interleaved in the RTSP face's connection (PROTOCOL.md §12), with the sender reports
 //! and the goodbye that standard players need.
 
 use std::net::{IpAddr, SocketAddr};
