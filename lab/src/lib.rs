@@ -23,6 +23,7 @@ pub mod netns;
 pub mod nodes;
 pub mod plot;
 pub mod population;
+pub mod rtsp_probe;
 pub mod run;
 pub mod scenario;
 pub mod sim;

@@ -149,6 +149,11 @@ impl ControlOut {
         let _ = self.tx.send(out).await;
     }
 
+    /// Until the writer is gone (its peer vanished or stalled).
+    pub(crate) async fn closed(&self) {
+        self.tx.closed().await;
+    }
+
     /// The RTSP face this writer serves, if it does.
     pub(crate) fn face(&self) -> Option<&Face> {
         self.face.as_deref()
@@ -268,6 +273,11 @@ async fn writer(
     let _ = send.finish();
 }
 
+/// How long the RTSP face's writer waits for a client that reads nothing before it gives
+/// the connection up: a player stalled this long is gone, and what is queued for it
+/// (a writer buffer and up to [`OUT_QUEUE`] messages) is freed.
+pub const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// The RTSP face's writer: messages and interleaved media into one byte stream, buffered
 /// and flushed whenever nothing more is queued.
 async fn stream_writer(
@@ -278,8 +288,13 @@ async fn stream_writer(
     let mut w = tokio::io::BufWriter::with_capacity(64 * 1024, w);
     while let Some(out) = rx.recv().await {
         for c in &out.chunks {
-            if w.write_all(c).await.is_err() {
-                return;
+            match tokio::time::timeout(WRITE_STALL, w.write_all(c)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!("RTSP client read nothing for {WRITE_STALL:?}: closing");
+                    return;
+                }
             }
         }
         if out.response {
@@ -289,7 +304,12 @@ async fn stream_writer(
             let _ = tokio::time::timeout(CLOSE_FLUSH, w.shutdown()).await;
             return;
         }
-        if rx.is_empty() && w.flush().await.is_err() {
+        if rx.is_empty()
+            && !matches!(
+                tokio::time::timeout(WRITE_STALL, w.flush()).await,
+                Ok(Ok(()))
+            )
+        {
             return;
         }
     }

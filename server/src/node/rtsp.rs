@@ -246,6 +246,7 @@ impl Face {
                     continue;
                 }
                 _ = stop.changed() => return Ok(()),
+                _ = self.out.closed() => return Err("the connection's writer ended".into()),
             };
             if n == 0 {
                 return Ok(());
