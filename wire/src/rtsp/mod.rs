@@ -192,6 +192,10 @@ impl FaceDecoder {
 
     fn decode(&mut self) -> Result<Option<Incoming>, FaceError> {
         let version = self.version;
+        // Empty lines between messages (and frames) are ignored, as by `take_frame`.
+        while self.buf.starts_with(b"\r\n") {
+            self.buf.advance(2);
+        }
         if self.buf.first() == Some(&b'$') {
             // RFC 2326 §10.12: `$`, channel, 16-bit length, data.
             let Some(&[_, _, hi, lo]) = self.buf.get(..4) else {
