@@ -1,17 +1,47 @@
-//! `--record`: received video written as Annex-B H.264, audio as ADTS next to it (`.aac`),
-//! so that ffprobe and players read what the player received.
+//! `--record`: received video written as an Annex-B elementary stream, audio next to it as
+//! ADTS (AAC, `FILE.aac`) or Ogg Opus (`FILE.opus`), so that ffprobe and players read what
+//! the player received.
 
 use std::io::Write;
 use std::path::Path;
 
+use ogg::writing::{PacketWriteEndInfo, PacketWriter};
 use segue_wire::sdp::{Codec, Description};
+
+/// The Ogg stream serial number of a recording's Opus track.
+const OPUS_SERIAL: u32 = 0x5e9e;
+
+/// Where a recording's audio goes.
+enum Audio {
+    Adts(std::fs::File),
+    /// Ogg Opus (RFC 7845): the granule position after each packet.
+    Ogg(PacketWriter<'static, std::fs::File>, u64),
+}
 
 /// The files one play records into.
 pub(crate) struct Recorder {
     /// Each track's codec, by index.
     codecs: Vec<Codec>,
     video: std::fs::File,
-    audio: Option<std::fs::File>,
+    audio: Option<Audio>,
+}
+
+/// Samples (48 kHz) in an Opus packet, from its TOC (RFC 6716 §3.1).
+fn opus_samples(packet: &[u8]) -> u64 {
+    let Some(&toc) = packet.first() else { return 0 };
+    let config = toc >> 3;
+    // Frame size in 1/400 s units of 48 kHz samples (120 samples = 2.5 ms).
+    let frame = match config {
+        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+        12..=15 => [480, 960][usize::from(config % 2)],
+        _ => [120, 240, 480, 960][usize::from(config % 4)],
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => packet.get(1).map_or(0, |c| u64::from(c & 0x3f)),
+    };
+    frame * frames
 }
 
 impl Recorder {
@@ -25,12 +55,35 @@ impl Recorder {
                 }
             }
         }
-        let audio = if desc.tracks.iter().any(|t| !t.codec.is_video()) {
+        let with_ext = |ext: &str| {
             let mut p = path.as_os_str().to_owned();
-            p.push(".aac");
-            Some(std::fs::File::create(&p)?)
-        } else {
-            None
+            p.push(ext);
+            std::fs::File::create(&p)
+        };
+        let audio = match desc.tracks.iter().find(|t| !t.codec.is_video()) {
+            None => None,
+            Some(t) => match &t.codec {
+                Codec::Opus { channels } => {
+                    let mut w = PacketWriter::new(with_ext(".opus")?);
+                    // RFC 7845 §5.1: OpusHead (no pre-skip: the object's edit list already
+                    // applied), then §5.2 OpusTags, each on a page of its own.
+                    let mut head = b"OpusHead".to_vec();
+                    head.push(1);
+                    head.push(*channels);
+                    head.extend_from_slice(&0u16.to_le_bytes());
+                    head.extend_from_slice(&48_000u32.to_le_bytes());
+                    head.extend_from_slice(&0i16.to_le_bytes());
+                    head.push(0);
+                    w.write_packet(head, OPUS_SERIAL, PacketWriteEndInfo::EndPage, 0)?;
+                    let mut tags = b"OpusTags".to_vec();
+                    tags.extend_from_slice(&5u32.to_le_bytes());
+                    tags.extend_from_slice(b"segue");
+                    tags.extend_from_slice(&0u32.to_le_bytes());
+                    w.write_packet(tags, OPUS_SERIAL, PacketWriteEndInfo::EndPage, 0)?;
+                    Some(Audio::Ogg(w, 0))
+                }
+                _ => Some(Audio::Adts(with_ext(".aac")?)),
+            },
         };
         let codecs = desc.tracks.iter().map(|t| t.codec.clone()).collect();
         Ok(Self {
@@ -63,7 +116,7 @@ impl Recorder {
                 Ok(())
             }
             Codec::Aac { config, channels } => {
-                let Some(f) = self.audio.as_mut() else {
+                let Some(Audio::Adts(f)) = self.audio.as_mut() else {
                     return Ok(());
                 };
                 let [c0, c1, ..] = config[..] else {
@@ -84,6 +137,33 @@ impl Recorder {
                 f.write_all(&hdr)?;
                 f.write_all(data)
             }
+            Codec::Opus { .. } => {
+                let Some(Audio::Ogg(w, granule)) = self.audio.as_mut() else {
+                    return Ok(());
+                };
+                *granule += opus_samples(data);
+                // A page per packet: the recording is readable however the play ends.
+                w.write_packet(
+                    data.to_vec(),
+                    OPUS_SERIAL,
+                    PacketWriteEndInfo::EndPage,
+                    *granule,
+                )
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opus_packet_durations_from_the_toc() {
+        assert_eq!(opus_samples(&[0xfc, 0]), 960); // CELT 20 ms, one frame
+        assert_eq!(opus_samples(&[0xf8 | 1]), 1920); // CELT 20 ms, two frames
+        assert_eq!(opus_samples(&[0x08 | 3, 3]), 3 * 960); // SILK 20 ms, three frames
+        assert_eq!(opus_samples(&[0x80]), 120); // CELT 2.5 ms
+        assert_eq!(opus_samples(&[]), 0);
     }
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use segue_wire::Limits;
 use segue_wire::error::DecodeError;
-use segue_wire::payload::{aac, h264};
+use segue_wire::payload::Depacketizer;
 use segue_wire::roq::{RoqDecoder, RoqItem};
 use segue_wire::rtp::{FrameInfo, RtpPacket};
-use segue_wire::sdp::{Codec, Description};
+use segue_wire::sdp::Description;
 
 /// A frame rebuilt from one media stream: what the player's state machine takes in.
 #[derive(Debug, Clone)]
@@ -46,12 +46,11 @@ pub enum StreamError {
     EndedInFrame,
 }
 
-/// The track a stream carries: its index, frame-info extension id, and whether it is H.264.
+/// The track a stream carries: its index and frame-info extension id.
 #[derive(Debug, Clone, Copy)]
 struct Bound {
     index: u32,
     ext: u8,
-    h264: bool,
 }
 
 /// The first packet's fields of the frame being reassembled, and its bytes so far.
@@ -70,8 +69,9 @@ pub struct MediaStream {
     desc: Arc<Description>,
     dec: RoqDecoder,
     track: Option<Bound>,
-    h264: h264::Depacketizer,
-    aac: aac::Depacketizer,
+    /// The track's depacketizer, once its flow is known.
+    depack: Option<Depacketizer>,
+    max_frame: usize,
     current: Option<Partial>,
 }
 
@@ -82,8 +82,8 @@ impl MediaStream {
             desc,
             dec: RoqDecoder::new(limits.max_rtp_packet),
             track: None,
-            h264: h264::Depacketizer::new(limits.max_frame_size as usize),
-            aac: aac::Depacketizer::new(),
+            depack: None,
+            max_frame: limits.max_frame_size as usize,
             current: None,
         }
     }
@@ -102,8 +102,8 @@ impl MediaStream {
                     self.track = Some(Bound {
                         index: t.index,
                         ext: t.frame_info_ext,
-                        h264: matches!(t.codec, Codec::H264 { .. }),
                     });
+                    self.depack = Some(Depacketizer::new(&t.codec, self.max_frame));
                 }
                 RoqItem::Packet(p) => {
                     if let Some(f) = self.packet(&p)? {
@@ -128,11 +128,11 @@ impl MediaStream {
             },
         };
         partial.wire_bytes += p.len() as u64;
-        let done = if track.h264 {
-            self.h264.push(&pkt.payload, pkt.marker)?
-        } else {
-            self.aac.push(&pkt.payload, pkt.marker)?
-        };
+        let done = self
+            .depack
+            .as_mut()
+            .ok_or(StreamError::NoFlow)?
+            .push(&pkt.payload, pkt.marker)?;
         let Some(data) = done else {
             self.current = Some(partial);
             return Ok(None);
@@ -161,7 +161,9 @@ impl MediaStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use segue_wire::payload::{aac, h264};
     use segue_wire::roq;
+    use segue_wire::sdp::Codec;
     use segue_wire::sdp::Track;
 
     fn desc() -> Arc<Description> {

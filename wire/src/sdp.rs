@@ -32,9 +32,23 @@ pub enum Codec {
         config: Bytes,
         channels: u8,
     },
+    /// Opus (RFC 7587), mono or stereo; clock 48 kHz. Frames are Opus packets.
+    Opus {
+        /// 1 or 2 (`sprop-stereo`).
+        channels: u8,
+    },
 }
 
 impl Codec {
+    /// The codec's short name, as reports print it (`h264`, `aac`, `opus`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Codec::H264 { .. } => "h264",
+            Codec::Aac { .. } => "aac",
+            Codec::Opus { .. } => "opus",
+        }
+    }
+
     pub fn is_video(&self) -> bool {
         matches!(self, Codec::H264 { .. })
     }
@@ -179,6 +193,12 @@ impl Description {
                     }
                     ("video", format!("{pt} H264/{}", t.clock_rate), fmtp)
                 }
+                Codec::Opus { channels } => (
+                    "audio",
+                    // RFC 7587 §7: always `/2` in the rtpmap; mono is said by sprop-stereo.
+                    format!("{pt} opus/48000/2"),
+                    format!("{pt} sprop-stereo={}", u8::from(*channels == 2)),
+                ),
                 Codec::Aac { config, channels } => (
                     "audio",
                     format!("{pt} MPEG4-GENERIC/{}/{channels}", t.clock_rate),
@@ -347,6 +367,18 @@ fn parse_track(index: u32, md: &MediaDescription) -> Result<Track, DecodeError> 
                 .ok_or_else(|| err("bad channel count".into()))?;
             Codec::Aac { config, channels }
         }
+        ("audio", "OPUS") => {
+            if clock_rate != crate::payload::opus::CLOCK || channels != Some("2") {
+                return Err(err("Opus needs opus/48000/2".into()));
+            }
+            Codec::Opus {
+                channels: if param("sprop-stereo") == Some("1") {
+                    2
+                } else {
+                    1
+                },
+            }
+        }
         (m, n) => return Err(err(format!("unsupported media {m} {n}"))),
     };
     let frame_info_ext = md
@@ -427,12 +459,13 @@ pub(crate) mod tests {
     fn left_out_tracks_round_trip() {
         let mut d = sample();
         d.left_out = vec![
-            "audio track (MP4 track id 3): codec opus is not carried (H.264 and AAC only)".into(),
+            "audio track (MP4 track id 3): codec ac3 is not carried (H.264, AAC and Opus only)"
+                .into(),
             "video track (MP4 track id 4): codec hev1\u{e9}\r\nm=x".into(),
         ];
         let text = d.to_sdp();
         assert!(text.contains(
-            "a=range:npt=0-30.000000\r\na=x-segue-left-out:audio track (MP4 track id 3): codec opus"
+            "a=range:npt=0-30.000000\r\na=x-segue-left-out:audio track (MP4 track id 3): codec ac3"
         ));
         let back = Description::from_sdp(&text, 8).unwrap();
         // What could break a line or the text is replaced; the tracks are as they were.

@@ -202,6 +202,7 @@ fn description() -> impl Strategy<Value = Description> {
                 parameter_sets
             }),
         (bytes_vec(8), 1u8..9).prop_map(|(config, channels)| Codec::Aac { config, channels }),
+        (1u8..3).prop_map(|channels| Codec::Opus { channels }),
     ];
     (
         "[a-z][a-z0-9/_.-]{0,30}",
@@ -219,7 +220,12 @@ fn description() -> impl Strategy<Value = Description> {
                     |(i, (codec, payload_type, clock_rate, frame_info_ext))| Track {
                         index: i as u32,
                         payload_type,
-                        clock_rate,
+                        // Opus runs on a 48 kHz clock whatever it codes (RFC 7587).
+                        clock_rate: if matches!(codec, Codec::Opus { .. }) {
+                            48_000
+                        } else {
+                            clock_rate
+                        },
                         codec,
                         frame_info_ext,
                     },

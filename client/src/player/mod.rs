@@ -438,11 +438,7 @@ impl Player {
             r.lost_frames += lost;
             r.tracks.push(TrackReport {
                 track: i as u32,
-                codec: if t.codec.is_video() {
-                    "h264".into()
-                } else {
-                    "aac".into()
-                },
+                codec: t.codec.name().into(),
                 frames_received: t.frames,
                 frames_expected: expected,
                 late_frames: t.late,

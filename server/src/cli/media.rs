@@ -250,6 +250,7 @@ pub fn info(opts: &LibraryOptions, object: &str) -> anyhow::Result<String> {
                 segue_wire::sdp::Codec::Aac { channels, .. } => {
                     format!("AAC {channels} ch")
                 }
+                segue_wire::sdp::Codec::Opus { channels } => format!("Opus {channels} ch"),
             };
             let _ = writeln!(
                 out,

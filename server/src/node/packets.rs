@@ -8,9 +8,8 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use segue_wire::payload::{aac, h264};
 use segue_wire::rtp::{FrameInfo, RtpPacket};
-use segue_wire::sdp::{Codec, Description};
+use segue_wire::sdp::Description;
 use segue_wire::segment::{FrameReader, Manifest};
 
 use crate::clock::rescale;
@@ -169,11 +168,8 @@ pub fn packetize(
         let (Some(t), Some(b)) = (desc.tracks.get(ti), builders.get_mut(ti)) else {
             continue;
         };
-        let payloads = match t.codec {
-            Codec::H264 { .. } => h264::packetize(&frame.data, max_payload),
-            Codec::Aac { .. } => aac::packetize(&frame.data, max_payload),
-        }
-        .map_err(PacketizeError::Payload)?;
+        let payloads = segue_wire::payload::packetize(&t.codec, &frame.data, max_payload)
+            .map_err(PacketizeError::Payload)?;
         let count = payloads.len() as u32;
         let (mut rtp_bytes, mut payload_bytes) = (0usize, 0usize);
         for (k, (p, marker)) in payloads.into_iter().enumerate() {
@@ -309,7 +305,8 @@ impl PacketCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use segue_wire::sdp::Track;
+    use segue_wire::payload::{aac, h264};
+    use segue_wire::sdp::{Codec, Track};
     use segue_wire::segment::Frame;
 
     fn desc() -> Description {

@@ -6,6 +6,7 @@ mod common;
 
 mod access;
 mod admin;
+mod codecs;
 mod config;
 mod congestion;
 mod control;

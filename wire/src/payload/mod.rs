@@ -3,6 +3,7 @@
 //! - H.264: RFC 6184, packetization-mode 1. Senders emit Single NAL Unit packets and FU-A;
 //!   receivers also accept STAP-A.
 //! - AAC: RFC 3640, mode AAC-hbr, one AU (or a fragment of one) per packet.
+//! - Opus: RFC 7587, one Opus packet per RTP packet.
 //!
 //! Packetizers return `(payload, marker)` pairs; the marker is set on the last packet of a
 //! frame. Depacketizers take payloads in sequence order and return a frame when its last packet
@@ -10,8 +11,12 @@
 
 pub mod aac;
 pub mod h264;
+pub mod opus;
 
 use bytes::Bytes;
+
+use crate::error::DecodeError;
+use crate::sdp::Codec;
 
 /// A packetizer's output for one frame.
 pub type Payloads = Vec<(Bytes, bool)>;
@@ -20,3 +25,44 @@ pub type Payloads = Vec<(Bytes, bool)>;
 /// packets need not fit a datagram; this keeps per-packet overhead small while bounding the
 /// receiver's reassembly work per packet.
 pub const DEFAULT_MAX_PAYLOAD: usize = 60 * 1024;
+
+/// Packetizes one frame of a track in `codec`.
+pub fn packetize(
+    codec: &Codec,
+    frame: &Bytes,
+    max_payload: usize,
+) -> Result<Payloads, DecodeError> {
+    match codec {
+        Codec::H264 { .. } => h264::packetize(frame, max_payload),
+        Codec::Aac { .. } => aac::packetize(frame, max_payload),
+        Codec::Opus { .. } => opus::packetize(frame, max_payload),
+    }
+}
+
+/// Rebuilds frames of one track from its payloads, whatever its codec.
+#[derive(Debug)]
+pub enum Depacketizer {
+    H264(h264::Depacketizer),
+    Aac(aac::Depacketizer),
+    Opus(opus::Depacketizer),
+}
+
+impl Depacketizer {
+    /// For a track in `codec`, frames at most `max_frame` bytes.
+    pub fn new(codec: &Codec, max_frame: usize) -> Self {
+        match codec {
+            Codec::H264 { .. } => Self::H264(h264::Depacketizer::new(max_frame)),
+            Codec::Aac { .. } => Self::Aac(aac::Depacketizer::new()),
+            Codec::Opus { .. } => Self::Opus(opus::Depacketizer),
+        }
+    }
+
+    /// Adds one payload (in sequence order); returns the frame it completes.
+    pub fn push(&mut self, payload: &[u8], marker: bool) -> Result<Option<Bytes>, DecodeError> {
+        match self {
+            Self::H264(d) => d.push(payload, marker),
+            Self::Aac(d) => d.push(payload, marker),
+            Self::Opus(d) => d.push(payload, marker),
+        }
+    }
+}

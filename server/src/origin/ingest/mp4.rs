@@ -407,6 +407,24 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<TrackKind, IngestError> {
                 None,
             )
         }
+        Mp4Codec::Opus(opus) => {
+            let channels = opus.dops.output_channel_count;
+            // RFC 7587 carries mono and stereo (channel mapping family 0).
+            if !matches!(channels, 1 | 2) || opus.dops.channel_mapping.is_some() {
+                return Ok(left_out(
+                    trak,
+                    kind,
+                    format!("Opus with {channels} channels is not carried (mono and stereo only)"),
+                ));
+            }
+            TrackKind::Media(
+                TrackMedia {
+                    codec: Codec::Opus { channels },
+                    clock_rate: segue_wire::payload::opus::CLOCK,
+                },
+                None,
+            )
+        }
         other => {
             let name = format!("{other:?}");
             let name = name
@@ -417,7 +435,7 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<TrackKind, IngestError> {
             left_out(
                 trak,
                 kind,
-                format!("codec {name} is not carried (H.264 and AAC only)"),
+                format!("codec {name} is not carried (H.264, AAC and Opus only)"),
             )
         }
     })

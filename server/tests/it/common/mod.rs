@@ -94,13 +94,20 @@ pub async fn origin_with_sample(file: &str) -> TestOrigin {
 
 /// [`origin_with_sample`] with several samples.
 pub async fn origin_with_samples(files: &[&str]) -> TestOrigin {
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples");
+    let paths: Vec<_> = files.iter().map(|f| samples.join(f)).collect();
+    origin_with_files(&paths).await
+}
+
+/// An origin serving copies of `files` (any paths), as `segue origin` runs it.
+pub async fn origin_with_files(files: &[std::path::PathBuf]) -> TestOrigin {
     let dir = tempfile::tempdir().unwrap();
     let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples");
     for file in files {
-        std::fs::copy(samples.join(file), media.join(file)).unwrap();
+        let name = file.file_name().unwrap();
+        std::fs::copy(file, media.join(name)).unwrap();
     }
     let mut c = OriginConfig::new(&media).unwrap();
     c.set_tls(&tls);

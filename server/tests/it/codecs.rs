@@ -1,0 +1,300 @@
+//! Codecs beyond H.264 and AAC (issue 20), with samples `media/make-samples.sh` makes:
+//! each plays through an edge with segue-play (every frame, content hash, a recording
+//! ffprobe reads) and, through the RTSP face, with ffmpeg and GStreamer, frame for frame.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use segue_client::play::{PlayOptions, play};
+use segue_wire::SegueUrl;
+
+/// Makes `names` with media/make-samples.sh into `dir`: false (a skip) when ffmpeg or an
+/// encoder is missing, a failure when CI requires ffmpeg.
+fn make_samples(dir: &Path, names: &[&str]) -> bool {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/make-samples.sh");
+    let ok = Command::new("bash")
+        .arg(script)
+        .args(names)
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("SEGUE_REQUIRE_FFPROBE").is_none(),
+            "media/make-samples.sh {names:?} failed (ffmpeg with libx265, libaom, libopus is required)"
+        );
+        eprintln!("SKIPPED: media/make-samples.sh {names:?} failed");
+    }
+    ok
+}
+
+/// Packets per stream (`codec_name`, count), as ffprobe counts them.
+fn probe(file: &Path) -> Vec<(String, u64)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-show_entries"])
+        .args(["stream=codec_name,nb_read_packets", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (kind, n) = l.split_once(',')?;
+            Some((kind.to_owned(), n.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Each stream's packet sizes, in order.
+fn sizes(file: &Path, stream: &str) -> Vec<u64> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream, "-show_entries"])
+        .args(["packet=size", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect()
+}
+
+fn stream_hashes(file: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args([
+            "-map",
+            "0",
+            "-c",
+            "copy",
+            "-f",
+            "streamhash",
+            "-hash",
+            "md5",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `(stream, size, checksum)` per packet of a `framecrc` file.
+fn framecrc(file: &Path) -> Vec<(usize, u64, String)> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            Some((
+                f.first()?.parse().ok()?,
+                f.get(4)?.parse().ok()?,
+                f.get(5)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// [`framecrc`] of a file's packets as its demuxer gives them.
+fn framecrc_of(file: &Path) -> Vec<(usize, u64, String)> {
+    let out = file.with_extension("src.crc");
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-map", "0", "-c", "copy", "-f", "framecrc", "-y"])
+        .arg(&out)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    framecrc(&out)
+}
+
+async fn run(program: &str, args: &[String]) -> Result<(), String> {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), child)
+        .await
+        .map_err(|_| format!("{program} did not end within 90 s"))?
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A codec sample and what standard clients depayload it with.
+struct Case {
+    file: &'static str,
+    /// GStreamer's depayloader chain for the video and the audio track (None: it has none).
+    gst_video: Option<&'static str>,
+    gst_audio: &'static str,
+    /// ffmpeg's RTSP demuxer reads the video's RTP payload format.
+    ffmpeg_video: bool,
+}
+
+async fn plays_everywhere(case: Case) {
+    let samples = tempfile::tempdir().unwrap();
+    let stem = case.file.rsplit_once('.').unwrap().0;
+    if !make_samples(samples.path(), &[stem]) {
+        return;
+    }
+    let src = samples.path().join(case.file);
+    let want = probe(&src);
+    let origin = common::origin_with_files(std::slice::from_ref(&src)).await;
+    let e = origin
+        .edge_with("edge", |c| {
+            c.tls.rtsp_listen = Some("127.0.0.1:0".parse().unwrap());
+            c.send_ahead_ms = 60_000;
+        })
+        .await;
+    let dir = origin.dir.path();
+
+    // segue-play: every frame, the content hash, and a recording ffprobe reads.
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/{stem}", e.addr.port())).unwrap();
+    let mut o = PlayOptions::new(url, origin.tls.ca.clone());
+    o.pace = false;
+    let rec = dir.join("rec.video");
+    o.record = Some(rec.clone());
+    let r = play(&o).await;
+    assert!(r.ok(), "{}", r.render());
+    assert!(r.hash_ok);
+    let got: Vec<(String, u64)> = r
+        .tracks
+        .iter()
+        .map(|t| (t.codec.clone(), t.frames_received))
+        .collect();
+    assert_eq!(
+        got, want,
+        "segue-play's tracks against ffprobe's view of the source"
+    );
+    let audio_ext = if want[1].0 == "opus" { "opus" } else { "aac" };
+    let recorded = [
+        probe(&rec),
+        probe(&rec.with_extension(format!("video.{audio_ext}"))),
+    ]
+    .concat();
+    assert_eq!(recorded, want, "--record");
+
+    // ffmpeg through the RTSP face, as its demuxer delivers the packets (`framecrc`: a line
+    // per packet with its size and Adler-32; the MP4 muxer drops an Opus packet it cannot
+    // time, which says nothing of what was received): every audio packet byte for byte,
+    // every video frame (ffmpeg's RTP depacketizers give video as Annex B, so the video's
+    // bytes are compared through an MP4 copy, which holds them as the source does).
+    let rtsp = format!("rtsp://127.0.0.1:{}/{stem}", e.rtsp.unwrap().port());
+    let input: Vec<String> = ["-v", "error", "-rtsp_transport", "tcp", "-i", &rtsp]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let crcs = dir.join("rtsp.crc");
+    let map: &[&str] = if case.ffmpeg_video {
+        &["-map", "0"]
+    } else {
+        &["-map", "0:a"]
+    };
+    let mut args = input.clone();
+    args.extend(map.iter().map(|s| (*s).to_owned()));
+    args.extend(["-c", "copy", "-f", "framecrc", "-y"].map(str::to_owned));
+    args.push(crcs.display().to_string());
+    run("ffmpeg", &args).await.unwrap();
+    let got = framecrc(&crcs);
+    let source = framecrc_of(&src);
+    let audio = |v: &[(usize, u64, String)], s: usize| -> Vec<(u64, String)> {
+        v.iter()
+            .filter(|p| p.0 == s)
+            .map(|p| (p.1, p.2.clone()))
+            .collect()
+    };
+    let (got_a, got_v) = if case.ffmpeg_video {
+        (1, Some(0))
+    } else {
+        (0, None)
+    };
+    assert_eq!(
+        audio(&got, got_a),
+        audio(&source, 1),
+        "ffmpeg: audio packets"
+    );
+    if let Some(v) = got_v {
+        let n = got.iter().filter(|p| p.0 == v).count() as u64;
+        assert_eq!(n, want[0].1, "ffmpeg: video frames");
+        let copy = dir.join("copy.mp4");
+        let mut args = input.clone();
+        args.extend(["-map", "0:v", "-c", "copy", "-y"].map(str::to_owned));
+        args.push(copy.display().to_string());
+        run("ffmpeg", &args).await.unwrap();
+        let video_hash = |f: &Path| stream_hashes(f).lines().next().unwrap_or("").to_owned();
+        assert_eq!(video_hash(&copy), video_hash(&src), "ffmpeg: video bytes");
+    }
+
+    // GStreamer through the RTSP face: every access unit with the source's size.
+    if !common::available_or_required(
+        Command::new("gst-launch-1.0")
+            .arg("--version")
+            .output()
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        "SEGUE_REQUIRE_GSTREAMER",
+        "GStreamer",
+    ) {
+        return;
+    }
+    let (v, a) = (dir.join("gv"), dir.join("ga"));
+    std::fs::create_dir_all(&v).unwrap();
+    std::fs::create_dir_all(&a).unwrap();
+    let mut pipeline = format!("rtspsrc location={rtsp} protocols=tcp name=s ");
+    match case.gst_video {
+        Some(chain) => pipeline.push_str(&format!(
+            "s. ! {chain} ! multifilesink location={}/%05d ",
+            v.display()
+        )),
+        None => pipeline.push_str("s. ! fakesink "),
+    }
+    pipeline.push_str(&format!(
+        "s. ! {} ! multifilesink location={}/%05d",
+        case.gst_audio,
+        a.display()
+    ));
+    let args: Vec<String> = std::iter::once("-q".to_owned())
+        .chain(pipeline.split_whitespace().map(str::to_owned))
+        .collect();
+    run("gst-launch-1.0", &args).await.unwrap();
+    let files = |d: &Path| -> Vec<u64> {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        f.sort();
+        f.iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .collect()
+    };
+    if case.gst_video.is_some() {
+        assert_eq!(files(&v), sizes(&src, "v"), "GStreamer: video access units");
+    }
+    assert_eq!(files(&a), sizes(&src, "a"), "GStreamer: audio access units");
+    origin.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opus_plays_everywhere() {
+    plays_everywhere(Case {
+        file: "opus.mp4",
+        gst_video: Some("rtph264depay ! video/x-h264,stream-format=avc,alignment=au"),
+        gst_audio: "rtpopusdepay",
+        ffmpeg_video: true,
+    })
+    .await;
+}
