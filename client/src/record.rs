@@ -1,4 +1,4 @@
-//! `--record`: received video written as an Annex-B elementary stream, audio next to it as
+//! `--record`: received video written as an Annex-B elementary stream (H.264 or HEVC), audio next to it as
 //! ADTS (AAC, `FILE.aac`) or Ogg Opus (`FILE.opus`), so that ffprobe and players read what
 //! the player received.
 
@@ -48,7 +48,7 @@ impl Recorder {
     pub fn open(path: &Path, desc: &Description) -> std::io::Result<Self> {
         let mut video = std::fs::File::create(path)?;
         for t in &desc.tracks {
-            if let Codec::H264 { parameter_sets, .. } = &t.codec {
+            if let Codec::H264 { parameter_sets, .. } | Codec::H265 { parameter_sets } = &t.codec {
                 for p in parameter_sets {
                     video.write_all(&[0, 0, 0, 1])?;
                     video.write_all(p)?;
@@ -99,7 +99,7 @@ impl Recorder {
             return Ok(());
         };
         match codec {
-            Codec::H264 { .. } => {
+            Codec::H264 { .. } | Codec::H265 { .. } => {
                 let mut pos = 0;
                 while pos + 4 <= data.len() {
                     let len = u32::from_be_bytes([

@@ -26,6 +26,12 @@ pub enum Codec {
         /// Sequence and picture parameter sets (sprop-parameter-sets), in order.
         parameter_sets: Vec<Bytes>,
     },
+    /// HEVC (RFC 7798). Frames are 4-byte-length-prefixed NAL units, as for H.264.
+    H265 {
+        /// VPS, SPS and PPS NAL units (types 32, 33, 34), in that order
+        /// (`sprop-vps`, `sprop-sps`, `sprop-pps`).
+        parameter_sets: Vec<Bytes>,
+    },
     /// AAC (RFC 3640 mode AAC-hbr). Frames are raw access units (no ADTS header).
     Aac {
         /// AudioSpecificConfig (ISO 14496-3 §1.6.2.1).
@@ -44,13 +50,14 @@ impl Codec {
     pub fn name(&self) -> &'static str {
         match self {
             Codec::H264 { .. } => "h264",
+            Codec::H265 { .. } => "hevc",
             Codec::Aac { .. } => "aac",
             Codec::Opus { .. } => "opus",
         }
     }
 
     pub fn is_video(&self) -> bool {
-        matches!(self, Codec::H264 { .. })
+        matches!(self, Codec::H264 { .. } | Codec::H265 { .. })
     }
 }
 
@@ -192,6 +199,28 @@ impl Description {
                         fmtp.push_str(&format!(";sprop-parameter-sets={}", sets.join(",")));
                     }
                     ("video", format!("{pt} H264/{}", t.clock_rate), fmtp)
+                }
+                Codec::H265 { parameter_sets } => {
+                    let of = |ty: u8| -> String {
+                        parameter_sets
+                            .iter()
+                            .filter(|p| p.first().is_some_and(|h| (h >> 1) & 0x3f == ty))
+                            .map(|p| B64.encode(p))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    };
+                    let mut fmtp = Vec::new();
+                    for (name, ty) in [("sprop-vps", 32), ("sprop-sps", 33), ("sprop-pps", 34)] {
+                        let v = of(ty);
+                        if !v.is_empty() {
+                            fmtp.push(format!("{name}={v}"));
+                        }
+                    }
+                    (
+                        "video",
+                        format!("{pt} H265/{}", t.clock_rate),
+                        format!("{pt} {}", fmtp.join(";")),
+                    )
                 }
                 Codec::Opus { channels } => (
                     "audio",
@@ -366,6 +395,18 @@ fn parse_track(index: u32, md: &MediaDescription) -> Result<Track, DecodeError> 
                 .filter(|c| *c > 0)
                 .ok_or_else(|| err("bad channel count".into()))?;
             Codec::Aac { config, channels }
+        }
+        ("video", "H265") => {
+            let mut parameter_sets = Vec::new();
+            for name in ["sprop-vps", "sprop-sps", "sprop-pps"] {
+                if let Some(v) = param(name).filter(|v| !v.is_empty()) {
+                    for p in v.split(',') {
+                        let p = B64.decode(p).map_err(|_| err(format!("bad {name}")))?;
+                        parameter_sets.push(Bytes::from(p));
+                    }
+                }
+            }
+            Codec::H265 { parameter_sets }
         }
         ("audio", "OPUS") => {
             if clock_rate != crate::payload::opus::CLOCK || channels != Some("2") {

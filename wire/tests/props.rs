@@ -203,6 +203,20 @@ fn description() -> impl Strategy<Value = Description> {
             }),
         (bytes_vec(8), 1u8..9).prop_map(|(config, channels)| Codec::Aac { config, channels }),
         (1u8..3).prop_map(|channels| Codec::Opus { channels }),
+        proptest::collection::vec((0u8..3, bytes_vec(20)), 0..4).prop_map(|mut sets| {
+            // VPS, SPS, PPS (types 32..34), in that order, as the SDP lists them.
+            sets.sort_by_key(|(k, _)| *k);
+            Codec::H265 {
+                parameter_sets: sets
+                    .into_iter()
+                    .map(|(k, body)| {
+                        let mut n = vec![(32 + k) << 1, 1];
+                        n.extend_from_slice(&body);
+                        bytes::Bytes::from(n)
+                    })
+                    .collect(),
+            }
+        }),
     ];
     (
         "[a-z][a-z0-9/_.-]{0,30}",

@@ -251,6 +251,7 @@ pub fn info(opts: &LibraryOptions, object: &str) -> anyhow::Result<String> {
                     format!("AAC {channels} ch")
                 }
                 segue_wire::sdp::Codec::Opus { channels } => format!("Opus {channels} ch"),
+                segue_wire::sdp::Codec::H265 { .. } => "HEVC".to_owned(),
             };
             let _ = writeln!(
                 out,

@@ -3,6 +3,7 @@
 //! - H.264: RFC 6184, packetization-mode 1. Senders emit Single NAL Unit packets and FU-A;
 //!   receivers also accept STAP-A.
 //! - AAC: RFC 3640, mode AAC-hbr, one AU (or a fragment of one) per packet.
+//! - HEVC: RFC 7798. Senders emit single NAL unit packets and FU; receivers also accept AP.
 //! - Opus: RFC 7587, one Opus packet per RTP packet.
 //!
 //! Packetizers return `(payload, marker)` pairs; the marker is set on the last packet of a
@@ -11,6 +12,7 @@
 
 pub mod aac;
 pub mod h264;
+pub mod h265;
 pub mod opus;
 
 use bytes::Bytes;
@@ -34,6 +36,7 @@ pub fn packetize(
 ) -> Result<Payloads, DecodeError> {
     match codec {
         Codec::H264 { .. } => h264::packetize(frame, max_payload),
+        Codec::H265 { .. } => h265::packetize(frame, max_payload),
         Codec::Aac { .. } => aac::packetize(frame, max_payload),
         Codec::Opus { .. } => opus::packetize(frame, max_payload),
     }
@@ -43,6 +46,7 @@ pub fn packetize(
 #[derive(Debug)]
 pub enum Depacketizer {
     H264(h264::Depacketizer),
+    H265(h265::Depacketizer),
     Aac(aac::Depacketizer),
     Opus(opus::Depacketizer),
 }
@@ -52,6 +56,7 @@ impl Depacketizer {
     pub fn new(codec: &Codec, max_frame: usize) -> Self {
         match codec {
             Codec::H264 { .. } => Self::H264(h264::Depacketizer::new(max_frame)),
+            Codec::H265 { .. } => Self::H265(h265::Depacketizer::new(max_frame)),
             Codec::Aac { .. } => Self::Aac(aac::Depacketizer::new()),
             Codec::Opus { .. } => Self::Opus(opus::Depacketizer),
         }
@@ -61,6 +66,7 @@ impl Depacketizer {
     pub fn push(&mut self, payload: &[u8], marker: bool) -> Result<Option<Bytes>, DecodeError> {
         match self {
             Self::H264(d) => d.push(payload, marker),
+            Self::H265(d) => d.push(payload, marker),
             Self::Aac(d) => d.push(payload, marker),
             Self::Opus(d) => d.push(payload, marker),
         }

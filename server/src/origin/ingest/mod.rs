@@ -147,7 +147,46 @@ pub fn aac_config_info(config: &[u8]) -> Option<(u32, u8)> {
 
 /// Converts Annex-B H.264 (start codes) to AVCC (4-byte lengths), dropping access unit
 /// delimiters and filler. Returns the NAL units too, for parameter-set discovery.
+/// Which NAL unit syntax a video track uses: H.264's one-byte header or HEVC's two-byte one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NalSyntax {
+    H264,
+    H265,
+}
+
+impl NalSyntax {
+    /// The NAL unit's type (`nal` is not empty).
+    pub fn nal_type(self, nal: &[u8]) -> u8 {
+        match self {
+            NalSyntax::H264 => nal[0] & 0x1f,
+            NalSyntax::H265 => (nal[0] >> 1) & 0x3f,
+        }
+    }
+
+    /// Access unit delimiters and filler data, which ingest drops (PROTOCOL.md §8.6.0).
+    pub fn dropped(self, nal: &[u8]) -> bool {
+        match self {
+            NalSyntax::H264 => matches!(self.nal_type(nal), 9 | 12),
+            NalSyntax::H265 => matches!(self.nal_type(nal), 35 | 38),
+        }
+    }
+
+    /// A random access point: an IDR slice (H.264), an IRAP picture (HEVC, types 16..=23).
+    pub fn keyframe(self, nal: &[u8]) -> bool {
+        match self {
+            NalSyntax::H264 => self.nal_type(nal) == 5,
+            NalSyntax::H265 => (16..=23).contains(&self.nal_type(nal)),
+        }
+    }
+}
+
+/// [`annexb_to_avcc`] for H.264.
 pub fn annexb_to_avcc(data: &[u8]) -> (Vec<u8>, Vec<&[u8]>) {
+    annexb_to_lengths(data, NalSyntax::H264)
+}
+
+/// Annex B to 4-byte-length-prefixed NAL units, without the dropped ones; also the NAL units.
+pub fn annexb_to_lengths(data: &[u8], syntax: NalSyntax) -> (Vec<u8>, Vec<&[u8]>) {
     let mut nals = Vec::new();
     let mut i = 0;
     let mut start = None;
@@ -165,7 +204,7 @@ pub fn annexb_to_avcc(data: &[u8]) -> (Vec<u8>, Vec<&[u8]>) {
     if let Some(s) = start {
         nals.push(trim_trailing_zeros(&data[s..]));
     }
-    nals.retain(|n| !n.is_empty() && !matches!(n[0] & 0x1f, 9 | 12));
+    nals.retain(|n| !n.is_empty() && !syntax.dropped(n));
     let mut out = Vec::with_capacity(data.len() + nals.len() * 4);
     for n in &nals {
         out.extend_from_slice(&(n.len() as u32).to_be_bytes());

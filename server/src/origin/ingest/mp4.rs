@@ -9,7 +9,7 @@ use bytes::Bytes;
 use mp4_atom::{Codec as Mp4Codec, Decode, Moof, Moov, Trak, Trex};
 use segue_wire::sdp::Codec;
 
-use super::{Demuxed, IngestError, Sample, TrackMedia, VIDEO_CLOCK, rescale};
+use super::{Demuxed, IngestError, NalSyntax, Sample, TrackMedia, VIDEO_CLOCK, rescale};
 
 /// Largest `moov` or `moof` box read into memory.
 const MAX_INDEX_BOX: u64 = 256 << 20;
@@ -240,7 +240,7 @@ struct TrackPlan {
     media: TrackMedia,
     timescale: u32,
     /// NAL length size of H.264 samples (1, 2 or 4).
-    nal_length_size: Option<u8>,
+    nal_length_size: Option<(u8, NalSyntax)>,
     /// Presentation offset from the edit list, in the media timescale ([`edit_offset`]).
     edit: i64,
     raw: Vec<RawSample>,
@@ -301,8 +301,8 @@ fn rescale_signed(v: i128, from: u32, to: u32) -> i128 {
 
 /// What ingest makes of an MP4 track.
 enum TrackKind {
-    /// Carried: its media and, for H.264, the NAL length size.
-    Media(TrackMedia, Option<u8>),
+    /// Carried: its media and, for H.264 and HEVC, the NAL length size and syntax.
+    Media(TrackMedia, Option<(u8, NalSyntax)>),
     /// A video or audio track in a format Segue does not carry: why.
     LeftOut(String),
     /// Not video or audio (text, timecode, metadata): not media to stream.
@@ -314,6 +314,30 @@ fn left_out(trak: &Trak, kind: &str, why: String) -> TrackKind {
     TrackKind::LeftOut(format!(
         "{kind} track (MP4 track id {}): {why}",
         trak.tkhd.track_id
+    ))
+}
+
+/// An HEVC track from its `hvcC`: parameter sets VPS, SPS, PPS in that order.
+fn hevc(c: &mp4_atom::Hvcc, path: &Path) -> Result<TrackKind, IngestError> {
+    let length_size = c.length_size_minus_one + 1;
+    if !matches!(length_size, 1 | 2 | 4) {
+        return Err(IngestError::malformed(
+            path,
+            format!("hvcC length size {length_size}"),
+        ));
+    }
+    let mut parameter_sets = Vec::new();
+    for ty in [32, 33, 34] {
+        for a in c.arrays.iter().filter(|a| a.nal_unit_type == ty) {
+            parameter_sets.extend(a.nalus.iter().map(|n| Bytes::from(n.clone())));
+        }
+    }
+    Ok(TrackKind::Media(
+        TrackMedia {
+            codec: Codec::H265 { parameter_sets },
+            clock_rate: VIDEO_CLOCK,
+        },
+        Some((length_size, NalSyntax::H265)),
     ))
 }
 
@@ -370,9 +394,11 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<TrackKind, IngestError> {
                     },
                     clock_rate: VIDEO_CLOCK,
                 },
-                Some(c.length_size),
+                Some((c.length_size, NalSyntax::H264)),
             )
         }
+        Mp4Codec::Hvc1(h) => hevc(&h.hvcc, path)?,
+        Mp4Codec::Hev1(h) => hevc(&h.hvcc, path)?,
         Mp4Codec::Mp4a(mp4a) => {
             let dc = &mp4a.esds.es_desc.dec_config;
             if dc.object_type_indication != 0x40 {
@@ -435,7 +461,7 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<TrackKind, IngestError> {
             left_out(
                 trak,
                 kind,
-                format!("codec {name} is not carried (H.264, AAC and Opus only)"),
+                format!("codec {name} is not carried (H.264, HEVC, AAC and Opus only)"),
             )
         }
     })
@@ -624,7 +650,12 @@ fn fragment_samples(
 }
 
 /// Rewrites H.264 samples with NAL length size `n` into 4-byte lengths, checking structure.
-fn normalize_avcc(data: Vec<u8>, n: u8, path: &Path) -> Result<Bytes, IngestError> {
+fn normalize_avcc(
+    data: Vec<u8>,
+    n: u8,
+    syntax: NalSyntax,
+    path: &Path,
+) -> Result<Bytes, IngestError> {
     let n = usize::from(n);
     let mut out = Vec::with_capacity(data.len() + 16);
     let mut pos = 0;
@@ -643,7 +674,7 @@ fn normalize_avcc(data: Vec<u8>, n: u8, path: &Path) -> Result<Bytes, IngestErro
             return Err(IngestError::malformed(path, "empty NAL unit"));
         }
         pos += len;
-        if matches!(nal[0] & 0x1f, 9 | 12) {
+        if syntax.dropped(nal) {
             continue; // access unit delimiter, filler
         }
         out.extend_from_slice(&(nal.len() as u32).to_be_bytes());
@@ -782,7 +813,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
             f.read_exact_at(&mut data, r.offset)
                 .map_err(|e| IngestError::io(path, e))?;
             let data = match p.nal_length_size {
-                Some(n) => normalize_avcc(data, n, path)?,
+                Some((n, syntax)) => normalize_avcc(data, n, syntax, path)?,
                 None => Bytes::from(data),
             };
             let cto = (r.cto - min_cto) as u64;

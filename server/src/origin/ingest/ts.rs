@@ -1,5 +1,6 @@
-//! MPEG-TS demuxing with `mpeg2ts`: the first H.264 (stream type 0x1b) and the first AAC in
-//! ADTS (0x0f) stream, by PID; other streams are left out and named (`Demuxed::left_out`).
+//! MPEG-TS demuxing with `mpeg2ts`: the first H.264 (stream type 0x1b) or HEVC (0x24) stream
+//! and the first AAC in ADTS (0x0f) stream, by PID; other streams are left out and named
+//! (`Demuxed::left_out`).
 
 use std::fs::File;
 use std::io::BufReader;
@@ -10,10 +11,17 @@ use mpeg2ts::pes::{PesPacketReader, ReadPesPacket};
 use mpeg2ts::ts::{ReadTsPacket, TsPacketReader, TsPayload};
 use segue_wire::sdp::Codec;
 
-use super::{Demuxed, IngestError, Sample, TrackMedia, VIDEO_CLOCK, annexb_to_avcc, rescale};
+use super::{
+    Demuxed, IngestError, NalSyntax, Sample, TrackMedia, VIDEO_CLOCK, annexb_to_lengths, rescale,
+};
 
 const STREAM_H264: u8 = 0x1b;
+const STREAM_HEVC: u8 = 0x24;
 const STREAM_AAC: u8 = 0x0f;
+
+fn is_video(t: u8) -> bool {
+    matches!(t, STREAM_H264 | STREAM_HEVC)
+}
 
 /// The message of an `mpeg2ts` error without its history and source locations.
 fn brief(e: &mpeg2ts::Error) -> String {
@@ -91,21 +99,30 @@ struct Pes {
 
 /// Demuxes an MPEG-TS file.
 pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
-    // The first H.264 and the first AAC stream are carried; every other stream is left
-    // out, and said so (PROTOCOL.md §8.6.0).
+    // The first video (H.264 or HEVC) and the first AAC stream are carried; every other
+    // stream is left out, and said so (PROTOCOL.md §8.6.0).
     let mut kept = Vec::new();
     let mut types = Vec::new();
     let mut left_out = Vec::new();
     for (pid, t) in streams(path)? {
-        let carried = matches!(t, STREAM_H264 | STREAM_AAC) && !types.contains(&t);
+        let taken = if is_video(t) {
+            types.iter().any(|k| is_video(*k))
+        } else {
+            types.contains(&t)
+        };
+        let carried = matches!(t, STREAM_H264 | STREAM_HEVC | STREAM_AAC) && !taken;
         if carried {
             kept.push(pid);
             types.push(t);
         } else {
             let kind = match t {
-                STREAM_H264 => "a second H.264 stream is not carried (one video track)".into(),
+                STREAM_H264 | STREAM_HEVC => {
+                    "a second video stream is not carried (one video track)".into()
+                }
                 STREAM_AAC => "a second AAC stream is not carried (one audio track)".into(),
-                _ => format!("stream type 0x{t:02x} is not carried (H.264 0x1b and AAC 0x0f only)"),
+                _ => format!(
+                    "stream type 0x{t:02x} is not carried (H.264 0x1b, HEVC 0x24 and AAC 0x0f only)"
+                ),
             };
             left_out.push(format!("TS stream (PID {pid}): {kind}"));
         }
@@ -156,8 +173,17 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
         left_out,
         ..Demuxed::default()
     };
-    if !video.is_empty() && types.contains(&STREAM_H264) {
-        let (track, samples) = video_track(&video, path)?;
+    let syntax = if types.contains(&STREAM_HEVC) {
+        Some(NalSyntax::H265)
+    } else if types.contains(&STREAM_H264) {
+        Some(NalSyntax::H264)
+    } else {
+        None
+    };
+    if let Some(syntax) = syntax
+        && !video.is_empty()
+    {
+        let (track, samples) = video_track(&video, syntax, path)?;
         out.tracks.push(track);
         out.samples.push(samples);
     }
@@ -183,22 +209,31 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
     Ok(out)
 }
 
-fn video_track(pes: &[Pes], path: &Path) -> Result<(TrackMedia, Vec<Sample>), IngestError> {
-    let mut sps = None;
-    let mut pps = None;
+fn video_track(
+    pes: &[Pes],
+    syntax: NalSyntax,
+    path: &Path,
+) -> Result<(TrackMedia, Vec<Sample>), IngestError> {
+    // The first parameter set of each kind: H.264 SPS, PPS; HEVC VPS, SPS, PPS.
+    let kinds: &[u8] = match syntax {
+        NalSyntax::H264 => &[7, 8],
+        NalSyntax::H265 => &[32, 33, 34],
+    };
+    let mut sets: Vec<Option<Bytes>> = vec![None; kinds.len()];
     let mut samples: Vec<Sample> = Vec::with_capacity(pes.len());
     for p in pes {
-        let (avcc, nals) = annexb_to_avcc(&p.data);
+        let (avcc, nals) = annexb_to_lengths(&p.data, syntax);
         if nals.is_empty() {
             return Err(IngestError::malformed(path, "video PES without NAL units"));
         }
         let mut keyframe = false;
         for n in &nals {
-            match n[0] & 0x1f {
-                5 => keyframe = true,
-                7 if sps.is_none() => sps = Some(Bytes::copy_from_slice(n)),
-                8 if pps.is_none() => pps = Some(Bytes::copy_from_slice(n)),
-                _ => {}
+            keyframe |= syntax.keyframe(n);
+            let ty = syntax.nal_type(n);
+            if let Some(i) = kinds.iter().position(|k| *k == ty)
+                && sets[i].is_none()
+            {
+                sets[i] = Some(Bytes::copy_from_slice(n));
             }
         }
         let cto = p
@@ -215,18 +250,32 @@ fn video_track(pes: &[Pes], path: &Path) -> Result<(TrackMedia, Vec<Sample>), In
         });
     }
     fill_durations(&mut samples);
-    let sps = sps.ok_or_else(|| IngestError::malformed(path, "no SPS in the video stream"))?;
-    let pps = pps.ok_or_else(|| IngestError::malformed(path, "no PPS in the video stream"))?;
-    let profile_level_id = sps
-        .get(1..4)
-        .map(|p| [p[0], p[1], p[2]])
-        .ok_or_else(|| IngestError::malformed(path, "SPS too short"))?;
+    let names: &[&str] = match syntax {
+        NalSyntax::H264 => &["SPS", "PPS"],
+        NalSyntax::H265 => &["VPS", "SPS", "PPS"],
+    };
+    let sets = sets
+        .into_iter()
+        .zip(names)
+        .map(|(s, name)| {
+            s.ok_or_else(|| IngestError::malformed(path, format!("no {name} in the video stream")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let codec = match syntax {
+        NalSyntax::H264 => Codec::H264 {
+            profile_level_id: sets[0]
+                .get(1..4)
+                .map(|p| [p[0], p[1], p[2]])
+                .ok_or_else(|| IngestError::malformed(path, "SPS too short"))?,
+            parameter_sets: sets,
+        },
+        NalSyntax::H265 => Codec::H265 {
+            parameter_sets: sets,
+        },
+    };
     Ok((
         TrackMedia {
-            codec: Codec::H264 {
-                profile_level_id,
-                parameter_sets: vec![sps, pps],
-            },
+            codec,
             clock_rate: VIDEO_CLOCK,
         },
         samples,
