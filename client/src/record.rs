@@ -1,4 +1,5 @@
-//! `--record`: received video written as an Annex-B elementary stream (H.264 or HEVC), audio next to it as
+//! `--record`: received video written as an elementary stream (Annex B for H.264 and HEVC,
+//! low-overhead OBUs with temporal delimiters for AV1), audio next to it as
 //! ADTS (AAC, `FILE.aac`) or Ogg Opus (`FILE.opus`), so that ffprobe and players read what
 //! the player received.
 
@@ -136,6 +137,12 @@ impl Recorder {
                 ];
                 f.write_all(&hdr)?;
                 f.write_all(data)
+            }
+            Codec::Av1 { .. } => {
+                // The low-overhead OBU stream ffmpeg's `obu` demuxer reads: a temporal
+                // delimiter before each temporal unit.
+                self.video.write_all(&[0x12, 0x00])?;
+                self.video.write_all(data)
             }
             Codec::Opus { .. } => {
                 let Some(Audio::Ogg(w, granule)) = self.audio.as_mut() else {

@@ -32,6 +32,14 @@ pub enum Codec {
         /// (`sprop-vps`, `sprop-sps`, `sprop-pps`).
         parameter_sets: Vec<Bytes>,
     },
+    /// AV1 (AOMedia RTP payload format). Frames are temporal units of sized OBUs.
+    Av1 {
+        /// `seq_profile`, `seq_level_idx[0]`, `seq_tier[0]` (fmtp `profile`, `level-idx`,
+        /// `tier`).
+        profile: u8,
+        level_idx: u8,
+        tier: u8,
+    },
     /// AAC (RFC 3640 mode AAC-hbr). Frames are raw access units (no ADTS header).
     Aac {
         /// AudioSpecificConfig (ISO 14496-3 §1.6.2.1).
@@ -51,13 +59,17 @@ impl Codec {
         match self {
             Codec::H264 { .. } => "h264",
             Codec::H265 { .. } => "hevc",
+            Codec::Av1 { .. } => "av1",
             Codec::Aac { .. } => "aac",
             Codec::Opus { .. } => "opus",
         }
     }
 
     pub fn is_video(&self) -> bool {
-        matches!(self, Codec::H264 { .. } | Codec::H265 { .. })
+        matches!(
+            self,
+            Codec::H264 { .. } | Codec::H265 { .. } | Codec::Av1 { .. }
+        )
     }
 }
 
@@ -222,6 +234,15 @@ impl Description {
                         format!("{pt} {}", fmtp.join(";")),
                     )
                 }
+                Codec::Av1 {
+                    profile,
+                    level_idx,
+                    tier,
+                } => (
+                    "video",
+                    format!("{pt} AV1/{}", t.clock_rate),
+                    format!("{pt} profile={profile};level-idx={level_idx};tier={tier}"),
+                ),
                 Codec::Opus { channels } => (
                     "audio",
                     // RFC 7587 §7: always `/2` in the rtpmap; mono is said by sprop-stereo.
@@ -407,6 +428,19 @@ fn parse_track(index: u32, md: &MediaDescription) -> Result<Track, DecodeError> 
                 }
             }
             Codec::H265 { parameter_sets }
+        }
+        ("video", "AV1") => {
+            let num = |k: &str, max: u8| -> Result<u8, DecodeError> {
+                param(k)
+                    .map_or(Some(0), |v| v.parse().ok())
+                    .filter(|v| *v <= max)
+                    .ok_or_else(|| err(format!("bad AV1 {k}")))
+            };
+            Codec::Av1 {
+                profile: num("profile", 2)?,
+                level_idx: num("level-idx", 31)?,
+                tier: num("tier", 1)?,
+            }
         }
         ("audio", "OPUS") => {
             if clock_rate != crate::payload::opus::CLOCK || channels != Some("2") {

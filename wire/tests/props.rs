@@ -203,6 +203,11 @@ fn description() -> impl Strategy<Value = Description> {
             }),
         (bytes_vec(8), 1u8..9).prop_map(|(config, channels)| Codec::Aac { config, channels }),
         (1u8..3).prop_map(|channels| Codec::Opus { channels }),
+        (0u8..3, 0u8..32, 0u8..2).prop_map(|(profile, level_idx, tier)| Codec::Av1 {
+            profile,
+            level_idx,
+            tier
+        }),
         proptest::collection::vec((0u8..3, bytes_vec(20)), 0..4).prop_map(|mut sets| {
             // VPS, SPS, PPS (types 32..34), in that order, as the SDP lists them.
             sets.sort_by_key(|(k, _)| *k);

@@ -252,6 +252,11 @@ pub fn info(opts: &LibraryOptions, object: &str) -> anyhow::Result<String> {
                 }
                 segue_wire::sdp::Codec::Opus { channels } => format!("Opus {channels} ch"),
                 segue_wire::sdp::Codec::H265 { .. } => "HEVC".to_owned(),
+                segue_wire::sdp::Codec::Av1 {
+                    profile,
+                    level_idx,
+                    tier,
+                } => format!("AV1 profile {profile} level-idx {level_idx} tier {tier}"),
             };
             let _ = writeln!(
                 out,

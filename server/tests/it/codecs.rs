@@ -210,7 +210,9 @@ async fn plays_everywhere(case: Case) {
     let e = origin
         .edge_with("edge", |c| {
             c.tls.rtsp_listen = Some("127.0.0.1:0".parse().unwrap());
-            c.send_ahead_ms = 60_000;
+            // Paced as by default: GStreamer 1.22's rtspsrc sometimes never ends a play
+            // whose whole object arrives within milliseconds (1 of 12 by hand, send-ahead
+            // longer than the object; docs/PROTOCOL.md §12).
         })
         .await;
     let dir = origin.dir.path();
@@ -240,6 +242,8 @@ async fn plays_everywhere(case: Case) {
     ]
     .concat();
     assert_eq!(recorded, want, "--record");
+    let decoded = |f: &Path| pictures(&decoded_source(f));
+    assert_eq!(decoded(&rec), decoded(&src), "--record: decoded video");
 
     // ffmpeg through the RTSP face, as its demuxer delivers the packets (`framecrc`: a line
     // per packet with its size and Adler-32; the MP4 muxer drops an Opus packet it cannot
@@ -374,6 +378,20 @@ async fn hevc_from_mpeg_ts_plays_everywhere() {
         gst_video: Some("rtph265depay ! video/x-h265,stream-format=hvc1,alignment=au"),
         gst_audio: "rtpmp4gdepay",
         ffmpeg_video: true,
+    })
+    .await;
+}
+
+/// AV1 (with Opus): ffmpeg 5.1 and GStreamer 1.22, as Debian 12 ships them, have no AV1
+/// RTP depayloader, so through the RTSP face only their audio is checked; segue-play's
+/// recording of the video decodes to the source's pictures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn av1_plays_everywhere() {
+    plays_everywhere(Case {
+        file: "av1.mp4",
+        gst_video: None,
+        gst_audio: "rtpopusdepay",
+        ffmpeg_video: false,
     })
     .await;
 }

@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: every codec's depacketizer (H.264, HEVC, AAC, Opus)
+//! Fuzz target: every codec's depacketizer (H.264, HEVC, AV1, AAC, Opus)
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -16,6 +16,11 @@ fuzz_target!(|data: &[u8]| {
         },
         Codec::H265 {
             parameter_sets: vec![],
+        },
+        Codec::Av1 {
+            profile: 0,
+            level_idx: 0,
+            tier: 0,
         },
         Codec::Aac {
             config: Bytes::from_static(&[0x11, 0x90]),

@@ -4,6 +4,8 @@
 //!   receivers also accept STAP-A.
 //! - AAC: RFC 3640, mode AAC-hbr, one AU (or a fragment of one) per packet.
 //! - HEVC: RFC 7798. Senders emit single NAL unit packets and FU; receivers also accept AP.
+//! - AV1: the AOMedia RTP payload format v1.0; senders write length-prefixed OBU elements
+//!   without size fields (W = 0) and fragment large OBUs.
 //! - Opus: RFC 7587, one Opus packet per RTP packet.
 //!
 //! Packetizers return `(payload, marker)` pairs; the marker is set on the last packet of a
@@ -11,6 +13,7 @@
 //! has arrived.
 
 pub mod aac;
+pub mod av1;
 pub mod h264;
 pub mod h265;
 pub mod opus;
@@ -37,6 +40,7 @@ pub fn packetize(
     match codec {
         Codec::H264 { .. } => h264::packetize(frame, max_payload),
         Codec::H265 { .. } => h265::packetize(frame, max_payload),
+        Codec::Av1 { .. } => av1::packetize(frame, max_payload),
         Codec::Aac { .. } => aac::packetize(frame, max_payload),
         Codec::Opus { .. } => opus::packetize(frame, max_payload),
     }
@@ -47,6 +51,7 @@ pub fn packetize(
 pub enum Depacketizer {
     H264(h264::Depacketizer),
     H265(h265::Depacketizer),
+    Av1(av1::Depacketizer),
     Aac(aac::Depacketizer),
     Opus(opus::Depacketizer),
 }
@@ -57,6 +62,7 @@ impl Depacketizer {
         match codec {
             Codec::H264 { .. } => Self::H264(h264::Depacketizer::new(max_frame)),
             Codec::H265 { .. } => Self::H265(h265::Depacketizer::new(max_frame)),
+            Codec::Av1 { .. } => Self::Av1(av1::Depacketizer::new(max_frame)),
             Codec::Aac { .. } => Self::Aac(aac::Depacketizer::new()),
             Codec::Opus { .. } => Self::Opus(opus::Depacketizer),
         }
@@ -67,6 +73,7 @@ impl Depacketizer {
         match self {
             Self::H264(d) => d.push(payload, marker),
             Self::H265(d) => d.push(payload, marker),
+            Self::Av1(d) => d.push(payload, marker),
             Self::Aac(d) => d.push(payload, marker),
             Self::Opus(d) => d.push(payload, marker),
         }

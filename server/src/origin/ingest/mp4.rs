@@ -240,7 +240,7 @@ struct TrackPlan {
     media: TrackMedia,
     timescale: u32,
     /// NAL length size of H.264 samples (1, 2 or 4).
-    nal_length_size: Option<(u8, NalSyntax)>,
+    norm: Norm,
     /// Presentation offset from the edit list, in the media timescale ([`edit_offset`]).
     edit: i64,
     raw: Vec<RawSample>,
@@ -301,12 +301,23 @@ fn rescale_signed(v: i128, from: u32, to: u32) -> i128 {
 
 /// What ingest makes of an MP4 track.
 enum TrackKind {
-    /// Carried: its media and, for H.264 and HEVC, the NAL length size and syntax.
-    Media(TrackMedia, Option<(u8, NalSyntax)>),
+    /// Carried: its media and how its samples are normalised.
+    Media(TrackMedia, Norm),
     /// A video or audio track in a format Segue does not carry: why.
     LeftOut(String),
     /// Not video or audio (text, timecode, metadata): not media to stream.
     Other,
+}
+
+/// How ingest turns a track's MP4 samples into frames (PROTOCOL.md §8.6.0).
+enum Norm {
+    /// Stored as they are (AAC, Opus).
+    AsStored,
+    /// NAL units with lengths of this size to 4-byte lengths, AUD and filler dropped.
+    Nal(u8, NalSyntax),
+    /// AV1 temporal units: sized OBUs, minimal sizes, no delimiters or padding; a keyframe
+    /// without a sequence header gets this one (from `av1C`).
+    Av1(Option<Bytes>),
 }
 
 /// A track left out, described for the SDP: which it was and why.
@@ -337,7 +348,7 @@ fn hevc(c: &mp4_atom::Hvcc, path: &Path) -> Result<TrackKind, IngestError> {
             codec: Codec::H265 { parameter_sets },
             clock_rate: VIDEO_CLOCK,
         },
-        Some((length_size, NalSyntax::H265)),
+        Norm::Nal(length_size, NalSyntax::H265),
     ))
 }
 
@@ -394,7 +405,31 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<TrackKind, IngestError> {
                     },
                     clock_rate: VIDEO_CLOCK,
                 },
-                Some((c.length_size, NalSyntax::H264)),
+                Norm::Nal(c.length_size, NalSyntax::H264),
+            )
+        }
+        Mp4Codec::Av01(a) => {
+            let c = &a.av1c;
+            let config = Bytes::from(c.config_obus.clone());
+            let seq = segue_wire::payload::av1::obus(&config)
+                .map_err(|e| IngestError::malformed(path, format!("av1C: {e}")))?
+                .into_iter()
+                .find(|o| o.kind() == segue_wire::payload::av1::OBU_SEQUENCE_HEADER)
+                .map(|o| {
+                    let mut b = bytes::BytesMut::new();
+                    o.write_sized(&mut b);
+                    b.freeze()
+                });
+            TrackKind::Media(
+                TrackMedia {
+                    codec: Codec::Av1 {
+                        profile: c.seq_profile,
+                        level_idx: c.seq_level_idx_0,
+                        tier: u8::from(c.seq_tier_0),
+                    },
+                    clock_rate: VIDEO_CLOCK,
+                },
+                Norm::Av1(seq),
             )
         }
         Mp4Codec::Hvc1(h) => hevc(&h.hvcc, path)?,
@@ -430,7 +465,7 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<TrackKind, IngestError> {
                     codec: Codec::Aac { config, channels },
                     clock_rate: rate,
                 },
-                None,
+                Norm::AsStored,
             )
         }
         Mp4Codec::Opus(opus) => {
@@ -448,7 +483,7 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<TrackKind, IngestError> {
                     codec: Codec::Opus { channels },
                     clock_rate: segue_wire::payload::opus::CLOCK,
                 },
-                None,
+                Norm::AsStored,
             )
         }
         other => {
@@ -461,7 +496,7 @@ fn codec_of(trak: &Trak, path: &Path) -> Result<TrackKind, IngestError> {
             left_out(
                 trak,
                 kind,
-                format!("codec {name} is not carried (H.264, HEVC, AAC and Opus only)"),
+                format!("codec {name} is not carried (H.264, HEVC, AV1, AAC and Opus only)"),
             )
         }
     })
@@ -683,6 +718,40 @@ fn normalize_avcc(
     Ok(Bytes::from(out))
 }
 
+/// An AV1 temporal unit as Segue stores it (PROTOCOL.md §8.6.0): every OBU with its size
+/// field, sizes in minimal LEB128, temporal delimiters, padding and tile lists dropped; a
+/// keyframe without a sequence header starts with `seq` (the `av1C` one), so that a player
+/// starting there can decode it.
+fn normalize_av1(
+    data: Vec<u8>,
+    keyframe: bool,
+    seq: Option<&Bytes>,
+    path: &Path,
+) -> Result<Bytes, IngestError> {
+    use segue_wire::payload::av1;
+    let obus = av1::obus(&Bytes::from(data))
+        .map_err(|e| IngestError::malformed(path, format!("AV1 sample: {e}")))?;
+    let mut out = bytes::BytesMut::new();
+    if keyframe
+        && let Some(seq) = seq
+        && !obus.iter().any(|o| o.kind() == av1::OBU_SEQUENCE_HEADER)
+    {
+        out.extend_from_slice(seq);
+    }
+    for o in obus.iter().filter(|o| {
+        !matches!(
+            o.kind(),
+            av1::OBU_TEMPORAL_DELIMITER | av1::OBU_PADDING | av1::OBU_TILE_LIST
+        )
+    }) {
+        o.write_sized(&mut out);
+    }
+    if out.is_empty() {
+        return Err(IngestError::malformed(path, "AV1 sample without OBUs"));
+    }
+    Ok(out.freeze())
+}
+
 /// Demuxes an MP4 or fragmented MP4 file.
 pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
     let (f, len) = super::open_media(path)?;
@@ -703,7 +772,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
     let mut plans = Vec::new();
     let mut left_out_tracks = Vec::new();
     for trak in &moov.trak {
-        let (media, nal_length_size) = match codec_of(trak, path)? {
+        let (media, norm) = match codec_of(trak, path)? {
             TrackKind::Media(m, n) => (m, n),
             TrackKind::LeftOut(why) => {
                 left_out_tracks.push(why);
@@ -719,7 +788,7 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
             track_id: trak.tkhd.track_id,
             media,
             timescale,
-            nal_length_size,
+            norm,
             edit: edit_offset(trak, moov.mvhd.timescale, path)?,
             raw: progressive_samples(trak, &mut budget, path)?,
         });
@@ -812,9 +881,10 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
             let mut data = vec![0u8; r.size as usize];
             f.read_exact_at(&mut data, r.offset)
                 .map_err(|e| IngestError::io(path, e))?;
-            let data = match p.nal_length_size {
-                Some((n, syntax)) => normalize_avcc(data, n, syntax, path)?,
-                None => Bytes::from(data),
+            let data = match &p.norm {
+                Norm::Nal(n, syntax) => normalize_avcc(data, *n, *syntax, path)?,
+                Norm::Av1(seq) => normalize_av1(data, r.keyframe, seq.as_ref(), path)?,
+                Norm::AsStored => Bytes::from(data),
             };
             let cto = (r.cto - min_cto) as u64;
             let cto = rescale(cto, p.timescale, p.media.clock_rate);
