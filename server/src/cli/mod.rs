@@ -93,12 +93,14 @@ pub fn parse_args<C: clap::Parser>() -> anyhow::Result<C> {
     Ok(C::from_arg_matches(&matches)?)
 }
 
-/// Logs to stderr at the levels `RUST_LOG` names, `default` without it.
+/// Logs to stderr at the levels `RUST_LOG` names, `default` without it (and then without
+/// `mp4-atom`'s warnings about boxes it does not know, e.g. `fiel` in every AV1 file
+/// ffmpeg writes: ingest reports what matters itself).
 pub fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default.into()),
+                .unwrap_or_else(|_| format!("{default},mp4_atom=error").into()),
         )
         .with_writer(std::io::stderr)
         .init();
