@@ -4,6 +4,7 @@
 //! hash, a recording ffprobe decodes to the source's pictures).
 
 use crate::common;
+use crate::common::tools::{have, packets, run};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,27 +38,7 @@ fn make_samples(dir: &Path, names: &[&str]) -> bool {
 
 /// Packets per stream (`codec_name`, count), as ffprobe counts them.
 fn probe(file: &Path) -> Vec<(String, u64)> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-show_entries"])
-        .args(["stream=codec_name,nb_read_packets", "-of", "json"])
-        .arg(file)
-        .output()
-        .unwrap();
-    // JSON: MPEG-TS streams are listed once (CSV lists them under their program again).
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["streams"]
-        .as_array()
-        .map(|streams| {
-            streams
-                .iter()
-                .filter_map(|st| {
-                    let name = st["codec_name"].as_str()?.to_owned();
-                    let n = st["nb_read_packets"].as_str()?.parse().ok()?;
-                    Some((name, n))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    packets(file, "codec_name")
 }
 
 /// Each stream's packet sizes, in order.
@@ -143,27 +124,6 @@ fn framecrc_of(file: &Path) -> Vec<(usize, u64, String)> {
     framecrc(&out)
 }
 
-async fn run(program: &str, args: &[String]) -> Result<(), String> {
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), child)
-        .await
-        .map_err(|_| format!("{program} did not end within 90 s"))?
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 /// A codec sample and what standard clients depayload it with.
 struct Case {
     file: &'static str,
@@ -217,15 +177,7 @@ async fn plays_everywhere(case: Case) {
     std::fs::copy(&file, &copy).unwrap();
     let origin = common::origin_with_files(&[file.clone(), copy]).await;
     let dir = origin.dir.path().to_path_buf();
-    let have_gst = common::available_or_required(
-        Command::new("gst-launch-1.0")
-            .arg("--version")
-            .output()
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        "SEGUE_REQUIRE_GSTREAMER",
-        "GStreamer",
-    );
+    let have_gst = have("gst-launch-1.0", "--version", "SEGUE_REQUIRE_GSTREAMER");
     let want_ref = &want;
     let src_ref = &src;
     let case_ref = &case;

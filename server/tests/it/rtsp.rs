@@ -2,6 +2,7 @@
 //! clients from Debian: ffmpeg and GStreamer play from a real edge on loopback in all three
 //! cases, every frame byte for byte; seeks, TLS, signed URLs, and what a stranger can send.
 
+use crate::common::tools::{have, have_ffmpeg, packets, run};
 use crate::common::{self, TestEdge, TestOrigin};
 
 use std::net::SocketAddr;
@@ -23,48 +24,6 @@ fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples")
 }
 
-/// Whether `tool version_flag` runs: a skip when not, a failure when CI requires it.
-fn have(tool: &str, version_flag: &str, require_var: &str) -> bool {
-    let check = Command::new(tool)
-        .arg(version_flag)
-        .output()
-        .map_err(|e| format!("{tool}: {e}"))
-        .and_then(|o| {
-            o.status
-                .success()
-                .then_some(())
-                .ok_or(format!("{tool} {version_flag} failed"))
-        });
-    common::available_or_required(check, require_var, tool)
-}
-
-fn have_ffmpeg() -> bool {
-    have("ffmpeg", "-version", "SEGUE_REQUIRE_FFPROBE")
-        && have("ffprobe", "-version", "SEGUE_REQUIRE_FFPROBE")
-}
-
-/// Runs a client to completion (at most 90 s), returning its stderr on failure.
-async fn run(program: &str, args: &[String]) -> Result<(), String> {
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), child)
-        .await
-        .map_err(|_| format!("{program} {args:?} did not end within 90 s"))?
-        .map_err(|e| format!("{program}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {args:?}: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 fn strings(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -80,19 +39,7 @@ async fn ffmpeg_copy(url: &str, before: &[&str], out: &Path) -> Result<(), Strin
 
 /// Packets per stream type (`video`, `audio`), as ffprobe counts them.
 fn counts(file: &Path) -> Vec<(String, u64)> {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-count_packets", "-show_entries"])
-        .args(["stream=codec_type,nb_read_packets", "-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (kind, n) = l.split_once(',')?;
-            Some((kind.to_owned(), n.trim().parse().ok()?))
-        })
-        .collect()
+    packets(file, "codec_type")
 }
 
 /// A hash of each stream's packet data (ffmpeg's `streamhash` muxer): equal when every

@@ -1,9 +1,10 @@
 //! H.264 over RTP (RFC 6184, packetization-mode=1). Frames are AVCC: each NAL unit preceded by
 //! its 4-byte big-endian length.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 use super::Payloads;
+use super::nal::{self, NalFrame};
 use crate::error::DecodeError;
 
 const STAP_A: u8 = 24;
@@ -35,108 +36,47 @@ pub fn nal_units(frame: &Bytes) -> Result<Vec<Bytes>, DecodeError> {
 
 /// Packetizes one AVCC frame into payloads of at most `max_payload` bytes (at least 3).
 pub fn packetize(frame: &Bytes, max_payload: usize) -> Result<Payloads, DecodeError> {
-    let max_payload = max_payload.max(3);
-    let nals = nal_units(frame)?;
-    if nals.is_empty() {
-        return Err(DecodeError::Malformed("frame without NAL units"));
-    }
-    let mut out = Vec::new();
-    for nal in nals {
-        // Types 0 and 24..=31 are unspecified in H.264 and mean aggregation or fragmentation
-        // in RTP: such a NAL cannot be carried. The forbidden bit must be zero.
-        if !(1..=23).contains(&(nal[0] & 0x1f)) || nal[0] & 0x80 != 0 {
-            return Err(DecodeError::Malformed(
-                "NAL unit type not carriable over RTP",
-            ));
-        }
-        if nal.len() <= max_payload {
-            out.push((nal, false));
-            continue;
-        }
-        let header = nal[0];
-        let indicator = (header & 0xe0) | FU_A;
-        let body = nal.slice(1..);
-        let chunk = max_payload - 2;
-        let n = body.len().div_ceil(chunk);
-        for (i, part) in body.chunks(chunk).enumerate() {
-            let mut fu = 0u8;
-            if i == 0 {
-                fu |= 0x80;
+    nal::packetize(
+        frame,
+        max_payload,
+        1,
+        2,
+        |n| {
+            // Types 0 and 24..=31 are unspecified in H.264 and mean aggregation or
+            // fragmentation in RTP: such a NAL cannot be carried. The forbidden bit must be 0.
+            if !(1..=23).contains(&(n[0] & 0x1f)) || n[0] & 0x80 != 0 {
+                return Err(DecodeError::Malformed(
+                    "NAL unit type not carriable over RTP",
+                ));
             }
-            if i + 1 == n {
-                fu |= 0x40;
-            }
-            fu |= header & 0x1f;
-            let mut p = BytesMut::with_capacity(part.len() + 2);
-            p.put_u8(indicator);
-            p.put_u8(fu);
-            p.put_slice(part);
-            out.push((p.freeze(), false));
-        }
-    }
-    if let Some(last) = out.last_mut() {
-        last.1 = true;
-    }
-    Ok(out)
+            Ok(())
+        },
+        |h, start, end, p| {
+            // FU indicator, then FU header S|E|0|type.
+            p.put_u8((h[0] & 0xe0) | FU_A);
+            p.put_u8(u8::from(start) << 7 | u8::from(end) << 6 | (h[0] & 0x1f));
+        },
+    )
 }
 
 /// Rebuilds AVCC frames from payloads.
 #[derive(Debug)]
 pub struct Depacketizer {
-    max_frame: usize,
-    frame: BytesMut,
-    /// Index in `frame` of the length prefix of the NAL being reassembled from FU-A.
-    fu_start: Option<usize>,
+    f: NalFrame,
 }
 
 impl Depacketizer {
     pub fn new(max_frame: usize) -> Self {
         Self {
-            max_frame,
-            frame: BytesMut::new(),
-            fu_start: None,
+            f: NalFrame::new("H.264 frame", max_frame),
         }
-    }
-
-    fn reserve(&mut self, extra: usize) -> Result<(), DecodeError> {
-        if self.frame.len() + extra > self.max_frame {
-            return Err(DecodeError::TooLarge {
-                what: "H.264 frame",
-                size: (self.frame.len() + extra) as u64,
-                limit: self.max_frame as u64,
-            });
-        }
-        Ok(())
-    }
-
-    fn push_nal(&mut self, nal: &[u8]) -> Result<(), DecodeError> {
-        if nal.is_empty() {
-            return Err(DecodeError::Malformed("empty NAL unit"));
-        }
-        self.reserve(4 + nal.len())?;
-        self.frame.put_u32(nal.len() as u32);
-        self.frame.put_slice(nal);
-        Ok(())
     }
 
     /// Adds one payload; returns the frame when `marker` ends it. On error the partial frame
     /// is dropped.
     pub fn push(&mut self, payload: &[u8], marker: bool) -> Result<Option<Bytes>, DecodeError> {
-        let r = self.push_inner(payload);
-        if r.is_err() {
-            self.reset();
-            return r.map(|_| None);
-        }
-        if marker {
-            if self.fu_start.is_some() {
-                self.reset();
-                return Err(DecodeError::Malformed(
-                    "frame ended inside a fragmented NAL",
-                ));
-            }
-            return Ok(Some(self.frame.split().freeze()));
-        }
-        Ok(None)
+        let added = self.push_inner(payload);
+        self.f.after(added, marker)
     }
 
     fn push_inner(&mut self, p: &[u8]) -> Result<(), DecodeError> {
@@ -144,55 +84,19 @@ impl Depacketizer {
             .split_first()
             .ok_or(DecodeError::Malformed("empty H.264 payload"))?;
         let ty = h & 0x1f;
-        if self.fu_start.is_some() && ty != FU_A {
+        if self.f.in_fragment() && ty != FU_A {
             return Err(DecodeError::Malformed("fragmented NAL interrupted"));
         }
         match ty {
-            1..=23 => self.push_nal(p),
-            STAP_A => {
-                let mut rest = rest;
-                if rest.is_empty() {
-                    return Err(DecodeError::Malformed("empty STAP-A"));
-                }
-                while !rest.is_empty() {
-                    let [a, b, tail @ ..] = rest else {
-                        return Err(DecodeError::Malformed("STAP-A size cut short"));
-                    };
-                    let n = usize::from(u16::from_be_bytes([*a, *b]));
-                    let nal = tail
-                        .get(..n)
-                        .ok_or(DecodeError::Malformed("STAP-A unit overruns packet"))?;
-                    self.push_nal(nal)?;
-                    rest = &tail[n..];
-                }
-                Ok(())
-            }
+            1..=23 => self.f.nal(p, 1),
+            STAP_A => self.f.aggregated(rest, 1),
             FU_A => {
                 let (&fu, data) = rest
                     .split_first()
                     .ok_or(DecodeError::Malformed("FU-A without header"))?;
-                let (start, end) = (fu & 0x80 != 0, fu & 0x40 != 0);
-                match (start, self.fu_start) {
-                    (true, None) => {
-                        self.reserve(5 + data.len())?;
-                        self.fu_start = Some(self.frame.len());
-                        self.frame.put_u32(0);
-                        self.frame.put_u8((h & 0xe0) | (fu & 0x1f));
-                    }
-                    (false, Some(_)) => self.reserve(data.len())?,
-                    (true, Some(_)) => {
-                        return Err(DecodeError::Malformed("FU-A start inside a fragment"));
-                    }
-                    (false, None) => {
-                        return Err(DecodeError::Malformed("FU-A continuation without start"));
-                    }
-                }
-                self.frame.put_slice(data);
-                if end && let Some(at) = self.fu_start.take() {
-                    let len = (self.frame.len() - at - 4) as u32;
-                    self.frame[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                }
-                Ok(())
+                let header = [(h & 0xe0) | (fu & 0x1f)];
+                self.f
+                    .fragment(fu & 0x80 != 0, fu & 0x40 != 0, &header, data)
             }
             _ => Err(DecodeError::Unknown {
                 what: "H.264 payload type",
@@ -203,14 +107,14 @@ impl Depacketizer {
 
     /// Drops a partial frame (after a lost or reset stream).
     pub fn reset(&mut self) {
-        self.frame.clear();
-        self.fu_start = None;
+        self.f.reset();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn avcc(nals: &[&[u8]]) -> Bytes {
         let mut b = BytesMut::new();

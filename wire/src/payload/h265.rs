@@ -3,10 +3,10 @@
 //! units (FU, type 49); receivers also accept aggregation packets (AP, type 48). Without
 //! `sprop-max-don-diff` no DONL fields are sent or expected.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 use super::Payloads;
-use super::h264::nal_units;
+use super::nal::{self, NalFrame};
 use crate::error::DecodeError;
 
 const AP: u8 = 48;
@@ -18,111 +18,49 @@ fn nal_type(h0: u8) -> u8 {
 
 /// Packetizes one frame into payloads of at most `max_payload` bytes (at least 4).
 pub fn packetize(frame: &Bytes, max_payload: usize) -> Result<Payloads, DecodeError> {
-    let max_payload = max_payload.max(4);
-    let nals = nal_units(frame)?;
-    if nals.is_empty() {
-        return Err(DecodeError::Malformed("frame without NAL units"));
-    }
-    let mut out = Vec::new();
-    for nal in nals {
-        // Types 48..=63 mean aggregation, fragmentation or PACI in RTP (or are unspecified):
-        // such a NAL cannot be carried. The forbidden bit must be zero.
-        let [h0, h1, ..] = nal[..] else {
-            return Err(DecodeError::Malformed("HEVC NAL unit without its header"));
-        };
-        if nal_type(h0) >= AP || h0 & 0x80 != 0 {
-            return Err(DecodeError::Malformed(
-                "NAL unit type not carriable over RTP",
-            ));
-        }
-        if nal.len() <= max_payload {
-            out.push((nal, false));
-            continue;
-        }
-        // RFC 7798 §4.4.3: the payload header is the NAL's with type 49; the FU header
-        // S|E|FuType; then the NAL's body without its 2-byte header.
-        let body = nal.slice(2..);
-        let chunk = max_payload - 3;
-        let n = body.len().div_ceil(chunk);
-        for (i, part) in body.chunks(chunk).enumerate() {
-            let mut fu = nal_type(h0);
-            if i == 0 {
-                fu |= 0x80;
+    nal::packetize(
+        frame,
+        max_payload,
+        2,
+        3,
+        |n| {
+            // Types 48..=63 mean aggregation, fragmentation or PACI in RTP (or are
+            // unspecified): such a NAL cannot be carried. The forbidden bit must be zero.
+            if nal_type(n[0]) >= AP || n[0] & 0x80 != 0 {
+                return Err(DecodeError::Malformed(
+                    "NAL unit type not carriable over RTP",
+                ));
             }
-            if i + 1 == n {
-                fu |= 0x40;
-            }
-            let mut p = BytesMut::with_capacity(part.len() + 3);
-            p.put_u8((h0 & 0x81) | (FU << 1));
-            p.put_u8(h1);
-            p.put_u8(fu);
-            p.put_slice(part);
-            out.push((p.freeze(), false));
-        }
-    }
-    if let Some(last) = out.last_mut() {
-        last.1 = true;
-    }
-    Ok(out)
+            Ok(())
+        },
+        |h, start, end, p| {
+            // RFC 7798 §4.4.3: the payload header is the NAL's with type 49, then the FU
+            // header S|E|FuType.
+            p.put_u8((h[0] & 0x81) | (FU << 1));
+            p.put_u8(h[1]);
+            p.put_u8(u8::from(start) << 7 | u8::from(end) << 6 | nal_type(h[0]));
+        },
+    )
 }
 
 /// Rebuilds frames from payloads.
 #[derive(Debug)]
 pub struct Depacketizer {
-    max_frame: usize,
-    frame: BytesMut,
-    /// Index in `frame` of the length prefix of the NAL being reassembled from FUs.
-    fu_start: Option<usize>,
+    f: NalFrame,
 }
 
 impl Depacketizer {
     pub fn new(max_frame: usize) -> Self {
         Self {
-            max_frame,
-            frame: BytesMut::new(),
-            fu_start: None,
+            f: NalFrame::new("HEVC frame", max_frame),
         }
-    }
-
-    fn reserve(&mut self, extra: usize) -> Result<(), DecodeError> {
-        if self.frame.len() + extra > self.max_frame {
-            return Err(DecodeError::TooLarge {
-                what: "HEVC frame",
-                size: (self.frame.len() + extra) as u64,
-                limit: self.max_frame as u64,
-            });
-        }
-        Ok(())
-    }
-
-    fn push_nal(&mut self, nal: &[u8]) -> Result<(), DecodeError> {
-        if nal.len() < 2 {
-            return Err(DecodeError::Malformed("HEVC NAL unit without its header"));
-        }
-        self.reserve(4 + nal.len())?;
-        self.frame.put_u32(nal.len() as u32);
-        self.frame.put_slice(nal);
-        Ok(())
     }
 
     /// Adds one payload; returns the frame when `marker` ends it. On error the partial frame
     /// is dropped.
     pub fn push(&mut self, payload: &[u8], marker: bool) -> Result<Option<Bytes>, DecodeError> {
-        let r = self.push_inner(payload);
-        if r.is_err() {
-            self.reset();
-            return r.map(|_| None);
-        }
-        if marker {
-            if self.fu_start.is_some() {
-                self.reset();
-                return Err(DecodeError::Malformed(
-                    "frame ended inside a fragmented NAL",
-                ));
-            }
-            return Ok(Some(self.frame.split().freeze()));
-        }
-        Ok(None)
+        let added = self.push_inner(payload);
+        self.f.after(added, marker)
     }
 
     fn push_inner(&mut self, p: &[u8]) -> Result<(), DecodeError> {
@@ -130,56 +68,20 @@ impl Depacketizer {
             return Err(DecodeError::Malformed("HEVC payload without its header"));
         };
         let ty = nal_type(*h0);
-        if self.fu_start.is_some() && ty != FU {
+        if self.f.in_fragment() && ty != FU {
             return Err(DecodeError::Malformed("fragmented NAL interrupted"));
         }
         match ty {
-            0..=47 => self.push_nal(p),
-            AP => {
-                let mut rest = rest;
-                if rest.is_empty() {
-                    return Err(DecodeError::Malformed("empty aggregation packet"));
-                }
-                while !rest.is_empty() {
-                    let [a, b, tail @ ..] = rest else {
-                        return Err(DecodeError::Malformed("AP size cut short"));
-                    };
-                    let n = usize::from(u16::from_be_bytes([*a, *b]));
-                    let nal = tail
-                        .get(..n)
-                        .ok_or(DecodeError::Malformed("AP unit overruns packet"))?;
-                    self.push_nal(nal)?;
-                    rest = &tail[n..];
-                }
-                Ok(())
-            }
+            0..=47 => self.f.nal(p, 2),
+            AP => self.f.aggregated(rest, 2),
             FU => {
                 let (&fu, data) = rest
                     .split_first()
                     .ok_or(DecodeError::Malformed("FU without header"))?;
-                let (start, end) = (fu & 0x80 != 0, fu & 0x40 != 0);
-                match (start, self.fu_start) {
-                    (true, None) => {
-                        self.reserve(6 + data.len())?;
-                        self.fu_start = Some(self.frame.len());
-                        self.frame.put_u32(0);
-                        self.frame.put_u8((h0 & 0x81) | ((fu & 0x3f) << 1));
-                        self.frame.put_u8(*h1);
-                    }
-                    (false, Some(_)) => self.reserve(data.len())?,
-                    (true, Some(_)) => {
-                        return Err(DecodeError::Malformed("FU start inside a fragment"));
-                    }
-                    (false, None) => {
-                        return Err(DecodeError::Malformed("FU continuation without start"));
-                    }
-                }
-                self.frame.put_slice(data);
-                if end && let Some(at) = self.fu_start.take() {
-                    let len = (self.frame.len() - at - 4) as u32;
-                    self.frame[at..at + 4].copy_from_slice(&len.to_be_bytes());
-                }
-                Ok(())
+                // The NAL's header: the payload header's with the FU's type.
+                let header = [(h0 & 0x81) | ((fu & 0x3f) << 1), *h1];
+                self.f
+                    .fragment(fu & 0x80 != 0, fu & 0x40 != 0, &header, data)
             }
             _ => Err(DecodeError::Unknown {
                 what: "HEVC payload type",
@@ -190,14 +92,14 @@ impl Depacketizer {
 
     /// Drops a partial frame.
     pub fn reset(&mut self) {
-        self.frame.clear();
-        self.fu_start = None;
+        self.f.reset();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     fn frame(nals: &[&[u8]]) -> Bytes {
         let mut b = BytesMut::new();

@@ -16,6 +16,7 @@ pub mod aac;
 pub mod av1;
 pub mod h264;
 pub mod h265;
+mod nal;
 pub mod opus;
 
 use bytes::Bytes;

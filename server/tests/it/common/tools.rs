@@ -1,0 +1,74 @@
+//! The tools tests drive (ffmpeg, ffprobe, GStreamer): whether they are here, and running
+//! one to completion.
+
+use std::process::Command;
+use std::time::Duration;
+
+/// Whether `tool version_flag` runs: a skip when not, a failure when CI requires it.
+pub fn have(tool: &str, version_flag: &str, require_var: &str) -> bool {
+    let check = Command::new(tool)
+        .arg(version_flag)
+        .output()
+        .map_err(|e| format!("{tool}: {e}"))
+        .and_then(|o| {
+            o.status
+                .success()
+                .then_some(())
+                .ok_or(format!("{tool} {version_flag} failed"))
+        });
+    super::available_or_required(check, require_var, tool)
+}
+
+pub fn have_ffmpeg() -> bool {
+    have("ffmpeg", "-version", "SEGUE_REQUIRE_FFPROBE")
+        && have("ffprobe", "-version", "SEGUE_REQUIRE_FFPROBE")
+}
+
+/// Runs a client to completion (at most 90 s), returning its stderr on failure.
+pub async fn run(program: &str, args: &[String]) -> Result<(), String> {
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), child)
+        .await
+        .map_err(|_| format!("{program} {args:?} did not end within 90 s"))?
+        .map_err(|e| format!("{program}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Packets per stream, as ffprobe counts them, each named by its `key` (`codec_type`:
+/// video, audio; `codec_name`: h264, opus, ...).
+pub fn packets(file: &std::path::Path, key: &str) -> Vec<(String, u64)> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-show_entries"])
+        .arg(format!("stream={key},nb_read_packets"))
+        .args(["-of", "json"])
+        .arg(file)
+        .output()
+        .unwrap();
+    // JSON: MPEG-TS streams are listed once (CSV lists them under their program again).
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["streams"]
+        .as_array()
+        .map(|streams| {
+            streams
+                .iter()
+                .filter_map(|st| {
+                    let name = st[key].as_str()?.to_owned();
+                    let n = st["nb_read_packets"].as_str()?.parse().ok()?;
+                    Some((name, n))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
