@@ -131,8 +131,9 @@ struct Case {
     /// none, and GStreamer is not run).
     gst_video: Option<&'static str>,
     gst_audio: &'static str,
-    /// ffmpeg's RTSP demuxer reads the video's RTP payload format.
-    ffmpeg_video: bool,
+    /// Which ffmpeg reads the video's RTP payload format: Debian's (None), or the one an
+    /// environment variable names (Some(var)); without it only the audio is checked.
+    ffmpeg_video_from: Option<&'static str>,
 }
 
 async fn plays_everywhere(case: Case) {
@@ -178,6 +179,22 @@ async fn plays_everywhere(case: Case) {
     let origin = common::origin_with_files(&[file.clone(), copy]).await;
     let dir = origin.dir.path().to_path_buf();
     let have_gst = have("gst-launch-1.0", "--version", "SEGUE_REQUIRE_GSTREAMER");
+    // The ffmpeg that reads this object's video over RTSP, if there is one here.
+    let video_ffmpeg: Option<String> = match case.ffmpeg_video_from {
+        None => Some("ffmpeg".to_owned()),
+        Some(var) => match std::env::var(var) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                assert!(
+                    std::env::var_os("SEGUE_REQUIRE_FFMPEG_AV1").is_none(),
+                    "{var} must name an ffmpeg that reads AV1 over RTP (.ci/run installs one)"
+                );
+                eprintln!("SKIPPED: {var} unset: ffmpeg checks this object's audio only");
+                None
+            }
+        },
+    };
+    let video_ffmpeg = video_ffmpeg.as_deref();
     let want_ref = &want;
     let src_ref = &src;
     let case_ref = &case;
@@ -204,7 +221,7 @@ async fn plays_everywhere(case: Case) {
                 std::fs::create_dir_all(&out).unwrap();
                 let tag = format!("{client}, {label}");
                 if client == "ffmpeg" {
-                    ffmpeg_check(case_ref, &url, &out, src_ref, want_ref, &tag).await;
+                    ffmpeg_check(video_ffmpeg, &url, &out, src_ref, want_ref, &tag).await;
                 } else {
                     gst_check(case_ref, &url, &out, src_ref, &tag).await;
                 }
@@ -289,7 +306,7 @@ async fn segue_play_check(
 /// frame, decoded, the same picture as the source's (ffmpeg's RTP depacketizers give video
 /// as Annex B, and its muxers rewrite HEVC's, so the pictures are what can be compared).
 async fn ffmpeg_check(
-    case: &Case,
+    video: Option<&str>,
     rtsp: &str,
     dir: &Path,
     src: &Path,
@@ -301,7 +318,7 @@ async fn ffmpeg_check(
         .map(|s| (*s).to_owned())
         .collect();
     let crcs = dir.join("rtsp.crc");
-    let map: &[&str] = if case.ffmpeg_video {
+    let map: &[&str] = if video.is_some() {
         &["-map", "0"]
     } else {
         &["-map", "0:a"]
@@ -312,11 +329,11 @@ async fn ffmpeg_check(
     args.extend(map.iter().map(|s| (*s).to_owned()));
     args.extend(["-c", "copy", "-f", "framecrc", "-y"].map(str::to_owned));
     args.push(crcs.display().to_string());
-    if case.ffmpeg_video {
+    if video.is_some() {
         args.extend(["-map", "0:v", "-f", "framemd5", "-y"].map(str::to_owned));
         args.push(decoded.display().to_string());
     }
-    run("ffmpeg", &args)
+    run(video.unwrap_or("ffmpeg"), &args)
         .await
         .unwrap_or_else(|e| panic!("{tag}: {e}"));
     let got = framecrc(&crcs);
@@ -327,7 +344,7 @@ async fn ffmpeg_check(
             .map(|p| (p.1, p.2.clone()))
             .collect()
     };
-    let (got_a, got_v) = if case.ffmpeg_video {
+    let (got_a, got_v) = if video.is_some() {
         (1, Some(0))
     } else {
         (0, None)
@@ -404,7 +421,7 @@ async fn hevc_plays_everywhere() {
         file: "hevc.mp4",
         gst_video: Some("rtph265depay ! video/x-h265,stream-format=hvc1,alignment=au"),
         gst_audio: "rtpmp4gdepay",
-        ffmpeg_video: true,
+        ffmpeg_video_from: None,
     })
     .await;
 }
@@ -416,23 +433,24 @@ async fn hevc_from_mpeg_ts_plays_everywhere() {
         file: "hevc.ts",
         gst_video: Some("rtph265depay ! video/x-h265,stream-format=hvc1,alignment=au"),
         gst_audio: "rtpmp4gdepay",
-        ffmpeg_video: true,
+        ffmpeg_video_from: None,
     })
     .await;
 }
 
 /// AV1 (with Opus): ffmpeg 5.1 and GStreamer 1.22, as Debian 12 ships them, have no AV1
-/// RTP depayloader: through the RTSP face ffmpeg's audio is checked and GStreamer is not run
-/// (its play of an object with an AV1 track it cannot depayload hung in 3 of 8 runs, the
-/// track sent to a `fakesink`); segue-play's recording of the video decodes to the source's
-/// pictures.
+/// RTP depayloader; FFmpeg 7.1 and later do, and `.ci/run` installs one from PyPI
+/// (imageio-ffmpeg, `SEGUE_FFMPEG_AV1`): that ffmpeg plays the object, video and audio, in
+/// all three cases (without it, Debian's checks the audio). GStreamer is not run (its play of
+/// an object with a track it cannot depayload hung in 3 of 8 runs); segue-play's recording
+/// of the video decodes to the source's pictures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn av1_plays_everywhere() {
     plays_everywhere(Case {
         file: "av1.mp4",
         gst_video: None,
         gst_audio: "rtpopusdepay",
-        ffmpeg_video: false,
+        ffmpeg_video_from: Some("SEGUE_FFMPEG_AV1"),
     })
     .await;
 }
@@ -443,7 +461,7 @@ async fn opus_plays_everywhere() {
         file: "opus.mp4",
         gst_video: Some("rtph264depay ! video/x-h264,stream-format=avc,alignment=au"),
         gst_audio: "rtpopusdepay",
-        ffmpeg_video: true,
+        ffmpeg_video_from: None,
     })
     .await;
 }
