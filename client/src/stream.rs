@@ -46,11 +46,12 @@ pub enum StreamError {
     EndedInFrame,
 }
 
-/// The track a stream carries: its index and frame-info extension id.
-#[derive(Debug, Clone, Copy)]
+/// The track a stream carries: its index, frame-info extension id and depacketizer.
+#[derive(Debug)]
 struct Bound {
     index: u32,
     ext: u8,
+    depack: Depacketizer,
 }
 
 /// The first packet's fields of the frame being reassembled, and its bytes so far.
@@ -69,8 +70,6 @@ pub struct MediaStream {
     desc: Arc<Description>,
     dec: RoqDecoder,
     track: Option<Bound>,
-    /// The track's depacketizer, once its flow is known.
-    depack: Option<Depacketizer>,
     max_frame: usize,
     current: Option<Partial>,
 }
@@ -82,7 +81,6 @@ impl MediaStream {
             desc,
             dec: RoqDecoder::new(limits.max_rtp_packet),
             track: None,
-            depack: None,
             max_frame: limits.max_frame_size as usize,
             current: None,
         }
@@ -102,8 +100,8 @@ impl MediaStream {
                     self.track = Some(Bound {
                         index: t.index,
                         ext: t.frame_info_ext,
+                        depack: Depacketizer::new(&t.codec, self.max_frame),
                     });
-                    self.depack = Some(Depacketizer::new(&t.codec, self.max_frame));
                 }
                 RoqItem::Packet(p) => {
                     if let Some(f) = self.packet(&p)? {
@@ -116,7 +114,7 @@ impl MediaStream {
     }
 
     fn packet(&mut self, p: &[u8]) -> Result<Option<ReceivedFrame>, StreamError> {
-        let track = self.track.ok_or(StreamError::NoFlow)?;
+        let track = self.track.as_mut().ok_or(StreamError::NoFlow)?;
         let pkt = RtpPacket::decode_with_ext_id(p, track.ext)?;
         let mut partial = match self.current.take() {
             Some(c) => c,
@@ -128,11 +126,7 @@ impl MediaStream {
             },
         };
         partial.wire_bytes += p.len() as u64;
-        let done = self
-            .depack
-            .as_mut()
-            .ok_or(StreamError::NoFlow)?
-            .push(&pkt.payload, pkt.marker)?;
+        let done = track.depack.push(&pkt.payload, pkt.marker)?;
         let Some(data) = done else {
             self.current = Some(partial);
             return Ok(None);

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use segue_wire::control::{Method, Request, Response, status};
 use segue_wire::rtsp::{
-    Answer, FaceDecoder, FaceError, FaceRequest, Incoming, Scheme, encode_response, set_channel,
+    Answer, FaceDecoder, FaceError, FaceRequest, Incoming, Scheme, Version, encode_response,
+    set_channel,
 };
-use segue_wire::{AppError, Resource};
+use segue_wire::{AppError, Resource, SegueUrl};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -232,7 +233,9 @@ impl Face {
                     request_timeout.as_secs_f64()
                 );
                 let r = Response::error(status::REQUEST_TIMEOUT, 0, why.clone());
-                self.send(&r, Method::Options, None, true).await;
+                let version = self.out.face().map_or(Version::V1, |f| f.version());
+                let close = Some(AppError::LimitExceeded);
+                self.reply(&r, version, Method::Options, None, close).await;
                 return Err(why);
             }
             let n = tokio::select! {
@@ -257,10 +260,7 @@ impl Face {
 
     async fn answer<S: Source>(&mut self, r: FaceRequest, sessions: &mut Sessions<S>) {
         if let Some(f) = self.out.face() {
-            f.v2.store(
-                r.version == segue_wire::rtsp::Version::V2,
-                Ordering::Relaxed,
-            );
+            f.v2.store(r.version == Version::V2, Ordering::Relaxed);
         }
         let FaceRequest {
             mut request,
@@ -275,7 +275,7 @@ impl Face {
                 Ok(ch) => granted = Some(ch),
                 Err(why) => {
                     let resp = Response::error(why.status, request.headers.cseq, why.reason);
-                    self.send_in(&resp, version, method, url.as_ref()).await;
+                    self.reply(&resp, version, method, url.as_ref(), None).await;
                     return;
                 }
             }
@@ -286,7 +286,7 @@ impl Face {
         {
             self.channels.0.insert(ch);
         }
-        self.send_in(&resp, version, method, url.as_ref()).await;
+        self.reply(&resp, version, method, url.as_ref(), None).await;
     }
 
     /// Binds a SETUP to an interleaved channel, or the answer refusing it.
@@ -311,12 +311,15 @@ impl Face {
         Ok(ch)
     }
 
-    async fn send_in(
+    /// Writes `r` as the answer to a `method` request of `version` on `url`; `close`: the
+    /// connection is closed with it after it.
+    async fn reply(
         &self,
         r: &Response,
-        version: segue_wire::rtsp::Version,
+        version: Version,
         method: Method,
-        url: Option<&segue_wire::SegueUrl>,
+        url: Option<&SegueUrl>,
+        close: Option<AppError>,
     ) {
         let a = Answer {
             version,
@@ -324,28 +327,7 @@ impl Face {
             method,
             url,
         };
-        self.out.queue_encoded(encode_response(r, &a), None).await;
-    }
-
-    async fn send(
-        &self,
-        r: &Response,
-        method: Method,
-        url: Option<&segue_wire::SegueUrl>,
-        close: bool,
-    ) {
-        let version = self
-            .out
-            .face()
-            .map_or(segue_wire::rtsp::Version::V1, |f| f.version());
-        let a = Answer {
-            version,
-            scheme: self.scheme,
-            method,
-            url,
-        };
-        let code = close.then_some(AppError::LimitExceeded);
-        self.out.queue_encoded(encode_response(r, &a), code).await;
+        self.out.queue_encoded(encode_response(r, &a), close).await;
     }
 
     /// Answers a request that could not be read (and closes after a fatal one).
@@ -355,14 +337,9 @@ impl Face {
             e.error.cseq.unwrap_or(0),
             e.error.error.to_string(),
         );
-        let a = Answer {
-            version: e.version,
-            scheme: self.scheme,
-            method: Method::Options,
-            url: None,
-        };
         let close = e.error.fatal.then_some(AppError::ProtocolViolation);
-        self.out.queue_encoded(encode_response(&r, &a), close).await;
+        self.reply(&r, e.version, Method::Options, None, close)
+            .await;
     }
 }
 

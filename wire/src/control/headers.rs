@@ -317,18 +317,29 @@ fn rtp_info_from_rtsp(r: rh::RtpInfos) -> Result<Vec<RtpInfo>, DecodeError> {
 }
 
 fn rtp_info_to_rtsp(infos: &[RtpInfo]) -> rh::RtpInfos {
+    rtp_info_v2(infos, |u| Some(u.to_url()))
+}
+
+/// `RTP-Info` in the RTSP 2.0 form, each entry's URL written by `url` (an entry without one
+/// is left out).
+pub(crate) fn rtp_info_v2(
+    infos: &[RtpInfo],
+    url: impl Fn(&SegueUrl) -> Option<url::Url>,
+) -> rh::RtpInfos {
     use rh::rtp_info::v2;
     rh::RtpInfos::V2(
         infos
             .iter()
-            .map(|i| v2::RtpInfo {
-                uri: i.url.to_url(),
-                ssrc_infos: vec![v2::SsrcInfo {
-                    ssrc: i.ssrc,
-                    seq: Some(i.seq),
-                    rtptime: Some(i.rtptime),
-                    others: Default::default(),
-                }],
+            .filter_map(|i| {
+                Some(v2::RtpInfo {
+                    uri: url(&i.url)?,
+                    ssrc_infos: vec![v2::SsrcInfo {
+                        ssrc: i.ssrc,
+                        seq: Some(i.seq),
+                        rtptime: Some(i.rtptime),
+                        others: Default::default(),
+                    }],
+                })
             })
             .collect(),
     )

@@ -8,6 +8,7 @@ use rtsp_types::headers as rh;
 use super::{Scheme, Version, face_url};
 use crate::address::{Resource, SegueUrl};
 use crate::control::RtpInfo;
+use crate::control::headers::rtp_info_v2;
 use crate::control::message::{Method, Request, Response};
 
 /// What an answer depends on besides the response: the request it answers.
@@ -39,7 +40,7 @@ fn url_of(u: &SegueUrl, scheme: Scheme) -> Option<url::Url> {
 /// `RTP-Info` in the version's form: RTSP 1.0 `url=U;seq=N;rtptime=T`, RTSP 2.0
 /// `url="U" ssrc=S:seq=N;rtptime=T`.
 fn rtp_info(infos: &[RtpInfo], version: Version, scheme: Scheme) -> rh::RtpInfos {
-    use rh::rtp_info::{v1, v2};
+    use rh::rtp_info::v1;
     match version {
         Version::V1 => rh::RtpInfos::V1(
             infos
@@ -53,22 +54,7 @@ fn rtp_info(infos: &[RtpInfo], version: Version, scheme: Scheme) -> rh::RtpInfos
                 })
                 .collect(),
         ),
-        Version::V2 => rh::RtpInfos::V2(
-            infos
-                .iter()
-                .filter_map(|i| {
-                    Some(v2::RtpInfo {
-                        uri: url_of(&i.url, scheme)?,
-                        ssrc_infos: vec![v2::SsrcInfo {
-                            ssrc: i.ssrc,
-                            seq: Some(i.seq),
-                            rtptime: Some(i.rtptime),
-                            others: Default::default(),
-                        }],
-                    })
-                })
-                .collect(),
-        ),
+        Version::V2 => rtp_info_v2(infos, |u| url_of(u, scheme)),
     }
 }
 

@@ -30,6 +30,7 @@ pub mod table;
 
 use crate::clock::rescale;
 pub use path::MediaPath;
+use path::PlayPath;
 use sender::{Sender, TrackSend};
 pub use table::{Refusal, SessionTable};
 
@@ -473,9 +474,10 @@ impl<S: Source> Sessions<S> {
         s.progress = Arc::new(Progress::starting(first, &seqs, &s.progress));
         let (cancel, cancel_rx) = watch::channel(false);
         s.cache_case = self.source.will_play(&s.manifest, first);
+        let path = PlayPath::new(&self.path, &tracks, start_us);
         let ctx = Sender {
             source: self.source.clone(),
-            path: self.path.clone(),
+            path,
             out: out.clone(),
             answered: out.this_response(),
             manifest: s.manifest.clone(),
@@ -491,7 +493,6 @@ impl<S: Source> Sessions<S> {
             desc: s.desc.clone(),
             cancel: cancel_rx,
             progress: s.progress.clone(),
-            interleaved: None,
         };
         let task = tokio::spawn(ctx.run());
         s.playing = Some(Playing { cancel, task });

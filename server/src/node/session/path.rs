@@ -22,7 +22,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(2);
 /// sender, the same for every track so that they are synchronised).
 const CNAME: &str = "segue";
 
-/// Where a session's media goes.
+/// Where a connection's sessions send their media.
 #[derive(Debug, Clone)]
 pub enum MediaPath {
     /// RoQ streams on the session's QUIC connection.
@@ -39,12 +39,32 @@ impl MediaPath {
             MediaPath::Interleaved { peer, .. } => peer.ip(),
         }
     }
+}
+
+/// Where one PLAY's media goes: the connection's RoQ streams, or its interleaving (with the
+/// play's RTCP state).
+#[derive(Debug)]
+pub(super) enum PlayPath {
+    Roq(quinn::Connection),
+    Interleaved(InterleavedPlay),
+}
+
+impl PlayPath {
+    /// A PLAY of `tracks` from `start_us` on `path`.
+    pub(super) fn new(path: &MediaPath, tracks: &[TrackSend], start_us: u64) -> Self {
+        match path {
+            MediaPath::Roq(c) => PlayPath::Roq(c.clone()),
+            MediaPath::Interleaved { out, .. } => {
+                PlayPath::Interleaved(InterleavedPlay::new(out.clone(), tracks, start_us))
+            }
+        }
+    }
 
     /// The path's smoothed and least RTT, where measured (QUIC's).
-    pub fn rtts(&self) -> Option<(Duration, Duration)> {
+    pub(super) fn rtts(&self) -> Option<(Duration, Duration)> {
         match self {
-            MediaPath::Roq(c) => Some((c.rtt(), c.min_rtt())),
-            MediaPath::Interleaved { .. } => None,
+            PlayPath::Roq(c) => Some((c.rtt(), c.min_rtt())),
+            PlayPath::Interleaved(_) => None,
         }
     }
 }
@@ -145,18 +165,17 @@ impl InterleavedPlay {
             return Ok(true);
         };
         let mut out = Vec::with_capacity(chunks.len() * 2 + 1);
-        if t.reported
-            .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY)
-        {
-            let info = self.info(t);
-            out.extend(self.rtcp(t, rtcp::sender_report(&info, CNAME)));
-            if let Some(t) = self.tracks.get_mut(slot) {
-                t.reported = Some(now);
-            }
+        let report = t
+            .reported
+            .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY);
+        if report {
+            out.extend(self.rtcp(t, rtcp::sender_report(&self.info(t), CNAME)));
         }
-        let Some(t) = self.tracks.get_mut(slot) else {
-            return Ok(true);
-        };
+        // `slot` was found above.
+        let t = &mut self.tracks[slot];
+        if report {
+            t.reported = Some(now);
+        }
         for c in chunks {
             t.framer
                 .push(c, &mut out)

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::Progress;
 use super::ahead::{SEND_AHEAD_RTTS, SendAhead};
-use super::path::{InterleavedPlay, MediaPath};
+use super::path::PlayPath;
 use super::preview::Preview;
 use crate::clock::rescale;
 use crate::node::control::ControlOut;
@@ -62,7 +62,7 @@ pub(super) struct TrackSend {
 /// The media sender of one PLAY.
 pub(super) struct Sender<S: Source> {
     pub(super) source: Arc<S>,
-    pub(super) path: MediaPath,
+    pub(super) path: PlayPath,
     pub(super) out: ControlOut,
     /// The PLAY's response ([`ControlOut::this_response`]): no media before it is written.
     pub(super) answered: u64,
@@ -79,8 +79,6 @@ pub(super) struct Sender<S: Source> {
     pub(super) desc: Description,
     pub(super) cancel: watch::Receiver<bool>,
     pub(super) progress: Arc<Progress>,
-    /// On the RTSP face: the play's interleaving and RTCP (made when media starts).
-    pub(super) interleaved: Option<InterleavedPlay>,
 }
 
 enum Stop {
@@ -171,7 +169,7 @@ impl<S: Source> Sender<S> {
         );
         match result {
             Ok(()) => {
-                if let Some(il) = &self.interleaved {
+                if let PlayPath::Interleaved(il) = &self.path {
                     il.goodbye().await;
                 }
                 let mut n = Request::new(Method::PlayNotify, Some(self.url.clone()), 0);
@@ -280,19 +278,12 @@ impl<S: Source> Sender<S> {
         // A paced play tells the connection's controller the media's rate, which it keeps
         // carrying beside a flow that ignores loss (docs/TRANSPORT.md, "Fairness").
         let _demand = match &self.path {
-            MediaPath::Roq(conn) if self.pacing => {
+            PlayPath::Roq(conn) if self.pacing => {
                 segue_net::transport::media_demand(conn).zip(media_rate(&self.manifest))
             }
             _ => None,
         }
         .map(|(demand, rate)| demand.add(rate));
-        if let MediaPath::Interleaved { out, .. } = &self.path {
-            self.interleaved = Some(InterleavedPlay::new(
-                out.clone(),
-                &self.tracks,
-                self.start_us,
-            ));
-        }
         let mut pace = Pace::new(self.send_ahead_max, gate);
         for i in self.first..self.manifest.segments.len() {
             self.mark_segment_start();
@@ -392,22 +383,22 @@ impl<S: Source> Sender<S> {
             return Ok(());
         }
         let mut chunks = Vec::new();
-        if let Some(il) = self.interleaved.as_mut() {
-            let from = cursors[ti].pos();
-            cursors[ti].take_until(end, &mut chunks);
-            let sent = cursors[ti].pos() - from;
-            let open = tokio::select! {
-                r = il.write(ti, chunks) => r.map_err(Stop::Failed)?,
-                _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
-            };
-            if !open {
-                return Err(Stop::Cancelled);
+        let conn = match &mut self.path {
+            PlayPath::Roq(conn) => conn,
+            PlayPath::Interleaved(il) => {
+                let from = cursors[ti].pos();
+                cursors[ti].take_until(end, &mut chunks);
+                let sent = cursors[ti].pos() - from;
+                let open = tokio::select! {
+                    r = il.write(ti, chunks) => r.map_err(Stop::Failed)?,
+                    _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
+                };
+                if !open {
+                    return Err(Stop::Cancelled);
+                }
+                self.source.sent(sent as u64);
+                return Ok(());
             }
-            self.source.sent(sent as u64);
-            return Ok(());
-        }
-        let MediaPath::Roq(conn) = &self.path else {
-            return Err(Stop::Failed("no media path".into()));
         };
         if streams[ti].is_none() {
             let s = tokio::select! {
@@ -552,7 +543,7 @@ impl<S: Source> Sender<S> {
             self.progress
                 .position_us
                 .store(step.pts_us, Ordering::Relaxed);
-            if let Some(il) = self.interleaved.as_mut() {
+            if let PlayPath::Interleaved(il) = &mut self.path {
                 il.note(ti, step);
             }
             if unwritten >= WRITE_BATCH {
