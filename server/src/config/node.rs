@@ -36,7 +36,7 @@ pub struct TlsArgs {
     /// (`https://HOST:PORT/movies/a.mp4`, with Range; docs/PROTOCOL.md §8.9). Off by default.
     #[arg(long, value_name = "ADDR")]
     pub files_listen: Option<SocketAddr>,
-    /// Also serve standard players (ffmpeg, VLC, GStreamer) over RTSP 1.0 and 2.0 on this TCP
+    /// Also serve standard RTSP players (ffmpeg, GStreamer, ...) over RTSP 1.0 and 2.0 on this TCP
     /// address, RTP and RTCP interleaved (`rtsp://HOST:PORT/movies/a.mp4`; docs/PROTOCOL.md
     /// §12), from the same sessions, cache, limits and signed URLs as segue/1. Off by default.
     #[arg(long, value_name = "ADDR")]

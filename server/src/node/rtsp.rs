@@ -1,5 +1,5 @@
-//! The RTSP face (`--rtsp-listen`, `--rtsps-listen`): standard players (ffmpeg, VLC,
-//! GStreamer) over RTSP 1.0 or 2.0 on TCP or TLS, with RTP and RTCP interleaved. Each
+//! The RTSP face (`--rtsp-listen`, `--rtsps-listen`): standard players (ffmpeg,
+//! GStreamer, ...) over RTSP 1.0 or 2.0 on TCP or TLS, with RTP and RTCP interleaved. Each
 //! connection is answered by the same session handler as segue/1 ([`Sessions`]), over the
 //! node's source, packet cache, signed URLs and connection limits; only the framing
 //! differs (`segue_wire::rtsp`, PROTOCOL.md §12).

@@ -4,7 +4,7 @@
 //! hash, a recording ffprobe decodes to the source's pictures).
 
 use crate::common;
-use crate::common::tools::{have, packets, run};
+use crate::common::tools::{have, have_elements, packets, run};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -127,10 +127,13 @@ fn framecrc_of(file: &Path) -> Vec<(usize, u64, String)> {
 /// A codec sample and what standard clients depayload it with.
 struct Case {
     file: &'static str,
-    /// GStreamer's depayloader chain for the video and the audio track (video None: it has
-    /// none, and GStreamer is not run).
-    gst_video: Option<&'static str>,
+    /// GStreamer's depayloader chain for the video and the audio track.
+    gst_video: &'static str,
     gst_audio: &'static str,
+    /// What GStreamer's video depayloader puts before each access unit that the source's
+    /// sample does not hold (AV1: a temporal delimiter OBU, `obu-stream` starts each temporal
+    /// unit with one; MP4 samples carry none).
+    gst_video_lead: &'static [u8],
     /// Which ffmpeg reads the video's RTP payload format: Debian's (None), or the one an
     /// environment variable names (Some(var)); without it only the audio is checked.
     ffmpeg_video_from: Option<&'static str>,
@@ -178,7 +181,10 @@ async fn plays_everywhere(case: Case) {
     std::fs::copy(&file, &copy).unwrap();
     let origin = common::origin_with_files(&[file.clone(), copy]).await;
     let dir = origin.dir.path().to_path_buf();
-    let have_gst = have("gst-launch-1.0", "--version", "SEGUE_REQUIRE_GSTREAMER");
+    let have_gst = have("gst-launch-1.0", "--version", "SEGUE_REQUIRE_GSTREAMER")
+        && [case.gst_video, case.gst_audio]
+            .iter()
+            .all(|chain| have_elements(chain));
     // The ffmpeg that reads this object's video over RTSP, if there is one here.
     let video_ffmpeg: Option<String> = match case.ffmpeg_video_from {
         None => Some("ffmpeg".to_owned()),
@@ -202,8 +208,7 @@ async fn plays_everywhere(case: Case) {
     // (GStreamer 1.22's rtspsrc sometimes never ends a play whose whole object arrives
     // within milliseconds; docs/PROTOCOL.md §12).
     for (client, send_ahead) in [("ffmpeg", 60_000), ("gstreamer", 2000)] {
-        // GStreamer cannot depayload every video (AV1): such objects are not played with it.
-        if client == "gstreamer" && (!have_gst || case.gst_video.is_none()) {
+        if client == "gstreamer" && !have_gst {
             continue;
         }
         let e = origin
@@ -370,56 +375,60 @@ async fn gst_check(case: &Case, rtsp: &str, dir: &Path, src: &Path, tag: &str) {
     let (v, a) = (dir.join("gv"), dir.join("ga"));
     std::fs::create_dir_all(&v).unwrap();
     std::fs::create_dir_all(&a).unwrap();
-    let mut pipeline = format!("rtspsrc location={rtsp} protocols=tcp name=s ");
-    match case.gst_video {
-        Some(chain) => pipeline.push_str(&format!(
-            "s. ! {chain} ! multifilesink location={}/%05d ",
-            v.display()
-        )),
-        None => pipeline.push_str("s. ! fakesink "),
-    }
-    pipeline.push_str(&format!(
-        "s. ! {} ! multifilesink location={}/%05d",
+    let pipeline = format!(
+        "rtspsrc location={rtsp} protocols=tcp name=s \
+         s. ! {} ! multifilesink location={}/%05d \
+         s. ! {} ! multifilesink location={}/%05d",
+        case.gst_video,
+        v.display(),
         case.gst_audio,
         a.display()
-    ));
+    );
     let args: Vec<String> = std::iter::once("-q".to_owned())
         .chain(pipeline.split_whitespace().map(str::to_owned))
         .collect();
     run("gst-launch-1.0", &args)
         .await
         .unwrap_or_else(|e| panic!("{tag}: {e}"));
-    let files = |d: &Path| -> Vec<u64> {
+    let files = |d: &Path| -> Vec<PathBuf> {
         let mut f: Vec<PathBuf> = std::fs::read_dir(d)
             .unwrap()
             .map(|f| f.unwrap().path())
             .collect();
         f.sort();
-        f.iter()
-            .map(|f| std::fs::metadata(f).unwrap().len())
-            .collect()
+        f
     };
-    if case.gst_video.is_some() {
-        let got = files(&v);
-        let want = sizes_and_keys(src, "v");
-        assert_eq!(got.len(), want.len(), "{tag}: video access units");
-        // `rtph265depay` moves parameter sets it finds in a keyframe (MPEG-TS sources carry
-        // them in-band) into its caps: keyframes are compared only from MP4 sources.
-        let from_ts = case.file.ends_with(".ts");
-        for (i, (g, (w, key))) in got.iter().zip(&want).enumerate() {
-            if !(from_ts && *key) {
-                assert_eq!(g, w, "{tag}: video access unit {i}");
-            }
+    let len = |f: &PathBuf| std::fs::metadata(f).unwrap().len();
+    let got = files(&v);
+    let want = sizes_and_keys(src, "v");
+    assert_eq!(got.len(), want.len(), "{tag}: video access units");
+    // `rtph265depay` moves parameter sets it finds in a keyframe (MPEG-TS sources carry
+    // them in-band) into its caps: keyframes are compared only from MP4 sources.
+    let from_ts = case.file.ends_with(".ts");
+    let lead = case.gst_video_lead;
+    for (i, (g, (w, key))) in got.iter().zip(&want).enumerate() {
+        if !lead.is_empty() {
+            let head = std::fs::read(g).unwrap();
+            assert!(head.starts_with(lead), "{tag}: video access unit {i}: lead");
+        }
+        if !(from_ts && *key) {
+            assert_eq!(
+                len(g),
+                w + lead.len() as u64,
+                "{tag}: video access unit {i}"
+            );
         }
     }
-    assert_eq!(files(&a), sizes(src, "a"), "{tag}: audio access units");
+    let got: Vec<u64> = files(&a).iter().map(len).collect();
+    assert_eq!(got, sizes(src, "a"), "{tag}: audio access units");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hevc_plays_everywhere() {
     plays_everywhere(Case {
         file: "hevc.mp4",
-        gst_video: Some("rtph265depay ! video/x-h265,stream-format=hvc1,alignment=au"),
+        gst_video: "rtph265depay ! video/x-h265,stream-format=hvc1,alignment=au",
+        gst_video_lead: &[],
         gst_audio: "rtpmp4gdepay",
         ffmpeg_video_from: None,
     })
@@ -431,7 +440,8 @@ async fn hevc_plays_everywhere() {
 async fn hevc_from_mpeg_ts_plays_everywhere() {
     plays_everywhere(Case {
         file: "hevc.ts",
-        gst_video: Some("rtph265depay ! video/x-h265,stream-format=hvc1,alignment=au"),
+        gst_video: "rtph265depay ! video/x-h265,stream-format=hvc1,alignment=au",
+        gst_video_lead: &[],
         gst_audio: "rtpmp4gdepay",
         ffmpeg_video_from: None,
     })
@@ -439,16 +449,18 @@ async fn hevc_from_mpeg_ts_plays_everywhere() {
 }
 
 /// AV1 (with Opus): ffmpeg 5.1 and GStreamer 1.22, as Debian 12 ships them, have no AV1
-/// RTP depayloader; FFmpeg 7.1 and later do, and `.ci/run` installs one from PyPI
+/// RTP depayloader. FFmpeg 7.1 and later do, and `.ci/run` installs one from PyPI
 /// (imageio-ffmpeg, `SEGUE_FFMPEG_AV1`): that ffmpeg plays the object, video and audio, in
-/// all three cases (without it, Debian's checks the audio). GStreamer is not run (its play of
-/// an object with a track it cannot depayload hung in 3 of 8 runs); segue-play's recording
-/// of the video decodes to the source's pictures.
+/// all three cases (without it, Debian's checks the audio). GStreamer's is `rtpav1depay` of
+/// gst-plugins-rs, which `.ci/run` builds from crates.io (interop/gstreamer); without it
+/// GStreamer is not run. segue-play's recording of the video decodes to the source's
+/// pictures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn av1_plays_everywhere() {
     plays_everywhere(Case {
         file: "av1.mp4",
-        gst_video: None,
+        gst_video: "rtpav1depay",
+        gst_video_lead: &[0x12, 0x00],
         gst_audio: "rtpopusdepay",
         ffmpeg_video_from: Some("SEGUE_FFMPEG_AV1"),
     })
@@ -459,7 +471,8 @@ async fn av1_plays_everywhere() {
 async fn opus_plays_everywhere() {
     plays_everywhere(Case {
         file: "opus.mp4",
-        gst_video: Some("rtph264depay ! video/x-h264,stream-format=avc,alignment=au"),
+        gst_video: "rtph264depay ! video/x-h264,stream-format=avc,alignment=au",
+        gst_video_lead: &[],
         gst_audio: "rtpopusdepay",
         ffmpeg_video_from: None,
     })

@@ -19,6 +19,29 @@ pub fn have(tool: &str, version_flag: &str, require_var: &str) -> bool {
     super::available_or_required(check, require_var, tool)
 }
 
+/// Whether GStreamer has every element of a chain (`rtph264depay ! video/x-h264,... !
+/// ...`: caps are skipped): a skip when not, a failure when CI requires GStreamer
+/// (`SEGUE_REQUIRE_GSTREAMER`: with every depayloader the tests use, .ci/run builds AV1's).
+pub fn have_elements(chain: &str) -> bool {
+    chain
+        .split('!')
+        .filter_map(|part| part.split_whitespace().next())
+        .filter(|name| !name.contains('/'))
+        .all(|name| {
+            let check = Command::new("gst-inspect-1.0")
+                .arg(name)
+                .output()
+                .map_err(|e| format!("gst-inspect-1.0: {e}"))
+                .and_then(|o| {
+                    o.status
+                        .success()
+                        .then_some(())
+                        .ok_or(format!("GStreamer has no element {name}"))
+                });
+            super::available_or_required(check, "SEGUE_REQUIRE_GSTREAMER", "GStreamer elements")
+        })
+}
+
 pub fn have_ffmpeg() -> bool {
     have("ffmpeg", "-version", "SEGUE_REQUIRE_FFPROBE")
         && have("ffprobe", "-version", "SEGUE_REQUIRE_FFPROBE")

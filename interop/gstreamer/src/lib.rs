@@ -1,0 +1,1 @@
+//! Empty: this package exists to build its dependency, the `rsrtp` GStreamer plugin.
