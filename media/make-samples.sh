@@ -15,7 +15,7 @@
 #   hd8.mp4         20 s of 1920x1080 at 8 Mbit/s CBR (higher-bitrate HD)
 # and the codec samples the tests make (`media/make-samples.sh opus hevc av1 DIR`), 6 s of
 # 320x180 at 30 fps, a keyframe every second:
-#   opus.mp4        H.264 + Opus (48 kHz stereo)
+#   opus.mp4        H.264 + Opus (48 kHz stereo); opus.ts the same as MPEG-TS
 #   hevc.mp4        HEVC (libx265, 2 B-frames, hvc1) + AAC; hevc.ts the same as MPEG-TS
 #   av1.mp4         AV1 (libaom) + Opus
 set -euo pipefail
@@ -58,7 +58,8 @@ if [ $# -gt 0 ]; then
       hd8) hd hd8 1920x1080 7800k 20 ;;
       opus) codec opus.mp4 -c:v libx264 -preset veryfast -pix_fmt yuv420p -b:v 150k -g 30 \
               -keyint_min 30 -sc_threshold 0 -bf 2 -x264-params threads=1 \
-              -c:a libopus -b:a 64k ;;
+              -c:a libopus -b:a 64k
+            ffmpeg -hide_banner -loglevel error -y -i opus.mp4 -c copy -f mpegts opus.ts ;;
       hevc) codec hevc.mp4 -c:v libx265 -preset ultrafast -pix_fmt yuv420p -b:v 150k -tag:v hvc1 \
               -x265-params "keyint=30:min-keyint=30:scenecut=0:bframes=2:pools=1:frame-threads=1:log-level=error" \
               -c:a aac -b:a 64k

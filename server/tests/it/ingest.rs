@@ -232,7 +232,8 @@ fn hex(h: &[u8]) -> String {
 /// PROTOCOL.md §8.6.0 is enough to reproduce an origin's content hashes: an independent
 /// ingest (Python, standard library) gets the frame counts and hashes of Segue's manifest
 /// for the shipped TS sample and, if ffmpeg is installed, for the HD sample remuxed to TS
-/// by ffmpeg (in-band parameter sets, access unit delimiters, 4-byte start codes).
+/// by ffmpeg (in-band parameter sets, access unit delimiters, 4-byte start codes), a file
+/// with streams left out, and HEVC with Opus.
 #[test]
 fn an_independent_ts_ingest_gets_the_same_hashes() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,7 +245,7 @@ fn an_independent_ts_ingest_gets_the_same_hashes() {
         "hd.ts",
         &["-i", hd, "-c", "copy", "-f", "mpegts"],
     ));
-    // With a stream Segue does not carry (MPEG audio, 0x03/0x04) and a second AAC one:
+    // With a stream Segue does not carry (MPEG audio, 0x03/0x04) and a second audio one:
     // both left out, by both ingests.
     let demo = sample("demo.mp4");
     if let Some(extra) = ffmpeg_made(
@@ -281,8 +282,27 @@ fn an_independent_ts_ingest_gets_the_same_hashes() {
                 .iter()
                 .any(|l| l.contains("is not carried (H.264 0x1b"))
         );
-        assert!(d.left_out.iter().any(|l| l.contains("a second AAC stream")));
+        assert!(
+            d.left_out
+                .iter()
+                .any(|l| l.contains("a second audio stream"))
+        );
         files.push(extra);
+    }
+    // HEVC (0x24) with Opus (0x06 registered as `Opus`, access units with control headers
+    // and ffmpeg's start trim), as ffmpeg writes them: 4 s of the demo re-encoded.
+    let demo_s = demo.to_str().unwrap();
+    #[rustfmt::skip]
+    let hevc_opus = [
+        "-t", "4", "-i", demo_s, "-c:v", "libx265", "-preset", "ultrafast",
+        "-x265-params", "keyint=30:pools=1:frame-threads=1:log-level=error",
+        "-c:a", "libopus", "-b:a", "48k", "-f", "mpegts",
+    ];
+    if let Some(ts) = ffmpeg_made(dir.path(), "hevc-opus.ts", &hevc_opus) {
+        let d = demux(&ts).unwrap();
+        let codecs: Vec<&str> = d.tracks.iter().map(|t| t.codec.name()).collect();
+        assert_eq!(codecs, ["hevc", "opus"], "{:?}", d.left_out);
+        files.push(ts);
     }
     for ts in files {
         let ours = ingest(&ts).manifest;

@@ -14,6 +14,28 @@ pub const CLOCK: u32 = 48_000;
 /// (RFC 6716 §3.2.5), rounded up.
 pub const MAX_PACKET: usize = 6 * 1275 + 8;
 
+/// How many samples (at 48 kHz) an Opus packet decodes to, from its TOC byte and, for code
+/// 3, its frame count (RFC 6716 §3.1, §3.2.5); None for a packet that is empty, lacks its
+/// frame count, or would last more than 120 ms (§3.2.5's limit).
+pub fn packet_duration(packet: &[u8]) -> Option<u32> {
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    // Frame sizes in samples at 48 kHz: SILK-only 10/20/40/60 ms, hybrid 10/20 ms, CELT-only
+    // 2.5/5/10/20 ms (Table 2).
+    let frame = match config {
+        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+        12..=15 => [480, 960][usize::from(config % 2)],
+        _ => [120, 240, 480, 960][usize::from(config % 4)],
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u32::from(*packet.get(1)? & 0x3f),
+    };
+    let total = frame * frames;
+    (frames > 0 && total <= 5760).then_some(total)
+}
+
 /// One Opus packet as one payload.
 pub fn packetize(packet: &Bytes, max_payload: usize) -> Result<Payloads, DecodeError> {
     let limit = max_payload.min(MAX_PACKET);
@@ -53,5 +75,22 @@ mod tests {
         assert!(packetize(&Bytes::new(), 1200).is_err());
         assert!(packetize(&Bytes::from(vec![0; 2000]), 1200).is_err());
         assert!(Depacketizer.push(&[], true).is_err());
+    }
+
+    #[test]
+    fn durations_from_the_toc() {
+        // CELT-only 20 ms (config 31), one frame: what libopus makes by default.
+        assert_eq!(packet_duration(&[0xfc, 0xff]), Some(960));
+        // SILK-only 60 ms (config 3), two equal frames (code 1).
+        assert_eq!(packet_duration(&[0x19, 0]), Some(5760));
+        // Hybrid 10 ms (config 12), code 3 with 4 frames.
+        assert_eq!(packet_duration(&[0x63, 0x04]), Some(1920));
+        // CELT 2.5 ms (config 16), code 3 with 48 frames: 120 ms, the most allowed.
+        assert_eq!(packet_duration(&[0x83, 48]), Some(5760));
+        // Too long, no frames, no frame count, nothing.
+        assert_eq!(packet_duration(&[0x83, 49]), None);
+        assert_eq!(packet_duration(&[0x83, 0]), None);
+        assert_eq!(packet_duration(&[0x83]), None);
+        assert_eq!(packet_duration(&[]), None);
     }
 }

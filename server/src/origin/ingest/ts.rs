@@ -1,5 +1,6 @@
 //! MPEG-TS demuxing with `mpeg2ts`: the first H.264 (stream type 0x1b) or HEVC (0x24) stream
-//! and the first AAC in ADTS (0x0f) stream, by PID; other streams are left out and named
+//! and the first audio stream, AAC in ADTS (0x0f) or Opus (0x06 registered as `Opus`, the
+//! Opus-in-TS draft's access units), by PID; other streams are left out and named
 //! (`Demuxed::left_out`).
 
 use std::fs::File;
@@ -18,9 +19,57 @@ use super::{
 const STREAM_H264: u8 = 0x1b;
 const STREAM_HEVC: u8 = 0x24;
 const STREAM_AAC: u8 = 0x0f;
+/// PES private data: what it holds is named by a registration descriptor.
+const STREAM_PRIVATE: u8 = 0x06;
+/// Registration descriptor (H.222.0 §2.6.8): a format identifier.
+const DESC_REGISTRATION: u8 = 0x05;
+/// DVB extension descriptor (EN 300 468 §6.2.16); the Opus-in-TS draft's
+/// `opus_audio_descriptor` is its extension tag 0x80 with a channel configuration code.
+const DESC_EXTENSION: u8 = 0x7f;
+const EXT_OPUS_AUDIO: u8 = 0x80;
 
-fn is_video(t: u8) -> bool {
-    matches!(t, STREAM_H264 | STREAM_HEVC)
+/// An elementary stream Segue carries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Es {
+    Video(NalSyntax),
+    Aac,
+    Opus { channels: u8 },
+}
+
+impl Es {
+    fn is_video(self) -> bool {
+        matches!(self, Es::Video(_))
+    }
+}
+
+/// What a PMT entry holds: a stream Segue carries, or why it is not carried.
+fn classify(stream_type: u8, descriptors: &[(u8, Vec<u8>)]) -> Result<Es, String> {
+    match stream_type {
+        STREAM_H264 => Ok(Es::Video(NalSyntax::H264)),
+        STREAM_HEVC => Ok(Es::Video(NalSyntax::H265)),
+        STREAM_AAC => Ok(Es::Aac),
+        STREAM_PRIVATE
+            if descriptors
+                .iter()
+                .any(|(tag, d)| *tag == DESC_REGISTRATION && d.starts_with(b"Opus")) =>
+        {
+            // Channel configuration codes 1 and 2: mono and stereo with mapping family 0.
+            let code = descriptors
+                .iter()
+                .find(|(tag, d)| *tag == DESC_EXTENSION && d.first() == Some(&EXT_OPUS_AUDIO))
+                .and_then(|(_, d)| d.get(1).copied());
+            match code {
+                Some(c @ (1 | 2)) => Ok(Es::Opus { channels: c }),
+                Some(c) => Err(format!(
+                    "Opus with channel configuration code 0x{c:02x} is not carried (mono and stereo only)"
+                )),
+                None => Err("Opus without its opus_audio_descriptor is not carried".into()),
+            }
+        }
+        t => Err(format!(
+            "stream type 0x{t:02x} is not carried (H.264 0x1b, HEVC 0x24, AAC 0x0f and Opus only)"
+        )),
+    }
 }
 
 /// The message of an `mpeg2ts` error without its history and source locations.
@@ -40,8 +89,11 @@ fn open(path: &Path) -> Result<BufReader<File>, IngestError> {
     Ok(BufReader::new(f))
 }
 
-/// The elementary streams announced in the first PMT: (PID, stream type).
-fn streams(path: &Path) -> Result<Vec<(u16, u8)>, IngestError> {
+/// An elementary stream announced in the first PMT: PID, stream type, descriptors (tag, data).
+type PmtEntry = (u16, u8, Vec<(u8, Vec<u8>)>);
+
+/// The elementary streams announced in the first PMT.
+fn streams(path: &Path) -> Result<Vec<PmtEntry>, IngestError> {
     let mut r = TsPacketReader::new(open(path)?);
     loop {
         match r.read_ts_packet() {
@@ -50,7 +102,10 @@ fn streams(path: &Path) -> Result<Vec<(u16, u8)>, IngestError> {
                     return Ok(pmt
                         .es_info
                         .iter()
-                        .map(|e| (e.elementary_pid.as_u16(), e.stream_type as u8))
+                        .map(|e| {
+                            let d = e.descriptors.iter().map(|d| (d.tag, d.data.clone()));
+                            (e.elementary_pid.as_u16(), e.stream_type as u8, d.collect())
+                        })
                         .collect());
                 }
             }
@@ -99,33 +154,28 @@ struct Pes {
 
 /// Demuxes an MPEG-TS file.
 pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
-    // The first video (H.264 or HEVC) and the first AAC stream are carried; every other
-    // stream is left out, and said so (PROTOCOL.md §8.6.0).
+    // The first video (H.264 or HEVC) and the first audio (AAC or Opus) stream are carried;
+    // every other stream is left out, and said so (PROTOCOL.md §8.6.0).
     let mut kept = Vec::new();
-    let mut types = Vec::new();
+    let mut carried: Vec<Es> = Vec::new();
     let mut left_out = Vec::new();
-    for (pid, t) in streams(path)? {
-        let taken = if is_video(t) {
-            types.iter().any(|k| is_video(*k))
-        } else {
-            types.contains(&t)
-        };
-        let carried = matches!(t, STREAM_H264 | STREAM_HEVC | STREAM_AAC) && !taken;
-        if carried {
-            kept.push(pid);
-            types.push(t);
-        } else {
-            let kind = match t {
-                STREAM_H264 | STREAM_HEVC => {
-                    "a second video stream is not carried (one video track)".into()
+    for (pid, t, descriptors) in streams(path)? {
+        let why = match classify(t, &descriptors) {
+            Ok(es) if carried.iter().any(|k| k.is_video() == es.is_video()) => {
+                if es.is_video() {
+                    "a second video stream is not carried (one video track)".to_owned()
+                } else {
+                    "a second audio stream is not carried (one audio track)".to_owned()
                 }
-                STREAM_AAC => "a second AAC stream is not carried (one audio track)".into(),
-                _ => format!(
-                    "stream type 0x{t:02x} is not carried (H.264 0x1b, HEVC 0x24 and AAC 0x0f only)"
-                ),
-            };
-            left_out.push(format!("TS stream (PID {pid}): {kind}"));
-        }
+            }
+            Ok(es) => {
+                kept.push(pid);
+                carried.push(es);
+                continue;
+            }
+            Err(why) => why,
+        };
+        left_out.push(format!("TS stream (PID {pid}): {why}"));
     }
     if kept.is_empty() {
         return Err(IngestError::unsupported(
@@ -163,9 +213,10 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
             dts,
             data: p.data,
         };
+        // Only the kept PIDs reach here: one video and one audio stream at most.
         match id {
             0xe0..=0xef => video.push(pes),
-            0xc0..=0xdf => audio.push(pes),
+            0xc0..=0xdf | mpeg2ts::es::StreamId::PRIVATE_STREAM_1 => audio.push(pes),
             _ => {}
         }
     }
@@ -173,22 +224,13 @@ pub fn demux(path: &Path) -> Result<Demuxed, IngestError> {
         left_out,
         ..Demuxed::default()
     };
-    let syntax = if types.contains(&STREAM_HEVC) {
-        Some(NalSyntax::H265)
-    } else if types.contains(&STREAM_H264) {
-        Some(NalSyntax::H264)
-    } else {
-        None
-    };
-    if let Some(syntax) = syntax
-        && !video.is_empty()
-    {
-        let (track, samples) = video_track(&video, syntax, path)?;
-        out.tracks.push(track);
-        out.samples.push(samples);
-    }
-    if !audio.is_empty() && types.contains(&STREAM_AAC) {
-        let (track, samples) = audio_track(&audio, path)?;
+    for es in carried {
+        let (track, samples) = match es {
+            Es::Video(syntax) if !video.is_empty() => video_track(&video, syntax, path)?,
+            Es::Aac if !audio.is_empty() => audio_track(&audio, path)?,
+            Es::Opus { channels } if !audio.is_empty() => opus_track(&audio, channels, path)?,
+            _ => continue,
+        };
         out.tracks.push(track);
         out.samples.push(samples);
     }
@@ -340,6 +382,87 @@ fn audio_track(pes: &[Pes], path: &Path) -> Result<(TrackMedia, Vec<Sample>), In
     ))
 }
 
+/// Opus audio: each PES holds access units, each an `opus_control_header` (the 11-bit
+/// prefix 0x3ff, start/end trim and control extension flags, the packet's size as a run of
+/// 0xff bytes and a last byte below 0xff, then the optional trims and extension) and one Opus
+/// packet. The packets are the samples, as stored; the trims are read and not applied
+/// (ffmpeg presents them so too: its decoder trims). An access unit's time is its PES's PTS
+/// plus the durations (from each packet's TOC) of the packets before it in that PES.
+fn opus_track(
+    pes: &[Pes],
+    channels: u8,
+    path: &Path,
+) -> Result<(TrackMedia, Vec<Sample>), IngestError> {
+    let rate = segue_wire::payload::opus::CLOCK;
+    let mut samples = Vec::new();
+    for p in pes {
+        let mut at = rescale(p.pts, 90_000, rate);
+        for packet in opus_access_units(&p.data).map_err(|why| IngestError::malformed(path, why))? {
+            let duration = segue_wire::payload::opus::packet_duration(packet)
+                .ok_or_else(|| IngestError::malformed(path, "Opus packet with a bad TOC"))?;
+            samples.push(Sample {
+                dts: at,
+                cto: 0,
+                duration,
+                keyframe: true,
+                data: Bytes::copy_from_slice(packet),
+            });
+            at += u64::from(duration);
+        }
+    }
+    if samples.is_empty() {
+        return Err(IngestError::malformed(path, "no Opus packets"));
+    }
+    Ok((
+        TrackMedia {
+            codec: Codec::Opus { channels },
+            clock_rate: rate,
+        },
+        samples,
+    ))
+}
+
+/// The Opus packets of one PES's access units (see [`opus_track`]).
+fn opus_access_units(mut d: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
+    let mut out = Vec::new();
+    while !d.is_empty() {
+        let [b0, b1, rest @ ..] = d else {
+            return Err("Opus access unit header cut short");
+        };
+        if (u16::from(*b0) << 3 | u16::from(*b1) >> 5) != 0x3ff {
+            return Err("Opus access unit without its control header prefix");
+        }
+        let (start_trim, end_trim, extension) = (b1 & 0x10 != 0, b1 & 0x08 != 0, b1 & 0x04 != 0);
+        d = rest;
+        let mut size = 0usize;
+        loop {
+            let (&b, rest) = d.split_first().ok_or("Opus access unit size cut short")?;
+            d = rest;
+            size += usize::from(b);
+            if b != 0xff {
+                break;
+            }
+        }
+        let skip = 2 * usize::from(start_trim) + 2 * usize::from(end_trim);
+        d = d.get(skip..).ok_or("Opus access unit trims cut short")?;
+        if extension {
+            let (&n, rest) = d.split_first().ok_or("Opus control extension cut short")?;
+            d = rest
+                .get(usize::from(n)..)
+                .ok_or("Opus control extension cut short")?;
+        }
+        if size == 0 || size > segue_wire::payload::opus::MAX_PACKET {
+            return Err("Opus access unit size out of range");
+        }
+        let (packet, rest) = d
+            .split_at_checked(size)
+            .ok_or("Opus access unit cut short (truncated?)")?;
+        out.push(packet);
+        d = rest;
+    }
+    Ok(out)
+}
+
 fn fill_durations(samples: &mut [Sample]) {
     for i in 0..samples.len() {
         let next = samples.get(i + 1).map(|n| n.dts);
@@ -350,5 +473,72 @@ fn fill_durations(samples: &mut [Sample]) {
                 .map_or(0, |p| samples[i].dts.saturating_sub(samples[p].dts)),
         };
         samples[i].duration = u32::try_from(d).unwrap_or(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opus_access_units_as_ffmpeg_writes_them() {
+        // ffmpeg's first access unit: start trim flag, size 0xff 0x2a (297), start trim 312.
+        let mut pes = vec![0x7f, 0xf0, 0xff, 0x2a, 0x01, 0x38];
+        pes.extend(std::iter::repeat_n(0xfc, 297));
+        // A plain one (no trims), size 3; then one with an end trim and a control extension.
+        pes.extend([0x7f, 0xe0, 0x03, 0xfc, 1, 2]);
+        pes.extend([0x7f, 0xec, 0x01, 0x00, 0x10, 0x02, 0xaa, 0xbb, 0xf8]);
+        let units = opus_access_units(&pes).unwrap();
+        assert_eq!(units.len(), 3);
+        assert_eq!(units[0].len(), 297);
+        assert_eq!(units[1], &[0xfc, 1, 2]);
+        assert_eq!(units[2], &[0xf8]);
+        // A size of exactly 255 takes a trailing zero byte.
+        let mut pes = vec![0x7f, 0xe0, 0xff, 0x00];
+        pes.extend(std::iter::repeat_n(0xfc, 255));
+        assert_eq!(opus_access_units(&pes).unwrap()[0].len(), 255);
+    }
+
+    #[test]
+    fn bad_opus_access_units_are_errors() {
+        for bad in [
+            &[0x7f][..],                  // header cut short
+            &[0x12, 0x00, 0x01, 0xfc],    // no 0x3ff prefix
+            &[0x7f, 0xe0, 0x05, 0xfc],    // packet cut short
+            &[0x7f, 0xe0, 0xff],          // size cut short
+            &[0x7f, 0xf0, 0x01, 0x01],    // start trim cut short
+            &[0x7f, 0xe4, 0x01, 0x09, 0], // extension cut short
+            &[0x7f, 0xe0, 0x00],          // empty packet
+        ] {
+            assert!(opus_access_units(bad).is_err(), "{bad:02x?}");
+        }
+    }
+
+    #[test]
+    fn streams_are_classified_by_type_and_descriptors() {
+        let opus = |code: u8| {
+            vec![
+                (DESC_REGISTRATION, b"Opus".to_vec()),
+                (DESC_EXTENSION, vec![EXT_OPUS_AUDIO, code]),
+            ]
+        };
+        assert_eq!(classify(0x1b, &[]), Ok(Es::Video(NalSyntax::H264)));
+        assert_eq!(classify(0x24, &[]), Ok(Es::Video(NalSyntax::H265)));
+        assert_eq!(classify(0x0f, &[]), Ok(Es::Aac));
+        assert_eq!(classify(0x06, &opus(2)), Ok(Es::Opus { channels: 2 }));
+        assert_eq!(classify(0x06, &opus(1)), Ok(Es::Opus { channels: 1 }));
+        assert!(
+            classify(0x06, &opus(6))
+                .unwrap_err()
+                .contains("mono and stereo")
+        );
+        assert!(
+            classify(0x06, &opus(6)[..1])
+                .unwrap_err()
+                .contains("opus_audio_descriptor")
+        );
+        // Private data without a registration (ffmpeg's AV1 in TS): not carried, named.
+        assert!(classify(0x06, &[]).unwrap_err().contains("0x06"));
+        assert!(classify(0x03, &[]).unwrap_err().contains("0x03"));
     }
 }
