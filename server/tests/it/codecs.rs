@@ -4,7 +4,7 @@
 //! hash, a recording ffprobe decodes to the source's pictures).
 
 use crate::common;
-use crate::common::tools::{have, have_elements, packets, run};
+use crate::common::tools::{have, have_elements, packets, run, run_gst};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use segue_client::play::{PlayOptions, play};
 use segue_server::node::source::Source;
+use segue_server::origin::ingest::{Demuxed, demux};
 use segue_wire::{ObjectName, SegueUrl};
 
 /// Makes `names` with media/make-samples.sh into `dir`: false (a skip) when ffmpeg or an
@@ -147,6 +149,9 @@ async fn plays_everywhere(case: Case) {
     }
     let file = samples.path().join(case.file);
     let want = probe(&file);
+    if case.file.ends_with(".mp4") {
+        fragmented_ingests_alike(&file);
+    }
     // What the copies are compared with: an MP4 sample itself; an MPEG-TS one remuxed to
     // MP4 (raw AAC, and without the access unit delimiters and filler ingest drops, §8.6.0).
     let src = if case.file.ends_with(".ts") {
@@ -266,6 +271,90 @@ async fn plays_everywhere(case: Case) {
     origin.shutdown().await;
 }
 
+/// The sample as fragmented MP4 (ffmpeg's `frag_keyframe+empty_moov`: an empty `moov`,
+/// the samples in `moof`/`trun`) ingests to the same frames (bytes, keyframes, composition
+/// offsets) as the sample itself, each at the time ffmpeg presents it in the fragmented
+/// file (the fragmenter writes no edit lists and lengthens a track's first frame instead,
+/// so the times are the fragmented file's own).
+fn fragmented_ingests_alike(file: &Path) {
+    let frag = file.with_extension("frag.mp4");
+    let ok = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-map", "0", "-c", "copy", "-movflags"])
+        .args(["frag_keyframe+empty_moov+default_base_moof", "-y"])
+        .arg(&frag)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "fragmenting {}", file.display());
+    let (plain, fragmented) = (demux(file).unwrap(), demux(&frag).unwrap());
+    assert_eq!(plain.tracks, fragmented.tracks, "{}", file.display());
+    let frames = |d: &Demuxed| -> Vec<Vec<(u32, bool, Bytes)>> {
+        d.samples
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .map(|s| (s.cto, s.keyframe, s.data.clone()))
+                    .collect()
+            })
+            .collect()
+    };
+    assert!(
+        frames(&plain) == frames(&fragmented),
+        "{}: fragmented frames differ",
+        file.display()
+    );
+    // Decode times from each track's first, against ffprobe's in the stream's time base
+    // (§8.6.0: floor(v × clock / timescale), then one shift per track).
+    for (i, (t, samples)) in fragmented
+        .tracks
+        .iter()
+        .zip(&fragmented.samples)
+        .enumerate()
+    {
+        let (timescale, dts) = ffprobe_dts(&frag, i);
+        let clock = u64::from(t.clock_rate);
+        let want: Vec<u64> = dts
+            .iter()
+            .map(|v| v * clock / timescale - dts[0] * clock / timescale)
+            .collect();
+        let got: Vec<u64> = samples.iter().map(|s| s.dts - samples[0].dts).collect();
+        assert_eq!(got, want, "{}: track {i} decode times", frag.display());
+    }
+    std::fs::remove_file(frag).unwrap();
+}
+
+/// A stream's time base denominator and its packets' decode times, as ffprobe reports them.
+fn ffprobe_dts(file: &Path, stream: usize) -> (u64, Vec<u64>) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", &stream.to_string()])
+        .args([
+            "-show_entries",
+            "stream=time_base:packet=dts",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut timescale = 0;
+    let mut dts = Vec::new();
+    for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        match l.split_once('/') {
+            Some((_, den)) => timescale = den.trim_end_matches(',').parse().unwrap(),
+            None => dts.push(l.trim_end_matches(',').parse().unwrap()),
+        }
+    }
+    assert!(
+        timescale > 0 && !dts.is_empty(),
+        "ffprobe {}: {text}",
+        file.display()
+    );
+    (timescale, dts)
+}
+
 /// segue-play: every frame, the content hash, and a recording ffprobe reads and decodes to
 /// the source's pictures.
 async fn segue_play_check(
@@ -382,10 +471,7 @@ async fn gst_check(case: &Case, rtsp: &str, dir: &Path, src: &Path, tag: &str) {
         case.gst_audio,
         a.display()
     );
-    let args: Vec<String> = std::iter::once("-q".to_owned())
-        .chain(pipeline.split_whitespace().map(str::to_owned))
-        .collect();
-    run("gst-launch-1.0", &args)
+    run_gst(&pipeline)
         .await
         .unwrap_or_else(|e| panic!("{tag}: {e}"));
     let files = |d: &Path| -> Vec<PathBuf> {

@@ -2,7 +2,7 @@
 //! clients from Debian: ffmpeg and GStreamer play from a real edge on loopback in all three
 //! cases, every frame byte for byte; seeks, TLS, signed URLs, and what a stranger can send.
 
-use crate::common::tools::{have, have_ffmpeg, packets, run};
+use crate::common::tools::{have, have_ffmpeg, packets, run, run_gst};
 use crate::common::{self, TestEdge, TestOrigin};
 
 use std::net::SocketAddr;
@@ -265,10 +265,7 @@ async fn gstreamer_depayloads_every_access_unit() {
             v.display(),
             a.display()
         );
-        let args: Vec<String> = std::iter::once("-q".to_owned())
-            .chain(pipeline.split_whitespace().map(str::to_owned))
-            .collect();
-        run("gst-launch-1.0", &args).await.unwrap();
+        run_gst(&pipeline).await.unwrap();
         let got = |d: &Path| -> Vec<u64> {
             let mut files: Vec<_> = std::fs::read_dir(d)
                 .unwrap()

@@ -69,6 +69,41 @@ pub async fn run(program: &str, args: &[String]) -> Result<(), String> {
     }
 }
 
+/// Runs a GStreamer pipeline (`gst-launch-1.0 -q` with `pipeline`'s words) to completion.
+///
+/// GStreamer 1.22's `rtspsrc` races with itself when `gst-launch-1.0` shuts the pipeline
+/// down after the end of stream: the PAUSE it sends on leaving PLAYING is cut off by the
+/// connection flush of the CLOSE that follows at once, and it posts an error ("Could not
+/// send message. (Received end-of-file)" from `gst_rtspsrc_pause`) although the server
+/// answers the TEARDOWN after it (seen with `GST_DEBUG=rtspsrc:5`, about 1 run in 16 under
+/// load). That exit, after every buffer arrived (the callers count them), is not a failure
+/// of the play; any other error is.
+pub async fn run_gst(pipeline: &str) -> Result<(), String> {
+    let args: Vec<String> = std::iter::once("-q".to_owned())
+        .chain(pipeline.split_whitespace().map(str::to_owned))
+        .collect();
+    let Err(e) = run("gst-launch-1.0", &args).await else {
+        return Ok(());
+    };
+    let lines: Vec<&str> = e.lines().collect();
+    let errors: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].starts_with("ERROR: from element"))
+        .collect();
+    let teardown_race = !errors.is_empty()
+        && e.contains("gst_rtspsrc_pause ()")
+        && errors.iter().all(|i| {
+            let near = lines[*i..lines.len().min(i + 5)].join("\n");
+            (near.contains("gst_rtspsrc_try_send ()") || near.contains("gst_rtspsrc_pause ()"))
+                && near.contains("(Received end-of-file)")
+        });
+    if teardown_race {
+        eprintln!("gst-launch-1.0: rtspsrc's PAUSE at shutdown was cut off (not a failure)");
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 /// Packets per stream, as ffprobe counts them, each named by its `key` (`codec_type`:
 /// video, audio; `codec_name`: h264, opus, ...).
 pub fn packets(file: &std::path::Path, key: &str) -> Vec<(String, u64)> {
