@@ -13,6 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -31,7 +32,7 @@ use tokio::sync::watch;
 use crate::clock::unix_now;
 use crate::edge::EdgeSource;
 use crate::edge::store::ObjectStatus;
-use crate::node::admission::Admission;
+use crate::node::admission::{Admission, FaceStats};
 use crate::node::hints::HintSchedule;
 use crate::node::source::Source as _;
 use crate::origin::distribute::Distributor;
@@ -180,8 +181,32 @@ fn register_connections(r: &mut Registry, admission: &Admission) {
     );
     r.register(
         "connections",
-        "Connections held now (segue/1)",
+        "Connections held now (segue/1 and the RTSP face)",
         ConstGauge::<f64>::new(admission.held() as f64),
+    );
+    let faces = &admission.faces;
+    let by_scheme = |counts: &[AtomicU64; 2]| {
+        let f = Family::<Vec<(String, String)>, Counter>::default();
+        for (s, n) in FaceStats::SCHEMES.iter().zip(counts) {
+            f.get_or_create(&vec![("scheme".into(), s.as_str().into())])
+                .inc_by(n.load(Relaxed));
+        }
+        f
+    };
+    r.register(
+        "rtsp_connections_accepted",
+        "Connections the RTSP face admitted, by scheme",
+        by_scheme(&faces.accepted),
+    );
+    r.register(
+        "rtsp_connections",
+        "RTSP face connections open now",
+        ConstGauge::<i64>::new(i64::try_from(faces.open.load(Relaxed)).unwrap_or(i64::MAX)),
+    );
+    r.register(
+        "rtsp_plays",
+        "PLAY requests the RTSP face answered with success, by scheme",
+        by_scheme(&faces.plays),
     );
     let by = Family::<Vec<(String, String)>, Counter>::default();
     for (c, n) in segue_net::Congestion::ALL

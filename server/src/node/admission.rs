@@ -135,6 +135,34 @@ pub struct Admission {
     /// Connections established, by the congestion controller they run, in the order of
     /// `Congestion::ALL`: what `--congestion` became.
     pub by_congestion: [AtomicU64; segue_net::Congestion::ALL.len()],
+    /// The RTSP face's own counts (its connections are also in `held`).
+    pub faces: FaceStats,
+}
+
+/// What the RTSP face did, by scheme (`rtsp`, `rtsps`: `FaceStats::SCHEMES` order), so an
+/// operator can tell its players from segue/1's.
+#[derive(Debug, Default)]
+pub struct FaceStats {
+    /// Connections admitted.
+    pub accepted: [AtomicU64; 2],
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// PLAY requests answered with success.
+    pub plays: [AtomicU64; 2],
+}
+
+impl FaceStats {
+    pub const SCHEMES: [segue_wire::rtsp::Scheme; 2] = [
+        segue_wire::rtsp::Scheme::Rtsp,
+        segue_wire::rtsp::Scheme::Rtsps,
+    ];
+
+    pub fn index(s: segue_wire::rtsp::Scheme) -> usize {
+        match s {
+            segue_wire::rtsp::Scheme::Rtsp => 0,
+            segue_wire::rtsp::Scheme::Rtsps => 1,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +179,7 @@ impl Admission {
             refused: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             by_congestion: Default::default(),
+            faces: FaceStats::default(),
         })
     }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use segue_wire::control::{Method, Request, Response, status};
@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::node::NodeOptions;
-use crate::node::admission::Decision;
+use crate::node::admission::{Admission, Decision, FaceStats};
 use crate::node::control::{ControlHandler, ControlOut, Sink, TICK};
 use crate::node::packets::PacketCache;
 use crate::node::session::{MediaPath, Refusal, Sessions};
@@ -92,9 +92,12 @@ pub(crate) async fn serve<S: Source>(
             }
             Decision::Retry => continue,
         };
+        let faces = &shared.opts.admission.faces;
+        faces.accepted[FaceStats::index(shared.scheme)].fetch_add(1, Ordering::Relaxed);
         let (shared, tls, stop) = (shared.clone(), l.tls.clone(), stop.clone());
         tokio::spawn(async move {
             let _ticket = ticket;
+            let _open = Open::new(&shared.opts.admission.faces.open);
             let _ = stream.set_nodelay(true);
             let r = match tls {
                 None => connection(stream, peer, &shared, stop).await,
@@ -113,6 +116,22 @@ pub(crate) async fn serve<S: Source>(
                 tracing::debug!(%peer, "RTSP connection: {e}");
             }
         });
+    }
+}
+
+/// One open connection in the face's gauge, for as long as it lives.
+struct Open<'a>(&'a AtomicU64);
+
+impl<'a> Open<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -168,6 +187,7 @@ where
         channels: Channels::default(),
         scheme: shared.scheme,
         out: out.clone(),
+        admission: shared.opts.admission.clone(),
     };
     let r = face
         .run(
@@ -179,6 +199,9 @@ where
         )
         .await;
     sessions.shutdown().await;
+    // The writer ends when every sender is gone, the sessions' own included: dropped first,
+    // or the connection (its socket, its admission ticket) would outlive the client.
+    drop(sessions);
     drop(face);
     drop(out);
     let _ = writer.await;
@@ -190,6 +213,8 @@ struct Face {
     channels: Channels,
     scheme: Scheme,
     out: ControlOut,
+    /// Where its plays are counted (`FaceStats`).
+    admission: Arc<Admission>,
 }
 
 impl Face {
@@ -285,6 +310,10 @@ impl Face {
             && resp.is_success()
         {
             self.channels.0.insert(ch);
+        }
+        if method == Method::Play && resp.is_success() {
+            let plays = &self.admission.faces.plays[FaceStats::index(self.scheme)];
+            plays.fetch_add(1, Ordering::Relaxed);
         }
         self.reply(&resp, version, method, url.as_ref(), None).await;
     }

@@ -124,7 +124,12 @@ async fn ffmpeg_three_cases(sample: &str, warm_sample: &str) {
         return;
     }
     let origin = common::origin_with_samples(&[sample, warm_sample]).await;
-    let e = edge(&origin, "edge", 60_000).await;
+    let admin = common::process::free_port();
+    let e = edge_with(&origin, "edge", |c| {
+        c.admin.admin = Some(SocketAddr::from(([127, 0, 0, 1], admin)));
+        c.admin.admin_token = Some("t".into());
+    })
+    .await;
     let rtsp = e.rtsp.expect("the RTSP face");
     let object = sample.rsplit_once('.').unwrap().0;
     let warm = warm_sample.rsplit_once('.').unwrap().0;
@@ -175,7 +180,47 @@ async fn ffmpeg_three_cases(sample: &str, warm_sample: &str) {
     let url = format!("rtsps://localhost:{}/{object}", e.rtsps.unwrap().port());
     ffmpeg_copy(&url, &[], &tls).await.unwrap();
     check(&tls, sample, "rtsps");
+
+    // The face's own metrics tell its players from segue/1's: four plays, three over rtsp
+    // and one over rtsps, each on its own connection. Every connection ended with its
+    // client, and gave back its place under the connection limits (a connection's task
+    // ends just after ffmpeg's exit).
+    let mut m = String::new();
+    for _ in 0..40 {
+        m = metrics(admin).await;
+        let open = [
+            "segue_edge_rtsp_connections 0",
+            "segue_edge_connections 0.0",
+        ];
+        if open.iter().all(|o| m.lines().any(|l| l == *o)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for line in [
+        "segue_edge_rtsp_connections_accepted_total{scheme=\"rtsp\"} 3",
+        "segue_edge_rtsp_connections_accepted_total{scheme=\"rtsps\"} 1",
+        "segue_edge_rtsp_plays_total{scheme=\"rtsp\"} 3",
+        "segue_edge_rtsp_plays_total{scheme=\"rtsps\"} 1",
+        "segue_edge_rtsp_connections 0",
+        "segue_edge_connections 0.0",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
+    }
     origin.shutdown().await;
+}
+
+/// The edge's Prometheus text from its admin listener.
+async fn metrics(port: u16) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
