@@ -94,6 +94,20 @@ impl<V: Clone> SegmentLru<V> {
     pub fn weight(&self) -> u64 {
         self.lock().weight
     }
+
+    /// Drops every entry of object `name`, whatever its revision (a purge).
+    pub fn remove_object(&self, name: &ObjectName) {
+        let mut st = self.lock();
+        let mut freed = 0;
+        st.map.retain(|(object, _, _), e| {
+            let keep = object != name;
+            if !keep {
+                freed += e.weight;
+            }
+            keep
+        });
+        st.weight -= freed;
+    }
 }
 
 #[cfg(test)]
@@ -128,6 +142,23 @@ mod tests {
         assert!(c.get(&m, 0).is_none());
         c.put(&m, 99, 99, 600); // > capacity/4: not kept
         assert!(c.get(&m, 99).is_none());
+    }
+
+    #[test]
+    fn removing_an_object_drops_all_its_entries() {
+        let c = SegmentLru::new(10_000);
+        let (a, b) = (manifest("a"), manifest("b"));
+        let mut a2 = manifest("a");
+        a2.revision = 2;
+        for i in 0..3 {
+            c.put(&a, i, i, 100);
+            c.put(&a2, i, i, 100);
+            c.put(&b, i, i, 100);
+        }
+        c.remove_object(&a.object);
+        assert_eq!(c.weight(), 300);
+        assert!((0..3).all(|i| c.get(&a, i).is_none() && c.get(&a2, i).is_none()));
+        assert!((0..3).all(|i| c.get(&b, i) == Some(i)));
     }
 
     #[test]

@@ -282,7 +282,7 @@ pub fn node_options(
         usize::try_from(v)
             .map_err(|_| StartError::Flag(format!("{flag} {v} does not fit this machine")))
     };
-    Ok(NodeOptions {
+    let mut opts = NodeOptions {
         sessions: SessionOptions {
             send_ahead: Duration::from_millis(send_ahead_ms),
             send_ahead_max: Duration::from_millis(limits.send_ahead_max_ms),
@@ -300,7 +300,10 @@ pub fn node_options(
         qlog: segue_net::NodeQlog::from_env(tls, transport)?,
         admission,
         request_timeout: Duration::from_secs(limits.request_timeout_secs.max(1)),
-    })
+        packets: None,
+    };
+    opts.packets = Some(opts.packet_cache());
+    Ok(opts)
 }
 
 /// Reads `--hints FILE` (if given) into the node's schedule.

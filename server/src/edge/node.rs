@@ -160,6 +160,7 @@ impl Edge {
             hints: hints.clone(),
             name: c.name.clone(),
             region: c.region.clone(),
+            packets: None,
         };
         let common = Common {
             tls: &c.tls,

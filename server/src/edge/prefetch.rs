@@ -23,10 +23,25 @@ impl EdgeSource {
         let fills: Vec<_> = (0..n)
             .map(|i| self.fill_via(m.clone(), i, due, via))
             .collect();
-        for f in fills {
-            f.await?;
+        for (i, f) in fills.into_iter().enumerate() {
+            let b = f.await?;
+            // A segment found in the memory tier is written through: a warmed prefix is on
+            // disk, whatever tier it came from.
+            if !self.0.store.has(&m, i) {
+                self.0.store.put(&m, i, &b).await;
+            }
         }
         Ok(n)
+    }
+
+    /// Drops object `name` from every tier this edge keeps: memory, disk and index, and
+    /// the segment 0 request a play sent ahead (the node's packet cache is dropped by the
+    /// caller: [`crate::node::packets::PacketCache::remove_object`]). A fill in flight for it
+    /// still completes.
+    pub fn purge(&self, name: &ObjectName) {
+        self.0.hot.remove_object(name);
+        self.0.store.drop_object(name);
+        lock(&self.0.early).remove(name);
     }
 
     /// Acts on a hint: its viewers count as requests, and the prefix is pulled now.

@@ -14,6 +14,8 @@ use super::*;
 const UPKEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often measured usage is saved.
 const USAGE_SAVE_EVERY: Duration = Duration::from_secs(30);
+/// How long upkeep leaves an object whose prefix refill made no progress.
+const STALLED_RETRY: Duration = Duration::from_secs(60);
 
 impl EdgeSource {
     /// Background upkeep until `stop`, every 2 s: when the required prefix of a cached
@@ -28,6 +30,8 @@ impl EdgeSource {
         let mut tick = tokio::time::interval(UPKEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut saved = Instant::now();
+        // Objects whose prefix refill made no progress, and when to try again.
+        let mut stalled: HashMap<ObjectName, Instant> = HashMap::new();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -40,8 +44,26 @@ impl EdgeSource {
             if fetching > 0 {
                 self.0.store.fetching_concurrently(fetching, 0.05);
             }
-            if let Some(name) = self.0.store.prefix_to_refill() {
+            stalled.retain(|_, until| Instant::now() < *until);
+            if let Some(name) = self
+                .0
+                .store
+                .prefix_to_refill_except(|n| stalled.contains_key(n))
+            {
                 match self.warm(&name).await {
+                    // Never again and again without progress: a refill that leaves the
+                    // prefix as short as it was (the disk refusing writes, say) is not
+                    // retried for a while.
+                    Ok(_)
+                        if self
+                            .0
+                            .store
+                            .prefix_to_refill_except(|n| *n != name)
+                            .is_some() =>
+                    {
+                        tracing::warn!(object = %name, "prefix refill made no progress: retried in {STALLED_RETRY:?}");
+                        stalled.insert(name, Instant::now() + STALLED_RETRY);
+                    }
                     Ok(n) => {
                         tracing::info!(object = %name, segments = n, "prefix grown to follow the link")
                     }

@@ -34,6 +34,7 @@ use crate::edge::EdgeSource;
 use crate::edge::store::ObjectStatus;
 use crate::node::admission::{Admission, FaceStats};
 use crate::node::hints::HintSchedule;
+use crate::node::packets::PacketCache;
 use crate::node::source::Source as _;
 use crate::origin::distribute::Distributor;
 use crate::placement::hint::{Hint, parse_json};
@@ -52,6 +53,8 @@ pub enum Node {
         /// This edge's name and region, matched against hints.
         name: String,
         region: Option<String>,
+        /// The node's packet cache (set when the node starts serving): purged with the rest.
+        packets: Option<Arc<PacketCache>>,
     },
     Origin {
         dist: Arc<Distributor>,
@@ -573,10 +576,13 @@ async fn handle(req: Request<Incoming>, node: Node, token: Arc<String>) -> Resp 
             json(&library_objects(&dist.source().library()))
         }
         (&Method::POST, "/push", _) => push(&req, &node).await,
-        (&Method::POST, "/purge", Node::Edge { edge, .. }) => match object_param(&req) {
+        (&Method::POST, "/purge", Node::Edge { edge, packets, .. }) => match object_param(&req) {
             Err(e) => plain(StatusCode::BAD_REQUEST, &e),
             Ok(name) => {
-                edge.store().drop_object(&name);
+                edge.purge(&name);
+                if let Some(p) = packets {
+                    p.remove_object(&name);
+                }
                 plain(StatusCode::OK, &format!("{name}: purged"))
             }
         },

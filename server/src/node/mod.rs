@@ -47,10 +47,24 @@ pub struct NodeOptions {
     pub admission: Arc<Admission>,
     /// A control message or segment request must arrive whole within this long (slowloris).
     pub request_timeout: std::time::Duration,
+    /// The node's packet cache, when the caller shares it (the admin API's purge); None:
+    /// [`serve_with_faces`] makes one from `sessions` and `limits`.
+    pub packets: Option<Arc<PacketCache>>,
 }
 
 /// Default [`NodeOptions::request_timeout`].
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl NodeOptions {
+    /// A packet cache as `sessions` and `limits` size it.
+    pub fn packet_cache(&self) -> Arc<PacketCache> {
+        Arc::new(PacketCache::new(
+            self.sessions.packet_cache_bytes,
+            self.sessions.max_payload,
+            self.limits.max_frame_size,
+        ))
+    }
+}
 
 impl Default for NodeOptions {
     fn default() -> Self {
@@ -62,6 +76,7 @@ impl Default for NodeOptions {
             qlog: None,
             admission: Admission::new(ConnectionLimits::default()),
             request_timeout: REQUEST_TIMEOUT,
+            packets: None,
         }
     }
 }
@@ -84,11 +99,7 @@ pub async fn serve_with_faces<S: Source>(
     opts: NodeOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let packets = Arc::new(PacketCache::new(
-        opts.sessions.packet_cache_bytes,
-        opts.sessions.max_payload,
-        opts.limits.max_frame_size,
-    ));
+    let packets = opts.packets.clone().unwrap_or_else(|| opts.packet_cache());
     let faces: Vec<_> = faces
         .into_iter()
         .map(|l| {

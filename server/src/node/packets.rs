@@ -296,6 +296,11 @@ impl PacketCache {
         segue_wire::segment::complete_records(buf, self.max_frame).map_err(PacketizeError::Record)
     }
 
+    /// Drops every packetized segment of object `name` (a purge).
+    pub fn remove_object(&self, name: &segue_wire::ObjectName) {
+        self.lru.remove_object(name);
+    }
+
     /// Bytes held.
     pub fn weight(&self) -> u64 {
         self.lru.weight()

@@ -105,6 +105,19 @@ where
     P: Fn(Hint) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<String, String>> + Send + 'static,
 {
+    let opts = node_options(
+        c.send_ahead_ms,
+        c.response_delay_ms,
+        c.node_tls,
+        c.limits,
+        c.transport,
+        c.access.clone(),
+        c.admission,
+    )?;
+    let mut admin = admin;
+    if let crate::node::admin::Node::Edge { packets, .. } = &mut admin {
+        *packets = opts.packets.clone();
+    }
     add_hint_file(c.hints, &admin)?;
     tokio::spawn(schedule.run(position, stop.clone()));
     serve_admin(c.admin, admin, stop.clone()).await?;
@@ -135,15 +148,6 @@ where
             segue_wire::rtsp::Scheme::Rtsps => addrs.rtsps = Some(a),
         }
     }
-    let opts = node_options(
-        c.send_ahead_ms,
-        c.response_delay_ms,
-        c.node_tls,
-        c.limits,
-        c.transport,
-        c.access,
-        c.admission,
-    )?;
     let serving = tokio::spawn(crate::node::serve_with_faces(
         endpoint,
         faces,

@@ -67,6 +67,7 @@ async fn admin_api() {
         hints: segue_server::node::hints::HintSchedule::new(Duration::from_secs(0)),
         name: "edge".into(),
         region: None,
+        packets: None,
     };
     tokio::spawn(segue_server::node::admin::serve(
         listener,
@@ -257,5 +258,65 @@ async fn origin_admin_api_pushes_to_an_edge() {
         http(admin, "POST", "/purge?object=demo", Some("t")).await.0,
         404
     );
+    origin.shutdown().await;
+}
+
+/// A purge drops the object from every tier the edge keeps (issue 21): the next play is a
+/// miss served from the origin again, every segment fetched anew (a purge that left the
+/// memory tier served it from memory, and never refilled the disk), and the disk holds the
+/// object again after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_drops_every_tier() {
+    let origin = common::origin_with_sample("demo.mp4").await;
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], common::process::free_port()));
+    let e = origin
+        .edge_with("edge", |c| {
+            c.admin.admin = Some(admin);
+            c.admin.admin_token = Some("t".into());
+        })
+        .await;
+    let name = segue_wire::ObjectName::new("demo", 64).unwrap();
+    let play = || async {
+        let url = SegueUrl::parse(&format!("segue://localhost:{}/demo", e.addr.port())).unwrap();
+        let mut o = segue_client::play::PlayOptions::new(url, origin.tls.ca.clone());
+        o.pace = false;
+        let r = segue_client::play::play(&o).await;
+        assert!(r.ok() && r.hash_ok, "{}", r.render());
+    };
+    let all_on_disk = || async {
+        let m = e.edge.store().manifest(&name);
+        for _ in 0..100 {
+            if let Some(m) = &m
+                && e.edge.store().count_from(m, 0) == m.segments.len()
+            {
+                return m.segments.len() as u64;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the object is not all on disk");
+    };
+    play().await;
+    let segments = all_on_disk().await;
+    let fetched = e.edge.snapshot().segments_from_origin;
+    assert_eq!(fetched, segments);
+
+    let (st, body) = http(admin, "POST", "/purge?object=demo", Some("t")).await;
+    assert_eq!(st, 200, "{body}");
+    assert!(e.edge.store().objects().is_empty());
+    assert!(e.edge.store().manifest(&name).is_none());
+
+    play().await;
+    let stats = e.edge.stats();
+    assert_eq!(
+        stats.misses.load(Ordering::Relaxed),
+        2,
+        "the play after a purge"
+    );
+    assert_eq!(
+        e.edge.snapshot().segments_from_origin,
+        2 * segments,
+        "every segment fetched from the origin again, none served from memory"
+    );
+    assert_eq!(all_on_disk().await, segments, "the disk refilled");
     origin.shutdown().await;
 }

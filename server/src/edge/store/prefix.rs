@@ -63,10 +63,21 @@ impl Store {
     /// segments fit in free space (the edge's upkeep fills it). Reads the index only: no use
     /// is recorded.
     pub fn prefix_to_refill(&self) -> Option<ObjectName> {
+        self.prefix_to_refill_except(|_| false)
+    }
+
+    /// [`Self::prefix_to_refill`], passing over the objects `skip` names.
+    pub fn prefix_to_refill_except(
+        &self,
+        skip: impl Fn(&ObjectName) -> bool,
+    ) -> Option<ObjectName> {
         let st = self.lock();
         let free = self.capacity.saturating_sub(st.used);
         let link = st.effective_link();
         Self::by_popularity(&st).into_iter().find_map(|(name, e)| {
+            if skip(name) {
+                return None;
+            }
             let m = &e.manifest;
             let n = Self::prefix_count(Self::prefix_us_with(self.prefix_us, link, m), m);
             let missing: u64 = (0..n)
