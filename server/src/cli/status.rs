@@ -127,9 +127,13 @@ pub fn render(metrics: &HashMap<String, f64>, objects: Option<&[ObjectStatus]>) 
     );
     let _ = writeln!(
         out,
-        "cache      {:.1} of {:.1} MB, {} objects, {} evictions, {} segments pushed here",
+        "cache      {:.1} of {:.1} MB{}, {} objects, {} evictions, {} segments pushed here",
         m("cache_used_bytes") / 1e6,
         m("cache_capacity_bytes") / 1e6,
+        match metrics.get("segue_edge_cache_capacity_effective_bytes") {
+            Some(e) if *e < m("cache_capacity_bytes") => format!(" (disk full: {:.1} MB)", e / 1e6),
+            _ => String::new(),
+        },
         m("cached_objects"),
         m("evictions_total"),
         m("pushed_segments_total")

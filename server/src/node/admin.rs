@@ -410,6 +410,11 @@ pub fn metrics(edge: &EdgeSource, admission: &Admission) -> String {
             store.capacity() as f64,
         ),
         (
+            "cache_capacity_effective_bytes",
+            "Disk cache capacity in effect: the configured one, or what was held when the disk said it was full (for 10 minutes)",
+            store.effective_capacity() as f64,
+        ),
+        (
             "cache_write_failing",
             "1 while cache writes fail (passing through), 0 when they succeed",
             f64::from(u8::from(store.write_failing())),

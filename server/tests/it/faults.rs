@@ -60,8 +60,10 @@ async fn a_full_or_unwritable_disk_passes_through_and_says_so() {
     let store = edge.edge.store();
     assert!(store.write_failing());
     assert!(store.write_errors() >= 2);
-    // Nothing reached the disk: the players were served from memory and the origin.
+    // Nothing reached the disk: the players were served from memory and the origin. A full
+    // disk holding nothing to evict is a capacity of 0 in effect: segments are not tried.
     assert_eq!(store.used(), 0);
+    assert_eq!(store.effective_capacity(), 0);
     let admission = segue_server::node::admission::Admission::new(Default::default());
     let metrics = segue_server::node::admin::metrics(&edge.edge, &admission);
     assert!(
@@ -74,6 +76,93 @@ async fn a_full_or_unwritable_disk_passes_through_and_says_so() {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .expect("the write error counter");
     assert_eq!(errors, store.write_errors());
+    origin.shutdown().await;
+}
+
+/// A tmpfs of a given size mounted for a test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// None (a skip, or a failure where CI requires root) when mounting is not allowed here.
+    fn mount(at: &Path, size: &str) -> Option<Self> {
+        let r = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output();
+        let check = match r {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!(
+                "mount: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Err(format!("mount: {e}")),
+        };
+        common::available_or_required(check, "SEGUE_REQUIRE_NETNS", "tmpfs mounts (root)")
+            .then(|| Self(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A cache capacity above the disk's free space (issue 21): a 1 GB cache on a 2 MiB tmpfs.
+/// The disk saying it is full (ENOSPC) is the capacity reached: segments are evicted to make
+/// room and the write tried again, so the edge goes on caching (the object played last is
+/// all on disk) where it passed through for ever; the capacity in effect is in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_smaller_than_the_capacity_is_the_capacity() {
+    let origin = common::origin_with_samples(&["hd.mp4", "demo.mp4"]).await;
+    let disk = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(disk.path(), "2m") else {
+        return;
+    };
+    let e = origin
+        .edge_with("unused", |c| c.cache_dir = disk.path().join("cache"))
+        .await;
+    assert_eq!(e.edge.store().capacity(), 1 << 30);
+    for object in ["hd", "demo"] {
+        let url = SegueUrl::parse(&format!("{}{object}", e.url)).unwrap();
+        let mut o = segue_client::PlayOptions::new(url, origin.tls.ca.clone());
+        o.pace = false;
+        let r = segue_client::play(&o).await;
+        assert!(r.ok() && r.hash_ok, "{object}: {}", r.render());
+    }
+    let store = e.edge.store();
+    let demo = store
+        .manifest(&ObjectName::new("demo", 64).unwrap())
+        .unwrap();
+    for _ in 0..100 {
+        if store.count_from(&demo, 0) == demo.segments.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store.count_from(&demo, 0),
+        demo.segments.len(),
+        "the last object played is all on disk ({} write errors)",
+        store.write_errors()
+    );
+    assert!(store.write_errors() > 0, "the disk was full at least once");
+    assert!(!store.write_failing(), "caching goes on");
+    assert!(store.evictions() > 0);
+    let effective = store.effective_capacity();
+    assert!(effective <= 2 << 20, "capacity in effect {effective}");
+    assert!(store.used() <= effective);
+    let admission = segue_server::node::admission::Admission::new(Default::default());
+    let metrics = segue_server::node::admin::metrics(&e.edge, &admission);
+    assert!(
+        metrics.contains(&format!(
+            "segue_edge_cache_capacity_effective_bytes {effective}"
+        )),
+        "{metrics}"
+    );
     origin.shutdown().await;
 }
 

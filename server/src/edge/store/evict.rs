@@ -19,11 +19,12 @@ impl Store {
         keep: &ObjectName,
         keep_i: usize,
     ) -> Option<Vec<(ObjectName, usize)>> {
-        if need > self.capacity {
+        let capacity = self.cap(st);
+        if need > capacity {
             return None;
         }
         let mut victims = Vec::new();
-        if st.used + need <= self.capacity {
+        if st.used + need <= capacity {
             return Some(victims);
         }
         // (log2 value, last used, name, later segments first, size)
@@ -62,13 +63,13 @@ impl Store {
         });
         let mut freed = 0;
         for (_, _, name, rj, size) in order {
-            if st.used - freed + need <= self.capacity {
+            if st.used - freed + need <= capacity {
                 break;
             }
             victims.push((name, usize::MAX - rj));
             freed += size;
         }
-        if st.used - freed + need > self.capacity {
+        if st.used - freed + need > capacity {
             return None;
         }
         for (name, j) in &victims {

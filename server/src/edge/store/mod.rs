@@ -54,6 +54,9 @@ struct State {
     link: Option<LinkEstimate>,
     /// Objects whose suffix is fetched at once, as a session starts (smoothed; at least 1).
     concurrency: f64,
+    /// The disk said it was full (ENOSPC) holding this many bytes, at that time: the
+    /// capacity in effect until [`DISK_FULL_FOR`] later.
+    disk_full: Option<(u64, std::time::Instant)>,
 }
 
 impl State {
@@ -70,6 +73,7 @@ impl Default for State {
             used: 0,
             tick: 0,
             evictions: 0,
+            disk_full: None,
             popularity: Popularity::new(POPULARITY_HALF_LIFE_S),
             watch: WatchModel::new(20, 1.0),
             link: None,
@@ -112,6 +116,10 @@ pub enum Stored {
     /// No room even after eviction (or the disk refused): served from memory only.
     NotStored,
 }
+
+/// How long a full disk (ENOSPC) lowers the capacity to what was held then; after it the
+/// configured capacity is tried again (and lowered again if the disk is still full).
+const DISK_FULL_FOR: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The cache.
 #[derive(Debug)]
@@ -285,11 +293,34 @@ impl Store {
             );
         }
         let tmp = dir.join("manifest.tmp");
-        let r = fs::create_dir_all(&dir)
-            .and_then(|()| fs::write(&tmp, m.encode()))
-            .and_then(|()| fs::rename(&tmp, dir.join("manifest")));
-        if r.is_err() {
-            let _ = fs::remove_file(&tmp);
+        let bytes = m.encode();
+        let write = || {
+            let r = fs::create_dir_all(&dir)
+                .and_then(|()| fs::write(&tmp, &bytes))
+                .and_then(|()| fs::rename(&tmp, dir.join("manifest")));
+            if r.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            r
+        };
+        let mut r = write();
+        // A full disk: the capacity drops to what is held and segments are evicted to make
+        // room for the manifest, as for a segment (`put`); then one more try.
+        if let Err(e) = &r
+            && e.kind() == std::io::ErrorKind::StorageFull
+        {
+            self.disk.record("manifest", &r);
+            let victims = {
+                let mut st = self.lock();
+                st.disk_full = Some((st.used, std::time::Instant::now()));
+                let need = bytes.len() as u64;
+                self.evict_for(&mut st, need, &m.object, usize::MAX)
+                    .unwrap_or_default()
+            };
+            for (name, j) in victims {
+                let _ = fs::remove_file(storage::seg_path(&self.dir_of(&name), j));
+            }
+            r = write();
         }
         self.disk.record("manifest", &r);
         r
@@ -358,8 +389,21 @@ impl Store {
         self.lock().evictions
     }
 
+    /// The configured capacity (`--cache-size`).
     pub fn capacity(&self) -> u64 {
         self.capacity
+    }
+
+    /// The capacity in effect: the configured one, or less while the disk is full.
+    pub fn effective_capacity(&self) -> u64 {
+        self.cap(&self.lock())
+    }
+
+    fn cap(&self, st: &State) -> u64 {
+        match st.disk_full {
+            Some((held, at)) if at.elapsed() < DISK_FULL_FOR => held.min(self.capacity),
+            _ => self.capacity,
+        }
     }
 }
 

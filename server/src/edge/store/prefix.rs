@@ -72,7 +72,7 @@ impl Store {
         skip: impl Fn(&ObjectName) -> bool,
     ) -> Option<ObjectName> {
         let st = self.lock();
-        let free = self.capacity.saturating_sub(st.used);
+        let free = self.cap(&st).saturating_sub(st.used);
         let link = st.effective_link();
         Self::by_popularity(&st).into_iter().find_map(|(name, e)| {
             if skip(name) {
@@ -93,7 +93,7 @@ impl Store {
     /// index only: no use is recorded.
     pub fn probe_target(&self) -> Option<(Arc<Manifest>, usize)> {
         let st = self.lock();
-        let free = self.capacity.saturating_sub(st.used);
+        let free = self.cap(&st).saturating_sub(st.used);
         Self::by_popularity(&st).into_iter().find_map(|(_, e)| {
             let i = e.have.iter().position(|h| !h)?;
             (e.manifest.segments[i].size <= free).then(|| (e.manifest.clone(), i))

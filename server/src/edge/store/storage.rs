@@ -46,6 +46,13 @@ impl DiskHealth {
     }
 }
 
+/// What [`Store::reserve`] found.
+enum Reserved {
+    Already,
+    No,
+    Room(Vec<(ObjectName, usize)>),
+}
+
 pub(super) fn seg_path(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("seg-{i:06}"))
 }
@@ -118,49 +125,68 @@ impl Store {
 
     /// Writes segment `i` (already verified by the caller), evicting if needed.
     pub async fn put(&self, m: &Arc<Manifest>, i: usize, payload: &Bytes) -> Stored {
-        let size = payload.len() as u64;
-        let victims = {
+        // A full disk (ENOSPC) is the capacity reached: the capacity in effect drops to what
+        // is held, room is made by eviction as for any write, and the write tried again once.
+        for attempt in 0..2 {
+            let victims = match self.reserve(m, i, payload.len() as u64) {
+                Reserved::Already => return Stored::Written,
+                Reserved::No => return Stored::NotStored,
+                Reserved::Room(v) => v,
+            };
+            for (name, j) in victims {
+                let _ = tokio::fs::remove_file(seg_path(&self.dir_of(&name), j)).await;
+            }
+            let dir = self.dir_of(&m.object);
+            let path = seg_path(&dir, i);
+            let tmp = path.with_extension("tmp");
+            let write = async {
+                tokio::fs::create_dir_all(&dir).await?;
+                tokio::fs::write(&tmp, payload).await?;
+                tokio::fs::rename(&tmp, &path).await
+            };
+            let r = write.await;
+            self.disk.record("segment", &r);
+            let Err(e) = r else {
+                return Stored::Written;
+            };
+            let _ = tokio::fs::remove_file(&tmp).await;
+            self.forget(m, i);
+            if e.kind() != std::io::ErrorKind::StorageFull || attempt == 1 {
+                break;
+            }
             let mut st = self.lock();
-            match st.objects.get(&m.object) {
-                Some(e) if e.manifest.revision == m.revision => {
-                    if e.have.get(i).copied().unwrap_or(true) {
-                        return Stored::Written; // already there (or out of range)
-                    }
-                }
-                _ => return Stored::NotStored, // manifest not stored: nothing to hang it on
-            }
-            match self.evict_for(&mut st, size, &m.object, i) {
-                Some(v) => {
-                    st.used += size; // reserved; released below if the write fails
-                    if let Some(e) = st.objects.get_mut(&m.object) {
-                        e.have[i] = true;
-                    }
-                    v
-                }
-                None => return Stored::NotStored,
-            }
-        };
-        for (name, j) in victims {
-            let _ = tokio::fs::remove_file(seg_path(&self.dir_of(&name), j)).await;
+            let held = st.used;
+            tracing::warn!(
+                held,
+                capacity = self.capacity,
+                "the cache's disk is full: capacity lowered to what is held, evicting to make room"
+            );
+            st.disk_full = Some((held, std::time::Instant::now()));
         }
-        let dir = self.dir_of(&m.object);
-        let path = seg_path(&dir, i);
-        let tmp = path.with_extension("tmp");
-        let write = async {
-            tokio::fs::create_dir_all(&dir).await?;
-            tokio::fs::write(&tmp, payload).await?;
-            tokio::fs::rename(&tmp, &path).await
-        };
-        let r = write.await;
-        self.disk.record("segment", &r);
-        match r {
-            Ok(()) => Stored::Written,
-            Err(_) => {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                self.forget(m, i);
-                Stored::NotStored
+        Stored::NotStored
+    }
+
+    /// Makes room for segment `i` of `m` (`size` bytes) in the index: the segments to evict
+    /// for it, the segment marked held and its bytes counted (released by `forget` if the
+    /// write fails).
+    fn reserve(&self, m: &Arc<Manifest>, i: usize, size: u64) -> Reserved {
+        let mut st = self.lock();
+        match st.objects.get(&m.object) {
+            Some(e) if e.manifest.revision == m.revision => {
+                if e.have.get(i).copied().unwrap_or(true) {
+                    return Reserved::Already; // already there (or out of range)
+                }
             }
+            _ => return Reserved::No, // manifest not stored: nothing to hang it on
         }
+        let Some(victims) = self.evict_for(&mut st, size, &m.object, i) else {
+            return Reserved::No;
+        };
+        st.used += size;
+        if let Some(e) = st.objects.get_mut(&m.object) {
+            e.have[i] = true;
+        }
+        Reserved::Room(victims)
     }
 
     /// Cache writes (segments, manifests) that failed.
