@@ -191,7 +191,7 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Option<(Advert, usize)>, De
     }
     let period_ms = r.varint()?;
     // Every holding takes at least 3 bytes: a count beyond that is a lie.
-    let n = r.varint_bounded(limits.max_advert_objects as u64, "advert objects")?;
+    let n = r.varint_count(limits.max_advert_objects as u64, "advert objects")?;
     if n > r.remaining() / 3 {
         return Err(DecodeError::Truncated);
     }
@@ -200,7 +200,7 @@ pub fn decode(buf: &[u8], limits: &Limits) -> Result<Option<(Advert, usize)>, De
         let name = r.string(limits.max_object_name as u64, "object name")?;
         let object = ObjectName::new(name, limits.max_object_name)?;
         let revision = r.varint()?;
-        let k = r.varint_bounded(limits.max_segments as u64, "advert ranges")?;
+        let k = r.varint_count(limits.max_segments as u64, "advert ranges")?;
         if k > r.remaining() / 2 {
             return Err(DecodeError::Truncated);
         }

@@ -14,6 +14,20 @@ pub enum DecodeError {
         size: u64,
         limit: u64,
     },
+    /// More items than a limit allows (headers, tracks, segments requested, ...).
+    #[error("{count} {what}, limit is {limit}")]
+    TooMany {
+        what: &'static str,
+        count: u64,
+        limit: u64,
+    },
+    /// A value (not a size) beyond its range.
+    #[error("{what} {value} out of range (at most {limit})")]
+    OutOfRange {
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    },
     #[error("unexpected bytes after {0}")]
     TrailingBytes(&'static str),
     #[error("unknown {what} {value}")]

@@ -306,9 +306,9 @@ impl Description {
             .ok_or_else(|| DecodeError::Sdp(format!("bad a=range {range:?}")))
             .and_then(|(_, end)| parse_npt(end.trim()))?;
         if sd.media_descriptions.len() > max_tracks {
-            return Err(DecodeError::TooLarge {
-                what: "track count",
-                size: sd.media_descriptions.len() as u64,
+            return Err(DecodeError::TooMany {
+                what: "tracks",
+                count: sd.media_descriptions.len() as u64,
                 limit: max_tracks as u64,
             });
         }

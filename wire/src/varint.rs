@@ -89,6 +89,33 @@ impl<'a> Reader<'a> {
     }
 
     /// A varint that must fit in `usize` and not exceed `limit`.
+    /// A count of items (`what`, plural) of at most `limit`.
+    pub fn varint_count(&mut self, limit: u64, what: &'static str) -> Result<usize, DecodeError> {
+        let v = self.varint()?;
+        match usize::try_from(v) {
+            Ok(n) if v <= limit => Ok(n),
+            _ => Err(DecodeError::TooMany {
+                what,
+                count: v,
+                limit,
+            }),
+        }
+    }
+
+    /// A value (not a size or a count) of at most `limit`.
+    pub fn varint_at_most(&mut self, limit: u64, what: &'static str) -> Result<u64, DecodeError> {
+        let v = self.varint()?;
+        if v > limit {
+            return Err(DecodeError::OutOfRange {
+                what,
+                value: v,
+                limit,
+            });
+        }
+        Ok(v)
+    }
+
+    /// A size in bytes (`what`) of at most `limit`.
     pub fn varint_bounded(&mut self, limit: u64, what: &'static str) -> Result<usize, DecodeError> {
         let v = self.varint()?;
         if v > limit {
@@ -202,5 +229,14 @@ mod tests {
             r.varint_bounded(1000, "x"),
             Err(DecodeError::TooLarge { size: 1024, .. })
         ));
+        let mut r = Reader::new(&[0x44, 0x00]);
+        let e = r.varint_count(1000, "tracks").unwrap_err();
+        assert_eq!(e.to_string(), "1024 tracks, limit is 1000");
+        let mut r = Reader::new(&[0x44, 0x00]);
+        let e = r.varint_at_most(1000, "composition offset").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "composition offset 1024 out of range (at most 1000)"
+        );
     }
 }

@@ -382,7 +382,8 @@ async fn read_loop<H: ControlHandler>(
                         out.respond(&resp).await;
                     } else {
                         let code = match e.error {
-                            segue_wire::DecodeError::TooLarge { .. } => AppError::LimitExceeded,
+                            segue_wire::DecodeError::TooLarge { .. }
+                            | segue_wire::DecodeError::TooMany { .. } => AppError::LimitExceeded,
                             _ => AppError::ProtocolViolation,
                         };
                         out.respond_and_close(&resp, code).await;

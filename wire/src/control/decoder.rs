@@ -123,9 +123,9 @@ pub(crate) fn take_frame(
     let header_count = lines.saturating_sub(1);
     if header_count > lim.max_header_count {
         return Err(fatal(
-            DecodeError::TooLarge {
-                what: "header count",
-                size: header_count as u64,
+            DecodeError::TooMany {
+                what: "headers",
+                count: header_count as u64,
                 limit: lim.max_header_count as u64,
             },
             status::BAD_REQUEST,

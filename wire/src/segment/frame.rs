@@ -370,9 +370,9 @@ pub fn decode_request(
             return Err(DecodeError::Malformed("segment request for zero segments"));
         }
         if count > limits.max_segments_per_request {
-            return Err(DecodeError::TooLarge {
-                what: "segment request count",
-                size: count,
+            return Err(DecodeError::TooMany {
+                what: "segments requested",
+                count,
                 limit: limits.max_segments_per_request,
             });
         }

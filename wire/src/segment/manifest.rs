@@ -138,7 +138,7 @@ impl Manifest {
                 "chunk size must be a power of two from 1 KiB to 1 MiB",
             ));
         }
-        let nformats = r.varint_bounded(8, "format count")?;
+        let nformats = r.varint_count(8, "formats")?;
         let formats = (0..nformats)
             .map(|_| {
                 let f = r.string(16, "format")?;
@@ -149,7 +149,7 @@ impl Manifest {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let sdp = r.string(MAX_SDP as u64, "SDP")?.to_owned();
-        let ntracks = r.varint_bounded(limits.max_tracks as u64, "track count")?;
+        let ntracks = r.varint_count(limits.max_tracks as u64, "tracks")?;
         let tracks = (0..ntracks)
             .map(|_| {
                 Ok(TrackEntry {
@@ -158,7 +158,7 @@ impl Manifest {
                 })
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;
-        let nsegs = r.varint_bounded(limits.max_segments as u64, "segment count")?;
+        let nsegs = r.varint_count(limits.max_segments as u64, "segments")?;
         // Each entry takes at least 68 bytes: refuse counts the buffer cannot hold before
         // allocating for them.
         if nsegs > r.remaining() / 68 {

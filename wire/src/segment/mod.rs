@@ -268,10 +268,9 @@ mod tests {
             count: 11,
             params: Params::default(),
         };
-        assert!(matches!(
-            decode_request(&req.encode(), &l),
-            Err(DecodeError::TooLarge { .. })
-        ));
+        let e = decode_request(&req.encode(), &l).unwrap_err();
+        assert!(matches!(e, DecodeError::TooMany { count: 11, .. }));
+        assert_eq!(e.to_string(), "11 segments requested, limit is 10");
         // A request frame claiming 1 MB is refused from its header alone.
         assert!(matches!(
             decode_request(&[0x02, 0x80, 0x10, 0x00, 0x00], &l),

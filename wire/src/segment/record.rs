@@ -94,7 +94,7 @@ fn read_head(r: &mut Reader<'_>, max_frame: u64) -> Result<Head, DecodeError> {
         return Err(DecodeError::Malformed("reserved frame flags set"));
     }
     let pts = r.varint()?;
-    let cto = r.varint_bounded(u64::from(MAX_CTO), "composition offset")? as u32;
+    let cto = r.varint_at_most(u64::from(MAX_CTO), "composition offset")? as u32;
     if u64::from(cto) > pts {
         return Err(DecodeError::Malformed("composition offset exceeds pts"));
     }

@@ -3,7 +3,7 @@
 //! failure later requests inherit), and which sessions have timed out. The control handler
 //! ([`super::Sessions`]) does the IO around it: manifests, senders, responses.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use segue_wire::control::{Request, status};
@@ -25,6 +25,11 @@ impl Refusal {
     }
 }
 
+/// Failed `Pipelined-Requests` ids a connection's table remembers (PROTOCOL.md §5.4): a
+/// pipeline's later requests follow its SETUP within a flight, so the oldest failures are
+/// forgotten first, and a stranger's stream of failing SETUPs with fresh ids holds no more.
+pub const MAX_PIPELINED_FAILURES: usize = 64;
+
 /// A session of the table, with what the handler keeps for it (`data`).
 #[derive(Debug)]
 pub struct Entry<T> {
@@ -42,6 +47,9 @@ pub struct SessionTable<T> {
     sessions: HashMap<String, Entry<T>>,
     /// Pipelined-Requests id → session id, or the failure later requests inherit.
     pipelined: HashMap<u32, Result<String, Refusal>>,
+    /// The failed ids in `pipelined`, oldest first: at most [`MAX_PIPELINED_FAILURES`] are
+    /// remembered (ids that name a session go with it).
+    failures: VecDeque<u32>,
     flows_in_use: HashSet<u64>,
     max_sessions: usize,
 }
@@ -52,6 +60,7 @@ impl<T> SessionTable<T> {
         Self {
             sessions: HashMap::new(),
             pipelined: HashMap::new(),
+            failures: VecDeque::new(),
             flows_in_use: HashSet::new(),
             max_sessions,
         }
@@ -153,13 +162,19 @@ impl<T> SessionTable<T> {
         let wanted: Vec<u64> = (0..tracks.len() as u64)
             .map(|i| base.saturating_add(i))
             .collect();
-        if wanted
-            .iter()
-            .any(|f| self.flows_in_use.contains(f) || *f > segue_wire::varint::MAX)
-        {
+        if let Some(f) = wanted.iter().find(|f| **f > segue_wire::varint::MAX) {
             return Err(Refusal::new(
                 status::UNSUPPORTED_TRANSPORT,
-                "flow id already in use",
+                format!(
+                    "flow id {f} out of range (at most {})",
+                    segue_wire::varint::MAX
+                ),
+            ));
+        }
+        if let Some(f) = wanted.iter().find(|f| self.flows_in_use.contains(f)) {
+            return Err(Refusal::new(
+                status::UNSUPPORTED_TRANSPORT,
+                format!("flow id {f} already in use"),
             ));
         }
         for (t, f) in tracks.into_iter().zip(wanted) {
@@ -179,7 +194,17 @@ impl<T> SessionTable<T> {
                 self.pipelined.insert(p, Ok(id.to_string()));
             }
             Err(r) => {
-                self.pipelined.entry(p).or_insert_with(|| Err(r.clone()));
+                if self.pipelined.contains_key(&p) {
+                    return;
+                }
+                if self.failures.len() >= MAX_PIPELINED_FAILURES
+                    && let Some(old) = self.failures.pop_front()
+                    && self.pipelined.get(&old).is_some_and(Result::is_err)
+                {
+                    self.pipelined.remove(&old);
+                }
+                self.pipelined.insert(p, Err(r.clone()));
+                self.failures.push_back(p);
             }
         }
     }
@@ -309,6 +334,28 @@ mod tests {
             .bind("b", &clip, &object, segue_wire::varint::MAX)
             .unwrap_err();
         assert_eq!(e.status, status::UNSUPPORTED_TRANSPORT);
+        assert!(e.reason.contains("out of range"), "{}", e.reason);
+        let e = t.bind("b", &clip, &object, 5).unwrap_err();
+        assert_eq!(e.reason, "flow id 5 already in use");
+    }
+
+    #[test]
+    fn failed_pipelined_ids_are_bounded() {
+        let mut t = SessionTable::new(4);
+        let now = Instant::now();
+        t.insert("s1".into(), name("clip"), 1, (), now);
+        t.pipelined_setup(0, Ok("s1"));
+        let no = Refusal::new(status::NOT_FOUND, "no such object");
+        // A million failing SETUPs with fresh ids: the table keeps the latest failures only.
+        for p in 1..=1_000_000 {
+            t.pipelined_setup(p, Err(&no));
+        }
+        assert_eq!(t.pipelined.len(), 1 + MAX_PIPELINED_FAILURES);
+        assert_eq!(t.failures.len(), MAX_PIPELINED_FAILURES);
+        // The session's id stays; the latest failure is still inherited, the oldest is not.
+        assert_eq!(t.resolve(&req(None, Some(0))), Ok(Some("s1".into())));
+        assert!(t.resolve(&req(None, Some(1_000_000))).is_err());
+        assert_eq!(t.resolve(&req(None, Some(1))), Ok(None));
     }
 
     #[test]
