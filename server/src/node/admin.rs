@@ -187,6 +187,11 @@ fn register_connections(r: &mut Registry, admission: &Admission) {
         "Connections held now (segue/1 and the RTSP face)",
         ConstGauge::<f64>::new(admission.held() as f64),
     );
+    r.register(
+        "requests_refused",
+        "Requests refused to clients (unauthorised, malformed, over a limit); logged at most once per client per 10 s",
+        ConstCounter::new(admission.refusals.count.load(Relaxed)),
+    );
     let faces = &admission.faces;
     let by_scheme = |counts: &[AtomicU64; 2]| {
         let f = Family::<Vec<(String, String)>, Counter>::default();

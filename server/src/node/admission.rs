@@ -137,6 +137,61 @@ pub struct Admission {
     pub by_congestion: [AtomicU64; segue_net::Congestion::ALL.len()],
     /// The RTSP face's own counts (its connections are also in `held`).
     pub faces: FaceStats,
+    /// Requests refused (counted; logged at most once per client per [`REFUSAL_LOG_EVERY`]).
+    pub refusals: Refusals,
+}
+
+/// How often one client's refused requests are logged (one line, with how many were not).
+pub const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+/// Clients whose last refusal log time is remembered; past it the oldest are forgotten.
+const REFUSAL_CLIENTS: usize = 4096;
+
+/// Requests refused to clients (unauthorised, malformed, over a limit): every one counted,
+/// one log line per client per [`REFUSAL_LOG_EVERY`] at most, so that a client sending
+/// refused requests as fast as it can costs the node a counter, not its log.
+#[derive(Debug, Default)]
+pub struct Refusals {
+    pub count: AtomicU64,
+    /// Per client: when its last refusal was logged, and how many since were not.
+    logged: Mutex<HashMap<IpAddr, (std::time::Instant, u64)>>,
+}
+
+impl Refusals {
+    /// Counts a refusal of `peer`'s request, and logs it unless this client was logged
+    /// within [`REFUSAL_LOG_EVERY`].
+    pub fn note(&self, peer: SocketAddr, why: &str) {
+        self.note_at(peer, why, std::time::Instant::now());
+    }
+
+    /// [`Self::note`] at `now`; true if it was logged.
+    pub fn note_at(&self, peer: SocketAddr, why: &str, now: std::time::Instant) -> bool {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let key = client_key(peer.ip());
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        let suppressed = match logged.get_mut(&key) {
+            Some((at, n)) if now.saturating_duration_since(*at) < REFUSAL_LOG_EVERY => {
+                *n += 1;
+                return false;
+            }
+            Some((_, n)) => std::mem::take(n),
+            None => 0,
+        };
+        if logged.len() >= REFUSAL_CLIENTS && !logged.contains_key(&key) {
+            logged.retain(|_, (at, _)| now.saturating_duration_since(*at) < REFUSAL_LOG_EVERY);
+            if logged.len() >= REFUSAL_CLIENTS {
+                // Still full of clients refused within the period: log nothing new.
+                return false;
+            }
+        }
+        logged.insert(key, (now, 0));
+        drop(logged);
+        if suppressed > 0 {
+            tracing::warn!(%peer, "refused: {why} ({suppressed} more from this client not logged)");
+        } else {
+            tracing::warn!(%peer, "refused: {why}");
+        }
+        true
+    }
 }
 
 /// What the RTSP face did, by scheme (`rtsp`, `rtsps`: `FaceStats::SCHEMES` order), so an
@@ -180,6 +235,7 @@ impl Admission {
             retries: AtomicU64::new(0),
             by_congestion: Default::default(),
             faces: FaceStats::default(),
+            refusals: Refusals::default(),
         })
     }
 
@@ -286,6 +342,29 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_all_counted_and_logged_once_per_client_per_period() {
+        let r = Refusals::default();
+        let t0 = std::time::Instant::now();
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let a2: SocketAddr = "192.0.2.1:2000".parse().unwrap(); // same client, another port
+        let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
+        assert!(r.note_at(a, "x", t0));
+        // A flood from one client: counted, not logged, until the period is over.
+        for i in 0..10_000u64 {
+            assert!(!r.note_at(a2, "x", t0 + std::time::Duration::from_micros(i)));
+        }
+        assert!(r.note_at(b, "x", t0), "another client is logged");
+        assert!(r.note_at(a, "x", t0 + REFUSAL_LOG_EVERY));
+        assert_eq!(r.count.load(Ordering::Relaxed), 10_003);
+        // The clients remembered are bounded, however many addresses refusals come from.
+        for i in 0..3 * REFUSAL_CLIENTS as u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            r.note_at(SocketAddr::from((ip, 1)), "x", t0);
+        }
+        assert!(r.logged.lock().unwrap().len() <= REFUSAL_CLIENTS);
+    }
 
     fn at(s: &str) -> SocketAddr {
         SocketAddr::new(s.parse().unwrap(), 4433)

@@ -213,6 +213,7 @@ async fn connection<S: Source>(
             let source = source.clone();
             let (delay, request_timeout) = (opts.response_delay, opts.request_timeout);
             let access = opts.access.clone();
+            let admission = opts.admission.clone();
             let (who, early, conn) = (who.clone(), early.clone(), conn.clone());
             tokio::spawn(async move {
                 let who = match early {
@@ -228,6 +229,7 @@ async fn connection<S: Source>(
                     request_timeout,
                     peer: &who,
                     access: access.as_deref(),
+                    refusals: &admission.refusals,
                 };
                 if let Err(e) = serve_exchange(source, send, recv, x).await {
                     tracing::debug!(%peer, "segment exchange: {e}");

@@ -87,7 +87,7 @@ pub(crate) async fn serve<S: Source>(
         let ticket = match shared.opts.admission.decide(peer, true) {
             Decision::Admit(t) => t,
             Decision::Refuse(why) => {
-                tracing::info!(%peer, "RTSP connection refused: {why}");
+                tracing::debug!(%peer, "RTSP connection refused: {why}");
                 continue;
             }
             Decision::Retry => continue,

@@ -37,6 +37,8 @@ pub struct Exchange<'a> {
     pub peer: &'a Remote,
     /// Signed URLs required of players (`None`: open access).
     pub access: Option<&'a crate::node::access::Keys>,
+    /// Where refusals are counted and (rate-limited) logged.
+    pub refusals: &'a crate::node::admission::Refusals,
 }
 
 /// Reads one request and answers it. Errors are reported to the peer; the result says only
@@ -53,10 +55,23 @@ pub async fn serve_exchange<S: Source>(
         request_timeout,
         peer,
         access,
+        refusals,
     } = x;
     let mut buf = Vec::with_capacity(256);
     let deadline = tokio::time::Instant::now() + request_timeout;
     let (req, used) = loop {
+        // Frames only nodes may send (segment requests, push offers, adverts) are refused to
+        // a peer without a node certificate as soon as their type is read: nothing of them
+        // is buffered or decoded.
+        if let Some((ty, _)) = segue_wire::varint::get(&buf)
+            && ty != frame_type::MANIFEST_REQUEST
+            && !peer.is_node()
+        {
+            recv.stop(app_code(AppError::Cancelled)).ok();
+            let why = "segment requests, push offers and adverts need a node certificate (mTLS)";
+            refusals.note(peer.addr, why);
+            return refuse(send, Status::Unauthorized, why).await;
+        }
         match decode_incoming(&buf, &limits) {
             Ok(Some(Incoming::Advert(a))) => {
                 // Only the node the advert names may speak for it.
@@ -65,7 +80,7 @@ pub async fn serve_exchange<S: Source>(
                         "an advert from {:?} needs that node's certificate (mTLS)",
                         a.sender
                     );
-                    tracing::warn!(%peer, "refused: {why}");
+                    refusals.note(peer.addr, &why);
                     return refuse(send, Status::Unauthorized, why).await;
                 }
                 return answer_advert(&*source, &a, send).await;
@@ -109,7 +124,7 @@ pub async fn serve_exchange<S: Source>(
     }
     let object = req.object().clone();
     if let Err(why) = node_only(&req, peer) {
-        tracing::warn!(%peer, object = %object, "refused: {why}");
+        refusals.note(peer.addr, &format!("{object}: {why}"));
         return refuse(send, Status::Unauthorized, why).await;
     }
     // Signed URLs: a player's manifest request carries its grant (TOKEN); nodes need none.

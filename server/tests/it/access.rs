@@ -271,6 +271,30 @@ async fn only_nodes_fetch_segments_push_or_advertise() {
     // The node it names gets past mTLS (this edge, without peers, then refuses it).
     let named = answer(&s, Asker::Node, advert("localhost")).await;
     assert!(named.reason.contains("no peers"), "{}", named.reason);
+
+    // Refused from the frame type alone (issue 21): a player's ADVERT announcing 1 MiB, of
+    // which nothing more comes, is answered at once; it was buffered up to the advert limit
+    // and decoded before the refusal (or, cut short, waited for until the request timeout).
+    let url = SegueUrl::parse(&format!("segue://localhost:{}/", s.edge_port)).unwrap();
+    let (_ep, conn, _control) =
+        segue_client::session::connect(&url, &s.origin.tls.ca, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&[0x04, 0x80, 0x10, 0x00, 0x00])
+        .await
+        .unwrap();
+    let data = tokio::time::timeout(std::time::Duration::from_secs(2), recv.read_to_end(1 << 16))
+        .await
+        .expect("answered before the advert's body")
+        .unwrap();
+    match decode_response_frame(&data, &segue_wire::Limits::default()).unwrap() {
+        Some((ResponseFrame::Response(h), _)) => {
+            assert_eq!(h.status, Status::Unauthorized);
+            assert!(h.reason.contains("node certificate"), "{}", h.reason);
+        }
+        other => panic!("no RESPONSE: {other:?}"),
+    }
     s.origin.shutdown().await;
 }
 
