@@ -102,6 +102,11 @@ const RECOVERY_RTTS: f64 = 3.0;
 /// chunks land in bursts, and on a short link a round trip holds few of them.
 const RATE_WINDOW_MIN: Duration = Duration::from_millis(250);
 
+/// How long the origin's "no such object" is believed without asking it again.
+const NOT_FOUND_FOR: Duration = Duration::from_secs(10);
+/// Names remembered as not found at most (a stranger asking for fresh names holds no more).
+const MAX_NOT_FOUND: usize = 4096;
+
 /// Bytes from the play's start a miss must hold (verified) before playback starts: what the
 /// link (`link` bytes/s, 0 unknown) falls behind the media (`rate` bytes/s) over the
 /// `remaining` bytes, times `margin`, and at least [`RECOVERY_RTTS`] round trips of media.
@@ -132,6 +137,9 @@ struct Inner {
     /// When plays asked for objects whose manifest was not held: each is a miss when it
     /// starts (within [`COLD_PLAY_WINDOW`]).
     cold_plays: Mutex<HashMap<ObjectName, Vec<Instant>>>,
+    /// Names the origin said it does not have, and when: asked again within
+    /// [`NOT_FOUND_FOR`], they are answered "not found" without an origin round trip.
+    not_found: Mutex<HashMap<ObjectName, Instant>>,
     helpers: Option<Arc<Helpers>>,
 }
 
@@ -176,6 +184,7 @@ impl EdgeSource {
             manifests: Mutex::default(),
             early: Mutex::default(),
             cold_plays: Mutex::default(),
+            not_found: Mutex::default(),
             playing: Mutex::default(),
             helpers,
         }))
@@ -214,6 +223,18 @@ impl EdgeSource {
         &self.0.store
     }
 
+    /// Remembers that the origin has no `name` (bounded: expired names go first, then, if
+    /// still full, nothing new is remembered).
+    fn remember_not_found(&self, name: &ObjectName) {
+        let mut nf = lock(&self.0.not_found);
+        if nf.len() >= MAX_NOT_FOUND {
+            nf.retain(|_, at| at.elapsed() < NOT_FOUND_FOR);
+        }
+        if nf.len() < MAX_NOT_FOUND {
+            nf.insert(name.clone(), Instant::now());
+        }
+    }
+
     pub fn upstream(&self) -> &Upstream {
         &self.0.upstream
     }
@@ -223,6 +244,15 @@ impl Source for EdgeSource {
     async fn manifest(&self, name: &ObjectName) -> Result<Arc<Manifest>, SourceError> {
         if let Some(m) = self.0.store.manifest(name) {
             return Ok(m);
+        }
+        if let Some(at) = lock(&self.0.not_found).get(name)
+            && at.elapsed() < NOT_FOUND_FOR
+        {
+            self.0
+                .stats
+                .not_found_cached
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(SourceError::NotFound(name.to_string()));
         }
         let rx = {
             let mut pending = lock(&self.0.manifests);
@@ -235,6 +265,9 @@ impl Source for EdgeSource {
                     let name = name.clone();
                     tokio::spawn(async move {
                         let r = me.0.upstream.manifest(&name).await.map(Arc::new);
+                        if let Err(SourceError::NotFound(_)) = &r {
+                            me.remember_not_found(&name);
+                        }
                         if let Ok(m) = &r {
                             me.0.stats
                                 .manifests_from_origin

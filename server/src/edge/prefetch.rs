@@ -42,6 +42,7 @@ impl EdgeSource {
         self.0.hot.remove_object(name);
         self.0.store.drop_object(name);
         lock(&self.0.early).remove(name);
+        lock(&self.0.not_found).remove(name);
     }
 
     /// Acts on a hint: its viewers count as requests, and the prefix is pulled now.

@@ -28,6 +28,8 @@ pub struct EdgeStats {
     pub not_kept: AtomicU64,
     /// Segments 0 fetched in the same round trip as their manifest (a play's miss).
     pub pipelined: AtomicU64,
+    /// Manifest requests answered "not found" from memory (the origin said so recently).
+    pub not_found_cached: AtomicU64,
 }
 
 /// A point-in-time copy of an edge's counters (status files, the lab).
@@ -61,6 +63,9 @@ pub struct StatsSnapshot {
     /// Segments 0 fetched along with their manifest, in one origin round trip.
     #[serde(default)]
     pub segments_pipelined: u64,
+    /// Names answered "not found" without asking the origin (it said so within 10 s).
+    #[serde(default)]
+    pub not_found_cached: u64,
 }
 
 /// What `segue edge --stats FILE` writes (every second and at shutdown): the counters,
@@ -102,6 +107,7 @@ impl EdgeSource {
             segments_to_peers: get(&s.segments_to_peers),
             segments_not_kept: get(&s.not_kept),
             segments_pipelined: get(&s.pipelined),
+            not_found_cached: get(&s.not_found_cached),
         }
     }
 

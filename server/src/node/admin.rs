@@ -323,6 +323,11 @@ pub fn metrics(edge: &EdgeSource, admission: &Admission) -> String {
             s.collapsed,
         ),
         (
+            "not_found_cached",
+            "Requests for names the origin said it does not have (within 10 s), answered without asking it again",
+            s.not_found_cached,
+        ),
+        (
             "origin_bytes",
             "Bytes received from the origin",
             s.origin_bytes,

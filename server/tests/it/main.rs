@@ -21,3 +21,4 @@ mod ingest;
 mod limits;
 mod media;
 mod rtsp;
+mod strangers;

@@ -59,6 +59,11 @@ impl Store {
         v
     }
 
+    /// Whether `name` was ever requested for a play or anticipated (hint, push).
+    fn wanted(st: &State, name: &ObjectName) -> bool {
+        st.popularity.score(name).is_finite()
+    }
+
     /// The most requested cached object whose prefix is incomplete and whose missing prefix
     /// segments fit in free space (the edge's upkeep fills it). Reads the index only: no use
     /// is recorded.
@@ -75,7 +80,10 @@ impl Store {
         let free = self.cap(&st).saturating_sub(st.used);
         let link = st.effective_link();
         Self::by_popularity(&st).into_iter().find_map(|(name, e)| {
-            if skip(name) {
+            // Only objects someone played or an operator anticipated: a manifest read
+            // alone pulls nothing (a stranger's MANIFEST requests must not make the edge
+            // fetch prefixes from the origin).
+            if skip(name) || !Self::wanted(&st, name) {
                 return None;
             }
             let m = &e.manifest;
@@ -94,7 +102,10 @@ impl Store {
     pub fn probe_target(&self) -> Option<(Arc<Manifest>, usize)> {
         let st = self.lock();
         let free = self.cap(&st).saturating_sub(st.used);
-        Self::by_popularity(&st).into_iter().find_map(|(_, e)| {
+        Self::by_popularity(&st).into_iter().find_map(|(name, e)| {
+            if !Self::wanted(&st, name) {
+                return None;
+            }
             let i = e.have.iter().position(|h| !h)?;
             (e.manifest.segments[i].size <= free).then(|| (e.manifest.clone(), i))
         })

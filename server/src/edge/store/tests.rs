@@ -127,8 +127,10 @@ async fn upkeep_targets_follow_popularity_and_free_space() {
         store.put_manifest(m).unwrap();
         store.put(m, 0, &payload(100)).await;
     }
+    store.requested(&a.object);
     store.requested(&b.object);
-    // Both prefixes lack segment 1; the requested object comes first.
+    store.requested(&b.object);
+    // Both prefixes lack segment 1; the more requested object comes first.
     assert_eq!(store.prefix_to_refill(), Some(b.object.clone()));
     assert_eq!(
         store.probe_target().map(|(m, i)| (m.object.clone(), i)),
@@ -153,6 +155,19 @@ async fn upkeep_targets_follow_popularity_and_free_space() {
     store.requested(&big.object);
     // big is the most requested, but its missing prefix (200) exceeds the 150 free: a.
     assert_eq!(store.prefix_to_refill(), Some(a.object.clone()));
+}
+
+#[tokio::test]
+async fn a_manifest_read_alone_pulls_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 10_000, 4_000_000).unwrap();
+    let read = manifest("read", &[100; 4]);
+    store.put_manifest(&read).unwrap();
+    assert_eq!(store.prefix_to_refill(), None);
+    assert!(store.probe_target().is_none());
+    // Once played (or anticipated), its prefix is refilled.
+    store.requested(&read.object);
+    assert_eq!(store.prefix_to_refill(), Some(read.object.clone()));
 }
 
 #[tokio::test]
