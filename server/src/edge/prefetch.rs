@@ -14,6 +14,7 @@ impl EdgeSource {
     /// Fetches an object's manifest and prefix into the cache (pre-positioning).
     pub async fn warm(&self, name: &ObjectName) -> Result<usize, SourceError> {
         let m = self.manifest(name).await?;
+        self.0.store.warmed(name);
         let n = self.0.store.prefix_len(&m);
         let due = Instant::now() + BACKGROUND;
         let via = Via {

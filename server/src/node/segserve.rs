@@ -141,7 +141,11 @@ pub async fn serve_exchange<S: Source>(
     }
     let manifest = match source.manifest(&object).await {
         Ok(m) => m,
-        Err(e) => return refuse(send, e.segment_status(), e.to_string()).await,
+        // A node gets the details (an edge asking its origin); a player the class only.
+        Err(e) if peer.is_node() => {
+            return refuse(send, e.segment_status(), e.to_string()).await;
+        }
+        Err(e) => return refuse(send, e.segment_status(), e.for_player(&object)).await,
     };
     let req_deadline = req.params().deadline_ms;
     if let Some(rev) = req.params().revision

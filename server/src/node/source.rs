@@ -55,6 +55,38 @@ impl SourceError {
         }
     }
 
+    /// What a player is told: the object and a reason class, never the node's internals
+    /// (upstream addresses, file paths, OS errors). Where the error is this node's or its
+    /// upstream's, the text carries an incident id, and the details are logged with it.
+    pub fn for_player(&self, object: &ObjectName) -> String {
+        let id = incident();
+        let text = self.public(object, &id);
+        if text.contains(&id) {
+            tracing::warn!(incident = %id, object = %object, "{self}");
+        }
+        text
+    }
+
+    /// [`Self::for_player`]'s text with incident id `id` (used where it names one), without
+    /// logging: the caller logs the details with the id.
+    pub fn public(&self, object: &ObjectName, id: &str) -> String {
+        let class = match self {
+            // Written for players where it is made ("no object X", "X (its source could not
+            // be ingested; ...)"), origin or edge.
+            SourceError::NotFound(_) => return self.to_string(),
+            SourceError::Stale(_) => {
+                return format!("{object} changed at the origin; request it again");
+            }
+            // Policy texts written for the requester ("this edge takes no pushes").
+            SourceError::Refused(why) => return format!("{object}: refused: {why}"),
+            SourceError::Busy(_) => return format!("{object}: busy, try again"),
+            SourceError::Unavailable(_) | SourceError::HopLimit(_) => "upstream unavailable",
+            SourceError::Invalid(_) => "invalid",
+            SourceError::Internal(_) => "internal error",
+        };
+        format!("{object}: {class} (incident {id})")
+    }
+
     /// The segment-protocol status.
     pub fn segment_status(&self) -> Status {
         match self {
@@ -68,6 +100,26 @@ impl SourceError {
             SourceError::Internal(_) => Status::Internal,
         }
     }
+}
+
+/// A new incident id: what a player is told instead of the details, which the node logs
+/// with it (`incident=...`). Unique within the process, and across restarts with high
+/// probability (its high bits come from the start time).
+pub fn incident() -> String {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (t.as_nanos() as u64).rotate_left(24)
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{:012x}",
+        (base ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) & 0xffff_ffff_ffff
+    )
 }
 
 /// Segments another node offers to push (PUSH_OFFER, PROTOCOL.md §8.7).

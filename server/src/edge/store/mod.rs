@@ -57,6 +57,9 @@ struct State {
     /// The disk said it was full (ENOSPC) holding this many bytes, at that time: the
     /// capacity in effect until [`DISK_FULL_FOR`] later.
     disk_full: Option<(u64, std::time::Instant)>,
+    /// Objects warmed (by an operator's `--warm`, the admin API or upkeep) whatever their
+    /// requests: their prefixes are kept up like played ones.
+    warmed: std::collections::HashSet<ObjectName>,
 }
 
 impl State {
@@ -74,6 +77,7 @@ impl Default for State {
             tick: 0,
             evictions: 0,
             disk_full: None,
+            warmed: Default::default(),
             popularity: Popularity::new(POPULARITY_HALF_LIFE_S),
             watch: WatchModel::new(20, 1.0),
             link: None,
@@ -334,6 +338,7 @@ impl Store {
 
     /// Removes an object from the index and releases the bytes of its cached segments.
     fn forget_object(st: &mut State, name: &ObjectName) {
+        st.warmed.remove(name);
         if let Some(e) = st.objects.remove(name) {
             let freed: u64 = e
                 .manifest

@@ -59,9 +59,17 @@ impl Store {
         v
     }
 
-    /// Whether `name` was ever requested for a play or anticipated (hint, push).
+    /// Whether `name` was ever requested for a play, anticipated (hint, push) or warmed.
     fn wanted(st: &State, name: &ObjectName) -> bool {
-        st.popularity.score(name).is_finite()
+        st.popularity.score(name).is_finite() || st.warmed.contains(name)
+    }
+
+    /// `name` (held in the index) is warmed: upkeep keeps its prefix up.
+    pub fn warmed(&self, name: &ObjectName) {
+        let mut st = self.lock();
+        if st.objects.contains_key(name) {
+            st.warmed.insert(name.clone());
+        }
     }
 
     /// The most requested cached object whose prefix is incomplete and whose missing prefix

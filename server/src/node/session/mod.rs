@@ -280,7 +280,7 @@ impl<S: Source> Sessions<S> {
                 r.body = Bytes::from(m.sdp.clone());
                 r
             }
-            Err(e) => err(e.rtsp_status(), req, e.to_string()),
+            Err(e) => err(e.rtsp_status(), req, e.for_player(name)),
         }
     }
 
@@ -341,7 +341,7 @@ impl<S: Source> Sessions<S> {
                 let manifest = match self.source.manifest_for_play(&name).await {
                     Ok(m) if m.is_file() => return not_media(req, &name),
                     Ok(m) => m,
-                    Err(e) => return err(e.rtsp_status(), req, e.to_string()),
+                    Err(e) => return err(e.rtsp_status(), req, e.for_player(&name)),
                 };
                 let desc = match manifest.description(&self.limits) {
                     Ok(d) => d,

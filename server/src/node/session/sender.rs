@@ -83,7 +83,11 @@ pub(super) struct Sender<S: Source> {
 
 enum Stop {
     Cancelled,
+    /// This node failed the play (a stream, a segment that would not packetize): the
+    /// details, for the log.
     Failed(String),
+    /// The source failed it: its error, and where (for the log).
+    Source(SourceError, String),
 }
 
 /// The source's readiness (`Source::ready`), awaited while the first picture goes out.
@@ -198,8 +202,20 @@ impl<S: Source> Sender<S> {
                 self.out.request(n).await;
             }
             Err(Stop::Cancelled) => {}
-            Err(Stop::Failed(reason)) => {
-                tracing::warn!(session = %self.session, object = %self.manifest.object, "{reason}");
+            Err(stop @ (Stop::Failed(_) | Stop::Source(..))) => {
+                // The player is told the object, a reason class and an incident id; the
+                // details are logged with the id.
+                let incident = crate::node::source::incident();
+                let object = &self.manifest.object;
+                let (detail, public) = match stop {
+                    Stop::Source(e, at) => (format!("{at}{e}"), e.public(object, &incident)),
+                    Stop::Failed(d) => (
+                        d,
+                        format!("{object}: playback failed (incident {incident})"),
+                    ),
+                    Stop::Cancelled => unreachable!("matched above"),
+                };
+                tracing::warn!(%incident, session = %self.session, %object, "{detail}");
                 // An RTSP 1.0 client cannot be sent a TEARDOWN: its connection is closed,
                 // so that it does not take the cut for the end.
                 if self
@@ -216,7 +232,7 @@ impl<S: Source> Sender<S> {
                     timeout: None,
                 });
                 t.headers.terminate_reason = Some("Internal-Error".into());
-                t.headers.error = Some(segue_wire::control::message_text(&reason));
+                t.headers.error = Some(public);
                 self.out.request(t).await;
             }
         }
@@ -225,7 +241,7 @@ impl<S: Source> Sender<S> {
     /// Waits for the source to be ready (`Source::ready`), or for the session's end.
     async fn until_ready(&mut self, ready: &mut Ready) -> Result<(), Stop> {
         tokio::select! {
-            r = ready => r.map_err(|e| Stop::Failed(e.to_string())),
+            r = ready => r.map_err(|e| Stop::Source(e, String::new())),
             _ = Self::cancelled(&mut self.cancel) => Err(Stop::Cancelled),
         }
     }
@@ -288,7 +304,7 @@ impl<S: Source> Sender<S> {
         for i in self.first..self.manifest.segments.len() {
             self.mark_segment_start();
             let body = tokio::select! {
-                r = self.source.segment_body(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Failed(e.to_string()))?,
+                r = self.source.segment_body(&self.manifest, i) => r.map_err(|e: SourceError| Stop::Source(e, format!("segment {i}: ")))?,
                 _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
             };
             let mut streams: Vec<Option<quinn::SendStream>> =
@@ -318,7 +334,7 @@ impl<S: Source> Sender<S> {
                 Err(e) => {
                     let code = match e {
                         Stop::Cancelled => AppError::Cancelled,
-                        Stop::Failed(_) => AppError::InternalError,
+                        Stop::Failed(_) | Stop::Source(..) => AppError::InternalError,
                     };
                     for s in streams.iter_mut().flatten() {
                         let _ = s.reset(segue_net::app_code(code));
@@ -344,7 +360,7 @@ impl<S: Source> Sender<S> {
         let mut pending = BytesMut::new();
         loop {
             let next = tokio::select! {
-                r = body.next() => r.map_err(|e| failed(&e))?,
+                r = body.next() => r.map_err(|e| Stop::Source(e, format!("segment {index}: ")))?,
                 _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
             };
             let Some(chunk) = next else {
