@@ -40,7 +40,14 @@ pub struct TransportLimits {
     pub idle_timeout: Duration,
     /// Congestion control and loss detection of the connections.
     pub transport: TransportSettings,
+    /// A PING after this long without sending (None: a third of the idle timeout).
+    pub keep_alive: Option<Duration>,
 }
+
+/// How often a node's connections to other nodes are kept alive: a live peer answers
+/// several times a second, so one that went silent is known dead within about a second
+/// (`server::node::upstream`), not at the idle timeout.
+pub const NODE_KEEP_ALIVE: Duration = Duration::from_millis(250);
 
 impl Default for TransportLimits {
     fn default() -> Self {
@@ -48,6 +55,7 @@ impl Default for TransportLimits {
             max_bidi_streams: 256,
             idle_timeout: Duration::from_secs(30),
             transport: TransportSettings::default(),
+            keep_alive: None,
         }
     }
 }
@@ -63,7 +71,7 @@ fn transport(limits: TransportLimits) -> Result<quinn::TransportConfig, Error> {
                 .try_into()
                 .map_err(|_| Error::IdleTimeout(limits.idle_timeout))?,
         ))
-        .keep_alive_interval(Some(limits.idle_timeout / 3));
+        .keep_alive_interval(Some(limits.keep_alive.unwrap_or(limits.idle_timeout / 3)));
     Ok(t)
 }
 
@@ -129,6 +137,7 @@ pub fn client_endpoint(tls: &NodeTls, transport: TransportSettings) -> Result<Di
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     let limits = TransportLimits {
         transport,
+        keep_alive: Some(NODE_KEEP_ALIVE),
         ..TransportLimits::default()
     };
     config.transport_config(Arc::new(self::transport(limits)?));

@@ -145,6 +145,7 @@ impl LimitArgs {
             max_bidi_streams: self.max_streams_per_connection,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             transport,
+            keep_alive: None,
         })
     }
 

@@ -102,6 +102,8 @@ const RECOVERY_RTTS: f64 = 3.0;
 /// chunks land in bursts, and on a short link a round trip holds few of them.
 const RATE_WINDOW_MIN: Duration = Duration::from_millis(250);
 
+/// How long a manifest fetch is retried while the origin is unavailable.
+const MANIFEST_RETRY_FOR: Duration = Duration::from_secs(3);
 /// How long the origin's "no such object" is believed without asking it again.
 const NOT_FOUND_FOR: Duration = Duration::from_secs(10);
 /// Names remembered as not found at most (a stranger asking for fresh names holds no more).
@@ -223,6 +225,25 @@ impl EdgeSource {
         &self.0.store
     }
 
+    /// The manifest of `name` from the origin, asked again (with backoff) while the origin
+    /// is unavailable, for up to [`MANIFEST_RETRY_FOR`] (a player waits for the answer): a
+    /// request in flight on a connection that died (an origin restarted, noticed within
+    /// about a second) is re-issued on the next one.
+    async fn manifest_from_origin(&self, name: &ObjectName) -> Result<Manifest, SourceError> {
+        let deadline = Instant::now() + MANIFEST_RETRY_FOR.min(self.0.opts.retry_for);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.0.upstream.manifest(name).await {
+                Err(e @ SourceError::Unavailable(_)) if Instant::now() + backoff < deadline => {
+                    tracing::debug!(object = %name, "manifest: retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// Remembers that the origin has no `name` (bounded: expired names go first, then, if
     /// still full, nothing new is remembered).
     fn remember_not_found(&self, name: &ObjectName) {
@@ -264,7 +285,7 @@ impl Source for EdgeSource {
                     let me = self.clone();
                     let name = name.clone();
                     tokio::spawn(async move {
-                        let r = me.0.upstream.manifest(&name).await.map(Arc::new);
+                        let r = me.manifest_from_origin(&name).await.map(Arc::new);
                         if let Err(SourceError::NotFound(_)) = &r {
                             me.remember_not_found(&name);
                         }

@@ -28,6 +28,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// An exchange that receives nothing waits at most this many timeouts while the connection
 /// carries other exchanges.
 const MAX_WAIT_TURNS: u32 = 12;
+/// A pooled connection that received nothing for this long (and at least
+/// [`SILENT_RTTS`] round trips) while keep-alives went out is dead: a peer killed or
+/// restarted sends no close, and a restarted one's stateless resets do not match.
+const SILENT_FOR: Duration = Duration::from_millis(1000);
+const SILENT_RTTS: u32 = 4;
+/// How often the watchdog looks.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default)]
 struct Conn {
@@ -152,23 +159,30 @@ impl LinkStats {
 
 /// The origin connection.
 pub struct Upstream {
-    endpoint: Dialer,
+    link: Arc<Link>,
     url: SegueUrl,
     /// What the node at the other end is, in messages: "origin", "helper", "edge".
     label: &'static str,
     timeout: Duration,
-    conn: Mutex<Conn>,
     pub stats: Arc<LinkStats>,
+}
+
+/// What dialing the peer and pooling its connection take, shared with the watchdog.
+struct Link {
+    endpoint: Dialer,
+    conn: Mutex<Conn>,
 }
 
 impl Upstream {
     pub fn new(endpoint: Dialer, url: SegueUrl, timeout: Duration) -> Self {
         Self {
-            endpoint,
+            link: Arc::new(Link {
+                endpoint,
+                conn: Mutex::default(),
+            }),
             url,
             label: "origin",
             timeout,
-            conn: Mutex::default(),
             stats: Arc::default(),
         }
     }
@@ -201,7 +215,7 @@ impl Upstream {
 
     /// The pooled connection, reconnecting (with backoff after failures) when needed.
     pub async fn connection(&self) -> Result<quinn::Connection, SourceError> {
-        let mut c = self.conn.lock().await;
+        let mut c = self.link.conn.lock().await;
         if let Some(conn) = &c.conn {
             if conn.close_reason().is_none() {
                 return Ok(conn.clone());
@@ -224,6 +238,7 @@ impl Upstream {
         match result {
             Ok((conn, send, recv)) => {
                 tracing::info!(peer = %self.url, "connected to {}", self.label);
+                self.watch(&conn);
                 c.control = Some((send, recv));
                 c.failures = 0;
                 c.retry_at = None;
@@ -243,7 +258,7 @@ impl Upstream {
 
     /// The pooled connection's id, if one is pooled and open.
     pub async fn pooled(&self) -> Option<usize> {
-        let c = self.conn.lock().await;
+        let c = self.link.conn.lock().await;
         c.conn
             .as_ref()
             .filter(|x| x.close_reason().is_none())
@@ -256,7 +271,7 @@ impl Upstream {
     /// own, as if there were no warm-up. Returns whether a live connection is pooled.
     pub async fn warm(&self) -> bool {
         {
-            let c = self.conn.lock().await;
+            let c = self.link.conn.lock().await;
             if c.conn.as_ref().is_some_and(|x| x.close_reason().is_none()) {
                 return true;
             }
@@ -266,12 +281,13 @@ impl Upstream {
         }
         match self.dial().await {
             Ok((conn, send, recv)) => {
-                let mut c = self.conn.lock().await;
+                let mut c = self.link.conn.lock().await;
                 if c.conn.as_ref().is_some_and(|x| x.close_reason().is_none()) {
                     // A request connected meanwhile: keep its connection.
                     conn.close(0u32.into(), b"not needed");
                 } else {
                     tracing::info!(peer = %self.url, "connected to {} (ahead of need)", self.label);
+                    self.watch(&conn);
                     c.control = Some((send, recv));
                     c.failures = 0;
                     c.retry_at = None;
@@ -286,16 +302,90 @@ impl Upstream {
         }
     }
 
+    /// The same link (pool, dialer, counters), as another handle.
+    fn share(&self) -> Upstream {
+        Upstream {
+            link: self.link.clone(),
+            url: self.url.clone(),
+            label: self.label,
+            timeout: self.timeout,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Watches `conn` (pooled) until it closes. One that receives nothing for
+    /// [`SILENT_FOR`] (and [`SILENT_RTTS`] round trips) while its keep-alives go out
+    /// (`segue_net::NODE_KEEP_ALIVE`) is suspect: a peer killed, or restarted (a restarted
+    /// peer sends no close, and its stateless resets do not match). A new connection is
+    /// dialled; if the peer answers it, it replaces the silent one, which is closed, so its
+    /// exchanges fail at once and their fills retry on the new one. If the peer answers no
+    /// new connection either (the path is down), the old one is kept: it resumes if the
+    /// path comes back within the idle timeout.
+    fn watch(&self, conn: &quinn::Connection) {
+        let (up, conn) = (self.share(), conn.clone());
+        tokio::spawn(async move {
+            let mut rx = conn.stats().udp_rx.datagrams;
+            let mut heard = Instant::now();
+            let mut tried: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_EVERY) => {}
+                    _ = conn.closed() => return,
+                }
+                let now_rx = conn.stats().udp_rx.datagrams;
+                if now_rx != rx {
+                    rx = now_rx;
+                    heard = Instant::now();
+                    continue;
+                }
+                let silent = heard.elapsed();
+                if silent < SILENT_FOR.max(conn.rtt() * SILENT_RTTS)
+                    || tried.is_some_and(|t| t.elapsed() < SILENT_FOR)
+                {
+                    continue;
+                }
+                tried = Some(Instant::now());
+                match up.dial().await {
+                    Ok((new, send, recv)) => {
+                        let mut c = up.link.conn.lock().await;
+                        if c.conn
+                            .as_ref()
+                            .is_some_and(|x| x.stable_id() == conn.stable_id())
+                        {
+                            c.conn = Some(new.clone());
+                            c.control = Some((send, recv));
+                            c.failures = 0;
+                            c.retry_at = None;
+                            up.watch(&new);
+                        } else {
+                            new.close(0u32.into(), b"not needed");
+                        }
+                        drop(c);
+                        tracing::warn!(peer = %up.url, "{} silent for {silent:?}: replaced by a new connection", up.label);
+                        conn.close(
+                            segue_net::app_code(segue_wire::AppError::Timeout),
+                            b"peer silent",
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %up.url, "{} silent for {silent:?}, and a new connection fails: {e}", up.label);
+                    }
+                }
+            }
+        });
+    }
+
     /// A new connection with its control stream claimed (PROTOCOL.md §4), not yet pooled.
     async fn dial(
         &self,
     ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), SourceError> {
         let addr = self.resolve().await?;
         let host = self.url.host.trim_start_matches('[').trim_end_matches(']');
-        let connecting = self
-            .endpoint
-            .connect(addr, host)
-            .map_err(|e| SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url)))?;
+        let connecting =
+            self.link.endpoint.connect(addr, host).map_err(|e| {
+                SourceError::Unavailable(format!("{} {}: {e}", self.label, self.url))
+            })?;
         let conn = tokio::time::timeout(self.timeout, connecting)
             .await
             .map_err(|_| {

@@ -397,3 +397,68 @@ async fn a_fallback_that_does_not_answer_is_passed_over() {
     assert_eq!(to, [nobody.to_string(), b.to_string()], "{}", r.render());
     assert!(r.failovers[1].why.contains("no answer"), "{}", r.render());
 }
+
+/// An origin killed with SIGKILL and restarted on its address (a new process: new keys, so
+/// no close and no stateless reset the edge would take) is noticed at once (issue 21): the
+/// edge's pooled connection went silent, a new one is dialled and replaces it, and a play
+/// of an object the edge does not hold succeeds within seconds of the restart. (The dead
+/// connection was kept until QUIC's idle timeout, ~30 s; the play failed with "stalled".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_origin_is_noticed_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let media = media_with(dir.path(), "demo.mp4");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../media/samples/long.mp4"),
+        media.join("long.mp4"),
+    )
+    .unwrap();
+    let (oport, eport) = (free_port(), free_port());
+    let origin_args = origin_args(&media, &dir.path().join("origin"), oport, &tls);
+    let mut origin = segue(&origin_args, &dir.path().join("origin1.log"));
+    let mut edge_args = vec![
+        "edge".to_string(),
+        "--origin".into(),
+        format!("segue://localhost:{oport}/"),
+        "--cache-dir".into(),
+        dir.path().join("cache").display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{eport}"),
+    ];
+    edge_args.extend(tls_args(&tls));
+    let _edge = segue(&edge_args, &dir.path().join("edge.log"));
+    let play = |object: &str| {
+        let url = SegueUrl::parse(&format!("segue://localhost:{eport}/{object}")).unwrap();
+        let mut o = segue_client::PlayOptions::new(url, tls.ca.clone());
+        o.pace = false;
+        o.stall_timeout = Duration::from_secs(30);
+        async move { segue_client::play(&o).await }
+    };
+    // The edge up, its origin connection pooled by a play.
+    let mut first = None;
+    for _ in 0..100 {
+        let r = play("demo").await;
+        if r.ok() {
+            first = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(first.is_some(), "the edge never served (see edge.log)");
+
+    origin.0.kill().unwrap();
+    origin.0.wait().unwrap();
+    let _origin = segue(&origin_args, &dir.path().join("origin2.log"));
+    let restarted = std::time::Instant::now();
+    // The origin ingests and listens again; the play waits for it through the edge.
+    let r = play("long").await;
+    let took = restarted.elapsed();
+    assert!(r.ok() && r.hash_ok, "{}", r.render());
+    eprintln!("play of an uncached object after the origin's restart: {took:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "the edge took {took:?} to use the restarted origin"
+    );
+    let log = std::fs::read_to_string(dir.path().join("edge.log")).unwrap();
+    assert!(log.contains("replaced by a new connection"), "{log}");
+}
