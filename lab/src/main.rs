@@ -586,8 +586,11 @@ async fn run_demo(a: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    segue_server::cli::block_on_main(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli: Cli = segue_server::cli::parse_args()?;
     // The demo, the bench and the runner print tables and only log problems; nodes log
     // what they do.

@@ -2,10 +2,11 @@
 
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli: segue_server::cli::Cli = segue_server::cli::parse_args()?;
-    // Servers log what they do.
-    segue_server::cli::init_logging("info");
-    segue_server::cli::run(cli).await
+fn main() -> anyhow::Result<()> {
+    segue_server::cli::block_on_main(async {
+        let cli: segue_server::cli::Cli = segue_server::cli::parse_args()?;
+        // Servers log what they do.
+        segue_server::cli::init_logging("info");
+        segue_server::cli::run(cli).await
+    })
 }

@@ -16,7 +16,7 @@ pub mod status;
 pub mod token;
 
 pub use hq::{HqCommand, run_hq};
-pub use node::{on_hangup, run_edge, run_origin, shutdown_signal};
+pub use node::{SHUTDOWN_GRACE, block_on_main, on_hangup, run_edge, run_origin, shutdown_signal};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -6,19 +6,57 @@ use crate::config::{EdgeConfig, OriginConfig};
 use crate::edge::node::Edge;
 use crate::origin::Origin;
 
+/// How long a node, once told to stop, waits for its sessions and tasks to end before it
+/// exits anyway: shutdown is bounded whatever an upstream does.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long the process waits, after its node returned, for blocking tasks (a file write, a
+/// name lookup) before it exits.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs a binary's `main` future on a new runtime; when it returns, blocking tasks get
+/// [`BLOCKING_GRACE`] (a plain `#[tokio::main]` waits for them however long they take).
+pub fn block_on_main<F: std::future::Future<Output = anyhow::Result<()>>>(
+    main: F,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(main);
+    rt.shutdown_timeout(BLOCKING_GRACE);
+    r
+}
+
+/// Waits for a node's `wait` until `stop` turns true, then at most [`SHUTDOWN_GRACE`].
+async fn bounded(
+    wait: impl std::future::Future<Output = ()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let grace = async {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = wait => {}
+        () = grace => tracing::warn!("shutdown: gave up waiting after {SHUTDOWN_GRACE:?} (an upstream does not answer?)"),
+    }
+}
+
 /// `segue origin`: serves until SIGTERM or Ctrl-C; SIGHUP rescans the media root.
 pub async fn run_origin(c: OriginConfig) -> anyhow::Result<()> {
-    let origin = Origin::start(c, shutdown_signal()).await?;
+    let stop = shutdown_signal();
+    let origin = Origin::start(c, stop.clone()).await?;
     on_hangup(origin.reloader());
-    origin.wait().await;
+    bounded(origin.wait(), stop).await;
     Ok(())
 }
 
 /// `segue edge`: serves until SIGTERM or Ctrl-C (SIGHUP is logged).
 pub async fn run_edge(c: EdgeConfig) -> anyhow::Result<()> {
-    let edge = Edge::start(c, shutdown_signal()).await?;
+    let stop = shutdown_signal();
+    let edge = Edge::start(c, stop.clone()).await?;
     ignore_hangup();
-    edge.wait().await;
+    bounded(edge.wait(), stop).await;
     Ok(())
 }
 

@@ -44,40 +44,11 @@ impl EdgeSource {
             if fetching > 0 {
                 self.0.store.fetching_concurrently(fetching, 0.05);
             }
-            stalled.retain(|_, until| Instant::now() < *until);
-            if let Some(name) = self
-                .0
-                .store
-                .prefix_to_refill_except(|n| stalled.contains_key(n))
-            {
-                match self.warm(&name).await {
-                    // Never again and again without progress: a refill that leaves the
-                    // prefix as short as it was (the disk refusing writes, say) is not
-                    // retried for a while.
-                    Ok(_)
-                        if self
-                            .0
-                            .store
-                            .prefix_to_refill_except(|n| *n != name)
-                            .is_some() =>
-                    {
-                        tracing::warn!(object = %name, "prefix refill made no progress: retried in {STALLED_RETRY:?}");
-                        stalled.insert(name, Instant::now() + STALLED_RETRY);
-                    }
-                    Ok(n) => {
-                        tracing::info!(object = %name, segments = n, "prefix grown to follow the link")
-                    }
-                    Err(e) => tracing::debug!(object = %name, "prefix refill failed: {e}"),
-                }
-            } else if let Some(after) = self.0.opts.probe_after
-                && self.0.upstream.stats.idle_for().is_some_and(|d| d >= after)
-                && let Some((m, i)) = self.0.store.probe_target()
-            {
-                let due = Instant::now() + BACKGROUND;
-                match self.fill(m.clone(), i, due).await {
-                    Ok(_) => tracing::debug!(object = %m.object, segment = i, "link probed"),
-                    Err(e) => tracing::debug!(object = %m.object, "link probe failed: {e}"),
-                }
+            // The round's fetches end with the node: shutdown never waits for an upstream.
+            let round = self.round(&mut stalled);
+            tokio::select! {
+                () = round => {}
+                _ = stop.changed() => break,
             }
             if saved.elapsed() >= USAGE_SAVE_EVERY {
                 self.save_usage();
@@ -86,6 +57,45 @@ impl EdgeSource {
         }
         self.save_usage();
         warm.abort();
+    }
+
+    /// One upkeep round's fetches: a prefix refill, or a link probe.
+    async fn round(&self, stalled: &mut HashMap<ObjectName, Instant>) {
+        stalled.retain(|_, until| Instant::now() < *until);
+        if let Some(name) = self
+            .0
+            .store
+            .prefix_to_refill_except(|n| stalled.contains_key(n))
+        {
+            match self.warm(&name).await {
+                // Never again and again without progress: a refill that leaves the
+                // prefix as short as it was (the disk refusing writes, say) is not
+                // retried for a while.
+                Ok(_)
+                    if self
+                        .0
+                        .store
+                        .prefix_to_refill_except(|n| *n != name)
+                        .is_some() =>
+                {
+                    tracing::warn!(object = %name, "prefix refill made no progress: retried in {STALLED_RETRY:?}");
+                    stalled.insert(name, Instant::now() + STALLED_RETRY);
+                }
+                Ok(n) => {
+                    tracing::info!(object = %name, segments = n, "prefix grown to follow the link")
+                }
+                Err(e) => tracing::debug!(object = %name, "prefix refill failed: {e}"),
+            }
+        } else if let Some(after) = self.0.opts.probe_after
+            && self.0.upstream.stats.idle_for().is_some_and(|d| d >= after)
+            && let Some((m, i)) = self.0.store.probe_target()
+        {
+            let due = Instant::now() + BACKGROUND;
+            match self.fill(m.clone(), i, due).await {
+                Ok(_) => tracing::debug!(object = %m.object, segment = i, "link probed"),
+                Err(e) => tracing::debug!(object = %m.object, "link probe failed: {e}"),
+            }
+        }
     }
 
     /// Until `stop`: the pooled origin connection is opened at start-up and re-opened within

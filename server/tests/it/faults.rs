@@ -462,3 +462,80 @@ async fn a_restarted_origin_is_noticed_at_once() {
     let log = std::fs::read_to_string(dir.path().join("edge.log")).unwrap();
     assert!(log.contains("replaced by a new connection"), "{log}");
 }
+
+/// Shutdown is bounded whatever the upstream does (issue 21): an edge refilling a prefix
+/// from an origin that takes packets and answers none (each fetch waits out its connect
+/// timeout and is retried for 10 s) exits within a few seconds of SIGTERM. (Its upkeep
+/// finished the refill first: tens of seconds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_with_a_silent_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let media = media_with(dir.path(), "long.mp4");
+    let (oport, eport) = (free_port(), free_port());
+    let mut origin = segue(
+        &origin_args(&media, &dir.path().join("origin"), oport, &tls),
+        &dir.path().join("origin.log"),
+    );
+    let stats = dir.path().join("edge.json");
+    let edge_args = |prefix_secs: &str| {
+        let mut a = vec![
+            "edge".to_string(),
+            "--origin".into(),
+            format!("segue://localhost:{oport}/"),
+            "--cache-dir".into(),
+            dir.path().join("cache").display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{eport}"),
+            "--prefix-secs".into(),
+            prefix_secs.into(),
+            "--warm".into(),
+            "long".into(),
+            "--stats".into(),
+            stats.display().to_string(),
+        ];
+        a.extend(tls_args(&tls));
+        a
+    };
+    // A 2 s prefix cached while the origin answers.
+    let mut edge = segue(&edge_args("2"), &dir.path().join("edge1.log"));
+    let mut warmed = false;
+    for _ in 0..200 {
+        if stat(&stats, "segments_from_origin") >= 1 {
+            warmed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(warmed, "the edge never warmed (see edge1.log)");
+    edge.0.kill().unwrap();
+    edge.0.wait().unwrap();
+    // The origin gone, its address silent: packets taken, nothing answered.
+    origin.0.kill().unwrap();
+    origin.0.wait().unwrap();
+    let _silent = std::net::UdpSocket::bind(("127.0.0.1", oport)).unwrap();
+    // Restarted wanting a 60 s prefix: its upkeep refills from the silent origin.
+    let mut edge = segue(&edge_args("60"), &dir.path().join("edge2.log"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let asked = std::time::Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &edge.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let mut exited = None;
+    for _ in 0..300 {
+        if edge.0.try_wait().unwrap().is_some() {
+            exited = Some(asked.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = exited.expect("the edge did not exit within 15 s of SIGTERM");
+    eprintln!("SIGTERM to exit with a silent origin: {took:?}");
+    assert!(
+        took < segue_server::cli::SHUTDOWN_GRACE + Duration::from_secs(2),
+        "shutdown took {took:?}"
+    );
+}
