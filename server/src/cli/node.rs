@@ -42,8 +42,20 @@ async fn bounded(
     }
 }
 
+/// Raises the open-file limit where allowed, and says what it is.
+fn log_fd_limit() {
+    use crate::node::admission::{FD_RESERVE, nofile_limit};
+    let n = nofile_limit();
+    tracing::info!(
+        limit = n,
+        reserved = FD_RESERVE,
+        "open files (TCP connections get what the reserve leaves)"
+    );
+}
+
 /// `segue origin`: serves until SIGTERM or Ctrl-C; SIGHUP rescans the media root.
 pub async fn run_origin(c: OriginConfig) -> anyhow::Result<()> {
+    log_fd_limit();
     let stop = shutdown_signal();
     let origin = Origin::start(c, stop.clone()).await?;
     on_hangup(origin.reloader());
@@ -53,6 +65,7 @@ pub async fn run_origin(c: OriginConfig) -> anyhow::Result<()> {
 
 /// `segue edge`: serves until SIGTERM or Ctrl-C (SIGHUP is logged).
 pub async fn run_edge(c: EdgeConfig) -> anyhow::Result<()> {
+    log_fd_limit();
     let stop = shutdown_signal();
     let edge = Edge::start(c, stop.clone()).await?;
     ignore_hangup();

@@ -192,6 +192,16 @@ fn register_connections(r: &mut Registry, admission: &Admission) {
         "Requests refused to clients (unauthorised, malformed, over a limit); logged at most once per client per 10 s",
         ConstCounter::new(admission.refusals.count.load(Relaxed)),
     );
+    r.register(
+        "tcp_connections",
+        "TCP connections open now (RTSP face and admin API), each a file descriptor",
+        ConstGauge::<i64>::new(i64::try_from(admission.tcp.open()).unwrap_or(i64::MAX)),
+    );
+    r.register(
+        "tcp_connections_limit",
+        "TCP connections allowed: the open-file limit less the descriptors kept for the cache",
+        ConstGauge::<i64>::new(i64::try_from(admission.tcp.limit()).unwrap_or(i64::MAX)),
+    );
     let faces = &admission.faces;
     let by_scheme = |counts: &[AtomicU64; 2]| {
         let f = Family::<Vec<(String, String)>, Counter>::default();
@@ -611,6 +621,14 @@ async fn handle(req: Request<Incoming>, node: Node, token: Arc<String>) -> Resp 
     }
 }
 
+/// Admin connections open at once; more are closed at once.
+pub const MAX_ADMIN_CONNECTIONS: u64 = 32;
+/// An admin connection must send its request head within this long, and is closed after
+/// its answer (no keep-alive): an idle one holds its file descriptor no longer.
+const ADMIN_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The longest an admin connection lives.
+const ADMIN_CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Serves the admin API on `listener` until `stop`.
 pub async fn serve(
     listener: TcpListener,
@@ -619,6 +637,10 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let token = Arc::new(token);
+    let admission = match &node {
+        Node::Edge { admission, .. } | Node::Origin { admission, .. } => admission.clone(),
+    };
+    let open = Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             r = listener.accept() => match r {
@@ -631,18 +653,40 @@ pub async fn serve(
             },
             _ = stop.changed() => return,
         };
-        let (node, token) = (node.clone(), token.clone());
+        // Bounded: at most MAX_ADMIN_CONNECTIONS, and within the node's descriptor budget.
+        use std::sync::atomic::Ordering::AcqRel;
+        let fd = admission.take_tcp();
+        let room = open
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| {
+                (n < MAX_ADMIN_CONNECTIONS).then_some(n + 1)
+            })
+            .is_ok();
+        if fd.is_none() || !room {
+            if room {
+                open.fetch_sub(1, AcqRel);
+            }
+            admission
+                .refusals
+                .note(peer, "admin connection: too many open");
+            continue;
+        }
+        let (node, token, open) = (node.clone(), token.clone(), open.clone());
         tokio::spawn(async move {
+            let _fd = fd;
             let svc = hyper::service::service_fn(move |req| {
                 let (node, token) = (node.clone(), token.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(req, node, token).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(16 * 1024)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(ADMIN_HEAD_TIMEOUT)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(tcp), svc);
-            if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(60), conn).await {
+            if let Err(e) = tokio::time::timeout(ADMIN_CONNECTION_TIMEOUT, conn).await {
                 tracing::debug!(%peer, "admin connection timed out: {e}");
             }
+            open.fetch_sub(1, AcqRel);
         });
     }
 }

@@ -139,6 +139,81 @@ pub struct Admission {
     pub faces: FaceStats,
     /// Requests refused (counted; logged at most once per client per [`REFUSAL_LOG_EVERY`]).
     pub refusals: Refusals,
+    /// TCP connections (the RTSP face, the admin API) open now, and how many may be.
+    pub tcp: TcpBudget,
+}
+
+/// File descriptors kept free of TCP connections, for the cache's files, the UDP sockets,
+/// upstream connections and logs: strangers' connections cannot starve the cache.
+pub const FD_RESERVE: u64 = 256;
+/// The least TCP budget, however low the descriptor limit.
+const MIN_TCP: usize = 16;
+
+/// The process's open-file limit, raised (once) to the hard limit where allowed.
+pub fn nofile_limit() -> u64 {
+    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot read or raise the open-file limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
+    })
+}
+
+/// TCP connections held at once, each costing a file descriptor: at most the open-file
+/// limit less [`FD_RESERVE`].
+#[derive(Debug)]
+pub struct TcpBudget {
+    limit: usize,
+    open: AtomicU64,
+}
+
+impl Default for TcpBudget {
+    fn default() -> Self {
+        let limit = usize::try_from(nofile_limit().saturating_sub(FD_RESERVE))
+            .unwrap_or(usize::MAX)
+            .max(MIN_TCP);
+        Self {
+            limit,
+            open: AtomicU64::new(0),
+        }
+    }
+}
+
+impl TcpBudget {
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+impl Admission {
+    /// A place for one more TCP connection (given back when the slot drops), or None when
+    /// the budget is spent.
+    pub fn take_tcp(self: &Arc<Self>) -> Option<TcpSlot> {
+        let limit = self.tcp.limit as u64;
+        self.tcp
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| TcpSlot(self.clone()))
+    }
+}
+
+/// One TCP connection's place in the [`TcpBudget`].
+#[derive(Debug)]
+pub struct TcpSlot(Arc<Admission>);
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        self.0.tcp.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// How often one client's refused requests are logged (one line, with how many were not).
@@ -236,6 +311,7 @@ impl Admission {
             by_congestion: Default::default(),
             faces: FaceStats::default(),
             refusals: Refusals::default(),
+            tcp: TcpBudget::default(),
         })
     }
 

@@ -92,11 +92,21 @@ pub(crate) async fn serve<S: Source>(
             }
             Decision::Retry => continue,
         };
+        // Each TCP connection holds a file descriptor: past the budget it is closed at once.
+        let Some(fd) = shared.opts.admission.take_tcp() else {
+            shared
+                .opts
+                .admission
+                .refusals
+                .note(peer, "RTSP connection: no file descriptor to spare");
+            continue;
+        };
         let faces = &shared.opts.admission.faces;
         faces.accepted[FaceStats::index(shared.scheme)].fetch_add(1, Ordering::Relaxed);
         let (shared, tls, stop) = (shared.clone(), l.tls.clone(), stop.clone());
         tokio::spawn(async move {
             let _ticket = ticket;
+            let _fd = fd;
             let _open = Open::new(&shared.opts.admission.faces.open);
             let _ = stream.set_nodelay(true);
             let r = match tls {

@@ -539,3 +539,115 @@ async fn shutdown_is_bounded_with_a_silent_origin() {
         "shutdown took {took:?}"
     );
 }
+
+/// File descriptors (issue 21): an edge under a 128-descriptor limit, 300 idle TCP
+/// connections opened to its admin API. Admin connections are bounded (32, and within the
+/// descriptors left after the cache's reserve) and an idle one is closed after 5 s, so a
+/// play is still cached to disk during the flood and the admin API answers once the idle
+/// ones are cut. (1100 idle admin connections against a 1024 limit stopped cache writes
+/// and made the admin API unreachable for 60 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_admin_connections_cannot_take_every_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let media = media_with(dir.path(), "demo.mp4");
+    let (oport, eport, aport) = (free_port(), free_port(), free_port());
+    let _origin = segue(
+        &origin_args(&media, &dir.path().join("origin"), oport, &tls),
+        &dir.path().join("origin.log"),
+    );
+    let mut edge_args = vec![
+        "edge".to_string(),
+        "--origin".into(),
+        format!("segue://localhost:{oport}/"),
+        "--cache-dir".into(),
+        dir.path().join("cache").display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{eport}"),
+        "--admin".into(),
+        format!("127.0.0.1:{aport}"),
+        "--admin-token".into(),
+        "t".into(),
+    ];
+    edge_args.extend(tls_args(&tls));
+    // The limit set for the edge alone (soft and hard: it cannot raise it).
+    let quoted: Vec<String> = edge_args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "ulimit -n 128 && exec '{}' {}",
+        common::process::segue_bin(),
+        quoted.join(" ")
+    );
+    let _edge = common::process::Kid(
+        std::process::Command::new("bash")
+            .args(["-c", &script])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("edge.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let metrics = || async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aport)).await.ok()?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
+        let mut body = String::new();
+        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body))
+            .await
+            .ok()?
+            .ok()?;
+        body.contains("segue_edge_misses_total").then_some(body)
+    };
+    let mut up = false;
+    for _ in 0..100 {
+        if metrics().await.is_some() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the admin API never answered (see edge.log)");
+    let log = std::fs::read_to_string(dir.path().join("edge.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("open files") && l.contains("128")),
+        "{log}"
+    );
+
+    // The flood: idle connections, held.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(("127.0.0.1", aport)),
+        )
+        .await
+        {
+            idle.push(s);
+        }
+    }
+    // A play during the flood is served and cached.
+    let url = SegueUrl::parse(&format!("segue://localhost:{eport}/demo")).unwrap();
+    let mut o = segue_client::PlayOptions::new(url, tls.ca.clone());
+    o.pace = false;
+    let r = segue_client::play(&o).await;
+    assert!(r.ok() && r.hash_ok, "{}", r.render());
+    // The idle ones cut after 5 s, the admin API answers, and the cache took every write.
+    let mut body = None;
+    for _ in 0..100 {
+        body = metrics().await;
+        if body.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = body.expect("the admin API unreachable after the flood");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(value("segue_edge_cache_write_errors_total"), 0.0, "{body}");
+    assert!(value("segue_edge_cache_used_bytes") > 0.0, "{body}");
+    assert!(value("segue_edge_tcp_connections_limit") <= 128.0, "{body}");
+    drop(idle);
+}
