@@ -587,9 +587,13 @@ async fn idle_admin_connections_cannot_take_every_descriptor() {
             .unwrap(),
     );
     let metrics = || async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aport)).await.ok()?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aport))
+            .await
+            .ok()?;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .ok()?;
         let mut body = String::new();
         tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body))
             .await
@@ -608,7 +612,8 @@ async fn idle_admin_connections_cannot_take_every_descriptor() {
     assert!(up, "the admin API never answered (see edge.log)");
     let log = std::fs::read_to_string(dir.path().join("edge.log")).unwrap();
     assert!(
-        log.lines().any(|l| l.contains("open files") && l.contains("128")),
+        log.lines()
+            .any(|l| l.contains("open files") && l.contains("128")),
         "{log}"
     );
 
