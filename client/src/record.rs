@@ -27,24 +27,6 @@ pub(crate) struct Recorder {
     audio: Option<Audio>,
 }
 
-/// Samples (48 kHz) in an Opus packet, from its TOC (RFC 6716 §3.1).
-fn opus_samples(packet: &[u8]) -> u64 {
-    let Some(&toc) = packet.first() else { return 0 };
-    let config = toc >> 3;
-    // Frame size in 1/400 s units of 48 kHz samples (120 samples = 2.5 ms).
-    let frame = match config {
-        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
-        12..=15 => [480, 960][usize::from(config % 2)],
-        _ => [120, 240, 480, 960][usize::from(config % 4)],
-    };
-    let frames = match toc & 3 {
-        0 => 1,
-        1 | 2 => 2,
-        _ => packet.get(1).map_or(0, |c| u64::from(c & 0x3f)),
-    };
-    frame * frames
-}
-
 impl Recorder {
     pub fn open(path: &Path, desc: &Description) -> std::io::Result<Self> {
         let mut video = std::fs::File::create(path)?;
@@ -148,7 +130,7 @@ impl Recorder {
                 let Some(Audio::Ogg(w, granule)) = self.audio.as_mut() else {
                     return Ok(());
                 };
-                *granule += opus_samples(data);
+                *granule += segue_wire::payload::opus::packet_duration(data).map_or(0, u64::from);
                 // A page per packet: the recording is readable however the play ends.
                 w.write_packet(
                     data.to_vec(),
@@ -158,19 +140,5 @@ impl Recorder {
                 )
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opus_packet_durations_from_the_toc() {
-        assert_eq!(opus_samples(&[0xfc, 0]), 960); // CELT 20 ms, one frame
-        assert_eq!(opus_samples(&[0xf8 | 1]), 1920); // CELT 20 ms, two frames
-        assert_eq!(opus_samples(&[0x08 | 3, 3]), 3 * 960); // SILK 20 ms, three frames
-        assert_eq!(opus_samples(&[0x80]), 120); // CELT 2.5 ms
-        assert_eq!(opus_samples(&[]), 0);
     }
 }

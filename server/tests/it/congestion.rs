@@ -13,19 +13,6 @@ use segue_client::ConnectOptions;
 use segue_net::NodeTls;
 use segue_net::{Congestion, TransportSettings, transport::controller_of};
 use segue_wire::SegueUrl;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn metrics(port: u16) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn congestion_reaches_every_endpoint() {
@@ -95,7 +82,7 @@ async fn congestion_reaches_every_endpoint() {
 
     // The edge's accepted connections run its --congestion (cubic), the origin's its own
     // (newreno), whatever the other side runs.
-    let e = metrics(eadmin).await;
+    let e = common::process::admin_metrics(eadmin).await;
     assert!(
         e.contains("segue_edge_connections_established_total{controller=\"cubic\"}")
             && !e.contains("segue_edge_connections_established_total{controller=\"cubic\"} 0"),
@@ -105,7 +92,7 @@ async fn congestion_reaches_every_endpoint() {
         e.contains("segue_edge_connections_established_total{controller=\"bbr\"} 0"),
         "{e}"
     );
-    let o = metrics(oadmin).await;
+    let o = common::process::admin_metrics(oadmin).await;
     assert!(
         !o.contains("connections_established_total{controller=\"newreno\"} 0")
             && o.contains("connections_established_total{controller=\"newreno\"}"),

@@ -7,7 +7,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::process::{Kid, free_port, media_with, origin_args, segue, tls_args};
+use common::process::{Kid, edge_args, free_port, media_with, origin_args, segue, tls_args};
 use segue_net::NodeTls;
 use segue_wire::{ObjectName, SegueUrl};
 
@@ -416,16 +416,7 @@ async fn a_restarted_origin_is_noticed_at_once() {
     let (oport, eport) = (free_port(), free_port());
     let origin_args = origin_args(&media, &dir.path().join("origin"), oport, &tls);
     let mut origin = segue(&origin_args, &dir.path().join("origin1.log"));
-    let mut edge_args = vec![
-        "edge".to_string(),
-        "--origin".into(),
-        format!("segue://localhost:{oport}/"),
-        "--cache-dir".into(),
-        dir.path().join("cache").display().to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{eport}"),
-    ];
-    edge_args.extend(tls_args(&tls));
+    let edge_args = edge_args(oport, &dir.path().join("cache"), eport, &tls);
     let _edge = segue(&edge_args, &dir.path().join("edge.log"));
     let play = |object: &str| {
         let url = SegueUrl::parse(&format!("segue://localhost:{eport}/{object}")).unwrap();
@@ -479,22 +470,9 @@ async fn shutdown_is_bounded_with_a_silent_origin() {
     );
     let stats = dir.path().join("edge.json");
     let edge_args = |prefix_secs: &str| {
-        let mut a = vec![
-            "edge".to_string(),
-            "--origin".into(),
-            format!("segue://localhost:{oport}/"),
-            "--cache-dir".into(),
-            dir.path().join("cache").display().to_string(),
-            "--listen".into(),
-            format!("127.0.0.1:{eport}"),
-            "--prefix-secs".into(),
-            prefix_secs.into(),
-            "--warm".into(),
-            "long".into(),
-            "--stats".into(),
-            stats.display().to_string(),
-        ];
-        a.extend(tls_args(&tls));
+        let mut a = edge_args(oport, &dir.path().join("cache"), eport, &tls);
+        a.extend(["--prefix-secs", prefix_secs, "--warm", "long", "--stats"].map(String::from));
+        a.push(stats.display().to_string());
         a
     };
     // A 2 s prefix cached while the origin answers.
@@ -556,20 +534,9 @@ async fn idle_admin_connections_cannot_take_every_descriptor() {
         &origin_args(&media, &dir.path().join("origin"), oport, &tls),
         &dir.path().join("origin.log"),
     );
-    let mut edge_args = vec![
-        "edge".to_string(),
-        "--origin".into(),
-        format!("segue://localhost:{oport}/"),
-        "--cache-dir".into(),
-        dir.path().join("cache").display().to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{eport}"),
-        "--admin".into(),
-        format!("127.0.0.1:{aport}"),
-        "--admin-token".into(),
-        "t".into(),
-    ];
-    edge_args.extend(tls_args(&tls));
+    let mut edge_args = edge_args(oport, &dir.path().join("cache"), eport, &tls);
+    edge_args.extend(["--admin".to_string(), format!("127.0.0.1:{aport}")]);
+    edge_args.extend(["--admin-token", "t"].map(String::from));
     // The limit set for the edge alone (soft and hard: it cannot raise it).
     let quoted: Vec<String> = edge_args.iter().map(|a| format!("'{a}'")).collect();
     let script = format!(

@@ -187,7 +187,7 @@ async fn ffmpeg_three_cases(sample: &str, warm_sample: &str) {
     // ends just after ffmpeg's exit).
     let mut m = String::new();
     for _ in 0..40 {
-        m = metrics(admin).await;
+        m = common::process::admin_metrics(admin).await;
         let open = [
             "segue_edge_rtsp_connections 0",
             "segue_edge_connections 0.0",
@@ -208,19 +208,6 @@ async fn ffmpeg_three_cases(sample: &str, warm_sample: &str) {
         assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
     }
     origin.shutdown().await;
-}
-
-/// The edge's Prometheus text from its admin listener.
-async fn metrics(port: u16) -> String {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).await.unwrap();
-    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,40 @@ pub fn tls_args(tls: &NodeTls) -> Vec<String> {
     ]
 }
 
+/// `segue edge` of the origin on 127.0.0.1:`origin_port`, caching in `cache`, on
+/// 127.0.0.1:`port`, with `tls` (flags may follow).
+pub fn edge_args(origin_port: u16, cache: &Path, port: u16, tls: &NodeTls) -> Vec<String> {
+    let mut args = vec![
+        "edge".to_string(),
+        "--origin".into(),
+        format!("segue://localhost:{origin_port}/"),
+        "--cache-dir".into(),
+        cache.display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(tls_args(tls));
+    args
+}
+
+/// A node's Prometheus text from its admin API on 127.0.0.1:`port` (empty if it does not
+/// answer within 2 s).
+pub async fn admin_metrics(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let get = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await?;
+        std::io::Result::Ok(out)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), get).await {
+        Ok(Ok(out)) => out,
+        _ => String::new(),
+    }
+}
+
 /// `segue origin` of `media` into `data` on 127.0.0.1:`port`, with `tls` (flags may follow).
 pub fn origin_args(media: &Path, data: &Path, port: u16, tls: &NodeTls) -> Vec<String> {
     let mut args = vec![
