@@ -623,3 +623,52 @@ async fn idle_admin_connections_cannot_take_every_descriptor() {
     assert!(value("segue_edge_tcp_connections_limit") <= 128.0, "{body}");
     drop(idle);
 }
+
+/// A player whose buffer covers the outage sees no stall (issue 21): a paced play from an
+/// edge fetching the object slowly (one exchange at a time, the origin answering each after
+/// 400 ms), the origin killed with SIGKILL mid-object and restarted at once. The edge
+/// replaces its silent connection and re-issues the fetch that was in flight; the play
+/// ends with every frame and no stall. (The in-flight exchange waited 5 s on the dead
+/// connection, and every retry found it pooled.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_restart_within_the_buffer_is_not_a_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = NodeTls::dev(&dir.path().join("certs")).unwrap();
+    let media = media_with(dir.path(), "demo.mp4");
+    let (oport, eport) = (free_port(), free_port());
+    let mut origin_args = origin_args(&media, &dir.path().join("origin"), oport, &tls);
+    origin_args.extend(["--response-delay-ms", "400"].map(String::from));
+    let mut origin = segue(&origin_args, &dir.path().join("origin1.log"));
+    let mut args = edge_args(oport, &dir.path().join("cache"), eport, &tls);
+    args.extend(["--parallel", "1", "--prefix-secs", "2"].map(String::from));
+    let _edge = segue(&args, &dir.path().join("edge.log"));
+    let url = SegueUrl::parse(&format!("segue://localhost:{eport}/demo")).unwrap();
+    let mut o = segue_client::PlayOptions::new(url, tls.ca.clone());
+    o.stall_timeout = Duration::from_secs(30);
+    // The edge up, its origin connection pooled ahead of need.
+    let mut up = false;
+    for _ in 0..100 {
+        if std::fs::read_to_string(dir.path().join("edge.log"))
+            .is_ok_and(|l| l.contains("connected to origin"))
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the edge never connected (see edge.log)");
+    let play = tokio::spawn(async move { segue_client::play(&o).await });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    origin.0.kill().unwrap();
+    origin.0.wait().unwrap();
+    let _origin = segue(&origin_args, &dir.path().join("origin2.log"));
+    let r = tokio::time::timeout(Duration::from_secs(60), play)
+        .await
+        .expect("the play ended")
+        .unwrap();
+    assert!(r.ok() && r.hash_ok, "{}", r.render());
+    assert_eq!(r.frames_received, r.frames_expected);
+    assert_eq!(r.stalls, 0, "{}", r.render());
+    let log = std::fs::read_to_string(dir.path().join("edge.log")).unwrap();
+    assert!(log.contains("replaced by a new connection"), "{log}");
+}
