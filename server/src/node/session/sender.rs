@@ -418,7 +418,12 @@ impl<S: Source> Sender<S> {
         };
         if streams[ti].is_none() {
             let s = tokio::select! {
-                r = conn.open_uni() => r.map_err(|e| Stop::Failed(format!("cannot open a media stream: {e}")))?,
+                // No stream can be opened only on a connection that is gone (the player
+                // left, or the node is shutting down): nobody to tell, nothing failed here.
+                r = conn.open_uni() => r.map_err(|e| {
+                    tracing::debug!(session = %self.session, "media stream not opened: {e}");
+                    Stop::Cancelled
+                })?,
                 _ = Self::cancelled(&mut self.cancel) => return Err(Stop::Cancelled),
             };
             // Earlier segments first.
