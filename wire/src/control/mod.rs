@@ -258,6 +258,8 @@ mod tests {
         let text = format!("OPTIONS * RTSP/2.0\r\nCSeq: 1\r\n{many}\r\n");
         let e = decode_all(text.as_bytes()).remove(0).unwrap_err();
         assert!(e.fatal && e.status == 400 && e.cseq == Some(1));
+        // A count says it is one (it said "header count is 34 bytes").
+        assert_eq!(e.error.to_string(), "34 headers, limit is 32");
         let big = "OPTIONS * RTSP/2.0\r\nCSeq: 1\r\nContent-Length: 65537\r\n\r\n";
         let e = decode_all(big.as_bytes()).remove(0).unwrap_err();
         assert!(e.fatal && e.status == 413);
