@@ -622,7 +622,7 @@ async fn handle(req: Request<Incoming>, node: Node, token: Arc<String>) -> Resp 
 }
 
 /// Admin connections open at once; more are closed at once.
-pub const MAX_ADMIN_CONNECTIONS: u64 = 32;
+pub const MAX_ADMIN_CONNECTIONS: usize = 32;
 /// An admin connection must send its request head within this long, and is closed after
 /// its answer (no keep-alive): an idle one holds its file descriptor no longer.
 const ADMIN_HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -640,7 +640,7 @@ pub async fn serve(
     let admission = match &node {
         Node::Edge { admission, .. } | Node::Origin { admission, .. } => admission.clone(),
     };
-    let open = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let places = Arc::new(tokio::sync::Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
         let (tcp, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             r = listener.accept() => match r {
@@ -654,25 +654,16 @@ pub async fn serve(
             _ = stop.changed() => return,
         };
         // Bounded: at most MAX_ADMIN_CONNECTIONS, and within the node's descriptor budget.
-        use std::sync::atomic::Ordering::AcqRel;
-        let fd = admission.take_tcp();
-        let room = open
-            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| {
-                (n < MAX_ADMIN_CONNECTIONS).then_some(n + 1)
-            })
-            .is_ok();
-        if fd.is_none() || !room {
-            if room {
-                open.fetch_sub(1, AcqRel);
-            }
+        let (Some(fd), Ok(place)) = (admission.take_tcp(), places.clone().try_acquire_owned())
+        else {
             admission
                 .refusals
                 .note(peer, "admin connection: too many open");
             continue;
-        }
-        let (node, token, open) = (node.clone(), token.clone(), open.clone());
+        };
+        let (node, token) = (node.clone(), token.clone());
         tokio::spawn(async move {
-            let _fd = fd;
+            let _held = (fd, place);
             let svc = hyper::service::service_fn(move |req| {
                 let (node, token) = (node.clone(), token.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(req, node, token).await) }
@@ -686,7 +677,6 @@ pub async fn serve(
             if let Err(e) = tokio::time::timeout(ADMIN_CONNECTION_TIMEOUT, conn).await {
                 tracing::debug!(%peer, "admin connection timed out: {e}");
             }
-            open.fetch_sub(1, AcqRel);
         });
     }
 }

@@ -122,11 +122,9 @@ pub async fn serve_exchange<S: Source>(
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    // A peer without a node certificate got here with a MANIFEST request only (refused by
+    // frame type above otherwise: docs/SECURITY.md, mTLS).
     let object = req.object().clone();
-    if let Err(why) = node_only(&req, peer) {
-        refusals.note(peer.addr, &format!("{object}: {why}"));
-        return refuse(send, Status::Unauthorized, why).await;
-    }
     // Signed URLs: a player's manifest request carries its grant (TOKEN); nodes need none.
     if let Some(keys) = access
         && !peer.is_node()
@@ -226,16 +224,6 @@ pub async fn serve_exchange<S: Source>(
     }
     send.finish()?;
     Ok(())
-}
-
-/// What only nodes may ask (docs/SECURITY.md, mTLS): segments and push offers need a
-/// certificate of the node CA. Anyone may ask for a manifest (players verify with it).
-fn node_only(req: &SegmentRequest, peer: &Remote) -> Result<(), &'static str> {
-    if matches!(req, SegmentRequest::Manifest { .. }) || peer.is_node() {
-        Ok(())
-    } else {
-        Err("segment and push requests need a node certificate (mTLS)")
-    }
 }
 
 /// Answers with an error RESPONSE and ends the exchange.

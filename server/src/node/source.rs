@@ -60,31 +60,41 @@ impl SourceError {
     /// upstream's, the text carries an incident id, and the details are logged with it.
     pub fn for_player(&self, object: &ObjectName) -> String {
         let id = incident();
-        let text = self.public(object, &id);
-        if text.contains(&id) {
+        if self.incident_class().is_some() {
             tracing::warn!(incident = %id, object = %object, "{self}");
         }
-        text
+        self.public(object, &id)
     }
 
     /// [`Self::for_player`]'s text with incident id `id` (used where it names one), without
     /// logging: the caller logs the details with the id.
     pub fn public(&self, object: &ObjectName, id: &str) -> String {
-        let class = match self {
+        if let Some(class) = self.incident_class() {
+            return format!("{object}: {class} (incident {id})");
+        }
+        match self {
+            SourceError::Stale(_) => format!("{object} changed at the origin; request it again"),
+            // Policy texts written for the requester ("this edge takes no pushes").
+            SourceError::Refused(why) => format!("{object}: refused: {why}"),
+            SourceError::Busy(_) => format!("{object}: busy, try again"),
             // Written for players where it is made ("no object X", "X (its source could not
             // be ingested; ...)"), origin or edge.
-            SourceError::NotFound(_) => return self.to_string(),
-            SourceError::Stale(_) => {
-                return format!("{object} changed at the origin; request it again");
-            }
-            // Policy texts written for the requester ("this edge takes no pushes").
-            SourceError::Refused(why) => return format!("{object}: refused: {why}"),
-            SourceError::Busy(_) => return format!("{object}: busy, try again"),
-            SourceError::Unavailable(_) | SourceError::HopLimit(_) => "upstream unavailable",
-            SourceError::Invalid(_) => "invalid",
-            SourceError::Internal(_) => "internal error",
-        };
-        format!("{object}: {class} (incident {id})")
+            _ => self.to_string(),
+        }
+    }
+
+    /// The reason class a player is told, with an incident id, for an error of this node or
+    /// its upstream (whose details are the node's); None for one told in its own words.
+    fn incident_class(&self) -> Option<&'static str> {
+        match self {
+            SourceError::Unavailable(_) | SourceError::HopLimit(_) => Some("upstream unavailable"),
+            SourceError::Invalid(_) => Some("invalid"),
+            SourceError::Internal(_) => Some("internal error"),
+            SourceError::NotFound(_)
+            | SourceError::Stale(_)
+            | SourceError::Refused(_)
+            | SourceError::Busy(_) => None,
+        }
     }
 
     /// The segment-protocol status.

@@ -238,11 +238,7 @@ impl Upstream {
         match result {
             Ok((conn, send, recv)) => {
                 tracing::info!(peer = %self.url, "connected to {}", self.label);
-                self.watch(&conn);
-                c.control = Some((send, recv));
-                c.failures = 0;
-                c.retry_at = None;
-                c.conn = Some(conn.clone());
+                self.pool(&mut c, &conn, (send, recv));
                 Ok(conn)
             }
             Err(e) => {
@@ -287,11 +283,7 @@ impl Upstream {
                     conn.close(0u32.into(), b"not needed");
                 } else {
                     tracing::info!(peer = %self.url, "connected to {} (ahead of need)", self.label);
-                    self.watch(&conn);
-                    c.control = Some((send, recv));
-                    c.failures = 0;
-                    c.retry_at = None;
-                    c.conn = Some(conn);
+                    self.pool(&mut c, &conn, (send, recv));
                 }
                 true
             }
@@ -300,6 +292,21 @@ impl Upstream {
                 false
             }
         }
+    }
+
+    /// Makes `conn` (with its claimed control stream) the pooled connection, watched, and
+    /// clears the backoff.
+    fn pool(
+        &self,
+        c: &mut Conn,
+        conn: &quinn::Connection,
+        control: (quinn::SendStream, quinn::RecvStream),
+    ) {
+        self.watch(conn);
+        c.control = Some(control);
+        c.failures = 0;
+        c.retry_at = None;
+        c.conn = Some(conn.clone());
     }
 
     /// The same link (pool, dialer, counters), as another handle.
@@ -352,11 +359,7 @@ impl Upstream {
                             .as_ref()
                             .is_some_and(|x| x.stable_id() == conn.stable_id())
                         {
-                            c.conn = Some(new.clone());
-                            c.control = Some((send, recv));
-                            c.failures = 0;
-                            c.retry_at = None;
-                            up.watch(&new);
+                            up.pool(&mut c, &new, (send, recv));
                         } else {
                             new.close(0u32.into(), b"not needed");
                         }

@@ -553,19 +553,9 @@ async fn idle_admin_connections_cannot_take_every_descriptor() {
             .spawn()
             .unwrap(),
     );
+    // The edge's metrics, when its admin API answers with them.
     let metrics = || async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", aport))
-            .await
-            .ok()?;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .ok()?;
-        let mut body = String::new();
-        tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut body))
-            .await
-            .ok()?
-            .ok()?;
+        let body = common::process::admin_metrics(aport).await;
         body.contains("segue_edge_misses_total").then_some(body)
     };
     let mut up = false;

@@ -10,16 +10,20 @@ use std::time::Duration;
 use segue_wire::segment::{Params, ResponseFrame, SegmentRequest, Status, decode_response_frame};
 use segue_wire::{ObjectName, SegueUrl};
 
-/// A player's connection to `e` (its control stream claimed, as a player's is).
-async fn stranger(origin: &common::TestOrigin, e: &common::TestEdge) -> quinn::Connection {
+/// A player's connection to `e` (its control stream claimed, as a player's is): the
+/// endpoint, the connection and the control client, to be held as long as it is used.
+async fn stranger(
+    origin: &common::TestOrigin,
+    e: &common::TestEdge,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    segue_client::session::ControlClient,
+) {
     let url = SegueUrl::parse(&format!("segue://localhost:{}/", e.addr.port())).unwrap();
-    let (ep, conn, control) =
-        segue_client::session::connect(&url, &origin.tls.ca, Duration::from_secs(5))
-            .await
-            .unwrap();
-    // The endpoint and control stream live as long as the test.
-    std::mem::forget((ep, control));
-    conn
+    segue_client::session::connect(&url, &origin.tls.ca, Duration::from_secs(5))
+        .await
+        .unwrap()
 }
 
 /// A MANIFEST exchange on `conn`: its status.
@@ -45,7 +49,7 @@ async fn manifest(conn: &quinn::Connection, object: &str) -> Status {
 async fn a_manifest_read_pulls_no_prefix() {
     let origin = common::origin_with_samples(&["demo.mp4", "long.mp4", "hd.mp4"]).await;
     let e = origin.edge_with("edge", |_| {}).await;
-    let conn = stranger(&origin, &e).await;
+    let (_ep, conn, _control) = stranger(&origin, &e).await;
     for _ in 0..3 {
         for object in ["demo", "long", "hd"] {
             assert_eq!(manifest(&conn, object).await, Status::Ok);
@@ -69,7 +73,7 @@ async fn a_manifest_read_pulls_no_prefix() {
 async fn a_missing_name_costs_one_origin_round_trip() {
     let origin = common::origin_with_sample("demo.mp4").await;
     let e = origin.edge_with("edge", |_| {}).await;
-    let conn = stranger(&origin, &e).await;
+    let (_ep, conn, _control) = stranger(&origin, &e).await;
     for _ in 0..20 {
         assert_eq!(manifest(&conn, "nope").await, Status::NotFound);
     }

@@ -90,6 +90,21 @@ enum Stop {
     Source(SourceError, String),
 }
 
+impl Stop {
+    /// What a failed play logs and tells its player (with incident id `incident`): the
+    /// details, and the object with a reason class; None for a cancel.
+    fn report(self, object: &segue_wire::ObjectName, incident: &str) -> Option<(String, String)> {
+        match self {
+            Stop::Cancelled => None,
+            Stop::Source(e, at) => Some((format!("{at}{e}"), e.public(object, incident))),
+            Stop::Failed(d) => Some((
+                d,
+                format!("{object}: playback failed (incident {incident})"),
+            )),
+        }
+    }
+}
+
 /// The source's readiness (`Source::ready`), awaited while the first picture goes out.
 type Ready = Pin<Box<dyn Future<Output = Result<(), SourceError>> + Send>>;
 
@@ -201,19 +216,13 @@ impl<S: Source> Sender<S> {
                     .collect();
                 self.out.request(n).await;
             }
-            Err(Stop::Cancelled) => {}
-            Err(stop @ (Stop::Failed(_) | Stop::Source(..))) => {
+            Err(stop) => {
                 // The player is told the object, a reason class and an incident id; the
                 // details are logged with the id.
                 let incident = crate::node::source::incident();
                 let object = &self.manifest.object;
-                let (detail, public) = match stop {
-                    Stop::Source(e, at) => (format!("{at}{e}"), e.public(object, &incident)),
-                    Stop::Failed(d) => (
-                        d,
-                        format!("{object}: playback failed (incident {incident})"),
-                    ),
-                    Stop::Cancelled => unreachable!("matched above"),
+                let Some((detail, public)) = stop.report(object, &incident) else {
+                    return; // cancelled: nobody to tell
                 };
                 tracing::warn!(%incident, session = %self.session, %object, "{detail}");
                 // An RTSP 1.0 client cannot be sent a TEARDOWN: its connection is closed,
